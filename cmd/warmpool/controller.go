@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/nodepools"
+)
+
+func controllerCommand() *cobra.Command {
+	var (
+		opts       controller.Options
+		kubeconfig string
+		nodeClass  string
+		zapOpts    = zap.Options{}
+	)
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run the controller manager",
+		Long: `controller watches the warmpool ConfigMap and keeps the cluster's NodePools and node classes
+in line with it. A config that fails validation is rejected with an Event on the ConfigMap and
+the gauge warmpool_config_valid at 0; the last good config stays in force.`,
+		Example: `  warmpool controller --namespace warmpool --config-map warmpool
+  KUBECONFIG=~/.kube/config warmpool controller --node-class kwok --leader-elect=false`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+			kind, err := nodepools.ParseNodeClassKind(nodeClass)
+			if err != nil {
+				return err
+			}
+			opts.NodeClass = kind
+			restConfig, err := restConfig(kubeconfig)
+			if err != nil {
+				return err
+			}
+			mgr, err := controller.New(restConfig, opts)
+			if err != nil {
+				return err
+			}
+			ctrl.Log.Info("starting warmpool", "namespace", opts.Namespace, "configMap", opts.ConfigMap, "nodeClass", kind)
+			return mgr.Start(ctrl.SetupSignalHandler())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster)")
+	f.StringVar(&opts.Namespace, "namespace", envOr("POD_NAMESPACE", "warmpool"), "namespace of the ConfigMap and the leader Lease")
+	f.StringVar(&opts.ConfigMap, "config-map", "warmpool", "name of the ConfigMap whose config.yaml holds the config")
+	f.StringVar(&nodeClass, "node-class", string(nodepools.EC2NodeClass), "node class kind the NodePools reference: ec2 or kwok (local clusters)")
+	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", `Prometheus metrics address ("0" disables)`)
+	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.BoolVar(&opts.LeaderElection, "leader-elect", true, "elect one active replica through a Lease")
+	f.DurationVar(&opts.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a Lease is held without renewal before another replica takes over")
+	f.DurationVar(&opts.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before giving up")
+	f.DurationVar(&opts.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire the Lease")
+	goFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
+	zapOpts.BindFlags(goFlags)
+	f.AddGoFlagSet(goFlags)
+	return cmd
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := ctrl.GetConfig()
+		if err != nil {
+			return nil, fmt.Errorf("loading kubeconfig, %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig %s, %w", kubeconfig, err)
+	}
+	return cfg, nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func contextWithTimeout(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), d)
+}

@@ -1,0 +1,31 @@
+// Command warmpool is the controller manager and its tools: `warmpool controller` runs in the
+// cluster, `warmpool render` prints what a config generates.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := rootCommand().Execute(); err != nil {
+		// cobra has printed usage errors; a command's own error is printed here.
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "warmpool",
+		Short: "Karpenter NodePools for NVMe CI runners, scaled with CI queue depth, with the Dagger cache kept across nodes",
+		Long: `warmpool generates Karpenter NodePools and EC2NodeClasses for NVMe CI runner nodes from one
+ConfigMap, scales them with CI queue depth, and keeps the Dagger Engine cache across nodes.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(controllerCommand(), renderCommand())
+	return root
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/nodepools"
+	"warmpool.io/warmpool/nodepools/discovery"
+)
+
+// errInvalidConfig exits 1 after the field errors were printed.
+var errInvalidConfig = errors.New("invalid config")
+
+func renderCommand() *cobra.Command {
+	var (
+		file, nodeClass, region, endpoint string
+		discover                          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "render -f config.yaml",
+		Short: "Print the NodePools and node classes a config generates, as YAML",
+		Long: `render reads a WarmpoolConfig document and prints every object warmpool would apply, as one
+multi-document YAML stream, for GitOps or review. A bad config prints one line per problem, each
+naming its field, on stderr and exits 1.
+
+With --discover it lists, per pool, the EC2 instance types its requirements admit instead
+(AWS credentials and region from the usual SDK sources).`,
+		Example: `  warmpool render -f deploy/examples/config.yaml
+  warmpool render -f config.yaml --node-class kwok | kubectl apply -f -
+  warmpool render -f config.yaml --discover --region eu-west-1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kind, err := nodepools.ParseNodeClassKind(nodeClass)
+			if err != nil {
+				return err
+			}
+			cfg, err := readConfig(file, cmd.InOrStdin())
+			if err != nil {
+				var cfgErr *config.Error
+				if errors.As(err, &cfgErr) {
+					for _, line := range cfgErr.Lines() {
+						fmt.Fprintln(cmd.ErrOrStderr(), line)
+					}
+					return errInvalidConfig
+				}
+				return err
+			}
+			if discover {
+				return printDiscovered(cmd, cfg, region, endpoint)
+			}
+			out, err := nodepools.YAML(nodepools.Render(cfg, nodepools.Options{NodeClass: kind}))
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", `config file to read ("-" for stdin)`)
+	cmd.Flags().StringVar(&nodeClass, "node-class", string(nodepools.EC2NodeClass), "node class kind the NodePools reference: ec2 or kwok")
+	cmd.Flags().BoolVar(&discover, "discover", false, "list the EC2 instance types each pool admits instead of printing objects")
+	cmd.Flags().StringVar(&region, "region", "", "AWS region for --discover (default: the config's discovery.region, then the SDK's)")
+	cmd.Flags().StringVar(&endpoint, "endpoint", "", "EC2 endpoint URL for --discover (default: the config's discovery.endpoint)")
+	_ = cmd.MarkFlagRequired("file")
+	return cmd
+}
+
+func readConfig(file string, stdin io.Reader) (*config.Config, error) {
+	var data []byte
+	var err error
+	if file == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading config, %w", err)
+	}
+	return config.Parse(data)
+}
+
+func printDiscovered(cmd *cobra.Command, cfg *config.Config, region, endpoint string) error {
+	if region == "" {
+		region = cfg.Discovery.Region
+	}
+	if endpoint == "" {
+		endpoint = cfg.Discovery.Endpoint
+	}
+	ctx, cancel := contextWithTimeout(cmd, 2*time.Minute)
+	defer cancel()
+	client, err := discovery.NewEC2Client(ctx, region, endpoint)
+	if err != nil {
+		return err
+	}
+	types, err := discovery.NewEC2(client).List(ctx)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "POOL\tINSTANCE TYPE\tARCH\tVCPU\tMEMORY GiB\tNVME GB")
+	admitted := nodepools.Admitted(cfg, types)
+	for i := range cfg.Pools {
+		name := cfg.Pools[i].Name
+		if len(admitted[name]) == 0 {
+			fmt.Fprintf(w, "%s\t(none: no instance type meets this pool's requirements)\t\t\t\t\n", name)
+		}
+		for _, it := range admitted[name] {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%.1f\t%d\n", name, it.Name, strings.Join(it.Architectures, ","), it.VCPU, float64(it.MemoryMiB)/1024, it.NVMeGB)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if errs := nodepools.CheckAdmitted(cfg, types); len(errs) > 0 {
+		for _, line := range (&config.Error{Errs: errs}).Lines() {
+			fmt.Fprintln(cmd.ErrOrStderr(), line)
+		}
+		return errInvalidConfig
+	}
+	return nil
+}

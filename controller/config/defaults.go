@@ -1,0 +1,177 @@
+package config
+
+import (
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
+)
+
+// Defaults a user can rely on; docs/config.md lists each next to its field.
+const (
+	DefaultAMIAlias         = "al2023@latest"
+	DefaultTaintKey         = "warmpool.io/runner"
+	DefaultEngineImage      = "registry.dagger.io/engine"
+	DefaultWebhookPath      = "/webhooks/github"
+	DefaultHeadroom         = HeadroomPods
+	DefaultConsolidation    = karpv1.ConsolidationPolicyWhenEmpty
+	DefaultCacheKeep        = 3
+	DefaultBudgetNodes      = "10%"
+	NVMeMountPath           = "/mnt/k8s-disks/0"
+	HeadroomPods            = "pods"
+	HeadroomCapacityBuffer  = "capacityBuffer"
+	SourceStateQueued       = "queued"
+	SourceStateRunning      = "running"
+	defaultEngineGraceSecs  = 900
+	defaultPollInterval     = 30 * time.Second
+	defaultRefreshInterval  = time.Hour
+	defaultStabilization    = 5 * time.Minute
+	defaultConsolidateAfter = 5 * time.Minute
+	// The pool's grace period bounds the engine's stop plus the cache save, so it is well above
+	// the engine's own 900 s.
+	defaultTerminationGrace = time.Hour
+	defaultExpireAfter      = 720 * time.Hour
+	defaultCacheMaxAge      = 7 * 24 * time.Hour
+)
+
+var defaultCacheSize = resource.MustParse("200Gi")
+
+// Default fills every unset field with its documented default. It is idempotent.
+func Default(c *Config) {
+	nc := &c.NodeClass
+	if nc.AMIAlias == "" {
+		nc.AMIAlias = DefaultAMIAlias
+	}
+	if c.Discovery.RefreshInterval == nil {
+		c.Discovery.RefreshInterval = &metav1.Duration{Duration: defaultRefreshInterval}
+	}
+	if c.Webhook.Path == "" {
+		c.Webhook.Path = DefaultWebhookPath
+	}
+	for i := range c.Pools {
+		defaultPool(&c.Pools[i])
+	}
+}
+
+func defaultPool(p *Pool) {
+	if len(p.Architectures) == 0 {
+		p.Architectures = []string{"amd64"}
+	}
+	if len(p.CapacityTypes) == 0 {
+		p.CapacityTypes = []string{karpv1.CapacityTypeOnDemand}
+	}
+	if p.Taint == nil {
+		p.Taint = &corev1.Taint{Key: DefaultTaintKey, Value: p.Name, Effect: corev1.TaintEffectNoSchedule}
+	}
+	if p.ExpireAfter == nil {
+		p.ExpireAfter = &karpv1.NillableDuration{Duration: ptr.To(defaultExpireAfter)}
+	}
+	if p.TerminationGracePeriod == nil {
+		p.TerminationGracePeriod = &metav1.Duration{Duration: defaultTerminationGrace}
+	}
+	d := &p.Disruption
+	if d.ConsolidationPolicy == "" {
+		d.ConsolidationPolicy = DefaultConsolidation
+	}
+	if d.ConsolidateAfter == nil {
+		d.ConsolidateAfter = &karpv1.NillableDuration{Duration: ptr.To(defaultConsolidateAfter)}
+	}
+	if len(d.Budgets) == 0 {
+		d.Budgets = []karpv1.Budget{{Nodes: DefaultBudgetNodes}}
+	}
+
+	e := &p.Engine
+	if e.Image == "" {
+		e.Image = DefaultEngineImage
+	}
+	if e.HostPath == "" {
+		e.HostPath = NVMeMountPath + "/dagger-" + p.Name
+	}
+	if e.RunPath == "" {
+		e.RunPath = "/run/dagger-" + p.Name
+	}
+	if e.TerminationGracePeriodSeconds == nil {
+		e.TerminationGracePeriodSeconds = ptr.To[int64](defaultEngineGraceSecs)
+	}
+
+	cache := &p.Cache
+	if cache.Size == nil {
+		cache.Size = ptr.To(defaultCacheSize.DeepCopy())
+	}
+	if cache.Retention.Keep == 0 {
+		cache.Retention.Keep = DefaultCacheKeep
+	}
+	if cache.Retention.MaxAge == nil {
+		cache.Retention.MaxAge = &metav1.Duration{Duration: defaultCacheMaxAge}
+	}
+
+	for i := range p.Queue.Sources {
+		defaultSource(&p.Queue.Sources[i])
+	}
+
+	s := &p.Scaling
+	// An invalid limits.nodes (< 1) is reported on limits.nodes alone, not copied into maxNodes.
+	if s.MaxNodes == nil && p.Limits.Nodes != nil && *p.Limits.Nodes >= 1 {
+		s.MaxNodes = ptr.To(int(*p.Limits.Nodes))
+	}
+	if s.ScaleDownStabilization == nil {
+		s.ScaleDownStabilization = &metav1.Duration{Duration: defaultStabilization}
+	}
+	if s.Headroom == "" {
+		s.Headroom = DefaultHeadroom
+	}
+}
+
+func defaultSource(s *Source) {
+	if s.Name == "" {
+		// Metric label values and Event text read better as DNS labels than as field names.
+		s.Name = strings.ToLower(strings.ReplaceAll(s.kind(), "Webhook", "-webhook"))
+	}
+	poll := func(d **metav1.Duration) {
+		if *d == nil {
+			*d = &metav1.Duration{Duration: defaultPollInterval}
+		}
+	}
+	switch {
+	case s.GitHub != nil:
+		poll(&s.GitHub.PollInterval)
+	case s.GitLab != nil:
+		poll(&s.GitLab.PollInterval)
+	case s.Buildkite != nil:
+		poll(&s.Buildkite.PollInterval)
+	case s.Prometheus != nil:
+		poll(&s.Prometheus.PollInterval)
+		if s.Prometheus.State == "" {
+			s.Prometheus.State = SourceStateQueued
+		}
+	}
+}
+
+// kind names the one source kind that is set ("" when none is).
+func (s *Source) kind() string {
+	kinds := s.kinds()
+	if len(kinds) == 0 {
+		return ""
+	}
+	return kinds[0]
+}
+
+func (s *Source) kinds() []string {
+	var kinds []string
+	add := func(set bool, name string) {
+		if set {
+			kinds = append(kinds, name)
+		}
+	}
+	add(s.GitHubWebhook != nil, "githubWebhook")
+	add(s.GitHub != nil, "github")
+	add(s.ARC != nil, "arc")
+	add(s.GitLab != nil, "gitlab")
+	add(s.Buildkite != nil, "buildkite")
+	add(s.Prometheus != nil, "prometheus")
+	return kinds
+}

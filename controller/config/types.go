@@ -1,0 +1,302 @@
+// Package config holds warmpool's configuration: the WarmpoolConfig document users write in the
+// ConfigMap key config.yaml, its strict decoding, defaults and validation. It is pure: no client
+// calls, so `warmpool render`, the controller and the tests all read config the same way.
+package config
+
+import (
+	awsv1 "github.com/aws/karpenter-provider-aws/pkg/apis/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
+)
+
+const (
+	// APIVersion and Kind identify the document; anything else is rejected so a future format
+	// change can never be misread as this one.
+	APIVersion = "warmpool.io/v1alpha1"
+	Kind       = "WarmpoolConfig"
+
+	// ConfigMapKey is the key of the ConfigMap that holds the document.
+	ConfigMapKey = "config.yaml"
+)
+
+// Config is the whole WarmpoolConfig document.
+type Config struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+
+	// NodeClass holds the cluster-wide EC2 settings every pool's EC2NodeClass shares.
+	NodeClass NodeClass `json:"nodeClass"`
+	// Discovery checks pools against the instance types EC2 really offers.
+	Discovery Discovery `json:"discovery,omitempty"`
+	// Webhook is the GitHub workflow_job endpoint shared by every pool's githubWebhook source.
+	Webhook Webhook `json:"webhook,omitempty"`
+	// Pools are the runner pools; each becomes one NodePool and one EC2NodeClass.
+	Pools []Pool `json:"pools"`
+}
+
+// NodeClass is the cluster-wide part of every generated EC2NodeClass. The selector, kubelet and
+// metadata shapes are Karpenter's own types, so they read exactly like an EC2NodeClass.
+type NodeClass struct {
+	// Role is the IAM role for nodes (Karpenter creates the instance profile). Exactly one of
+	// Role and InstanceProfile is required.
+	Role string `json:"role,omitempty"`
+	// InstanceProfile is an existing IAM instance profile for nodes.
+	InstanceProfile string `json:"instanceProfile,omitempty"`
+	// AMIAlias selects the AMI, e.g. "al2023@latest" or "bottlerocket@v1.31.0".
+	AMIAlias                   string                            `json:"amiAlias,omitempty"`
+	SubnetSelectorTerms        []awsv1.SubnetSelectorTerm        `json:"subnetSelectorTerms"`
+	SecurityGroupSelectorTerms []awsv1.SecurityGroupSelectorTerm `json:"securityGroupSelectorTerms"`
+	// Tags are added to every instance, volume and launch template Karpenter creates.
+	Tags            map[string]string           `json:"tags,omitempty"`
+	RootVolume      RootVolume                  `json:"rootVolume,omitempty"`
+	MetadataOptions *awsv1.MetadataOptions      `json:"metadataOptions,omitempty"`
+	Kubelet         *awsv1.KubeletConfiguration `json:"kubelet,omitempty"`
+	// UserData is merged by Karpenter with its own bootstrap (MIME for AL2023, TOML for Bottlerocket).
+	UserData string `json:"userData,omitempty"`
+}
+
+// RootVolume is the EBS root volume. The NVMe instance store holds the cache, so this stays small.
+type RootVolume struct {
+	Size       *resource.Quantity `json:"size,omitempty"`
+	Type       string             `json:"type,omitempty"`
+	IOPS       *int64             `json:"iops,omitempty"`
+	Throughput *int64             `json:"throughput,omitempty"`
+	Encrypted  *bool              `json:"encrypted,omitempty"`
+	KMSKeyID   string             `json:"kmsKeyID,omitempty"`
+	DeviceName string             `json:"deviceName,omitempty"`
+}
+
+// Discovery configures the EC2 DescribeInstanceTypes check of every pool.
+type Discovery struct {
+	// Enabled turns the check on; off, pools are trusted as written.
+	Enabled bool `json:"enabled,omitempty"`
+	// Region defaults to the SDK's usual resolution (AWS_REGION, IMDS).
+	Region string `json:"region,omitempty"`
+	// Endpoint overrides the EC2 endpoint (VPC endpoints, tests).
+	Endpoint string `json:"endpoint,omitempty"`
+	// RefreshInterval is how long a discovered list is trusted before EC2 is asked again.
+	RefreshInterval *metav1.Duration `json:"refreshInterval,omitempty"`
+}
+
+// Webhook is the GitHub workflow_job webhook endpoint.
+type Webhook struct {
+	// Path the manager serves webhooks on.
+	Path string `json:"path,omitempty"`
+	// SecretRef names the Secret key that holds the webhook's HMAC secret.
+	SecretRef *SecretKeyRef `json:"secretRef,omitempty"`
+}
+
+// SecretKeyRef names one key of a Secret in warmpool's namespace. Credentials are only ever
+// referenced, never written inline, so the ConfigMap can be committed to git.
+type SecretKeyRef struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
+}
+
+// Pool is one runner pool: the nodes its CI jobs and Dagger engines run on.
+type Pool struct {
+	// Name is a DNS label; the NodePool is named "warmpool-<name>".
+	Name string `json:"name"`
+	// Architectures: amd64 and/or arm64.
+	Architectures []string `json:"architectures,omitempty"`
+	// Instance narrows the instance types beyond the NVMe requirement.
+	Instance InstanceSelector `json:"instance,omitempty"`
+	NVMe     NVMe             `json:"nvme"`
+	// CapacityTypes: on-demand, spot and/or reserved.
+	CapacityTypes []string `json:"capacityTypes,omitempty"`
+	Limits        Limits   `json:"limits,omitempty"`
+	// Weight orders NodePools for Karpenter (1-100, higher first).
+	Weight *int32 `json:"weight,omitempty"`
+	// Taint keeps everything but runners off the pool's nodes. Default key warmpool.io/runner,
+	// value the pool name, effect NoSchedule.
+	Taint *corev1.Taint `json:"taint,omitempty"`
+	// Labels are extra labels on the pool's nodes.
+	Labels                 map[string]string        `json:"labels,omitempty"`
+	ExpireAfter            *karpv1.NillableDuration `json:"expireAfter,omitempty"`
+	TerminationGracePeriod *metav1.Duration         `json:"terminationGracePeriod,omitempty"`
+	Disruption             Disruption               `json:"disruption,omitempty"`
+	Engine                 Engine                   `json:"engine,omitempty"`
+	Cache                  Cache                    `json:"cache,omitempty"`
+	Queue                  Queue                    `json:"queue,omitempty"`
+	Scaling                Scaling                  `json:"scaling,omitempty"`
+}
+
+// InstanceSelector is the in / not-in filter on Karpenter's well-known instance labels.
+type InstanceSelector struct {
+	Categories  InNotIn[string] `json:"categories,omitempty"`
+	Families    InNotIn[string] `json:"families,omitempty"`
+	Generations InNotIn[int]    `json:"generations,omitempty"`
+	// MinGeneration admits generations >= this (e.g. 6 for c6id and newer).
+	MinGeneration int `json:"minGeneration,omitempty"`
+}
+
+// InNotIn is a pair of include / exclude lists; empty means no constraint.
+type InNotIn[T comparable] struct {
+	In    []T `json:"in,omitempty"`
+	NotIn []T `json:"notIn,omitempty"`
+}
+
+// NVMe is the local instance-store requirement that makes a runner node fast.
+type NVMe struct {
+	// MinSizeGB admits instance types with more than this much NVMe instance store in total.
+	MinSizeGB int64 `json:"minSizeGB"`
+}
+
+// Limits cap what the pool may provision in total.
+type Limits struct {
+	CPU    *resource.Quantity `json:"cpu,omitempty"`
+	Memory *resource.Quantity `json:"memory,omitempty"`
+	Nodes  *int64             `json:"nodes,omitempty"`
+}
+
+// Disruption is the pool's consolidation behaviour and base budgets. While work is queued,
+// warmpool adds a blocking budget on top of these (see Scaling).
+type Disruption struct {
+	ConsolidationPolicy karpv1.ConsolidationPolicy `json:"consolidationPolicy,omitempty"`
+	ConsolidateAfter    *karpv1.NillableDuration   `json:"consolidateAfter,omitempty"`
+	Budgets             []karpv1.Budget            `json:"budgets,omitempty"`
+}
+
+// Engine is the Dagger Engine DaemonSet that runs on the pool's nodes.
+type Engine struct {
+	Image   string `json:"image,omitempty"`
+	Version string `json:"version,omitempty"`
+	// HostPath is the engine's data dir on the node. It must live on the NVMe RAID0 mount
+	// (/mnt/k8s-disks/0), not on the EBS root volume.
+	HostPath string `json:"hostPath,omitempty"`
+	// RunPath is the host dir that holds the engine's unix socket for runners.
+	RunPath   string                       `json:"runPath,omitempty"`
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+	// TerminationGracePeriodSeconds must exceed the engine's own 5-minute graceful stop.
+	TerminationGracePeriodSeconds *int64    `json:"terminationGracePeriodSeconds,omitempty"`
+	GC                            *EngineGC `json:"gc,omitempty"`
+	// ExistingDaemonSet points at an engine DaemonSet the user runs; warmpool then checks it
+	// instead of generating one.
+	ExistingDaemonSet *metav1.LabelSelector `json:"existingDaemonSet,omitempty"`
+}
+
+// EngineGC is the engine's cache garbage collection (engine.json "gc").
+type EngineGC struct {
+	MaxUsedSpace  string `json:"maxUsedSpace,omitempty"`
+	ReservedSpace string `json:"reservedSpace,omitempty"`
+	MinFreeSpace  string `json:"minFreeSpace,omitempty"`
+}
+
+// Cache is the engine cache's life beyond one node: saved to a snapshot when a node goes,
+// restored on the next node.
+type Cache struct {
+	Enabled           bool               `json:"enabled,omitempty"`
+	StorageClassName  string             `json:"storageClassName,omitempty"`
+	SnapshotClassName string             `json:"snapshotClassName,omitempty"`
+	Size              *resource.Quantity `json:"size,omitempty"`
+	Retention         Retention          `json:"retention,omitempty"`
+}
+
+// Retention bounds the snapshots kept per pool, architecture and engine version.
+type Retention struct {
+	Keep   int              `json:"keep,omitempty"`
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+}
+
+// Queue lists where the pool's CI jobs are counted.
+type Queue struct {
+	Sources []Source `json:"sources,omitempty"`
+}
+
+// Source is one queue source; exactly one of its kinds is set.
+type Source struct {
+	// Name identifies the source in metrics; defaults to its kind.
+	Name          string               `json:"name,omitempty"`
+	GitHubWebhook *GitHubWebhookSource `json:"githubWebhook,omitempty"`
+	GitHub        *GitHubSource        `json:"github,omitempty"`
+	ARC           *ARCSource           `json:"arc,omitempty"`
+	GitLab        *GitLabSource        `json:"gitlab,omitempty"`
+	Buildkite     *BuildkiteSource     `json:"buildkite,omitempty"`
+	Prometheus    *PrometheusSource    `json:"prometheus,omitempty"`
+}
+
+// GitHubWebhookSource counts workflow_job deliveries whose labels include all of Labels.
+type GitHubWebhookSource struct {
+	Labels []string `json:"labels"`
+}
+
+// GitHubSource polls the GitHub REST API for queued and in-progress jobs.
+type GitHubSource struct {
+	// URL is the API base URL; empty means api.github.com (set it for GitHub Enterprise Server).
+	URL    string   `json:"url,omitempty"`
+	Owner  string   `json:"owner"`
+	Repos  []string `json:"repos,omitempty"`
+	Labels []string `json:"labels"`
+	// TokenSecretRef holds a PAT; or App for GitHub App auth.
+	TokenSecretRef *SecretKeyRef    `json:"tokenSecretRef,omitempty"`
+	App            *GitHubAppAuth   `json:"app,omitempty"`
+	PollInterval   *metav1.Duration `json:"pollInterval,omitempty"`
+}
+
+// GitHubAppAuth authenticates as a GitHub App installation.
+type GitHubAppAuth struct {
+	AppID               int64        `json:"appID"`
+	InstallationID      int64        `json:"installationID"`
+	PrivateKeySecretRef SecretKeyRef `json:"privateKeySecretRef"`
+}
+
+// ARCSource reads Actions Runner Controller scale sets in the cluster.
+type ARCSource struct {
+	Namespace    string `json:"namespace"`
+	ScaleSetName string `json:"scaleSetName"`
+}
+
+// GitLabSource polls GitLab for pending and running jobs.
+type GitLabSource struct {
+	URL            string           `json:"url,omitempty"`
+	ProjectIDs     []string         `json:"projectIDs,omitempty"`
+	GroupID        string           `json:"groupID,omitempty"`
+	Tags           []string         `json:"tags,omitempty"`
+	TokenSecretRef SecretKeyRef     `json:"tokenSecretRef"`
+	PollInterval   *metav1.Duration `json:"pollInterval,omitempty"`
+}
+
+// BuildkiteSource polls the Buildkite agent metrics API for one queue.
+type BuildkiteSource struct {
+	URL            string           `json:"url,omitempty"`
+	Queue          string           `json:"queue"`
+	TokenSecretRef SecretKeyRef     `json:"tokenSecretRef"`
+	PollInterval   *metav1.Duration `json:"pollInterval,omitempty"`
+}
+
+// PrometheusSource runs a PromQL query that returns one number.
+type PrometheusSource struct {
+	URL   string `json:"url"`
+	Query string `json:"query"`
+	// State says what the number counts: queued (default) or running jobs.
+	State        string           `json:"state,omitempty"`
+	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
+}
+
+// Scaling turns queue depth into desired nodes.
+type Scaling struct {
+	// JobsPerNode is how many CI jobs one node runs at once; 0 derives it from RunnerRequests
+	// and the node's allocatable resources (1 when neither is known).
+	JobsPerNode int `json:"jobsPerNode,omitempty"`
+	// RunnerRequests are one runner pod's resource requests, for deriving JobsPerNode.
+	RunnerRequests corev1.ResourceList `json:"runnerRequests,omitempty"`
+	// WarmMinimum nodes are kept whatever the queue says.
+	WarmMinimum int          `json:"warmMinimum,omitempty"`
+	WarmWindows []WarmWindow `json:"warmWindows,omitempty"`
+	// MaxNodes caps desired nodes; defaults to limits.nodes when set.
+	MaxNodes               *int             `json:"maxNodes,omitempty"`
+	ScaleDownStabilization *metav1.Duration `json:"scaleDownStabilization,omitempty"`
+	ScaleDownStep          int              `json:"scaleDownStep,omitempty"`
+	// Headroom selects the actuator: placeholder pods (default) or a Karpenter CapacityBuffer.
+	Headroom string `json:"headroom,omitempty"`
+}
+
+// WarmWindow raises the warm minimum during a cron-scheduled window (e.g. office hours).
+type WarmWindow struct {
+	Schedule string          `json:"schedule"`
+	Duration metav1.Duration `json:"duration"`
+	Minimum  int             `json:"minimum"`
+	TimeZone string          `json:"timeZone,omitempty"`
+}

@@ -1,0 +1,154 @@
+// Package controller builds warmpool's controller manager and registers every controller.
+package controller
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	awsv1 "github.com/aws/karpenter-provider-aws/pkg/apis/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	kwokv1alpha1 "sigs.k8s.io/karpenter/kwok/apis/v1alpha1"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
+
+	"k8s.io/utils/clock"
+	"warmpool.io/warmpool/controller/pools"
+	"warmpool.io/warmpool/nodepools"
+)
+
+// LeaderElectionID names the Lease replicas compete for.
+const LeaderElectionID = "warmpool.io"
+
+// Options are the manager's settings, from command-line flags.
+type Options struct {
+	// Namespace and ConfigMap locate the config; the namespace also holds the leader Lease.
+	Namespace string
+	ConfigMap string
+	// NodeClass is the node class kind the NodePools reference.
+	NodeClass nodepools.NodeClassKind
+	// InstanceTypes checks pools against EC2 when the config enables discovery; nil means the
+	// real EC2 API (EC2Discovery).
+	InstanceTypes pools.InstanceTypes
+
+	MetricsAddr    string
+	ProbeAddr      string
+	LeaderElection bool
+	// LeaseDuration and RenewDeadline tune failover; zero keeps controller-runtime's defaults.
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
+	// SkipControllerNameValidation lets one process build several managers (tests restarting
+	// the controller); controller-runtime otherwise refuses a second controller named "pools".
+	SkipControllerNameValidation bool
+}
+
+// Scheme has every API type warmpool reads or writes. Karpenter registers its types only in
+// client-go's global scheme, so they are added here explicitly.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, snapshotv1.AddToScheme} {
+		if err := add(s); err != nil {
+			return nil, fmt.Errorf("building scheme, %w", err)
+		}
+	}
+	s.AddKnownTypes(nodepools.NodePoolGV, &karpv1.NodePool{}, &karpv1.NodePoolList{}, &karpv1.NodeClaim{}, &karpv1.NodeClaimList{})
+	s.AddKnownTypes(nodepools.EC2NodeClassGV, &awsv1.EC2NodeClass{}, &awsv1.EC2NodeClassList{})
+	s.AddKnownTypes(nodepools.KWOKNodeClassGV, &kwokv1alpha1.KWOKNodeClass{}, &kwokv1alpha1.KWOKNodeClassList{})
+	for _, gv := range []schema.GroupVersion{nodepools.NodePoolGV, nodepools.EC2NodeClassGV, nodepools.KWOKNodeClassGV} {
+		metav1.AddToGroupVersion(s, gv)
+	}
+	return s, nil
+}
+
+// Manager is the built manager plus the controllers other parts (and tests) talk to.
+type Manager struct {
+	ctrl.Manager
+	Pools *pools.Controller
+}
+
+// New builds the manager and registers every controller; Start runs them.
+func New(cfg *rest.Config, opts Options) (*Manager, error) {
+	scheme, err := Scheme()
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.ProbeAddr,
+		LeaderElection:          opts.LeaderElection,
+		LeaderElectionID:        LeaderElectionID,
+		LeaderElectionNamespace: opts.Namespace,
+		// Release the Lease on a clean stop so the next replica takes over at once.
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 durationOrNil(opts.LeaseDuration),
+		RenewDeadline:                 durationOrNil(opts.RenewDeadline),
+		RetryPeriod:                   durationOrNil(opts.RetryPeriod),
+		Controller:                    ctrlconfig.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only the one ConfigMap is ever read: don't cache every ConfigMap in the cluster.
+			&corev1.ConfigMap{}: {
+				Namespaces: map[string]cache.Config{opts.Namespace: {}},
+				Field:      fields.OneTermEqualSelector("metadata.name", opts.ConfigMap),
+			},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager, %w", err)
+	}
+	if opts.InstanceTypes == nil {
+		opts.InstanceTypes = EC2Discovery(clock.RealClock{})
+	}
+	key := types.NamespacedName{Namespace: opts.Namespace, Name: opts.ConfigMap}
+	// The core/v1 recorder, not events.k8s.io: the newer API folds Events that differ only in
+	// their note into one series that keeps the first note, which would hide a new config error
+	// behind an old one.
+	recorder := mgr.GetEventRecorderFor("warmpool") //nolint:staticcheck
+	pc := pools.NewController(mgr.GetClient(), recorder, key, nodepools.Options{NodeClass: opts.NodeClass}, opts.InstanceTypes)
+	if err := pc.Register(mgr); err != nil {
+		return nil, fmt.Errorf("registering pools controller, %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("adding health check, %w", err)
+	}
+	if err := mgr.AddReadyzCheck("informers", informersSynced(mgr)); err != nil {
+		return nil, fmt.Errorf("adding readiness check, %w", err)
+	}
+	return &Manager{Manager: mgr, Pools: pc}, nil
+}
+
+// informersSynced is ready once the caches have synced: before that, every reconcile would read
+// an empty world.
+func informersSynced(mgr ctrl.Manager) healthz.Checker {
+	return func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return fmt.Errorf("informer caches not synced")
+		}
+		return nil
+	}
+}
+
+func durationOrNil(d time.Duration) *time.Duration {
+	if d == 0 {
+		return nil
+	}
+	return &d
+}

@@ -1,0 +1,268 @@
+// Package pools keeps the cluster's NodePools and node classes in line with the warmpool
+// ConfigMap: it applies what the config renders, prunes what it no longer names, and refuses a
+// bad config without touching anything.
+package pools
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/nodepools"
+	"warmpool.io/warmpool/nodepools/discovery"
+)
+
+// FieldManager owns every field warmpool applies.
+const FieldManager = "warmpool"
+
+// Event reasons on the ConfigMap; stable so users can filter on them.
+const (
+	ReasonApplied           = "NodePoolApplied"
+	ReasonPruned            = "NodePoolPruned"
+	ReasonRejected          = "ConfigRejected"
+	ReasonApplyFailed       = "ApplyFailed"
+	ReasonOwnershipConflict = "OwnershipConflict"
+	ReasonDiscoveryFailed   = "DiscoveryFailed"
+)
+
+// Controller reconciles the one ConfigMap named by Key.
+type Controller struct {
+	kubeClient client.Client
+	recorder   record.EventRecorder
+	key        types.NamespacedName
+	opts       nodepools.Options
+	// instanceTypes gives the lister for the config's discovery settings; nil disables the check.
+	instanceTypes InstanceTypes
+
+	mu sync.Mutex
+	// current is the config in force: the last one that passed validation and was applied.
+	current *config.Config
+}
+
+// InstanceTypes returns the instance-type lister for a config's discovery settings (region and
+// endpoint come from the config, so the lister can change with it).
+type InstanceTypes func(ctx context.Context, d config.Discovery) (discovery.Lister, error)
+
+// NewController builds the pools controller for the ConfigMap at key.
+func NewController(kubeClient client.Client, recorder record.EventRecorder, key types.NamespacedName, opts nodepools.Options, instanceTypes InstanceTypes) *Controller {
+	return &Controller{kubeClient: kubeClient, recorder: recorder, key: key, opts: opts, instanceTypes: instanceTypes}
+}
+
+// Current returns the config in force, or nil before any config was accepted. Other
+// controllers (scaling, cache) read pools from here, never from the raw ConfigMap.
+func (c *Controller) Current() *config.Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current
+}
+
+// Reconcile applies the ConfigMap's config, or rejects it and leaves everything as it is.
+func (c *Controller) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	cm := &corev1.ConfigMap{}
+	if err := c.kubeClient.Get(ctx, c.key, cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			// A deleted ConfigMap is not an instruction to delete every pool: keep what runs.
+			log.FromContext(ctx).Info("config map not found; the pools in force are kept", "configMap", c.key)
+			return reconcile.Result{}, nil
+		}
+		return reconcile.Result{}, fmt.Errorf("getting config map, %w", err)
+	}
+	cfg, err := c.load(ctx, cm)
+	if err != nil {
+		return c.reject(ctx, cm, err)
+	}
+	if err := c.apply(ctx, cm, cfg); err != nil {
+		reconcileErrors.WithLabelValues(controllerName).Inc()
+		return reconcile.Result{}, err
+	}
+	c.mu.Lock()
+	c.current = cfg
+	c.mu.Unlock()
+	configValid.Set(1)
+	poolsInForce.Set(float64(len(cfg.Pools)))
+	return reconcile.Result{}, nil
+}
+
+// load parses the ConfigMap and, with discovery on, checks every pool admits an instance type.
+func (c *Controller) load(ctx context.Context, cm *corev1.ConfigMap) (*config.Config, error) {
+	data, ok := cm.Data[config.ConfigMapKey]
+	if !ok {
+		return nil, &config.Error{Errs: field.ErrorList{field.Required(field.NewPath("data").Key(config.ConfigMapKey), "the ConfigMap holds no warmpool config")}}
+	}
+	cfg, err := config.Parse([]byte(data))
+	if err != nil || c.instanceTypes == nil || !cfg.Discovery.Enabled {
+		return cfg, err
+	}
+	types, err := c.listInstanceTypes(ctx, cfg.Discovery)
+	if err != nil && len(types) == 0 {
+		// EC2 being unreachable says nothing about the config; apply it and say so.
+		c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonDiscoveryFailed, "could not check pools against EC2 instance types: %v", err)
+		return cfg, nil
+	}
+	if err != nil {
+		log.FromContext(ctx).Info("checking pools against the last instance types EC2 returned", "error", err.Error())
+	}
+	if errs := nodepools.CheckAdmitted(cfg, types); len(errs) > 0 {
+		return nil, &config.Error{Errs: errs}
+	}
+	return cfg, nil
+}
+
+func (c *Controller) listInstanceTypes(ctx context.Context, d config.Discovery) ([]discovery.InstanceType, error) {
+	lister, err := c.instanceTypes(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return lister.List(ctx)
+}
+
+// reject records why a config was refused. Nothing is applied or pruned: the last good config
+// stays in force. No error is returned, as retrying cannot fix the config; its next edit will.
+func (c *Controller) reject(ctx context.Context, cm *corev1.ConfigMap, err error) (reconcile.Result, error) {
+	configValid.Set(0)
+	configRejections.Inc()
+	var cfgErr *config.Error
+	lines := []string{err.Error()}
+	if errors.As(err, &cfgErr) {
+		lines = cfgErr.Lines()
+	}
+	kept := "no pools were applied yet"
+	if cur := c.Current(); cur != nil {
+		kept = fmt.Sprintf("the last good config (%d pools) stays in force", len(cur.Pools))
+	}
+	log.FromContext(ctx).Error(err, "config rejected", "configMap", c.key, "errors", lines, "kept", kept)
+	c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonRejected, "config rejected, %s: %s", kept, truncate(strings.Join(lines, "; "), 900))
+	return reconcile.Result{}, nil
+}
+
+// apply server-side-applies every rendered object, then prunes the pools the config dropped.
+// Node classes go first on apply and last on prune, so a NodePool never points at a missing one.
+func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *config.Config) error {
+	objs := nodepools.Render(cfg, c.opts)
+	changed := map[string][]string{}
+	var errs []error
+	for _, obj := range objs {
+		pool := obj.GetLabels()[nodepools.LabelPool]
+		updated, err := c.applyOne(ctx, cm, obj)
+		if err != nil {
+			errs = append(errs, err)
+			c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonApplyFailed, "pool %s: %v", pool, err)
+			continue
+		}
+		if updated {
+			changed[pool] = append(changed[pool], fmt.Sprintf("%s/%s", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName()))
+		}
+	}
+	for i := range cfg.Pools {
+		if names := changed[cfg.Pools[i].Name]; len(names) > 0 {
+			poolApplies.WithLabelValues(cfg.Pools[i].Name).Inc()
+			c.recorder.Eventf(cm, corev1.EventTypeNormal, ReasonApplied, "pool %s: applied %s", cfg.Pools[i].Name, strings.Join(names, ", "))
+		}
+	}
+	if err := c.prune(ctx, cm, cfg); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// applyOne applies one object and reports whether the server changed it. It never takes over an
+// object of the same name that warmpool did not create.
+func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj client.Object) (bool, error) {
+	u, err := nodepools.ToUnstructured(obj)
+	if err != nil {
+		return false, err
+	}
+	existing := &unstructured.Unstructured{}
+	existing.SetGroupVersionKind(u.GroupVersionKind())
+	before := ""
+	switch err := c.kubeClient.Get(ctx, client.ObjectKeyFromObject(u), existing); {
+	case err == nil:
+		if existing.GetLabels()[nodepools.LabelManagedBy] != nodepools.ManagedBy {
+			c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonOwnershipConflict, "%s %s exists and is not managed by warmpool; leaving it alone", u.GetKind(), u.GetName())
+			return false, fmt.Errorf("%s %s exists and is not managed by warmpool", u.GetKind(), u.GetName())
+		}
+		before = existing.GetResourceVersion()
+	case !apierrors.IsNotFound(err):
+		return false, fmt.Errorf("getting %s %s, %w", u.GetKind(), u.GetName(), err)
+	}
+	if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return false, fmt.Errorf("applying %s %s, %w", u.GetKind(), u.GetName(), err)
+	}
+	return u.GetResourceVersion() != before, nil
+}
+
+// prune deletes the objects warmpool owns whose pool the config no longer names.
+func (c *Controller) prune(ctx context.Context, cm *corev1.ConfigMap, cfg *config.Config) error {
+	keep := map[string]bool{}
+	for i := range cfg.Pools {
+		keep[cfg.Pools[i].Name] = true
+	}
+	var errs []error
+	for _, list := range []client.ObjectList{nodePoolList(), c.nodeClassList()} {
+		if err := c.kubeClient.List(ctx, list, client.MatchingLabels{nodepools.LabelManagedBy: nodepools.ManagedBy}); err != nil {
+			errs = append(errs, fmt.Errorf("listing owned objects, %w", err))
+			continue
+		}
+		items, err := listItems(list)
+		if err != nil {
+			return err
+		}
+		for _, obj := range items {
+			pool := obj.GetLabels()[nodepools.LabelPool]
+			if keep[pool] || obj.GetDeletionTimestamp() != nil {
+				continue
+			}
+			if err := c.kubeClient.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+				errs = append(errs, fmt.Errorf("pruning %s, %w", obj.GetName(), err))
+				continue
+			}
+			c.recorder.Eventf(cm, corev1.EventTypeNormal, ReasonPruned, "pool %s left the config: deleted %s %s",
+				pool, obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// Register wires the controller into the manager: it watches the ConfigMap, and the objects it
+// owns so that a hand edit or deletion is put back.
+func (c *Controller) Register(mgr ctrl.Manager) error {
+	toConfig := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: c.key}}
+	})
+	owned := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[nodepools.LabelManagedBy] == nodepools.ManagedBy
+	}))
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(controllerName).
+		For(&corev1.ConfigMap{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetNamespace() == c.key.Namespace && o.GetName() == c.key.Name
+		}))).
+		Watches(nodePoolObject(), toConfig, owned).
+		Watches(c.nodeClassObject(), toConfig, owned).
+		WithOptions(controllerOptions()).
+		Complete(c)
+}
