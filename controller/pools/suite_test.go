@@ -77,7 +77,7 @@ func run(m *testing.M) int {
 
 // env is one test's namespace, ConfigMap and running manager.
 type env struct {
-	t         *testing.T
+	t         testing.TB
 	namespace string
 	cm        *corev1.ConfigMap
 	mgr       *controller.Manager
@@ -87,7 +87,7 @@ type env struct {
 
 // newEnv creates a namespace and a ConfigMap holding cfg, and starts the manager on them.
 // Tests run one at a time: every manager prunes the cluster-scoped objects it owns.
-func newEnv(t *testing.T, cfg string, opts controller.Options) *env {
+func newEnv(t testing.TB, cfg string, opts controller.Options) *env {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-"}}
 	if err := kube.Create(t.Context(), ns); err != nil {
@@ -151,7 +151,7 @@ func (e *env) setConfig(cfg string) {
 }
 
 // eventually polls cond until it returns nil, failing the test with its last error.
-func eventually(t *testing.T, what string, cond func() error) {
+func eventually(t testing.TB, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -208,7 +208,7 @@ func containsAll(s string, fragments ...string) bool {
 }
 
 // gauge reads a gauge from the registry the manager serves on /metrics.
-func gauge(t *testing.T, name string) float64 {
+func gauge(t testing.TB, name string) float64 {
 	t.Helper()
 	families, err := crmetrics.Registry.Gather()
 	if err != nil {
@@ -225,7 +225,7 @@ func gauge(t *testing.T, name string) float64 {
 
 // owned lists the names of objects of kind warmpool owns.
 // It uses its own context: it also runs in cleanup, after t.Context() is cancelled.
-func owned(t *testing.T, kind string) []string {
+func owned(t testing.TB, kind string) []string {
 	t.Helper()
 	list := &unstructured.UnstructuredList{}
 	switch kind {
@@ -249,7 +249,7 @@ func owned(t *testing.T, kind string) []string {
 }
 
 // cleanupOwned deletes everything a test's manager created, so the next test starts clean.
-func cleanupOwned(t *testing.T) {
+func cleanupOwned(t testing.TB) {
 	for _, kind := range []string{"NodePool", "EC2NodeClass", "KWOKNodeClass"} {
 		for _, name := range owned(t, kind) {
 			u := &unstructured.Unstructured{}

@@ -1,0 +1,128 @@
+// Package scenario drives warmpool on a local cluster: it runs the controller manager against the
+// cluster, submits runner pods, and records what Karpenter and the cluster do as a timeline.
+// The e2e tests and `make demo` share it, so the demo shows exactly what the tests check.
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/nodepools"
+)
+
+// Namespace holds warmpool's ConfigMap and the runner pods of a scenario.
+const Namespace = "warmpool"
+
+// Warmpool is a controller manager running in this process against a local cluster.
+type Warmpool struct {
+	*controller.Manager
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Options for StartWarmpool.
+type Options struct {
+	// Log receives the manager's logs; nil discards them.
+	Log io.Writer
+	// MetricsAddr, e.g. "127.0.0.1:0"; empty disables the metrics server.
+	MetricsAddr string
+}
+
+// StartWarmpool writes cfg into the warmpool ConfigMap (creating the namespace) and starts the
+// manager with the KWOK node class, as `warmpool controller --node-class kwok` would.
+func StartWarmpool(ctx context.Context, restConfig *rest.Config, kube client.Client, cfg string, opts Options) (*Warmpool, error) {
+	if err := ensureNamespace(ctx, kube); err != nil {
+		return nil, err
+	}
+	if err := SetConfig(ctx, kube, cfg); err != nil {
+		return nil, err
+	}
+	logger := logr.Discard()
+	if opts.Log != nil {
+		logger = zap.New(zap.WriteTo(opts.Log))
+	}
+	ctrl.SetLogger(logger)
+	metricsAddr := opts.MetricsAddr
+	if metricsAddr == "" {
+		metricsAddr = "0"
+	}
+	mgr, err := controller.New(restConfig, controller.Options{
+		Namespace:   Namespace,
+		ConfigMap:   "warmpool",
+		NodeClass:   nodepools.KWOKNodeClass,
+		MetricsAddr: metricsAddr,
+		ProbeAddr:   "0",
+		// One manager per test process is the rule, but a test may restart it.
+		SkipControllerNameValidation: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	w := &Warmpool{Manager: mgr, cancel: cancel, done: make(chan error, 1)}
+	go func() { w.done <- mgr.Start(runCtx) }()
+	return w, nil
+}
+
+// Stop stops the manager and waits for it to return.
+func (w *Warmpool) Stop() error {
+	w.cancel()
+	return <-w.done
+}
+
+func ensureNamespace(ctx context.Context, kube client.Client) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}
+	if err := kube.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s, %w", Namespace, err)
+	}
+	return nil
+}
+
+// SetConfig creates or replaces the warmpool ConfigMap's config.yaml.
+func SetConfig(ctx context.Context, kube client.Client, cfg string) error {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "warmpool"}}
+	_, err := ctrl.CreateOrUpdate(ctx, kube, cm, func() error {
+		cm.Data = map[string]string{config.ConfigMapKey: cfg}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("writing config map, %w", err)
+	}
+	return nil
+}
+
+// RunnerPod is a CI runner pod for pool: it selects the pool's nodes and tolerates the pool's
+// runner taint, as an ARC or GitLab runner configured for warmpool would.
+func RunnerPod(pool, name string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name, Labels: map[string]string{"app": "ci-runner", nodepools.LabelPool: pool}},
+		Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{nodepools.LabelPool: pool},
+			Tolerations: []corev1.Toleration{{
+				Key: config.DefaultTaintKey, Operator: corev1.TolerationOpEqual, Value: pool, Effect: corev1.TaintEffectNoSchedule,
+			}},
+			Containers: []corev1.Container{{
+				Name:  "runner",
+				Image: "ghcr.io/actions/actions-runner:latest",
+				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+					corev1.ResourceCPU:    resource.MustParse("1"),
+					corev1.ResourceMemory: resource.MustParse("2Gi"),
+				}},
+			}},
+			TerminationGracePeriodSeconds: new(int64),
+		},
+	}
+}
