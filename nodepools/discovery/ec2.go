@@ -1,8 +1,11 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -86,7 +89,38 @@ func NewEC2Client(ctx context.Context, region, endpoint string, opts ...func(*co
 			// AWS_ENDPOINT_URL_EC2 and applies to EC2 only.
 			o.BaseEndpoint = aws.String(endpoint)
 		}
+		o.HTTPClient = bufferedBodyClient{next: o.HTTPClient}
 	}), nil
+}
+
+// bufferedBodyClient hands net/http each request body as an in-memory reader.
+//
+// Why: smithy-go wraps the body in a reader whose WriteTo returns io.EOF once
+// closed, and closes it as soon as Do returns. net/http streams such bodies
+// (headers flushed first) and, after copying Content-Length bytes, reads the
+// body once more to look for extra bytes. When the response arrives before
+// that last read (a fast endpoint, e.g. loopback), the read gets io.EOF,
+// net/http treats the request write as failed and closes the connection under
+// the response body still being read: "deserialization failed ... use of
+// closed network connection" on a 200 (aws/aws-sdk-go-v2#1825, #2737). The SDK
+// retries that, which hides it but costs attempts and connection reuse. With
+// a *bytes.Reader body net/http writes headers and body in one flush and no
+// reader is shared with the SDK. Query requests are a few hundred bytes.
+type bufferedBodyClient struct{ next aws.HTTPClient }
+
+func (c bufferedBodyClient) Do(r *http.Request) (*http.Response, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return c.next.Do(r)
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, fmt.Errorf("buffering request body, %w", err)
+	}
+	// A shallow copy: the SDK still closes its own body after Do.
+	r2 := r.WithContext(r.Context())
+	r2.Body = io.NopCloser(bytes.NewReader(b))
+	r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	return c.next.Do(r2)
 }
 
 // WithRetryPolicy keeps the SDK's standard retryer (which retries throttling

@@ -3,8 +3,10 @@ package discovery
 import (
 	"context"
 	"errors"
+	"net/http/httptrace"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -208,6 +210,44 @@ func TestEC2ListCanceled(t *testing.T) {
 	cancel()
 	if _, err := newLister(t, srv, 3).List(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("List with canceled ctx: %v, want context.Canceled", err)
+	}
+}
+
+// TestEC2ClientKeepsConnections guards the bufferedBodyClient workaround: without
+// it most requests to a loopback endpoint end with net/http failing the request
+// write (io.EOF) and closing the connection, so nothing is reused and some
+// responses are cut off mid-read.
+func TestEC2ClientKeepsConnections(t *testing.T) {
+	srv := startFake(t)
+	var mu sync.Mutex
+	var newConns int
+	var writeErrs []error
+	ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !i.Reused {
+				newConns++
+			}
+		},
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			mu.Lock()
+			defer mu.Unlock()
+			if i.Err != nil {
+				writeErrs = append(writeErrs, i.Err)
+			}
+		},
+	})
+	lister := newLister(t, srv, 1) // no retries: any failed attempt fails the call
+	for i := range 50 {
+		if _, err := lister.List(ctx); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if newConns != 1 || len(writeErrs) != 0 {
+		t.Errorf("50 calls opened %d connections, request write errors %v; want 1 and none", newConns, writeErrs)
 	}
 }
 

@@ -10,11 +10,13 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 
+	"warmpool.io/warmpool/nodepools/discovery"
 	"warmpool.io/warmpool/nodepools/discovery/ec2fake"
 )
 
@@ -28,13 +30,21 @@ func start(t *testing.T) *ec2fake.Server {
 	return srv
 }
 
-// sdk is a real client without retries, so every call is one request.
-func sdk(srv *ec2fake.Server) *ec2.Client {
-	return ec2.NewFromConfig(aws.Config{
-		Region:      "eu-west-1",
-		Credentials: credentials.NewStaticCredentialsProvider("AKIDFAKE", "secret", ""),
-		Retryer:     func() aws.Retryer { return aws.NopRetryer{} },
-	}, func(o *ec2.Options) { o.BaseEndpoint = aws.String(srv.URL) })
+// sdk is a real client without retries, so every call is one request. It is
+// built by discovery.NewEC2Client, which works around an SDK request-body race
+// that otherwise makes a few calls fail on a fast endpoint (see ec2.go).
+func sdk(t *testing.T, srv *ec2fake.Server) *ec2.Client {
+	t.Helper()
+	c, err := discovery.NewEC2Client(t.Context(), "eu-west-1", srv.URL,
+		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("AKIDFAKE", "secret", "")),
+		config.WithSharedConfigFiles([]string{}),
+		config.WithSharedCredentialsFiles([]string{}),
+		discovery.WithRetryPolicy(1, 0),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // post sends a raw Query request; signed adds a syntactically valid SigV4
@@ -154,7 +164,7 @@ func TestGetQueryStringIsAccepted(t *testing.T) {
 
 func TestSDKParsesEveryField(t *testing.T) {
 	srv := start(t)
-	out, err := sdk(srv).DescribeInstanceTypes(t.Context(), &ec2.DescribeInstanceTypesInput{
+	out, err := sdk(t, srv).DescribeInstanceTypes(t.Context(), &ec2.DescribeInstanceTypesInput{
 		InstanceTypes: []ec2types.InstanceType{"d2.xlarge", "m7gd.metal", "m3.medium"},
 	})
 	if err != nil {
@@ -190,9 +200,9 @@ func TestSDKParsesEveryField(t *testing.T) {
 
 func TestSDKFilters(t *testing.T) {
 	srv := start(t)
-	names := func(fs ...ec2types.Filter) []string {
+	names := func(t *testing.T, fs ...ec2types.Filter) []string {
 		t.Helper()
-		out, err := sdk(srv).DescribeInstanceTypes(t.Context(), &ec2.DescribeInstanceTypesInput{Filters: fs})
+		out, err := sdk(t, srv).DescribeInstanceTypes(t.Context(), &ec2.DescribeInstanceTypesInput{Filters: fs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -226,13 +236,13 @@ func TestSDKFilters(t *testing.T) {
 		{"previous generation", []ec2types.Filter{f("current-generation", "false")}, []string{"m3.medium"}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			if got := names(tc.filters...); !slices.Equal(got, tc.want) {
+			if got := names(t, tc.filters...); !slices.Equal(got, tc.want) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})
 	}
 
-	_, err := sdk(srv).DescribeInstanceTypes(t.Context(), &ec2.DescribeInstanceTypesInput{
+	_, err := sdk(t, srv).DescribeInstanceTypes(t.Context(), &ec2.DescribeInstanceTypesInput{
 		Filters: []ec2types.Filter{f("instance-storage.nvme-support", "required")},
 	})
 	var ae smithy.APIError
@@ -243,7 +253,7 @@ func TestSDKFilters(t *testing.T) {
 
 func TestPagingAndTokens(t *testing.T) {
 	srv := start(t)
-	client := sdk(srv)
+	client := sdk(t, srv)
 	storage := []ec2types.Filter{{Name: aws.String("instance-storage-supported"), Values: []string{"true"}}}
 	var seen []string
 	p := ec2.NewDescribeInstanceTypesPaginator(client, &ec2.DescribeInstanceTypesInput{Filters: storage, MaxResults: aws.Int32(5)})
@@ -276,8 +286,11 @@ func TestPagingAndTokens(t *testing.T) {
 
 	// A token only continues the query that produced it.
 	first, err := client.DescribeInstanceTypes(t.Context(), &ec2.DescribeInstanceTypesInput{Filters: storage, MaxResults: aws.Int32(5)})
-	if err != nil || first.NextToken == nil {
-		t.Fatalf("first page: %v, token %v", err, first.NextToken)
+	if err != nil {
+		t.Fatalf("first page: %v", err)
+	}
+	if first.NextToken == nil {
+		t.Fatal("first page has no NextToken")
 	}
 	_, err = client.DescribeInstanceTypes(t.Context(), &ec2.DescribeInstanceTypesInput{MaxResults: aws.Int32(5), NextToken: first.NextToken})
 	var ae smithy.APIError
@@ -288,7 +301,7 @@ func TestPagingAndTokens(t *testing.T) {
 
 func TestFaultsAndRecording(t *testing.T) {
 	srv := start(t)
-	client := sdk(srv)
+	client := sdk(t, srv)
 	srv.FailAfter(1, 1, ec2fake.FaultThrottle)
 	srv.FailNext(1, ec2fake.FaultAuth)
 	srv.FailNext(1, ec2fake.FaultMalformed)
