@@ -205,10 +205,12 @@ func NodeClass(cfg *config.Config, p *config.Pool, opts Options) client.Object {
 // EC2NodeClassFor renders the pool's EC2NodeClass: the shared cluster settings plus RAID0 over
 // the instance store, which is what puts the engine cache (under /mnt/k8s-disks/0) on NVMe.
 func EC2NodeClassFor(nc *config.NodeClass, p *config.Pool) *awsv1.EC2NodeClass {
-	tags := map[string]string{LabelPool: p.Name}
+	tags := make(map[string]string, len(nc.Tags)+1)
 	for k, v := range nc.Tags {
 		tags[k] = v
 	}
+	// Set last: a cluster-wide tag of the same key must not mislabel every pool's instances.
+	tags[LabelPool] = p.Name
 	spec := awsv1.EC2NodeClassSpec{
 		Role:                       nc.Role,
 		AMISelectorTerms:           []awsv1.AMISelectorTerm{{Alias: nc.AMIAlias}},
