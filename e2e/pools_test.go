@@ -40,7 +40,14 @@ func run(m *testing.M) int {
 		}
 	}()
 	local = c
-	return m.Run()
+	code := m.Run()
+	if code == 0 {
+		// Keep the component logs only when something failed.
+		defer os.RemoveAll(c.WorkDir)
+	} else {
+		fmt.Fprintln(os.Stderr, "component logs:", filepath.Join(c.WorkDir, "logs"))
+	}
+	return code
 }
 
 func localConfig(t *testing.T) string {

@@ -44,9 +44,6 @@ type Options struct {
 // StartWarmpool writes cfg into the warmpool ConfigMap (creating the namespace) and starts the
 // manager with the KWOK node class, as `warmpool controller --node-class kwok` would.
 func StartWarmpool(ctx context.Context, restConfig *rest.Config, kube client.Client, cfg string, opts Options) (*Warmpool, error) {
-	if err := ensureNamespace(ctx, kube); err != nil {
-		return nil, err
-	}
 	if err := SetConfig(ctx, kube, cfg); err != nil {
 		return nil, err
 	}
@@ -91,8 +88,11 @@ func ensureNamespace(ctx context.Context, kube client.Client) error {
 	return nil
 }
 
-// SetConfig creates or replaces the warmpool ConfigMap's config.yaml.
+// SetConfig creates or replaces the warmpool ConfigMap's config.yaml (and its namespace).
 func SetConfig(ctx context.Context, kube client.Client, cfg string) error {
+	if err := ensureNamespace(ctx, kube); err != nil {
+		return err
+	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "warmpool"}}
 	_, err := ctrl.CreateOrUpdate(ctx, kube, cm, func() error {
 		cm.Data = map[string]string{config.ConfigMapKey: cfg}

@@ -1,0 +1,151 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/e2e/cluster"
+	"warmpool.io/warmpool/e2e/scenario"
+)
+
+// TestControllerBinary runs the real `warmpool controller` process against the local cluster:
+// it elects itself leader through the Lease, serves /healthz, /readyz and Prometheus metrics
+// on loopback, applies the config, and exits cleanly on SIGTERM, releasing the Lease.
+func TestControllerBinary(t *testing.T) {
+	ctx := t.Context()
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "warmpool")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/warmpool")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building warmpool: %v\n%s", err, out)
+	}
+	if err := scenario.SetConfig(ctx, local.Client, localConfig(t)); err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
+	logPath := filepath.Join(t.TempDir(), "warmpool.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, "controller",
+		"--kubeconfig", local.Kubeconfig,
+		"--namespace", scenario.Namespace,
+		"--node-class", "kwok",
+		"--metrics-bind-address", metricsAddr,
+		"--health-probe-bind-address", probeAddr,
+		"--leader-elect=true",
+	)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// The process dies with the test binary even if the test is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			out, _ := os.ReadFile(logPath)
+			t.Logf("warmpool log:\n%s", out)
+		}
+	})
+
+	waitFor(t, "/readyz to answer 200", func(ctx context.Context) (bool, error) {
+		return httpGet(ctx, "http://"+probeAddr+"/readyz") == nil, nil
+	})
+	if err := httpGet(ctx, "http://"+probeAddr+"/healthz"); err != nil {
+		t.Errorf("/healthz: %v", err)
+	}
+	lease := &coordinationv1.Lease{}
+	waitFor(t, "the leader Lease held by the process", func(ctx context.Context) (bool, error) {
+		err := local.Client.Get(ctx, client.ObjectKey{Namespace: scenario.Namespace, Name: controller.LeaderElectionID}, lease)
+		return err == nil && lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "", err
+	})
+	waitFor(t, "metrics with the config accepted", func(ctx context.Context) (bool, error) {
+		body, err := httpBody(ctx, "http://"+metricsAddr+"/metrics")
+		if err != nil {
+			return false, err
+		}
+		return strings.Contains(body, "\nwarmpool_config_valid 1\n") && strings.Contains(body, "\nwarmpool_pools 1\n"), nil
+	})
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		stopped = true
+		if err != nil {
+			t.Errorf("warmpool exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("warmpool did not exit within a minute of SIGTERM")
+	}
+	// Released on a clean stop, so a standby replica takes over without waiting out the lease.
+	if err := local.Client.Get(ctx, client.ObjectKeyFromObject(lease), lease); err != nil {
+		t.Fatal(err)
+	}
+	if h := lease.Spec.HolderIdentity; h != nil && *h != "" {
+		t.Errorf("Lease still held by %q after a clean stop", *h)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func httpGet(ctx context.Context, url string) error {
+	_, err := httpBody(ctx, url)
+	return err
+}
+
+func httpBody(ctx context.Context, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s: %s", url, resp.Status, body)
+	}
+	return string(body), nil
+}
