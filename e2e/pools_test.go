@@ -34,16 +34,15 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "starting the local cluster (run `make tools` first):", err)
 		return 1
 	}
-	defer func() {
-		if err := c.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping the local cluster:", err)
-		}
-	}()
 	local = c
 	code := m.Run()
+	if err := c.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping the local cluster:", err)
+		code = 1
+	}
 	if code == 0 {
 		// Keep the component logs only when something failed.
-		defer os.RemoveAll(c.WorkDir)
+		os.RemoveAll(c.WorkDir)
 	} else {
 		fmt.Fprintln(os.Stderr, "component logs:", filepath.Join(c.WorkDir, "logs"))
 	}

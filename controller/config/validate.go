@@ -32,11 +32,13 @@ const MaxPoolNameLength = 40
 const engineStopSeconds = 300
 
 var (
-	architectures   = sets.New("amd64", "arm64")
-	capacityTypes   = sets.New(karpv1.CapacityTypeOnDemand, karpv1.CapacityTypeSpot, karpv1.CapacityTypeReserved)
-	consolidation   = sets.New(karpv1.ConsolidationPolicyWhenEmpty, karpv1.ConsolidationPolicyWhenEmptyOrUnderutilized, karpv1.ConsolidationPolicyBalanced)
-	budgetReasons   = sets.New(karpv1.DisruptionReasonEmpty, karpv1.DisruptionReasonUnderutilized, karpv1.DisruptionReasonDrifted)
-	amiFamilies     = sets.New("al2", "al2023", "bottlerocket", "windows2019", "windows2022", "windows2025")
+	architectures = sets.New("amd64", "arm64")
+	capacityTypes = sets.New(karpv1.CapacityTypeOnDemand, karpv1.CapacityTypeSpot, karpv1.CapacityTypeReserved)
+	consolidation = sets.New(karpv1.ConsolidationPolicyWhenEmpty, karpv1.ConsolidationPolicyWhenEmptyOrUnderutilized, karpv1.ConsolidationPolicyBalanced)
+	budgetReasons = sets.New(karpv1.DisruptionReasonEmpty, karpv1.DisruptionReasonUnderutilized, karpv1.DisruptionReasonDrifted)
+	// Linux families only: every NodePool requires kubernetes.io/os=linux (and the engine is a
+	// Linux container), so a Windows AMI would give a pool that never launches a node.
+	amiFamilies     = sets.New("al2", "al2023", "bottlerocket")
 	volumeTypes     = sets.New("standard", "io1", "io2", "gp2", "sc1", "st1", "gp3")
 	headroomKinds   = sets.New(HeadroomPods, HeadroomCapacityBuffer)
 	sourceStates    = sets.New(SourceStateQueued, SourceStateRunning)
@@ -96,13 +98,13 @@ func validateNodeClass(nc *NodeClass, fp *field.Path) field.ErrorList {
 		errs = append(errs, field.Required(fp.Child("subnetSelectorTerms"), "at least one term"))
 	}
 	for i, t := range nc.SubnetSelectorTerms {
-		errs = append(errs, validateSelectorTerm(t.Tags, t.ID, "", fp.Child("subnetSelectorTerms").Index(i))...)
+		errs = append(errs, validateSelectorTerm(t.Tags, t.ID, "", false, fp.Child("subnetSelectorTerms").Index(i))...)
 	}
 	if len(nc.SecurityGroupSelectorTerms) == 0 {
 		errs = append(errs, field.Required(fp.Child("securityGroupSelectorTerms"), "at least one term"))
 	}
 	for i, t := range nc.SecurityGroupSelectorTerms {
-		errs = append(errs, validateSelectorTerm(t.Tags, t.ID, t.Name, fp.Child("securityGroupSelectorTerms").Index(i))...)
+		errs = append(errs, validateSelectorTerm(t.Tags, t.ID, t.Name, true, fp.Child("securityGroupSelectorTerms").Index(i))...)
 	}
 	for _, k := range sets.List(sets.KeySet(nc.Tags)) {
 		for _, prefix := range reservedTagPrefixes {
@@ -160,13 +162,18 @@ func validateNodeClass(nc *NodeClass, fp *field.Path) field.ErrorList {
 	return errs
 }
 
-func validateSelectorTerm(tags map[string]string, id, name string, fp *field.Path) field.ErrorList {
+// validateSelectorTerm checks a subnet (hasName false: no name field) or security group term.
+func validateSelectorTerm(tags map[string]string, id, name string, hasName bool, fp *field.Path) field.ErrorList {
 	var errs field.ErrorList
+	others := "tags"
+	if hasName {
+		others = "tags or name"
+	}
 	if len(tags) == 0 && id == "" && name == "" {
-		return append(errs, field.Required(fp, "one of tags, id or name"))
+		return append(errs, field.Required(fp, "one of id or "+others))
 	}
 	if id != "" && (len(tags) > 0 || name != "") {
-		errs = append(errs, field.Forbidden(fp.Child("id"), "id cannot be combined with tags or name"))
+		errs = append(errs, field.Forbidden(fp.Child("id"), "id cannot be combined with "+others))
 	}
 	for _, k := range sets.List(sets.KeySet(tags)) {
 		if k == "" || tags[k] == "" {
