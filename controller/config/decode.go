@@ -1,10 +1,12 @@
 package config
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"reflect"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	sigsjson "sigs.k8s.io/json"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 	"sigs.k8s.io/yaml"
@@ -96,6 +99,11 @@ func Decode(data []byte) (*Config, error) {
 	if len(strings.TrimSpace(string(data))) == 0 {
 		return nil, &Error{Errs: field.ErrorList{field.Required(nil, "the document is empty")}}
 	}
+	if n := countDocuments(data); n > 1 {
+		// The YAML decoder would silently read the first document only.
+		return nil, &Error{Errs: field.ErrorList{field.Invalid(nil, nil,
+			fmt.Sprintf("holds %d YAML documents; config.yaml must hold exactly one WarmpoolConfig", n))}}
+	}
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
 		// yaml's messages may span lines ("unmarshal errors:\n  line 2: ..."); keep one line.
@@ -139,6 +147,18 @@ func decodeError(js []byte, err error) *field.Error {
 			Detail: fmt.Sprintf("must be %s, got %s", describeType(typeErr.Type), typeErr.Value)}
 	}
 	return field.Invalid(nil, nil, strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// strictError reformats sigs.k8s.io/json's `unknown field "pools[0].nvme.foo"` into a field error.
+func strictError(err error) *field.Error {
+	msg := err.Error()
+	for _, kind := range []string{"unknown field ", "duplicate field "} {
+		if rest, ok := strings.CutPrefix(msg, kind); ok {
+			return &field.Error{Type: field.ErrorTypeInvalid, Field: strings.Trim(rest, `"`),
+				Detail: strings.TrimSpace(kind) + " (check the spelling against docs/config.md)"}
+		}
+	}
+	return field.Invalid(nil, nil, msg)
 }
 
 // locate finds the first value, in document order, that does not decode into its Go type t,
@@ -309,14 +329,32 @@ func describeJSON(raw []byte) string {
 	return string(raw)
 }
 
-// strictError reformats sigs.k8s.io/json's `unknown field "pools[0].nvme.foo"` into a field error.
-func strictError(err error) *field.Error {
-	msg := err.Error()
-	for _, kind := range []string{"unknown field ", "duplicate field "} {
-		if rest, ok := strings.CutPrefix(msg, kind); ok {
-			return &field.Error{Type: field.ErrorTypeInvalid, Field: strings.Trim(rest, `"`),
-				Detail: strings.TrimSpace(kind) + " (check the spelling against docs/config.md)"}
+// countDocuments counts the non-empty documents of a YAML stream; a read error counts as one
+// document so the YAML decoder reports it with its line number.
+func countDocuments(data []byte) int {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	n := 0
+	for {
+		doc, err := r.Read()
+		if err != nil {
+			if err != io.EOF {
+				n = max(n, 1)
+			}
+			return n
+		}
+		if hasContent(doc) {
+			n++
 		}
 	}
-	return field.Invalid(nil, nil, msg)
+}
+
+// hasContent tells a document from a blank or comment-only one.
+func hasContent(doc []byte) bool {
+	for _, line := range strings.Split(string(doc), "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && line != "---" && !strings.HasPrefix(line, "#") {
+			return true
+		}
+	}
+	return false
 }

@@ -32,13 +32,11 @@ const MaxPoolNameLength = 40
 const engineStopSeconds = 300
 
 var (
-	architectures = sets.New("amd64", "arm64")
-	capacityTypes = sets.New(karpv1.CapacityTypeOnDemand, karpv1.CapacityTypeSpot, karpv1.CapacityTypeReserved)
-	consolidation = sets.New(karpv1.ConsolidationPolicyWhenEmpty, karpv1.ConsolidationPolicyWhenEmptyOrUnderutilized, karpv1.ConsolidationPolicyBalanced)
-	budgetReasons = sets.New(karpv1.DisruptionReasonEmpty, karpv1.DisruptionReasonUnderutilized, karpv1.DisruptionReasonDrifted)
-	// Linux families only: every NodePool requires kubernetes.io/os=linux (and the engine is a
-	// Linux container), so a Windows AMI would give a pool that never launches a node.
-	amiFamilies     = sets.New("al2", "al2023", "bottlerocket")
+	architectures   = sets.New("amd64", "arm64")
+	capacityTypes   = sets.New(karpv1.CapacityTypeOnDemand, karpv1.CapacityTypeSpot, karpv1.CapacityTypeReserved)
+	consolidation   = sets.New(karpv1.ConsolidationPolicyWhenEmpty, karpv1.ConsolidationPolicyWhenEmptyOrUnderutilized, karpv1.ConsolidationPolicyBalanced)
+	budgetReasons   = sets.New(karpv1.DisruptionReasonEmpty, karpv1.DisruptionReasonUnderutilized, karpv1.DisruptionReasonDrifted)
+	amiFamilies     = sets.New("al2", "al2023", "bottlerocket") // Linux only: every NodePool requires kubernetes.io/os=linux
 	volumeTypes     = sets.New("standard", "io1", "io2", "gp2", "sc1", "st1", "gp3")
 	headroomKinds   = sets.New(HeadroomPods, HeadroomCapacityBuffer)
 	sourceStates    = sets.New(SourceStateQueued, SourceStateRunning)
