@@ -8,6 +8,7 @@ import (
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -28,7 +29,10 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"k8s.io/utils/clock"
+	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/pools"
+	"warmpool.io/warmpool/controller/queue"
+	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -53,6 +57,8 @@ type Options struct {
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
+	// SourceStaleness is how long a failing queue source's last value is trusted.
+	SourceStaleness time.Duration
 	// SkipControllerNameValidation lets one process build several managers (tests restarting
 	// the controller); controller-runtime otherwise refuses a second controller named "pools".
 	SkipControllerNameValidation bool
@@ -79,7 +85,10 @@ func Scheme() (*runtime.Scheme, error) {
 // Manager is the built manager plus the controllers other parts (and tests) talk to.
 type Manager struct {
 	ctrl.Manager
-	Pools *pools.Controller
+	Pools   *pools.Controller
+	Scaling *scaling.Controller
+	// Tracker holds every queue source's readings; tests and the webhook record into it.
+	Tracker *queue.Tracker
 }
 
 // New builds the manager and registers every controller; Start runs them.
@@ -107,6 +116,9 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 				Namespaces: map[string]cache.Config{opts.Namespace: {}},
 				Field:      fields.OneTermEqualSelector("metadata.name", opts.ConfigMap),
 			},
+			// Headroom Deployments and credentials live in warmpool's namespace only.
+			&appsv1.Deployment{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
+			&corev1.Secret{}:     {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
 		}},
 	})
 	if err != nil {
@@ -120,9 +132,25 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	// their note into one series that keeps the first note, which would hide a new config error
 	// behind an old one.
 	recorder := mgr.GetEventRecorderFor("warmpool") //nolint:staticcheck
-	pc := pools.NewController(mgr.GetClient(), recorder, key, nodepools.Options{NodeClass: opts.NodeClass}, opts.InstanceTypes)
+	clk := clock.RealClock{}
+	tracker := queue.NewTracker(clk, opts.SourceStaleness)
+
+	// The pools controller renders each NodePool's budgets from the scaling controller's busy
+	// state, and the scaling controller reads the config the pools controller put in force.
+	var sc *scaling.Controller
+	renderOpts := nodepools.Options{NodeClass: opts.NodeClass, Busy: func(pool string) bool { return sc.Busy(pool) }}
+	pc := pools.NewController(mgr.GetClient(), recorder, key, renderOpts, opts.InstanceTypes)
+	sc = scaling.NewController(mgr.GetClient(), recorder, clk, tracker, opts.Namespace, pc.Current, func(string) { pc.Refresh() })
+	tracker.OnChange(sc.Enqueue)
+	pc.OnApplied(func(cfg *config.Config) {
+		tracker.SetSources(sourceNames(cfg))
+		sc.EnqueueAll()
+	})
 	if err := pc.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering pools controller, %w", err)
+	}
+	if err := sc.Register(context.Background(), mgr); err != nil {
+		return nil, fmt.Errorf("registering scaling controller, %w", err)
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("adding health check, %w", err)
@@ -130,7 +158,21 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	if err := mgr.AddReadyzCheck("informers", informersSynced(mgr)); err != nil {
 		return nil, fmt.Errorf("adding readiness check, %w", err)
 	}
-	return &Manager{Manager: mgr, Pools: pc}, nil
+	return &Manager{Manager: mgr, Pools: pc, Scaling: sc, Tracker: tracker}, nil
+}
+
+// sourceNames lists each pool's queue sources, for the tracker.
+func sourceNames(cfg *config.Config) map[string][]string {
+	out := make(map[string][]string, len(cfg.Pools))
+	for i := range cfg.Pools {
+		p := &cfg.Pools[i]
+		names := make([]string, 0, len(p.Queue.Sources))
+		for _, s := range p.Queue.Sources {
+			names = append(names, s.Name)
+		}
+		out[p.Name] = names
+	}
+	return out
 }
 
 // informersSynced is ready once the caches have synced: before that, every reconcile would read

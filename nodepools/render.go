@@ -71,7 +71,12 @@ func ParseNodeClassKind(s string) (NodeClassKind, error) {
 // Options are the choices that are not part of the user's config.
 type Options struct {
 	NodeClass NodeClassKind
+	// Busy reports whether a pool has queued or running jobs (or is in a warm window); a busy
+	// pool's NodePool carries BlockingBudget. Nil means no pool is busy (`warmpool render`).
+	Busy func(pool string) bool
 }
+
+func (o Options) busy(pool string) bool { return o.Busy != nil && o.Busy(pool) }
 
 // Name is the name of every object generated for a pool.
 func Name(pool string) string { return NamePrefix + pool }
@@ -116,7 +121,7 @@ func NodePool(p *config.Pool, opts Options) *karpv1.NodePool {
 			Disruption: karpv1.Disruption{
 				ConsolidationPolicy: p.Disruption.ConsolidationPolicy,
 				ConsolidateAfter:    *p.Disruption.ConsolidateAfter,
-				Budgets:             p.Disruption.Budgets,
+				Budgets:             Budgets(p, opts.busy(p.Name)),
 			},
 			Limits: limits(p),
 			Weight: p.Weight,

@@ -11,7 +11,9 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -19,10 +21,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/nodepools"
@@ -51,9 +55,26 @@ type Controller struct {
 	// instanceTypes gives the lister for the config's discovery settings; nil disables the check.
 	instanceTypes InstanceTypes
 
+	// refresh re-runs the reconcile when something other than the ConfigMap changed what it
+	// renders (a pool's busy state, which adds or removes its blocking budget).
+	refresh chan event.GenericEvent
+	// onApplied is told about every config put in force, so other controllers follow it.
+	onApplied func(*config.Config)
+
 	mu sync.Mutex
 	// current is the config in force: the last one that passed validation and was applied.
 	current *config.Config
+}
+
+// OnApplied registers f to be called with each config put in force.
+func (c *Controller) OnApplied(f func(*config.Config)) { c.onApplied = f }
+
+// Refresh asks for the config in force to be rendered and applied again.
+func (c *Controller) Refresh() {
+	select {
+	case c.refresh <- event.GenericEvent{Object: &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: c.key.Namespace, Name: c.key.Name}}}:
+	default: // a refresh is already pending; it will render the latest state
+	}
 }
 
 // InstanceTypes returns the instance-type lister for a config's discovery settings (region and
@@ -62,7 +83,8 @@ type InstanceTypes func(ctx context.Context, d config.Discovery) (discovery.List
 
 // NewController builds the pools controller for the ConfigMap at key.
 func NewController(kubeClient client.Client, recorder record.EventRecorder, key types.NamespacedName, opts nodepools.Options, instanceTypes InstanceTypes) *Controller {
-	return &Controller{kubeClient: kubeClient, recorder: recorder, key: key, opts: opts, instanceTypes: instanceTypes}
+	return &Controller{kubeClient: kubeClient, recorder: recorder, key: key, opts: opts, instanceTypes: instanceTypes,
+		refresh: make(chan event.GenericEvent, 1)}
 }
 
 // Current returns the config in force, or nil before any config was accepted. Other
@@ -93,8 +115,14 @@ func (c *Controller) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{}, err
 	}
 	c.mu.Lock()
-	c.current = cfg
+	changed := c.current == nil || !equality.Semantic.DeepEqual(c.current, cfg)
+	if changed {
+		c.current = cfg
+	}
 	c.mu.Unlock()
+	if changed && c.onApplied != nil {
+		c.onApplied(cfg)
+	}
 	configValid.Set(1)
 	poolsInForce.Set(float64(len(cfg.Pools)))
 	return reconcile.Result{}, nil
@@ -263,6 +291,7 @@ func (c *Controller) Register(mgr ctrl.Manager) error {
 		}))).
 		Watches(nodePoolObject(), toConfig, owned).
 		Watches(c.nodeClassObject(), toConfig, owned).
+		WatchesRawSource(source.Channel(c.refresh, toConfig)).
 		WithOptions(controllerOptions()).
 		Complete(c)
 }

@@ -1,0 +1,29 @@
+package scaling
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	desiredNodes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "warmpool_desired_nodes",
+		Help: "Nodes the scaling policy wants for the pool: queue demand, warm minimum and max applied.",
+	}, []string{"pool"})
+	headroomPods = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "warmpool_headroom_pods",
+		Help: "Placeholder pods keeping the pool's desired nodes booted ahead of runner pods.",
+	}, []string{"pool"})
+	poolBusy = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "warmpool_pool_busy",
+		Help: "1 while the pool has queued or running jobs or a warm window is open: its NodePool blocks consolidation.",
+	}, []string{"pool"})
+	decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "warmpool_scaling_decisions_total",
+		Help: "Changes of desired nodes by direction (up, down) and the policy's reason.",
+	}, []string{"pool", "direction", "reason"})
+)
+
+func init() {
+	crmetrics.Registry.MustRegister(desiredNodes, headroomPods, poolBusy, decisions)
+}
