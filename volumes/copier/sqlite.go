@@ -1,0 +1,434 @@
+package copier
+
+// A read-only reader for just enough of the SQLite file format
+// (https://www.sqlite.org/fileformat2.html) to look up one row of a small
+// key/value table: the engine's clean-shutdown record. A SQLite library would
+// be a cgo or a very large dependency for one lookup; the format is stable
+// and documented. The reader follows b-tree pages and overflow chains, and
+// overlays committed WAL frames, which is what SQLite itself shows the engine
+// on its next open.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+)
+
+const (
+	maxSQLitePayload = 64 << 20 // no marker row comes near this
+	maxBtreeDepth    = 32
+)
+
+type sqliteFile struct {
+	f        *os.File
+	pageSize int
+	usable   int
+	wal      *os.File
+	walPages map[uint32]int64 // page number -> offset of its newest committed image in wal
+	seen     int              // pages visited, to stop on cyclic corruption
+}
+
+// sqliteMetaValue returns the value column of the row whose first column is
+// key in table (a WITHOUT ROWID table or an ordinary one, with columns
+// (key, value)).
+func sqliteMetaValue(path, table, key string) (string, bool, error) {
+	db, err := openSQLite(path)
+	if err != nil {
+		return "", false, err
+	}
+	defer db.close()
+	root, err := db.tableRoot(table)
+	if err != nil {
+		return "", false, err
+	}
+	var val string
+	found := false
+	err = db.walk(root, 0, func(rec []any) error {
+		if len(rec) < 2 || found {
+			return nil
+		}
+		if k, ok := rec[0].(string); ok && k == key {
+			found = true
+			val = sqliteString(rec[1])
+		}
+		return nil
+	})
+	return val, found, err
+}
+
+func sqliteString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case int64:
+		return fmt.Sprint(v)
+	case float64:
+		return fmt.Sprint(v)
+	case []byte:
+		return string(v)
+	}
+	return ""
+}
+
+func openSQLite(path string) (*sqliteFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	db := &sqliteFile{f: f}
+	if err := db.readHeader(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := db.readWAL(path + "-wal"); err != nil {
+		db.close()
+		return nil, fmt.Errorf("%s-wal: %w", path, err)
+	}
+	return db, nil
+}
+
+func (db *sqliteFile) close() {
+	db.f.Close()
+	if db.wal != nil {
+		db.wal.Close()
+	}
+}
+
+func (db *sqliteFile) readHeader() error {
+	var h [100]byte
+	if _, err := db.f.ReadAt(h[:], 0); err != nil {
+		return fmt.Errorf("reading database header: %w", err)
+	}
+	if string(h[:16]) != "SQLite format 3\x00" {
+		return errors.New("not a SQLite 3 database")
+	}
+	ps := int(binary.BigEndian.Uint16(h[16:]))
+	if ps == 1 {
+		ps = 65536
+	}
+	if ps < 512 || ps&(ps-1) != 0 {
+		return fmt.Errorf("invalid page size %d", ps)
+	}
+	db.pageSize = ps
+	db.usable = ps - int(h[20])
+	if db.usable < 480 {
+		return fmt.Errorf("invalid usable page size %d", db.usable)
+	}
+	if enc := binary.BigEndian.Uint32(h[56:]); enc != 1 && enc != 0 {
+		return fmt.Errorf("text encoding %d is not UTF-8", enc)
+	}
+	return nil
+}
+
+// readWAL indexes the newest committed image of each page in the WAL. Frames
+// count only up to the last commit frame whose salts and running checksum
+// are valid: later frames are an uncommitted or torn transaction, which
+// SQLite discards too.
+func (db *sqliteFile) readWAL(path string) error {
+	w, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var hdr [32]byte
+	if _, err := w.ReadAt(hdr[:], 0); err != nil {
+		w.Close()
+		if errors.Is(err, io.EOF) {
+			return nil // empty or truncated header: no valid frames
+		}
+		return err
+	}
+	var order binary.ByteOrder
+	switch binary.BigEndian.Uint32(hdr[:]) {
+	case 0x377f0682:
+		order = binary.LittleEndian
+	case 0x377f0683:
+		order = binary.BigEndian
+	default:
+		w.Close()
+		return nil // not a valid WAL: SQLite ignores it
+	}
+	s0, s1 := walChecksum(order, 0, 0, hdr[:24])
+	if s0 != binary.BigEndian.Uint32(hdr[24:]) || s1 != binary.BigEndian.Uint32(hdr[28:]) ||
+		int(binary.BigEndian.Uint32(hdr[8:])) != db.pageSize {
+		w.Close()
+		return nil
+	}
+	committed := map[uint32]int64{}
+	pending := map[uint32]int64{}
+	frame := make([]byte, 24+db.pageSize)
+	for off := int64(32); ; off += int64(len(frame)) {
+		if _, err := w.ReadAt(frame, off); err != nil {
+			break // end of file or a torn last frame
+		}
+		if !bytes.Equal(frame[8:16], hdr[16:24]) {
+			break // salts of an earlier WAL generation
+		}
+		s0, s1 = walChecksum(order, s0, s1, frame[:8])
+		s0, s1 = walChecksum(order, s0, s1, frame[24:])
+		if s0 != binary.BigEndian.Uint32(frame[16:]) || s1 != binary.BigEndian.Uint32(frame[20:]) {
+			break
+		}
+		pending[binary.BigEndian.Uint32(frame[0:])] = off + 24
+		if binary.BigEndian.Uint32(frame[4:]) != 0 { // commit frame
+			for p, o := range pending {
+				committed[p] = o
+			}
+			clear(pending)
+		}
+	}
+	if len(committed) == 0 {
+		w.Close()
+		return nil
+	}
+	db.wal, db.walPages = w, committed
+	return nil
+}
+
+func walChecksum(order binary.ByteOrder, s0, s1 uint32, b []byte) (uint32, uint32) {
+	for i := 0; i+8 <= len(b); i += 8 {
+		s0 += order.Uint32(b[i:]) + s1
+		s1 += order.Uint32(b[i+4:]) + s0
+	}
+	return s0, s1
+}
+
+func (db *sqliteFile) page(n uint32) ([]byte, error) {
+	if n == 0 {
+		return nil, errors.New("page 0 referenced")
+	}
+	db.seen++
+	if db.seen > 1<<20 {
+		return nil, errors.New("too many pages visited (cyclic b-tree?)")
+	}
+	p := make([]byte, db.pageSize)
+	if off, ok := db.walPages[n]; ok {
+		if _, err := db.wal.ReadAt(p, off); err != nil {
+			return nil, fmt.Errorf("reading page %d from WAL: %w", n, err)
+		}
+		return p, nil
+	}
+	if _, err := db.f.ReadAt(p, int64(n-1)*int64(db.pageSize)); err != nil {
+		return nil, fmt.Errorf("reading page %d: %w", n, err)
+	}
+	return p, nil
+}
+
+// tableRoot finds a table's root page in sqlite_schema (page 1), whose rows
+// are (type, name, tbl_name, rootpage, sql). For a WITHOUT ROWID table the
+// root is that of its primary-key index b-tree, which holds the rows.
+func (db *sqliteFile) tableRoot(name string) (uint32, error) {
+	var root uint32
+	err := db.walk(1, 0, func(rec []any) error {
+		if len(rec) >= 4 && rec[0] == "table" && rec[1] == name {
+			if r, ok := rec[3].(int64); ok && r > 0 && r <= 1<<31 {
+				root = uint32(r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if root == 0 {
+		return 0, fmt.Errorf("no table %q", name)
+	}
+	return root, nil
+}
+
+// walk visits every record of the b-tree rooted at pgno. Index b-trees keep
+// records in interior cells too, so those are visited as well.
+func (db *sqliteFile) walk(pgno uint32, depth int, visit func([]any) error) error {
+	if depth > maxBtreeDepth {
+		return errors.New("b-tree too deep (corrupt?)")
+	}
+	p, err := db.page(pgno)
+	if err != nil {
+		return err
+	}
+	h := 0
+	if pgno == 1 {
+		h = 100 // the database header precedes page 1's b-tree header
+	}
+	if len(p) < h+12 {
+		return fmt.Errorf("page %d too small", pgno)
+	}
+	typ := p[h]
+	hsize := 8
+	switch typ {
+	case 2, 5:
+		hsize = 12
+	case 10, 13:
+	default:
+		return fmt.Errorf("page %d: not a b-tree page (type %d)", pgno, typ)
+	}
+	ncells := int(binary.BigEndian.Uint16(p[h+3:]))
+	if h+hsize+2*ncells > len(p) {
+		return fmt.Errorf("page %d: cell count %d overflows the page", pgno, ncells)
+	}
+	for i := range ncells {
+		off := int(binary.BigEndian.Uint16(p[h+hsize+2*i:]))
+		if off < h+hsize || off >= db.usable {
+			return fmt.Errorf("page %d: cell %d at bad offset %d", pgno, i, off)
+		}
+		c := p[off:db.usable]
+		if typ == 2 || typ == 5 {
+			if len(c) < 4 {
+				return fmt.Errorf("page %d: truncated cell %d", pgno, i)
+			}
+			if err := db.walk(binary.BigEndian.Uint32(c), depth+1, visit); err != nil {
+				return err
+			}
+			if typ == 5 {
+				continue // table interior cells hold only a rowid
+			}
+			c = c[4:]
+		}
+		plen, n := sqliteVarint(c)
+		if n == 0 || plen > maxSQLitePayload {
+			return fmt.Errorf("page %d: bad payload size in cell %d", pgno, i)
+		}
+		c = c[n:]
+		if typ == 13 {
+			_, n = sqliteVarint(c) // rowid
+			if n == 0 {
+				return fmt.Errorf("page %d: bad rowid in cell %d", pgno, i)
+			}
+			c = c[n:]
+		}
+		payload, err := db.payload(c, int(plen), typ == 13)
+		if err != nil {
+			return fmt.Errorf("page %d cell %d: %w", pgno, i, err)
+		}
+		rec, err := sqliteRecord(payload)
+		if err != nil {
+			return fmt.Errorf("page %d cell %d: %w", pgno, i, err)
+		}
+		if err := visit(rec); err != nil {
+			return err
+		}
+	}
+	if typ == 2 || typ == 5 {
+		return db.walk(binary.BigEndian.Uint32(p[h+8:]), depth+1, visit)
+	}
+	return nil
+}
+
+// payload assembles a cell's payload of size p from its local part and, if it
+// spills, its overflow page chain (the split rule is from the file format).
+func (db *sqliteFile) payload(local []byte, p int, tableLeaf bool) ([]byte, error) {
+	u := db.usable
+	x := (u-12)*64/255 - 23
+	if tableLeaf {
+		x = u - 35
+	}
+	if p <= x {
+		if p > len(local) {
+			return nil, errors.New("payload overruns the page")
+		}
+		return local[:p], nil
+	}
+	m := (u-12)*32/255 - 23
+	k := m + (p-m)%(u-4)
+	if k > x {
+		k = m
+	}
+	if k+4 > len(local) {
+		return nil, errors.New("payload overruns the page")
+	}
+	out := append(make([]byte, 0, p), local[:k]...)
+	next := binary.BigEndian.Uint32(local[k:])
+	for len(out) < p {
+		pg, err := db.page(next)
+		if err != nil {
+			return nil, fmt.Errorf("overflow chain: %w", err)
+		}
+		take := min(u-4, p-len(out))
+		out = append(out, pg[4:4+take]...)
+		next = binary.BigEndian.Uint32(pg)
+	}
+	return out, nil
+}
+
+// sqliteRecord decodes a record: a header of serial types, then the values.
+func sqliteRecord(b []byte) ([]any, error) {
+	hlen, n := sqliteVarint(b)
+	if n == 0 || hlen > uint64(len(b)) || hlen < uint64(n) {
+		return nil, errors.New("bad record header")
+	}
+	hdr, body := b[n:hlen], b[hlen:]
+	var rec []any
+	for len(hdr) > 0 {
+		t, n := sqliteVarint(hdr)
+		if n == 0 {
+			return nil, errors.New("bad serial type")
+		}
+		hdr = hdr[n:]
+		var size int
+		switch {
+		case t == 0 || t == 8 || t == 9:
+			size = 0
+		case t <= 4:
+			size = int(t)
+		case t == 5:
+			size = 6
+		case t == 6 || t == 7:
+			size = 8
+		case t >= 12:
+			size = int((t - 12) / 2)
+		default:
+			return nil, fmt.Errorf("reserved serial type %d", t)
+		}
+		if size > len(body) {
+			return nil, errors.New("record body too short")
+		}
+		v := body[:size]
+		body = body[size:]
+		switch {
+		case t == 0:
+			rec = append(rec, nil)
+		case t == 8 || t == 9:
+			rec = append(rec, int64(t-8))
+		case t <= 6:
+			var x int64
+			for _, c := range v {
+				x = x<<8 | int64(c)
+			}
+			if shift := 64 - 8*size; shift > 0 { // sign-extend
+				x = x << shift >> shift
+			}
+			rec = append(rec, x)
+		case t == 7:
+			rec = append(rec, math.Float64frombits(binary.BigEndian.Uint64(v)))
+		case t%2 == 0:
+			rec = append(rec, bytes.Clone(v))
+		default:
+			rec = append(rec, string(v))
+		}
+	}
+	return rec, nil
+}
+
+// sqliteVarint decodes SQLite's big-endian varint (1–9 bytes; the ninth
+// contributes all 8 bits). n is 0 if b is too short.
+func sqliteVarint(b []byte) (v uint64, n int) {
+	for i := 0; i < 9; i++ {
+		if i >= len(b) {
+			return 0, 0
+		}
+		if i == 8 {
+			return v<<8 | uint64(b[i]), 9
+		}
+		v = v<<7 | uint64(b[i]&0x7f)
+		if b[i] < 0x80 {
+			return v, i + 1
+		}
+	}
+	return 0, 0
+}

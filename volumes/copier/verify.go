@@ -1,0 +1,147 @@
+package copier
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	// ErrNoManifest: the tree has no manifest, so it is an interrupted or
+	// foreign copy. A volume without a manifest is never restored.
+	ErrNoManifest = errors.New("no warmpool manifest")
+	// ErrCorrupt: the manifest is unreadable or the tree does not match it.
+	// The concrete error is a *CorruptError naming the first bad path.
+	ErrCorrupt = errors.New("copy does not match its manifest")
+)
+
+// CorruptError names the first path (in manifest order) that does not match
+// the manifest, or the manifest itself when it cannot be decoded.
+type CorruptError struct {
+	Path   string
+	Reason string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("%v: %s: %s", ErrCorrupt, e.Path, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrCorrupt) true for every *CorruptError.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// Verify checks that dir holds exactly what its manifest describes: every
+// entry exists with the recorded type, mode, size, file mtime, symlink target,
+// device number and hardlink sharing, and files with a recorded SHA-256 (the
+// engine's databases) hash to it. Extra files are not an error: the manifest
+// vouches for what it lists. The manifest is returned whenever it could be
+// read, so callers can log its engine version even on a mismatch.
+func Verify(dir string) (Manifest, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return Manifest{}, err
+	}
+	// Entries are in path order, so a parent is checked (as a real directory,
+	// not a symlink) before anything beneath it is opened.
+	for i := range m.Entries {
+		if reason, err := verifyEntry(dir, &m.Entries[i]); err != nil {
+			return m, fmt.Errorf("verifying %s: %w", filepath.Join(dir, m.Entries[i].Path), err)
+		} else if reason != "" {
+			return m, &CorruptError{Path: m.Entries[i].Path, Reason: reason}
+		}
+	}
+	return m, nil
+}
+
+// verifyEntry returns a mismatch reason, or an error when the check itself
+// failed (an I/O error is not evidence of corruption).
+func verifyEntry(dir string, e *Entry) (string, error) {
+	p := filepath.Join(dir, filepath.FromSlash(e.Path))
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return "missing", nil
+		}
+		return "", err
+	}
+	if got := typeOf(st.Mode); got != e.Type {
+		return fmt.Sprintf("is a %s, manifest says %s", got, e.Type), nil
+	}
+	if got := st.Mode & 0o7777; got != e.Mode {
+		return fmt.Sprintf("mode %04o, manifest says %04o", got, e.Mode), nil
+	}
+	switch e.Type {
+	case TypeSymlink:
+		target, err := readlink(p)
+		if err != nil {
+			return "", err
+		}
+		if target != e.Target {
+			return fmt.Sprintf("symlink target %q, manifest says %q", target, e.Target), nil
+		}
+	case TypeChar, TypeBlock:
+		if uint64(st.Rdev) != e.Rdev {
+			return fmt.Sprintf("device %#x, manifest says %#x", st.Rdev, e.Rdev), nil
+		}
+	case TypeFile:
+		if st.Size != e.Size {
+			return fmt.Sprintf("size %d, manifest says %d", st.Size, e.Size), nil
+		}
+		if st.Mtim.Nano() != e.MtimeNs {
+			return fmt.Sprintf("mtime %d, manifest says %d", st.Mtim.Nano(), e.MtimeNs), nil
+		}
+		if e.Link != "" {
+			var ps unix.Stat_t
+			if err := unix.Lstat(filepath.Join(dir, filepath.FromSlash(e.Link)), &ps); err != nil || ps.Ino != st.Ino || ps.Dev != st.Dev {
+				return fmt.Sprintf("not a hardlink of %s", e.Link), nil
+			}
+		}
+		if e.SHA256 != "" {
+			sum, err := fileSHA256(p)
+			if err != nil {
+				return "", err
+			}
+			if sum != e.SHA256 {
+				return fmt.Sprintf("sha256 %s, manifest says %s", sum, e.SHA256), nil
+			}
+		}
+	}
+	return "", nil
+}
+
+func typeOf(mode uint32) EntryType {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return TypeFile
+	case unix.S_IFDIR:
+		return TypeDir
+	case unix.S_IFLNK:
+		return TypeSymlink
+	case unix.S_IFCHR:
+		return TypeChar
+	case unix.S_IFBLK:
+		return TypeBlock
+	case unix.S_IFIFO:
+		return TypeFIFO
+	}
+	return "socket"
+}
+
+func fileSHA256(p string) (string, error) {
+	fd, err := openSource(p)
+	if err != nil {
+		return "", fmt.Errorf("opening %s: %w", p, err)
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("reading %s: %w", p, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
