@@ -39,6 +39,7 @@ fuzz: ## Run each fuzz target for FUZZTIME.
 
 bench: tools ## Run the benchmarks and print them as a table.
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS) | ./hack/benchtable.sh
+	$(GO) run ./cmd/warmpool simulate --trace deploy/traces/weekday.csv --trace deploy/traces/spiky.csv
 
 run: build ## Run the controller against KUBECONFIG (flags: ARGS="--node-class kwok").
 	$(BIN)/warmpool controller --kubeconfig "$${KUBECONFIG:?set KUBECONFIG}" --leader-elect=false $(ARGS)

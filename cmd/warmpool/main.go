@@ -26,6 +26,6 @@ ConfigMap, scales them with CI queue depth, and keeps the Dagger Engine cache ac
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(controllerCommand(), renderCommand())
+	root.AddCommand(controllerCommand(), renderCommand(), simulateCommand())
 	return root
 }

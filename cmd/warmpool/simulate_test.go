@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runSimulate executes the simulate command alone (it is not necessarily wired into the root
+// command yet) and returns its stdout.
+func runSimulate(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := simulateCommand()
+	cmd.SetArgs(args)
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+func TestSimulateOneJob(t *testing.T) {
+	trace := writeTemp(t, "one.csv", "arrival_seconds,duration_seconds,pool\n0,300,runners\n")
+	out, err := runSimulate(t, "--trace", trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The brief's example: Karpenter alone waits one boot, a static pool and warmpool do not.
+	for _, row := range []string{
+		"karpenter alone      1     60            60            60",
+		"static N=1           1     0             0             0",
+		"warmpool warm-min 1  1     0             0             0",
+	} {
+		if !strings.Contains(out, row) {
+			t.Errorf("output lacks %q:\n%s", row, out)
+		}
+	}
+	if !strings.HasPrefix(out, "trace "+trace+" (pools: runners)\n") {
+		t.Errorf("output does not start by naming the trace:\n%s", out)
+	}
+}
+
+func TestSimulateFlags(t *testing.T) {
+	trace := writeTemp(t, "two.csv", "arrival_seconds,duration_seconds,pool\n0,300,a\n0,300,a\n")
+	out, err := runSimulate(t, "--trace", trace, "--boot", "30s", "--static", "0", "--jobs-per-node", "2",
+		"--warm-min", "0", "--max", "4", "--consolidate-after", "0s", "--interval", "5s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"boot 30s, 2 job(s)/node, consolidateAfter 0s, max nodes 4, policy every 5s",
+		"karpenter alone      2     30            30            30",
+		"static N=0           2     30",
+		"warmpool warm-min 0  2     30",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestSimulateSeveralTraces(t *testing.T) {
+	a := writeTemp(t, "a.csv", "arrival_seconds,duration_seconds,pool\n0,60,x\n")
+	b := writeTemp(t, "b.csv", "arrival_seconds,duration_seconds,pool\n0,60,y\n")
+	out, err := runSimulate(t, "--trace", a, "--trace", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out, "POLICY") != 2 || !strings.Contains(out, "\n\ntrace "+b) {
+		t.Errorf("want two tables separated by a blank line:\n%s", out)
+	}
+}
+
+func TestSimulateShippedTraces(t *testing.T) {
+	dir := filepath.Join("..", "..", "deploy", "traces")
+	out, err := runSimulate(t, "--trace", filepath.Join(dir, "weekday.csv"), "--trace", filepath.Join(dir, "spiky.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out, "warmpool warm-min 1") != 2 {
+		t.Errorf("want a table per shipped trace:\n%s", out)
+	}
+}
+
+func TestSimulateErrors(t *testing.T) {
+	bad := writeTemp(t, "bad.csv", "arrival_seconds,duration_seconds,pool\n0,soon,a\n")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no trace", nil, "--trace is required"},
+		{"missing file", []string{"--trace", filepath.Join(t.TempDir(), "nope.csv")}, "reading trace"},
+		{"bad line", []string{"--trace", bad}, `bad.csv: line 2: duration_seconds "soon"`},
+		{"args", []string{"extra"}, "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := runSimulate(t, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+	good := writeTemp(t, "good.csv", "arrival_seconds,duration_seconds,pool\n0,1,a\n")
+	if _, err := runSimulate(t, "--trace", good, "--jobs-per-node", "0"); err == nil || !strings.Contains(err.Error(), "jobs per node") {
+		t.Errorf("--jobs-per-node 0: %v, want a jobs per node error", err)
+	}
+}

@@ -1,0 +1,123 @@
+package simulate
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"warmpool.io/warmpool/controller/scaling/policy"
+)
+
+// Strategy is one way of running a pool.
+type Strategy string
+
+const (
+	// KarpenterAlone provisions for pending jobs and consolidates empty nodes, nothing more.
+	KarpenterAlone Strategy = "karpenter"
+	// StaticPool keeps a fixed number of nodes up, with Karpenter above them.
+	StaticPool Strategy = "static"
+	// Warmpool runs warmpool's scaling policy, with Karpenter underneath.
+	Warmpool Strategy = "warmpool"
+)
+
+// Strategies lists every Strategy in the order a Report shows them.
+func Strategies() []Strategy { return []Strategy{KarpenterAlone, StaticPool, Warmpool} }
+
+// AutoStatic as Config.StaticNodes sizes each pool's static pool at the 95th percentile of its
+// concurrent demand (see DemandP95).
+const AutoStatic = -1
+
+// unlimited stands for "no node limit"; small enough that policy arithmetic never overflows.
+const unlimited = 1 << 30
+
+// Config is one simulation's pool model. Start from DefaultConfig: a zero Config is not valid.
+type Config struct {
+	// Boot is how long a requested node takes to become Ready (>= 0).
+	Boot time.Duration
+	// JobsPerNode is how many jobs one node runs at once (>= 1).
+	JobsPerNode int
+	// ConsolidateAfter is how long a node must be empty before Karpenter removes it (>= 0).
+	ConsolidateAfter time.Duration
+	// StaticNodes is the static pool's size per pool (>= 0), or AutoStatic. MaxNodes caps it.
+	StaticNodes int
+	// MaxNodes is the pool's node limit for every strategy (NodePool limits.nodes, and the
+	// policy's MaxNodes); 0 means no limit.
+	MaxNodes int
+	// Interval is how often warmpool evaluates its policy (> 0).
+	Interval time.Duration
+	// Policy is warmpool's scaling policy. Its JobsPerNode and MaxNodes are ignored: the simulator
+	// sets them from the fields above, so all three strategies run the same pool.
+	Policy policy.Config
+	// Start is the wall-clock time of the trace's t=0; warm windows are read against it.
+	Start time.Time
+	// Horizon is how long every strategy is billed for at least; 0 means until the last job would
+	// end had nothing waited.
+	Horizon time.Duration
+}
+
+// DefaultStart is Monday 2 March 2026, 00:00 UTC: a trace of a working day starts at midnight.
+var DefaultStart = time.Date(2026, time.March, 2, 0, 0, 0, 0, time.UTC)
+
+// DefaultConfig is what `warmpool simulate` runs without flags: nodes Ready 60 s after they are
+// requested, one job per node, Karpenter's consolidateAfter at 90 s, a static pool at the p95 of
+// demand, no node limit, warmpool evaluating every 10 s with a warm minimum of 1 and the
+// policy's default scale-down stabilization.
+func DefaultConfig() Config {
+	return Config{
+		Boot:             60 * time.Second,
+		JobsPerNode:      1,
+		ConsolidateAfter: 90 * time.Second,
+		StaticNodes:      AutoStatic,
+		Interval:         10 * time.Second,
+		Policy:           policy.Config{WarmMinimum: 1},
+		Start:            DefaultStart,
+	}
+}
+
+// Validate reports every problem in c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Boot < 0 {
+		errs = append(errs, fmt.Errorf("boot %s must not be negative", c.Boot))
+	}
+	if c.JobsPerNode < 1 {
+		errs = append(errs, fmt.Errorf("jobs per node %d must be at least 1", c.JobsPerNode))
+	}
+	if c.ConsolidateAfter < 0 {
+		errs = append(errs, fmt.Errorf("consolidateAfter %s must not be negative", c.ConsolidateAfter))
+	}
+	if c.StaticNodes < 0 && c.StaticNodes != AutoStatic {
+		errs = append(errs, fmt.Errorf("static nodes %d must not be negative", c.StaticNodes))
+	}
+	if c.MaxNodes < 0 {
+		errs = append(errs, fmt.Errorf("max nodes %d must not be negative (0 means no limit)", c.MaxNodes))
+	}
+	if c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("interval %s must be positive", c.Interval))
+	}
+	if c.Horizon < 0 {
+		errs = append(errs, fmt.Errorf("horizon %s must not be negative", c.Horizon))
+	}
+	if c.Start.IsZero() {
+		errs = append(errs, errors.New("start time must be set (policy evaluations need a non-zero Now)"))
+	}
+	if _, err := c.compilePolicy(); err != nil && c.JobsPerNode >= 1 && c.MaxNodes >= 0 {
+		errs = append(errs, fmt.Errorf("warmpool policy: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// nodeLimit is MaxNodes with 0 read as no limit.
+func (c Config) nodeLimit() int {
+	if c.MaxNodes == 0 {
+		return unlimited
+	}
+	return c.MaxNodes
+}
+
+func (c Config) compilePolicy() (*policy.Policy, error) {
+	pc := c.Policy
+	pc.JobsPerNode = c.JobsPerNode
+	pc.MaxNodes = c.nodeLimit()
+	return policy.Compile(pc)
+}

@@ -1,0 +1,346 @@
+package simulate
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"warmpool.io/warmpool/controller/scaling/policy"
+)
+
+func sec(n int) time.Duration { return time.Duration(n) * time.Second }
+
+// job is a job of pool "p" arriving at the given second and running for d seconds.
+func job(at, d int) Job { return Job{Arrival: sec(at), Duration: sec(d), Pool: "p"} }
+
+func secs(ns ...int) []time.Duration {
+	out := make([]time.Duration, len(ns))
+	for i, n := range ns {
+		out[i] = sec(n)
+	}
+	return out
+}
+
+func run(t *testing.T, jobs []Job, c Config) Report {
+	t.Helper()
+	rep, err := Run(jobs, c)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return rep
+}
+
+func result(t *testing.T, rep Report, s Strategy) Result {
+	t.Helper()
+	r, ok := rep.Result(s)
+	if !ok {
+		t.Fatalf("no result for %s", s)
+	}
+	return r
+}
+
+// expect is what one strategy should produce on a hand-written trace; zero fields are not checked
+// except Waits, which always is.
+type expect struct {
+	waits      []time.Duration
+	nodeTime   time.Duration
+	warmStarts int
+	launched   int
+}
+
+func (e expect) check(t *testing.T, rep Report, s Strategy) {
+	t.Helper()
+	r := result(t, rep, s)
+	if !reflect.DeepEqual(r.Waits, e.waits) {
+		t.Errorf("%s: waits %v, want %v", s, r.Waits, e.waits)
+	}
+	if e.nodeTime != 0 && r.NodeTime != e.nodeTime {
+		t.Errorf("%s: node time %s, want %s", s, r.NodeTime, e.nodeTime)
+	}
+	if r.WarmStarts != e.warmStarts {
+		t.Errorf("%s: warm starts %d, want %d", s, r.WarmStarts, e.warmStarts)
+	}
+	if e.launched != 0 && r.NodesLaunched != e.launched {
+		t.Errorf("%s: nodes launched %d, want %d", s, r.NodesLaunched, e.launched)
+	}
+	if r.Starts != len(e.waits) || r.Jobs != len(e.waits) {
+		t.Errorf("%s: %d starts of %d jobs, want %d", s, r.Starts, r.Jobs, len(e.waits))
+	}
+}
+
+func TestOneJobAtZero(t *testing.T) {
+	// Boot 60 s: Karpenter alone makes the job wait for a node; a node that is already up
+	// (static pool, warmpool's warm minimum) runs it at once.
+	jobs := []Job{job(0, 300)}
+	tests := []struct {
+		name            string
+		static, warmMin int
+		karpenter       expect
+		staticPool      expect
+		warmpool        expect
+	}{{
+		name: "static auto, warm-min 1", static: AutoStatic, warmMin: 1,
+		// The default horizon is the job's end (300 s); a strategy whose job ended later pays
+		// until then.
+		karpenter:  expect{waits: secs(60), nodeTime: sec(360), launched: 1},
+		staticPool: expect{waits: secs(0), nodeTime: sec(300), launched: 1},
+		warmpool:   expect{waits: secs(0), nodeTime: sec(300), launched: 1},
+	}, {
+		name: "no warm nodes", static: 0, warmMin: 0,
+		karpenter:  expect{waits: secs(60), nodeTime: sec(360), launched: 1},
+		staticPool: expect{waits: secs(60), nodeTime: sec(360), launched: 1},
+		// The first evaluation (t=0) sees the queued job and requests the node Karpenter would.
+		warmpool: expect{waits: secs(60), nodeTime: sec(360), launched: 1},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.StaticNodes, c.Policy.WarmMinimum = tt.static, tt.warmMin
+			rep := run(t, jobs, c)
+			tt.karpenter.check(t, rep, KarpenterAlone)
+			tt.staticPool.check(t, rep, StaticPool)
+			tt.warmpool.check(t, rep, Warmpool)
+		})
+	}
+}
+
+func TestNodeTimeAccounting(t *testing.T) {
+	// One 300 s job at t=0, billed over a one-hour horizon.
+	c := DefaultConfig()
+	c.Horizon = time.Hour
+	c.StaticNodes = 1
+	c.Policy.WarmMinimum = 0
+	rep := run(t, []Job{job(0, 300)}, c)
+
+	// Requested at 0, Ready at 60, runs 60-360, empty for consolidateAfter (90 s): removed at 450.
+	expect{waits: secs(60), nodeTime: sec(450), launched: 1}.check(t, rep, KarpenterAlone)
+	// The static node is billed for the whole horizon.
+	expect{waits: secs(0), nodeTime: time.Hour, launched: 1}.check(t, rep, StaticPool)
+	// warmpool requests the node at 0; the job runs 60-360. The last evaluation that saw it was at
+	// 350, so the 5 min stabilization holds the node until 650, and Karpenter may not consolidate
+	// it at 450 because the desired count still covers it.
+	expect{waits: secs(60), nodeTime: sec(650), launched: 1}.check(t, rep, Warmpool)
+
+	if got := result(t, rep, KarpenterAlone).NodeHours(); got != 0.125 {
+		t.Errorf("NodeHours = %v, want 0.125", got)
+	}
+
+	// With a warm minimum of 1 warmpool's node exists from t=0 and stays for the horizon.
+	c.Policy.WarmMinimum = 1
+	rep = run(t, []Job{job(0, 300)}, c)
+	expect{waits: secs(0), nodeTime: time.Hour, launched: 1}.check(t, rep, Warmpool)
+}
+
+func TestConsolidationAndStabilizationKeepNodesWarm(t *testing.T) {
+	// Three 100 s jobs: the second arrives 40 s after the first node emptied (inside
+	// consolidateAfter), the third 200 s after the second ended (outside it).
+	jobs := []Job{job(0, 100), job(200, 100), job(500, 100)}
+	c := DefaultConfig()
+	c.Policy.WarmMinimum = 0
+	rep := run(t, jobs, c)
+
+	// Karpenter alone: node 1 runs 60-160 and 200-300, is removed at 390; node 2 is requested at
+	// 500 and billed until the last job ends at 660.
+	expect{waits: secs(60, 0, 60), nodeTime: sec(390 + 160), warmStarts: 1, launched: 2}.check(t, rep, KarpenterAlone)
+	// warmpool holds the node for 5 min after the last evaluation that needed it, so the third
+	// job finds it warm too; it is billed from 0 to the end of the last job (600).
+	expect{waits: secs(60, 0, 0), nodeTime: sec(600), warmStarts: 2, launched: 1}.check(t, rep, Warmpool)
+}
+
+func TestFreedSlotBeatsBootingNode(t *testing.T) {
+	// A static pool of one. The second job arrives while the first runs: Karpenter requests a
+	// node at 50 (Ready at 110), but the static node frees up at 100 and the waiting job takes it.
+	c := DefaultConfig()
+	c.StaticNodes = 1
+	rep := run(t, []Job{job(0, 100), job(50, 100)}, c)
+	// The new node is Ready and empty at 110 and consolidated at 200, when the last job ends.
+	expect{waits: secs(0, 50), nodeTime: sec(200 + 150), warmStarts: 1, launched: 2}.check(t, rep, StaticPool)
+}
+
+func TestJobsQueueFirstComeFirstServed(t *testing.T) {
+	// One node at most: jobs run one after the other in arrival order.
+	c := DefaultConfig()
+	c.MaxNodes = 1
+	c.Policy.WarmMinimum = 0
+	rep := run(t, []Job{job(0, 100), job(1, 100), job(2, 100)}, c)
+	want := expect{waits: secs(60, 159, 258), warmStarts: 2, launched: 1}
+	want.check(t, rep, KarpenterAlone)
+	want.check(t, rep, Warmpool)
+}
+
+func TestJobsPerNodeBinPacks(t *testing.T) {
+	// Two jobs per node: three jobs at 0 need two nodes, and the fourth, arriving once all are
+	// running, finds the free slot on the second node.
+	c := DefaultConfig()
+	c.JobsPerNode = 2
+	c.Policy.WarmMinimum = 0
+	rep := run(t, []Job{job(0, 100), job(0, 100), job(0, 100), job(70, 100)}, c)
+	expect{waits: secs(60, 60, 60, 0), launched: 2}.check(t, rep, KarpenterAlone)
+	if got := DemandP95([]Job{job(0, 100), job(0, 100), job(0, 100)}, 2, sec(100)); got != 2 {
+		t.Errorf("DemandP95 = %d, want 2", got)
+	}
+}
+
+func TestWarmpoolNeverRemovesBusyNodes(t *testing.T) {
+	// Two jobs per node, scale-down without stabilization. Nodes 0 and 1 each keep one long job
+	// after the short ones end at 160: the queue then asks for one node, but neither is empty,
+	// so both stay until the long jobs end at 1060.
+	c := DefaultConfig()
+	c.JobsPerNode = 2
+	c.Policy.WarmMinimum = 0
+	c.Policy.ScaleDownStabilization = time.Nanosecond
+	jobs := []Job{job(0, 1000), job(0, 100), job(0, 100), job(0, 1000)}
+	rep := run(t, jobs, c)
+	expect{waits: secs(60, 60, 60, 60), nodeTime: 2 * sec(1060), launched: 2}.check(t, rep, Warmpool)
+}
+
+func TestWarmpoolScalesDownToDesired(t *testing.T) {
+	// Ten jobs at once on a warm minimum of 2, no stabilization: surplus nodes go at the first
+	// evaluation that finds them empty, not after consolidateAfter. The two warm nodes run the
+	// first two jobs (0-100); warmpool requests eight more at 0 (Ready 60, jobs 60-160).
+	c := DefaultConfig()
+	c.Policy.WarmMinimum = 2
+	c.Policy.ScaleDownStabilization = time.Nanosecond
+	c.Horizon = sec(1000)
+	var jobs []Job
+	for range 10 {
+		jobs = append(jobs, job(0, 100))
+	}
+	rep := run(t, jobs, c)
+	r := result(t, rep, Warmpool)
+	// At 100 the queue needs 8 nodes: the two empty ones go. At 160 it needs the floor, 2: six of
+	// the eight go, and the two lowest ids stay until the horizon.
+	if want := 2*sec(100) + 6*sec(160) + 2*sec(1000); r.NodeTime != want {
+		t.Errorf("node time %s, want %s", r.NodeTime, want)
+	}
+	if r.PeakNodes != 10 || r.NodesLaunched != 10 {
+		t.Errorf("peak %d, launched %d, want 10 and 10", r.PeakNodes, r.NodesLaunched)
+	}
+}
+
+func TestMaxNodesCapsEveryStrategy(t *testing.T) {
+	c := DefaultConfig()
+	c.MaxNodes = 2
+	c.StaticNodes = 5        // capped by MaxNodes
+	c.Policy.WarmMinimum = 5 // likewise
+	var jobs []Job
+	for range 6 {
+		jobs = append(jobs, job(0, 100))
+	}
+	rep := run(t, jobs, c)
+	for _, s := range Strategies() {
+		if r := result(t, rep, s); r.PeakNodes > 2 {
+			t.Errorf("%s: peak %d nodes, over the limit of 2", s, r.PeakNodes)
+		}
+	}
+	if rep.StaticNodes[0] != 2 {
+		t.Errorf("static pool of %d nodes, want it capped at 2", rep.StaticNodes[0])
+	}
+	// warmpool starts with the capped warm floor (2 nodes Ready at 0): 0, 0, then 100, 100, 200, 200.
+	expect{waits: secs(0, 0, 100, 100, 200, 200), warmStarts: 4, launched: 2}.check(t, rep, Warmpool)
+}
+
+func TestPoolsAreSimulatedIndependently(t *testing.T) {
+	// Pool "b" is listed first and arrives first; waits come back in arrival order.
+	jobs := []Job{
+		{Arrival: sec(0), Duration: sec(300), Pool: "b"},
+		{Arrival: sec(10), Duration: sec(300), Pool: "a"},
+	}
+	c := DefaultConfig()
+	c.Policy.WarmMinimum = 0
+	rep := run(t, jobs, c)
+	if !reflect.DeepEqual(rep.Pools, []string{"a", "b"}) || !reflect.DeepEqual(rep.StaticNodes, []int{1, 1}) {
+		t.Fatalf("pools %v with static %v, want [a b] with [1 1]", rep.Pools, rep.StaticNodes)
+	}
+	// A node of pool b cannot run a job of pool a: each pool gets its own.
+	expect{waits: secs(60, 60), nodeTime: sec(360) + sec(360), launched: 2}.check(t, rep, KarpenterAlone)
+	expect{waits: secs(0, 0), launched: 2}.check(t, rep, StaticPool)
+	if r := result(t, rep, KarpenterAlone); r.PeakNodes != 2 {
+		t.Errorf("peak nodes %d, want the sum over pools, 2", r.PeakNodes)
+	}
+}
+
+func TestWarmWindowsUseStart(t *testing.T) {
+	// A window 09:00-10:00 on weekdays, with the trace starting Monday 08:59:00: warmpool starts
+	// with no nodes and requests one for the first job; the evaluation at 60 s (09:00) opens the
+	// window and requests two more, Ready at 120, so the three jobs at 130 wait for nothing.
+	c := DefaultConfig()
+	c.Policy.WarmMinimum = 0
+	c.Start = DefaultStart.Add(8*time.Hour + 59*time.Minute)
+	c.Policy.WarmWindows = []policy.WarmWindow{{Schedule: "0 9 * * 1-5", Duration: time.Hour, Minimum: 3}}
+	rep := run(t, []Job{job(0, 10), job(130, 10), job(130, 10), job(130, 10)}, c)
+	expect{waits: secs(60, 0, 0, 0), warmStarts: 1, launched: 3}.check(t, rep, Warmpool)
+}
+
+func TestDemandP95(t *testing.T) {
+	tests := []struct {
+		name        string
+		jobs        []Job
+		jobsPerNode int
+		horizon     time.Duration
+		want        int
+	}{
+		{"no jobs", nil, 1, sec(100), 0},
+		{"no horizon", []Job{job(0, 10)}, 1, 0, 0},
+		{"one job all along", []Job{job(0, 100)}, 1, sec(100), 1},
+		// Two concurrent jobs for 40 s of 1000: 96% of the time one node is enough.
+		{"short peak", []Job{job(0, 1000), job(0, 40)}, 1, sec(1000), 1},
+		// ... for 60 s of 1000 it is not.
+		{"longer peak", []Job{job(0, 1000), job(0, 60)}, 1, sec(1000), 2},
+		{"two per node", []Job{job(0, 1000), job(0, 60)}, 2, sec(1000), 1},
+		// Idle time before, between and after jobs counts as zero demand.
+		{"mostly idle", []Job{job(100, 10), job(500, 10)}, 1, sec(1000), 0},
+		// Jobs past the horizon are clipped to it.
+		{"clipped", []Job{job(0, 3), job(0, 5000)}, 1, sec(100), 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := DemandP95(tt.jobs, tt.jobsPerNode, tt.horizon); got != tt.want {
+				t.Errorf("DemandP95 = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var twenty []time.Duration
+	for i := 1; i <= 20; i++ {
+		twenty = append(twenty, sec(i))
+	}
+	tests := []struct {
+		values []time.Duration
+		p      int
+		want   time.Duration
+	}{
+		{nil, 95, 0},
+		{secs(7), 50, sec(7)},
+		{secs(7), 95, sec(7)},
+		{twenty, 50, sec(10)},
+		{twenty, 95, sec(19)}, // exactly the 19th: no floating-point 0.95*20 = 19.000000000000004
+		{twenty, 100, sec(20)},
+		{secs(1, 2, 3), 0, sec(1)},
+	}
+	for _, tt := range tests {
+		if got := percentile(tt.values, tt.p); got != tt.want {
+			t.Errorf("percentile(%v, %d) = %s, want %s", tt.values, tt.p, got, tt.want)
+		}
+	}
+}
+
+func TestRunDoesNotModifyJobs(t *testing.T) {
+	jobs := []Job{job(50, 10), job(0, 10)}
+	before := append([]Job(nil), jobs...)
+	run(t, jobs, DefaultConfig())
+	if !reflect.DeepEqual(jobs, before) {
+		t.Errorf("Run reordered its input: %v", jobs)
+	}
+}
+
+func TestRunEmptyTrace(t *testing.T) {
+	rep := run(t, nil, DefaultConfig())
+	for _, r := range rep.Results {
+		if r.Jobs != 0 || r.NodeTime != 0 || r.WaitMax != 0 {
+			t.Errorf("%s on no jobs: %+v", r.Strategy, r)
+		}
+	}
+}
