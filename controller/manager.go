@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -29,6 +30,7 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/controller/queue"
@@ -50,7 +52,9 @@ type Options struct {
 	// real EC2 API (EC2Discovery).
 	InstanceTypes pools.InstanceTypes
 
-	MetricsAddr    string
+	MetricsAddr string
+	// WebhookAddr serves GitHub workflow_job webhooks ("" or "0" disables it).
+	WebhookAddr    string
 	ProbeAddr      string
 	LeaderElection bool
 	// LeaseDuration and RenewDeadline tune failover; zero keeps controller-runtime's defaults.
@@ -89,6 +93,8 @@ type Manager struct {
 	Scaling *scaling.Controller
 	// Tracker holds every queue source's readings; tests and the webhook record into it.
 	Tracker *queue.Tracker
+	// Webhook is the GitHub webhook server (its BoundAddr once Bound is closed).
+	Webhook *scaling.WebhookServer
 }
 
 // New builds the manager and registers every controller; Start runs them.
@@ -142,10 +148,33 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	pc := pools.NewController(mgr.GetClient(), recorder, key, renderOpts, opts.InstanceTypes)
 	sc = scaling.NewController(mgr.GetClient(), recorder, clk, tracker, opts.Namespace, pc.Current, func(string) { pc.Refresh() })
 	tracker.OnChange(sc.Enqueue)
+
+	// Queue sources: pollers on the leader, and the GitHub webhook endpoint.
+	runner := queue.NewRunner(tracker, clk, ctrl.Log.WithName("queue"))
+	var sources *scaling.Sources
+	webhook := queue.NewWebhook(func() []byte { return sources.WebhookSecret() }, tracker, clk, ctrl.Log.WithName("webhook"))
+	webhook.OnError = queue.ObserveError
+	sources = scaling.NewSources(mgr.GetClient(), opts.Namespace, tracker, runner, webhook)
+	webhookPath := atomic.Pointer[string]{}
+	webhookPath.Store(ptr.To(config.DefaultWebhookPath))
 	pc.OnApplied(func(cfg *config.Config) {
 		tracker.SetSources(sourceNames(cfg))
+		webhookPath.Store(ptr.To(cfg.Webhook.Path))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		// Errors are recorded per source (their pools stay unknown) and logged by Apply.
+		_ = sources.Apply(ctx, cfg)
 		sc.EnqueueAll()
 	})
+	if err := mgr.Add(runner); err != nil {
+		return nil, fmt.Errorf("adding queue runner, %w", err)
+	}
+	webhookServer := &scaling.WebhookServer{Addr: opts.WebhookAddr, Path: func() string { return *webhookPath.Load() }, Handler: webhook, Bound: make(chan struct{})}
+	if opts.WebhookAddr != "" && opts.WebhookAddr != "0" {
+		if err := mgr.Add(webhookServer); err != nil {
+			return nil, fmt.Errorf("adding webhook server, %w", err)
+		}
+	}
 	if err := pc.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering pools controller, %w", err)
 	}
@@ -158,7 +187,7 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	if err := mgr.AddReadyzCheck("informers", informersSynced(mgr)); err != nil {
 		return nil, fmt.Errorf("adding readiness check, %w", err)
 	}
-	return &Manager{Manager: mgr, Pools: pc, Scaling: sc, Tracker: tracker}, nil
+	return &Manager{Manager: mgr, Pools: pc, Scaling: sc, Tracker: tracker, Webhook: webhookServer}, nil
 }
 
 // sourceNames lists each pool's queue sources, for the tracker.

@@ -3,25 +3,34 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/nodepools"
 )
 
-const scalingConfig = `apiVersion: warmpool.io/v1alpha1
+// scalingConfig has a webhook-driven pool, a Prometheus-driven pool and a pool with no queue.
+func scalingConfig(promURL string) string {
+	return fmt.Sprintf(`apiVersion: warmpool.io/v1alpha1
 kind: WarmpoolConfig
 nodeClass:
   role: KarpenterNodeRole-local
   subnetSelectorTerms: [{tags: {karpenter.sh/discovery: local}}]
   securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: local}}]
+webhook:
+  secretRef: {name: warmpool-github, key: webhook-secret}
 pools:
   - name: burst
     architectures: [amd64]
@@ -31,22 +40,60 @@ pools:
     engine: {version: v0.19.7}
     queue:
       sources:
-        - name: ci
-          prometheus: {url: "http://127.0.0.1:1", query: "ci_jobs"}
+        - githubWebhook: {labels: [self-hosted, burst]}
     scaling:
       jobsPerNode: 2
       runnerRequests: {cpu: "1", memory: 2Gi}
-      scaleDownStabilization: 20s
+      warmMinimum: 1
+      scaleDownStabilization: 15s
+  - name: metered
+    architectures: [amd64]
+    nvme: {minSizeGB: 200}
+    disruption: {consolidationPolicy: WhenEmpty, consolidateAfter: 5s}
+    engine: {version: v0.19.7}
+    queue:
+      sources:
+        - name: prom
+          prometheus: {url: %q, query: "sum(ci_queued_jobs)", pollInterval: 5s}
+    scaling:
+      scaleDownStabilization: 10s
   - name: quiet
     architectures: [amd64]
     nvme: {minSizeGB: 200}
     engine: {version: v0.19.7}
-`
+`, promURL)
+}
 
-func TestTrackedDemandScalesPoolAhead(t *testing.T) {
+// fakePrometheus answers /api/v1/query with one sample whose value the test sets.
+func fakePrometheus(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	var value atomic.Int64
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[%d,"%d"]}]}}`, time.Now().Unix(), value.Load())
+	}))
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL, &value
+}
+
+// TestQueueDemandScalesPoolsAhead drives two pools from real queue sources (signed GitHub
+// webhooks and a Prometheus query) through real Karpenter: demand boots nodes of that pool
+// only before runner pods exist, runner pods preempt the placeholders, nothing of a busy pool
+// is consolidated, and once the queue drains the pool shrinks to its warm minimum.
+func TestQueueDemandScalesPoolsAhead(t *testing.T) {
 	ctx := t.Context()
 	kube := local.Client
-	wp, err := scenario.StartWarmpool(ctx, local.Config, kube, scalingConfig, scenario.Options{})
+	promURL, promValue := fakePrometheus(t)
+	if err := scenario.EnsureWebhookSecret(ctx, kube); err != nil {
+		t.Fatal(err)
+	}
+	wp, err := scenario.StartWarmpool(ctx, local.Config, kube, scalingConfig(promURL), scenario.Options{WebhookAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,56 +104,99 @@ func TestTrackedDemandScalesPoolAhead(t *testing.T) {
 			t.Log(e)
 		}
 	})
-	waitFor(t, "NodePools", func(ctx context.Context) (bool, error) {
-		return kube.Get(ctx, client.ObjectKey{Name: "warmpool-burst"}, &karpv1.NodePool{}) == nil, nil
-	})
-	wp.Tracker.Record(queue.Key{Pool: "burst", Source: "ci"}, queue.Counts{Queued: 5}, nil)
-	timeline.Note("queue burst", "5 queued")
-	waitFor(t, "3 Ready nodes in pool burst", func(ctx context.Context) (bool, error) {
+	select {
+	case <-wp.Webhook.Bound:
+	case <-time.After(time.Minute):
+		t.Fatal("webhook server never started")
+	}
+	gh := &scenario.GitHub{URL: "http://" + wp.Webhook.BoundAddr + "/webhooks/github", Secret: scenario.WebhookSecret}
+
+	waitFor(t, "the warm minimum: 1 node in pool burst", func(ctx context.Context) (bool, error) {
 		n, err := readyNodes(ctx, "burst")
-		return n == 3, err
+		return n == 1, err
 	})
-	np := &karpv1.NodePool{}
-	if err := kube.Get(ctx, client.ObjectKey{Name: "warmpool-burst"}, np); err != nil {
-		t.Fatal(err)
-	}
-	if !hasBlockingBudget(np) {
-		t.Errorf("busy pool budgets %+v, want the blocking budget", np.Spec.Disruption.Budgets)
-	}
-	if n, _ := readyNodes(ctx, "quiet"); n != 0 {
-		t.Errorf("pool quiet got %d nodes", n)
-	}
-	for i := range 2 {
-		pod := scenario.RunnerPod("burst", fmt.Sprintf("burst-%d", i))
-		pod.Spec.Tolerations[0].Value = "burst"
-		if err := kube.Create(ctx, pod); err != nil {
+
+	// A burst of 5 queued jobs: 3 nodes at 2 jobs per node, booted before any runner pod.
+	for id := int64(1); id <= 5; id++ {
+		if err := gh.Job(ctx, id, "queued", "self-hosted", "burst", "linux"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "runner pods running", func(ctx context.Context) (bool, error) {
-		pods := &corev1.PodList{}
-		if err := kube.List(ctx, pods, client.InNamespace(scenario.Namespace), client.MatchingLabels{"app": "ci-runner"}); err != nil {
+	timeline.Note("github", "5 jobs queued")
+	// A delivery with a bad signature changes nothing.
+	bad := &scenario.GitHub{URL: gh.URL, Secret: "wrong"}
+	if err := bad.Job(ctx, 99, "queued", "self-hosted", "burst"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("a wrongly signed delivery was answered %v, want 401", err)
+	}
+	promValue.Store(1)
+	timeline.Note("prometheus", "sum(ci_queued_jobs) = 1")
+
+	waitFor(t, "3 Ready nodes in pool burst and 1 in pool metered", func(ctx context.Context) (bool, error) {
+		b, err := readyNodes(ctx, "burst")
+		if err != nil {
 			return false, err
 		}
-		running := 0
-		for _, p := range pods.Items {
-			if p.Status.Phase == corev1.PodRunning {
-				running++
-			}
-		}
-		return running == 2, nil
+		m, err := readyNodes(ctx, "metered")
+		return b == 3 && m == 1, err
 	})
-	wp.Tracker.Record(queue.Key{Pool: "burst", Source: "ci"}, queue.Counts{}, nil)
-	for i := range 2 {
-		_ = kube.Delete(ctx, &corev1.Pod{ObjectMeta: podMeta(fmt.Sprintf("burst-%d", i))})
+	if n, _ := readyNodes(ctx, "quiet"); n != 0 {
+		t.Errorf("pool quiet, with no queue, got %d nodes", n)
 	}
-	waitFor(t, "consolidated to zero", func(ctx context.Context) (bool, error) {
-		n, err := readyNodes(ctx, "burst")
-		return n == 0, err
-	})
-}
+	np := &karpv1.NodePool{}
+	if err := kube.Get(ctx, client.ObjectKey{Name: nodepools.Name("burst")}, np); err != nil {
+		t.Fatal(err)
+	}
+	if !hasBlockingBudget(np) {
+		t.Errorf("busy pool's budgets %+v, want the blocking budget first", np.Spec.Disruption.Budgets)
+	}
+	burstNodes := nodeNames(ctx, t, "burst")
 
-func podMeta(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Namespace: scenario.Namespace, Name: name} }
+	// Two runner pods pick up jobs 1 and 2; they preempt placeholders rather than wait.
+	for i := 1; i <= 2; i++ {
+		pod := scenario.RunnerPod("burst", fmt.Sprintf("runner-%d", i))
+		if err := kube.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		if err := gh.Job(ctx, int64(i), "in_progress", "self-hosted", "burst", "linux"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "both runner pods Running on the pool's nodes", func(ctx context.Context) (bool, error) {
+		return runnersRunning(ctx, burstNodes) == 2, nil
+	})
+	// Longer than consolidateAfter: a busy pool keeps every node.
+	time.Sleep(15 * time.Second)
+	if got := nodeNames(ctx, t, "burst"); !slices.Equal(got, burstNodes) {
+		t.Errorf("nodes of the busy pool changed from %v to %v", burstNodes, got)
+	}
+
+	// The queue drains: every job completes, the runners go.
+	for id := int64(1); id <= 5; id++ {
+		if err := gh.Job(ctx, id, "completed", "self-hosted", "burst", "linux"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 2; i++ {
+		_ = kube.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: scenario.Namespace, Name: fmt.Sprintf("runner-%d", i)}})
+	}
+	promValue.Store(0)
+	timeline.Note("queue", "drained")
+	waitFor(t, "pool burst consolidated down to its warm minimum and pool metered to zero", func(ctx context.Context) (bool, error) {
+		b, err := readyNodes(ctx, "burst")
+		if err != nil {
+			return false, err
+		}
+		m, err := readyNodes(ctx, "metered")
+		return b == 1 && m == 0, err
+	})
+	if err := kube.Get(ctx, client.ObjectKey{Name: nodepools.Name("burst")}, np); err != nil {
+		t.Fatal(err)
+	}
+	// warmMinimum alone does not make the pool busy: consolidation of extra nodes is allowed.
+	if hasBlockingBudget(np) {
+		t.Errorf("idle pool still blocks consolidation: %+v", np.Spec.Disruption.Budgets)
+	}
+}
 
 func readyNodes(ctx context.Context, pool string) (int, error) {
 	nodes := &corev1.NodeList{}
@@ -124,11 +214,35 @@ func readyNodes(ctx context.Context, pool string) (int, error) {
 	return n, nil
 }
 
-func hasBlockingBudget(np *karpv1.NodePool) bool {
-	for _, b := range np.Spec.Disruption.Budgets {
-		if b.Nodes == "0" && strings.Contains(fmt.Sprint(b.Reasons), "Empty") {
-			return true
+func nodeNames(ctx context.Context, t *testing.T, pool string) []string {
+	t.Helper()
+	nodes := &corev1.NodeList{}
+	if err := local.Client.List(ctx, nodes, client.MatchingLabels{nodepools.LabelPool: pool}); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, n := range nodes.Items {
+		names = append(names, n.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func runnersRunning(ctx context.Context, onNodes []string) int {
+	pods := &corev1.PodList{}
+	if err := local.Client.List(ctx, pods, client.InNamespace(scenario.Namespace), client.MatchingLabels{"app": "ci-runner"}); err != nil {
+		return 0
+	}
+	n := 0
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning && slices.Contains(onNodes, p.Spec.NodeName) {
+			n++
 		}
 	}
-	return false
+	return n
+}
+
+func hasBlockingBudget(np *karpv1.NodePool) bool {
+	b := np.Spec.Disruption.Budgets
+	return len(b) > 0 && b[0].Nodes == "0" && slices.Contains(b[0].Reasons, karpv1.DisruptionReasonEmpty)
 }

@@ -20,6 +20,9 @@ type entry struct {
 	counts      Counts
 	lastSuccess time.Time // zero until the first good reading
 	lastErr     error
+	// fresh is whether the reading was trusted (answered, not older than maxStaleness) as of
+	// the last Record, so OnChange also fires when a failing source's reading ages out.
+	fresh bool
 }
 
 // Tracker holds every source's last good reading. A source that keeps failing keeps its last
@@ -82,13 +85,15 @@ func (t *Tracker) Record(k Key, c Counts, err error) {
 		e = &entry{}
 		t.entries[k] = e
 	}
-	before, knownBefore := e.counts, !e.lastSuccess.IsZero()
+	now := t.clk.Now()
+	before, freshBefore := e.counts, e.fresh
 	if err != nil {
 		e.lastErr = err
 	} else {
-		e.counts, e.lastSuccess, e.lastErr = c, t.clk.Now(), nil
+		e.counts, e.lastSuccess, e.lastErr = c, now, nil
 	}
-	changed := e.counts != before || knownBefore != !e.lastSuccess.IsZero()
+	e.fresh = !e.lastSuccess.IsZero() && now.Sub(e.lastSuccess) <= t.maxStaleness
+	changed := e.counts != before || freshBefore != e.fresh
 	f := t.onChange
 	t.mu.Unlock()
 	if changed && f != nil {

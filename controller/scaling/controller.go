@@ -116,7 +116,13 @@ func (c *Controller) EnqueueAll() {
 // Reconcile evaluates one pool: decide, actuate headroom, flip budgets, report.
 func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	name := req.Name
-	p := findPool(c.current(), name)
+	cfg := c.current()
+	if cfg == nil {
+		// No config is in force yet (startup, or no valid config so far): that says nothing
+		// about which pools exist, so nothing is forgotten. EnqueueAll follows the first config.
+		return reconcile.Result{}, nil
+	}
+	p := findPool(cfg, name)
 	if p == nil {
 		return reconcile.Result{}, c.forget(ctx, name)
 	}
@@ -254,7 +260,7 @@ func (c *Controller) poolNodes(ctx context.Context, pool string) (nodes, busy in
 }
 
 func isWork(p *corev1.Pod) bool {
-	if p.Labels[nodepools.LabelHeadroom] == "true" || p.DeletionTimestamp != nil ||
+	if  p.DeletionTimestamp != nil ||
 		p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return false
 	}

@@ -39,6 +39,8 @@ type Options struct {
 	Log io.Writer
 	// MetricsAddr, e.g. "127.0.0.1:0"; empty disables the metrics server.
 	MetricsAddr string
+	// WebhookAddr, e.g. "127.0.0.1:0"; empty disables the GitHub webhook endpoint.
+	WebhookAddr string
 }
 
 // StartWarmpool writes cfg into the warmpool ConfigMap (creating the namespace) and starts the
@@ -61,6 +63,7 @@ func StartWarmpool(ctx context.Context, restConfig *rest.Config, kube client.Cli
 		ConfigMap:   "warmpool",
 		NodeClass:   nodepools.KWOKNodeClass,
 		MetricsAddr: metricsAddr,
+		WebhookAddr: opts.WebhookAddr,
 		ProbeAddr:   "0",
 		// One manager per test process is the rule, but a test may restart it.
 		SkipControllerNameValidation: true,

@@ -1,0 +1,537 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bradleyfalzon/ghinstallation/v2"
+	"github.com/google/go-github/v88/github"
+	"k8s.io/utils/clock"
+)
+
+const (
+	// gitHubRepoListTTL is how long an owner's repository listing is reused: repositories
+	// come and go far less often than jobs, and listing a big org costs a page per 100 repos.
+	gitHubRepoListTTL = 10 * time.Minute
+	gitHubPerPage     = 100
+	// gitHubDefaultRetryAfter applies when GitHub says "rate limited" without saying until
+	// when; GitHub's docs ask for at least a minute before retrying.
+	gitHubDefaultRetryAfter = time.Minute
+	gitHubDefaultTimeout    = 30 * time.Second
+)
+
+// GitHubAuth is how the poller authenticates: a token, or a GitHub App installation.
+// Exactly one must be set.
+type GitHubAuth struct {
+	// Token is a personal access token (classic or fine-grained), sent as a bearer token.
+	Token string
+	// App authenticates as a GitHub App installation; installation tokens are minted and
+	// refreshed against the same API base URL.
+	App *GitHubAppCredentials
+}
+
+// GitHubAppCredentials identifies a GitHub App installation.
+type GitHubAppCredentials struct {
+	AppID          int64
+	InstallationID int64
+	// PrivateKeyPEM is the App's RSA private key, PEM encoded (as GitHub hands it out).
+	PrivateKeyPEM []byte
+}
+
+// GitHubOption tunes a GitHubPoller.
+type GitHubOption func(*gitHubSettings)
+
+type gitHubSettings struct {
+	httpClient *http.Client
+	clk        clock.PassiveClock
+}
+
+// WithGitHubHTTPClient sets the HTTP client (its Transport and Timeout are kept; the
+// poller adds authentication on top). Default: a client with a 30 s timeout.
+func WithGitHubHTTPClient(c *http.Client) GitHubOption {
+	return func(s *gitHubSettings) { s.httpClient = c }
+}
+
+// WithGitHubClock sets the clock used for rate-limit back-off and the repository cache.
+func WithGitHubClock(clk clock.PassiveClock) GitHubOption {
+	return func(s *gitHubSettings) { s.clk = clk }
+}
+
+// GitHubPoller counts queued and in-progress GitHub Actions jobs whose runner labels include
+// all of a pool's labels, by polling the REST API:
+//
+//	GET /repos/{o}/{r}/actions/runs?status=queued|in_progress   (every page)
+//	GET /repos/{o}/{r}/actions/runs/{id}/jobs                  (every page, unlike KEDA)
+//
+// There is no org-wide runs endpoint, so an unset repo list means listing the owner's
+// repositories (cached for 10 minutes). Every GET is conditional (If-None-Match): a 304
+// reuses the parsed result and costs no rate limit. After a rate-limit answer, or a response
+// that says the quota is spent, no request is made until the reset time.
+type GitHubPoller struct {
+	client *github.Client
+	clk    clock.PassiveClock
+	owner  string
+	repos  []string // configured repositories; nil lists the owner's
+	labels []string
+
+	mu sync.Mutex
+	// etags holds the last ETag and parsed body per runs/jobs URL; entries not used by a
+	// successful poll are dropped (finished runs are never asked for again).
+	etags gitHubETagCache
+	// repoETags is the same for the owner's repository listing, kept across polls.
+	repoETags    gitHubETagCache
+	ownerRepos   []string
+	ownerReposAt time.Time
+	// limitedUntil is when GitHub lets us call again (primary reset or secondary Retry-After).
+	limitedUntil time.Time
+}
+
+var _ Poller = (*GitHubPoller)(nil)
+
+// NewGitHubPoller returns a poller for owner's repos (all of the owner's non-archived
+// repositories when repos is empty) that counts jobs whose labels contain every one of labels,
+// compared case-insensitively as GitHub matches runner labels (no labels: every job counts).
+// baseURL "" is api.github.com; otherwise it is a GitHub Enterprise Server URL
+// (https://ghe.example.com, "/api/v3/" is added unless present) or an "api." host.
+func NewGitHubPoller(baseURL, owner string, repos, labels []string, auth GitHubAuth, opts ...GitHubOption) (*GitHubPoller, error) {
+	s := gitHubSettings{clk: clock.RealClock{}}
+	for _, o := range opts {
+		o(&s)
+	}
+	if owner == "" {
+		return nil, Errorf(ReasonConfig, "github: owner is required")
+	}
+	for _, r := range repos {
+		if r == "" || strings.Contains(r, "/") {
+			return nil, Errorf(ReasonConfig, "github: repo %q must be a repository name under owner %q", r, owner)
+		}
+	}
+	if (auth.Token != "") == (auth.App != nil) {
+		return nil, Errorf(ReasonConfig, "github: exactly one of a token or GitHub App credentials is required")
+	}
+
+	var hc http.Client
+	if s.httpClient != nil {
+		hc = *s.httpClient
+	} else {
+		hc.Timeout = gitHubDefaultTimeout
+	}
+	base := hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+
+	// go-github's own rate-limit bookkeeping runs on the wall clock; ours runs on the
+	// injected clock and also covers secondary limits, so one place decides when to call.
+	ghOpts := []github.ClientOptionsFunc{github.WithDisableRateLimitCheck()}
+	if baseURL != "" {
+		if u, err := url.Parse(baseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, Errorf(ReasonConfig, "github: url %q is not an http(s) URL", baseURL)
+		}
+		ghOpts = append(ghOpts, github.WithEnterpriseURLs(baseURL, baseURL))
+	}
+	var itr *ghinstallation.Transport
+	if auth.App != nil {
+		a := auth.App
+		if a.AppID <= 0 || a.InstallationID <= 0 {
+			return nil, Errorf(ReasonConfig, "github: app ID and installation ID are required")
+		}
+		var err error
+		if itr, err = ghinstallation.New(base, a.AppID, a.InstallationID, a.PrivateKeyPEM); err != nil {
+			return nil, &Error{Reason: ReasonConfig, Err: fmt.Errorf("github: app private key: %w", err)}
+		}
+		hc.Transport = itr
+	} else {
+		ghOpts = append(ghOpts, github.WithAuthToken(auth.Token))
+	}
+	ghOpts = append(ghOpts, github.WithHTTPClient(&hc))
+	client, err := github.NewClient(ghOpts...)
+	if err != nil {
+		return nil, &Error{Reason: ReasonConfig, Err: fmt.Errorf("github: %w", err)}
+	}
+	if itr != nil {
+		// Installation tokens come from the same API the jobs do (GHES or a test server).
+		itr.BaseURL = strings.TrimSuffix(client.BaseURL(), "/")
+	}
+
+	p := &GitHubPoller{
+		client:    client,
+		clk:       s.clk,
+		owner:     owner,
+		labels:    append([]string(nil), labels...),
+		etags:     gitHubETagCache{},
+		repoETags: gitHubETagCache{},
+	}
+	if len(repos) > 0 {
+		p.repos = append([]string(nil), repos...)
+	}
+	return p, nil
+}
+
+// Poll counts the pool's queued and running jobs across its repositories. Any failure fails
+// the whole poll: a partial count would understate demand.
+func (p *GitHubPoller) Poll(ctx context.Context) (Counts, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+
+	if err := p.limited(); err != nil {
+		return Counts{}, err
+	}
+	repos, err := p.repoNames(ctx)
+	if err != nil {
+		return Counts{}, err
+	}
+	used := map[string]bool{}
+	var total Counts
+	for _, repo := range repos {
+		c, err := p.countRepo(ctx, repo, used)
+		if err != nil {
+			if p.repos == nil && gitHubNotFound(err) {
+				// A listed repository went away (deleted, renamed, transferred): list again
+				// on the next poll instead of failing for the rest of the cache lifetime.
+				p.ownerRepos = nil
+			}
+			return Counts{}, err
+		}
+		total = total.Add(c)
+	}
+	for k := range p.etags {
+		if !used[k] {
+			delete(p.etags, k)
+		}
+	}
+	return total, nil
+}
+
+// repoNames is the configured repositories, or the owner's (cached for gitHubRepoListTTL).
+func (p *GitHubPoller) repoNames(ctx context.Context) ([]string, error) {
+	if p.repos != nil {
+		return p.repos, nil
+	}
+	if p.ownerRepos != nil && p.clk.Since(p.ownerReposAt) < gitHubRepoListTTL {
+		return p.ownerRepos, nil
+	}
+	kind := "orgs"
+	names, err := p.listRepos(ctx, kind)
+	if gitHubNotFound(err) {
+		// Owner is a user, not an organization.
+		kind = "users"
+		names, err = p.listRepos(ctx, kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.ownerRepos, p.ownerReposAt = names, p.clk.Now()
+	return names, nil
+}
+
+func (p *GitHubPoller) listRepos(ctx context.Context, kind string) ([]string, error) {
+	names := []string{}
+	used := map[string]bool{}
+	for page := 1; page > 0; {
+		path := fmt.Sprintf("%s/%s/repos?%s", kind, url.PathEscape(p.owner), gitHubPageQuery(nil, page))
+		repos, next, err := gitHubGet(ctx, p, p.repoETags, used, path, func(*[]*github.Repository) bool { return true })
+		if err != nil {
+			return nil, p.wrap(err, "listing repositories of %s", p.owner)
+		}
+		for _, r := range *repos {
+			// Archived and disabled repositories cannot run workflows: skip their calls.
+			if r == nil || r.GetName() == "" || r.GetArchived() || r.GetDisabled() {
+				continue
+			}
+			names = append(names, r.GetName())
+		}
+		page = gitHubNext(page, next)
+	}
+	for k := range p.repoETags {
+		if !used[k] {
+			delete(p.repoETags, k)
+		}
+	}
+	return names, nil
+}
+
+func (p *GitHubPoller) countRepo(ctx context.Context, repo string, used map[string]bool) (Counts, error) {
+	prefix := fmt.Sprintf("repos/%s/%s/actions/runs", url.PathEscape(p.owner), url.PathEscape(repo))
+	// A run that moves from queued to in_progress between the two listings shows up twice.
+	seen := map[int64]bool{}
+	var runIDs []int64
+	for _, status := range []string{"queued", "in_progress"} {
+		for page := 1; page > 0; {
+			path := prefix + "?" + gitHubPageQuery(url.Values{"status": {status}}, page)
+			runs, next, err := gitHubGet(ctx, p, p.etags, used, path, func(v *github.WorkflowRuns) bool {
+				return v.TotalCount != nil && v.WorkflowRuns != nil
+			})
+			if err != nil {
+				return Counts{}, p.wrap(err, "listing %s workflow runs of %s/%s", status, p.owner, repo)
+			}
+			for _, r := range runs.WorkflowRuns {
+				if id := r.GetID(); id != 0 && !seen[id] {
+					seen[id] = true
+					runIDs = append(runIDs, id)
+				}
+			}
+			page = gitHubNext(page, next)
+		}
+	}
+
+	var c Counts
+	for _, id := range runIDs {
+		// Every page: a matrix run easily has more than 100 jobs (KEDA reads only the first).
+		for page := 1; page > 0; {
+			path := fmt.Sprintf("%s/%d/jobs?%s", prefix, id, gitHubPageQuery(nil, page))
+			jobs, next, err := gitHubGet(ctx, p, p.etags, used, path, func(v *github.Jobs) bool {
+				return v.TotalCount != nil && v.Jobs != nil
+			})
+			if err != nil {
+				return Counts{}, p.wrap(err, "listing jobs of run %d in %s/%s", id, p.owner, repo)
+			}
+			for _, j := range jobs.Jobs {
+				if j == nil || !gitHubLabelsMatch(j.Labels, p.labels) {
+					continue
+				}
+				switch j.GetStatus() {
+				case "queued":
+					c.Queued++
+				case "in_progress":
+					c.Running++
+				}
+			}
+			page = gitHubNext(page, next)
+		}
+	}
+	return c, nil
+}
+
+// gitHubLabelsMatch reports whether have contains every label in want, ignoring case as
+// GitHub does when it matches runs-on labels to runners.
+func gitHubLabelsMatch(have, want []string) bool {
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			if strings.EqualFold(h, w) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// gitHubPageQuery adds per_page=100 and, after the first page, page=N.
+func gitHubPageQuery(q url.Values, page int) string {
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("per_page", strconv.Itoa(gitHubPerPage))
+	if page > 1 {
+		q.Set("page", strconv.Itoa(page))
+	}
+	return q.Encode()
+}
+
+// gitHubNext is the page after page as the Link header gave it, or 0 when done. A "next"
+// that does not move forward ends the walk instead of looping.
+func gitHubNext(page, next int) int {
+	if next <= page {
+		return 0
+	}
+	return next
+}
+
+type gitHubETagEntry struct {
+	etag     string
+	value    any // *T of the gitHubGet that stored it
+	nextPage int // 304s need not repeat the Link header
+}
+
+type gitHubETagCache map[string]*gitHubETagEntry
+
+// gitHubGet GETs path (relative to the API base), conditionally when cache has an ETag
+// for it, and decodes the body into a *T that valid accepts. It returns the Link header's
+// next page (0 on the last page).
+func gitHubGet[T any](ctx context.Context, p *GitHubPoller, cache gitHubETagCache, used map[string]bool, path string, valid func(*T) bool) (*T, int, error) {
+	if err := p.limited(); err != nil {
+		return nil, 0, err
+	}
+	req, err := p.client.NewRequest(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return nil, 0, &Error{Reason: ReasonConfig, Err: err}
+	}
+	prev := cache[path]
+	if prev != nil {
+		req.Header.Set("If-None-Match", prev.etag)
+	}
+	var body bytes.Buffer
+	resp, err := p.client.Do(req, &body)
+	p.noteRate(resp)
+	if err != nil {
+		var er *github.ErrorResponse
+		if prev != nil && errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == http.StatusNotModified {
+			if v, ok := prev.value.(*T); ok {
+				used[path] = true
+				return v, prev.nextPage, nil
+			}
+		}
+		return nil, 0, p.classify(ctx, err)
+	}
+	v := new(T)
+	if err := json.Unmarshal(body.Bytes(), v); err != nil {
+		return nil, 0, &Error{Reason: ReasonMalformed, Err: fmt.Errorf("GET %s: decoding body: %w", path, err)}
+	}
+	if !valid(v) {
+		return nil, 0, Errorf(ReasonMalformed, "GET %s: body is not the API's shape", path)
+	}
+	if etag := resp.Header.Get("ETag"); etag != "" {
+		cache[path] = &gitHubETagEntry{etag: etag, value: v, nextPage: resp.NextPage}
+		used[path] = true
+	} else {
+		delete(cache, path)
+	}
+	return v, resp.NextPage, nil
+}
+
+// limited refuses to call GitHub before a known rate-limit reset.
+func (p *GitHubPoller) limited() error {
+	now := p.clk.Now()
+	if now.Before(p.limitedUntil) {
+		return &Error{
+			Reason:     ReasonRateLimited,
+			RetryAfter: p.limitedUntil.Sub(now),
+			Err:        fmt.Errorf("github: rate limited until %s, not calling the API", p.limitedUntil.UTC().Format(time.RFC3339)),
+		}
+	}
+	return nil
+}
+
+// noteRate remembers a spent primary quota from any response (a 200 can be the last call
+// allowed), so the next request waits for the reset instead of earning a 403.
+func (p *GitHubPoller) noteRate(resp *github.Response) {
+	if resp == nil || resp.Response == nil || resp.Header.Get(github.HeaderRateRemaining) != "0" {
+		return
+	}
+	if reset := resp.Rate.Reset.Time; reset.After(p.clk.Now()) && reset.After(p.limitedUntil) {
+		p.limitedUntil = reset
+	}
+}
+
+func (p *GitHubPoller) limitFor(d time.Duration, err error) error {
+	if d <= 0 {
+		d = gitHubDefaultRetryAfter
+	}
+	if until := p.clk.Now().Add(d); until.After(p.limitedUntil) {
+		p.limitedUntil = until
+	}
+	return &Error{Reason: ReasonRateLimited, RetryAfter: d, Err: err}
+}
+
+// classify maps a go-github (or ghinstallation) error to a reason, and starts the back-off
+// of a rate-limit answer.
+func (p *GitHubPoller) classify(ctx context.Context, err error) error {
+	var (
+		qe     *Error
+		rle    *github.RateLimitError
+		abuse  *github.AbuseRateLimitError
+		tfa    *github.TwoFactorAuthError
+		er     *github.ErrorResponse
+		mint   *ghinstallation.HTTPError
+		netErr net.Error
+	)
+	switch {
+	case errors.As(err, &qe):
+		return err
+	case errors.As(err, &rle):
+		var d time.Duration
+		if !rle.Rate.Reset.IsZero() {
+			d = rle.Rate.Reset.Sub(p.clk.Now())
+		}
+		return p.limitFor(d, err)
+	case errors.As(err, &abuse):
+		return p.limitFor(gitHubRetryAfter(abuse.Response, p.clk.Now()), err)
+	case errors.As(err, &tfa):
+		return &Error{Reason: ReasonAuth, Err: err}
+	case errors.As(err, &er) && er.Response != nil:
+		return p.classifyStatus(er.Response, err)
+	case errors.As(err, &mint) && mint.Response != nil:
+		// Minting the installation token failed: the App, its key or the installation is wrong
+		// (GitHub answers 401/403/404), or the mint call itself was rate limited.
+		resp := mint.Response
+		// ghinstallation leaves the body open for us; CheckResponse swaps in a copy.
+		if resp.Body != nil {
+			defer resp.Body.Close()
+		}
+		cerr := github.CheckResponse(resp)
+		if cerr == nil {
+			return &Error{Reason: ReasonHTTP, Err: err}
+		}
+		if errors.As(cerr, &rle) || errors.As(cerr, &abuse) {
+			return p.classify(ctx, fmt.Errorf("%w: %w", err, cerr))
+		}
+		switch resp.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+			return &Error{Reason: ReasonAuth, Err: fmt.Errorf("%w: %w", err, cerr)}
+		}
+		return p.classifyStatus(resp, fmt.Errorf("%w: %w", err, cerr))
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return &Error{Reason: ReasonTimeout, Err: err}
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return &Error{Reason: ReasonTimeout, Err: err}
+	}
+	return &Error{Reason: ReasonNetwork, Err: err}
+}
+
+// classifyStatus handles an error status that go-github did not type as a rate limit.
+func (p *GitHubPoller) classifyStatus(resp *http.Response, err error) error {
+	switch code := resp.StatusCode; {
+	case code == http.StatusUnauthorized:
+		return &Error{Reason: ReasonAuth, Err: err}
+	case (code == http.StatusForbidden && resp.Header.Get("Retry-After") != "") || code == http.StatusTooManyRequests:
+		// A secondary limit whose body go-github did not recognise.
+		return p.limitFor(gitHubRetryAfter(resp, p.clk.Now()), err)
+	case code == http.StatusForbidden:
+		return &Error{Reason: ReasonAuth, Err: err}
+	}
+	return &Error{Reason: ReasonHTTP, Err: err}
+}
+
+// gitHubRetryAfter reads a secondary limit's wait: Retry-After seconds, else
+// X-RateLimit-Reset epoch seconds, else 0 (the caller's default).
+func gitHubRetryAfter(resp *http.Response, now time.Time) time.Duration {
+	if resp == nil {
+		return 0
+	}
+	if s, err := strconv.ParseInt(strings.TrimSpace(resp.Header.Get("Retry-After")), 10, 64); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if s, err := strconv.ParseInt(resp.Header.Get(github.HeaderRateReset), 10, 64); err == nil && s > 0 {
+		return time.Unix(s, 0).Sub(now)
+	}
+	return 0
+}
+
+// wrap adds what was being done to a classified error, keeping its reason and wait.
+func (p *GitHubPoller) wrap(err error, format string, args ...any) error {
+	var qe *Error
+	if errors.As(err, &qe) {
+		return &Error{Reason: qe.Reason, RetryAfter: qe.RetryAfter, Err: fmt.Errorf("github: %s: %w", fmt.Sprintf(format, args...), qe.Err)}
+	}
+	return fmt.Errorf("github: %s: %w", fmt.Sprintf(format, args...), err)
+}
+
+func gitHubNotFound(err error) bool {
+	var er *github.ErrorResponse
+	return err != nil && errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == http.StatusNotFound
+}

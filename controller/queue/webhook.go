@@ -1,0 +1,562 @@
+package queue
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
+)
+
+// WebhookSource is the source name under which the webhook reports errors that belong to no
+// pool (bad signatures, bad bodies, jobs whose labels match no route).
+const WebhookSource = "githubWebhook"
+
+// Webhook defaults.
+const (
+	// DefaultWebhookMaxBodyBytes caps a delivery's body. GitHub's own cap is 25 MB, but a
+	// workflow_job payload is a few KiB.
+	DefaultWebhookMaxBodyBytes = 1 << 20
+	// DefaultWebhookMaxQueuedAge drops a queued job never seen to start: its in_progress and
+	// completed deliveries were lost (GitHub itself fails a job queued for 24h; most are
+	// cancelled or picked up long before 6h).
+	DefaultWebhookMaxQueuedAge = 6 * time.Hour
+	// DefaultWebhookMaxRunningAge drops a running job never seen to complete. A job's default
+	// timeout-minutes is 360, so a day covers all but deliberately long jobs.
+	DefaultWebhookMaxRunningAge = 24 * time.Hour
+	// DefaultWebhookTombstoneTTL is how long a completed job's ID is remembered, so a late
+	// queued or in_progress delivery cannot bring it back.
+	DefaultWebhookTombstoneTTL = 24 * time.Hour
+)
+
+const (
+	// webhookDeliveries is how many X-GitHub-Delivery IDs are remembered to drop redeliveries.
+	webhookDeliveries = 10000
+	// webhookSweepEvery bounds how often a delivery scans every job for expiry.
+	webhookSweepEvery = time.Minute
+)
+
+// WebhookRoute sends the jobs whose labels include all of Labels (case-insensitive) to the
+// source Key{Pool, Source}. Routes are tried in order; a job belongs to the first that matches.
+// A route with no labels matches nothing.
+type WebhookRoute struct {
+	Pool   string
+	Source string
+	Labels []string
+}
+
+// job ranks: a job's state only ever moves forward.
+const (
+	rankQueued    = 1 // queued, waiting
+	rankRunning   = 2 // in_progress
+	rankCompleted = 3 // completed
+)
+
+type webhookJob struct {
+	key   Key
+	rank  int8
+	since time.Time // when the job entered its current rank, by our clock
+}
+
+type tombstone struct {
+	id int64
+	at time.Time
+}
+
+type route struct {
+	key    Key
+	labels []string // lower case
+}
+
+// Webhook is the http.Handler for GitHub workflow_job webhooks. It keeps the set of queued and
+// running jobs per route (by workflow_job.id) and records each route's counts in the Tracker
+// after every change.
+//
+// Only deliveries signed with the shared secret (X-Hub-Signature-256, HMAC-SHA256 over the raw
+// body) are read; with an empty secret every delivery is rejected. Redeliveries (same
+// X-GitHub-Delivery) are ignored, and a job's state never moves backwards (queued < in_progress
+// < completed), so out-of-order deliveries cannot resurrect a completed job. Jobs whose final
+// deliveries were lost expire (MaxQueuedAge, MaxRunningAge); Resync corrects the job set from a
+// REST listing.
+//
+// Webhooks only report changes, so the Tracker would call a quiet pool stale: call Sweep
+// periodically (well within the Tracker's MaxStaleness) to expire old jobs and re-record every
+// route's counts.
+type Webhook struct {
+	// OnError, when set, is called with WebhookSource (or the route's source) and a Reason*
+	// for every rejected or unroutable delivery. Set it before serving.
+	OnError func(source, reason string)
+	// MaxBodyBytes caps a delivery's body (DefaultWebhookMaxBodyBytes when 0).
+	MaxBodyBytes int64
+	// MaxQueuedAge and MaxRunningAge drop jobs stuck in one state that long, their later
+	// deliveries presumed lost (the defaults when 0).
+	MaxQueuedAge  time.Duration
+	MaxRunningAge time.Duration
+	// TombstoneTTL is how long completed jobs are remembered (DefaultWebhookTombstoneTTL when 0).
+	TombstoneTTL time.Duration
+
+	secret  func() []byte
+	tracker *Tracker
+	clk     clock.PassiveClock
+	log     logr.Logger
+
+	mu        sync.Mutex
+	routes    []route
+	jobs      map[int64]*webhookJob
+	counts    map[Key]Counts
+	tombs     map[int64]time.Time
+	tombQ     []tombstone // oldest first, from tombHead on
+	tombHead  int
+	seen      map[string]struct{}
+	seenRing  []string
+	seenNext  int
+	lastSweep time.Time
+}
+
+// NewWebhook returns a handler that verifies deliveries with secret() (read on every request,
+// so a rotated Secret applies at once) and records counts in t.
+func NewWebhook(secret func() []byte, t *Tracker, clk clock.PassiveClock, log logr.Logger) *Webhook {
+	return &Webhook{
+		secret:   secret,
+		tracker:  t,
+		clk:      clk,
+		log:      log,
+		jobs:     map[int64]*webhookJob{},
+		counts:   map[Key]Counts{},
+		tombs:    map[int64]time.Time{},
+		seen:     make(map[string]struct{}, webhookDeliveries),
+		seenRing: make([]string, webhookDeliveries),
+	}
+}
+
+// SetRoutes replaces the routes (from the config in force). Jobs already tracked keep their
+// Key if a route still has it and are dropped otherwise; every route's counts are recorded, so
+// a new route is known (at zero jobs until deliveries or a Resync say otherwise).
+func (w *Webhook) SetRoutes(routes []WebhookRoute) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.routes = w.routes[:0]
+	keep := map[Key]bool{}
+	for _, r := range routes {
+		labels := make([]string, 0, len(r.Labels))
+		for _, l := range r.Labels {
+			labels = append(labels, strings.ToLower(l))
+		}
+		k := Key{Pool: r.Pool, Source: r.Source}
+		w.routes = append(w.routes, route{key: k, labels: labels})
+		keep[k] = true
+	}
+	for id, j := range w.jobs {
+		if !keep[j.key] {
+			delete(w.jobs, id)
+		}
+	}
+	w.recountLocked()
+	for k := range keep {
+		w.tracker.Record(k, w.counts[k], nil)
+	}
+}
+
+// Resync replaces pool's jobs with the given sets, from a listing of the CI's REST API, to
+// correct for lost deliveries. A job listed in both sets counts as running. Deliveries stay
+// authoritative where they know more: a job already completed is not brought back, and a job
+// already seen running is not set back to queued. New jobs go to the pool's first route; a
+// job tracked under another pool stays there (no double counting). Resync of a pool with no
+// route does nothing.
+func (w *Webhook) Resync(pool string, queuedIDs, runningIDs []int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := w.clk.Now()
+	var keys []Key
+	for _, r := range w.routes {
+		if r.key.Pool == pool && !containsKey(keys, r.key) {
+			keys = append(keys, r.key)
+		}
+	}
+	if len(keys) == 0 {
+		w.log.V(1).Info("resync of a pool with no webhook route ignored", "pool", pool)
+		return
+	}
+	want := make(map[int64]int8, len(queuedIDs)+len(runningIDs))
+	for _, id := range queuedIDs {
+		want[id] = rankQueued
+	}
+	for _, id := range runningIDs {
+		want[id] = rankRunning
+	}
+	for id, j := range w.jobs {
+		if j.key.Pool != pool {
+			continue
+		}
+		rank, ok := want[id]
+		switch {
+		case !ok:
+			delete(w.jobs, id)
+		case rank > j.rank:
+			j.rank, j.since = rank, now
+		}
+	}
+	for id, rank := range want {
+		if _, done := w.tombs[id]; done {
+			continue
+		}
+		if _, tracked := w.jobs[id]; tracked {
+			continue
+		}
+		w.jobs[id] = &webhookJob{key: keys[0], rank: rank, since: now}
+	}
+	w.recountLocked()
+	for _, k := range keys {
+		w.tracker.Record(k, w.counts[k], nil)
+	}
+}
+
+// Sweep expires jobs and tombstones past their ages and records every route's counts, which
+// keeps the webhook sources fresh in the Tracker while no delivery arrives. Call it on an
+// interval shorter than the Tracker's MaxStaleness (e.g. every 30s).
+func (w *Webhook) Sweep() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.expireLocked(w.clk.Now(), true)
+	for _, r := range w.routes {
+		w.tracker.Record(r.key, w.counts[r.key], nil)
+	}
+}
+
+// ServeHTTP handles one delivery: 405 for other methods than POST, 401 for a missing or bad
+// signature, 413 for a body over MaxBodyBytes, 400 for a body that is not a workflow_job
+// payload, 200 for ping and processed deliveries, 202 for events and jobs that are ignored.
+func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		rw.Header().Set("Allow", http.MethodPost)
+		http.Error(rw, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	secret := w.secret()
+	if len(secret) == 0 {
+		w.reject(rw, r, http.StatusUnauthorized, ReasonSignature, "no webhook secret configured: every delivery is rejected")
+		return
+	}
+	var want [sha256.Size]byte
+	if !parseSignature(r.Header.Get("X-Hub-Signature-256"), &want) {
+		w.reject(rw, r, http.StatusUnauthorized, ReasonSignature, "missing or malformed X-Hub-Signature-256")
+		return
+	}
+	body, err := w.readBody(rw, r)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			w.reject(rw, r, http.StatusRequestEntityTooLarge, ReasonBadRequest, fmt.Sprintf("body larger than %d bytes", tooLarge.Limit))
+			return
+		}
+		w.reject(rw, r, http.StatusBadRequest, ReasonBadRequest, "reading body: "+err.Error())
+		return
+	}
+	mac := hmac.New(sha256.New, secret)
+	mac.Write(body)
+	var got [sha256.Size]byte
+	if !hmac.Equal(mac.Sum(got[:0]), want[:]) {
+		w.reject(rw, r, http.StatusUnauthorized, ReasonSignature, "signature does not match the body")
+		return
+	}
+
+	switch event := r.Header.Get("X-GitHub-Event"); event {
+	case "ping":
+		w.log.V(1).Info("webhook ping", "delivery", r.Header.Get("X-GitHub-Delivery"))
+		writeText(rw, http.StatusOK, "pong")
+		return
+	case "workflow_job":
+	default:
+		w.log.V(1).Info("webhook event ignored", "event", event, "delivery", r.Header.Get("X-GitHub-Delivery"))
+		writeText(rw, http.StatusAccepted, "event ignored")
+		return
+	}
+	ev, err := parseWorkflowJob(r.Header.Get("Content-Type"), body)
+	if err != nil {
+		w.reject(rw, r, http.StatusBadRequest, ReasonBadRequest, err.Error())
+		return
+	}
+	code, msg := w.apply(r.Header.Get("X-GitHub-Delivery"), ev)
+	writeText(rw, code, msg)
+}
+
+func (w *Webhook) readBody(rw http.ResponseWriter, r *http.Request) ([]byte, error) {
+	limit := w.MaxBodyBytes
+	if limit <= 0 {
+		limit = DefaultWebhookMaxBodyBytes
+	}
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + 1) // +1: ReadFrom wants room to see EOF
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(rw, r.Body, limit))
+	return buf.Bytes(), err
+}
+
+func (w *Webhook) reject(rw http.ResponseWriter, r *http.Request, code int, reason, msg string) {
+	w.log.V(1).Info("webhook delivery rejected", "reason", reason, "detail", msg,
+		"delivery", r.Header.Get("X-GitHub-Delivery"), "remote", r.RemoteAddr)
+	w.onError(WebhookSource, reason)
+	http.Error(rw, msg, code)
+}
+
+func (w *Webhook) onError(source, reason string) {
+	if w.OnError != nil {
+		w.OnError(source, reason)
+	}
+}
+
+func writeText(rw http.ResponseWriter, code int, msg string) {
+	rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	rw.WriteHeader(code)
+	io.WriteString(rw, msg+"\n")
+}
+
+// parseSignature reads "sha256=<64 hex digits>" into sum.
+func parseSignature(h string, sum *[sha256.Size]byte) bool {
+	hexSum, ok := strings.CutPrefix(h, "sha256=")
+	if !ok || len(hexSum) != hex.EncodedLen(sha256.Size) {
+		return false
+	}
+	_, err := hex.Decode(sum[:], []byte(hexSum))
+	return err == nil
+}
+
+// workflowJobEvent is the part of a workflow_job payload the webhook reads.
+type workflowJobEvent struct {
+	Action      string `json:"action"`
+	WorkflowJob *struct {
+		ID     int64    `json:"id"`
+		Labels []string `json:"labels"`
+	} `json:"workflow_job"`
+}
+
+// parseWorkflowJob decodes a workflow_job delivery, sent as JSON or, when the hook's content
+// type is application/x-www-form-urlencoded, as JSON in its payload field.
+func parseWorkflowJob(contentType string, body []byte) (workflowJobEvent, error) {
+	var ev workflowJobEvent
+	if mt, _, _ := mime.ParseMediaType(contentType); mt == "application/x-www-form-urlencoded" {
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return ev, fmt.Errorf("form body: %v", err)
+		}
+		body = []byte(form.Get("payload"))
+	}
+	if err := json.Unmarshal(body, &ev); err != nil {
+		return ev, fmt.Errorf("workflow_job payload: %v", err)
+	}
+	if ev.WorkflowJob == nil || ev.WorkflowJob.ID == 0 {
+		return ev, errors.New("workflow_job payload without workflow_job.id")
+	}
+	return ev, nil
+}
+
+func actionRank(action string) int8 {
+	switch action {
+	case "queued", "waiting":
+		return rankQueued
+	case "in_progress":
+		return rankRunning
+	case "completed":
+		return rankCompleted
+	}
+	return 0
+}
+
+// apply records one verified workflow_job delivery and returns the response.
+func (w *Webhook) apply(delivery string, ev workflowJobEvent) (int, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := w.clk.Now()
+	w.expireLocked(now, false)
+	if delivery != "" {
+		if _, dup := w.seen[delivery]; dup {
+			w.log.V(1).Info("duplicate webhook delivery ignored", "delivery", delivery)
+			return http.StatusOK, "duplicate delivery"
+		}
+		w.remember(delivery)
+	}
+	id := ev.WorkflowJob.ID
+	rank := actionRank(ev.Action)
+	if rank == 0 {
+		w.log.V(1).Info("workflow_job action ignored", "action", ev.Action, "job", id)
+		return http.StatusAccepted, "action ignored"
+	}
+	if _, done := w.tombs[id]; done {
+		return http.StatusOK, "job already completed"
+	}
+	j := w.jobs[id]
+	ri := w.match(ev.WorkflowJob.Labels)
+	if ri < 0 && j == nil {
+		w.log.V(1).Info("workflow_job matches no pool", "job", id, "labels", ev.WorkflowJob.Labels)
+		w.onError(WebhookSource, ReasonUnknownPool)
+		return http.StatusAccepted, "no pool runs these labels"
+	}
+	key := Key{}
+	if ri >= 0 {
+		key = w.routes[ri].key
+	} else {
+		key = j.key
+	}
+	switch {
+	case rank == rankCompleted:
+		if j != nil {
+			w.count(j.key, j.rank, -1)
+			delete(w.jobs, id)
+			w.tracker.Record(j.key, w.counts[j.key], nil)
+		}
+		w.tombs[id] = now
+		w.tombQ = append(w.tombQ, tombstone{id: id, at: now})
+		return http.StatusOK, "ok"
+	case j == nil:
+		w.jobs[id] = &webhookJob{key: key, rank: rank, since: now}
+		w.count(key, rank, 1)
+		w.tracker.Record(key, w.counts[key], nil)
+		return http.StatusOK, "ok"
+	case rank < j.rank:
+		w.log.V(1).Info("out-of-order workflow_job delivery ignored", "job", id, "action", ev.Action)
+		return http.StatusOK, "stale delivery"
+	case rank == j.rank && key == j.key:
+		return http.StatusOK, "ok"
+	}
+	w.count(j.key, j.rank, -1)
+	old := j.key
+	if rank != j.rank {
+		j.rank, j.since = rank, now
+	}
+	j.key = key
+	w.count(key, rank, 1)
+	w.tracker.Record(key, w.counts[key], nil)
+	if old != key {
+		w.tracker.Record(old, w.counts[old], nil)
+	}
+	return http.StatusOK, "ok"
+}
+
+// match returns the index of the first route whose labels are all among the job's, or -1.
+func (w *Webhook) match(jobLabels []string) int {
+	for i, r := range w.routes {
+		if len(r.labels) == 0 {
+			continue
+		}
+		all := true
+		for _, want := range r.labels {
+			found := false
+			for _, have := range jobLabels {
+				if strings.EqualFold(have, want) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				all = false
+				break
+			}
+		}
+		if all {
+			return i
+		}
+	}
+	return -1
+}
+
+func (w *Webhook) count(k Key, rank int8, delta int) {
+	c := w.counts[k]
+	switch rank {
+	case rankQueued:
+		c.Queued += delta
+	case rankRunning:
+		c.Running += delta
+	}
+	w.counts[k] = c
+}
+
+func (w *Webhook) recountLocked() {
+	clear(w.counts)
+	for _, r := range w.routes {
+		w.counts[r.key] = Counts{}
+	}
+	for _, j := range w.jobs {
+		w.count(j.key, j.rank, 1)
+	}
+}
+
+// remember adds a delivery ID to the ring of the last webhookDeliveries, evicting the oldest.
+func (w *Webhook) remember(delivery string) {
+	if old := w.seenRing[w.seenNext]; old != "" {
+		delete(w.seen, old)
+	}
+	w.seenRing[w.seenNext] = delivery
+	w.seen[delivery] = struct{}{}
+	w.seenNext = (w.seenNext + 1) % len(w.seenRing)
+}
+
+// expireLocked drops tombstones past TombstoneTTL and, at most once a webhookSweepEvery unless
+// forced, jobs stuck queued or running past their max ages; it records the counts it changed.
+func (w *Webhook) expireLocked(now time.Time, force bool) {
+	ttl := orDefault(w.TombstoneTTL, DefaultWebhookTombstoneTTL)
+	for w.tombHead < len(w.tombQ) && now.Sub(w.tombQ[w.tombHead].at) > ttl {
+		t := w.tombQ[w.tombHead]
+		if at, ok := w.tombs[t.id]; ok && at.Equal(t.at) {
+			delete(w.tombs, t.id)
+		}
+		w.tombQ[w.tombHead] = tombstone{}
+		w.tombHead++
+	}
+	if w.tombHead > 1024 && w.tombHead*2 > len(w.tombQ) {
+		w.tombQ = append(w.tombQ[:0], w.tombQ[w.tombHead:]...)
+		w.tombHead = 0
+	}
+	if !force && now.Sub(w.lastSweep) < webhookSweepEvery {
+		return
+	}
+	w.lastSweep = now
+	maxQueued := orDefault(w.MaxQueuedAge, DefaultWebhookMaxQueuedAge)
+	maxRunning := orDefault(w.MaxRunningAge, DefaultWebhookMaxRunningAge)
+	var changed []Key
+	for id, j := range w.jobs {
+		age := now.Sub(j.since)
+		if (j.rank == rankQueued && age > maxQueued) || (j.rank == rankRunning && age > maxRunning) {
+			w.log.V(1).Info("webhook job expired: its later deliveries were lost", "job", id, "pool", j.key.Pool, "age", age)
+			delete(w.jobs, id)
+			w.count(j.key, j.rank, -1)
+			if !containsKey(changed, j.key) {
+				changed = append(changed, j.key)
+			}
+		}
+	}
+	for _, k := range changed {
+		w.tracker.Record(k, w.counts[k], nil)
+	}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func containsKey(keys []Key, k Key) bool {
+	for _, have := range keys {
+		if have == k {
+			return true
+		}
+	}
+	return false
+}
