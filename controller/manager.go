@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	awsv1 "github.com/aws/karpenter-provider-aws/pkg/apis/v1"
@@ -37,6 +38,9 @@ import (
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/nodepools"
 )
+
+// webhookSweepInterval is well inside the tracker's staleness bound.
+const webhookSweepInterval = 30 * time.Second
 
 // LeaderElectionID names the Lease replicas compete for.
 const LeaderElectionID = "warmpool.io"
@@ -154,7 +158,7 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	var sources *scaling.Sources
 	webhook := queue.NewWebhook(func() []byte { return sources.WebhookSecret() }, tracker, clk, ctrl.Log.WithName("webhook"))
 	webhook.OnError = queue.ObserveError
-	sources = scaling.NewSources(mgr.GetClient(), opts.Namespace, tracker, runner, webhook)
+	sources = scaling.NewSources(mgr.GetClient(), mgr.GetAPIReader(), opts.Namespace, tracker, runner, webhook)
 	webhookPath := atomic.Pointer[string]{}
 	webhookPath.Store(ptr.To(config.DefaultWebhookPath))
 	pc.OnApplied(func(cfg *config.Config) {
@@ -168,6 +172,22 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	})
 	if err := mgr.Add(runner); err != nil {
 		return nil, fmt.Errorf("adding queue runner, %w", err)
+	}
+	// Webhook sources are pushed: without deliveries their readings would go stale and their
+	// pools unknown. Sweeping re-records them (and expires jobs whose completion was lost).
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		tick := time.NewTicker(webhookSweepInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+				webhook.Sweep()
+			}
+		}
+	})); err != nil {
+		return nil, fmt.Errorf("adding webhook sweeper, %w", err)
 	}
 	webhookServer := &scaling.WebhookServer{Addr: opts.WebhookAddr, Path: func() string { return *webhookPath.Load() }, Handler: webhook, Bound: make(chan struct{})}
 	if opts.WebhookAddr != "" && opts.WebhookAddr != "0" {

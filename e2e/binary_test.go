@@ -54,6 +54,7 @@ func TestControllerBinary(t *testing.T) {
 		"--metrics-bind-address", metricsAddr,
 		"--health-probe-bind-address", probeAddr,
 		"--leader-elect=true",
+		"--webhook-bind-address", freeAddr(t),
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// The process dies with the test binary even if the test is killed.

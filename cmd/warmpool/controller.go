@@ -59,6 +59,8 @@ the gauge warmpool_config_valid at 0; the last good config stays in force.`,
 	f.StringVar(&nodeClass, "node-class", string(nodepools.EC2NodeClass), "node class kind the NodePools reference: ec2 or kwok (local clusters)")
 	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", `Prometheus metrics address ("0" disables)`)
 	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.StringVar(&opts.WebhookAddr, "webhook-bind-address", ":8082", `GitHub workflow_job webhook address, served on the leader at the config's webhook.path ("0" disables)`)
+	f.DurationVar(&opts.SourceStaleness, "source-staleness", 5*time.Minute, "how long a failing queue source's last value is trusted before its pool is treated as unknown")
 	f.BoolVar(&opts.LeaderElection, "leader-elect", true, "elect one active replica through a Lease")
 	f.DurationVar(&opts.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a Lease is held without renewal before another replica takes over")
 	f.DurationVar(&opts.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before giving up")

@@ -17,10 +17,10 @@ import (
 // Actions Runner Controller (gha-runner-scale-set mode) objects, read as unstructured so
 // warmpool does not depend on ARC's Go module.
 var (
-	ARCGroupVersion             = schema.GroupVersion{Group: "actions.github.com", Version: "v1alpha1"}
-	ARCAutoscalingRunnerSetGVK  = ARCGroupVersion.WithKind("AutoscalingRunnerSet")
-	ARCEphemeralRunnerSetGVK    = ARCGroupVersion.WithKind("EphemeralRunnerSet")
-	arcEphemeralRunnerSetListGK = ARCGroupVersion.WithKind("EphemeralRunnerSetList")
+	ARCGroupVersion              = schema.GroupVersion{Group: "actions.github.com", Version: "v1alpha1"}
+	ARCAutoscalingRunnerSetGVK   = ARCGroupVersion.WithKind("AutoscalingRunnerSet")
+	ARCEphemeralRunnerSetGVK     = ARCGroupVersion.WithKind("EphemeralRunnerSet")
+	arcEphemeralRunnerSetListGVK = ARCGroupVersion.WithKind("EphemeralRunnerSetList")
 )
 
 // ARCScaleSetNameLabel is the label ARC puts on a scale set's EphemeralRunnerSets (and runners),
@@ -83,7 +83,7 @@ func (a *ARC) Poll(ctx context.Context) (Counts, error) {
 	}
 
 	sets := &unstructured.UnstructuredList{}
-	sets.SetGroupVersionKind(arcEphemeralRunnerSetListGK)
+	sets.SetGroupVersionKind(arcEphemeralRunnerSetListGVK)
 	what = fmt.Sprintf("EphemeralRunnerSets in %s labelled %s=%s", a.namespace, ARCScaleSetNameLabel, a.name)
 	if err := a.reader.List(ctx, sets, client.InNamespace(a.namespace), client.MatchingLabels{ARCScaleSetNameLabel: a.name}); err != nil {
 		return Counts{}, arcReadError(err, what)

@@ -94,9 +94,13 @@ type route struct {
 // Webhooks only report changes, so the Tracker would call a quiet pool stale: call Sweep
 // periodically (well within the Tracker's MaxStaleness) to expire old jobs and re-record every
 // route's counts.
+//
+// The Webhook records in the Tracker while holding its own lock, so a Tracker.OnChange callback
+// must not call back into the Webhook (enqueueing a reconcile is fine).
 type Webhook struct {
-	// OnError, when set, is called with WebhookSource (or the route's source) and a Reason*
-	// for every rejected or unroutable delivery. Set it before serving.
+	// OnError, when set, is called with WebhookSource and a reason (ReasonSignature,
+	// ReasonBadRequest, ReasonUnknownPool) for every rejected or unroutable delivery. Set it
+	// before serving.
 	OnError func(source, reason string)
 	// MaxBodyBytes caps a delivery's body (DefaultWebhookMaxBodyBytes when 0).
 	MaxBodyBytes int64

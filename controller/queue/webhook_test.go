@@ -609,6 +609,38 @@ func TestWebhookSweepKeepsSourcesFresh(t *testing.T) {
 	}
 }
 
+// TestWebhookConcurrentDeliveries serves deliveries from several goroutines, as net/http
+// does; run with -race.
+func TestWebhookConcurrentDeliveries(t *testing.T) {
+	f := newWebhookFixture(t)
+	var wg sync.WaitGroup
+	codes := make(chan int, 4*3*50)
+	for g := range 4 {
+		wg.Go(func() {
+			for j := range 50 {
+				id := int64(g*1000 + j + 1)
+				for _, a := range []string{"queued", "in_progress", "completed"} {
+					codes <- f.serve(request("workflow_job", fmt.Sprintf("%d-%s", id, a), workflowJob(a, id), []byte(webhookSecret))).Code
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 20 {
+			f.hook.Sweep()
+			f.hook.Resync("linux-arm64", nil, nil)
+		}
+	})
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != http.StatusOK {
+			t.Fatalf("status %d", c)
+		}
+	}
+	f.wantCounts("linux-x64", queue.Counts{})
+}
+
 // FuzzWebhook sends arbitrary signed bodies through the handler: it must never panic, answer
 // only with the documented codes, and never count below zero.
 func FuzzWebhook(f *testing.F) {

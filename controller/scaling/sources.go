@@ -1,6 +1,7 @@
 package scaling
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +20,8 @@ import (
 // re-applied on every config change; the runner keeps a poller whose settings and credential
 // did not change, so ETag caches and rate-limit state survive unrelated edits.
 type Sources struct {
-	kube      client.Reader // Secrets in warmpool's namespace, ARC objects
+	kube      client.Reader // Secrets in warmpool's namespace (cached)
+	apiReader client.Reader // ARC objects, read uncached so no watch starts on types that may not exist
 	namespace string
 	tracker   *queue.Tracker
 	runner    *queue.Runner
@@ -30,8 +32,8 @@ type Sources struct {
 }
 
 // NewSources wires sources into runner and webhook. The webhook's secret comes from here.
-func NewSources(kube client.Reader, namespace string, tracker *queue.Tracker, runner *queue.Runner, webhook *queue.Webhook) *Sources {
-	return &Sources{kube: kube, namespace: namespace, tracker: tracker, runner: runner, webhook: webhook}
+func NewSources(kube, apiReader client.Reader, namespace string, tracker *queue.Tracker, runner *queue.Runner, webhook *queue.Webhook) *Sources {
+	return &Sources{kube: kube, apiReader: apiReader, namespace: namespace, tracker: tracker, runner: runner, webhook: webhook}
 }
 
 // WebhookSecret is the HMAC secret deliveries must be signed with; empty rejects them all.
@@ -127,7 +129,7 @@ func (s *Sources) pollSpec(ctx context.Context, key queue.Key, src *config.Sourc
 		spec.Interval, spec.Fingerprint = pr.PollInterval.Duration, queue.SpecFingerprint(pr)
 	case src.ARC != nil:
 		// In-cluster objects: cheap to read, so read them often.
-		spec.Poller, spec.Fingerprint = queue.NewARC(s.kube, src.ARC.Namespace, src.ARC.ScaleSetName), queue.SpecFingerprint(src.ARC)
+		spec.Poller, spec.Fingerprint = queue.NewARC(s.apiReader, src.ARC.Namespace, src.ARC.ScaleSetName), queue.SpecFingerprint(src.ARC)
 	default:
 		err = queue.Errorf(queue.ReasonConfig, "source %s has no kind", src.Name)
 	}
@@ -141,8 +143,10 @@ func (s *Sources) secret(ctx context.Context, ref config.SecretKeyRef) ([]byte, 
 	if err := s.kube.Get(ctx, types.NamespacedName{Namespace: s.namespace, Name: ref.Name}, sec); err != nil {
 		return nil, queue.Errorf(queue.ReasonConfig, "reading Secret %s/%s: %v", s.namespace, ref.Name, err)
 	}
-	v, ok := sec.Data[ref.Key]
-	if !ok || len(v) == 0 {
+	// A Secret made from a file usually ends in a newline that is not part of the credential
+	// (GitHub signs with the secret as typed).
+	v := bytes.TrimRight(sec.Data[ref.Key], "\r\n")
+	if len(v) == 0 {
 		return nil, queue.Errorf(queue.ReasonConfig, "Secret %s/%s has no key %q", s.namespace, ref.Name, ref.Key)
 	}
 	return v, nil

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
@@ -64,7 +65,10 @@ func run(ctx context.Context, configPath string, hold bool) error {
 		return err
 	}
 	defer logFile.Close()
-	wp, err := scenario.StartWarmpool(ctx, c.Config, c.Client, string(cfg), scenario.Options{Log: logFile, MetricsAddr: "127.0.0.1:0"})
+	if err := scenario.EnsureWebhookSecret(ctx, c.Client); err != nil {
+		return err
+	}
+	wp, err := scenario.StartWarmpool(ctx, c.Config, c.Client, string(cfg), scenario.Options{Log: logFile, MetricsAddr: "127.0.0.1:0", WebhookAddr: "127.0.0.1:0"})
 	if err != nil {
 		return err
 	}
@@ -112,7 +116,12 @@ func run(ctx context.Context, configPath string, hold bool) error {
 		return fmt.Errorf("node was never consolidated: %w", err)
 	}
 	time.Sleep(500 * time.Millisecond) // one more timeline poll, to print the node gone
-	step("Done: the empty node was consolidated away by Karpenter")
+	step("The empty node was consolidated away by Karpenter")
+
+	if err := burst(ctx, c, wp, pool, timeline); err != nil {
+		return err
+	}
+	step("Done")
 
 	if hold {
 		step("The cluster stays up until Ctrl-C. In another shell:\n    export KUBECONFIG=%s\n    kubectl get nodepools,nodeclaims,nodes\n    kubectl -n warmpool get events\n    kubectl -n warmpool edit configmap warmpool   # change the pools; warmpool applies it\n  warmpool logs: %s", c.Kubeconfig, filepath.Join(c.WorkDir, "logs", "warmpool.log"))
@@ -163,4 +172,80 @@ func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) err
 		}
 	}
 	return nil
+}
+
+// burst shows queue-driven scaling: webhook deliveries boot nodes before runner pods exist,
+// runner pods take the placeholders' room, and the pool shrinks once the queue drains.
+func burst(ctx context.Context, c *cluster.Cluster, wp *scenario.Warmpool, pool string, timeline *scenario.Timeline) error {
+	select {
+	case <-wp.Webhook.Bound:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	gh := &scenario.GitHub{URL: "http://" + wp.Webhook.BoundAddr + "/webhooks/github", Secret: scenario.WebhookSecret}
+	step("A burst: GitHub sends 4 workflow_job webhooks (queued, labels self-hosted,%s); 2 jobs per node", pool)
+	for id := int64(1); id <= 4; id++ {
+		if err := gh.Job(ctx, id, "queued", "self-hosted", pool); err != nil {
+			return err
+		}
+	}
+	timeline.Note("github", "4 jobs queued")
+	if err := waitUntil(ctx, 3*time.Minute, func() bool { return readyNodes(ctx, c.Client, pool) == 2 }); err != nil {
+		return fmt.Errorf("nodes never came up for the queued jobs: %w", err)
+	}
+	fmt.Println("          2 nodes are Ready before any runner pod exists (placeholder pods hold them)")
+	step("Runner pods start the jobs; they preempt the placeholders")
+	for id := int64(1); id <= 4; id++ {
+		if err := c.Client.Create(ctx, scenario.RunnerPod(pool, fmt.Sprintf("job-b%d", id))); err != nil {
+			return err
+		}
+		if err := gh.Job(ctx, id, "in_progress", "self-hosted", pool); err != nil {
+			return err
+		}
+	}
+	if err := waitUntil(ctx, 3*time.Minute, func() bool {
+		pods := &corev1.PodList{}
+		if c.Client.List(ctx, pods, client.InNamespace(scenario.Namespace), client.MatchingLabels{"app": "ci-runner"}) != nil {
+			return false
+		}
+		running := 0
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return running == 4
+	}); err != nil {
+		return fmt.Errorf("runner pods never ran: %w", err)
+	}
+	time.Sleep(2 * time.Second)
+	step("The jobs complete; after the 15s scale-down window the pool is idle and Karpenter consolidates")
+	for id := int64(1); id <= 4; id++ {
+		if err := gh.Job(ctx, id, "completed", "self-hosted", pool); err != nil {
+			return err
+		}
+		_ = c.Client.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: scenario.Namespace, Name: fmt.Sprintf("job-b%d", id)}})
+	}
+	timeline.Note("github", "4 jobs completed")
+	if err := waitUntil(ctx, 4*time.Minute, func() bool { return readyNodes(ctx, c.Client, pool) == 0 }); err != nil {
+		return fmt.Errorf("the pool never shrank: %w", err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	return nil
+}
+
+func readyNodes(ctx context.Context, kube client.Client, pool string) int {
+	nodes := &corev1.NodeList{}
+	if kube.List(ctx, nodes, client.MatchingLabels{nodepools.LabelPool: pool}) != nil {
+		return -1
+	}
+	n := 0
+	for _, node := range nodes.Items {
+		for _, cond := range node.Status.Conditions {
+			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue && node.DeletionTimestamp == nil {
+				n++
+			}
+		}
+	}
+	return n
 }
