@@ -119,8 +119,9 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	cfg := c.current()
 	if cfg == nil {
 		// No config is in force yet (startup, or no valid config so far): that says nothing
-		// about which pools exist, so nothing is forgotten. EnqueueAll follows the first config.
-		return reconcile.Result{}, nil
+		// about which pools exist, so nothing is forgotten now. Look again later: EnqueueAll
+		// only names the pools a config keeps, not one that left it while warmpool was down.
+		return reconcile.Result{RequeueAfter: c.interval}, nil
 	}
 	p := findPool(cfg, name)
 	if p == nil {
@@ -260,7 +261,7 @@ func (c *Controller) poolNodes(ctx context.Context, pool string) (nodes, busy in
 }
 
 func isWork(p *corev1.Pod) bool {
-	if  p.DeletionTimestamp != nil ||
+	if p.Labels[nodepools.LabelHeadroom] == "true" || p.DeletionTimestamp != nil ||
 		p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return false
 	}

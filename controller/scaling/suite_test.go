@@ -1,0 +1,477 @@
+package scaling_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
+
+	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/queue"
+	"warmpool.io/warmpool/e2e/cluster"
+	"warmpool.io/warmpool/nodepools"
+)
+
+// The suite runs the whole manager (pools + scaling controllers) against a real etcd +
+// kube-apiserver with the real Karpenter CRDs, so every headroom Deployment, PriorityClass and
+// NodePool budget the scaling controller causes is judged by the API server itself. There is
+// no scheduler, kubelet or controller-manager: tests create Nodes and bound Pods themselves.
+var (
+	restConfig *rest.Config
+	kube       client.Client
+)
+
+// testLabel marks the Nodes the tests create, so cleanup finds them.
+const testLabel = "scaling.test.warmpool.io/node"
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	crds, err := cluster.CRDs()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: filepath.Join(root, "bin"), CRDs: crds, ErrorIfCRDPathMissing: true}
+	restConfig, err = env.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting envtest (run `make tools` first):", err)
+		return 1
+	}
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+		}
+	}()
+	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
+	scheme, err := controller.Scheme()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	kube, err = client.New(restConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// configHeader is the cluster-wide part of every test config; pools follow.
+const configHeader = `apiVersion: warmpool.io/v1alpha1
+kind: WarmpoolConfig
+nodeClass:
+  role: KarpenterNodeRole-test
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: test}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: test}}]
+pools:
+`
+
+// ciSource is a queue source the manager never polls (no runner is wired in controller.New):
+// it only declares the source, so the tracker knows the pool's data is unknown until a test
+// records into it.
+const ciSource = `queue: {sources: [{name: ci, prometheus: {url: "http://127.0.0.1:1", query: q}}]}`
+
+// poolYAML renders one pool; each line is a pool field written at the pool's indentation.
+func poolYAML(name string, lines ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "  - name: %s\n    nvme: {minSizeGB: 100}\n    engine: {version: v0.19.7}\n", name)
+	for _, l := range lines {
+		b.WriteString("    " + l + "\n")
+	}
+	return b.String()
+}
+
+func configYAML(pools ...string) string { return configHeader + strings.Join(pools, "") }
+
+var (
+	poolNamesMu sync.Mutex
+	poolNames   = map[string]int{}
+)
+
+// poolName returns base the first time, then base-2, base-3...: a test run again in the same
+// process (-count) gets pools of its own, since Events on NodePools and metric series outlive a
+// test.
+func poolName(base string) string {
+	poolNamesMu.Lock()
+	defer poolNamesMu.Unlock()
+	poolNames[base]++
+	if n := poolNames[base]; n > 1 {
+		return fmt.Sprintf("%s-%d", base, n)
+	}
+	return base
+}
+
+// env is one test's namespace, ConfigMap and running manager.
+type env struct {
+	t         testing.TB
+	namespace string
+	cm        *corev1.ConfigMap
+	mgr       *controller.Manager
+	stop      context.CancelFunc
+	done      chan error
+}
+
+// newEnv creates a namespace and a ConfigMap holding cfg, and starts the manager on them.
+// Tests run one at a time: every manager prunes the cluster-scoped objects it owns. Each test
+// uses its own pool names, so Events (on cluster-scoped NodePools) and metric series (global
+// registry) of earlier tests never match.
+func newEnv(t testing.TB, cfg string) *env {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-scaling-"}}
+	if err := kube.Create(t.Context(), ns); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, namespace: ns.Name}
+	e.cm = &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "warmpool"},
+		Data:       map[string]string{"config.yaml": cfg},
+	}
+	if err := kube.Create(t.Context(), e.cm); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.stopManager()
+		cleanupCluster(t)
+	})
+	e.start()
+	return e
+}
+
+func (e *env) start() {
+	e.t.Helper()
+	opts := controller.Options{
+		Namespace: e.namespace, ConfigMap: "warmpool", NodeClass: nodepools.EC2NodeClass,
+		MetricsAddr: "0", ProbeAddr: "0", SkipControllerNameValidation: true,
+	}
+	mgr, err := controller.New(restConfig, opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.mgr, e.stop, e.done = mgr, cancel, make(chan error, 1)
+	go func() { e.done <- mgr.Start(ctx) }()
+}
+
+func (e *env) stopManager() {
+	if e.stop == nil {
+		return
+	}
+	e.stop()
+	if err := <-e.done; err != nil {
+		e.t.Errorf("manager: %v", err)
+	}
+	e.stop = nil
+}
+
+// setConfig replaces the ConfigMap's config.
+func (e *env) setConfig(cfg string) {
+	e.t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := kube.Get(e.t.Context(), client.ObjectKeyFromObject(e.cm), cm); err != nil {
+		e.t.Fatal(err)
+	}
+	cm.Data = map[string]string{"config.yaml": cfg}
+	if err := kube.Update(e.t.Context(), cm); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// record stores a reading of the pool's ci source, as a poller would.
+func (e *env) record(pool string, c queue.Counts, err error) {
+	e.mgr.Tracker.Record(queue.Key{Pool: pool, Source: "ci"}, c, err)
+}
+
+// eventually polls cond until it returns nil, failing the test with its last error.
+func eventually(t testing.TB, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// headroom returns the pool's placeholder Deployment as the API server stores it.
+func (e *env) headroom(pool string) (*appsv1.Deployment, error) {
+	d := &appsv1.Deployment{}
+	err := kube.Get(e.t.Context(), client.ObjectKey{Namespace: e.namespace, Name: nodepools.HeadroomName(pool)}, d)
+	return d, err
+}
+
+// waitReplicas waits for the pool's headroom Deployment to ask for exactly n replicas.
+func (e *env) waitReplicas(pool string, n int32) *appsv1.Deployment {
+	e.t.Helper()
+	var d *appsv1.Deployment
+	eventually(e.t, fmt.Sprintf("headroom of pool %s at %d replicas", pool, n), func() error {
+		var err error
+		if d, err = e.headroom(pool); err != nil {
+			return err
+		}
+		if d.Spec.Replicas == nil {
+			return fmt.Errorf("no replicas")
+		}
+		if *d.Spec.Replicas != n {
+			return fmt.Errorf("replicas %d", *d.Spec.Replicas)
+		}
+		return nil
+	})
+	return d
+}
+
+// replicas reads the pool's headroom replicas now.
+func (e *env) replicas(pool string) int32 {
+	e.t.Helper()
+	d, err := e.headroom(pool)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if d.Spec.Replicas == nil {
+		e.t.Fatalf("headroom of pool %s has no replicas", pool)
+	}
+	return *d.Spec.Replicas
+}
+
+// nodePool returns the pool's NodePool.
+func nodePool(t testing.TB, pool string) (*karpv1.NodePool, error) {
+	np := &karpv1.NodePool{}
+	err := kube.Get(t.Context(), client.ObjectKey{Name: nodepools.Name(pool)}, np)
+	return np, err
+}
+
+// poolEvent is one core/v1 Event on a pool's NodePool.
+type poolEvent struct {
+	Reason, Message string
+	Count           int32
+}
+
+// events lists the Events of reason recorded on the pool's NodePool (in any namespace: the
+// recorder files Events on cluster-scoped objects under "default").
+func events(t testing.TB, pool, reason string) []poolEvent {
+	t.Helper()
+	list := &corev1.EventList{}
+	if err := kube.List(t.Context(), list); err != nil {
+		t.Fatal(err)
+	}
+	var out []poolEvent
+	for _, ev := range list.Items {
+		if ev.InvolvedObject.Kind == "NodePool" && ev.InvolvedObject.Name == nodepools.Name(pool) && ev.Reason == reason {
+			out = append(out, poolEvent{Reason: ev.Reason, Message: ev.Message, Count: max(ev.Count, 1)})
+		}
+	}
+	return out
+}
+
+// eventCount is how many times an Event of reason was recorded on the pool's NodePool.
+func eventCount(t testing.TB, pool, reason string) int {
+	n := 0
+	for _, ev := range events(t, pool, reason) {
+		n += int(ev.Count)
+	}
+	return n
+}
+
+// waitEvent waits for an Event of reason on the pool's NodePool whose message contains every
+// fragment, and returns the message.
+func waitEvent(t testing.TB, pool, reason string, fragments ...string) string {
+	t.Helper()
+	var found string
+	eventually(t, "event "+reason+" on "+nodepools.Name(pool), func() error {
+		evs := events(t, pool, reason)
+		for _, ev := range evs {
+			if containsAll(ev.Message, fragments...) {
+				found = ev.Message
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event containing %q; have %+v", reason, fragments, evs)
+	})
+	return found
+}
+
+func containsAll(s string, fragments ...string) bool {
+	for _, f := range fragments {
+		if !strings.Contains(s, f) {
+			return false
+		}
+	}
+	return true
+}
+
+// metric reads the gauge or counter series of name with exactly these labels from the registry
+// the manager serves on /metrics.
+func metric(t testing.TB, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.Metric {
+			if !labelsEqual(m.GetLabel(), labels) {
+				continue
+			}
+			switch f.GetType() {
+			case dto.MetricType_GAUGE:
+				return m.GetGauge().GetValue(), true
+			case dto.MetricType_COUNTER:
+				return m.GetCounter().GetValue(), true
+			}
+		}
+	}
+	return 0, false
+}
+
+func labelsEqual(pairs []*dto.LabelPair, want map[string]string) bool {
+	if len(pairs) != len(want) {
+		return false
+	}
+	for _, p := range pairs {
+		if v, ok := want[p.GetName()]; !ok || v != p.GetValue() {
+			return false
+		}
+	}
+	return true
+}
+
+// poolMetric reads a per-pool gauge (warmpool_desired_nodes, _headroom_pods, _pool_busy).
+func poolMetric(t testing.TB, name, pool string) (float64, bool) {
+	return metric(t, name, map[string]string{"pool": pool})
+}
+
+// decisions reads warmpool_scaling_decisions_total for one pool, direction and reason (0 when
+// the series does not exist).
+func decisions(t testing.TB, pool, direction, reason string) float64 {
+	v, _ := metric(t, "warmpool_scaling_decisions_total", map[string]string{"pool": pool, "direction": direction, "reason": reason})
+	return v
+}
+
+// waitGauge waits for a per-pool gauge to read want.
+func waitGauge(t testing.TB, name, pool string, want float64) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%s{pool=%q} = %v", name, pool, want), func() error {
+		v, ok := poolMetric(t, name, pool)
+		if !ok {
+			return fmt.Errorf("no series")
+		}
+		if v != want {
+			return fmt.Errorf("value %v", v)
+		}
+		return nil
+	})
+}
+
+// newNode creates a Node of the pool and marks it Ready through the status subresource, as a
+// kubelet would. Pods meant to count on it should exist first: the scaling controller watches
+// Nodes, not Pods.
+func newNode(t testing.TB, name, pool string) *corev1.Node {
+	t.Helper()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+		nodepools.LabelPool: pool, corev1.LabelHostname: name, testLabel: "true",
+	}}}
+	if err := kube.Create(t.Context(), n); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := kube.Delete(context.Background(), n); client.IgnoreNotFound(err) != nil {
+			t.Errorf("cleanup Node %s: %v", name, err)
+		}
+	})
+	n.Status.Conditions = []corev1.NodeCondition{{
+		Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+		LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(),
+	}}
+	if err := kube.Status().Update(t.Context(), n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// newPod creates a pod bound to node (spec.nodeName, as the scheduler would bind it).
+func (e *env) newPod(name, node string, mutate func(*corev1.Pod)) *corev1.Pod {
+	e.t.Helper()
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: name},
+		Spec: corev1.PodSpec{
+			NodeName:   node,
+			Containers: []corev1.Container{{Name: "c", Image: nodepools.PauseImage}},
+		},
+	}
+	if mutate != nil {
+		mutate(p)
+	}
+	status := p.Status
+	if err := kube.Create(e.t.Context(), p); err != nil {
+		e.t.Fatal(err)
+	}
+	if status.Phase != "" {
+		p.Status = status
+		if err := kube.Status().Update(e.t.Context(), p); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// cleanupCluster deletes the cluster-scoped objects a test left behind, so the next test
+// starts clean: NodePools and node classes, the headroom PriorityClass, and the test's Nodes.
+// It uses its own context: it runs in cleanup, after t.Context() is cancelled.
+func cleanupCluster(t testing.TB) {
+	ctx := context.Background()
+	for _, gvk := range []schema.GroupVersionKind{nodepools.NodePoolGV.WithKind("NodePoolList"), nodepools.EC2NodeClassGV.WithKind("EC2NodeClassList")} {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk)
+		if err := kube.List(ctx, list, client.MatchingLabels{nodepools.LabelManagedBy: nodepools.ManagedBy}); err != nil {
+			t.Errorf("cleanup: listing %s: %v", gvk.Kind, err)
+			continue
+		}
+		for i := range list.Items {
+			if err := kube.Delete(ctx, &list.Items[i]); client.IgnoreNotFound(err) != nil {
+				t.Errorf("cleanup %s %s: %v", list.Items[i].GetKind(), list.Items[i].GetName(), err)
+			}
+		}
+	}
+	pc := &schedulingv1.PriorityClass{ObjectMeta: metav1.ObjectMeta{Name: nodepools.HeadroomPriorityClass}}
+	if err := kube.Delete(ctx, pc); client.IgnoreNotFound(err) != nil {
+		t.Errorf("cleanup PriorityClass: %v", err)
+	}
+	if err := kube.DeleteAllOf(ctx, &corev1.Node{}, client.MatchingLabels{testLabel: "true"}); err != nil {
+		t.Errorf("cleanup Nodes: %v", err)
+	}
+}
