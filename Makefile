@@ -8,7 +8,7 @@ PKGS    := ./...
 # Unit + integration + e2e; the e2e tier brings up a local cluster with real Karpenter.
 TEST_TIMEOUT ?= 40m
 FUZZTIME     ?= 30s
-BENCHTIME    ?= 1x
+BENCHTIME    ?= 1s
 
 export KUBEBUILDER_ASSETS := $(BIN)
 
