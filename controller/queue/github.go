@@ -48,25 +48,6 @@ type GitHubAppCredentials struct {
 	PrivateKeyPEM []byte
 }
 
-// GitHubOption tunes a GitHubPoller.
-type GitHubOption func(*gitHubSettings)
-
-type gitHubSettings struct {
-	httpClient *http.Client
-	clk        clock.PassiveClock
-}
-
-// WithGitHubHTTPClient sets the HTTP client (its Transport and Timeout are kept; the
-// poller adds authentication on top). Default: a client with a 30 s timeout.
-func WithGitHubHTTPClient(c *http.Client) GitHubOption {
-	return func(s *gitHubSettings) { s.httpClient = c }
-}
-
-// WithGitHubClock sets the clock used for rate-limit back-off and the repository cache.
-func WithGitHubClock(clk clock.PassiveClock) GitHubOption {
-	return func(s *gitHubSettings) { s.clk = clk }
-}
-
 // GitHubPoller counts queued and in-progress GitHub Actions jobs whose runner labels include
 // all of a pool's labels, by polling the REST API:
 //
@@ -103,8 +84,8 @@ var _ Poller = (*GitHubPoller)(nil)
 // compared case-insensitively as GitHub matches runner labels (no labels: every job counts).
 // baseURL "" is api.github.com; otherwise it is a GitHub Enterprise Server URL
 // (https://ghe.example.com, "/api/v3/" is added unless present) or an "api." host.
-func NewGitHubPoller(baseURL, owner string, repos, labels []string, auth GitHubAuth, opts ...GitHubOption) (*GitHubPoller, error) {
-	s := gitHubSettings{clk: clock.RealClock{}}
+func NewGitHubPoller(baseURL, owner string, repos, labels []string, auth GitHubAuth, opts ...PollerOption) (*GitHubPoller, error) {
+	s := pollerSettings{clk: clock.RealClock{}}
 	for _, o := range opts {
 		o(&s)
 	}

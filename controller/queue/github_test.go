@@ -413,7 +413,7 @@ func (f *gitHubFake) requests(substr string) []gitHubFakeRequest {
 
 func (f *gitHubFake) poller(t *testing.T, repos, labels []string) *GitHubPoller {
 	t.Helper()
-	p, err := NewGitHubPoller(f.srv.URL, f.owner, repos, labels, GitHubAuth{Token: gitHubTestPAT}, WithGitHubClock(f.clk))
+	p, err := NewGitHubPoller(f.srv.URL, f.owner, repos, labels, GitHubAuth{Token: gitHubTestPAT}, WithClock(f.clk))
 	if err != nil {
 		t.Fatalf("NewGitHubPoller: %v", err)
 	}
@@ -780,7 +780,7 @@ func TestGitHubPollerAuthErrors(t *testing.T) {
 	t.Run("bad token", func(t *testing.T) {
 		f := newGitHubFake(t)
 		f.repos = gitHubFixture()
-		p, err := NewGitHubPoller(f.srv.URL, "acme", []string{"alpha"}, nil, GitHubAuth{Token: "ghp_revoked"}, WithGitHubClock(f.clk))
+		p, err := NewGitHubPoller(f.srv.URL, "acme", []string{"alpha"}, nil, GitHubAuth{Token: "ghp_revoked"}, WithClock(f.clk))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -876,7 +876,7 @@ func TestGitHubPollerAppAuthMintsAndRefreshesInstallationTokens(t *testing.T) {
 
 	p, err := NewGitHubPoller(f.srv.URL, "acme", []string{"alpha", "beta"}, gitHubTestLabels,
 		GitHubAuth{App: &GitHubAppCredentials{AppID: 424242, InstallationID: 8675309, PrivateKeyPEM: pemBytes}},
-		WithGitHubClock(f.clk))
+		WithClock(f.clk))
 	if err != nil {
 		t.Fatalf("NewGitHubPoller: %v", err)
 	}
@@ -917,7 +917,7 @@ func TestGitHubPollerAppAuthRejected(t *testing.T) {
 		"unknown installation": {AppID: 424242, InstallationID: 5, PrivateKeyPEM: pemBytes},
 	} {
 		t.Run(name, func(t *testing.T) {
-			p, err := NewGitHubPoller(f.srv.URL, "acme", []string{"alpha"}, nil, GitHubAuth{App: &creds}, WithGitHubClock(f.clk))
+			p, err := NewGitHubPoller(f.srv.URL, "acme", []string{"alpha"}, nil, GitHubAuth{App: &creds}, WithClock(f.clk))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -26,24 +26,6 @@ const (
 	gitLabDefaultTimeout    = 30 * time.Second
 )
 
-// GitLabOption tunes a GitLabPoller.
-type GitLabOption func(*gitLabSettings)
-
-type gitLabSettings struct {
-	httpClient *http.Client
-	clk        clock.PassiveClock
-}
-
-// WithGitLabHTTPClient sets the HTTP client. Default: a client with a 30 s timeout.
-func WithGitLabHTTPClient(c *http.Client) GitLabOption {
-	return func(s *gitLabSettings) { s.httpClient = c }
-}
-
-// WithGitLabClock sets the clock used for rate-limit back-off and the project cache.
-func WithGitLabClock(clk clock.PassiveClock) GitLabOption {
-	return func(s *gitLabSettings) { s.clk = clk }
-}
-
 // GitLabPoller counts pending (queued) and running GitLab CI jobs whose tag_list contains all
 // of a pool's tags, with GET /projects/:id/jobs?scope[]=pending&scope[]=running per project,
 // every page. In group mode the group's projects, subgroups included, are listed first and
@@ -70,8 +52,8 @@ var _ Poller = (*GitLabPoller)(nil)
 // non-archived project in groupID and its subgroups; exactly one of the two must be given.
 // A job counts when its tag_list contains every tag in tags (exact match; no tags: every
 // job counts). baseURL "" is gitlab.com; "/api/v4" is added unless present.
-func NewGitLabPoller(baseURL, token string, projectIDs []string, groupID string, tags []string, opts ...GitLabOption) (*GitLabPoller, error) {
-	s := gitLabSettings{clk: clock.RealClock{}}
+func NewGitLabPoller(baseURL, token string, projectIDs []string, groupID string, tags []string, opts ...PollerOption) (*GitLabPoller, error) {
+	s := pollerSettings{clk: clock.RealClock{}}
 	for _, o := range opts {
 		o(&s)
 	}

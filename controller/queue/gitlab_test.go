@@ -299,7 +299,7 @@ func (f *gitLabFake) requests(substr string) []gitLabFakeRequest {
 
 func (f *gitLabFake) poller(t *testing.T, projects []string, group string, tags []string) *GitLabPoller {
 	t.Helper()
-	p, err := NewGitLabPoller(f.srv.URL, gitLabTestToken, projects, group, tags, WithGitLabClock(f.clk))
+	p, err := NewGitLabPoller(f.srv.URL, gitLabTestToken, projects, group, tags, WithClock(f.clk))
 	if err != nil {
 		t.Fatalf("NewGitLabPoller: %v", err)
 	}
@@ -522,7 +522,7 @@ func TestGitLabPollerSpentQuotaStopsNextCall(t *testing.T) {
 
 func TestGitLabPollerBadTokenIsAuth(t *testing.T) {
 	f := newGitLabFake(t)
-	p, err := NewGitLabPoller(f.srv.URL, "glpat-revoked", []string{"501"}, "", nil, WithGitLabClock(f.clk))
+	p, err := NewGitLabPoller(f.srv.URL, "glpat-revoked", []string{"501"}, "", nil, WithClock(f.clk))
 	if err != nil {
 		t.Fatal(err)
 	}
