@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -39,39 +37,19 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	root, err := cluster.RepoRoot()
+	api, err := cluster.StartAPIServer()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	crds, err := cluster.CRDs()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: filepath.Join(root, "bin"), CRDs: crds, ErrorIfCRDPathMissing: true}
-	restConfig, err = env.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting envtest (run `make tools` first):", err)
 		return 1
 	}
 	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+		if err := api.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping etcd+kube-apiserver:", err)
 		}
 	}()
-	// Errors the tests provoke on purpose (rejected configs) would drown the output.
+	restConfig, kube = api.Config, api.Client
+	// Errors the tests provoke on purpose would drown the output.
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	scheme, err := controller.Scheme()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	kube, err = client.New(restConfig, client.Options{Scheme: scheme})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	return m.Run()
 }
 
