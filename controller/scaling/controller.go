@@ -5,13 +5,19 @@ package scaling
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
@@ -75,6 +81,10 @@ type poolState struct {
 	desired   int
 	busy      bool
 	evaluated bool
+	// headroomHash and headroomGeneration identify the Deployment this controller last applied,
+	// so an unchanged one is not applied again; a hand edit bumps the generation and is reverted.
+	headroomHash       string
+	headroomGeneration int64
 }
 
 // NewController builds the scaling controller. current returns the config in force.
@@ -153,7 +163,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	c.mu.Unlock()
 
 	headroom := int32(max(0, decision.Desired-busyNodes))
-	if err := c.applyHeadroom(ctx, p, headroom); err != nil {
+	if err := c.applyHeadroom(ctx, p, ps, headroom); err != nil {
 		return reconcile.Result{}, err
 	}
 	desiredNodes.WithLabelValues(name).Set(float64(decision.Desired))
@@ -274,18 +284,52 @@ func isWork(p *corev1.Pod) bool {
 }
 
 // applyHeadroom server-side-applies the shared PriorityClass and the pool's placeholder
-// Deployment at the given size.
-func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, replicas int32) error {
-	for _, obj := range []client.Object{nodepools.HeadroomPriorityClassObject(), nodepools.HeadroomDeployment(p, c.namespace, replicas)} {
-		u, err := nodepools.ToUnstructured(obj)
-		if err != nil {
+// Deployment at the given size. Every pool is evaluated every few seconds, so an apply that
+// would change nothing is skipped: the PriorityClass when it exists, the Deployment when the
+// cached one is the generation this controller last wrote with the same rendered spec.
+func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, ps *poolState, replicas int32) error {
+	pc := nodepools.HeadroomPriorityClassObject()
+	if err := c.kubeClient.Get(ctx, client.ObjectKeyFromObject(pc), &schedulingv1.PriorityClass{}); apierrors.IsNotFound(err) {
+		if _, err := c.apply(ctx, pc); err != nil {
 			return err
 		}
-		if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
-			return fmt.Errorf("applying %s %s, %w", u.GetKind(), u.GetName(), err)
-		}
+	} else if err != nil {
+		return fmt.Errorf("getting PriorityClass %s, %w", pc.Name, err)
 	}
+
+	d := nodepools.HeadroomDeployment(p, c.namespace, replicas)
+	u, err := nodepools.ToUnstructured(d)
+	if err != nil {
+		return err
+	}
+	spec, err := json.Marshal(u.Object["spec"])
+	if err != nil {
+		return fmt.Errorf("hashing headroom spec, %w", err)
+	}
+	sum := sha256.Sum256(spec)
+	hash := hex.EncodeToString(sum[:8])
+	cur := &appsv1.Deployment{}
+	if err := c.kubeClient.Get(ctx, client.ObjectKeyFromObject(d), cur); err == nil && ps.headroomHash == hash && cur.Generation == ps.headroomGeneration {
+		return nil
+	}
+	applied, err := c.apply(ctx, d)
+	if err != nil {
+		return err
+	}
+	ps.headroomHash, ps.headroomGeneration = hash, applied.GetGeneration()
 	return nil
+}
+
+// apply server-side-applies obj and returns what the server stored.
+func (c *Controller) apply(ctx context.Context, obj client.Object) (*unstructured.Unstructured, error) {
+	u, err := nodepools.ToUnstructured(obj)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return nil, fmt.Errorf("applying %s %s, %w", u.GetKind(), u.GetName(), err)
+	}
+	return u, nil
 }
 
 // forget drops a pool that left the config: its headroom goes, its state is cleared.

@@ -554,3 +554,17 @@ func TestPoolRemovedWhileDownLosesHeadroom(t *testing.T) {
 		t.Errorf("headroom of pool %s at %d replicas, want 1", stay, got)
 	}
 }
+
+// TestHandEditedHeadroomIsReverted: an unchanged Deployment is not re-applied on every
+// evaluation, but a hand edit (a new generation) is put back.
+func TestHandEditedHeadroomIsReverted(t *testing.T) {
+	pool := poolName("edited")
+	e := newEnv(t, configYAML(poolYAML(pool, "scaling: {warmMinimum: 2}")))
+	d := e.waitReplicas(pool, 2)
+	d.Spec.Replicas = ptr.To[int32](7)
+	if err := kube.Update(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	// The edit is seen (it bumps the generation) and reverted by the next evaluation.
+	e.waitReplicas(pool, 2)
+}
