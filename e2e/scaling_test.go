@@ -199,19 +199,7 @@ func TestQueueDemandScalesPoolsAhead(t *testing.T) {
 }
 
 func readyNodes(ctx context.Context, pool string) (int, error) {
-	nodes := &corev1.NodeList{}
-	if err := local.Client.List(ctx, nodes, client.MatchingLabels{nodepools.LabelPool: pool}); err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, node := range nodes.Items {
-		for _, c := range node.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && node.DeletionTimestamp == nil {
-				n++
-			}
-		}
-	}
-	return n, nil
+	return scenario.ReadyNodes(ctx, local.Client, pool)
 }
 
 func nodeNames(ctx context.Context, t *testing.T, pool string) []string {

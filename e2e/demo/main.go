@@ -235,17 +235,9 @@ func burst(ctx context.Context, c *cluster.Cluster, wp *scenario.Warmpool, pool 
 }
 
 func readyNodes(ctx context.Context, kube client.Client, pool string) int {
-	nodes := &corev1.NodeList{}
-	if kube.List(ctx, nodes, client.MatchingLabels{nodepools.LabelPool: pool}) != nil {
+	n, err := scenario.ReadyNodes(ctx, kube, pool)
+	if err != nil {
 		return -1
-	}
-	n := 0
-	for _, node := range nodes.Items {
-		for _, cond := range node.Status.Conditions {
-			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue && node.DeletionTimestamp == nil {
-				n++
-			}
-		}
 	}
 	return n
 }

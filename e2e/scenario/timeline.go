@@ -180,10 +180,8 @@ func nodeState(n *corev1.Node) string {
 		return "Deleting"
 	}
 	state := "NotReady"
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-			state = "Ready"
-		}
+	if nodeReady(n) {
+		state = "Ready"
 	}
 	for _, taint := range n.Spec.Taints {
 		if taint.Key == karpv1.DisruptedTaintKey {
@@ -191,4 +189,28 @@ func nodeState(n *corev1.Node) string {
 		}
 	}
 	return state
+}
+
+// ReadyNodes counts the pool's Ready nodes that are not being deleted.
+func ReadyNodes(ctx context.Context, kube client.Client, pool string) (int, error) {
+	nodes := &corev1.NodeList{}
+	if err := kube.List(ctx, nodes, client.MatchingLabels{nodepools.LabelPool: pool}); err != nil {
+		return 0, err
+	}
+	n := 0
+	for i := range nodes.Items {
+		if nodes.Items[i].DeletionTimestamp == nil && nodeReady(&nodes.Items[i]) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
