@@ -10,12 +10,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	schedulingv1 "k8s.io/api/scheduling/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -69,6 +68,8 @@ type Controller struct {
 	onBusyChange func(pool string)
 
 	events chan event.GenericEvent
+	// priorityClassApplied is set once the shared PriorityClass was applied by this process.
+	priorityClassApplied atomic.Bool
 
 	mu    sync.Mutex
 	pools map[string]*poolState
@@ -285,16 +286,16 @@ func isWork(p *corev1.Pod) bool {
 
 // applyHeadroom server-side-applies the shared PriorityClass and the pool's placeholder
 // Deployment at the given size. Every pool is evaluated every few seconds, so an apply that
-// would change nothing is skipped: the PriorityClass when it exists, the Deployment when the
-// cached one is the generation this controller last wrote with the same rendered spec.
+// would change nothing is skipped: the PriorityClass after this process applied it once (it is
+// not read back: a watch on PriorityClasses for one object is not worth its informer), the
+// Deployment when the cached one is the generation this controller last wrote with the same
+// rendered spec.
 func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, ps *poolState, replicas int32) error {
-	pc := nodepools.HeadroomPriorityClassObject()
-	if err := c.kubeClient.Get(ctx, client.ObjectKeyFromObject(pc), &schedulingv1.PriorityClass{}); apierrors.IsNotFound(err) {
-		if _, err := c.apply(ctx, pc); err != nil {
+	if !c.priorityClassApplied.Load() {
+		if _, err := c.apply(ctx, nodepools.HeadroomPriorityClassObject()); err != nil {
 			return err
 		}
-	} else if err != nil {
-		return fmt.Errorf("getting PriorityClass %s, %w", pc.Name, err)
+		c.priorityClassApplied.Store(true)
 	}
 
 	d := nodepools.HeadroomDeployment(p, c.namespace, replicas)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -164,7 +165,12 @@ func (e *env) stopManager() {
 		return
 	}
 	e.stop()
-	if err := <-e.done; err != nil {
+	// A manager that does not stop within its 30 s grace period fails the test; dump the
+	// goroutines first so the runnable that hangs is named.
+	dump := time.AfterFunc(25*time.Second, func() { _ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1) })
+	err := <-e.done
+	dump.Stop()
+	if err != nil {
 		e.t.Errorf("manager: %v", err)
 	}
 	e.stop = nil
