@@ -1,0 +1,98 @@
+// Package volumes holds the names, labels and result format shared by the three
+// parties of the cache protocol: the controller that plans saves and restores
+// (controller/cache), the Jobs that run the copier on a node (warmpool cache
+// save|restore), and anything that plays a node's part in tests (e2e/nodesim).
+// Keeping them in one place is what lets a restarted controller find the objects
+// an earlier one made.
+package volumes
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Labels on every object of the cache protocol (guard pods, Jobs, PVCs, VolumeSnapshots).
+const (
+	// LabelPool is the warmpool pool the object serves (same key as nodepools.LabelPool).
+	LabelPool = "warmpool.io/pool"
+	// LabelArch and LabelEngineVersion key snapshots: a cache is restored only onto a node of
+	// the same architecture running the same engine version, since another engine may wipe it.
+	LabelArch          = "warmpool.io/arch"
+	LabelEngineVersion = "warmpool.io/engine-version"
+	// LabelSourceNode names the node a snapshot was saved from.
+	LabelSourceNode = "warmpool.io/source-node"
+	// LabelNode names the node a guard pod, Job or PVC is working for.
+	LabelNode = "warmpool.io/node"
+	// LabelOp says which part of the protocol an object belongs to: OpGuard, OpSave, OpRestore.
+	LabelOp = "warmpool.io/cache-op"
+)
+
+// Values of LabelOp.
+const (
+	OpGuard   = "guard"
+	OpSave    = "save"
+	OpRestore = "restore"
+)
+
+// Annotations on a saved VolumeSnapshot, set from the save Job's result.
+const (
+	AnnotationBytes    = "warmpool.io/bytes"
+	AnnotationFiles    = "warmpool.io/files"
+	AnnotationDuration = "warmpool.io/duration-seconds"
+)
+
+// Engine pod labels, set by the generated engine DaemonSet; the cache controller finds a
+// node's engine pod by them.
+const (
+	LabelEngineName  = "app.kubernetes.io/name"
+	EngineName       = "dagger-engine"
+	EngineContainer  = "engine"
+	CopierContainer  = "copier"
+	CacheMountPath   = "/cache"  // save: the engine's hostPath
+	HostMountPath    = "/host"   // restore: the parent of the engine's hostPath
+	VolumeMountPath  = "/volume" // the PVC
+	DefaultResultLog = "/dev/termination-log"
+)
+
+// Exit codes of `warmpool cache save|restore`.
+const (
+	ExitOK      = 0
+	ExitFailed  = 1
+	ExitUsage   = 2
+	ExitUnclean = 3 // save refused: no clean-shutdown marker, or the engine lock is held
+	ExitNoCache = 4 // restore: the volume holds no manifest (never restore it)
+)
+
+// Result values of a cache Job.
+const (
+	ResultSaved    = "saved"
+	ResultRestored = "restored"
+	ResultUnclean  = "unclean"
+	ResultNoCache  = "no-cache"
+	ResultFailed   = "failed"
+)
+
+// JobResult is what a cache Job writes to its termination message (a small JSON
+// document, well under the kubelet's 4 KiB limit) so the controller learns the outcome
+// from the pod status alone.
+type JobResult struct {
+	Result          string  `json:"result"`
+	Reason          string  `json:"reason,omitempty"`
+	Bytes           int64   `json:"bytes"`
+	Files           int64   `json:"files"`
+	DurationSeconds float64 `json:"durationSeconds"`
+	EngineVersion   string  `json:"engineVersion,omitempty"`
+	Architecture    string  `json:"architecture,omitempty"`
+}
+
+// ParseJobResult reads a termination message written by a cache Job.
+func ParseJobResult(msg string) (JobResult, error) {
+	var r JobResult
+	if err := json.Unmarshal([]byte(msg), &r); err != nil {
+		return JobResult{}, fmt.Errorf("parsing cache job result %q: %w", msg, err)
+	}
+	if r.Result == "" {
+		return JobResult{}, fmt.Errorf("cache job result %q has no result field", msg)
+	}
+	return r, nil
+}
