@@ -24,6 +24,7 @@ build: ## Build bin/warmpool.
 
 tools: ## Build etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kwok and Karpenter (KWOK) into bin/ from pinned Go modules.
 	./hack/build-tools.sh
+	./hack/install-prometheus.sh
 
 test: tools vet ## Run every test tier: unit, integration (real apiserver) and e2e (real Karpenter).
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
