@@ -6,19 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"warmpool.io/warmpool/controller"
-	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/e2e/scenario"
 )
 
@@ -27,54 +21,11 @@ import (
 // on loopback, applies the config, and exits cleanly on SIGTERM, releasing the Lease.
 func TestControllerBinary(t *testing.T) {
 	ctx := t.Context()
-	root, err := cluster.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "warmpool")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/warmpool")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building warmpool: %v\n%s", err, out)
-	}
 	if err := scenario.SetConfig(ctx, local.Client, localConfig(t)); err != nil {
 		t.Fatal(err)
 	}
-	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
-	logPath := filepath.Join(t.TempDir(), "warmpool.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	cmd := exec.Command(bin, "controller",
-		"--kubeconfig", local.Kubeconfig,
-		"--namespace", scenario.Namespace,
-		"--node-class", "kwok",
-		"--metrics-bind-address", metricsAddr,
-		"--health-probe-bind-address", probeAddr,
-		"--leader-elect=true",
-		"--webhook-bind-address", freeAddr(t),
-	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// The process dies with the test binary even if the test is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			out, _ := os.ReadFile(logPath)
-			t.Logf("warmpool log:\n%s", out)
-		}
-	})
+	p := startController(t, "warmpool")
+	probeAddr, metricsAddr := p.ProbeAddr, p.MetricsAddr
 
 	waitFor(t, "/readyz to answer 200", func(ctx context.Context) (bool, error) {
 		return httpGet(ctx, "http://"+probeAddr+"/readyz") == nil, nil
@@ -95,17 +46,8 @@ func TestControllerBinary(t *testing.T) {
 		return strings.Contains(body, "\nwarmpool_config_valid 1\n") && strings.Contains(body, "\nwarmpool_pools 1\n"), nil
 	})
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		stopped = true
-		if err != nil {
-			t.Errorf("warmpool exited with %v after SIGTERM, want 0", err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("warmpool did not exit within a minute of SIGTERM")
+	if err := p.terminate(t); err != nil {
+		t.Errorf("warmpool exited with %v after SIGTERM, want 0", err)
 	}
 	// Released on a clean stop, so a standby replica takes over without waiting out the lease.
 	if err := local.Client.Get(ctx, client.ObjectKeyFromObject(lease), lease); err != nil {
