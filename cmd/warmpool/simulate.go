@@ -5,15 +5,20 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
 
+	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/controller/scaling/simulate"
 )
 
 func simulateCommand() *cobra.Command {
 	c := simulate.DefaultConfig()
-	var traces []string
+	var traces, windows []string
 	cmd := &cobra.Command{
 		Use:   "simulate --trace FILE",
 		Short: "Replay a CI job trace and compare Karpenter alone, a static warm pool and warmpool",
@@ -24,13 +29,30 @@ jobs started on a node whose cache an earlier job had warmed. Each pool in the t
 on its own and the results are summed. The model is deterministic: the same trace and flags print
 the same table.
 
---trace may be given more than once; each trace gets its own table.`,
+Every policy runs the same NodePool: consolidationPolicy WhenEmpty, --consolidate-after, and
+Karpenter's validation delay before it deletes an empty node. warmpool adds its placeholder
+pods and its queue-aware budget, which blocks that consolidation while jobs are queued or running
+or a warm window is open.
+
+--trace may be given more than once; each trace gets its own table. --warm-window takes a warm
+window as the config's scaling.warmWindows entries are written, and may be repeated; the trace's
+t=0 is --start.`,
 		Example: `  warmpool simulate --trace deploy/traces/weekday.csv
-  warmpool simulate --trace deploy/traces/spiky.csv --jobs-per-node 4 --warm-min 2 --max 50`,
+  warmpool simulate --trace deploy/traces/spiky.csv --jobs-per-node 4 --warm-min 2 --max 50
+  warmpool simulate --trace deploy/traces/weekday.csv \
+    --warm-window '{schedule: "0 8 * * mon-fri", duration: 10h, minimum: 20, timeZone: Europe/Berlin}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(traces) == 0 {
 				return errors.New("--trace is required")
+			}
+			ws, err := parseWarmWindows(windows)
+			if err != nil {
+				return err
+			}
+			c.Policy.WarmWindows = ws
+			if err := c.Validate(); err != nil {
+				return err
 			}
 			for i, file := range traces {
 				jobs, err := readTrace(file)
@@ -60,7 +82,10 @@ the same table.
 	f.IntVar(&c.JobsPerNode, "jobs-per-node", c.JobsPerNode, "jobs one node runs at once")
 	f.IntVar(&c.Policy.WarmMinimum, "warm-min", c.Policy.WarmMinimum, "warmpool's warm minimum in nodes")
 	f.IntVar(&c.MaxNodes, "max", c.MaxNodes, "node limit per pool for every policy (0: none)")
-	f.DurationVar(&c.ConsolidateAfter, "consolidate-after", c.ConsolidateAfter, "Karpenter's consolidateAfter (WhenEmpty)")
+	f.DurationVar(&c.ConsolidateAfter, "consolidate-after", c.ConsolidateAfter, "the NodePool's consolidateAfter (WhenEmpty), for every policy")
+	f.DurationVar(&c.ValidationDelay, "validation-delay", c.ValidationDelay, "Karpenter's wait between picking an empty node and deleting it")
+	f.StringArrayVar(&windows, "warm-window", nil, `warmpool warm window, as in the config: '{schedule: "0 8 * * mon-fri", duration: 10h, minimum: 3, timeZone: Europe/Berlin}' (repeatable)`)
+	f.Var(timeValue{&c.Start}, "start", "wall-clock time of the trace's t=0 (RFC 3339), which warm windows are read against")
 	f.DurationVar(&c.Interval, "interval", c.Interval, "how often warmpool evaluates its policy")
 	return cmd
 }
@@ -77,3 +102,48 @@ func readTrace(file string) ([]simulate.Job, error) {
 	}
 	return jobs, nil
 }
+
+// parseWarmWindows reads each --warm-window as a YAML mapping with the fields of a config warm
+// window, as strictly as the config: unknown, misspelt or duplicate fields are errors.
+func parseWarmWindows(specs []string) ([]policy.WarmWindow, error) {
+	out := make([]policy.WarmWindow, 0, len(specs))
+	for _, spec := range specs {
+		var w config.WarmWindow
+		js, err := yaml.YAMLToJSONStrict([]byte(spec))
+		if err == nil {
+			var strict []error
+			strict, err = sigsjson.UnmarshalStrict(js, &w, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+			err = errors.Join(append([]error{err}, strict...)...)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--warm-window %q: %w", spec, err)
+		}
+		out = append(out, policy.WarmWindow{Schedule: w.Schedule, Duration: w.Duration.Duration, Minimum: w.Minimum, TimeZone: w.TimeZone})
+	}
+	// The policy's own checks, before any trace is read; warmWindows[i] is the i-th flag.
+	if errs := (policy.Config{JobsPerNode: 1, WarmWindows: out}).Validate(nil); len(errs) > 0 {
+		return nil, fmt.Errorf("--warm-window (warmWindows[i] is the flag given i-th, from 0): %w", errs.ToAggregate())
+	}
+	return out, nil
+}
+
+// timeValue is a pflag.Value for an RFC 3339 time.
+type timeValue struct{ t *time.Time }
+
+func (v timeValue) String() string {
+	if v.t == nil || v.t.IsZero() {
+		return ""
+	}
+	return v.t.Format(time.RFC3339)
+}
+
+func (v timeValue) Set(s string) error {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return fmt.Errorf("want an RFC 3339 time such as 2026-03-02T00:00:00Z: %w", err)
+	}
+	*v.t = t
+	return nil
+}
+
+func (timeValue) Type() string { return "time" }

@@ -49,7 +49,7 @@ func TestSimulateFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"boot 30s, 2 job(s)/node, consolidateAfter 0s, max nodes 4, policy every 5s",
+		"boot 30s, 2 job(s)/node, WhenEmpty consolidateAfter 0s + 15s validation, max nodes 4, policy every 5s",
 		"karpenter alone      2     30            30            30",
 		"static N=0           2     30",
 		"warmpool warm-min 0  2     30",
@@ -57,6 +57,41 @@ func TestSimulateFlags(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestSimulateWarmWindow(t *testing.T) {
+	// One job at 01:01:40 UTC on the default start (Monday 2 March 2026, 00:00 UTC), no warm
+	// minimum: without a window it waits a boot. A window opening at 02:00 Europe/Berlin (01:00
+	// UTC, CET) makes warmpool request a node at 3600 s, Ready before the job arrives; read in
+	// UTC the same schedule would open an hour too late.
+	trace := writeTemp(t, "one.csv", "arrival_seconds,duration_seconds,pool\n3700,60,runners\n")
+	tests := []struct {
+		name string
+		args []string
+		row  string
+	}{
+		{"no window", nil, "warmpool warm-min 0  1     60"},
+		{"window in Berlin", []string{"--warm-window", `{schedule: "0 2 * * *", duration: 30m, minimum: 1, timeZone: Europe/Berlin}`},
+			"warmpool warm-min 0 +1 window(s)  1     0"},
+		{"window in UTC", []string{"--warm-window", `{schedule: "0 2 * * *", duration: 30m, minimum: 1}`},
+			"warmpool warm-min 0 +1 window(s)  1     60"},
+		// --start moves t=0 into the Berlin window: the node exists from the start.
+		{"start", []string{"--start", "2026-03-02T01:00:00Z", "--warm-window", `{schedule: "0 2 * * *", duration: 2h, minimum: 1, timeZone: Europe/Berlin}`},
+			"warmpool warm-min 0 +1 window(s)  1     0"},
+		{"two windows", []string{"--warm-window", `{schedule: "0 5 * * *", duration: 1h, minimum: 1}`,
+			"--warm-window", `{schedule: "0 1 * * *", duration: 1h, minimum: 1}`}, "warmpool warm-min 0 +2 window(s)  1     0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := runSimulate(t, append([]string{"--trace", trace, "--warm-min", "0"}, tt.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out, tt.row) {
+				t.Errorf("output lacks %q:\n%s", tt.row, out)
+			}
+		})
 	}
 }
 
@@ -94,6 +129,15 @@ func TestSimulateErrors(t *testing.T) {
 		{"missing file", []string{"--trace", filepath.Join(t.TempDir(), "nope.csv")}, "reading trace"},
 		{"bad line", []string{"--trace", bad}, `bad.csv: line 2: duration_seconds "soon"`},
 		{"args", []string{"extra"}, "unknown command"},
+		{"window not YAML", []string{"--trace", bad, "--warm-window", "schedule: ["}, `--warm-window "schedule: [": yaml`},
+		{"window unknown field", []string{"--trace", bad, "--warm-window", `{schedule: "0 8 * * *", duration: 1h, minimum: 1, timezone: UTC}`},
+			`unknown field "timezone"`},
+		{"window bad schedule", []string{"--trace", bad, "--warm-window", `{schedule: "0 8 * * *", duration: 1h, minimum: 1}`,
+			"--warm-window", `{schedule: "0 25 * * *", duration: 1h, minimum: 1}`}, "warmWindows[1].schedule"},
+		{"window bad zone and duration", []string{"--trace", bad, "--warm-window", `{schedule: "0 8 * * *", duration: 0s, minimum: 1, timeZone: Mars/Base}`},
+			"warmWindows[0].duration"},
+		{"bad start", []string{"--trace", bad, "--start", "monday"}, "RFC 3339"},
+		{"negative validation delay", []string{"--trace", bad, "--validation-delay", "-1s"}, "validation delay"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

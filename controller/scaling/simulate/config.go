@@ -36,8 +36,13 @@ type Config struct {
 	Boot time.Duration
 	// JobsPerNode is how many jobs one node runs at once (>= 1).
 	JobsPerNode int
-	// ConsolidateAfter is how long a node must be empty before Karpenter removes it (>= 0).
+	// ConsolidateAfter is the NodePool's consolidateAfter: how long a node must be empty before
+	// Karpenter picks it for Empty consolidation (>= 0). Every strategy runs the same NodePool.
 	ConsolidateAfter time.Duration
+	// ValidationDelay is how long Karpenter waits between picking empty nodes and deleting them,
+	// checking again that they are still empty and that the budget still allows it (>= 0;
+	// Karpenter's commandValidationDelay is 15 s).
+	ValidationDelay time.Duration
 	// StaticNodes is the static pool's size per pool (>= 0), or AutoStatic. MaxNodes caps it.
 	StaticNodes int
 	// MaxNodes is the pool's node limit for every strategy (NodePool limits.nodes, and the
@@ -55,18 +60,25 @@ type Config struct {
 	Horizon time.Duration
 }
 
+// DefaultValidationDelay is Karpenter's commandValidationDelay (sigs.k8s.io/karpenter
+// pkg/controllers/disruption, v1.14): an Empty consolidation command is re-validated this long
+// after it was computed, and only then executed.
+const DefaultValidationDelay = 15 * time.Second
+
 // DefaultStart is Monday 2 March 2026, 00:00 UTC: a trace of a working day starts at midnight.
 var DefaultStart = time.Date(2026, time.March, 2, 0, 0, 0, 0, time.UTC)
 
 // DefaultConfig is what `warmpool simulate` runs without flags: nodes Ready 60 s after they are
-// requested, one job per node, Karpenter's consolidateAfter at 90 s, a static pool at the p95 of
-// demand, no node limit, warmpool evaluating every 10 s with a warm minimum of 1 and the
-// policy's default scale-down stabilization.
+// requested, one job per node, consolidationPolicy WhenEmpty with consolidateAfter 90 s and
+// Karpenter's 15 s validation, a static pool at the p95 of demand, no node limit, warmpool
+// evaluating every 10 s with a warm minimum of 1 and the policy's default scale-down
+// stabilization.
 func DefaultConfig() Config {
 	return Config{
 		Boot:             60 * time.Second,
 		JobsPerNode:      1,
 		ConsolidateAfter: 90 * time.Second,
+		ValidationDelay:  DefaultValidationDelay,
 		StaticNodes:      AutoStatic,
 		Interval:         10 * time.Second,
 		Policy:           policy.Config{WarmMinimum: 1},
@@ -85,6 +97,9 @@ func (c Config) Validate() error {
 	}
 	if c.ConsolidateAfter < 0 {
 		errs = append(errs, fmt.Errorf("consolidateAfter %s must not be negative", c.ConsolidateAfter))
+	}
+	if c.ValidationDelay < 0 {
+		errs = append(errs, fmt.Errorf("validation delay %s must not be negative", c.ValidationDelay))
 	}
 	if c.StaticNodes < 0 && c.StaticNodes != AutoStatic {
 		errs = append(errs, fmt.Errorf("static nodes %d must not be negative", c.StaticNodes))

@@ -8,24 +8,28 @@
 //
 //   - A node is billed from the moment it is requested and is Ready Config.Boot later.
 //   - A Ready node runs Config.JobsPerNode jobs at once. Jobs start first come, first served on a
-//     Ready node with a free slot; among those, the busiest node first, then the oldest (the
-//     bin-packing a CI cluster uses so that empty nodes can be consolidated).
+//     Ready node with a free slot: a node that fits without preemption first (the busiest, then
+//     the oldest: the bin-packing that lets empty nodes be consolidated), a node holding a
+//     warmpool placeholder only when none does.
 //   - Karpenter provisions for pending pods only: when jobs wait and the free and booting slots
-//     cannot take them all, it requests the nodes for the rest. It removes a node that has been
-//     empty for Config.ConsolidateAfter (consolidationPolicy WhenEmpty). Provisioning batch
-//     windows (1 s idle, 10 s max) are not modelled.
+//     cannot take them all, it requests the nodes for the rest. Provisioning batch windows
+//     (1 s idle, 10 s max) are not modelled.
+//   - Only Karpenter removes nodes, for every strategy, and only by Empty consolidation
+//     (consolidationPolicy WhenEmpty): a Ready node with no pod for Config.ConsolidateAfter
+//     (since its last pod event) is picked, re-validated Config.ValidationDelay later (still
+//     empty, budget still allows) and deleted. The disruption loop's 10 s polling, termination
+//     time and the default 10% budget's pacing are not modelled.
 //   - A static pool keeps N nodes Ready from t=0 that are never removed; above them Karpenter
 //     behaves as alone.
 //   - warmpool starts with the warm floor Ready (the pool ran at its floor before the trace) and
-//     every Config.Interval calls policy.Decide with the waiting and running job counts. Below
-//     the desired count it requests nodes (placeholder pods); above it, it removes empty Ready nodes
-//     at once, never one running a job and never one still booting. Jobs the headroom cannot take
-//     still make Karpenter provision (placeholders are preempted, real pods provision), and
-//     Karpenter does not consolidate an empty node while the desired count covers it (the
-//     queue-aware disruption budget). The real actuator (placeholder pods) leaves that removal
-//     to Karpenter's consolidateAfter, so the model bills warmpool slightly less than a cluster
-//     would, and with ConsolidateAfter at or above the policy's scale-down stabilization it can
-//     drop a node that Karpenter alone would still have had.
+//     every Config.Interval calls policy.Decide with the waiting and running job counts, as its
+//     controller does. Its actuators are modelled as they act on a cluster: desired minus busy
+//     nodes placeholder pods, one per node, which keep their nodes from counting as empty and,
+//     when no empty node is left for one, make Karpenter launch a node; and the queue-aware
+//     budget, which blocks Empty consolidation while policy.Busy (jobs queued or running, or a
+//     warm window open). warmpool never removes a node itself: when the desired count falls,
+//     placeholders go (pending ones first, then the newest), and Karpenter consolidates the
+//     nodes they leave once they have been empty for ConsolidateAfter and the budget allows.
 //
 // Node time is counted up to the horizon (Config.Horizon, by default the moment the last job
 // would end had nothing waited) or the moment the last job really ended, whichever is later, so

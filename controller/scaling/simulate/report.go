@@ -206,9 +206,15 @@ func (r Report) WriteTable(w io.Writer) error {
 	if len(r.Results) > 0 {
 		jobs = r.Results[0].Jobs
 	}
-	if _, err := fmt.Fprintf(w, "%d jobs in %d pool(s), billed over %s; boot %s, %d job(s)/node, consolidateAfter %s, max nodes %s, policy every %s\n",
-		jobs, len(r.Pools), r.Horizon, c.Boot, c.JobsPerNode, c.ConsolidateAfter, limit, c.Interval); err != nil {
+	if _, err := fmt.Fprintf(w, "%d jobs in %d pool(s), billed over %s; boot %s, %d job(s)/node, WhenEmpty consolidateAfter %s + %s validation, max nodes %s, policy every %s\n",
+		jobs, len(r.Pools), r.Horizon, c.Boot, c.JobsPerNode, c.ConsolidateAfter, c.ValidationDelay, limit, c.Interval); err != nil {
 		return err
+	}
+	if len(c.Policy.WarmWindows) > 0 {
+		// Windows are read against the wall clock: say where the trace sits on it.
+		if _, err := fmt.Fprintf(w, "trace t=0 is %s\n", c.Start.Format("Mon 2006-01-02 15:04:05 MST")); err != nil {
+			return err
+		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "POLICY\tJOBS\tWAIT P50 (s)\tWAIT P95 (s)\tWAIT MAX (s)\tNODE-HOURS\tWARM REUSE")

@@ -36,16 +36,17 @@ func table(t *testing.T, rep Report) string {
 }
 
 func TestWriteTable(t *testing.T) {
-	// Two jobs at 0, one at 400. Karpenter alone: two nodes, the third job reuses the first before
-	// it is consolidated (450 and 790 s of node time). Static: demand is 2 for 300 s of the hour,
-	// over 5%, so N=2. warmpool: its warm node runs the first job, the second waits for a node,
-	// which stabilization holds until 590, so the third job starts at once.
+	// Two jobs at 0, one at 400. Karpenter alone: two nodes, the third job reuses one before it is
+	// consolidated (465 and 805 s of node time). Static: demand is 2 for 300 s of the hour, over
+	// 5%, so N=2. warmpool: its warm node runs the first job, the second waits for a node, which
+	// stabilization holds until 590, so the third job starts at once; the second node is
+	// consolidated once the pool is idle (700) and a placeholder holds the first.
 	c := DefaultConfig()
 	c.Horizon = time.Hour
 	rep := run(t, []Job{job(0, 300), job(0, 300), job(400, 300)}, c)
-	want := `3 jobs in 1 pool(s), billed over 1h0m0s; boot 1m0s, 1 job(s)/node, consolidateAfter 1m30s, max nodes none, policy every 10s
+	want := `3 jobs in 1 pool(s), billed over 1h0m0s; boot 1m0s, 1 job(s)/node, WhenEmpty consolidateAfter 1m30s + 15s validation, max nodes none, policy every 10s
 POLICY               JOBS  WAIT P50 (s)  WAIT P95 (s)  WAIT MAX (s)  NODE-HOURS  WARM REUSE
-karpenter alone      3     60            60            60            0.3         33.3%
+karpenter alone      3     60            60            60            0.4         33.3%
 static N=2           3     0             0             0             2.0         33.3%
 warmpool warm-min 1  3     0             60            60            1.2         33.3%
 `
@@ -58,12 +59,12 @@ func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("DefaultConfig is invalid: %v", err)
 	}
-	c := Config{Boot: -1, JobsPerNode: 0, ConsolidateAfter: -1, StaticNodes: -2, MaxNodes: -1, Horizon: -1}
+	c := Config{Boot: -1, JobsPerNode: 0, ConsolidateAfter: -1, ValidationDelay: -1, StaticNodes: -2, MaxNodes: -1, Horizon: -1}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("zero-ish Config validated")
 	}
-	for _, want := range []string{"boot", "jobs per node", "consolidateAfter", "static nodes", "max nodes", "interval", "horizon", "start time"} {
+	for _, want := range []string{"boot", "jobs per node", "consolidateAfter", "validation delay", "static nodes", "max nodes", "interval", "horizon", "start time"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}

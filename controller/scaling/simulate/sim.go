@@ -15,15 +15,25 @@ const never = time.Duration(math.MaxInt64)
 
 // node is one NodeClaim: requested, then Ready at ready, then possibly removed.
 type node struct {
-	id         int
-	requested  time.Duration
-	ready      time.Duration
-	removed    time.Duration
-	gone       bool
-	pinned     bool // a static-pool node: Karpenter never consolidates it
-	running    int
-	completed  int           // jobs that finished here: the node's cache is warm once this is > 0
-	emptySince time.Duration // when running last dropped to 0 (or ready, if it never ran)
+	id        int
+	requested time.Duration
+	ready     time.Duration
+	removed   time.Duration
+	gone      bool
+	pinned    bool // a static-pool node: Karpenter never consolidates it
+	running   int
+	completed int // jobs that finished here: the node's cache is warm once this is > 0
+	// held is true while a warmpool placeholder pod sits on (or is nominated to) the node. Its
+	// priority (-1000) still gives it a positive eviction cost, so Karpenter does not count the
+	// node as empty.
+	held      bool
+	heldSince time.Duration
+	// emptySince is the node's last pod event (Karpenter's lastPodEventTime): when its last job
+	// ended or its placeholder went, or when it became Ready if neither ever happened.
+	emptySince time.Duration
+	// commandAt is when Karpenter chose the node for an Empty consolidation command (never when
+	// it has not); the command runs after Config.ValidationDelay if it is still valid then.
+	commandAt time.Duration
 }
 
 type runningJob struct {
@@ -71,6 +81,9 @@ type sim struct {
 	pol     *policy.Policy
 	state   policy.State
 	desired int
+	// blocked is the NodePool's budget as warmpool last rendered it: nodes "0" for Empty
+	// consolidation while the pool is busy (policy.Busy). Never set for the other strategies.
+	blocked bool
 
 	now         time.Duration
 	nextArrival int
@@ -100,12 +113,14 @@ func simulatePool(jobs []Job, strategy Strategy, c Config, pol *policy.Policy, s
 	case StaticPool:
 		initial = static
 	case Warmpool:
-		initial, _ = pol.WarmMinimumAt(c.Start)
-		s.desired = initial
+		floor, window := pol.WarmMinimumAt(c.Start)
+		initial, s.desired, s.blocked = floor, floor, policy.Busy(0, 0, window)
 	}
 	for range initial {
 		n := s.launch(0)
-		n.ready, n.emptySince, n.pinned = 0, 0, strategy == StaticPool
+		n.ready, n.emptySince = 0, 0
+		n.pinned = strategy == StaticPool
+		n.held = strategy == Warmpool
 	}
 
 	for {
@@ -142,8 +157,11 @@ func (s *sim) nextEvent() time.Duration {
 		switch {
 		case n.ready > s.now:
 			t = min(t, n.ready)
-		case n.running == 0 && !n.pinned:
-			// A deadline already passed (held by warmpool's budget) is re-checked at every step.
+		case n.commandAt != never:
+			t = min(t, n.commandAt+s.cfg.ValidationDelay)
+		case s.consolidatable(n):
+			// A deadline already passed (held by warmpool's budget) waits for the evaluation
+			// that lifts the budget, which is an event of its own.
 			if d := n.emptySince + s.cfg.ConsolidateAfter; d > s.now {
 				t = min(t, d)
 			}
@@ -156,7 +174,8 @@ func (s *sim) nextEvent() time.Duration {
 }
 
 // step handles everything that happens at s.now, in a fixed order: jobs finish, jobs arrive, jobs
-// start, the policy evaluates, Karpenter consolidates, Karpenter provisions.
+// start, the policy evaluates, placeholders follow it, Karpenter consolidates, Karpenter
+// provisions.
 func (s *sim) step() {
 	for len(s.running) > 0 && s.running[0].end <= s.now {
 		r := heap.Pop(&s.running).(runningJob)
@@ -173,17 +192,21 @@ func (s *sim) step() {
 		s.nextArrival++
 	}
 	s.place()
-	if s.strategy == Warmpool && s.nextTick <= s.now {
-		s.evaluate()
-		s.nextTick += s.cfg.Interval
+	if s.strategy == Warmpool {
+		if s.nextTick <= s.now {
+			s.evaluate()
+			s.nextTick += s.cfg.Interval
+		}
+		s.placeholders()
 	}
 	s.consolidate()
 	s.provision()
 	s.res.peak = max(s.res.peak, len(s.alive))
 }
 
-// place starts waiting jobs, oldest first, on Ready nodes with a free slot: the busiest such node
-// first (bin-packing), then the oldest.
+// place starts waiting jobs, oldest first, on Ready nodes with a free slot. The scheduler
+// prefers a node that fits without preemption: the busiest such node first (bin-packing), then
+// the oldest; only when none fits does a job preempt a placeholder.
 func (s *sim) place() {
 	for len(s.waiting) > 0 {
 		var best *node
@@ -191,7 +214,7 @@ func (s *sim) place() {
 			if n.ready > s.now || n.running >= s.cfg.JobsPerNode {
 				continue
 			}
-			if best == nil || n.running > best.running {
+			if best == nil || best.held && !n.held || best.held == n.held && n.running > best.running {
 				best = n
 			}
 		}
@@ -206,13 +229,14 @@ func (s *sim) place() {
 			s.res.warm++
 		}
 		best.running++
+		best.held = false // preempted
 		heap.Push(&s.running, runningJob{end: s.now + s.jobs[j].Duration, job: j, node: best})
 	}
 }
 
-// evaluate is one warmpool reconcile: decide, then request nodes up to Desired (placeholder pods)
-// or remove empty nodes down to it. Busy nodes are never removed, and neither are nodes still
-// booting (Karpenter does not cancel a launch in flight).
+// evaluate is one warmpool reconcile: the policy decides the desired count, and the pool's
+// budget blocks consolidation while it is busy. It removes nothing itself: scale-down is the
+// placeholders going, then Karpenter consolidating the nodes they leave empty.
 func (s *sim) evaluate() {
 	d, st := s.pol.Decide(policy.Input{
 		Now:          s.cfg.Start.Add(s.now),
@@ -222,46 +246,91 @@ func (s *sim) evaluate() {
 		CurrentNodes: len(s.alive),
 	}, s.state)
 	s.state, s.desired = st, d.Desired
-	for len(s.alive) < s.desired {
-		s.launch(s.now)
+	s.blocked = policy.Busy(len(s.waiting), len(s.running), d.WarmWindowActive)
+}
+
+// placeholders sizes the headroom as the controller does, desired minus nodes running jobs, one
+// placeholder per node. Missing ones land on empty nodes (Ready first, then the oldest) or, when
+// none is left, make Karpenter launch a node. Surplus ones go as a ReplicaSet scales down:
+// pending ones (on booting nodes) first, then the newest.
+func (s *sim) placeholders() {
+	busy, held := 0, 0
+	for _, n := range s.alive {
+		switch {
+		case n.running > 0:
+			busy++
+		case n.held:
+			held++
+		}
 	}
-	surplus := len(s.alive) - s.desired
-	if surplus <= 0 {
+	want := max(0, s.desired-busy)
+	if held > want {
+		var release []*node
+		for _, n := range s.alive {
+			if n.held {
+				release = append(release, n)
+			}
+		}
+		slices.SortFunc(release, func(a, b *node) int {
+			return cmp.Or(
+				cmp.Compare(rank(a.ready <= s.now), rank(b.ready <= s.now)), // booting first
+				-cmp.Compare(a.heldSince, b.heldSince),
+				-cmp.Compare(a.id, b.id))
+		})
+		for _, n := range release[:held-want] {
+			n.held = false
+			n.emptySince = max(s.now, n.ready)
+		}
 		return
 	}
-	for _, n := range s.emptyNodes(func(*node) bool { return true }) {
-		if surplus == 0 {
-			break
+	var free []*node
+	for _, n := range s.alive {
+		if n.running == 0 && !n.held && !n.pinned {
+			free = append(free, n)
 		}
-		s.remove(n)
-		surplus--
 	}
-}
-
-// consolidate is Karpenter's WhenEmpty consolidation. Under warmpool, its disruption budget
-// blocks it while the desired count covers the node.
-func (s *sim) consolidate() {
-	expired := func(n *node) bool { return s.now-n.emptySince >= s.cfg.ConsolidateAfter }
-	for _, n := range s.emptyNodes(expired) {
-		if s.strategy == Warmpool && len(s.alive) <= s.desired {
+	slices.SortStableFunc(free, func(a, b *node) int {
+		return cmp.Compare(rank(a.ready > s.now), rank(b.ready > s.now)) // Ready first; by id within
+	})
+	for _, n := range free {
+		if held == want {
 			return
 		}
-		s.remove(n)
+		n.held, n.heldSince = true, s.now
+		held++
+	}
+	for ; held < want && len(s.alive) < s.limit; held++ {
+		n := s.launch(s.now)
+		n.held, n.heldSince = true, s.now
 	}
 }
 
-// emptyNodes lists Ready, empty, unpinned nodes that pass keep, longest empty first.
-func (s *sim) emptyNodes(keep func(*node) bool) []*node {
-	var out []*node
+// consolidatable is Karpenter's Empty candidate: Ready, no job, no placeholder, not pinned.
+func (s *sim) consolidatable(n *node) bool {
+	return n.ready <= s.now && n.running == 0 && !n.held && !n.pinned
+}
+
+// consolidate is Karpenter's Empty consolidation (consolidationPolicy WhenEmpty). A node empty
+// for ConsolidateAfter becomes a candidate; if the budget allows, Karpenter picks it, waits
+// ValidationDelay, checks again (still empty, budget still allows) and deletes it. A blocked
+// budget stops both steps, so a pick made before warmpool blocked the budget is dropped.
+func (s *sim) consolidate() {
+	var removed []*node
 	for _, n := range s.alive {
-		if n.ready <= s.now && n.running == 0 && !n.pinned && keep(n) {
-			out = append(out, n)
+		if !s.consolidatable(n) || s.now-n.emptySince < s.cfg.ConsolidateAfter || s.blocked {
+			n.commandAt = never
+			continue
+		}
+		if n.commandAt == never {
+			n.commandAt = s.now
+		}
+		if s.now-n.commandAt >= s.cfg.ValidationDelay {
+			removed = append(removed, n)
 		}
 	}
-	slices.SortFunc(out, func(a, b *node) int {
-		return cmp.Or(cmp.Compare(a.emptySince, b.emptySince), cmp.Compare(a.id, b.id))
-	})
-	return out
+	for _, n := range removed {
+		s.remove(n)
+	}
 }
 
 // provision is Karpenter's reaction to pending pods: jobs that neither a free slot nor a booting
@@ -282,7 +351,7 @@ func (s *sim) provision() {
 }
 
 func (s *sim) launch(at time.Duration) *node {
-	n := &node{id: len(s.nodes), requested: at, ready: at + s.cfg.Boot, emptySince: at + s.cfg.Boot}
+	n := &node{id: len(s.nodes), requested: at, ready: at + s.cfg.Boot, emptySince: at + s.cfg.Boot, commandAt: never}
 	s.nodes = append(s.nodes, n)
 	s.alive = append(s.alive, n)
 	return n
@@ -291,4 +360,12 @@ func (s *sim) launch(at time.Duration) *node {
 func (s *sim) remove(n *node) {
 	n.gone, n.removed = true, s.now
 	s.alive = slices.DeleteFunc(s.alive, func(m *node) bool { return m == n })
+}
+
+// rank orders false before true.
+func rank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -112,17 +112,19 @@ func TestNodeTimeAccounting(t *testing.T) {
 	c.Policy.WarmMinimum = 0
 	rep := run(t, []Job{job(0, 300)}, c)
 
-	// Requested at 0, Ready at 60, runs 60-360, empty for consolidateAfter (90 s): removed at 450.
-	expect{waits: secs(60), nodeTime: sec(450), launched: 1}.check(t, rep, KarpenterAlone)
+	// Requested at 0, Ready at 60, runs 60-360, empty for consolidateAfter (90 s), picked at
+	// 450 and deleted after Karpenter's 15 s validation: 465.
+	expect{waits: secs(60), nodeTime: sec(465), launched: 1}.check(t, rep, KarpenterAlone)
 	// The static node is billed for the whole horizon.
 	expect{waits: secs(0), nodeTime: time.Hour, launched: 1}.check(t, rep, StaticPool)
-	// warmpool requests the node at 0; the job runs 60-360. The last evaluation that saw it was at
-	// 350, so the 5 min stabilization holds the node until 650, and Karpenter may not consolidate
-	// it at 450 because the desired count still covers it.
-	expect{waits: secs(60), nodeTime: sec(650), launched: 1}.check(t, rep, Warmpool)
+	// warmpool requests the node at 0 (a placeholder); the job runs 60-360, then a placeholder
+	// holds the node again. The last evaluation that saw the job was at 350, so the 5 min
+	// stabilization keeps desired at 1 until 650; only then does the placeholder go, and Karpenter
+	// consolidates the node 90 + 15 s later: 755.
+	expect{waits: secs(60), nodeTime: sec(755), launched: 1}.check(t, rep, Warmpool)
 
-	if got := result(t, rep, KarpenterAlone).NodeHours(); got != 0.125 {
-		t.Errorf("NodeHours = %v, want 0.125", got)
+	if got := result(t, rep, StaticPool).NodeHours(); got != 1 {
+		t.Errorf("NodeHours = %v, want 1", got)
 	}
 
 	// With a warm minimum of 1 warmpool's node exists from t=0 and stays for the horizon.
@@ -139,9 +141,10 @@ func TestConsolidationAndStabilizationKeepNodesWarm(t *testing.T) {
 	c.Policy.WarmMinimum = 0
 	rep := run(t, jobs, c)
 
-	// Karpenter alone: node 1 runs 60-160 and 200-300, is removed at 390; node 2 is requested at
-	// 500 and billed until the last job ends at 660.
-	expect{waits: secs(60, 0, 60), nodeTime: sec(390 + 160), warmStarts: 1, launched: 2}.check(t, rep, KarpenterAlone)
+	// Karpenter alone: node 1 runs 60-160 and 200-300 (the second job resets the countdown), is
+	// removed at 300+90+15 = 405; node 2 is requested at 500 and billed until the last job ends
+	// at 660.
+	expect{waits: secs(60, 0, 60), nodeTime: sec(405 + 160), warmStarts: 1, launched: 2}.check(t, rep, KarpenterAlone)
 	// warmpool holds the node for 5 min after the last evaluation that needed it, so the third
 	// job finds it warm too; it is billed from 0 to the end of the last job (600).
 	expect{waits: secs(60, 0, 0), nodeTime: sec(600), warmStarts: 2, launched: 1}.check(t, rep, Warmpool)
@@ -153,7 +156,8 @@ func TestFreedSlotBeatsBootingNode(t *testing.T) {
 	c := DefaultConfig()
 	c.StaticNodes = 1
 	rep := run(t, []Job{job(0, 100), job(50, 100)}, c)
-	// The new node is Ready and empty at 110 and consolidated at 200, when the last job ends.
+	// The new node is Ready and empty at 110; billing stops when the last job ends at 200,
+	// before Karpenter would consolidate it (110+90+15).
 	expect{waits: secs(0, 50), nodeTime: sec(200 + 150), warmStarts: 1, launched: 2}.check(t, rep, StaticPool)
 }
 
@@ -194,10 +198,14 @@ func TestWarmpoolNeverRemovesBusyNodes(t *testing.T) {
 	expect{waits: secs(60, 60, 60, 60), nodeTime: 2 * sec(1060), launched: 2}.check(t, rep, Warmpool)
 }
 
-func TestWarmpoolScalesDownToDesired(t *testing.T) {
-	// Ten jobs at once on a warm minimum of 2, no stabilization: surplus nodes go at the first
-	// evaluation that finds them empty, not after consolidateAfter. The two warm nodes run the
-	// first two jobs (0-100); warmpool requests eight more at 0 (Ready 60, jobs 60-160).
+func TestWarmpoolScaleDownIsKarpenterConsolidation(t *testing.T) {
+	// Ten jobs at once on a warm minimum of 2, no stabilization. The two warm nodes run the first
+	// two jobs (0-100); placeholders make Karpenter launch eight more at 0 (Ready 60, jobs
+	// 60-160). warmpool never removes a node itself: at 100 the desired count falls to 8, but
+	// nodes 0 and 1 are empty while eight jobs still run, and the busy pool's budget blocks
+	// consolidation. At 160 the pool is idle, desired is the floor: placeholders hold nodes 0 and
+	// 1, and Karpenter removes the other eight once they have been empty for consolidateAfter,
+	// after its validation: 160+90+15 = 265.
 	c := DefaultConfig()
 	c.Policy.WarmMinimum = 2
 	c.Policy.ScaleDownStabilization = time.Nanosecond
@@ -208,14 +216,112 @@ func TestWarmpoolScalesDownToDesired(t *testing.T) {
 	}
 	rep := run(t, jobs, c)
 	r := result(t, rep, Warmpool)
-	// At 100 the queue needs 8 nodes: the two empty ones go. At 160 it needs the floor, 2: six of
-	// the eight go, and the two lowest ids stay until the horizon.
-	if want := 2*sec(100) + 6*sec(160) + 2*sec(1000); r.NodeTime != want {
+	if want := 2*sec(1000) + 8*sec(265); r.NodeTime != want {
 		t.Errorf("node time %s, want %s", r.NodeTime, want)
 	}
 	if r.PeakNodes != 10 || r.NodesLaunched != 10 {
 		t.Errorf("peak %d, launched %d, want 10 and 10", r.PeakNodes, r.NodesLaunched)
 	}
+
+	// With consolidateAfter 0 and no validation delay the same nodes go the moment the budget
+	// lets them: at 160.
+	c.ConsolidateAfter, c.ValidationDelay = 0, 0
+	r = result(t, run(t, jobs, c), Warmpool)
+	if want := 2*sec(1000) + 8*sec(160); r.NodeTime != want {
+		t.Errorf("consolidateAfter 0: node time %s, want %s", r.NodeTime, want)
+	}
+}
+
+func TestBusyBudgetBlocksConsolidation(t *testing.T) {
+	// A short and a long job at 0, no warm minimum, no stabilization. The short job's node is
+	// empty from 160, and desired falls to 1 at once, but a job still runs until 1060: the
+	// budget blocks Empty consolidation. At 1060 the pool is idle; the node, long past its
+	// consolidateAfter, is picked and deleted after validation at 1075. The other node was
+	// emptied at 1060 and goes at 1165. Karpenter alone has no such budget: 265 and 1165.
+	c := DefaultConfig()
+	c.Horizon = sec(2000)
+	c.Policy.WarmMinimum = 0
+	c.Policy.ScaleDownStabilization = time.Nanosecond
+	jobs := []Job{job(0, 100), job(0, 1000)}
+	rep := run(t, jobs, c)
+	expect{waits: secs(60, 60), nodeTime: sec(1075) + sec(1165), launched: 2}.check(t, rep, Warmpool)
+	expect{waits: secs(60, 60), nodeTime: sec(265) + sec(1165), launched: 2}.check(t, rep, KarpenterAlone)
+}
+
+func TestWarmWindowBlocksConsolidationAndCancelsCommands(t *testing.T) {
+	// A warm window of minimum 0 raises no floor, but while it is open the pool counts as busy
+	// and the budget blocks consolidation. The trace starts at 23:57:10, so the window
+	// (00:00 daily, 1 h) opens at 170 s. The job runs 60-70 on the node requested at 0; desired
+	// falls to 0 at 70, the node is picked at 160, and the window opens during Karpenter's 15 s
+	// validation: the command is dropped. The node stays until the window closes at 3770, then
+	// goes 15 s later. Without the window it would go at 175.
+	c := DefaultConfig()
+	c.Policy.WarmMinimum = 0
+	c.Policy.ScaleDownStabilization = time.Nanosecond
+	c.Start = DefaultStart.Add(-2*time.Minute - 50*time.Second)
+	c.Horizon = 2 * time.Hour
+	c.Policy.WarmWindows = []policy.WarmWindow{{Schedule: "0 0 * * *", Duration: time.Hour, Minimum: 0}}
+	jobs := []Job{job(0, 10)}
+	expect{waits: secs(60), nodeTime: sec(3785), launched: 1}.check(t, run(t, jobs, c), Warmpool)
+
+	c.Policy.WarmWindows = nil
+	expect{waits: secs(60), nodeTime: sec(175), launched: 1}.check(t, run(t, jobs, c), Warmpool)
+}
+
+func TestValidationDropsANodeThatGotAJob(t *testing.T) {
+	// Karpenter alone: the node empties at 160 and is picked at 250. A job arriving at 255,
+	// during the validation, lands on it: the command is dropped, the job starts warm at once,
+	// and no second node is launched. The node's next countdown starts when that job ends: it
+	// goes at 355+90+15 = 460.
+	c := DefaultConfig()
+	c.Horizon = sec(1000)
+	rep := run(t, []Job{job(0, 100), job(255, 100)}, c)
+	expect{waits: secs(60, 0), nodeTime: sec(460), warmStarts: 1, launched: 1}.check(t, rep, KarpenterAlone)
+
+	// Without validation the node is gone at 250 and the job waits for a new one.
+	c.ValidationDelay = 0
+	rep = run(t, []Job{job(0, 100), job(255, 100)}, c)
+	expect{waits: secs(60, 60), warmStarts: 0, launched: 2}.check(t, rep, KarpenterAlone)
+}
+
+func TestStaticNodesAreNeverConsolidated(t *testing.T) {
+	// Two static nodes, one job: both are billed for the whole horizon, the idle one included.
+	c := DefaultConfig()
+	c.StaticNodes = 2
+	c.Horizon = time.Hour
+	rep := run(t, []Job{job(0, 100)}, c)
+	expect{waits: secs(0), nodeTime: 2 * time.Hour, launched: 2}.check(t, rep, StaticPool)
+}
+
+func TestJobsAvoidPreemptingPlaceholders(t *testing.T) {
+	// Warm minimum 1, no stabilization. Node 0 (warm) runs the first job 0-100; the second job's
+	// placeholder makes Karpenter launch node 1 (job 60-160). At 160 the pool is idle and the
+	// floor's placeholder holds node 0; node 1 is empty and counting down. The job at 200 finds
+	// both Ready and takes node 1, which it can use without preempting anything (node 1 is warm
+	// too). With node 1 busy the headroom falls to 0 and node 0's placeholder goes; at 250 it
+	// comes back on node 0, the oldest, and node 1 goes at 250+90+15 = 355. Had the job
+	// preempted node 0's placeholder, node 1 would have gone at 265.
+	c := DefaultConfig()
+	c.Policy.WarmMinimum = 1
+	c.Policy.ScaleDownStabilization = time.Nanosecond
+	c.Horizon = sec(1000)
+	rep := run(t, []Job{job(0, 100), job(0, 100), job(200, 50)}, c)
+	expect{waits: secs(0, 60, 0), nodeTime: sec(1000) + sec(355), warmStarts: 1, launched: 2}.check(t, rep, Warmpool)
+}
+
+func TestPlaceholdersGoNewestFirst(t *testing.T) {
+	// Warm minimum 1, and a window raising it to 2 for the first 200 s. Nodes 0 and 1 start
+	// held; the job at 0 preempts node 0's placeholder, which comes back at 100, newer than node
+	// 1's. When the window closes at 200 one placeholder goes, the newest as a ReplicaSet picks
+	// it: node 0's, although node 0 is the one with a warm cache. Karpenter removes node 0 at
+	// 200+90+15 = 305, and the job at 400 starts cold on node 1.
+	c := DefaultConfig()
+	c.Policy.WarmMinimum = 1
+	c.Policy.ScaleDownStabilization = time.Nanosecond
+	c.Policy.WarmWindows = []policy.WarmWindow{{Schedule: "0 0 * * *", Duration: 200 * time.Second, Minimum: 2}}
+	c.Horizon = sec(1000)
+	rep := run(t, []Job{job(0, 100), job(400, 10)}, c)
+	expect{waits: secs(0, 0), nodeTime: sec(305) + sec(1000), warmStarts: 0, launched: 2}.check(t, rep, Warmpool)
 }
 
 func TestMaxNodesCapsEveryStrategy(t *testing.T) {
@@ -343,4 +449,21 @@ func TestRunEmptyTrace(t *testing.T) {
 			t.Errorf("%s on no jobs: %+v", r.Strategy, r)
 		}
 	}
+}
+
+func TestPendingPlaceholdersGoFirst(t *testing.T) {
+	// Warm minimum 1; a window raises it to 2 from 10 s to 50 s (the trace starts at 23:59:50).
+	// The job at 0 runs on node 0; at 10 the window's placeholder makes Karpenter launch node 1
+	// (Ready at 70). At 20 node 0 is free and a placeholder holds it again, newer than node 1's.
+	// When the window closes at 50, the ReplicaSet deletes the pending placeholder first, the
+	// one waiting for node 1: node 1 comes up empty and goes at 70+90+15 = 175, node 0 keeps its
+	// placeholder and its warm cache for the job at 500.
+	c := DefaultConfig()
+	c.Policy.WarmMinimum = 1
+	c.Policy.ScaleDownStabilization = time.Nanosecond
+	c.Start = DefaultStart.Add(-10 * time.Second)
+	c.Policy.WarmWindows = []policy.WarmWindow{{Schedule: "0 0 * * *", Duration: 40 * time.Second, Minimum: 2}}
+	c.Horizon = sec(1000)
+	rep := run(t, []Job{job(0, 20), job(500, 10)}, c)
+	expect{waits: secs(0, 0), nodeTime: sec(1000) + sec(175-10), warmStarts: 1, launched: 2}.check(t, rep, Warmpool)
 }
