@@ -95,8 +95,8 @@ func BenchmarkRenderOnly200Pools(b *testing.B) {
 	opts := nodepools.Options{NodeClass: nodepools.EC2NodeClass}
 	b.ReportAllocs()
 	for b.Loop() {
-		if objs := nodepools.Render(cfg, opts); len(objs) != 400 {
-			b.Fatalf("Render returned %d objects, want 400", len(objs))
+		if objs := nodepools.Render(cfg, opts); len(objs) != 800 {
+			b.Fatalf("Render returned %d objects, want 800", len(objs))
 		}
 	}
 }

@@ -71,6 +71,9 @@ func ParseNodeClassKind(s string) (NodeClassKind, error) {
 // Options are the choices that are not part of the user's config.
 type Options struct {
 	NodeClass NodeClassKind
+	// Namespace is warmpool's namespace, where the engine DaemonSets and their ConfigMaps go;
+	// empty leaves their metadata.namespace unset.
+	Namespace string
 	// Busy reports whether a pool has queued or running jobs (or is in a warm window); a busy
 	// pool's NodePool carries BlockingBudget. Nil means no pool is busy (`warmpool render`).
 	Busy func(pool string) bool
@@ -84,11 +87,16 @@ func Name(pool string) string { return NamePrefix + pool }
 // StartupTaint is the cache-restore startup taint of cache-enabled pools.
 var StartupTaint = corev1.Taint{Key: StartupTaintKey, Effect: corev1.TaintEffectNoSchedule}
 
-// Render generates, for each pool in config order, its node class then its NodePool.
+// Render generates, for each pool in config order, its node class, its NodePool, then its
+// engine ConfigMap and DaemonSet (none when the pool names an existing engine DaemonSet).
 func Render(cfg *config.Config, opts Options) []client.Object {
-	objs := make([]client.Object, 0, 2*len(cfg.Pools))
+	objs := make([]client.Object, 0, 4*len(cfg.Pools))
 	for i := range cfg.Pools {
-		objs = append(objs, NodeClass(cfg, &cfg.Pools[i], opts), NodePool(&cfg.Pools[i], opts))
+		p := &cfg.Pools[i]
+		objs = append(objs, NodeClass(cfg, p, opts), NodePool(p, opts))
+		if p.Engine.ExistingDaemonSet == nil {
+			objs = append(objs, EngineConfigMap(p, opts.Namespace), EngineDaemonSet(p, opts.Namespace))
+		}
 	}
 	return objs
 }

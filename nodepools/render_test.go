@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -87,13 +88,14 @@ func mustParse(t testing.TB, doc string) *config.Config {
 	return cfg
 }
 
-// render parses a one-pool config and returns its EC2NodeClass and NodePool.
+// render parses a one-pool config and returns its EC2NodeClass and NodePool (the first two
+// of its four objects; the engine ConfigMap and DaemonSet follow).
 func render(t *testing.T, nodeClassExtra, poolExtra string) (*awsv1.EC2NodeClass, *karpv1.NodePool) {
 	t.Helper()
 	cfg := mustParse(t, configYAML(nodeClassExtra, pool("p", poolExtra)))
 	objs := nodepools.Render(cfg, ec2Opts)
-	if len(objs) != 2 {
-		t.Fatalf("Render returned %d objects, want 2", len(objs))
+	if len(objs) != 4 {
+		t.Fatalf("Render returned %d objects, want 4", len(objs))
 	}
 	nc, ok := objs[0].(*awsv1.EC2NodeClass)
 	if !ok {
@@ -361,8 +363,8 @@ func TestNodePool(t *testing.T) {
 func TestNodePoolKWOK(t *testing.T) {
 	cfg := mustParse(t, configYAML("", pool("p", "")))
 	objs := nodepools.Render(cfg, kwokOpts)
-	if len(objs) != 2 {
-		t.Fatalf("Render returned %d objects, want 2", len(objs))
+	if len(objs) != 4 {
+		t.Fatalf("Render returned %d objects, want 4", len(objs))
 	}
 	kc, ok := objs[0].(*kwokv1alpha1.KWOKNodeClass)
 	if !ok {
@@ -583,17 +585,21 @@ func TestRenderOrder(t *testing.T) {
 			if opts.NodeClass == nodepools.KWOKNodeClass {
 				nc = "*v1alpha1.KWOKNodeClass"
 			}
-			want := []string{
-				nc + "/warmpool-zeta", "*v1.NodePool/warmpool-zeta",
-				nc + "/warmpool-alpha", "*v1.NodePool/warmpool-alpha",
-				nc + "/warmpool-mid", "*v1.NodePool/warmpool-mid",
+			var want []string
+			for _, p := range []string{"zeta", "alpha", "mid"} {
+				want = append(want, nc+"/warmpool-"+p, "*v1.NodePool/warmpool-"+p,
+					"*v1.ConfigMap/warmpool-engine-"+p, "*v1.DaemonSet/warmpool-engine-"+p)
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("Render order\n got %v\nwant %v", got, want)
 			}
 			for _, o := range objs {
-				pool := strings.TrimPrefix(o.GetName(), "warmpool-")
-				if !reflect.DeepEqual(o.GetLabels(), nodepools.OwnedLabels(pool)) {
+				pool := strings.TrimPrefix(strings.TrimPrefix(o.GetName(), "warmpool-"), "engine-")
+				labels := maps.Clone(o.GetLabels())
+				if nodepools.IsEngineObject(labels) {
+					delete(labels, "app.kubernetes.io/name")
+				}
+				if !reflect.DeepEqual(labels, nodepools.OwnedLabels(pool)) {
 					t.Errorf("%s labels %v, want %v", o.GetName(), o.GetLabels(), nodepools.OwnedLabels(pool))
 				}
 			}
@@ -669,7 +675,8 @@ func TestToUnstructured(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Contains(raw, []byte(`"status":`)) {
+			_, isConfigMap := obj.(*corev1.ConfigMap) // a ConfigMap has neither status nor spec
+			if !isConfigMap && !bytes.Contains(raw, []byte(`"status":`)) {
 				t.Fatalf("test premise: %T's JSON has no status: %s", obj, raw)
 			}
 			if _, ok := obj.(*awsv1.EC2NodeClass); ok && !bytes.Contains(raw, []byte(`null`)) {
@@ -693,7 +700,7 @@ func TestToUnstructured(t *testing.T) {
 			if u.GetName() != obj.GetName() || !reflect.DeepEqual(u.GetLabels(), obj.GetLabels()) {
 				t.Errorf("metadata %s %v, want %s %v", u.GetName(), u.GetLabels(), obj.GetName(), obj.GetLabels())
 			}
-			if _, ok := u.Object["spec"].(map[string]any); !ok {
+			if _, ok := u.Object["spec"].(map[string]any); !ok && !isConfigMap {
 				t.Errorf("spec missing: %v", u.Object)
 			}
 		})
@@ -786,7 +793,8 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatalf("deploy/examples/config.yaml: %v", err)
 	}
-	got, err := nodepools.YAML(nodepools.Render(cfg, ec2Opts))
+	// The namespace is the controller's default, as `warmpool render` prints it.
+	got, err := nodepools.YAML(nodepools.Render(cfg, nodepools.Options{NodeClass: nodepools.EC2NodeClass, Namespace: "warmpool"}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,22 +19,27 @@ import (
 // errInvalidConfig exits 1 after the field errors were printed.
 var errInvalidConfig = errors.New("invalid config")
 
+// defaultNamespace is the namespace `warmpool controller` runs in when POD_NAMESPACE is unset.
+const defaultNamespace = "warmpool"
+
 func renderCommand() *cobra.Command {
 	var (
-		file, nodeClass, region, endpoint string
-		discover                          bool
+		file, nodeClass, namespace, region, endpoint string
+		discover                                     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "render -f config.yaml",
-		Short: "Print the NodePools and node classes a config generates, as YAML",
+		Short: "Print the NodePools, node classes and engine DaemonSets a config generates, as YAML",
 		Long: `render reads a WarmpoolConfig document and prints every object warmpool would apply, as one
-multi-document YAML stream, for GitOps or review. A bad config prints one line per problem, each
+multi-document YAML stream, for GitOps or review: per pool its node class, its NodePool, and
+(unless the pool names an existing engine DaemonSet) its Dagger Engine ConfigMap and DaemonSet,
+which go in warmpool's namespace (--namespace). A bad config prints one line per problem, each
 naming its field, on stderr and exits 1.
 
 With --discover it lists, per pool, the EC2 instance types its requirements admit instead
 (AWS credentials and region from the usual SDK sources).`,
 		Example: `  warmpool render -f deploy/examples/config.yaml
-  warmpool render -f config.yaml --node-class kwok | kubectl apply -f -
+  warmpool render -f config.yaml --node-class kwok --namespace warmpool-system | kubectl apply -f -
   warmpool render -f config.yaml --discover --region eu-west-1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -56,7 +61,7 @@ With --discover it lists, per pool, the EC2 instance types its requirements admi
 			if discover {
 				return printDiscovered(cmd, cfg, region, endpoint)
 			}
-			out, err := nodepools.YAML(nodepools.Render(cfg, nodepools.Options{NodeClass: kind}))
+			out, err := nodepools.YAML(nodepools.Render(cfg, nodepools.Options{NodeClass: kind, Namespace: namespace}))
 			if err != nil {
 				return err
 			}
@@ -66,6 +71,7 @@ With --discover it lists, per pool, the EC2 instance types its requirements admi
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", `config file to read ("-" for stdin)`)
 	cmd.Flags().StringVar(&nodeClass, "node-class", string(nodepools.EC2NodeClass), "node class kind the NodePools reference: ec2 or kwok")
+	cmd.Flags().StringVar(&namespace, "namespace", defaultNamespace, "warmpool's namespace, where the engine DaemonSets and their ConfigMaps go")
 	cmd.Flags().BoolVar(&discover, "discover", false, "list the EC2 instance types each pool admits instead of printing objects")
 	cmd.Flags().StringVar(&region, "region", "", "AWS region for --discover (default: the config's discovery.region, then the SDK's)")
 	cmd.Flags().StringVar(&endpoint, "endpoint", "", "EC2 endpoint URL for --discover (default: the config's discovery.endpoint)")

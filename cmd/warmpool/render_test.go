@@ -8,10 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	awsv1 "github.com/aws/karpenter-provider-aws/pkg/apis/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	kwokv1alpha1 "sigs.k8s.io/karpenter/kwok/apis/v1alpha1"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 	"sigs.k8s.io/yaml"
@@ -83,15 +86,23 @@ func TestRenderExample(t *testing.T) {
 	ds := docs(t, stdout)
 	want := []string{
 		"EC2NodeClass/warmpool-dagger-amd64", "NodePool/warmpool-dagger-amd64",
+		"ConfigMap/warmpool-engine-dagger-amd64", "DaemonSet/warmpool-engine-dagger-amd64",
 		"EC2NodeClass/warmpool-dagger-arm64", "NodePool/warmpool-dagger-arm64",
+		"ConfigMap/warmpool-engine-dagger-arm64", "DaemonSet/warmpool-engine-dagger-arm64",
 	}
 	if got := kindsAndNames(ds); !reflect.DeepEqual(got, want) {
 		t.Fatalf("documents %v, want %v", got, want)
 	}
+	for _, d := range ds[2:4] {
+		if ns := d["metadata"].(map[string]any)["namespace"]; ns != "warmpool" {
+			t.Errorf("%s in namespace %v, want the default warmpool", d["kind"], ns)
+		}
+	}
 
-	// Each document reads back strictly into its Karpenter type.
+	// Each document reads back strictly into its type.
 	parts := strings.Split(stdout, "\n---\n")
-	for i, target := range []any{&awsv1.EC2NodeClass{}, &karpv1.NodePool{}, &awsv1.EC2NodeClass{}, &karpv1.NodePool{}} {
+	for i, target := range []any{&awsv1.EC2NodeClass{}, &karpv1.NodePool{}, &corev1.ConfigMap{}, &appsv1.DaemonSet{},
+		&awsv1.EC2NodeClass{}, &karpv1.NodePool{}, &corev1.ConfigMap{}, &appsv1.DaemonSet{}} {
 		if err := yaml.UnmarshalStrict([]byte(parts[i]), target); err != nil {
 			t.Errorf("document %d: %v", i, err)
 		}
@@ -113,7 +124,7 @@ func TestRenderExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lib, err := nodepools.YAML(nodepools.Render(cfg, nodepools.Options{NodeClass: nodepools.EC2NodeClass}))
+	lib, err := nodepools.YAML(nodepools.Render(cfg, nodepools.Options{NodeClass: nodepools.EC2NodeClass, Namespace: "warmpool"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,10 +149,16 @@ func TestRenderKWOK(t *testing.T) {
 				t.Fatalf("render: %v\nstderr: %s", err, stderr)
 			}
 			ds := docs(t, stdout)
+			parts := strings.Split(stdout, "\n---\n")
+			// Drop the engine documents: what is left are node class + NodePool pairs.
+			for i := len(ds) - 1; i >= 0; i-- {
+				if k := ds[i]["kind"]; k == "ConfigMap" || k == "DaemonSet" {
+					ds, parts = slices.Delete(ds, i, i+1), slices.Delete(parts, i, i+1)
+				}
+			}
 			if len(ds)%2 != 0 || len(ds) == 0 {
 				t.Fatalf("%d documents, want node class + NodePool pairs", len(ds))
 			}
-			parts := strings.Split(stdout, "\n---\n")
 			for i := 0; i < len(ds); i += 2 {
 				if ds[i]["kind"] != "KWOKNodeClass" || ds[i]["apiVersion"] != "karpenter.kwok.sh/v1alpha1" {
 					t.Errorf("document %d is %v %v, want KWOKNodeClass", i, ds[i]["apiVersion"], ds[i]["kind"])
@@ -181,8 +198,8 @@ func TestRenderStdin(t *testing.T) {
 	if fromStdin != fromFile {
 		t.Errorf("stdin output differs from file output")
 	}
-	if n := len(docs(t, fromStdin)); n != 4 {
-		t.Errorf("%d documents, want 4", n)
+	if n := len(docs(t, fromStdin)); n != 8 {
+		t.Errorf("%d documents, want 8", n)
 	}
 }
 
@@ -471,5 +488,36 @@ func TestRenderDiscoverEndpointFromConfig(t *testing.T) {
 	}
 	if len(srv.Requests()) == 0 {
 		t.Error("discovery.endpoint from the config was not used")
+	}
+}
+
+// TestRenderNamespace: the engine objects go in the namespace given, by default the one the
+// controller runs in, so `render | kubectl apply` matches what the controller applies.
+func TestRenderNamespace(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "")
+	if def := controllerCommand().Flags().Lookup("namespace").DefValue; def != defaultNamespace {
+		t.Errorf("controller --namespace default %q, render's %q", def, defaultNamespace)
+	}
+	stdout, stderr, err := run(t, nil, "render", "-f", exampleConfig, "--namespace", "ci-system")
+	if err != nil {
+		t.Fatalf("render: %v\nstderr: %s", err, stderr)
+	}
+	engines := 0
+	for _, d := range docs(t, stdout) {
+		ns, hasNS := d["metadata"].(map[string]any)["namespace"]
+		switch d["kind"] {
+		case "ConfigMap", "DaemonSet":
+			engines++
+			if ns != "ci-system" {
+				t.Errorf("%s in namespace %v, want ci-system", d["kind"], ns)
+			}
+		default:
+			if hasNS {
+				t.Errorf("cluster-scoped %s has namespace %v", d["kind"], ns)
+			}
+		}
+	}
+	if engines != 4 {
+		t.Errorf("%d engine documents, want a ConfigMap and a DaemonSet per pool (4)", engines)
 	}
 }

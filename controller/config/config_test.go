@@ -43,6 +43,7 @@ const (
 	qualifiedNameMsg = `name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')`
 	labelValueMsg    = `a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')`
 	amiAliasMsg      = `must be <family>@<version> with family one of al2, al2023, bottlerocket`
+	imageMsg         = `must be an image reference: a repository ("registry.dagger.io/engine"; the tag then comes from version), optionally with a :tag or @digest`
 	labelsRequired   = `required: the runner labels whose jobs this pool runs`
 )
 
@@ -394,14 +395,14 @@ func TestValidateRules(t *testing.T) {
 			`pools[0].engine.version: required: the engine version keys cache snapshots`},
 		{"engine version not a release", func(c *Config) { pool0(c).Engine.Version = "latest" },
 			`pools[0].engine.version: must be a release version like v0.19.7, got "latest"`},
-		{"engine image with tag", func(c *Config) { pool0(c).Engine.Image = "registry.dagger.io/engine:v0.19.7" },
-			`pools[0].engine.image: must be an image repository without tag or digest (the tag comes from version), got "registry.dagger.io/engine:v0.19.7"`},
-		{"engine image with digest", func(c *Config) { pool0(c).Engine.Image = "registry.dagger.io/engine@sha256:abc" },
-			`pools[0].engine.image: must be an image repository without tag or digest (the tag comes from version), got "registry.dagger.io/engine@sha256:abc"`},
+		{"engine version not a label value", func(c *Config) { pool0(c).Engine.Version = "v0.19.7+build.1" },
+			`pools[0].engine.version: must be a valid label value: ` + labelValueMsg + `, got "v0.19.7+build.1"`},
+		{"engine image with short digest", func(c *Config) { pool0(c).Engine.Image = "registry.dagger.io/engine@sha256:abc" },
+			`pools[0].engine.image: ` + imageMsg + `, got "registry.dagger.io/engine@sha256:abc"`},
 		{"engine image trailing colon", func(c *Config) { pool0(c).Engine.Image = "engine:" },
-			`pools[0].engine.image: must be an image repository without tag or digest (the tag comes from version), got "engine:"`},
+			`pools[0].engine.image: ` + imageMsg + `, got "engine:"`},
 		{"engine image with space", func(c *Config) { pool0(c).Engine.Image = "registry.dagger.io/ engine" },
-			`pools[0].engine.image: must be an image repository without tag or digest (the tag comes from version), got "registry.dagger.io/ engine"`},
+			`pools[0].engine.image: ` + imageMsg + `, got "registry.dagger.io/ engine"`},
 		{"engine hostPath relative", func(c *Config) { pool0(c).Engine.HostPath = "mnt/k8s-disks/0/dagger" },
 			`pools[0].engine.hostPath: must be a clean absolute path, got "mnt/k8s-disks/0/dagger"`},
 		{"engine hostPath unclean", func(c *Config) { pool0(c).Engine.HostPath = "/mnt/k8s-disks/0/../dagger" },
@@ -412,8 +413,8 @@ func TestValidateRules(t *testing.T) {
 			`pools[0].engine.hostPath: must be under the NVMe RAID0 mount /mnt/k8s-disks/0 (other host paths are on the EBS root volume), got "/mnt/k8s-disks/0"`},
 		{"engine runPath", func(c *Config) { pool0(c).Engine.RunPath = "run/dagger/" },
 			`pools[0].engine.runPath: must be a clean absolute path, got "run/dagger/"`},
-		{"engine grace period", func(c *Config) { pool0(c).Engine.TerminationGracePeriodSeconds = ptr.To[int64](300) },
-			`pools[0].engine.terminationGracePeriodSeconds: must be > 300, the engine's own graceful stop, or the cache is lost on stop, got 300`},
+		{"engine grace period", func(c *Config) { pool0(c).Engine.TerminationGracePeriodSeconds = ptr.To[int64](329) },
+			`pools[0].engine.terminationGracePeriodSeconds: must be >= 330: the engine's own graceful stop takes up to 300s, and an engine killed before it ends loses its cache, got 329`},
 		{"engine requests above limits", func(c *Config) {
 			pool0(c).Engine.Resources = &corev1.ResourceRequirements{
 				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")},
@@ -450,6 +451,30 @@ func TestValidateRules(t *testing.T) {
 			src + `.name: ` + dnsLabelMsg + `, got "Queue_1"`},
 		{"githubWebhook labels", withSource(ghWebhookSource(), func(s *Source) { s.GitHubWebhook.Labels = nil }),
 			src + `.githubWebhook.labels: ` + labelsRequired},
+		{"githubWebhook resync owner", withSource(ghWebhookSource(), func(s *Source) {
+			s.GitHubWebhook.Resync = &GitHubResync{TokenSecretRef: ref("github", "token")}
+		}), src + `.githubWebhook.resync.owner: required`},
+		{"githubWebhook resync url", withSource(ghWebhookSource(), func(s *Source) {
+			s.GitHubWebhook.Resync = &GitHubResync{Owner: "acme", URL: "ghe.example.com", TokenSecretRef: ref("github", "token")}
+		}), src + `.githubWebhook.resync.url: must be an absolute http(s) URL, got "ghe.example.com"`},
+		{"githubWebhook resync repo", withSource(ghWebhookSource(), func(s *Source) {
+			s.GitHubWebhook.Resync = &GitHubResync{Owner: "acme", Repos: []string{"acme/ci"}, TokenSecretRef: ref("github", "token")}
+		}), src + `.githubWebhook.resync.repos[0]: must be a repository name under owner, got "acme/ci"`},
+		{"githubWebhook resync no credentials", withSource(ghWebhookSource(), func(s *Source) {
+			s.GitHubWebhook.Resync = &GitHubResync{Owner: "acme"}
+		}), src + `.githubWebhook.resync.tokenSecretRef: required: one of tokenSecretRef or app`},
+		{"githubWebhook resync token and app", withSource(ghWebhookSource(), func(s *Source) {
+			s.GitHubWebhook.Resync = &GitHubResync{Owner: "acme", TokenSecretRef: ref("github", "token"),
+				App: &GitHubAppAuth{AppID: 1, InstallationID: 2, PrivateKeySecretRef: *ref("app", "key.pem")}}
+		}), src + `.githubWebhook.resync.app: forbidden: set tokenSecretRef or app, not both`},
+		{"githubWebhook resync app key ref", withSource(ghWebhookSource(), func(s *Source) {
+			s.GitHubWebhook.Resync = &GitHubResync{Owner: "acme", App: &GitHubAppAuth{AppID: 1, InstallationID: 2, PrivateKeySecretRef: *ref("", "key.pem")}}
+		}), src + `.githubWebhook.resync.app.privateKeySecretRef.name: required: the Secret's name`},
+		{"githubWebhook resync interval", withSource(ghWebhookSource(), func(s *Source) {
+			s.GitHubWebhook.Resync = &GitHubResync{Owner: "acme", TokenSecretRef: ref("github", "token"), Interval: dur(30 * time.Second)}
+		}), src + `.githubWebhook.resync.interval: must be >= 1m, got "30s"`},
+		{"github repo with owner", withSource(githubSource(), func(s *Source) { s.GitHub.Repos = []string{"acme/ci"} }),
+			src + `.github.repos[0]: must be a repository name under owner, got "acme/ci"`},
 		{"github owner", withSource(githubSource(), func(s *Source) { s.GitHub.Owner = " " }),
 			src + `.github.owner: required`},
 		{"github labels", withSource(githubSource(), func(s *Source) { s.GitHub.Labels = nil }),
@@ -551,6 +576,19 @@ func TestValidateRules(t *testing.T) {
 		{"warm window time zone", func(c *Config) {
 			pool0(c).Scaling.WarmWindows = []WarmWindow{{Schedule: "0 8 * * *", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 1, TimeZone: "Mars/Olympus_Mons"}}
 		}, `pools[0].scaling.warmWindows[0].timeZone: must be an IANA time zone, got "Mars/Olympus_Mons"`},
+		// What the scaling policy refuses to compile is refused with the config, not later.
+		{"warm window @every", func(c *Config) {
+			pool0(c).Scaling.WarmWindows = []WarmWindow{{Schedule: "@every 1h", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 1}}
+		}, `pools[0].scaling.warmWindows[0].schedule: must be a cron schedule: @every has no fixed start times; use a cron expression, got "@every 1h"`},
+		{"warm window never fires", func(c *Config) {
+			pool0(c).Scaling.WarmWindows = []WarmWindow{{Schedule: "0 0 30 2 *", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 1}}
+		}, `pools[0].scaling.warmWindows[0].schedule: must be a cron schedule: never fires (no such date), got "0 0 30 2 *"`},
+		{"warm window empty schedule", func(c *Config) {
+			pool0(c).Scaling.WarmWindows = []WarmWindow{{Schedule: " ", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 1}}
+		}, `pools[0].scaling.warmWindows[0].schedule: must be a cron schedule: empty, got " "`},
+		{"warm window Local time zone", func(c *Config) {
+			pool0(c).Scaling.WarmWindows = []WarmWindow{{Schedule: "0 8 * * *", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 1, TimeZone: "Local"}}
+		}, `pools[0].scaling.warmWindows[0].timeZone: must be an IANA time zone ("Local" depends on the controller's host), got "Local"`},
 		{"scaleDownStabilization", func(c *Config) { pool0(c).Scaling.ScaleDownStabilization = dur(-time.Minute) },
 			`pools[0].scaling.scaleDownStabilization: must be >= 0, got "-1m0s"`},
 		{"scaleDownStep", func(c *Config) { pool0(c).Scaling.ScaleDownStep = -1 },
@@ -628,6 +666,11 @@ func TestValidateAccepts(t *testing.T) {
 			pool0(c).TerminationGracePeriod = dur(10 * time.Minute)
 		}},
 		{"engine image on a registry port", func(c *Config) { pool0(c).Engine.Image = "localhost:5000/dagger/engine" }},
+		{"engine image with tag", func(c *Config) { pool0(c).Engine.Image = "registry.dagger.io/engine:v0.19.7-gpu" }},
+		{"engine image with digest", func(c *Config) {
+			pool0(c).Engine.Image = "registry.dagger.io/engine@sha256:" + strings.Repeat("ab", 32)
+		}},
+		{"engine grace period at the minimum", func(c *Config) { pool0(c).Engine.TerminationGracePeriodSeconds = ptr.To[int64](330) }},
 		{"engine version with suffix", func(c *Config) { pool0(c).Engine.Version = "0.19.7-rc.1" }},
 		{"engine gc sizes", func(c *Config) {
 			pool0(c).Engine.GC = &EngineGC{MaxUsedSpace: "100GB", ReservedSpace: "50Gi", MinFreeSpace: "75%"}
@@ -641,6 +684,13 @@ func TestValidateAccepts(t *testing.T) {
 			app.Name, app.GitHub.TokenSecretRef = "github-app", nil
 			app.GitHub.App = &GitHubAppAuth{AppID: 1, InstallationID: 2, PrivateKeySecretRef: *ref("github-app", "private-key.pem")}
 			pool0(c).Queue.Sources = []Source{ghWebhookSource(), githubSource(), app, arcSource(), gitlabSource(), buildkiteSource(), prometheusSource()}
+		}},
+		{"githubWebhook resync with app auth on GHES", func(c *Config) {
+			c.Webhook.SecretRef = ref("warmpool-github", "webhook-secret")
+			w := ghWebhookSource()
+			w.GitHubWebhook.Resync = &GitHubResync{URL: "https://ghe.example.com", Owner: "acme", Repos: []string{"ci"}, Interval: dur(time.Minute),
+				App: &GitHubAppAuth{AppID: 1, InstallationID: 2, PrivateKeySecretRef: *ref("github-app", "private-key.pem")}}
+			pool0(c).Queue.Sources = []Source{w}
 		}},
 		{"scaling", func(c *Config) {
 			pool0(c).Limits.Nodes = ptr.To[int64](10)
@@ -829,7 +879,7 @@ func TestDefaults(t *testing.T) {
 	cfg := mustDecode(t, minimalYAML+`    limits: {nodes: 8}
     queue:
       sources:
-        - githubWebhook: {labels: [dagger]}
+        - githubWebhook: {labels: [dagger], resync: {owner: acme, tokenSecretRef: {name: gh, key: token}}}
         - github: {owner: acme, labels: [dagger], tokenSecretRef: {name: gh, key: token}}
         - arc: {namespace: arc, scaleSetName: dagger}
         - gitlab: {groupID: "1", tokenSecretRef: {name: gl, key: token}}
@@ -866,6 +916,7 @@ func TestDefaults(t *testing.T) {
 		{"pools[].cache.retention.keep", p.Cache.Retention.Keep, 3},
 		{"pools[].cache.retention.maxAge", p.Cache.Retention.MaxAge.Duration, 168 * time.Hour},
 		{"sources[githubWebhook].name", s[0].Name, "github-webhook"},
+		{"sources[githubWebhook].resync.interval", s[0].GitHubWebhook.Resync.Interval.Duration, 5 * time.Minute},
 		{"sources[github].name", s[1].Name, "github"},
 		{"sources[github].pollInterval", s[1].GitHub.PollInterval.Duration, 30 * time.Second},
 		{"sources[arc].name", s[2].Name, "arc"},
@@ -1030,5 +1081,28 @@ func TestDecodeRejectsSeveralDocuments(t *testing.T) {
 	// A single document with a leading separator is still one document.
 	if _, err := Decode([]byte("---\napiVersion: warmpool.io/v1alpha1\nkind: WarmpoolConfig\n")); err != nil {
 		t.Errorf("a single document with a leading --- was rejected: %v", err)
+	}
+}
+
+// TestTerminationGracePeriodFollowsEngine: unset, the pool's grace period is the engine's plus
+// time for the save, so a longer engine grace period never yields a config that fails its own
+// "must exceed" rule; set, it is kept as written and checked.
+func TestTerminationGracePeriodFollowsEngine(t *testing.T) {
+	withEngine := func(engine string) string {
+		return strings.Replace(minimalYAML, "    engine: {version: v0.19.7}\n", engine, 1)
+	}
+	cfg := mustDecode(t, withEngine("    engine: {version: v0.19.7, terminationGracePeriodSeconds: 3600}\n"))
+	Default(cfg)
+	if got, want := cfg.Pools[0].TerminationGracePeriod.Duration, time.Hour+45*time.Minute; got != want {
+		t.Errorf("terminationGracePeriod = %v, want the engine's 1h plus 45m", got)
+	}
+	if errs := Validate(cfg); len(errs) != 0 {
+		t.Errorf("defaulted config invalid: %v", errs)
+	}
+	cfg = mustDecode(t, withEngine("    terminationGracePeriod: 10m\n    engine: {version: v0.19.7, terminationGracePeriodSeconds: 600}\n"))
+	Default(cfg)
+	want := `pools[0].terminationGracePeriod: must exceed engine.terminationGracePeriodSeconds (600s) so the cache can be saved after the engine stops, got "10m0s"`
+	if got := lines(Validate(cfg)); !slices.Equal(got, []string{want}) {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -28,14 +28,16 @@ const (
 	SourceStateRunning      = "running"
 	defaultEngineGraceSecs  = 900
 	defaultPollInterval     = 30 * time.Second
+	defaultResyncInterval   = 5 * time.Minute
 	defaultRefreshInterval  = time.Hour
 	defaultStabilization    = 5 * time.Minute
 	defaultConsolidateAfter = 5 * time.Minute
-	// The pool's grace period bounds the engine's stop plus the cache save, so it is well above
-	// the engine's own 900 s.
-	defaultTerminationGrace = time.Hour
-	defaultExpireAfter      = 720 * time.Hour
-	defaultCacheMaxAge      = 7 * 24 * time.Hour
+	// The pool's grace period bounds the engine's stop plus the cache save: by default the
+	// engine's grace period plus this much for copying a few hundred GB of NVMe cache to EBS and
+	// the snapshot turning readyToUse (1h with the default 900 s engine grace period).
+	defaultSaveHeadroom = 45 * time.Minute
+	defaultExpireAfter  = 720 * time.Hour
+	defaultCacheMaxAge  = 7 * 24 * time.Hour
 )
 
 var defaultCacheSize = resource.MustParse("200Gi")
@@ -70,9 +72,6 @@ func defaultPool(p *Pool) {
 	if p.ExpireAfter == nil {
 		p.ExpireAfter = &karpv1.NillableDuration{Duration: ptr.To(defaultExpireAfter)}
 	}
-	if p.TerminationGracePeriod == nil {
-		p.TerminationGracePeriod = &metav1.Duration{Duration: defaultTerminationGrace}
-	}
 	d := &p.Disruption
 	if d.ConsolidationPolicy == "" {
 		d.ConsolidationPolicy = DefaultConsolidation
@@ -96,6 +95,11 @@ func defaultPool(p *Pool) {
 	}
 	if e.TerminationGracePeriodSeconds == nil {
 		e.TerminationGracePeriodSeconds = ptr.To[int64](defaultEngineGraceSecs)
+	}
+	// After the engine's: the node must outlive the engine's stop by the time a save takes.
+	if p.TerminationGracePeriod == nil {
+		engine := time.Duration(*e.TerminationGracePeriodSeconds) * time.Second
+		p.TerminationGracePeriod = &metav1.Duration{Duration: engine + defaultSaveHeadroom}
 	}
 
 	cache := &p.Cache
@@ -135,6 +139,9 @@ func defaultSource(s *Source) {
 		if *d == nil {
 			*d = &metav1.Duration{Duration: defaultPollInterval}
 		}
+	}
+	if s.GitHubWebhook != nil && s.GitHubWebhook.Resync != nil && s.GitHubWebhook.Resync.Interval == nil {
+		s.GitHubWebhook.Resync.Interval = &metav1.Duration{Duration: defaultResyncInterval}
 	}
 	switch {
 	case s.GitHub != nil:

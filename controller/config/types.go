@@ -192,6 +192,16 @@ type Cache struct {
 	SnapshotClassName string             `json:"snapshotClassName,omitempty"`
 	Size              *resource.Quantity `json:"size,omitempty"`
 	Retention         Retention          `json:"retention,omitempty"`
+	// FastSnapshotRestore, when set, enables EBS Fast Snapshot Restore on the newest snapshot of
+	// each architecture and engine version (and disables it on the one it replaces), so a new
+	// node restores at full speed at once. AWS bills it per snapshot and zone-hour. The EC2
+	// region and endpoint are discovery's. Off by default.
+	FastSnapshotRestore *FastSnapshotRestore `json:"fastSnapshotRestore,omitempty"`
+}
+
+// FastSnapshotRestore lists the zones fast restores are enabled in (the pool's subnets' zones).
+type FastSnapshotRestore struct {
+	AvailabilityZones []string `json:"availabilityZones"`
 }
 
 // Retention bounds the snapshots kept per pool, architecture and engine version.
@@ -220,6 +230,22 @@ type Source struct {
 // GitHubWebhookSource counts workflow_job deliveries whose labels include all of Labels.
 type GitHubWebhookSource struct {
 	Labels []string `json:"labels"`
+	// Resync, when set, corrects the counts from the GitHub REST API on an interval, so lost
+	// deliveries (an outage, a restart of warmpool) do not skew them for hours.
+	Resync *GitHubResync `json:"resync,omitempty"`
+}
+
+// GitHubResync lists a webhook source's queued and in-progress jobs through the REST API. It
+// must cover every repository whose jobs the webhook counts: a job it does not list is dropped.
+type GitHubResync struct {
+	// URL is the API base URL; empty means api.github.com (set it for GitHub Enterprise Server).
+	URL   string   `json:"url,omitempty"`
+	Owner string   `json:"owner"`
+	Repos []string `json:"repos,omitempty"`
+	// TokenSecretRef holds a PAT; or App for GitHub App auth.
+	TokenSecretRef *SecretKeyRef    `json:"tokenSecretRef,omitempty"`
+	App            *GitHubAppAuth   `json:"app,omitempty"`
+	Interval       *metav1.Duration `json:"interval,omitempty"`
 }
 
 // GitHubSource polls the GitHub REST API for queued and in-progress jobs.

@@ -21,15 +21,23 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
+
+	"warmpool.io/warmpool/controller/scaling/policy"
 )
 
 // MaxPoolNameLength leaves room in every object name warmpool derives from a pool
 // ("warmpool-engine-<pool>-<hash>", Job names) within Kubernetes' 63-character limits.
 const MaxPoolNameLength = 40
 
-// engineStopSeconds is the Dagger Engine's own graceful-stop timeout; a shorter grace period
-// kills the engine before it marks the cache clean (dagger#13951).
-const engineStopSeconds = 300
+const (
+	// EngineStopSeconds is the Dagger Engine's own graceful-stop timeout; a shorter grace period
+	// kills the engine before it marks the cache clean (dagger#13951).
+	EngineStopSeconds = 300
+	// MinEngineGraceSeconds is the shortest engine grace period accepted: the engine's stop plus
+	// 30 s for SIGTERM delivery and process exit. The engine's preStop may wait for clients only
+	// for the grace period beyond this.
+	MinEngineGraceSeconds = EngineStopSeconds + 30
+)
 
 var (
 	architectures   = sets.New("amd64", "arm64")
@@ -45,6 +53,9 @@ var (
 	categoryRE      = regexp.MustCompile(`^[a-z]+$`)
 	familyRE        = regexp.MustCompile(`^[a-z0-9-]+$`)
 	engineVersionRE = regexp.MustCompile(`^v?[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$`)
+	// An image reference: repository (a registry host may carry a port), then an optional tag
+	// and an optional digest.
+	imageRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9.-]*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9]+([+._-][a-z0-9]+)*:[a-fA-F0-9]{32,})?$`)
 	// Tag keys Karpenter and EKS own; the EC2NodeClass CRD rejects them, so we say so first.
 	reservedTagPrefixes = []string{"kubernetes.io/cluster/", "karpenter.sh/nodepool", "karpenter.sh/nodeclaim", "karpenter.k8s.aws/ec2nodeclass", "eks:eks-cluster-name"}
 	// Label domains that belong to Kubernetes, Karpenter or warmpool itself.
@@ -414,10 +425,13 @@ func validateEngine(p *Pool, fp *field.Path) field.ErrorList {
 		errs = append(errs, field.Required(fp.Child("version"), "the engine version keys cache snapshots"))
 	} else if !engineVersionRE.MatchString(e.Version) {
 		errs = append(errs, field.Invalid(fp.Child("version"), e.Version, "must be a release version like v0.19.7"))
+	} else if msgs := validation.IsValidLabelValue(e.Version); len(msgs) > 0 {
+		// It labels the engine pods and the cache snapshots.
+		errs = append(errs, field.Invalid(fp.Child("version"), e.Version, "must be a valid label value: "+strings.Join(msgs, "; ")))
 	}
-	// A ":" after the last "/" is a tag ("host:5000/engine" is a registry port).
-	if strings.ContainsAny(e.Image, " \t\n@") || strings.Contains(e.Image[strings.LastIndex(e.Image, "/")+1:], ":") {
-		errs = append(errs, field.Invalid(fp.Child("image"), e.Image, "must be an image repository without tag or digest (the tag comes from version)"))
+	if !imageRE.MatchString(e.Image) {
+		errs = append(errs, field.Invalid(fp.Child("image"), e.Image,
+			`must be an image reference: a repository ("registry.dagger.io/engine"; the tag then comes from version), optionally with a :tag or @digest`))
 	}
 	if clean := path.Clean(e.HostPath); !path.IsAbs(e.HostPath) || clean != e.HostPath {
 		errs = append(errs, field.Invalid(fp.Child("hostPath"), e.HostPath, "must be a clean absolute path"))
@@ -428,9 +442,9 @@ func validateEngine(p *Pool, fp *field.Path) field.ErrorList {
 	if !path.IsAbs(e.RunPath) || path.Clean(e.RunPath) != e.RunPath {
 		errs = append(errs, field.Invalid(fp.Child("runPath"), e.RunPath, "must be a clean absolute path"))
 	}
-	if g := e.TerminationGracePeriodSeconds; g != nil && *g <= engineStopSeconds {
+	if g := e.TerminationGracePeriodSeconds; g != nil && *g < MinEngineGraceSeconds {
 		errs = append(errs, field.Invalid(fp.Child("terminationGracePeriodSeconds"), *g,
-			fmt.Sprintf("must be > %d, the engine's own graceful stop, or the cache is lost on stop", engineStopSeconds)))
+			fmt.Sprintf("must be >= %d: the engine's own graceful stop takes up to %ds, and an engine killed before it ends loses its cache", MinEngineGraceSeconds, EngineStopSeconds)))
 	}
 	if r := e.Resources; r != nil {
 		for _, name := range sets.List(sets.KeySet(r.Requests)) {
@@ -497,6 +511,16 @@ func validateCache(c *Cache, fp *field.Path) field.ErrorList {
 	if c.Retention.MaxAge.Duration <= 0 {
 		errs = append(errs, field.Invalid(fp.Child("retention", "maxAge"), c.Retention.MaxAge.Duration.String(), "must be > 0"))
 	}
+	if f := c.FastSnapshotRestore; f != nil {
+		if len(f.AvailabilityZones) == 0 {
+			errs = append(errs, field.Required(fp.Child("fastSnapshotRestore", "availabilityZones"), "the zones to enable fast snapshot restore in"))
+		}
+		for i, z := range f.AvailabilityZones {
+			if z == "" {
+				errs = append(errs, field.Required(fp.Child("fastSnapshotRestore", "availabilityZones").Index(i), "a zone name like us-west-2a"))
+			}
+		}
+	}
 	return errs
 }
 
@@ -545,31 +569,22 @@ func validateSource(s *Source, fp *field.Path) field.ErrorList {
 		if len(s.GitHubWebhook.Labels) == 0 {
 			errs = append(errs, field.Required(p.Child("labels"), "the runner labels whose jobs this pool runs"))
 		}
+		if r := s.GitHubWebhook.Resync; r != nil {
+			rp := p.Child("resync")
+			nonEmpty(r.Owner, rp.Child("owner"))
+			errs = append(errs, validateGitHubAPI(r.URL, r.Repos, r.TokenSecretRef, r.App, rp)...)
+			// A listing walks every run of every repository: minutes, not seconds.
+			if r.Interval.Duration < time.Minute {
+				errs = append(errs, field.Invalid(rp.Child("interval"), r.Interval.Duration.String(), "must be >= 1m"))
+			}
+		}
 	case s.GitHub != nil:
 		g, p := s.GitHub, fp.Child("github")
 		nonEmpty(g.Owner, p.Child("owner"))
 		if len(g.Labels) == 0 {
 			errs = append(errs, field.Required(p.Child("labels"), "the runner labels whose jobs this pool runs"))
 		}
-		if g.URL != "" {
-			errs = append(errs, validateURL(g.URL, p.Child("url"))...)
-		}
-		switch {
-		case g.TokenSecretRef == nil && g.App == nil:
-			errs = append(errs, field.Required(p.Child("tokenSecretRef"), "one of tokenSecretRef or app"))
-		case g.TokenSecretRef != nil && g.App != nil:
-			errs = append(errs, field.Forbidden(p.Child("app"), "set tokenSecretRef or app, not both"))
-		case g.TokenSecretRef != nil:
-			errs = append(errs, validateSecretRef(g.TokenSecretRef, p.Child("tokenSecretRef"))...)
-		default:
-			if g.App.AppID < 1 {
-				errs = append(errs, field.Invalid(p.Child("app", "appID"), g.App.AppID, "must be >= 1"))
-			}
-			if g.App.InstallationID < 1 {
-				errs = append(errs, field.Invalid(p.Child("app", "installationID"), g.App.InstallationID, "must be >= 1"))
-			}
-			errs = append(errs, validateSecretRef(&g.App.PrivateKeySecretRef, p.Child("app", "privateKeySecretRef"))...)
-		}
+		errs = append(errs, validateGitHubAPI(g.URL, g.Repos, g.TokenSecretRef, g.App, p)...)
 		poll(g.PollInterval, p)
 	case s.ARC != nil:
 		p := fp.Child("arc")
@@ -603,6 +618,37 @@ func validateSource(s *Source, fp *field.Path) field.ErrorList {
 			errs = append(errs, field.NotSupported(p.Child("state"), pr.State, sets.List(sourceStates)))
 		}
 		poll(pr.PollInterval, p)
+	}
+	return errs
+}
+
+// validateGitHubAPI checks what the github source and a webhook resync share: the API URL,
+// repository names and exactly one credential.
+func validateGitHubAPI(url string, repos []string, token *SecretKeyRef, app *GitHubAppAuth, fp *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if url != "" {
+		errs = append(errs, validateURL(url, fp.Child("url"))...)
+	}
+	for i, r := range repos {
+		if strings.TrimSpace(r) == "" || strings.Contains(r, "/") {
+			errs = append(errs, field.Invalid(fp.Child("repos").Index(i), r, "must be a repository name under owner"))
+		}
+	}
+	switch {
+	case token == nil && app == nil:
+		errs = append(errs, field.Required(fp.Child("tokenSecretRef"), "one of tokenSecretRef or app"))
+	case token != nil && app != nil:
+		errs = append(errs, field.Forbidden(fp.Child("app"), "set tokenSecretRef or app, not both"))
+	case token != nil:
+		errs = append(errs, validateSecretRef(token, fp.Child("tokenSecretRef"))...)
+	default:
+		if app.AppID < 1 {
+			errs = append(errs, field.Invalid(fp.Child("app", "appID"), app.AppID, "must be >= 1"))
+		}
+		if app.InstallationID < 1 {
+			errs = append(errs, field.Invalid(fp.Child("app", "installationID"), app.InstallationID, "must be >= 1"))
+		}
+		errs = append(errs, validateSecretRef(&app.PrivateKeySecretRef, fp.Child("app", "privateKeySecretRef"))...)
 	}
 	return errs
 }
@@ -664,22 +710,11 @@ func validateScaling(p *Pool, fp *field.Path) field.ErrorList {
 	}
 	for i, w := range s.WarmWindows {
 		wp := fp.Child("warmWindows").Index(i)
-		if err := parseCron(w.Schedule, "set timeZone instead"); err != nil {
-			errs = append(errs, field.Invalid(wp.Child("schedule"), w.Schedule, "must be a cron schedule: "+err.Error()))
-		}
-		if w.Duration.Duration <= 0 {
-			errs = append(errs, field.Invalid(wp.Child("duration"), w.Duration.Duration.String(), "must be > 0"))
-		}
-		if w.Minimum < 0 {
-			errs = append(errs, field.Invalid(wp.Child("minimum"), w.Minimum, "must be >= 0"))
-		}
+		// The policy's own check: what it would refuse to compile (@every, "Local", a schedule
+		// that never fires) is refused here, with the config, while the last good one stays.
+		errs = append(errs, policy.WarmWindow{Schedule: w.Schedule, Duration: w.Duration.Duration, Minimum: w.Minimum, TimeZone: w.TimeZone}.Validate(wp)...)
 		if s.MaxNodes != nil && w.Minimum > *s.MaxNodes {
 			errs = append(errs, field.Invalid(wp.Child("minimum"), w.Minimum, fmt.Sprintf("must be <= maxNodes (%d)", *s.MaxNodes)))
-		}
-		if w.TimeZone != "" {
-			if _, err := time.LoadLocation(w.TimeZone); err != nil {
-				errs = append(errs, field.Invalid(wp.Child("timeZone"), w.TimeZone, "must be an IANA time zone"))
-			}
 		}
 	}
 	if d := s.ScaleDownStabilization.Duration; d < 0 {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/counted"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/nodepools/discovery"
 )
@@ -64,6 +66,9 @@ type Controller struct {
 	mu sync.Mutex
 	// current is the config in force: the last one that passed validation and was applied.
 	current *config.Config
+	// engineReports holds, per pool naming an existing engine DaemonSet, the contract
+	// violations last reported, so only a change is reported again.
+	engineReports map[string][]string
 }
 
 // OnApplied registers f to be called with each config put in force.
@@ -84,7 +89,7 @@ type InstanceTypes func(ctx context.Context, d config.Discovery) (discovery.List
 // NewController builds the pools controller for the ConfigMap at key.
 func NewController(kubeClient client.Client, recorder record.EventRecorder, key types.NamespacedName, opts nodepools.Options, instanceTypes InstanceTypes) *Controller {
 	return &Controller{kubeClient: kubeClient, recorder: recorder, key: key, opts: opts, instanceTypes: instanceTypes,
-		refresh: make(chan event.GenericEvent, 1)}
+		refresh: make(chan event.GenericEvent, 1), engineReports: map[string][]string{}}
 }
 
 // Current returns the config in force, or nil before any config was accepted. Other
@@ -111,7 +116,6 @@ func (c *Controller) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return c.reject(ctx, cm, err)
 	}
 	if err := c.apply(ctx, cm, cfg); err != nil {
-		reconcileErrors.WithLabelValues(controllerName).Inc()
 		return reconcile.Result{}, err
 	}
 	c.mu.Lock()
@@ -125,6 +129,9 @@ func (c *Controller) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 	configValid.Set(1)
 	poolsInForce.Set(float64(len(cfg.Pools)))
+	if usesExistingEngine(cfg) {
+		return reconcile.Result{RequeueAfter: EngineRecheckInterval}, nil
+	}
 	return reconcile.Result{}, nil
 }
 
@@ -180,7 +187,8 @@ func (c *Controller) reject(ctx context.Context, cm *corev1.ConfigMap, err error
 	return reconcile.Result{}, nil
 }
 
-// apply server-side-applies every rendered object, then prunes the pools the config dropped.
+// apply server-side-applies every rendered object, then prunes the pools the config dropped,
+// and checks the engine DaemonSets the config names instead of having them generated.
 // Node classes go first on apply and last on prune, so a NodePool never points at a missing one.
 func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *config.Config) error {
 	objs := nodepools.Render(cfg, c.opts)
@@ -206,6 +214,15 @@ func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *confi
 	}
 	if err := c.prune(ctx, cm, cfg); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.pruneEngines(ctx, cm, objs); err != nil {
+		errs = append(errs, err)
+	}
+	// A failed check says nothing about the config, which goes in force regardless; the
+	// periodic recheck tries again.
+	if err := c.checkEngines(ctx, cm, cfg); err != nil {
+		log.FromContext(ctx).Error(err, "checking existing engine DaemonSets")
+		c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonEngineCheckFailed, "could not check the engine DaemonSets: %v", err)
 	}
 	return errors.Join(errs...)
 }
@@ -276,7 +293,10 @@ func truncate(s string, n int) string {
 }
 
 // Register wires the controller into the manager: it watches the ConfigMap, and the objects it
-// owns so that a hand edit or deletion is put back.
+// owns so that a hand edit or deletion is put back (the engine ConfigMaps are not watched: the
+// manager caches only the config ConfigMap; the next reconcile puts them back). Engine
+// DaemonSets a config names as existing are checked on each reconcile, and at least every
+// EngineRecheckInterval.
 func (c *Controller) Register(mgr ctrl.Manager) error {
 	toConfig := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: c.key}}
@@ -291,7 +311,8 @@ func (c *Controller) Register(mgr ctrl.Manager) error {
 		}))).
 		Watches(nodePoolObject(), toConfig, owned).
 		Watches(c.nodeClassObject(), toConfig, owned).
+		Watches(&appsv1.DaemonSet{}, toConfig, builder.WithPredicates(c.daemonSetEvents())).
 		WatchesRawSource(source.Channel(c.refresh, toConfig)).
 		WithOptions(controllerOptions()).
-		Complete(c)
+		Complete(counted.Reconciler(controllerName, c))
 }

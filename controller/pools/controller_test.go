@@ -1,6 +1,7 @@
 package pools_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,6 +55,12 @@ func getNodePool(t *testing.T, name string) *karpv1.NodePool {
 		t.Fatal(err)
 	}
 	return np
+}
+
+// poolState is what the pools controller writes to a NodePool: its spec (generation) and
+// labels. Not the resourceVersion: the scaling controller annotates NodePools too.
+func poolState(np *karpv1.NodePool) string {
+	return fmt.Sprintf("generation %d, labels %v", np.Generation, np.Labels)
 }
 
 func nvmeRequirement(np *karpv1.NodePool) string {
@@ -155,7 +162,8 @@ func TestRemovedPoolIsPruned(t *testing.T) {
 	if err := kube.Create(t.Context(), foreign); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = kube.Delete(t.Context(), foreign) })
+	// t.Context() is already cancelled when cleanups run.
+	t.Cleanup(func() { _ = kube.Delete(context.Background(), foreign) })
 
 	e.setConfig(twoPools(100, ""))
 	eventually(t, "pool b pruned", func() error {
@@ -183,7 +191,7 @@ func TestInvalidUpdateLeavesPoolsUntouched(t *testing.T) {
 	})
 	before := map[string]string{}
 	for _, name := range []string{"warmpool-a", "warmpool-b"} {
-		before[name] = getNodePool(t, name).ResourceVersion
+		before[name] = poolState(getNodePool(t, name))
 	}
 	// Invalid: minSizeGB 0, and pool b removed (which would prune it if the config were taken).
 	e.setConfig(twoPools(0, ""))
@@ -195,9 +203,9 @@ func TestInvalidUpdateLeavesPoolsUntouched(t *testing.T) {
 		}
 		return nil
 	})
-	for name, rv := range before {
-		if got := getNodePool(t, name).ResourceVersion; got != rv {
-			t.Errorf("%s changed (resourceVersion %s -> %s) by a rejected config", name, rv, got)
+	for name, state := range before {
+		if got := poolState(getNodePool(t, name)); got != state {
+			t.Errorf("%s changed (%s -> %s) by a rejected config", name, state, got)
 		}
 	}
 	if cur := e.mgr.Pools.Current(); cur == nil || len(cur.Pools) != 2 {
@@ -242,10 +250,10 @@ func TestRestartKeepsLastGoodPools(t *testing.T) {
 	})
 	e.stopManager()
 	e.setConfig("not: [valid")
-	rv := getNodePool(t, "warmpool-b").ResourceVersion
+	state := poolState(getNodePool(t, "warmpool-b"))
 	e.start(controller.Options{})
 	e.waitEvent(pools.ReasonRejected, "malformed YAML")
-	if got := getNodePool(t, "warmpool-b").ResourceVersion; got != rv {
+	if got := poolState(getNodePool(t, "warmpool-b")); got != state {
 		t.Errorf("pool b changed across a restart with an invalid config")
 	}
 }
@@ -263,7 +271,8 @@ func TestForeignObjectIsNotTakenOver(t *testing.T) {
 	if err := kube.Create(t.Context(), foreign); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = kube.Delete(t.Context(), foreign) })
+	// t.Context() is already cancelled when cleanups run.
+	t.Cleanup(func() { _ = kube.Delete(context.Background(), foreign) })
 	e := newEnv(t, twoPools(100, ""), controller.Options{})
 	e.waitEvent(pools.ReasonOwnershipConflict, "EC2NodeClass warmpool-a exists and is not managed by warmpool")
 	got := &awsv1.EC2NodeClass{}
@@ -348,7 +357,7 @@ func TestRenderedObjectsPassAPIValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, kind := range []nodepools.NodeClassKind{nodepools.EC2NodeClass, nodepools.KWOKNodeClass} {
-		for _, obj := range nodepools.Render(cfg, nodepools.Options{NodeClass: kind}) {
+		for _, obj := range nodepools.Render(cfg, nodepools.Options{NodeClass: kind, Namespace: "default"}) {
 			u, err := nodepools.ToUnstructured(obj)
 			if err != nil {
 				t.Fatal(err)

@@ -24,12 +24,8 @@ var (
 		Name: "warmpool_pool_applies_total",
 		Help: "Applies that changed a pool's NodePool or node class.",
 	}, []string{"pool"})
-	reconcileErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "warmpool_reconcile_errors_total",
-		Help: "Reconciles that failed and will be retried, by controller.",
-	}, []string{"controller"})
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(configValid, configRejections, poolsInForce, poolApplies, reconcileErrors)
+	crmetrics.Registry.MustRegister(configValid, configRejections, poolsInForce, poolApplies)
 }

@@ -90,3 +90,81 @@ func TestBusy(t *testing.T) {
 		}
 	}
 }
+
+func TestDeriveJobsPerNode(t *testing.T) {
+	runner := resources("2", "4Gi")
+	tests := []struct {
+		name     string
+		requests corev1.ResourceList
+		shapes   []corev1.ResourceList
+		want     int
+		wantOK   bool
+	}{
+		{"one node", runner, []corev1.ResourceList{resources("8", "32Gi")}, 4, true},
+		{"min over nodes", runner, []corev1.ResourceList{resources("16", "64Gi"), resources("8", "64Gi"), resources("32", "128Gi")}, 4, true},
+		{"min over cpu and memory per node", runner, []corev1.ResourceList{resources("16", "10Gi")}, 2, true},
+		{"a node the runner does not fit counts as 1", runner, []corev1.ResourceList{resources("16", "64Gi"), resources("1", "64Gi")}, 1, true},
+		{"node without the resource counts as 1", runner, []corev1.ResourceList{resources("16", "")}, 1, true},
+		{"no shapes", runner, nil, 0, false},
+		{"requests neither cpu nor memory", corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}, []corev1.ResourceList{resources("8", "32Gi")}, 0, false},
+		{"no requests", nil, []corev1.ResourceList{resources("8", "32Gi")}, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := DeriveJobsPerNode(tt.requests, tt.shapes)
+			if got != tt.want || ok != tt.wantOK {
+				t.Fatalf("DeriveJobsPerNode() = %d, %v; want %d, %v", got, ok, tt.want, tt.wantOK)
+			}
+		})
+	}
+}
+
+func TestAvailable(t *testing.T) {
+	alloc := resources("7910m", "14Gi")
+	got := Available(alloc, resources("1", "2Gi"), resources("100m", ""), corev1.ResourceList{"example.com/x": resource.MustParse("1")})
+	if c := got[corev1.ResourceCPU]; c.Cmp(resource.MustParse("6810m")) != 0 {
+		t.Errorf("cpu = %s, want 6810m", c.String())
+	}
+	if m := got[corev1.ResourceMemory]; m.Cmp(resource.MustParse("12Gi")) != 0 {
+		t.Errorf("memory = %s, want 12Gi", m.String())
+	}
+	if _, ok := got["example.com/x"]; ok {
+		t.Error("a resource the node does not have appeared")
+	}
+	if c := alloc[corev1.ResourceCPU]; c.Cmp(resource.MustParse("7910m")) != 0 {
+		t.Errorf("the caller's allocatable was modified: %s", c.String())
+	}
+	over := Available(resources("1", "1Gi"), resources("2", "2Gi"))
+	if c := over[corev1.ResourceCPU]; c.Sign() != 0 {
+		t.Errorf("cpu below zero: %s", c.String())
+	}
+}
+
+func TestEstimateAllocatable(t *testing.T) {
+	tests := []struct {
+		name        string
+		vcpu        int32
+		memoryMiB   int64
+		maxPods     int32
+		cpu, memory string
+	}{
+		// 8 vCPU: 60m + 10m + 2x5m + 4x2.5m = 90m reserved, as Karpenter reports for a 2xlarge.
+		// 16384Mi - 1228 (7.5%) - (255 + 11x110) - 100 = 13591Mi.
+		{"2xlarge", 8, 16384, 0, "7910m", "13591Mi"},
+		{"1 vCPU", 1, 4096, 0, "940m", "2224Mi"},
+		// 5 vCPU: 82.5m rounds up to 83m; 8192Mi - 614 - (255 + 11x58) - 100 = 6585Mi.
+		{"half millicores round up", 5, 8192, 58, "4917m", "6585Mi"},
+		{"tiny never negative", 1, 512, 0, "940m", "0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := EstimateAllocatable(tt.vcpu, tt.memoryMiB, tt.maxPods)
+			if c := got[corev1.ResourceCPU]; c.Cmp(resource.MustParse(tt.cpu)) != 0 {
+				t.Errorf("cpu = %s, want %s", c.String(), tt.cpu)
+			}
+			if m := got[corev1.ResourceMemory]; m.Cmp(resource.MustParse(tt.memory)) != 0 {
+				t.Errorf("memory = %s, want %s", m.String(), tt.memory)
+			}
+		})
+	}
+}

@@ -77,21 +77,23 @@ func (c Config) Validate(path *field.Path) field.ErrorList {
 		errs = append(errs, field.Invalid(path.Child("scaleDownStep"), c.ScaleDownStep, "must not be negative"))
 	}
 	for i, w := range c.WarmWindows {
-		errs = append(errs, w.validate(path.Child("warmWindows").Index(i))...)
+		errs = append(errs, w.Validate(path.Child("warmWindows").Index(i))...)
 	}
 	return errs
 }
 
-func (w WarmWindow) validate(path *field.Path) field.ErrorList {
+// Validate reports every problem of one window under path. The config loader calls it too,
+// so a window the policy would refuse is refused with the config, never accepted first.
+func (w WarmWindow) Validate(path *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	if _, err := parseSchedule(w.Schedule); err != nil {
-		errs = append(errs, field.Invalid(path.Child("schedule"), w.Schedule, err.Error()))
+		errs = append(errs, field.Invalid(path.Child("schedule"), w.Schedule, "must be a cron schedule: "+err.Error()))
 	}
 	if w.Duration <= 0 {
-		errs = append(errs, field.Invalid(path.Child("duration"), w.Duration.String(), "must be positive"))
+		errs = append(errs, field.Invalid(path.Child("duration"), w.Duration.String(), "must be > 0"))
 	}
 	if w.Minimum < 0 {
-		errs = append(errs, field.Invalid(path.Child("minimum"), w.Minimum, "must not be negative"))
+		errs = append(errs, field.Invalid(path.Child("minimum"), w.Minimum, "must be >= 0"))
 	}
 	if _, err := loadZone(w.TimeZone); err != nil {
 		errs = append(errs, field.Invalid(path.Child("timeZone"), w.TimeZone, err.Error()))

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 	// Embedded so a controller image without /usr/share/zoneinfo (distroless, scratch) still
@@ -22,10 +21,10 @@ var referenceTime = time.Date(2000, time.January, 1, 0, 0, 0, 0, time.UTC)
 func parseSchedule(spec string) (*cron.SpecSchedule, error) {
 	trimmed := strings.TrimSpace(spec)
 	if trimmed == "" {
-		return nil, errors.New("must not be empty")
+		return nil, errors.New("empty")
 	}
 	if strings.HasPrefix(trimmed, "TZ=") || strings.HasPrefix(trimmed, "CRON_TZ=") {
-		return nil, errors.New("must not carry a TZ= prefix; set timeZone instead")
+		return nil, errors.New("no TZ= prefix (set timeZone instead)")
 	}
 	s, err := scheduleParser.Parse(trimmed)
 	if err != nil {
@@ -40,7 +39,7 @@ func parseSchedule(spec string) (*cron.SpecSchedule, error) {
 	// robfig/cron gives up after five years without a match (e.g. "0 0 30 2 *"); such a window
 	// would silently never open, so reject it.
 	if spec5.Next(referenceTime).IsZero() {
-		return nil, errors.New("never fires")
+		return nil, errors.New("never fires (no such date)")
 	}
 	return spec5, nil
 }
@@ -50,11 +49,11 @@ func loadZone(name string) (*time.Location, error) {
 	case "":
 		return time.UTC, nil
 	case "Local":
-		return nil, errors.New(`"Local" depends on the controller host; use an IANA zone name`)
+		return nil, errors.New(`must be an IANA time zone ("Local" depends on the controller's host)`)
 	}
 	loc, err := time.LoadLocation(name)
 	if err != nil {
-		return nil, fmt.Errorf("unknown IANA time zone: %w", err)
+		return nil, errors.New("must be an IANA time zone")
 	}
 	return loc, nil
 }

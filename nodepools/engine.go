@@ -1,0 +1,237 @@
+package nodepools
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/volumes"
+)
+
+// The engine pod's side of the cache contract (see volumes/protocol.go for the labels).
+const (
+	// EngineDataPath is where the engine keeps its cache, mounted from the pool's hostPath.
+	EngineDataPath = "/var/lib/dagger"
+	// EngineRunPath holds the engine's socket (engine.sock, the image's default address), mounted
+	// from the pool's runPath so runner pods can reach it through the same host dir.
+	EngineRunPath = "/run/dagger"
+	// EngineConfigKey is the engine.json key of the engine ConfigMap, mounted at EngineConfigPath.
+	EngineConfigKey  = "engine.json"
+	EngineConfigPath = "/etc/dagger/" + EngineConfigKey
+	// AnnotationEngineConfig carries a checksum of engine.json on the pod template, so a config
+	// change rolls the engine pods (a subPath mount never sees ConfigMap updates).
+	AnnotationEngineConfig = "warmpool.io/engine-config-checksum"
+	// EngineMetricsEnv makes the engine serve Prometheus metrics, among them
+	// dagger_connected_clients, which the preStop hook polls. Loopback only: nothing else
+	// needs them, and the pod is not on the host network.
+	EngineMetricsEnv  = "_EXPERIMENTAL_DAGGER_METRICS_ADDR"
+	EngineMetricsAddr = "127.0.0.1:9090"
+	// engineGroup is the chart's runAsGroup: the engine creates its socket with this group, so
+	// runner pods may reach it with a supplemental group instead of root.
+	engineGroup = 1001
+	// drainPollSeconds is how often the preStop hook reads the engine's client count.
+	drainPollSeconds = 2
+)
+
+// EngineName names a pool's engine DaemonSet and its ConfigMap.
+func EngineName(pool string) string { return NamePrefix + "engine-" + pool }
+
+// EngineSelector selects a pool's engine pods; the cache controller finds a node's engine pod
+// by these labels. The DaemonSet selector is immutable, so the engine version stays out of it.
+func EngineSelector(pool string) map[string]string {
+	return map[string]string{volumes.LabelEngineName: volumes.EngineName, LabelPool: pool}
+}
+
+// engineLabels mark the engine DaemonSet and ConfigMap: owned by warmpool, and told apart from
+// other objects warmpool owns in its namespace, which pruning must never touch.
+func engineLabels(pool string) map[string]string {
+	l := OwnedLabels(pool)
+	l[volumes.LabelEngineName] = volumes.EngineName
+	return l
+}
+
+// IsEngineObject reports whether obj is an engine DaemonSet or ConfigMap warmpool generated.
+func IsEngineObject(labels map[string]string) bool {
+	return labels[LabelManagedBy] == ManagedBy && labels[volumes.LabelEngineName] == volumes.EngineName
+}
+
+// EngineImage is the pool's engine image: as written when it names a tag or digest, otherwise
+// tagged with the engine version (Dagger tags its releases "v0.19.7").
+func EngineImage(e *config.Engine) string {
+	if imageHasTagOrDigest(e.Image) {
+		return e.Image
+	}
+	tag := e.Version
+	if !strings.HasPrefix(tag, "v") {
+		tag = "v" + tag
+	}
+	return e.Image + ":" + tag
+}
+
+// imageHasTagOrDigest: a ":" after the last "/" is a tag ("host:5000/engine" is a port).
+func imageHasTagOrDigest(image string) bool {
+	return strings.Contains(image, "@") || strings.Contains(image[strings.LastIndex(image, "/")+1:], ":")
+}
+
+// EngineConfigJSON is the pool's engine.json: the GC settings, nothing else, so every other
+// setting keeps the engine's own default.
+func EngineConfigJSON(p *config.Pool) string {
+	type gc struct {
+		MaxUsedSpace  string `json:"maxUsedSpace,omitempty"`
+		ReservedSpace string `json:"reservedSpace,omitempty"`
+		MinFreeSpace  string `json:"minFreeSpace,omitempty"`
+	}
+	var doc struct {
+		GC *gc `json:"gc,omitempty"`
+	}
+	if g := p.Engine.GC; g != nil && *g != (config.EngineGC{}) {
+		doc.GC = &gc{MaxUsedSpace: g.MaxUsedSpace, ReservedSpace: g.ReservedSpace, MinFreeSpace: g.MinFreeSpace}
+	}
+	// Strings and a fixed struct: marshalling cannot fail.
+	raw, _ := json.MarshalIndent(doc, "", "  ")
+	return string(raw) + "\n"
+}
+
+// EngineConfigMap renders the ConfigMap holding the pool's engine.json.
+func EngineConfigMap(p *config.Pool, namespace string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: EngineName(p.Name), Labels: engineLabels(p.Name)},
+		Data:       map[string]string{EngineConfigKey: EngineConfigJSON(p)},
+	}
+}
+
+// RunnerToleration tolerates exactly the pool's runner taint.
+func RunnerToleration(t *corev1.Taint) corev1.Toleration {
+	if t.Value == "" {
+		return corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOpExists, Effect: t.Effect}
+	}
+	return corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOpEqual, Value: t.Value, Effect: t.Effect}
+}
+
+// EngineDaemonSet renders the pool's Dagger Engine DaemonSet, shaped like the Dagger Helm
+// chart's (privileged, hostPath data and run dirs, readiness by `dagger core version`) with
+// the changes the cache needs:
+//   - it tolerates the runner taint only. Not the cache-restore startup taint, so the engine
+//     starts after the restore; not karpenter.sh/disrupted (nor a blanket Exists), because
+//     Karpenter never evicts a pod that tolerates it, and only an evicted engine stops cleanly.
+//   - a grace period well above the engine's own 300 s stop, and a preStop hook that first
+//     waits for connected clients to finish, so SIGTERM finds the engine idle.
+//   - no priorityClassName: system-node-critical would move the engine to Karpenter's last
+//     drain group and change when it stops relative to the pool's other pods.
+//   - no liveness probe: a restart in the middle of a build costs more than a slow engine.
+func EngineDaemonSet(p *config.Pool, namespace string) *appsv1.DaemonSet {
+	e := &p.Engine
+	podLabels := EngineSelector(p.Name)
+	podLabels[volumes.LabelEngineVersion] = e.Version
+	podLabels[LabelManagedBy] = ManagedBy
+	engineJSON := EngineConfigJSON(p)
+	sum := sha256.Sum256([]byte(engineJSON))
+	grace := *e.TerminationGracePeriodSeconds
+
+	container := corev1.Container{
+		Name:  volumes.EngineContainer,
+		Image: EngineImage(e),
+		Env:   []corev1.EnvVar{{Name: EngineMetricsEnv, Value: EngineMetricsAddr}},
+		SecurityContext: &corev1.SecurityContext{
+			Privileged:   ptr.To(true),
+			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"ALL"}},
+		},
+		// The CLI in the engine image dials the engine's own socket: ready means it serves a
+		// session, which a socket file alone does not prove (the hostPath keeps a stale one).
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"dagger", "core", "version"}}},
+			PeriodSeconds:    15,
+			TimeoutSeconds:   14,
+			FailureThreshold: 10,
+		},
+		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+			Exec: &corev1.ExecAction{Command: []string{"sh", "-c", EngineDrainScript(DrainSeconds(grace))}},
+		}},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: "data", MountPath: EngineDataPath},
+			{Name: "run", MountPath: EngineRunPath},
+			{Name: "config", MountPath: EngineConfigPath, SubPath: EngineConfigKey, ReadOnly: true},
+		},
+	}
+	if e.Resources != nil {
+		container.Resources = *e.Resources.DeepCopy()
+	}
+	hostPath := func(name, path string) corev1.Volume {
+		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
+			HostPath: &corev1.HostPathVolumeSource{Path: path, Type: ptr.To(corev1.HostPathDirectoryOrCreate)},
+		}}
+	}
+	return &appsv1.DaemonSet{
+		TypeMeta:   metav1.TypeMeta{APIVersion: appsv1.SchemeGroupVersion.String(), Kind: "DaemonSet"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: EngineName(p.Name), Labels: engineLabels(p.Name)},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: EngineSelector(p.Name)},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{
+					Labels:      podLabels,
+					Annotations: map[string]string{AnnotationEngineConfig: hex.EncodeToString(sum[:])},
+				},
+				Spec: corev1.PodSpec{
+					NodeSelector:                  map[string]string{LabelPool: p.Name},
+					Tolerations:                   []corev1.Toleration{RunnerToleration(p.Taint)},
+					TerminationGracePeriodSeconds: ptr.To(grace),
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsUser:           ptr.To[int64](0),
+						RunAsGroup:          ptr.To[int64](engineGroup),
+						FSGroup:             ptr.To[int64](engineGroup),
+						FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
+					},
+					Containers: []corev1.Container{container},
+					Volumes: []corev1.Volume{
+						hostPath("data", e.HostPath),
+						hostPath("run", e.RunPath),
+						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+							LocalObjectReference: corev1.LocalObjectReference{Name: EngineName(p.Name)},
+							DefaultMode:          ptr.To[int32](0o444),
+						}}},
+					},
+				},
+			},
+		},
+	}
+}
+
+// DrainSeconds is how long the preStop hook may wait for clients within a grace period of
+// grace seconds: what is left after the engine's own stop and the time to deliver SIGTERM.
+func DrainSeconds(grace int64) int64 {
+	return max(0, grace-config.MinEngineGraceSeconds)
+}
+
+// EngineDrainScript is the engine's preStop hook: it polls dagger_connected_clients until no
+// client is connected, then returns so the kubelet sends SIGTERM; the engine's graceful stop
+// waits for connected clients too, and a client still attached when its 300 s run out costs
+// the whole cache (dagger#13951). It gives up after maxWait seconds, and at once when the
+// metrics cannot be read twice in a row (an engine without them, or one already gone): then
+// waiting would only delay the stop. POSIX sh with wget (busybox, in the Alpine and Wolfi
+// engine images) or else curl (the Ubuntu GPU image).
+func EngineDrainScript(maxWait int64) string {
+	return strings.NewReplacer("MAXWAIT", strconv.FormatInt(maxWait, 10), "POLL", strconv.Itoa(drainPollSeconds)).Replace(`url="http://${` + EngineMetricsEnv + `}/metrics"
+if command -v wget >/dev/null 2>&1; then get() { wget -q -T 5 -O - "$1"; }; else get() { curl -fsS -m 5 "$1"; }; fi
+end=$(( $(date +%s) + MAXWAIT )); fails=0
+while [ "$(date +%s)" -lt "$end" ]; do
+  n=$(get "$url" 2>/dev/null | awk '/^dagger_connected_clients[ {]/ { s += $NF; found = 1 } END { if (found) print s; else print "?" }')
+  if [ "$n" = "?" ]; then
+    fails=$((fails + 1)); [ "$fails" -ge 2 ] && exit 0
+  elif [ "$n" = 0 ]; then
+    exit 0
+  else
+    fails=0
+  fi
+  sleep POLL
+done
+`)
+}

@@ -1,0 +1,469 @@
+package nodepools_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
+
+	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/nodepools"
+	"warmpool.io/warmpool/volumes"
+)
+
+var nsOpts = nodepools.Options{NodeClass: nodepools.EC2NodeClass, Namespace: "warmpool-system"}
+
+// engineObjects renders cfg and returns its engine ConfigMaps and DaemonSets by pool.
+func engineObjects(t *testing.T, cfg *config.Config, opts nodepools.Options) (map[string]*corev1.ConfigMap, map[string]*appsv1.DaemonSet) {
+	t.Helper()
+	cms, dss := map[string]*corev1.ConfigMap{}, map[string]*appsv1.DaemonSet{}
+	for _, o := range nodepools.Render(cfg, opts) {
+		switch o := o.(type) {
+		case *corev1.ConfigMap:
+			cms[o.Labels[nodepools.LabelPool]] = o
+		case *appsv1.DaemonSet:
+			dss[o.Labels[nodepools.LabelPool]] = o
+		}
+	}
+	return cms, dss
+}
+
+// enginePool is a minimal valid pool body named name whose engine section is engine.
+func enginePool(name, engine, extra string) string {
+	return fmt.Sprintf("name: %s\nnvme: {minSizeGB: 100}\nengine: %s\n", name, engine) + extra
+}
+
+func engineDaemonSet(t *testing.T, poolExtra string) (*config.Pool, *appsv1.DaemonSet) {
+	t.Helper()
+	cfg := mustParse(t, configYAML("", pool("p", poolExtra)))
+	_, dss := engineObjects(t, cfg, nsOpts)
+	if dss["p"] == nil {
+		t.Fatal("no engine DaemonSet rendered for pool p")
+	}
+	return &cfg.Pools[0], dss["p"]
+}
+
+func TestEngineDaemonSet(t *testing.T) {
+	p, ds := engineDaemonSet(t, "cache: {enabled: true}\n")
+	if ds.Namespace != "warmpool-system" || ds.Name != "warmpool-engine-p" {
+		t.Errorf("DaemonSet %s/%s, want warmpool-system/warmpool-engine-p", ds.Namespace, ds.Name)
+	}
+	equalJSON(t, "TypeMeta", ds.TypeMeta, map[string]string{"apiVersion": "apps/v1", "kind": "DaemonSet"})
+	equalJSON(t, "labels", ds.Labels, map[string]string{
+		"app.kubernetes.io/managed-by": "warmpool", "warmpool.io/pool": "p", "app.kubernetes.io/name": "dagger-engine"})
+	equalJSON(t, "selector", ds.Spec.Selector.MatchLabels, map[string]string{"app.kubernetes.io/name": "dagger-engine", "warmpool.io/pool": "p"})
+	equalJSON(t, "pod labels", ds.Spec.Template.Labels, map[string]string{
+		volumes.LabelEngineName: volumes.EngineName, volumes.LabelPool: "p", volumes.LabelEngineVersion: "v0.19.7",
+		"app.kubernetes.io/managed-by": "warmpool"})
+
+	spec := ds.Spec.Template.Spec
+	equalJSON(t, "nodeSelector", spec.NodeSelector, map[string]string{"warmpool.io/pool": "p"})
+	equalJSON(t, "tolerations", spec.Tolerations, []corev1.Toleration{
+		{Key: "warmpool.io/runner", Operator: corev1.TolerationOpEqual, Value: "p", Effect: corev1.TaintEffectNoSchedule}})
+	if got := ptr.Deref(spec.TerminationGracePeriodSeconds, 0); got != 900 {
+		t.Errorf("terminationGracePeriodSeconds = %d, want the default 900", got)
+	}
+	if spec.PriorityClassName != "" {
+		t.Errorf("priorityClassName %q: it would change Karpenter's drain order", spec.PriorityClassName)
+	}
+	equalJSON(t, "pod securityContext", spec.SecurityContext, &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](0),
+		RunAsGroup: ptr.To[int64](1001), FSGroup: ptr.To[int64](1001), FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch)})
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	if c.Name != volumes.EngineContainer || c.Image != "registry.dagger.io/engine:v0.19.7" {
+		t.Errorf("container %s image %s, want engine registry.dagger.io/engine:v0.19.7", c.Name, c.Image)
+	}
+	if sc := c.SecurityContext; sc == nil || !ptr.Deref(sc.Privileged, false) {
+		t.Errorf("engine container not privileged: %+v", sc)
+	}
+	equalJSON(t, "env", c.Env, []corev1.EnvVar{{Name: "_EXPERIMENTAL_DAGGER_METRICS_ADDR", Value: "127.0.0.1:9090"}})
+	equalJSON(t, "readinessProbe", c.ReadinessProbe, &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"dagger", "core", "version"}}},
+		PeriodSeconds: 15, TimeoutSeconds: 14, FailureThreshold: 10})
+	if c.LivenessProbe != nil {
+		t.Errorf("liveness probe set: %+v", c.LivenessProbe)
+	}
+	pre := c.Lifecycle.PreStop.Exec.Command
+	if len(pre) != 3 || pre[0] != "sh" || pre[1] != "-c" || pre[2] != nodepools.EngineDrainScript(900-330) {
+		t.Errorf("preStop %q, want sh -c of the drain script bounded at 570s", pre)
+	}
+	equalJSON(t, "volumeMounts", c.VolumeMounts, []corev1.VolumeMount{
+		{Name: "data", MountPath: "/var/lib/dagger"},
+		{Name: "run", MountPath: "/run/dagger"},
+		{Name: "config", MountPath: "/etc/dagger/engine.json", SubPath: "engine.json", ReadOnly: true},
+	})
+	equalJSON(t, "volumes", spec.Volumes, []corev1.Volume{
+		{Name: "data", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/mnt/k8s-disks/0/dagger-p", Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}},
+		{Name: "run", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/dagger-p", Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}},
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "warmpool-engine-p"}, DefaultMode: ptr.To[int32](0o444)}}},
+	})
+	if got := nodepools.CheckEngineDaemonSet(p, ds); len(got) != 0 {
+		t.Errorf("warmpool's own DaemonSet breaks the engine contract:\n%s", strings.Join(got, "\n"))
+	}
+}
+
+func TestEngineDaemonSetFromConfig(t *testing.T) {
+	cfg := mustParse(t, configYAML("", enginePool("p", `
+  version: 0.20.1
+  image: mirror.example.com:5000/dagger/engine
+  hostPath: /mnt/k8s-disks/0/cache
+  runPath: /run/engine
+  terminationGracePeriodSeconds: 1200
+  resources: {requests: {cpu: "2"}, limits: {memory: 8Gi}}`, "taint: {key: dedicated, effect: NoExecute}\n")))
+	_, dss := engineObjects(t, cfg, nsOpts)
+	ds := dss["p"]
+	spec := ds.Spec.Template.Spec
+	c := spec.Containers[0]
+	if c.Image != "mirror.example.com:5000/dagger/engine:v0.20.1" {
+		t.Errorf("image %s", c.Image)
+	}
+	if ds.Spec.Template.Labels[volumes.LabelEngineVersion] != "0.20.1" {
+		t.Errorf("engine-version label %q, want the version as written", ds.Spec.Template.Labels[volumes.LabelEngineVersion])
+	}
+	// A taint without value is tolerated by key, never by a blanket Exists.
+	equalJSON(t, "tolerations", spec.Tolerations, []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute}})
+	if got := *spec.TerminationGracePeriodSeconds; got != 1200 {
+		t.Errorf("terminationGracePeriodSeconds %d", got)
+	}
+	if got := c.Lifecycle.PreStop.Exec.Command[2]; got != nodepools.EngineDrainScript(1200-330) {
+		t.Errorf("preStop not bounded by the grace period:\n%s", got)
+	}
+	if spec.Volumes[0].HostPath.Path != "/mnt/k8s-disks/0/cache" || spec.Volumes[1].HostPath.Path != "/run/engine" {
+		t.Errorf("host paths %s, %s", spec.Volumes[0].HostPath.Path, spec.Volumes[1].HostPath.Path)
+	}
+	equalJSON(t, "resources", c.Resources, corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}, Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("8Gi")}})
+}
+
+func TestEngineImage(t *testing.T) {
+	for _, tc := range []struct{ image, version, want string }{
+		{"registry.dagger.io/engine", "v0.19.7", "registry.dagger.io/engine:v0.19.7"},
+		{"registry.dagger.io/engine", "0.19.7", "registry.dagger.io/engine:v0.19.7"},
+		{"registry.dagger.io/engine", "v0.19.7-rc.1", "registry.dagger.io/engine:v0.19.7-rc.1"},
+		{"localhost:5000/engine", "v0.19.7", "localhost:5000/engine:v0.19.7"},
+		{"registry.dagger.io/engine:v0.19.7-gpu", "v0.19.7", "registry.dagger.io/engine:v0.19.7-gpu"},
+		{"registry.dagger.io/engine@sha256:abcd", "v0.19.7", "registry.dagger.io/engine@sha256:abcd"},
+	} {
+		if got := nodepools.EngineImage(&config.Engine{Image: tc.image, Version: tc.version}); got != tc.want {
+			t.Errorf("EngineImage(%s, %s) = %s, want %s", tc.image, tc.version, got, tc.want)
+		}
+	}
+}
+
+func TestEngineConfigMap(t *testing.T) {
+	cfg := mustParse(t, configYAML("",
+		enginePool("gc", "{version: v0.19.7, gc: {maxUsedSpace: 75%, reservedSpace: 100GB, minFreeSpace: 20%}}", ""),
+		pool("plain", "")))
+	cms, dss := engineObjects(t, cfg, nsOpts)
+	cm := cms["gc"]
+	if cm == nil || cm.Namespace != "warmpool-system" || cm.Name != "warmpool-engine-gc" {
+		t.Fatalf("engine ConfigMap %+v", cm)
+	}
+	want := "{\n  \"gc\": {\n    \"maxUsedSpace\": \"75%\",\n    \"reservedSpace\": \"100GB\",\n    \"minFreeSpace\": \"20%\"\n  }\n}\n"
+	if got := cm.Data["engine.json"]; got != want {
+		t.Errorf("engine.json:\n%s\nwant:\n%s", got, want)
+	}
+	if got := cms["plain"].Data["engine.json"]; got != "{}\n" {
+		t.Errorf("engine.json without gc = %q, want {} (the engine's defaults)", got)
+	}
+	for pool, cm := range cms {
+		sum := sha256.Sum256([]byte(cm.Data["engine.json"]))
+		if got := dss[pool].Spec.Template.Annotations[nodepools.AnnotationEngineConfig]; got != hex.EncodeToString(sum[:]) {
+			t.Errorf("pool %s: checksum annotation %q is not engine.json's sha256", pool, got)
+		}
+	}
+	if dss["gc"].Spec.Template.Annotations[nodepools.AnnotationEngineConfig] == dss["plain"].Spec.Template.Annotations[nodepools.AnnotationEngineConfig] {
+		t.Error("different engine.json, same checksum: a config change would not roll the pods")
+	}
+}
+
+// TestEngineTolerationsEveryPool: every engine DaemonSet warmpool renders, whatever the pool's
+// taint, tolerates that taint and nothing that keeps an engine from a clean, timely stop.
+func TestEngineTolerationsEveryPool(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join("..", "deploy", "examples", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := []string{string(example), threePools(), configYAML("",
+		pool("noexec", "taint: {key: ci, value: heavy, effect: NoExecute}\ncache: {enabled: true}\n"),
+		pool("novalue", "taint: {key: example.com/runners, effect: NoSchedule}\n"),
+		enginePool("longgrace", "{version: v0.19.7, terminationGracePeriodSeconds: 7200}", "terminationGracePeriod: 3h\n"))}
+	forbidden := []corev1.Taint{nodepools.StartupTaint, karpv1.DisruptedNoScheduleTaint,
+		{Key: "unrelated.example.com/taint", Value: "x", Effect: corev1.TaintEffectNoSchedule}}
+	seen := 0
+	for _, doc := range docs {
+		cfg := mustParse(t, doc)
+		_, dss := engineObjects(t, cfg, nsOpts)
+		for i := range cfg.Pools {
+			p := &cfg.Pools[i]
+			ds := dss[p.Name]
+			if ds == nil {
+				t.Errorf("pool %s: no engine DaemonSet", p.Name)
+				continue
+			}
+			seen++
+			tols := ds.Spec.Template.Spec.Tolerations
+			tolerates := func(taint corev1.Taint) bool {
+				return slices.ContainsFunc(tols, func(tol corev1.Toleration) bool { return tol.ToleratesTaint(klog.Background(), &taint, true) })
+			}
+			if !tolerates(*p.Taint) {
+				t.Errorf("pool %s: engine does not tolerate its runner taint %v: %v", p.Name, *p.Taint, tols)
+			}
+			for _, taint := range forbidden {
+				if tolerates(taint) {
+					t.Errorf("pool %s: engine tolerates %v: %v", p.Name, taint, tols)
+				}
+			}
+			for _, tol := range tols {
+				if tol.Key == "" {
+					t.Errorf("pool %s: blanket toleration %+v", p.Name, tol)
+				}
+			}
+			if len(tols) != 1 {
+				t.Errorf("pool %s: %d tolerations, want the runner taint's only: %v", p.Name, len(tols), tols)
+			}
+			grace := *ds.Spec.Template.Spec.TerminationGracePeriodSeconds
+			if grace < 330 || time.Duration(grace)*time.Second >= p.TerminationGracePeriod.Duration {
+				t.Errorf("pool %s: engine grace %ds not within [330s, node grace %s)", p.Name, grace, p.TerminationGracePeriod.Duration)
+			}
+			if v := nodepools.CheckEngineDaemonSet(p, ds); len(v) > 0 {
+				t.Errorf("pool %s: own DaemonSet violates the contract: %q", p.Name, v)
+			}
+		}
+	}
+	if seen < 7 {
+		t.Errorf("checked %d pools, want every pool of every config (7)", seen)
+	}
+}
+
+func TestExistingDaemonSetIsNotGenerated(t *testing.T) {
+	cfg := mustParse(t, configYAML("",
+		enginePool("own", "{version: v0.19.7, existingDaemonSet: {matchLabels: {app: dagger}}}", ""),
+		pool("gen", "")))
+	var names []string
+	for _, o := range nodepools.Render(cfg, nsOpts) {
+		names = append(names, fmt.Sprintf("%s/%s", o.GetObjectKind().GroupVersionKind().Kind, o.GetName()))
+	}
+	want := []string{"EC2NodeClass/warmpool-own", "NodePool/warmpool-own",
+		"EC2NodeClass/warmpool-gen", "NodePool/warmpool-gen", "ConfigMap/warmpool-engine-gen", "DaemonSet/warmpool-engine-gen"}
+	if !slices.Equal(names, want) {
+		t.Errorf("rendered %v, want %v", names, want)
+	}
+}
+
+func TestEngineObjectsAreRecognised(t *testing.T) {
+	cms, dss := engineObjects(t, mustParse(t, threePools()), nsOpts)
+	for pool := range dss {
+		if !nodepools.IsEngineObject(dss[pool].Labels) || !nodepools.IsEngineObject(cms[pool].Labels) {
+			t.Errorf("pool %s: engine objects not recognised by their labels", pool)
+		}
+	}
+	// A NodePool is warmpool's, but not an engine object: pruning engine objects skips it.
+	if nodepools.IsEngineObject(nodepools.OwnedLabels("p")) {
+		t.Error("owned labels alone taken for an engine object")
+	}
+	if nodepools.IsEngineObject(map[string]string{"app.kubernetes.io/name": "dagger-engine"}) {
+		t.Error("an engine object someone else made taken for warmpool's")
+	}
+}
+
+func TestDrainSeconds(t *testing.T) {
+	for grace, want := range map[int64]int64{900: 570, 330: 0, 331: 1, 30: 0} {
+		if got := nodepools.DrainSeconds(grace); got != want {
+			t.Errorf("DrainSeconds(%d) = %d, want %d", grace, got, want)
+		}
+	}
+}
+
+// metricsServer plays the engine's metrics endpoint on loopback: each request gets the next
+// body of bodies (the last one repeats); a nil body answers 500.
+type metricsServer struct {
+	srv      *httptest.Server
+	requests atomic.Int32
+}
+
+func newMetricsServer(t *testing.T, bodies ...*string) *metricsServer {
+	t.Helper()
+	m := &metricsServer{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.srv = &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := int(m.requests.Add(1)) - 1
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		body := bodies[min(n, len(bodies)-1)]
+		if body == nil {
+			http.Error(w, "unavailable", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprint(w, *body)
+	})}}
+	m.srv.Start()
+	t.Cleanup(m.srv.Close)
+	return m
+}
+
+func clients(n int) *string {
+	s := fmt.Sprintf("# HELP dagger_connected_clients Number of connected clients\n# TYPE dagger_connected_clients gauge\n"+
+		"dagger_connected_clients %d\ndagger_local_cache_total_disk_size_bytes 1.2e+10\n", n)
+	return &s
+}
+
+// shellPath is a PATH holding the tools the drain script may use: the host's, or without
+// wget, so the curl branch (the Ubuntu engine image) runs.
+func shellPath(t *testing.T, withWget bool) string {
+	t.Helper()
+	if withWget {
+		if _, err := exec.LookPath("wget"); err != nil {
+			t.Fatalf("the drain script needs wget here: %v", err)
+		}
+		return os.Getenv("PATH")
+	}
+	dir := t.TempDir()
+	for _, tool := range []string{"sh", "date", "awk", "sleep", "curl"} {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Fatalf("the drain script needs %s: %v", tool, err)
+		}
+		if err := os.Symlink(p, filepath.Join(dir, tool)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// runDrain runs the drain script as the kubelet runs the preStop hook (sh -c, with the
+// container's environment) and returns its exit error. It must return on its own; the
+// context only turns a hang into a failure.
+func runDrain(t *testing.T, script, addr, path string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, sh, "-c", script)
+	cmd.Env = []string{"PATH=" + path, nodepools.EngineMetricsEnv + "=" + addr}
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("drain script did not return: %s", out)
+	}
+	if len(out) > 0 {
+		t.Logf("drain script output: %s", out)
+	}
+	return err
+}
+
+func TestEngineDrainScript(t *testing.T) {
+	// The script as rendered for a 900 s grace period: it may wait 570 s.
+	_, ds := engineDaemonSet(t, "")
+	rendered := ds.Spec.Template.Spec.Containers[0].Lifecycle.PreStop.Exec.Command[2]
+	for _, withWget := range []bool{true, false} {
+		fetcher := map[bool]string{true: "wget", false: "curl"}[withWget]
+		t.Run(fetcher, func(t *testing.T) {
+			path := shellPath(t, withWget)
+			t.Run("waits until no client is connected", func(t *testing.T) {
+				t.Parallel()
+				m := newMetricsServer(t, clients(2), clients(1), clients(0))
+				if err := runDrain(t, rendered, m.srv.Listener.Addr().String(), path); err != nil {
+					t.Fatal(err)
+				}
+				if got := m.requests.Load(); got != 3 {
+					t.Errorf("%d reads of the metrics, want 3 (2 clients, 1, then 0)", got)
+				}
+			})
+			t.Run("sums labelled series", func(t *testing.T) {
+				t.Parallel()
+				busy := "dagger_connected_clients{engine=\"a\"} 1\ndagger_connected_clients{engine=\"b\"} 0\n"
+				idle := "dagger_connected_clients{engine=\"a\"} 0\ndagger_connected_clients{engine=\"b\"} 0\n"
+				m := newMetricsServer(t, &busy, &idle)
+				if err := runDrain(t, rendered, m.srv.Listener.Addr().String(), path); err != nil {
+					t.Fatal(err)
+				}
+				if got := m.requests.Load(); got != 2 {
+					t.Errorf("%d reads, want 2: one client on one series keeps it waiting", got)
+				}
+			})
+			t.Run("gives up when the metrics cannot be read", func(t *testing.T) {
+				t.Parallel()
+				m := newMetricsServer(t, nil)
+				if err := runDrain(t, rendered, m.srv.Listener.Addr().String(), path); err != nil {
+					t.Fatal(err)
+				}
+				if got := m.requests.Load(); got != 2 {
+					t.Errorf("%d reads, want 2 failed reads before giving up", got)
+				}
+			})
+			t.Run("gives up when the metric is missing", func(t *testing.T) {
+				t.Parallel()
+				other := "dagger_local_cache_entries 12\n"
+				m := newMetricsServer(t, &other)
+				if err := runDrain(t, rendered, m.srv.Listener.Addr().String(), path); err != nil {
+					t.Fatal(err)
+				}
+				if got := m.requests.Load(); got != 2 {
+					t.Errorf("%d reads, want 2", got)
+				}
+			})
+			t.Run("gives up when nothing listens", func(t *testing.T) {
+				t.Parallel()
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				addr := l.Addr().String()
+				l.Close()
+				if err := runDrain(t, rendered, addr, path); err != nil {
+					t.Fatal(err)
+				}
+			})
+			t.Run("bounded by the grace period", func(t *testing.T) {
+				t.Parallel()
+				m := newMetricsServer(t, clients(3))
+				// A 331 s grace period leaves 1 s to wait for the client that never leaves.
+				if err := runDrain(t, nodepools.EngineDrainScript(nodepools.DrainSeconds(331)), m.srv.Listener.Addr().String(), path); err != nil {
+					t.Fatal(err)
+				}
+				if m.requests.Load() < 1 {
+					t.Error("the client count was never read")
+				}
+			})
+			t.Run("no time to wait", func(t *testing.T) {
+				t.Parallel()
+				m := newMetricsServer(t, clients(3))
+				if err := runDrain(t, nodepools.EngineDrainScript(nodepools.DrainSeconds(330)), m.srv.Listener.Addr().String(), path); err != nil {
+					t.Fatal(err)
+				}
+				if got := m.requests.Load(); got != 0 {
+					t.Errorf("%d reads with no time to wait, want 0", got)
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,179 @@
+package nodepools_test
+
+import (
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"warmpool.io/warmpool/nodepools"
+)
+
+// TestCheckEngineDaemonSet starts each case from warmpool's own DaemonSet for the pool (which
+// conforms) and breaks one part of the contract.
+func TestCheckEngineDaemonSet(t *testing.T) {
+	const podSpec = "spec.template.spec"
+	evict := "Karpenter never evicts such a pod, so the engine is killed with its node instead of stopping cleanly"
+	for _, tc := range []struct {
+		name  string
+		cache bool
+		edit  func(ds *appsv1.DaemonSet)
+		want  []string
+	}{
+		{name: "own DaemonSet conforms", cache: true, edit: func(*appsv1.DaemonSet) {}},
+		{name: "own DaemonSet conforms without cache", edit: func(*appsv1.DaemonSet) {}},
+		{name: "another pool's nodes", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.NodeSelector["warmpool.io/pool"] = "other" },
+			want: []string{podSpec + ": does not select the pool's nodes (labelled warmpool.io/pool=p): no engine would run there"}},
+		{name: "other architecture", edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/arch": "arm64"}
+		}, want: []string{podSpec + ": does not select the pool's nodes (labelled warmpool.io/pool=p): no engine would run there"}},
+		{name: "a label we cannot know is assumed to match", edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.NodeSelector = map[string]string{"node.kubernetes.io/instance-type": "c6id.4xlarge"}
+		}},
+		{name: "selected by NodePool label", edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.NodeSelector = map[string]string{"karpenter.sh/nodepool": "warmpool-p"}
+		}},
+		{name: "affinity excludes the pool", edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.NodeSelector = nil
+			ds.Spec.Template.Spec.Affinity = requiredAffinity(
+				corev1.NodeSelectorRequirement{Key: "warmpool.io/pool", Operator: corev1.NodeSelectorOpNotIn, Values: []string{"p"}})
+		}, want: []string{podSpec + ": does not select the pool's nodes (labelled warmpool.io/pool=p): no engine would run there"}},
+		{name: "affinity on the pool's extra label", edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.NodeSelector = nil
+			ds.Spec.Template.Spec.Affinity = requiredAffinity(
+				corev1.NodeSelectorRequirement{Key: "tier", Operator: corev1.NodeSelectorOpIn, Values: []string{"builder"}},
+				corev1.NodeSelectorRequirement{Key: "zone-hint", Operator: corev1.NodeSelectorOpExists})
+		}},
+		{name: "affinity requires the absence of a label the pool's nodes carry", edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Affinity = requiredAffinity(
+				corev1.NodeSelectorRequirement{Key: "tier", Operator: corev1.NodeSelectorOpDoesNotExist})
+		}, want: []string{podSpec + ": does not select the pool's nodes (labelled warmpool.io/pool=p): no engine would run there"}},
+		{name: "runner taint not tolerated", edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Tolerations = []corev1.Toleration{{Key: "warmpool.io/runner", Value: "q", Effect: corev1.TaintEffectNoSchedule}}
+		}, want: []string{podSpec + ".tolerations: does not tolerate the pool's runner taint warmpool.io/runner=p:NoSchedule: no engine would run on the pool's nodes"}},
+		{name: "blanket toleration", cache: true, edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+		}, want: []string{podSpec + ".tolerations[0]: tolerates every taint: " + evict}},
+		{name: "disrupted taint tolerated", edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Tolerations = append(ds.Spec.Template.Spec.Tolerations,
+				corev1.Toleration{Key: "karpenter.sh/disrupted", Operator: corev1.TolerationOpExists})
+		}, want: []string{podSpec + ".tolerations[1]: tolerates karpenter.sh/disrupted:NoSchedule: " + evict}},
+		{name: "startup taint tolerated with the cache on", cache: true, edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Tolerations = append(ds.Spec.Template.Spec.Tolerations,
+				corev1.Toleration{Key: "warmpool.io/cache-restore", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
+		}, want: []string{podSpec + ".tolerations[1]: tolerates the startup taint warmpool.io/cache-restore:NoSchedule: the engine would start before the cache is restored"}},
+		{name: "startup taint tolerated without cache (no such taint)", edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Tolerations = append(ds.Spec.Template.Spec.Tolerations,
+				corev1.Toleration{Key: "warmpool.io/cache-restore", Operator: corev1.TolerationOpExists})
+		}},
+		{name: "default grace period", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.TerminationGracePeriodSeconds = nil },
+			want: []string{podSpec + ".terminationGracePeriodSeconds: is 30, want >= 330: the engine's own graceful stop takes up to 300s, and an engine killed before it ends loses its cache"}},
+		{name: "the chart's grace period", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](300) },
+			want: []string{podSpec + ".terminationGracePeriodSeconds: is 300, want >= 330: the engine's own graceful stop takes up to 300s, and an engine killed before it ends loses its cache"}},
+		{name: "grace period at the minimum", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](330) }},
+		{name: "grace period as long as the node's", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](3600) },
+			want: []string{podSpec + ".terminationGracePeriodSeconds: is 3600, want less than the pool's terminationGracePeriod (1h0m0s): Karpenter removes the node when that runs out, engine stopped or not"}},
+		{name: "cache on the EBS root volume", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.Volumes[0].HostPath.Path = "/var/lib/dagger-helm" },
+			want: []string{podSpec + ".volumes[data].hostPath.path: is /var/lib/dagger-helm, want a directory under the NVMe RAID0 mount /mnt/k8s-disks/0/ (other host paths are on the EBS root volume)"}},
+		{name: "another NVMe dir than the config's, cache on", cache: true, edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Volumes[0].HostPath.Path = "/mnt/k8s-disks/0/dagger"
+		}, want: []string{podSpec + ".volumes[data].hostPath.path: is /mnt/k8s-disks/0/dagger, but pools[].engine.hostPath is /mnt/k8s-disks/0/dagger-p: the cache save would copy the wrong directory"}},
+		{name: "another NVMe dir than the config's, cache off", edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Volumes[0].HostPath.Path = "/mnt/k8s-disks/0/dagger"
+		}},
+		{name: "data dir on an emptyDir", edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Volumes[0].VolumeSource = corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
+		}, want: []string{podSpec + ".containers[0].volumeMounts: /var/lib/dagger is not mounted from a hostPath: the cache would not be on the node's NVMe"}},
+		{name: "no data dir", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.Containers[0].VolumeMounts = nil },
+			want: []string{podSpec + ".containers: no container mounts the engine's data dir /var/lib/dagger"}},
+		{name: "pod labels the cache controller needs", cache: true, edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Labels = map[string]string{"name": "dagger-engine"}
+		}, want: []string{
+			`spec.template.metadata.labels[app.kubernetes.io/name]: is "", want "dagger-engine": the cache controller finds the engine pod of a node by it`,
+			`spec.template.metadata.labels[warmpool.io/pool]: is "", want "p": the cache controller finds the engine pod of a node by it`,
+		}},
+		{name: "pod labels without cache", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Labels = map[string]string{"name": "x"} }},
+		{name: "another engine version", cache: true, edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Containers[0].Image = "registry.dagger.io/engine:v0.19.8"
+		}, want: []string{podSpec + ".containers[0].image: has tag v0.19.8, but pools[].engine.version is v0.19.7: snapshots are keyed by that version, and another engine may wipe a restored cache"}},
+		{name: "a variant of the same version", cache: true, edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Containers[0].Image = "localhost:5000/engine:v0.19.7-gpu"
+		}},
+		{name: "a digest", cache: true, edit: func(ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Spec.Containers[0].Image = "registry.dagger.io/engine@sha256:" + strings.Repeat("ab", 32)
+		}},
+		{name: "the Dagger chart with a blanket toleration", cache: true, edit: func(ds *appsv1.DaemonSet) { *ds = *chartDaemonSet() }, want: []string{
+			podSpec + ": does not select the pool's nodes (labelled warmpool.io/pool=p): no engine would run there",
+			podSpec + ".tolerations[0]: tolerates every taint: " + evict,
+			podSpec + ".terminationGracePeriodSeconds: is 300, want >= 330: the engine's own graceful stop takes up to 300s, and an engine killed before it ends loses its cache",
+			podSpec + ".volumes[varlibdagger].hostPath.path: is /var/lib/dagger-dagger-dagger-helm, want a directory under the NVMe RAID0 mount /mnt/k8s-disks/0/ (other host paths are on the EBS root volume)",
+			`spec.template.metadata.labels[app.kubernetes.io/name]: is "dagger-helm", want "dagger-engine": the cache controller finds the engine pod of a node by it`,
+			`spec.template.metadata.labels[warmpool.io/pool]: is "", want "p": the cache controller finds the engine pod of a node by it`,
+			podSpec + ".containers[0].image: has tag v0.18.1, but pools[].engine.version is v0.19.7: snapshots are keyed by that version, and another engine may wipe a restored cache",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			extra := "labels: {tier: builder}\n"
+			if tc.cache {
+				extra += "cache: {enabled: true}\n"
+			}
+			cfg := mustParse(t, configYAML("", pool("p", extra)))
+			p := &cfg.Pools[0]
+			ds := nodepools.EngineDaemonSet(p, "dagger")
+			tc.edit(ds)
+			got := nodepools.CheckEngineDaemonSet(p, ds)
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("violations:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+}
+
+// TestCheckEngineDaemonSetArchitectures: a pool of two architectures is selected when either
+// architecture's nodes are.
+func TestCheckEngineDaemonSetArchitectures(t *testing.T) {
+	cfg := mustParse(t, configYAML("", pool("p", "architectures: [amd64, arm64]\n")))
+	p := &cfg.Pools[0]
+	ds := nodepools.EngineDaemonSet(p, "dagger")
+	ds.Spec.Template.Spec.NodeSelector["kubernetes.io/arch"] = "arm64"
+	if got := nodepools.CheckEngineDaemonSet(p, ds); len(got) != 0 {
+		t.Errorf("arm64-only engine of an amd64+arm64 pool reported: %q", got)
+	}
+}
+
+func requiredAffinity(reqs ...corev1.NodeSelectorRequirement) *corev1.Affinity {
+	return &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: reqs}},
+	}}}
+}
+
+// chartDaemonSet is what the Dagger Helm chart renders for release "dagger" with a blanket
+// toleration and a nodeSelector for other nodes, as commonly installed.
+func chartDaemonSet() *appsv1.DaemonSet {
+	hostPath := func(name, path string) corev1.Volume {
+		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: path}}}
+	}
+	return &appsv1.DaemonSet{Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"name": "dagger-dagger-helm-engine", "app.kubernetes.io/name": "dagger-helm"}},
+		Spec: corev1.PodSpec{
+			NodeSelector:                  map[string]string{"dagger-node": "true", "warmpool.io/pool": "builders"},
+			Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			TerminationGracePeriodSeconds: ptr.To[int64](300),
+			Containers: []corev1.Container{{
+				Name:  "dagger-engine",
+				Image: "registry.dagger.io/engine:v0.18.1",
+				VolumeMounts: []corev1.VolumeMount{
+					{Name: "varlibdagger", MountPath: "/var/lib/dagger"},
+					{Name: "varrundagger", MountPath: "/var/run/dagger"},
+				},
+			}},
+			Volumes: []corev1.Volume{
+				hostPath("varlibdagger", "/var/lib/dagger-dagger-dagger-helm"),
+				hostPath("varrundagger", "/var/run/dagger-dagger-dagger-helm"),
+			},
+		},
+	}}}
+}
