@@ -162,36 +162,68 @@ func NewGitHubPoller(baseURL, owner string, repos, labels []string, auth GitHubA
 // Poll counts the pool's queued and running jobs across its repositories. Any failure fails
 // the whole poll: a partial count would understate demand.
 func (p *GitHubPoller) Poll(ctx context.Context) (Counts, error) {
+	var c Counts
+	err := p.walk(ctx, func(j *github.WorkflowJob) {
+		switch j.GetStatus() {
+		case "queued":
+			c.Queued++
+		case "in_progress":
+			c.Running++
+		}
+	})
+	if err != nil {
+		return Counts{}, err
+	}
+	return c, nil
+}
+
+// ListJobs lists the IDs of the pool's queued and in-progress jobs across its repositories,
+// for a webhook resync (Webhook.Resync). Like Poll, any failure fails the whole listing: a
+// partial one would drop the jobs it missed.
+func (p *GitHubPoller) ListJobs(ctx context.Context) (queued, running []int64, err error) {
+	err = p.walk(ctx, func(j *github.WorkflowJob) {
+		switch j.GetStatus() {
+		case "queued":
+			queued = append(queued, j.GetID())
+		case "in_progress":
+			running = append(running, j.GetID())
+		}
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return queued, running, nil
+}
+
+// walk calls visit for every matching job of every repository's queued and in-progress runs.
+func (p *GitHubPoller) walk(ctx context.Context, visit func(*github.WorkflowJob)) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 
 	if err := p.limited(); err != nil {
-		return Counts{}, err
+		return err
 	}
 	repos, err := p.repoNames(ctx)
 	if err != nil {
-		return Counts{}, err
+		return err
 	}
 	used := map[string]bool{}
-	var total Counts
 	for _, repo := range repos {
-		c, err := p.countRepo(ctx, repo, used)
-		if err != nil {
+		if err := p.walkRepo(ctx, repo, used, visit); err != nil {
 			if p.repos == nil && gitHubNotFound(err) {
 				// A listed repository went away (deleted, renamed, transferred): list again
 				// on the next poll instead of failing for the rest of the cache lifetime.
 				p.ownerRepos = nil
 			}
-			return Counts{}, err
+			return err
 		}
-		total = total.Add(c)
 	}
 	for k := range p.etags {
 		if !used[k] {
 			delete(p.etags, k)
 		}
 	}
-	return total, nil
+	return nil
 }
 
 // repoNames is the configured repositories, or the owner's (cached for gitHubRepoListTTL).
@@ -242,7 +274,9 @@ func (p *GitHubPoller) listRepos(ctx context.Context, kind string) ([]string, er
 	return names, nil
 }
 
-func (p *GitHubPoller) countRepo(ctx context.Context, repo string, used map[string]bool) (Counts, error) {
+// walkRepo calls visit for every job of the repository's queued and in-progress runs whose
+// labels match the pool's.
+func (p *GitHubPoller) walkRepo(ctx context.Context, repo string, used map[string]bool, visit func(*github.WorkflowJob)) error {
 	prefix := fmt.Sprintf("repos/%s/%s/actions/runs", url.PathEscape(p.owner), url.PathEscape(repo))
 	// A run that moves from queued to in_progress between the two listings shows up twice.
 	seen := map[int64]bool{}
@@ -254,7 +288,7 @@ func (p *GitHubPoller) countRepo(ctx context.Context, repo string, used map[stri
 				return v.TotalCount != nil && v.WorkflowRuns != nil
 			})
 			if err != nil {
-				return Counts{}, p.wrap(err, "listing %s workflow runs of %s/%s", status, p.owner, repo)
+				return p.wrap(err, "listing %s workflow runs of %s/%s", status, p.owner, repo)
 			}
 			for _, r := range runs.WorkflowRuns {
 				if id := r.GetID(); id != 0 && !seen[id] {
@@ -266,7 +300,6 @@ func (p *GitHubPoller) countRepo(ctx context.Context, repo string, used map[stri
 		}
 	}
 
-	var c Counts
 	for _, id := range runIDs {
 		// Every page: a matrix run easily has more than 100 jobs (KEDA reads only the first).
 		for page := 1; page > 0; {
@@ -275,23 +308,17 @@ func (p *GitHubPoller) countRepo(ctx context.Context, repo string, used map[stri
 				return v.TotalCount != nil && v.Jobs != nil
 			})
 			if err != nil {
-				return Counts{}, p.wrap(err, "listing jobs of run %d in %s/%s", id, p.owner, repo)
+				return p.wrap(err, "listing jobs of run %d in %s/%s", id, p.owner, repo)
 			}
 			for _, j := range jobs.Jobs {
-				if j == nil || !gitHubLabelsMatch(j.Labels, p.labels) {
-					continue
-				}
-				switch j.GetStatus() {
-				case "queued":
-					c.Queued++
-				case "in_progress":
-					c.Running++
+				if j != nil && gitHubLabelsMatch(j.Labels, p.labels) {
+					visit(j)
 				}
 			}
 			page = gitHubNext(page, next)
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // gitHubLabelsMatch reports whether have contains every label in want, ignoring case as

@@ -43,6 +43,11 @@ type PollSpec struct {
 	// keeps a running poller whose Key, Fingerprint, Interval and Timeout are unchanged and
 	// replaces it otherwise; see SpecFingerprint.
 	Fingerprint string
+	// SelfRecording is set for a Poller that records its own readings in the Tracker (a
+	// WebhookResync: the webhook's counts are the source's). The Runner then only counts its
+	// polls and errors in the source metrics; a failure leaves the Tracker alone, since the
+	// source's deliveries still count.
+	SelfRecording bool
 }
 
 func (s PollSpec) interval() time.Duration {
@@ -60,7 +65,7 @@ func (s PollSpec) timeout() time.Duration {
 }
 
 func (s PollSpec) same(o PollSpec) bool {
-	return s.Key == o.Key && s.Fingerprint == o.Fingerprint && s.interval() == o.interval() && s.timeout() == o.timeout()
+	return s.Key == o.Key && s.Fingerprint == o.Fingerprint && s.interval() == o.interval() && s.timeout() == o.timeout() && s.SelfRecording == o.SelfRecording
 }
 
 // SpecFingerprint hashes anything JSON-encodable (a source's config, its credential) into a
@@ -376,7 +381,9 @@ func (r *Runner) record(l *pollLoop, c Counts, err error) bool {
 	if r.stopped || r.loops[l.spec.Key] != l {
 		return false
 	}
-	r.tracker.Record(l.spec.Key, c, err)
+	if !l.spec.SelfRecording {
+		r.tracker.Record(l.spec.Key, c, err)
+	}
 	observePoll(r.tracker, l.spec.Key, err)
 	return true
 }

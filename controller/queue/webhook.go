@@ -39,6 +39,9 @@ const (
 	// DefaultWebhookTombstoneTTL is how long a completed job's ID is remembered, so a late
 	// queued or in_progress delivery cannot bring it back.
 	DefaultWebhookTombstoneTTL = 24 * time.Hour
+	// ResyncGrace keeps a job a resync did not list when its latest delivery is younger than
+	// this at the listing's start: GitHub's REST listing trails its webhooks by seconds.
+	ResyncGrace = time.Minute
 )
 
 const (
@@ -173,26 +176,27 @@ func (w *Webhook) SetRoutes(routes []WebhookRoute) {
 	}
 }
 
-// Resync replaces pool's jobs with the given sets, from a listing of the CI's REST API, to
-// correct for lost deliveries. A job listed in both sets counts as running. Deliveries stay
-// authoritative where they know more: a job already completed is not brought back, and a job
-// already seen running is not set back to queued. New jobs go to the pool's first route; a
-// job tracked under another pool stays there (no double counting). Resync of a pool with no
-// route does nothing.
-func (w *Webhook) Resync(pool string, queuedIDs, runningIDs []int64) {
+// Resync replaces source k's jobs with the sets a listing of the CI's REST API returned, to
+// correct for lost deliveries. listedAt is when the listing started. A job listed in both sets
+// counts as running. Deliveries stay authoritative where they know more: a job already
+// completed is not brought back, a job already seen running is not set back to queued, and a
+// job whose latest delivery came after listedAt-ResyncGrace is kept even when not listed (the
+// listing began before it, or GitHub's listing lags its webhooks). New jobs go to k; a job
+// tracked under another source stays there (no double counting). It returns k's counts; a key
+// with no route (the config changed meanwhile) is left alone.
+func (w *Webhook) Resync(k Key, listedAt time.Time, queuedIDs, runningIDs []int64) Counts {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := w.clk.Now()
-	var keys []Key
+	routed := false
 	for _, r := range w.routes {
-		if r.key.Pool == pool && !containsKey(keys, r.key) {
-			keys = append(keys, r.key)
-		}
+		routed = routed || r.key == k
 	}
-	if len(keys) == 0 {
-		w.log.V(1).Info("resync of a pool with no webhook route ignored", "pool", pool)
-		return
+	if !routed {
+		w.log.V(1).Info("resync of a source with no webhook route ignored", "pool", k.Pool, "source", k.Source)
+		return Counts{}
 	}
+	now := w.clk.Now()
+	keepAfter := listedAt.Add(-ResyncGrace)
 	want := make(map[int64]int8, len(queuedIDs)+len(runningIDs))
 	for _, id := range queuedIDs {
 		want[id] = rankQueued
@@ -200,15 +204,17 @@ func (w *Webhook) Resync(pool string, queuedIDs, runningIDs []int64) {
 	for _, id := range runningIDs {
 		want[id] = rankRunning
 	}
+	dropped, added := 0, 0
 	for id, j := range w.jobs {
-		if j.key.Pool != pool {
+		if j.key != k {
 			continue
 		}
 		rank, ok := want[id]
 		switch {
-		case !ok:
+		case !ok && j.since.Before(keepAfter):
 			delete(w.jobs, id)
-		case rank > j.rank:
+			dropped++
+		case ok && rank > j.rank:
 			j.rank, j.since = rank, now
 		}
 	}
@@ -219,12 +225,16 @@ func (w *Webhook) Resync(pool string, queuedIDs, runningIDs []int64) {
 		if _, tracked := w.jobs[id]; tracked {
 			continue
 		}
-		w.jobs[id] = &webhookJob{key: keys[0], rank: rank, since: now}
+		w.jobs[id] = &webhookJob{key: k, rank: rank, since: now}
+		added++
+	}
+	if dropped > 0 || added > 0 {
+		w.log.Info("webhook counts corrected by a REST resync: deliveries were lost", "pool", k.Pool, "source", k.Source, "added", added, "dropped", dropped)
 	}
 	w.recountLocked()
-	for _, k := range keys {
-		w.tracker.Record(k, w.counts[k], nil)
-	}
+	c := w.counts[k]
+	w.tracker.Record(k, c, nil)
+	return c
 }
 
 // Sweep expires jobs and tombstones past their ages and records every route's counts, which
@@ -236,6 +246,8 @@ func (w *Webhook) Sweep() {
 	w.expireLocked(w.clk.Now(), true)
 	for _, r := range w.routes {
 		w.tracker.Record(r.key, w.counts[r.key], nil)
+		// No Runner polls a webhook source: export its counts here (warmpool_queue_jobs).
+		ObserveSource(w.tracker, r.key)
 	}
 }
 

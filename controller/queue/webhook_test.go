@@ -525,6 +525,11 @@ func TestWebhookSetRoutesDropsJobs(t *testing.T) {
 	f.wantCounts("linux-arm64", queue.Counts{})
 }
 
+var (
+	x64Key   = queue.Key{Pool: "linux-x64", Source: "githubWebhook"}
+	arm64Key = queue.Key{Pool: "linux-arm64", Source: "githubWebhook"}
+)
+
 func TestWebhookResync(t *testing.T) {
 	f := newWebhookFixture(t)
 	f.job("queued", 1)
@@ -535,21 +540,40 @@ func TestWebhookResync(t *testing.T) {
 	f.job("completed", 4)
 	f.job("queued", 9, arm64...)
 	f.wantCounts("linux-x64", queue.Counts{Queued: 2, Running: 2})
+	f.clk.Step(queue.ResyncGrace + time.Second)
 
 	// The REST listing: 2's completion was missed; 5 and 6 were never delivered; 1 started;
 	// 4 is listed from a snapshot older than its completion; 9 belongs to the other pool.
-	f.hook.Resync("linux-x64", []int64{3, 4, 5, 7, 9}, []int64{1, 6})
-	f.wantCounts("linux-x64", queue.Counts{Queued: 2, Running: 3}) // queued 3,5; running 1,6,7
+	c := f.hook.Resync(x64Key, f.clk.Now(), []int64{3, 4, 5, 7, 9}, []int64{1, 6})
+	if want := (queue.Counts{Queued: 2, Running: 3}); c != want { // queued 3,5; running 1,6,7
+		t.Errorf("Resync returned %+v, want %+v", c, want)
+	}
+	f.wantCounts("linux-x64", queue.Counts{Queued: 2, Running: 3})
 	f.wantCounts("linux-arm64", queue.Counts{Queued: 1})
 
 	// Later deliveries apply on top of the resynced set.
 	f.job("completed", 6)
 	f.job("in_progress", 5)
 	f.wantCounts("linux-x64", queue.Counts{Queued: 1, Running: 3})
-	f.hook.Resync("linux-x64", nil, nil)
+	f.clk.Step(queue.ResyncGrace + time.Second)
+	f.hook.Resync(x64Key, f.clk.Now(), nil, nil)
 	f.wantCounts("linux-x64", queue.Counts{})
-	f.hook.Resync("no-such-pool", []int64{11}, nil) // no route: nothing to do
+	f.hook.Resync(queue.Key{Pool: "no-such-pool", Source: "githubWebhook"}, f.clk.Now(), []int64{11}, nil) // no route: nothing to do
 	f.wantCounts("linux-arm64", queue.Counts{Queued: 1})
+}
+
+// TestWebhookResyncKeepsDeliveriesNewerThanTheListing: a job delivered while the listing ran
+// (or just before it, within ResyncGrace) is not dropped for being absent from it.
+func TestWebhookResyncKeepsDeliveriesNewerThanTheListing(t *testing.T) {
+	f := newWebhookFixture(t)
+	f.job("queued", 1)
+	f.clk.Step(2 * queue.ResyncGrace)
+	f.job("queued", 2) // within the grace before the listing starts
+	listedAt := f.clk.Now().Add(queue.ResyncGrace / 2)
+	f.clk.Step(queue.ResyncGrace)
+	f.job("queued", 3) // while the listing runs
+	f.hook.Resync(x64Key, listedAt, nil, nil)
+	f.wantCounts("linux-x64", queue.Counts{Queued: 2}) // 1 dropped; 2 and 3 kept
 }
 
 func TestWebhookQueuedJobExpires(t *testing.T) {
@@ -628,7 +652,7 @@ func TestWebhookConcurrentDeliveries(t *testing.T) {
 	wg.Go(func() {
 		for range 20 {
 			f.hook.Sweep()
-			f.hook.Resync("linux-arm64", nil, nil)
+			f.hook.Resync(arm64Key, f.clk.Now(), nil, nil)
 		}
 	})
 	wg.Wait()
@@ -673,7 +697,7 @@ func FuzzWebhook(f *testing.F) {
 				t.Fatalf("status %d for %q", rec.Code, b)
 			}
 		}
-		fx.hook.Resync("linux-x64", []int64{1001}, nil)
+		fx.hook.Resync(x64Key, fx.clk.Now(), []int64{1001}, nil)
 		fx.hook.Sweep()
 		for _, pool := range []string{"linux-x64", "linux-arm64"} {
 			if c := fx.counts(pool); c.Queued < 0 || c.Running < 0 {

@@ -8,13 +8,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -33,13 +37,26 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/counted"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/nodepools"
+	"warmpool.io/warmpool/nodepools/discovery"
 )
 
 // FieldManager owns the headroom objects.
 const FieldManager = "warmpool"
+
+// BusyFieldManager owns the busy annotation on NodePools. It is not FieldManager: the pools
+// controller applies the rest of the NodePool as FieldManager, and an apply drops every field
+// its manager owned but left out, so a shared manager would erase the annotation each render.
+const BusyFieldManager = "warmpool-scaling"
+
+// AnnotationBusy on a pool's NodePool records the busy state the scaling controller last
+// decided ("true" or "false"). A restarted controller seeds the pool from it, so the NodePool
+// keeps blocking consolidation until fresh queue data says the pool is idle, rather than
+// opening its budgets while every source is still unknown.
+const AnnotationBusy = "warmpool.io/busy"
 
 // Event reasons on the pool's NodePool.
 const (
@@ -48,6 +65,7 @@ const (
 	ReasonBudgetsBlocked  = "ConsolidationBlocked"
 	ReasonBudgetsRestored = "ConsolidationRestored"
 	ReasonPolicyInvalid   = "ScalingPolicyInvalid"
+	ReasonHeadroomFailed  = "HeadroomFailed"
 )
 
 // DefaultInterval is how often every pool is re-evaluated even when nothing changed: warm
@@ -66,6 +84,9 @@ type Controller struct {
 	interval time.Duration
 	// onBusyChange is told when a pool's busy state flips, so its NodePool's budgets follow.
 	onBusyChange func(pool string)
+	// instanceTypes lists the instance types known to the manager (EC2 discovery), for
+	// deriving jobsPerNode of a pool that has no node yet; nil or empty: none known.
+	instanceTypes InstanceTypes
 
 	events chan event.GenericEvent
 	// priorityClassApplied is set once the shared PriorityClass was applied by this process.
@@ -76,16 +97,27 @@ type Controller struct {
 }
 
 type poolState struct {
-	policyFor *config.Pool // the pool config the policy was compiled from
-	policy    *policy.Policy
-	state     policy.State
-	desired   int
-	busy      bool
-	evaluated bool
+	policyFor   *config.Pool // the pool config the policy was compiled from
+	jobsPerNode int          // and the jobs per node it was compiled with
+	jobsFrom    string       // where jobsPerNode came from, logged when it changes
+	policy      *policy.Policy
+	state       policy.State
+	desired     int
+	busy        bool
+	evaluated   bool
+	// seeded is set once busy was read from the NodePool's annotation (or decided here);
+	// persisted is the annotation's value as last read or written ("" when absent).
+	seeded    bool
+	persisted string
 	// headroomHash and headroomGeneration identify the Deployment this controller last applied,
 	// so an unchanged one is not applied again; a hand edit bumps the generation and is reverted.
 	headroomHash       string
 	headroomGeneration int64
+	// bufferHash identifies the CapacityBuffer and PodTemplate last applied ("" when none is
+	// known to exist: a fresh process, or after they were deleted); bufferGone is set once a
+	// pods-mode pool made sure no CapacityBuffer of it is left.
+	bufferHash string
+	bufferGone bool
 }
 
 // NewController builds the scaling controller. current returns the config in force.
@@ -97,13 +129,80 @@ func NewController(kubeClient client.Client, recorder record.EventRecorder, clk 
 	}
 }
 
+// InstanceTypes lists the instance types the manager knows for a config (its discovery
+// settings); nil with discovery off.
+type InstanceTypes func(ctx context.Context, cfg *config.Config) ([]discovery.InstanceType, error)
+
+// SetInstanceTypes sets where instance types come from. Call it before the manager starts.
+func (c *Controller) SetInstanceTypes(f InstanceTypes) { c.instanceTypes = f }
+
+// SetInterval sets how often each pool is re-evaluated without any event (DefaultInterval).
+// Call it before the manager starts.
+func (c *Controller) SetInterval(d time.Duration) {
+	if d > 0 {
+		c.interval = d
+	}
+}
+
 // Busy reports whether a pool has work queued or running, or is inside a warm window; the
 // pools controller renders the pool's blocking budget from it.
+//
+// Before the pool's first evaluation in this process it answers from the NodePool's
+// AnnotationBusy, so the NodePool rendered right after a restart keeps the budgets the last
+// process decided.
 func (c *Controller) Busy(pool string) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	ps, ok := c.pools[pool]
-	return ok && ps.busy
+	if ok && ps.seeded {
+		defer c.mu.Unlock()
+		return ps.busy
+	}
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	busy, _ := c.persistedBusy(ctx, pool)
+	return busy
+}
+
+// persistedBusy reads the NodePool's AnnotationBusy (through the cache); raw is "" when the
+// NodePool or its annotation does not exist.
+func (c *Controller) persistedBusy(ctx context.Context, pool string) (busy bool, raw string) {
+	// Typed, like nodePool's read: one NodePool informer serves both.
+	np := &karpv1.NodePool{}
+	if err := c.kubeClient.Get(ctx, types.NamespacedName{Name: nodepools.Name(pool)}, np); err != nil {
+		if !apierrors.IsNotFound(err) {
+			log.FromContext(ctx).Error(err, "reading the persisted busy state; taking the pool as idle", "pool", pool)
+		}
+		return false, ""
+	}
+	raw = np.GetAnnotations()[AnnotationBusy]
+	return raw == "true", raw
+}
+
+// persistBusy records busy on the pool's NodePool, once the NodePool exists (the pools
+// controller creates it, rendering its budgets from Busy, which needs no annotation yet).
+func (c *Controller) persistBusy(ctx context.Context, pool string, ps *poolState, busy bool) error {
+	want := strconv.FormatBool(busy)
+	c.mu.Lock()
+	done := ps.persisted == want
+	c.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := c.kubeClient.Get(ctx, types.NamespacedName{Name: nodepools.Name(pool)}, &karpv1.NodePool{}); apierrors.IsNotFound(err) {
+		return nil
+	}
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(nodepools.NodePoolGV.WithKind("NodePool"))
+	u.SetName(nodepools.Name(pool))
+	u.SetAnnotations(map[string]string{AnnotationBusy: want})
+	if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(BusyFieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("recording busy=%s on NodePool %s, %w", want, u.GetName(), err)
+	}
+	c.mu.Lock()
+	ps.persisted = want
+	c.mu.Unlock()
+	return nil
 }
 
 // Enqueue asks for a pool to be evaluated now (a queue reading changed, the config changed).
@@ -138,16 +237,33 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if p == nil {
 		return reconcile.Result{}, c.forget(ctx, name)
 	}
-	ps, err := c.poolState(p)
+	fleet, err := c.poolNodes(ctx, name)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	jobsPerNode, from := c.jobsPerNode(ctx, cfg, p, fleet.shapes)
+	ps, err := c.poolState(p, jobsPerNode)
 	if err != nil {
 		np := c.nodePool(ctx, name)
 		c.recorder.Eventf(np, corev1.EventTypeWarning, ReasonPolicyInvalid, "scaling policy: %v", err)
 		return reconcile.Result{}, nil
 	}
+	if ps.jobsFrom != from {
+		ps.jobsFrom = from
+		log.FromContext(ctx).Info("jobs per node", "pool", name, "jobsPerNode", jobsPerNode, "from", from)
+	}
 	counts, known := c.tracker.Pool(name)
-	nodes, busyNodes, err := c.poolNodes(ctx, name)
-	if err != nil {
-		return reconcile.Result{}, err
+	nodes, busyNodes := fleet.nodes, fleet.busy
+	c.mu.Lock()
+	seeded := ps.seeded
+	c.mu.Unlock()
+	if !seeded {
+		// First evaluation in this process: start from the busy state the last one recorded,
+		// so unknown data holds it as it holds the node count.
+		busy, raw := c.persistedBusy(ctx, name)
+		c.mu.Lock()
+		ps.busy, ps.persisted, ps.seeded = busy, raw, true
+		c.mu.Unlock()
 	}
 	c.mu.Lock()
 	decision, state := ps.policy.Decide(policy.Input{
@@ -163,27 +279,9 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	busy := ps.busy
 	c.mu.Unlock()
 
-	headroom := int32(max(0, decision.Desired-busyNodes))
-	if err := c.applyHeadroom(ctx, p, ps, headroom); err != nil {
-		return reconcile.Result{}, err
-	}
-	desiredNodes.WithLabelValues(name).Set(float64(decision.Desired))
-	headroomPods.WithLabelValues(name).Set(float64(headroom))
-	poolBusy.WithLabelValues(name).Set(boolFloat(busy))
-	if decision.Direction != policy.DirectionNone {
-		decisions.WithLabelValues(name, string(decision.Direction), string(decision.Reason)).Inc()
-	}
-
+	// Budgets first: they keep warm nodes from being consolidated, and must follow the busy
+	// state even when the headroom cannot be actuated (a missing CapacityBuffer CRD).
 	np := c.nodePool(ctx, name)
-	if decision.Desired != prevDesired || first && decision.Desired > 0 {
-		reason := ReasonScaledUp
-		if decision.Desired < prevDesired {
-			reason = ReasonScaledDown
-		}
-		c.recorder.Eventf(np, corev1.EventTypeNormal, reason, "desired nodes %d -> %d (%s): %d queued, %d running jobs, %d nodes, %d busy, %d headroom pods",
-			prevDesired, decision.Desired, decision.Reason, counts.Queued, counts.Running, nodes, busyNodes, headroom)
-		log.FromContext(ctx).Info("scaling decision", "pool", name, "desired", decision.Desired, "previous", prevDesired, "reason", decision.Reason, "queued", counts.Queued, "running", counts.Running, "known", known)
-	}
 	if busy != prevBusy {
 		if busy {
 			c.recorder.Eventf(np, corev1.EventTypeNormal, ReasonBudgetsBlocked, "consolidation blocked: %d queued, %d running jobs (warm window: %t)", counts.Queued, counts.Running, decision.WarmWindowActive)
@@ -194,6 +292,35 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			c.onBusyChange(name)
 		}
 	}
+	persistErr := c.persistBusy(ctx, name, ps, busy)
+
+	headroom := int32(max(0, decision.Desired-busyNodes))
+	// Placeholders are sized to one node's worth of runner work, with the jobs per node in force.
+	sized := *p
+	sized.Scaling.JobsPerNode = jobsPerNode
+	actErr := c.actuate(ctx, &sized, ps, headroom)
+	if actErr != nil {
+		c.recorder.Eventf(np, corev1.EventTypeWarning, ReasonHeadroomFailed, "headroom of %d not actuated: %v", headroom, actErr)
+	}
+	desiredNodes.WithLabelValues(name).Set(float64(decision.Desired))
+	headroomPods.WithLabelValues(name).Set(float64(headroom))
+	poolNodes.WithLabelValues(name).Set(float64(nodes))
+	poolBusy.WithLabelValues(name).Set(boolFloat(busy))
+	if decision.Direction != policy.DirectionNone {
+		decisions.WithLabelValues(name, string(decision.Direction), string(decision.Reason)).Inc()
+	}
+	if decision.Desired != prevDesired || first && decision.Desired > 0 {
+		reason := ReasonScaledUp
+		if decision.Desired < prevDesired {
+			reason = ReasonScaledDown
+		}
+		c.recorder.Eventf(np, corev1.EventTypeNormal, reason, "desired nodes %d -> %d (%s): %d queued, %d running jobs, %d nodes, %d busy, %d headroom pods",
+			prevDesired, decision.Desired, decision.Reason, counts.Queued, counts.Running, nodes, busyNodes, headroom)
+		log.FromContext(ctx).Info("scaling decision", "pool", name, "desired", decision.Desired, "previous", prevDesired, "reason", decision.Reason, "queued", counts.Queued, "running", counts.Running, "known", known)
+	}
+	if err := errors.Join(actErr, persistErr); err != nil {
+		return reconcile.Result{}, err
+	}
 	after := c.interval
 	if !decision.StabilizedUntil.IsZero() {
 		if d := decision.StabilizedUntil.Sub(c.clk.Now()); d > 0 && d < after {
@@ -203,15 +330,16 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	return reconcile.Result{RequeueAfter: after}, nil
 }
 
-// poolState returns the pool's state, recompiling the policy when the pool's config changed.
-func (c *Controller) poolState(p *config.Pool) (*poolState, error) {
+// poolState returns the pool's state, recompiling the policy when the pool's config or its
+// jobs per node changed.
+func (c *Controller) poolState(p *config.Pool, jobsPerNode int) (*poolState, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ps, ok := c.pools[p.Name]
-	if ok && ps.policyFor == p {
+	if ok && ps.policyFor == p && ps.jobsPerNode == jobsPerNode {
 		return ps, nil
 	}
-	pol, err := policy.Compile(PolicyConfig(p))
+	pol, err := policy.Compile(PolicyConfig(p, jobsPerNode))
 	if err != nil {
 		return nil, err
 	}
@@ -219,12 +347,13 @@ func (c *Controller) poolState(p *config.Pool) (*poolState, error) {
 		ps = &poolState{}
 		c.pools[p.Name] = ps
 	}
-	ps.policyFor, ps.policy = p, pol
+	ps.policyFor, ps.jobsPerNode, ps.policy = p, jobsPerNode, pol
 	return ps, nil
 }
 
-// PolicyConfig maps a pool's scaling config to the policy's.
-func PolicyConfig(p *config.Pool) policy.Config {
+// PolicyConfig maps a pool's scaling config to the policy's, with the jobs per node in force
+// (configured, or derived: see jobsPerNode).
+func PolicyConfig(p *config.Pool, jobsPerNode int) policy.Config {
 	s := p.Scaling
 	maxNodes := 1 << 20
 	if s.MaxNodes != nil {
@@ -235,7 +364,7 @@ func PolicyConfig(p *config.Pool) policy.Config {
 		windows = append(windows, policy.WarmWindow{Schedule: w.Schedule, Duration: w.Duration.Duration, Minimum: w.Minimum, TimeZone: w.TimeZone})
 	}
 	return policy.Config{
-		JobsPerNode:            max(s.JobsPerNode, 1),
+		JobsPerNode:            max(jobsPerNode, 1),
 		WarmMinimum:            s.WarmMinimum,
 		WarmWindows:            windows,
 		MaxNodes:               maxNodes,
@@ -244,60 +373,230 @@ func PolicyConfig(p *config.Pool) policy.Config {
 	}
 }
 
+// Where jobs per node came from, as logged.
+const (
+	jobsConfigured    = "configured"
+	jobsNoRequests    = "default: no runnerRequests"
+	jobsNodes         = "the pool's Ready nodes"
+	jobsInstanceTypes = "the instance types the pool admits"
+	jobsUnknown       = "default: no Ready node and no known instance type to derive it from"
+)
+
+// jobsPerNode is the configured scaling.jobsPerNode, or, when it is 0 and runnerRequests are
+// set, derived from what one node offers: the pool's Ready nodes (their allocatable minus
+// their DaemonSet pods), else the instance types the pool admits (estimated allocatable minus
+// the engine's requests), else 1.
+func (c *Controller) jobsPerNode(ctx context.Context, cfg *config.Config, p *config.Pool, nodeShapes []corev1.ResourceList) (int, string) {
+	s := &p.Scaling
+	switch {
+	case s.JobsPerNode > 0:
+		return s.JobsPerNode, jobsConfigured
+	case len(s.RunnerRequests) == 0:
+		return 1, jobsNoRequests
+	}
+	if n, ok := policy.DeriveJobsPerNode(s.RunnerRequests, nodeShapes); ok {
+		return n, jobsNodes
+	}
+	if n, ok := policy.DeriveJobsPerNode(s.RunnerRequests, c.instanceTypeShapes(ctx, cfg, p)); ok {
+		return n, jobsInstanceTypes
+	}
+	return 1, jobsUnknown
+}
+
+// instanceTypeShapes estimates what a new node of each instance type the pool admits offers.
+func (c *Controller) instanceTypeShapes(ctx context.Context, cfg *config.Config, p *config.Pool) []corev1.ResourceList {
+	if c.instanceTypes == nil {
+		return nil
+	}
+	types, err := c.instanceTypes(ctx, cfg)
+	if err != nil {
+		log.FromContext(ctx).Info("instance types unavailable for deriving jobs per node", "pool", p.Name, "error", err.Error())
+	}
+	var engine corev1.ResourceList
+	if r := p.Engine.Resources; r != nil && p.Engine.ExistingDaemonSet == nil {
+		engine = r.Requests
+	}
+	var maxPods int32
+	if k := cfg.NodeClass.Kubelet; k != nil && k.MaxPods != nil {
+		maxPods = *k.MaxPods
+	}
+	var shapes []corev1.ResourceList
+	for _, it := range discovery.Filter(nodepools.DiscoveryRequirements(p), types) {
+		shapes = append(shapes, policy.Available(policy.EstimateAllocatable(it.VCPU, it.MemoryMiB, maxPods), engine))
+	}
+	return shapes
+}
+
+// fleet is what the pool's nodes say: how many there are, how many run real work, and what
+// each Ready one offers runner pods.
+type fleet struct {
+	nodes, busy int
+	shapes      []corev1.ResourceList
+}
+
 // poolNodes counts the pool's live nodes, and those running real work (any pod that is not a
 // placeholder, not a DaemonSet pod and not finished).
-func (c *Controller) poolNodes(ctx context.Context, pool string) (nodes, busy int, err error) {
+func (c *Controller) poolNodes(ctx context.Context, pool string) (fleet, error) {
+	var f fleet
 	list := &corev1.NodeList{}
 	if err := c.kubeClient.List(ctx, list, client.MatchingLabels{nodepools.LabelPool: pool}); err != nil {
-		return 0, 0, fmt.Errorf("listing nodes of pool %s, %w", pool, err)
+		return f, fmt.Errorf("listing nodes of pool %s, %w", pool, err)
 	}
 	for i := range list.Items {
 		n := &list.Items[i]
 		if n.DeletionTimestamp != nil {
 			continue
 		}
-		nodes++
+		f.nodes++
 		pods := &corev1.PodList{}
 		if err := c.kubeClient.List(ctx, pods, client.MatchingFields{nodeNameField: n.Name}); err != nil {
-			return 0, 0, fmt.Errorf("listing pods on %s, %w", n.Name, err)
+			return f, fmt.Errorf("listing pods on %s, %w", n.Name, err)
 		}
+		var daemons []corev1.ResourceList
+		busy := false
 		for j := range pods.Items {
-			if isWork(&pods.Items[j]) {
-				busy++
-				break
+			pod := &pods.Items[j]
+			busy = busy || isWork(pod)
+			if isDaemon(pod) && !finished(pod) {
+				daemons = append(daemons, podRequests(pod))
 			}
 		}
+		if busy {
+			f.busy++
+		}
+		if ready(n) && len(n.Status.Allocatable) > 0 {
+			f.shapes = append(f.shapes, policy.Available(n.Status.Allocatable, daemons...))
+		}
 	}
-	return nodes, busy, nil
+	return f, nil
+}
+
+func ready(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func isDaemon(p *corev1.Pod) bool {
+	for _, o := range p.OwnerReferences {
+		if o.Kind == "DaemonSet" {
+			return true
+		}
+	}
+	return false
+}
+
+func finished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+// podRequests sums a pod's container requests (what the scheduler reserves while it runs).
+func podRequests(p *corev1.Pod) corev1.ResourceList {
+	out := corev1.ResourceList{}
+	for _, ctr := range p.Spec.Containers {
+		for name, q := range ctr.Resources.Requests {
+			sum := out[name]
+			sum.Add(q)
+			out[name] = sum
+		}
+	}
+	return out
 }
 
 func isWork(p *corev1.Pod) bool {
-	if p.Labels[nodepools.LabelHeadroom] == "true" || p.DeletionTimestamp != nil ||
-		p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-		return false
-	}
-	for _, o := range p.OwnerReferences {
-		if o.Kind == "DaemonSet" {
-			return false
-		}
-	}
-	return true
+	return p.Labels[nodepools.LabelHeadroom] != "true" && p.DeletionTimestamp == nil && !finished(p) && !isDaemon(p)
 }
 
-// applyHeadroom server-side-applies the shared PriorityClass and the pool's placeholder
-// Deployment at the given size. Every pool is evaluated every few seconds, so an apply that
-// would change nothing is skipped: the PriorityClass after this process applied it once (it is
-// not read back: a watch on PriorityClasses for one object is not worth its informer), the
-// Deployment when the cached one is the generation this controller last wrote with the same
-// rendered spec.
-func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, ps *poolState, replicas int32) error {
+// actuate keeps replicas nodes' worth of headroom with the pool's actuator and removes the
+// other actuator's objects, so switching scaling.headroom hands over without leaving both.
+func (c *Controller) actuate(ctx context.Context, p *config.Pool, ps *poolState, replicas int32) error {
+	// Both actuators' pod template names the PriorityClass.
 	if !c.priorityClassApplied.Load() {
 		if _, err := c.apply(ctx, nodepools.HeadroomPriorityClassObject()); err != nil {
 			return err
 		}
 		c.priorityClassApplied.Store(true)
 	}
+	if p.Scaling.Headroom == config.HeadroomCapacityBuffer {
+		if err := c.applyBuffer(ctx, p, ps, replicas); err != nil {
+			return err
+		}
+		d := &appsv1.Deployment{}
+		err := c.kubeClient.Get(ctx, types.NamespacedName{Namespace: c.namespace, Name: nodepools.HeadroomName(p.Name)}, d)
+		if err == nil && d.DeletionTimestamp == nil {
+			if err := c.kubeClient.Delete(ctx, d); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("deleting placeholder Deployment of pool %s (it now uses a CapacityBuffer), %w", p.Name, err)
+			}
+		}
+		ps.headroomHash = ""
+		return nil
+	}
+	if err := c.applyHeadroom(ctx, p, ps, replicas); err != nil {
+		return err
+	}
+	if ps.bufferGone {
+		return nil
+	}
+	if err := c.deleteBuffer(ctx, p.Name); err != nil {
+		return err
+	}
+	ps.bufferHash, ps.bufferGone = "", true
+	return nil
+}
 
+// applyBuffer server-side-applies the pool's PodTemplate (one chunk's shape) and its
+// CapacityBuffer of replicas chunks. Neither is read back: a watch on a kind whose CRD may not
+// be installed is not worth it, so an unchanged pair is skipped by hash alone.
+func (c *Controller) applyBuffer(ctx context.Context, p *config.Pool, ps *poolState, replicas int32) error {
+	tpl := nodepools.HeadroomPodTemplate(p, c.namespace)
+	buf := nodepools.HeadroomCapacityBuffer(p, c.namespace, replicas)
+	raw, err := json.Marshal([]any{tpl.Template, buf.Spec})
+	if err != nil {
+		return fmt.Errorf("hashing capacity buffer, %w", err)
+	}
+	sum := sha256.Sum256(raw)
+	hash := hex.EncodeToString(sum[:8])
+	if ps.bufferHash == hash {
+		return nil
+	}
+	// The template first: Karpenter resolves the buffer's podTemplateRef when it sees it.
+	for _, obj := range []client.Object{tpl, buf} {
+		if _, err := c.apply(ctx, obj); err != nil {
+			if meta.IsNoMatchError(err) {
+				return fmt.Errorf("pool %s asks for a CapacityBuffer, but the cluster serves no %s (install Karpenter's CapacityBuffer CRD and enable its feature gate), %w", p.Name, nodepools.CapacityBufferGV, err)
+			}
+			return err
+		}
+	}
+	ps.bufferHash, ps.bufferGone = hash, false
+	return nil
+}
+
+// deleteBuffer removes the pool's CapacityBuffer and PodTemplate, if any. A cluster without
+// the CapacityBuffer CRD has none.
+func (c *Controller) deleteBuffer(ctx context.Context, pool string) error {
+	buf := &unstructured.Unstructured{}
+	buf.SetGroupVersionKind(nodepools.CapacityBufferGV.WithKind("CapacityBuffer"))
+	buf.SetNamespace(c.namespace)
+	buf.SetName(nodepools.HeadroomName(pool))
+	tpl := &corev1.PodTemplate{ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: nodepools.HeadroomName(pool)}}
+	for _, obj := range []client.Object{buf, tpl} {
+		if err := c.kubeClient.Delete(ctx, obj); client.IgnoreNotFound(err) != nil && !meta.IsNoMatchError(err) {
+			return fmt.Errorf("deleting capacity buffer of pool %s, %w", pool, err)
+		}
+	}
+	return nil
+}
+
+// applyHeadroom server-side-applies the pool's placeholder Deployment at the given size. Every
+// pool is evaluated every few seconds, so an apply that would change nothing is skipped: when
+// the cached Deployment is the generation this controller last wrote with the same rendered
+// spec. (actuate applies the shared PriorityClass once per process: it is not read back, a
+// watch on PriorityClasses for one object is not worth its informer.)
+func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, ps *poolState, replicas int32) error {
 	d := nodepools.HeadroomDeployment(p, c.namespace, replicas)
 	u, err := nodepools.ToUnstructured(d)
 	if err != nil {
@@ -338,14 +637,14 @@ func (c *Controller) forget(ctx context.Context, pool string) error {
 	c.mu.Lock()
 	delete(c.pools, pool)
 	c.mu.Unlock()
-	for _, m := range []interface{ DeleteLabelValues(...string) bool }{desiredNodes, headroomPods, poolBusy} {
+	for _, m := range []interface{ DeleteLabelValues(...string) bool }{desiredNodes, headroomPods, poolNodes, poolBusy} {
 		m.DeleteLabelValues(pool)
 	}
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: nodepools.HeadroomName(pool)}}
 	if err := c.kubeClient.Delete(ctx, d); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("deleting headroom of removed pool %s, %w", pool, err)
 	}
-	return nil
+	return c.deleteBuffer(ctx, pool)
 }
 
 // nodePool is the object Events are recorded on; without a UID the Event still lists by name.
@@ -381,7 +680,8 @@ func boolFloat(b bool) float64 {
 const nodeNameField = "spec.nodeName"
 
 // Register wires the controller: requests come from Enqueue (queue changes, config changes),
-// from the pool's nodes and headroom Deployment changing, and from each reconcile's requeue.
+// from the pool's nodes, its headroom Deployment and the pods on its nodes changing, and from
+// each reconcile's requeue.
 func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, nodeNameField, func(o client.Object) []string {
 		return []string{o.(*corev1.Pod).Spec.NodeName}
@@ -397,11 +697,66 @@ func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
 	hasPool := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetLabels()[nodepools.LabelPool] != ""
 	}))
+	// Pods: a runner pod landing on (or leaving) a node changes the pool's busy nodes, so its
+	// headroom should follow at once, not on the next periodic evaluation. This reuses the
+	// full-object Pod informer the busy-node count above already needs (spec.nodeName, phase,
+	// owners, all namespaces: runners live anywhere), so it costs no second cache. A
+	// metadata-only watch would add an informer of its own and still could not tell which node
+	// a pod is on; a label filter cannot name runner pods, which carry no warmpool label.
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("scaling").
 		WatchesRawSource(source.Channel(c.events, &handler.EnqueueRequestForObject{})).
 		Watches(&corev1.Node{}, toPool, hasPool).
 		Watches(&appsv1.Deployment{}, toPool, hasPool).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(c.podPool), builder.WithPredicates(podMoved)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
-		Complete(c)
+		Complete(counted.Reconciler("scaling", c))
+}
+
+// podPool maps a pod to its pool: the pool label of the node it is bound to, or, before it is
+// bound, the pool its nodeSelector asks for.
+func (c *Controller) podPool(ctx context.Context, o client.Object) []reconcile.Request {
+	p, ok := o.(*corev1.Pod)
+	if !ok {
+		return nil
+	}
+	pool := p.Spec.NodeSelector[nodepools.LabelPool]
+	if p.Spec.NodeName != "" {
+		// The typed Node informer this controller already watches answers this.
+		n := &corev1.Node{}
+		if err := c.kubeClient.Get(ctx, types.NamespacedName{Name: p.Spec.NodeName}, n); err == nil {
+			pool = n.GetLabels()[nodepools.LabelPool]
+		}
+	}
+	if pool == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: pool}}}
+}
+
+// podMoved passes the pod events that can change a pool's busy nodes or node shapes: a pod
+// created bound or aimed at a pool, bound to a node, finished, being deleted, or gone.
+// Placeholders never count as work, and status churn of a running pod changes nothing, so
+// neither wakes the controller.
+var podMoved = predicate.Funcs{
+	CreateFunc: func(e event.CreateEvent) bool { return podRelevant(e.Object) },
+	DeleteFunc: func(e event.DeleteEvent) bool { return podRelevant(e.Object) },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, okOld := e.ObjectOld.(*corev1.Pod)
+		cur, okNew := e.ObjectNew.(*corev1.Pod)
+		if !okOld || !okNew || !podRelevant(cur) {
+			return false
+		}
+		return old.Spec.NodeName != cur.Spec.NodeName || finished(old) != finished(cur) ||
+			(old.DeletionTimestamp == nil) != (cur.DeletionTimestamp == nil)
+	},
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+func podRelevant(o client.Object) bool {
+	p, ok := o.(*corev1.Pod)
+	if !ok || p.Labels[nodepools.LabelHeadroom] == "true" {
+		return false
+	}
+	return p.Spec.NodeName != "" || p.Spec.NodeSelector[nodepools.LabelPool] != ""
 }

@@ -28,6 +28,7 @@ import (
 const (
 	desiredGauge  = "warmpool_desired_nodes"
 	headroomGauge = "warmpool_headroom_pods"
+	nodesGauge    = "warmpool_pool_nodes"
 	busyGauge     = "warmpool_pool_busy"
 )
 
@@ -315,6 +316,10 @@ func TestMetrics(t *testing.T) {
 	e.record(pool, queue.Counts{Queued: 3, Running: 2}, nil)
 	waitGauge(t, desiredGauge, pool, 5)
 	checkGauge(t, headroomGauge, pool, 5)
+	checkGauge(t, nodesGauge, pool, 0)
+	// The actual node count, set against desired on the dashboard.
+	newNode(t, pool+"-n1", pool)
+	waitGauge(t, nodesGauge, pool, 1)
 	if v := decisions(t, pool, "up", "QueueGrew"); v != 2 {
 		t.Errorf("decisions{up,QueueGrew} = %v, want 2", v)
 	}

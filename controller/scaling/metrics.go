@@ -14,6 +14,10 @@ var (
 		Name: "warmpool_headroom_pods",
 		Help: "Placeholder pods keeping the pool's desired nodes booted ahead of runner pods.",
 	}, []string{"pool"})
+	poolNodes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "warmpool_pool_nodes",
+		Help: "Nodes the pool has now (booting or Ready, not being deleted): the actual count to set against warmpool_desired_nodes.",
+	}, []string{"pool"})
 	poolBusy = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "warmpool_pool_busy",
 		Help: "1 while the pool has queued or running jobs or a warm window is open: its NodePool blocks consolidation.",
@@ -25,5 +29,5 @@ var (
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(desiredNodes, headroomPods, poolBusy, decisions)
+	crmetrics.Registry.MustRegister(desiredNodes, headroomPods, poolNodes, poolBusy, decisions)
 }

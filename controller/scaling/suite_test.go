@@ -117,6 +117,8 @@ type env struct {
 	mgr       *controller.Manager
 	stop      context.CancelFunc
 	done      chan error
+	// options, when set, adjusts the manager's options before each start.
+	options func(*controller.Options)
 }
 
 // newEnv creates a namespace and a ConfigMap holding cfg, and starts the manager on them.
@@ -125,11 +127,21 @@ type env struct {
 // registry) of earlier tests never match.
 func newEnv(t testing.TB, cfg string) *env {
 	t.Helper()
+	return newEnvWith(t, cfg, nil, nil)
+}
+
+// newEnvWith is newEnv with the manager's options adjusted by options (on every start), and
+// setup run in the namespace before the manager first starts (Secrets the config refers to).
+func newEnvWith(t testing.TB, cfg string, options func(*controller.Options), setup func(namespace string)) *env {
+	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-scaling-"}}
 	if err := kube.Create(t.Context(), ns); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, namespace: ns.Name}
+	if setup != nil {
+		setup(ns.Name)
+	}
+	e := &env{t: t, namespace: ns.Name, options: options}
 	e.cm = &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "warmpool"},
 		Data:       map[string]string{"config.yaml": cfg},
@@ -150,6 +162,9 @@ func (e *env) start() {
 	opts := controller.Options{
 		Namespace: e.namespace, ConfigMap: "warmpool", NodeClass: nodepools.EC2NodeClass,
 		MetricsAddr: "0", ProbeAddr: "0", SkipControllerNameValidation: true,
+	}
+	if e.options != nil {
+		e.options(&opts)
 	}
 	mgr, err := controller.New(restConfig, opts)
 	if err != nil {
@@ -387,6 +402,12 @@ func waitGauge(t testing.TB, name, pool string, want float64) {
 // Nodes, not Pods.
 func newNode(t testing.TB, name, pool string) *corev1.Node {
 	t.Helper()
+	return newNodeWith(t, name, pool, nil)
+}
+
+// newNodeWith is newNode with the given allocatable (and capacity) in its status.
+func newNodeWith(t testing.TB, name, pool string, allocatable corev1.ResourceList) *corev1.Node {
+	t.Helper()
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
 		nodepools.LabelPool: pool, corev1.LabelHostname: name, testLabel: "true",
 	}}}
@@ -402,6 +423,7 @@ func newNode(t testing.TB, name, pool string) *corev1.Node {
 		Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 		LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(),
 	}}
+	n.Status.Allocatable, n.Status.Capacity = allocatable, allocatable
 	if err := kube.Status().Update(t.Context(), n); err != nil {
 		t.Fatal(err)
 	}

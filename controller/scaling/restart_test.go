@@ -1,0 +1,233 @@
+package scaling_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
+
+	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/queue"
+	"warmpool.io/warmpool/controller/scaling"
+	"warmpool.io/warmpool/nodepools"
+)
+
+// waitBusyAnnotation waits for the pool's NodePool to record busy as want.
+func waitBusyAnnotation(t testing.TB, pool, want string) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%s=%s on %s", scaling.AnnotationBusy, want, nodepools.Name(pool)), func() error {
+		np, err := nodePool(t, pool)
+		if err != nil {
+			return err
+		}
+		if got := np.Annotations[scaling.AnnotationBusy]; got != want {
+			return fmt.Errorf("annotation %q", got)
+		}
+		return nil
+	})
+}
+
+// budgetWatch records the budgets of every version of one NodePool the API server stores,
+// from a resourceVersion on: a flip, however brief, cannot hide between two polls.
+type budgetWatch struct {
+	w      watch.Interface
+	seen   chan *karpv1.NodePool
+	cancel context.CancelFunc
+}
+
+func watchBudgets(t testing.TB, pool, fromRV string) *budgetWatch {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(restConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := dyn.Resource(nodepools.NodePoolGV.WithResource("nodepools")).Watch(ctx, metav1.ListOptions{
+		FieldSelector: "metadata.name=" + nodepools.Name(pool), ResourceVersion: fromRV,
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	bw := &budgetWatch{w: w, seen: make(chan *karpv1.NodePool, 1000), cancel: cancel}
+	go func() {
+		defer close(bw.seen)
+		for ev := range w.ResultChan() {
+			u, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok || (ev.Type != watch.Added && ev.Type != watch.Modified) {
+				continue
+			}
+			np := &karpv1.NodePool{}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, np); err != nil {
+				t.Errorf("decoding NodePool: %v", err)
+				continue
+			}
+			bw.seen <- np
+		}
+	}()
+	t.Cleanup(func() { bw.stop() })
+	return bw
+}
+
+func (bw *budgetWatch) stop() {
+	bw.cancel()
+	bw.w.Stop()
+}
+
+// TestRestartKeepsBudgetsBlocking: a busy pool's NodePool keeps blocking consolidation across
+// a manager restart, while the new manager has no queue data yet (its source has not
+// answered), including through a re-render of the NodePool; once data says idle, the
+// configured budgets come back.
+func TestRestartKeepsBudgetsBlocking(t *testing.T) {
+	pool := poolName("restart-busy")
+	cfg := func(weight int) string {
+		return configYAML(poolYAML(pool, ciSource, fmt.Sprintf("weight: %d", weight), "scaling: {jobsPerNode: 1, warmMinimum: 1}"))
+	}
+	e := newEnv(t, cfg(10))
+	e.record(pool, queue.Counts{Queued: 2}, nil)
+	waitBudgets(t, pool, withBlocking(defaultBudgets))
+	waitBusyAnnotation(t, pool, "true")
+	np, err := nodePool(t, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw := watchBudgets(t, pool, np.ResourceVersion)
+	scaledUp := eventCount(t, pool, scaling.ReasonScaledUp)
+
+	e.stopManager()
+	e.start()
+	// The new manager's first evaluation tells (warm minimum 1 from a fresh state: 0 -> 1).
+	eventually(t, "pool evaluated by the new manager", func() error {
+		if n := eventCount(t, pool, scaling.ReasonScaledUp); n <= scaledUp {
+			return fmt.Errorf("%d %s events", n, scaling.ReasonScaledUp)
+		}
+		return nil
+	})
+	if _, known := e.mgr.Tracker.Pool(pool); known {
+		t.Fatal("the new manager knows the queue already; the test would prove nothing")
+	}
+	if !e.mgr.Scaling.Busy(pool) {
+		t.Errorf("Busy(%s) = false after the restart with no queue data", pool)
+	}
+	// Make the new manager render the NodePool again, busy state and all.
+	e.setConfig(cfg(20))
+	eventually(t, "NodePool re-rendered by the new manager", func() error {
+		np, err := nodePool(t, pool)
+		if err != nil {
+			return err
+		}
+		if np.Spec.Weight == nil || *np.Spec.Weight != 20 {
+			return fmt.Errorf("weight %v", np.Spec.Weight)
+		}
+		return nil
+	})
+	checkBudgets(t, pool, withBlocking(defaultBudgets))
+
+	// Every version stored since the restart began blocked consolidation.
+	bw.stop()
+	versions := 0
+	for np := range bw.seen {
+		versions++
+		if got := np.Spec.Disruption.Budgets; !equality.Semantic.DeepEqual(got, withBlocking(defaultBudgets)) {
+			t.Errorf("NodePool version %s (weight %d) had budgets %+v across the restart", np.ResourceVersion, ptr.Deref(np.Spec.Weight, 0), got)
+		}
+	}
+	if versions == 0 {
+		t.Error("the watch saw no NodePool version: the re-render was not observed")
+	}
+
+	// Fresh data: idle. The budgets open and the annotation follows.
+	e.record(pool, queue.Counts{}, nil)
+	waitBudgets(t, pool, defaultBudgets)
+	waitBusyAnnotation(t, pool, "false")
+}
+
+// TestBusyAnnotationOwnedApart: the busy annotation survives the pools controller's applies
+// (it is owned by its own field manager) and is the only field that manager owns.
+func TestBusyAnnotationOwnedApart(t *testing.T) {
+	pool := poolName("annotation")
+	e := newEnv(t, configYAML(poolYAML(pool, ciSource, "scaling: {jobsPerNode: 1}")))
+	e.record(pool, queue.Counts{Running: 1}, nil)
+	waitBusyAnnotation(t, pool, "true")
+	// A config edit re-applies the NodePool as the pools controller's manager.
+	e.setConfig(configYAML(poolYAML(pool, ciSource, "weight: 30", "scaling: {jobsPerNode: 1}")))
+	eventually(t, "weight applied", func() error {
+		np, err := nodePool(t, pool)
+		if err != nil {
+			return err
+		}
+		if np.Spec.Weight == nil || *np.Spec.Weight != 30 {
+			return fmt.Errorf("weight %v", np.Spec.Weight)
+		}
+		return nil
+	})
+	np, err := nodePool(t, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := np.Annotations[scaling.AnnotationBusy]; got != "true" {
+		t.Errorf("annotation %q after the pools controller applied, want true", got)
+	}
+	for _, f := range np.ManagedFields {
+		if f.Manager != scaling.BusyFieldManager {
+			continue
+		}
+		if f.FieldsV1 == nil || string(f.FieldsV1.Raw) != `{"f:metadata":{"f:annotations":{"f:warmpool.io/busy":{}}}}` {
+			t.Errorf("%s owns %s, want the busy annotation only", f.Manager, f.FieldsV1)
+		}
+	}
+}
+
+// TestRunnerPodUpdatesHeadroomAtOnce: a runner pod starting on an existing node of the pool
+// (and finishing) changes the headroom through the pod watch. The periodic re-evaluation is
+// set to an hour, so nothing else could make the change within the test.
+func TestRunnerPodUpdatesHeadroomAtOnce(t *testing.T) {
+	pool := poolName("podwatch")
+	e := newEnvWith(t, configYAML(poolYAML(pool, ciSource, "scaling: {jobsPerNode: 1}")),
+		func(o *controller.Options) { o.ScalingInterval = time.Hour }, nil)
+	node := pool + "-1"
+	newNode(t, node, pool)
+	e.record(pool, queue.Counts{Queued: 3}, nil)
+	e.waitReplicas(pool, 3)
+
+	// A runner pod in another namespace, bound to the pool's node by the scheduler.
+	other := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "runners-"}}
+	if err := kube.Create(t.Context(), other); err != nil {
+		t.Fatal(err)
+	}
+	runner := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: other.Name, Name: "runner"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: nodepools.PauseImage}}},
+	}
+	if err := kube.Create(t.Context(), runner); err != nil {
+		t.Fatal(err)
+	}
+	// Bind it as the scheduler does: the pods/binding subresource sets spec.nodeName.
+	binding := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Namespace: other.Name, Name: "runner"}, Target: corev1.ObjectReference{Kind: "Node", Name: node}}
+	if err := kube.SubResource("binding").Create(t.Context(), runner, binding); err != nil {
+		t.Fatal(err)
+	}
+	e.waitReplicas(pool, 2)
+	waitGauge(t, headroomGauge, pool, 2)
+
+	// It finishes: the node is free again.
+	if err := kube.Get(t.Context(), client.ObjectKeyFromObject(runner), runner); err != nil {
+		t.Fatal(err)
+	}
+	runner.Status.Phase = corev1.PodSucceeded
+	if err := kube.Status().Update(t.Context(), runner); err != nil {
+		t.Fatal(err)
+	}
+	e.waitReplicas(pool, 3)
+}
