@@ -10,7 +10,9 @@ import (
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -32,11 +34,13 @@ import (
 
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
+	cachectrl "warmpool.io/warmpool/controller/cache"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/nodepools"
+	"warmpool.io/warmpool/nodepools/discovery"
 )
 
 // webhookSweepInterval is well inside the tracker's staleness bound.
@@ -67,9 +71,25 @@ type Options struct {
 	RetryPeriod   time.Duration
 	// SourceStaleness is how long a failing queue source's last value is trusted.
 	SourceStaleness time.Duration
+	// ScalingInterval is how often each pool is re-evaluated without any event; 0 means
+	// scaling.DefaultInterval.
+	ScalingInterval time.Duration
 	// SkipControllerNameValidation lets one process build several managers (tests restarting
 	// the controller); controller-runtime otherwise refuses a second controller named "pools".
 	SkipControllerNameValidation bool
+	// PodName is this replica's pod (from the downward API); when set, the leader labels its
+	// pod with LeaderLabel so the webhook Service reaches the leader only.
+	PodName string
+
+	// Cache controllers: CopierImage runs the save/restore Jobs (warmpool's own image),
+	// GuardImage the guard pods that hold a node during a save; RestoreTimeout bounds a restore
+	// (0: cachectrl.DefaultRestoreTimeout) and SaveMargin is kept free before a node's deadline
+	// (0: cachectrl.DefaultSaveMargin). Clock drives their deadlines; nil is the real clock.
+	CopierImage    string
+	GuardImage     string
+	RestoreTimeout time.Duration
+	SaveMargin     time.Duration
+	Clock          clock.Clock
 }
 
 // Scheme has every API type warmpool reads or writes. Karpenter registers its types only in
@@ -95,6 +115,7 @@ type Manager struct {
 	ctrl.Manager
 	Pools   *pools.Controller
 	Scaling *scaling.Controller
+	Cache   *cachectrl.Controllers
 	// Tracker holds every queue source's readings; tests and the webhook record into it.
 	Tracker *queue.Tracker
 	// Webhook is the GitHub webhook server (its BoundAddr once Bound is closed).
@@ -129,6 +150,13 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 			// Headroom Deployments and credentials live in warmpool's namespace only.
 			&appsv1.Deployment{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
 			&corev1.Secret{}:     {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
+			// The cache protocol's Jobs, volumes and snapshots live in warmpool's namespace.
+			&batchv1.Job{}:                  {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
+			&corev1.PersistentVolumeClaim{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
+			&snapshotv1.VolumeSnapshot{}:    {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
+			// The engine DaemonSets warmpool generates. One a pool names as existingDaemonSet may be
+			// in any namespace: the pools controller reads those uncached, only when a pool does.
+			&appsv1.DaemonSet{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
 		}},
 	})
 	if err != nil {
@@ -148,10 +176,22 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	// The pools controller renders each NodePool's budgets from the scaling controller's busy
 	// state, and the scaling controller reads the config the pools controller put in force.
 	var sc *scaling.Controller
-	renderOpts := nodepools.Options{NodeClass: opts.NodeClass, Busy: func(pool string) bool { return sc.Busy(pool) }}
+	renderOpts := nodepools.Options{NodeClass: opts.NodeClass, Namespace: opts.Namespace, Busy: func(pool string) bool { return sc.Busy(pool) }}
 	pc := pools.NewController(mgr.GetClient(), recorder, key, renderOpts, opts.InstanceTypes)
 	sc = scaling.NewController(mgr.GetClient(), recorder, clk, tracker, opts.Namespace, pc.Current, func(string) { pc.Refresh() })
 	tracker.OnChange(sc.Enqueue)
+	sc.SetInterval(opts.ScalingInterval)
+	// A pool with no node yet derives its jobs per node from the instance types it admits.
+	sc.SetInstanceTypes(func(ctx context.Context, cfg *config.Config) ([]discovery.InstanceType, error) {
+		if !cfg.Discovery.Enabled {
+			return nil, nil
+		}
+		lister, err := opts.InstanceTypes(ctx, cfg.Discovery)
+		if err != nil {
+			return nil, err
+		}
+		return lister.List(ctx)
+	})
 
 	// Queue sources: pollers on the leader, and the GitHub webhook endpoint.
 	runner := queue.NewRunner(tracker, clk, ctrl.Log.WithName("queue"))
@@ -161,6 +201,23 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	sources = scaling.NewSources(mgr.GetClient(), mgr.GetAPIReader(), opts.Namespace, tracker, runner, webhook)
 	webhookPath := atomic.Pointer[string]{}
 	webhookPath.Store(ptr.To(config.DefaultWebhookPath))
+	cacheClock := opts.Clock
+	if cacheClock == nil {
+		cacheClock = clk
+	}
+	// A cluster without the CSI snapshotter's CRDs cannot save a cache, and a watch on a kind
+	// that is not served would fail the whole manager: run only what releases new nodes.
+	_, snapErr := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: snapshotv1.GroupName, Kind: "VolumeSnapshot"}, snapshotv1.SchemeGroupVersion.Version)
+	switch {
+	case meta.IsNoMatchError(snapErr):
+		ctrl.Log.Info("VolumeSnapshot API not served: cache saves disabled, new nodes of cache-enabled pools start cold", "reason", snapErr.Error())
+	case snapErr != nil:
+		return nil, fmt.Errorf("looking up the VolumeSnapshot API, %w", snapErr)
+	}
+	cc := cachectrl.New(mgr.GetClient(), mgr.GetAPIReader(), recorder, cacheClock, pc.Current, cachectrl.Options{
+		ConfigMap: key, CopierImage: opts.CopierImage, GuardImage: opts.GuardImage,
+		RestoreTimeout: opts.RestoreTimeout, SaveMargin: opts.SaveMargin, NoSnapshotAPI: snapErr != nil,
+	})
 	pc.OnApplied(func(cfg *config.Config) {
 		tracker.SetSources(sourceNames(cfg))
 		webhookPath.Store(ptr.To(cfg.Webhook.Path))
@@ -169,6 +226,8 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 		// Errors are recorded per source (their pools stay unknown) and logged by Apply.
 		_ = sources.Apply(ctx, cfg)
 		sc.EnqueueAll()
+		cachectrl.InitMetrics(cfg)
+		cc.EnqueueAll()
 	})
 	if err := mgr.Add(runner); err != nil {
 		return nil, fmt.Errorf("adding queue runner, %w", err)
@@ -195,11 +254,23 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 			return nil, fmt.Errorf("adding webhook server, %w", err)
 		}
 	}
+	if err := cc.Register(mgr); err != nil {
+		return nil, fmt.Errorf("registering cache controllers, %w", err)
+	}
 	if err := pc.Register(mgr); err != nil {
 		return nil, fmt.Errorf("registering pools controller, %w", err)
 	}
 	if err := sc.Register(context.Background(), mgr); err != nil {
 		return nil, fmt.Errorf("registering scaling controller, %w", err)
+	}
+	if err := sources.RegisterSecretWatch(mgr, pc.Current); err != nil {
+		return nil, fmt.Errorf("registering queue secret watch, %w", err)
+	}
+	if opts.PodName != "" {
+		labeler := &LeaderLabeler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: opts.Namespace, PodName: opts.PodName}
+		if err := labeler.Register(mgr); err != nil {
+			return nil, err
+		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("adding health check, %w", err)
@@ -207,7 +278,7 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	if err := mgr.AddReadyzCheck("informers", informersSynced(mgr)); err != nil {
 		return nil, fmt.Errorf("adding readiness check, %w", err)
 	}
-	return &Manager{Manager: mgr, Pools: pc, Scaling: sc, Tracker: tracker, Webhook: webhookServer}, nil
+	return &Manager{Manager: mgr, Pools: pc, Scaling: sc, Cache: cc, Tracker: tracker, Webhook: webhookServer}, nil
 }
 
 // sourceNames lists each pool's queue sources, for the tracker.

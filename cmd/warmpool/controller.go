@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"warmpool.io/warmpool/controller"
+	cachectrl "warmpool.io/warmpool/controller/cache"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -48,7 +51,8 @@ the gauge warmpool_config_valid at 0; the last good config stays in force.`,
 			if err != nil {
 				return err
 			}
-			ctrl.Log.Info("starting warmpool", "namespace", opts.Namespace, "configMap", opts.ConfigMap, "nodeClass", kind)
+			controller.RegisterBuildInfo(buildVersion())
+			ctrl.Log.Info("starting warmpool", "version", buildVersion(), "namespace", opts.Namespace, "configMap", opts.ConfigMap, "nodeClass", kind)
 			return mgr.Start(ctrl.SetupSignalHandler())
 		},
 	}
@@ -65,10 +69,31 @@ the gauge warmpool_config_valid at 0; the last good config stays in force.`,
 	f.DurationVar(&opts.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a Lease is held without renewal before another replica takes over")
 	f.DurationVar(&opts.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before giving up")
 	f.DurationVar(&opts.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire the Lease")
+	f.StringVar(&opts.CopierImage, "copier-image", defaultCopierImage(), "image of the cache save/restore Jobs (runs `warmpool cache save|restore`)")
+	f.StringVar(&opts.GuardImage, "guard-image", cachectrl.DefaultGuardImage, "image of the guard pods that hold a node while its cache is saved")
+	f.DurationVar(&opts.RestoreTimeout, "cache-restore-timeout", cachectrl.DefaultRestoreTimeout, "how long a new node waits for its cache restore before its engine starts cold")
+	f.DurationVar(&opts.SaveMargin, "cache-save-margin", cachectrl.DefaultSaveMargin, "time kept free before a node's termination deadline: the save gives up and releases the node this early")
+	f.StringVar(&opts.PodName, "pod-name", os.Getenv("POD_NAME"), "this replica's pod; when set, the leader labels it warmpool.io/leader=true so the webhook Service reaches the leader only")
 	goFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
 	zapOpts.BindFlags(goFlags)
 	f.AddGoFlagSet(goFlags)
 	return cmd
+}
+
+// copierImageRepo is warmpool's own image, which also runs the cache Jobs.
+const copierImageRepo = "ghcr.io/warmpool/warmpool"
+
+// defaultCopierImage tags warmpool's image with this binary's release version, or latest for a
+// development build, so the Jobs run the same copier as the controller that plans them.
+func defaultCopierImage() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v := bi.Main.Version
+		// A release tag like v1.2.3; pseudo-versions and dirty builds carry "-" or "+".
+		if strings.HasPrefix(v, "v") && !strings.ContainsAny(v, "-+") {
+			return copierImageRepo + ":" + v
+		}
+	}
+	return copierImageRepo + ":latest"
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -5,9 +5,25 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
+
+// version is stamped by `make image-binary` (-ldflags -X main.version=...); other builds report
+// their module version.
+var version = ""
+
+// buildVersion is the release this binary was built as, for `warmpool --version`.
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
 
 func main() {
 	if err := rootCommand().Execute(); err != nil {
@@ -23,9 +39,10 @@ func rootCommand() *cobra.Command {
 		Short: "Karpenter NodePools for NVMe CI runners, scaled with CI queue depth, with the Dagger cache kept across nodes",
 		Long: `warmpool generates Karpenter NodePools and EC2NodeClasses for NVMe CI runner nodes from one
 ConfigMap, scales them with CI queue depth, and keeps the Dagger Engine cache across nodes.`,
+		Version:       buildVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(controllerCommand(), renderCommand(), simulateCommand())
+	root.AddCommand(controllerCommand(), renderCommand(), simulateCommand(), cacheCommand())
 	return root
 }

@@ -86,6 +86,8 @@ type Server struct {
 	faults      []Fault
 	requests    []Request
 	seq         int
+	// fsr holds "zone/snapshot-id" keys with fast snapshot restore enabled (fsr.go).
+	fsr map[string]bool
 }
 
 // NewServer starts a fake on a free 127.0.0.1 port serving catalogue
@@ -212,7 +214,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	body, aerr := s.describe(req, requestID)
+	body, handled, aerr := s.fastSnapshotRestore(req, requestID)
+	if !handled {
+		body, aerr = s.describe(req, requestID)
+	}
 	if aerr != nil {
 		writeError(w, requestID, aerr)
 		return

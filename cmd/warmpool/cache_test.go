@@ -1,0 +1,137 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"warmpool.io/warmpool/volumes"
+	"warmpool.io/warmpool/volumes/copier"
+)
+
+// TestCacheCommand runs the real binary, built once, as the save and restore Jobs run it.
+func TestCacheCommand(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "warmpool")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Run("save then restore", func(t *testing.T) { testSaveThenRestore(t, bin) })
+	t.Run("exit codes", func(t *testing.T) { testExitCodes(t, bin) })
+}
+
+// runCache runs `warmpool cache <args>` and returns its exit code and the result it wrote.
+func runCache(t *testing.T, bin string, args ...string) (int, volumes.JobResult, string) {
+	t.Helper()
+	result := filepath.Join(t.TempDir(), "termination-log")
+	// --result-file first: a bad flag stops parsing, and the default is the real
+	// /dev/termination-log.
+	cmd := exec.Command(bin, append([]string{"cache", args[0], "--result-file", result}, args[1:]...)...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	var exitErr *exec.ExitError
+	if errors.As(err, &exitErr) {
+		code = exitErr.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(result)
+	if err != nil {
+		t.Fatalf("no result file after `cache %v` (exit %d): %v\n%s", args, code, err, out)
+	}
+	res, err := volumes.ParseJobResult(string(data))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return code, res, string(out)
+}
+
+// engineDir writes a small engine cache whose state database is the committed SQLite fixture
+// (clean or unclean).
+func engineDir(t *testing.T, dir, fixture string) {
+	t.Helper()
+	db, err := os.ReadFile(filepath.Join("..", "..", "volumes", "copier", "testdata", "sqlite", fixture, copier.EngineStateDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rel, data := range map[string][]byte{
+		copier.EngineStateDB:            db,
+		"worker/content/blobs/sha256/x": []byte("blob"),
+		"worker/metadata_v2.db":         []byte("bolt"),
+	} {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func testSaveThenRestore(t *testing.T, bin string) {
+	root := t.TempDir()
+	cache, volume := filepath.Join(root, "node-a", "dagger"), filepath.Join(root, "pvc")
+	engineDir(t, cache, "clean")
+	id := []string{"--pool", "dagger", "--engine-version", "v0.19.7", "--arch", "amd64", "--workers", "2", "--bwlimit", "200Mi"}
+
+	code, res, out := runCache(t, bin, append([]string{"save", "--cache-dir", cache, "--volume-dir", volume, "--node", "node-a"}, id...)...)
+	if code != volumes.ExitOK || res.Result != volumes.ResultSaved || res.Files != 3 || res.EngineVersion != "v0.19.7" {
+		t.Fatalf("save: exit %d, result %+v, want 0 / saved 3 files\n%s", code, res, out)
+	}
+
+	// The restore Job mounts the parent of the engine's dir and names the dir beneath it.
+	host := filepath.Join(root, "node-b")
+	code, res, out = runCache(t, bin, append([]string{"restore", "--volume-dir", volume, "--cache-dir", filepath.Join(host, "dagger"), "--node", "node-b"}, id...)...)
+	if code != volumes.ExitOK || res.Result != volumes.ResultRestored || res.Files != 3 {
+		t.Fatalf("restore: exit %d, result %+v, want 0 / restored 3 files\n%s", code, res, out)
+	}
+	got, err := os.ReadFile(filepath.Join(host, "dagger", "worker/content/blobs/sha256/x"))
+	if err != nil || string(got) != "blob" {
+		t.Errorf("restored blob: %q, %v", got, err)
+	}
+	if err := copier.CheckCleanShutdown(filepath.Join(host, "dagger"), ""); err != nil {
+		t.Errorf("restored cache is not clean: %v", err)
+	}
+	ents, err := os.ReadDir(host)
+	if err != nil || len(ents) != 1 {
+		t.Errorf("node-b holds %v (%v), want only the cache dir (no staging leftovers)", ents, err)
+	}
+}
+
+func testExitCodes(t *testing.T, bin string) {
+	root := t.TempDir()
+	unclean, volume := filepath.Join(root, "unclean"), filepath.Join(root, "pvc")
+	engineDir(t, unclean, "unclean")
+	empty := filepath.Join(root, "empty")
+	if err := os.MkdirAll(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	id := []string{"--engine-version", "v0.19.7", "--arch", "amd64"}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		result string
+	}{
+		{"unclean engine is not saved", append([]string{"save", "--cache-dir", unclean, "--volume-dir", volume}, id...), volumes.ExitUnclean, volumes.ResultUnclean},
+		{"volume without a manifest is not restored", append([]string{"restore", "--cache-dir", filepath.Join(root, "target"), "--volume-dir", empty}, id...), volumes.ExitNoCache, volumes.ResultNoCache},
+		{"missing flag", []string{"save", "--cache-dir", unclean}, volumes.ExitUsage, volumes.ResultFailed},
+		{"bad bandwidth", append([]string{"save", "--cache-dir", unclean, "--volume-dir", volume, "--bwlimit", "fast"}, id...), volumes.ExitUsage, volumes.ResultFailed},
+		{"unknown flag", []string{"save", "--bogus"}, volumes.ExitUsage, volumes.ResultFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, res, out := runCache(t, bin, tc.args...)
+			if code != tc.code || res.Result != tc.result || res.Reason == "" {
+				t.Errorf("exit %d, result %+v; want exit %d, %s with a reason\n%s", code, res, tc.code, tc.result, out)
+			}
+		})
+	}
+	if _, err := os.Stat(volume); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused save touched the volume: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "target")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused restore created the cache dir: %v", err)
+	}
+}

@@ -1,0 +1,337 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/counted"
+	"warmpool.io/warmpool/nodepools"
+	"warmpool.io/warmpool/volumes"
+)
+
+// Cold start reasons (the ColdStart Event's note and the warmpool_cold_starts_total label).
+const (
+	ColdNoSnapshot    = "no-snapshot"
+	ColdFailed        = "restore-failed"
+	ColdTimeout       = "restore-timeout"
+	ColdNoCache       = volumes.ResultNoCache
+	ColdCacheDisabled = "cache-disabled"
+	ColdUnknownArch   = "unknown-arch"
+	ColdNoSnapshotAPI = "no-snapshot-api"
+)
+
+// RestoreController restores the newest matching cache onto a new node before its engine starts
+// (request name: the node). The pool's startup taint keeps the engine DaemonSet off the node;
+// removing it is the last step whatever happened, so a node is never held for its cache beyond
+// the restore timeout. The taint is the state: a node without it has nothing left to restore.
+type RestoreController struct {
+	base
+	kick chan event.GenericEvent
+}
+
+type restoreState struct {
+	name     string
+	node     *corev1.Node
+	poolName string
+	pool     *config.Pool
+	pvc      *corev1.PersistentVolumeClaim
+	job      *batchv1.Job
+	arch     string
+	snapshot string
+	// restoreSize is the chosen snapshot's size, nil when unknown.
+	restoreSize *resource.Quantity
+	done        bool
+}
+
+// Reconcile runs the restore steps for one node until one must wait or the node was released.
+func (c *RestoreController) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if c.current() == nil {
+		return reconcile.Result{RequeueAfter: time.Second}, nil
+	}
+	s, err := c.load(ctx, req.Name)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("node", s.name, "pool", s.poolName))
+	for _, step := range []func(context.Context, *restoreState) (reconcile.Result, error){
+		c.settled,
+		c.awaitReady,
+		c.served,
+		c.chooseSnapshot,
+		c.checkTimeout,
+		c.ensureVolume,
+		c.ensureCopy,
+		c.awaitCopy,
+	} {
+		res, err := step(ctx, s)
+		if err != nil || !res.IsZero() || s.done {
+			return res, err
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+func (c *RestoreController) load(ctx context.Context, name string) (*restoreState, error) {
+	s := &restoreState{name: name}
+	var err error
+	if s.node, err = c.getNode(ctx, name, false); err != nil {
+		return nil, err
+	}
+	if s.node != nil && hasTaint(s.node, nodepools.StartupTaintKey, nodepools.StartupTaint.Effect) {
+		// Restoring: a cached Node that still shows the taint we just removed would start the
+		// restore over, so the taint is read from the API server.
+		if s.node, err = c.getNode(ctx, name, true); err != nil {
+			return nil, err
+		}
+	}
+	pvc, job := &corev1.PersistentVolumeClaim{}, &batchv1.Job{}
+	if ok, err := c.get(ctx, volumes.RestoreName(name), pvc); err != nil {
+		return nil, err
+	} else if ok {
+		s.pvc = pvc
+	}
+	if ok, err := c.get(ctx, volumes.RestoreName(name), job); err != nil {
+		return nil, err
+	} else if ok {
+		s.job = job
+	}
+	if s.node != nil {
+		s.poolName = s.node.Labels[volumes.LabelPool]
+		s.pool = c.cachePool(s.poolName)
+		s.arch = s.node.Labels[corev1.LabelArchStable]
+		if s.arch == "" && s.pool != nil && len(s.pool.Architectures) == 1 {
+			s.arch = s.pool.Architectures[0]
+		}
+	}
+	return s, nil
+}
+
+// settled cleans up once the node no longer waits for a restore (or is gone).
+func (c *RestoreController) settled(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	if s.node != nil && hasTaint(s.node, nodepools.StartupTaintKey, nodepools.StartupTaint.Effect) {
+		return reconcile.Result{}, nil
+	}
+	s.done = true
+	return reconcile.Result{}, c.cleanup(ctx, s)
+}
+
+// awaitReady waits for the node to be Ready: before that no pod of ours would run on it.
+func (c *RestoreController) awaitReady(_ context.Context, s *restoreState) (reconcile.Result, error) {
+	for _, cond := range s.node.Status.Conditions {
+		if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+			return reconcile.Result{}, nil
+		}
+	}
+	s.done = true // the Node's status update wakes us
+	return reconcile.Result{}, nil
+}
+
+// served releases a node whose pool no longer restores a cache (cache disabled, pool removed)
+// or whose architecture is unknown: the taint would otherwise keep its engine off for good.
+func (c *RestoreController) served(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	if s.pool == nil {
+		return reconcile.Result{}, c.cold(ctx, s, ColdCacheDisabled, fmt.Sprintf("pool %q does not have the cache enabled", s.poolName))
+	}
+	if s.arch == "" {
+		return reconcile.Result{}, c.cold(ctx, s, ColdUnknownArch, "node has no "+corev1.LabelArchStable+" label")
+	}
+	return reconcile.Result{}, nil
+}
+
+// chooseSnapshot picks the newest ready snapshot of the node's pool, architecture and engine
+// version; a restore under way keeps the one its volume was made from.
+func (c *RestoreController) chooseSnapshot(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	if s.pvc != nil && s.pvc.Spec.DataSource != nil {
+		s.snapshot = s.pvc.Spec.DataSource.Name
+		return reconcile.Result{}, nil
+	}
+	if c.opts.NoSnapshotAPI {
+		return reconcile.Result{}, c.cold(ctx, s, ColdNoSnapshotAPI, "the cluster serves no snapshot.storage.k8s.io/v1 VolumeSnapshot API: install the CSI snapshotter's CRDs and controller, then restart warmpool")
+	}
+	key := volumes.SnapshotKey{Pool: s.pool.Name, Arch: s.arch, EngineVersion: s.pool.Engine.Version}
+	list := &snapshotv1.VolumeSnapshotList{}
+	if err := c.kube.List(ctx, list, client.InNamespace(c.namespace()), client.MatchingLabels{
+		volumes.LabelPool: key.Pool, volumes.LabelArch: key.Arch, volumes.LabelEngineVersion: key.EngineVersion,
+	}); err != nil {
+		return reconcile.Result{}, fmt.Errorf("listing snapshots of %+v, %w", key, err)
+	}
+	snap := volumes.ChooseSnapshot(list.Items, key)
+	if snap == nil {
+		return reconcile.Result{}, c.cold(ctx, s, ColdNoSnapshot, fmt.Sprintf("no ready snapshot of pool %s, arch %s, engine %s", key.Pool, key.Arch, key.EngineVersion))
+	}
+	s.snapshot, s.restoreSize = snap.Name, nil
+	if st := snap.Status; st != nil {
+		s.restoreSize = st.RestoreSize
+	}
+	return reconcile.Result{}, nil
+}
+
+// left is the time before the restore times out.
+func (c *RestoreController) left(s *restoreState) time.Duration {
+	started := parseStamp(s.pvc.Annotations[AnnotationStarted])
+	if started.IsZero() {
+		return 0
+	}
+	return started.Add(c.opts.RestoreTimeout).Sub(c.clk.Now())
+}
+
+// checkTimeout starts the node cold once the restore took too long.
+func (c *RestoreController) checkTimeout(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	if s.pvc != nil && c.left(s) <= 0 {
+		return reconcile.Result{}, c.cold(ctx, s, ColdTimeout, fmt.Sprintf("restore from %s took longer than %s", s.snapshot, c.opts.RestoreTimeout))
+	}
+	return reconcile.Result{}, nil
+}
+
+// ensureVolume makes the volume to copy from out of the chosen snapshot; its start annotation
+// starts the restore timeout.
+func (c *RestoreController) ensureVolume(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	if s.pvc != nil {
+		return reconcile.Result{}, nil
+	}
+	// Size the volume for the snapshot even if the pool's size shrank since.
+	size := s.pool.Cache.Size.DeepCopy()
+	if s.restoreSize != nil && s.restoreSize.Cmp(size) > 0 {
+		size = s.restoreSize.DeepCopy()
+	}
+	pvc := volumes.RestorePVC(c.target(s.pool, s.name, s.arch), s.pool.Cache.StorageClassName, size, s.snapshot)
+	pvc.Annotations[AnnotationStarted] = stamp(c.clk.Now())
+	if err := c.create(ctx, pvc); err != nil {
+		return reconcile.Result{}, err
+	}
+	s.pvc = pvc
+	return reconcile.Result{}, nil
+}
+
+// ensureCopy starts the restore Job, bounded by the time left.
+func (c *RestoreController) ensureCopy(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	if s.job != nil {
+		return reconcile.Result{}, nil
+	}
+	job := volumes.RestoreJob(c.target(s.pool, s.name, s.arch), int64(c.left(s)/time.Second))
+	if err := c.create(ctx, job); err != nil {
+		return reconcile.Result{}, err
+	}
+	s.job = job
+	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+}
+
+// awaitCopy reads the Job's result and releases the node, warm or cold.
+func (c *RestoreController) awaitCopy(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	r, done, err := c.jobResult(ctx, s.job)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !done {
+		return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+	}
+	switch r.Result {
+	case volumes.ResultRestored:
+		return reconcile.Result{}, c.warm(ctx, s, r)
+	case volumes.ResultNoCache:
+		return reconcile.Result{}, c.cold(ctx, s, ColdNoCache, "snapshot "+s.snapshot+" holds no complete cache: "+r.Reason)
+	}
+	return reconcile.Result{}, c.cold(ctx, s, ColdFailed, fmt.Sprintf("restore from %s %s: %s", s.snapshot, r.Result, r.Reason))
+}
+
+func (c *RestoreController) poll(s *restoreState) time.Duration {
+	return min(pollInterval, max(c.left(s), time.Second))
+}
+
+// warm releases a node whose cache was restored.
+func (c *RestoreController) warm(ctx context.Context, s *restoreState, r volumes.JobResult) error {
+	if err := c.removeTaint(ctx, s); err != nil {
+		return err
+	}
+	took := c.opts.RestoreTimeout - c.left(s)
+	restoresTotal.WithLabelValues(s.poolName, volumes.ResultRestored).Inc()
+	restoreDuration.WithLabelValues(s.poolName).Observe(took.Seconds())
+	c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonRestored, "cache restored from VolumeSnapshot %s/%s: %d bytes, %d files, copy %.0fs, restore %s",
+		c.namespace(), s.snapshot, r.Bytes, r.Files, r.DurationSeconds, took.Round(time.Second))
+	log.FromContext(ctx).Info("cache restored", "snapshot", s.snapshot)
+	s.done = true
+	return c.cleanup(ctx, s)
+}
+
+// cold releases a node without a restored cache, saying why.
+func (c *RestoreController) cold(ctx context.Context, s *restoreState, reason, detail string) error {
+	if err := c.removeTaint(ctx, s); err != nil {
+		return err
+	}
+	if s.job != nil {
+		result := map[string]string{ColdFailed: volumes.ResultFailed, ColdTimeout: "timeout", ColdNoCache: volumes.ResultNoCache}[reason]
+		if result != "" {
+			restoresTotal.WithLabelValues(s.poolName, result).Inc()
+		}
+	}
+	coldStarts.WithLabelValues(s.poolName, reason).Inc()
+	c.recorder.Eventf(s.node, corev1.EventTypeWarning, ReasonColdStart, "engine starts without a restored cache (%s): %s", reason, detail)
+	log.FromContext(ctx).Info("cold start", "reason", reason, "detail", detail)
+	s.done = true
+	return c.cleanup(ctx, s)
+}
+
+// removeTaint removes the startup taint and nothing else; the optimistic lock makes a
+// concurrent taint change (Karpenter's, the kubelet's) fail this patch rather than be undone.
+func (c *RestoreController) removeTaint(ctx context.Context, s *restoreState) error {
+	patch := client.MergeFromWithOptions(s.node.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	kept := s.node.Spec.Taints[:0:0]
+	for _, t := range s.node.Spec.Taints {
+		if t.Key != nodepools.StartupTaintKey {
+			kept = append(kept, t)
+		}
+	}
+	s.node.Spec.Taints = kept
+	if err := c.kube.Patch(ctx, s.node, patch); err != nil {
+		return fmt.Errorf("removing startup taint from node %s, %w", s.name, err)
+	}
+	return nil
+}
+
+func (c *RestoreController) cleanup(ctx context.Context, s *restoreState) error {
+	if s.job != nil {
+		if err := c.remove(ctx, s.job); err != nil {
+			return err
+		}
+	}
+	if s.pvc != nil {
+		return c.remove(ctx, s.pvc)
+	}
+	return nil
+}
+
+// Register wires the restore controller to the pool's Nodes and its own Jobs, PVCs and pods.
+func (c *RestoreController) Register(mgr ctrl.Manager) error {
+	toNode := handler.EnqueueRequestsFromMapFunc(requestForNode)
+	restoreOp := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetNamespace() == c.namespace() && o.GetLabels()[volumes.LabelOp] == volumes.OpRestore
+	}))
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("cache-restore").
+		WatchesRawSource(source.Channel(c.kick, handler.EnqueueRequestsFromMapFunc(c.allPoolNodes))).
+		Watches(&corev1.Node{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetLabels()[volumes.LabelPool] != ""
+		}))).
+		Watches(&batchv1.Job{}, toNode, restoreOp).
+		Watches(&corev1.PersistentVolumeClaim{}, toNode, restoreOp).
+		Watches(&corev1.Pod{}, toNode, restoreOp).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(counted.Reconciler("cache-restore", c))
+}

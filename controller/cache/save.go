@@ -1,0 +1,660 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
+
+	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/counted"
+	"warmpool.io/warmpool/nodepools"
+	"warmpool.io/warmpool/volumes"
+)
+
+// Annotations on a save Job: the snapshot it will make (named from the node's UID, which is
+// gone with the node), and the engine version whose cache it copies.
+const (
+	annotationSnapshot      = "warmpool.io/snapshot"
+	annotationEngineVersion = "warmpool.io/engine-version"
+	// annotationSpot on the guard marks a deadline cut short by a spot interruption notice.
+	annotationSpot = "warmpool.io/spot-interruption"
+)
+
+// Save outcomes recorded in AnnotationSaveOutcome (and the save result metric label).
+const (
+	outcomeSaved   = volumes.ResultSaved
+	outcomeUnclean = volumes.ResultUnclean
+	outcomeFailed  = volumes.ResultFailed
+)
+
+// SaveController saves the engine cache of a node that is going away (request name: the node).
+//
+// The protocol is an ordered list of idempotent steps; each looks at what exists (the guard pod,
+// the engine pod, the save PVC, Job and VolumeSnapshot, the Node's outcome annotation) and
+// either moves on or stops: to wait, or because the save concluded. Nothing is kept in memory,
+// so a restarted controller resumes exactly where the objects say.
+type SaveController struct {
+	base
+	kick chan event.GenericEvent
+}
+
+// saveState is what one reconcile of a node reads.
+type saveState struct {
+	name     string
+	node     *corev1.Node // nil once the Node is gone
+	claim    *karpv1.NodeClaim
+	poolName string
+	pool     *config.Pool // nil unless the pool has the cache enabled
+	signals  volumes.NodeSignals
+	guard    *corev1.Pod
+	pvc      *corev1.PersistentVolumeClaim
+	job      *batchv1.Job
+	snapshot *snapshotv1.VolumeSnapshot
+	deadline volumes.Deadline
+	result   volumes.JobResult
+	done     bool
+}
+
+func (s *saveState) trigger() volumes.Trigger { return volumes.SaveTrigger(s.signals) }
+
+// Reconcile runs the save steps for one node until one must wait or the save concluded.
+func (c *SaveController) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if c.current() == nil {
+		// No config in force yet: which pools have the cache is unknown, and releasing a guard
+		// now would lose a save that is running.
+		return reconcile.Result{RequeueAfter: time.Second}, nil
+	}
+	s, err := c.load(ctx, req.Name)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("node", s.name, "pool", s.poolName))
+	for _, step := range []func(context.Context, *saveState) (reconcile.Result, error){
+		c.settled,
+		c.withdrawn,
+		c.ensureGuard,
+		c.awaitCommitment,
+		c.checkDeadline,
+		c.stopEngine,
+		c.ensureVolume,
+		c.ensureCopy,
+		c.awaitCopy,
+		c.ensureSnapshot,
+		c.awaitSnapshot,
+	} {
+		res, err := step(ctx, s)
+		if err != nil || !res.IsZero() || s.done {
+			return res, err
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+func (c *SaveController) load(ctx context.Context, name string) (*saveState, error) {
+	s := &saveState{name: name}
+	if err := c.loadObjects(ctx, s, c.kube); err != nil {
+		return nil, err
+	}
+	if s.guard != nil || s.pvc != nil || s.job != nil {
+		// A save is under way: read what it decides on from the API server. A cached Node that
+		// lags its outcome annotation, or a cached Job that lags its deletion, would otherwise
+		// run a concluded save again.
+		if err := c.loadObjects(ctx, s, c.live); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case s.node != nil:
+		s.poolName = s.node.Labels[volumes.LabelPool]
+	case s.guard != nil:
+		s.poolName = s.guard.Labels[volumes.LabelPool]
+	case s.job != nil:
+		s.poolName = s.job.Labels[volumes.LabelPool]
+	case s.pvc != nil:
+		s.poolName = s.pvc.Labels[volumes.LabelPool]
+	}
+	s.pool = c.cachePool(s.poolName)
+	if s.pool == nil || s.node == nil {
+		return s, nil
+	}
+	var err error
+	if s.claim, err = c.nodeClaimOf(ctx, s.poolName, name); err != nil {
+		return nil, err
+	}
+	s.signals = volumes.NodeSignals{
+		NodeDeleting:   s.node.DeletionTimestamp != nil,
+		DisruptedTaint: hasTaint(s.node, karpv1.DisruptedTaintKey, corev1.TaintEffectNoSchedule),
+	}
+	if s.claim != nil {
+		s.signals.NodeClaimDeleting = s.claim.DeletionTimestamp != nil
+		s.signals.DisruptionReason = s.claim.StatusConditions().Get(karpv1.ConditionTypeDisruptionReason).IsTrue()
+	}
+	if snap := c.snapshotName(s); snap != "" {
+		vs := &snapshotv1.VolumeSnapshot{}
+		ok, err := c.get(ctx, snap, vs)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			s.snapshot = vs
+		}
+	}
+	return s, nil
+}
+
+// loadObjects reads the Node and the save's guard, PVC and Job from r.
+func (c *SaveController) loadObjects(ctx context.Context, s *saveState, r client.Reader) error {
+	var err error
+	if s.node, err = c.getNode(ctx, s.name, r == c.live); err != nil {
+		return err
+	}
+	s.guard, s.pvc, s.job = nil, nil, nil
+	guard, pvc, job := &corev1.Pod{}, &corev1.PersistentVolumeClaim{}, &batchv1.Job{}
+	for _, o := range []struct {
+		name string
+		obj  client.Object
+		set  func()
+	}{
+		{volumes.GuardName(s.name), guard, func() { s.guard = guard }},
+		{volumes.SaveName(s.name), pvc, func() { s.pvc = pvc }},
+		{volumes.SaveName(s.name), job, func() { s.job = job }},
+	} {
+		ok, err := c.getFrom(ctx, r, o.name, o.obj)
+		if err != nil {
+			return err
+		}
+		if ok {
+			o.set()
+		}
+	}
+	return nil
+}
+
+// snapshotName is the snapshot this save makes: recorded on the Job, else derived from the node.
+func (c *SaveController) snapshotName(s *saveState) string {
+	if s.job != nil && s.job.Annotations[annotationSnapshot] != "" {
+		return s.job.Annotations[annotationSnapshot]
+	}
+	if s.node != nil && s.pool != nil {
+		return volumes.SnapshotName(s.pool.Name, s.name, string(s.node.UID))
+	}
+	return ""
+}
+
+// settled cleans up after a save that concluded: the outcome is on the Node, or the Node is gone
+// and nothing of the save runs any more.
+func (c *SaveController) settled(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	if s.node != nil && s.node.Annotations[AnnotationSaveOutcome] == "" {
+		return reconcile.Result{}, nil
+	}
+	if s.node == nil && (s.guard != nil || s.job != nil) {
+		// The node vanished mid-save: what can finish without it still does (below).
+		if s.pool == nil {
+			s.done = true
+			return reconcile.Result{}, c.cleanup(ctx, s)
+		}
+		return reconcile.Result{}, nil
+	}
+	s.done = true
+	return reconcile.Result{}, c.cleanup(ctx, s)
+}
+
+// withdrawn lets go of a node that is not (or no longer) going away, or whose pool no longer
+// saves its cache. Karpenter withdraws the disrupted taint when a disruption command fails.
+func (c *SaveController) withdrawn(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	if s.node == nil {
+		return reconcile.Result{}, nil
+	}
+	// A node that still waits for its restore never ran its engine: there is nothing to save.
+	restoring := hasTaint(s.node, nodepools.StartupTaintKey, nodepools.StartupTaint.Effect)
+	if s.pool != nil && s.trigger() != volumes.TriggerNone && !restoring {
+		return reconcile.Result{}, nil
+	}
+	s.done = true
+	if s.guard == nil && s.job == nil && s.pvc == nil {
+		return reconcile.Result{}, nil
+	}
+	log.FromContext(ctx).Info("releasing node: no longer going away, or its pool no longer saves the cache")
+	return reconcile.Result{}, c.cleanup(ctx, s)
+}
+
+// ensureGuard holds the node with a do-not-disrupt pod until the save concludes.
+func (c *SaveController) ensureGuard(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	if s.guard != nil || s.node == nil {
+		return reconcile.Result{}, nil
+	}
+	// The cached Node may lag the outcome of a save that just concluded (and deleted its guard):
+	// ask the API server before holding the node again.
+	live, err := c.getNode(ctx, s.name, true)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if live == nil || live.Annotations[AnnotationSaveOutcome] != "" {
+		s.done = true
+		return reconcile.Result{}, nil
+	}
+	var tolerations []corev1.Toleration
+	if t := s.pool.Taint; t != nil {
+		tolerations = append(tolerations, corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOpEqual, Value: t.Value, Effect: t.Effect})
+	}
+	guard := volumes.GuardPod(c.target(s.pool, s.name, s.node.Labels[corev1.LabelArchStable]), c.opts.GuardImage, tolerations)
+	if err := c.create(ctx, guard); err != nil {
+		return reconcile.Result{}, err
+	}
+	s.guard = guard
+	why := "node is being deleted"
+	if s.trigger() == volumes.TriggerTentative {
+		why = "disruption " + s.claim.StatusConditions().Get(karpv1.ConditionTypeDisruptionReason).Reason
+	}
+	c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonGuarded, "holding the node with pod %s/%s to save its engine cache (%s)", guard.Namespace, guard.Name, why)
+	return reconcile.Result{}, nil
+}
+
+// awaitCommitment holds a tentatively disrupted node without touching its engine: the taint
+// alone can still be withdrawn. The deletion (a watch event) wakes the save.
+func (c *SaveController) awaitCommitment(_ context.Context, s *saveState) (reconcile.Result, error) {
+	if s.node != nil && s.trigger() != volumes.TriggerCommitted {
+		s.done = true
+	}
+	return reconcile.Result{}, nil
+}
+
+// checkDeadline bounds the save: past the deadline (minus the margin) the node goes without its
+// cache; a save that has not started yet does not start without enough time.
+func (c *SaveController) checkDeadline(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	if s.node == nil {
+		// The instance is gone: no deadline holds anything any more.
+		return reconcile.Result{}, nil
+	}
+	d, err := c.deadline(ctx, s)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	s.deadline = d
+	w := c.window()
+	now := c.clk.Now()
+	if w.Expired(now, d) {
+		return reconcile.Result{}, c.conclude(ctx, s, volumes.LostTimeout, fmt.Sprintf("deadline %s (margin %s) passed", stamp(d.At), w.Margin))
+	}
+	if s.job == nil {
+		if ok, reason := w.CanStart(now, d); !ok {
+			return reconcile.Result{}, c.conclude(ctx, s, reason, fmt.Sprintf("%s left before the deadline %s, need %s", w.Left(now, d).Round(time.Second), stamp(d.At), w.Minimum))
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+func (c *SaveController) window() volumes.Window {
+	return volumes.Window{Margin: c.opts.SaveMargin, Minimum: c.opts.MinSaveTime}
+}
+
+// deadline is the one recorded on the guard, else computed from the NodeClaim and recorded.
+func (c *SaveController) deadline(ctx context.Context, s *saveState) (volumes.Deadline, error) {
+	if at := parseStamp(s.guard.Annotations[AnnotationDeadline]); !at.IsZero() {
+		return volumes.Deadline{At: at, SpotInterruption: s.guard.Annotations[annotationSpot] == "true"}, nil
+	}
+	in := volumes.DeadlineInput{Grace: s.pool.TerminationGracePeriod.Duration}
+	if cl := s.claim; cl != nil {
+		in.TerminationTimestamp = cl.Annotations[karpv1.NodeClaimTerminationTimestampAnnotationKey]
+		if cl.Spec.TerminationGracePeriod != nil {
+			in.Grace = cl.Spec.TerminationGracePeriod.Duration
+		}
+		if cl.DeletionTimestamp != nil {
+			in.Deleted = cl.DeletionTimestamp.Time
+			expired := cl.Spec.ExpireAfter.Duration != nil && !cl.CreationTimestamp.Add(*cl.Spec.ExpireAfter.Duration).After(in.Deleted)
+			in.Spot = cl.Labels[karpv1.CapacityTypeLabelKey] == karpv1.CapacityTypeSpot && !s.signals.DisruptionReason && !expired
+		}
+	}
+	if in.Deleted.IsZero() && s.node.DeletionTimestamp != nil {
+		in.Deleted = s.node.DeletionTimestamp.Time
+	}
+	d, err := volumes.NodeDeadline(in)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "using deletion time plus grace period instead")
+	}
+	patch := client.MergeFrom(s.guard.DeepCopy())
+	if s.guard.Annotations == nil {
+		s.guard.Annotations = map[string]string{}
+	}
+	s.guard.Annotations[AnnotationDeadline] = stamp(d.At)
+	if d.SpotInterruption {
+		s.guard.Annotations[annotationSpot] = "true"
+	}
+	if err := c.kube.Patch(ctx, s.guard, patch); err != nil {
+		return d, fmt.Errorf("recording deadline on guard %s, %w", s.guard.Name, err)
+	}
+	return d, nil
+}
+
+// stopEngine evicts the node's engine pod so its preStop and graceful exit write the clean
+// shutdown marker, and waits until it is gone. Karpenter would not evict it while the guard
+// holds the drain (DaemonSet pods go in a later drain group), and the DaemonSet controller does
+// not put it back because it does not tolerate the disrupted taint.
+func (c *SaveController) stopEngine(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	if s.job != nil || s.pvc != nil {
+		return reconcile.Result{}, nil
+	}
+	if s.node == nil {
+		return reconcile.Result{}, c.conclude(ctx, s, volumes.LostNodeGone, "the node went before its engine stopped")
+	}
+	if !volumes.EngineStoppable(s.signals) {
+		// Karpenter taints the node as soon as its finalizer runs.
+		return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+	}
+	engines, err := c.enginePods(ctx, s)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if len(engines) == 0 {
+		return reconcile.Result{}, nil
+	}
+	if v := engines[0].Labels[volumes.LabelEngineVersion]; v != "" && s.guard.Annotations[annotationEngineVersion] != v {
+		// The cache is the running engine's, which may predate a config change of the version.
+		patch := client.MergeFrom(s.guard.DeepCopy())
+		s.guard.Annotations[annotationEngineVersion] = v
+		if err := c.kube.Patch(ctx, s.guard, patch); err != nil {
+			return reconcile.Result{}, fmt.Errorf("recording engine version on guard %s, %w", s.guard.Name, err)
+		}
+	}
+	for _, p := range engines {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}}
+		if err := c.kube.SubResource("eviction").Create(ctx, p, ev); err != nil {
+			if apierrors.IsTooManyRequests(err) {
+				log.FromContext(ctx).Info("engine eviction blocked by a disruption budget, retrying", "pod", p.Name)
+				continue
+			}
+			if !apierrors.IsNotFound(err) {
+				return reconcile.Result{}, fmt.Errorf("evicting engine pod %s/%s, %w", p.Namespace, p.Name, err)
+			}
+		}
+		c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonEngineStopped, "evicted engine pod %s/%s so it shuts down cleanly before the save", p.Namespace, p.Name)
+	}
+	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+}
+
+// enginePods are the node's engine pods that still run (terminal pods have exited).
+func (c *SaveController) enginePods(ctx context.Context, s *saveState) ([]*corev1.Pod, error) {
+	sel := labels.SelectorFromSet(labels.Set{volumes.LabelEngineName: volumes.EngineName, volumes.LabelPool: s.pool.Name})
+	if ds := s.pool.Engine.ExistingDaemonSet; ds != nil {
+		var err error
+		if sel, err = metav1.LabelSelectorAsSelector(ds); err != nil {
+			return nil, fmt.Errorf("pool %s engine.existingDaemonSet selector, %w", s.pool.Name, err)
+		}
+	}
+	pods := &corev1.PodList{}
+	if err := c.kube.List(ctx, pods, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return nil, fmt.Errorf("listing engine pods, %w", err)
+	}
+	var out []*corev1.Pod
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Spec.NodeName == s.name && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// ensureVolume creates the fresh PVC the cache is copied onto.
+func (c *SaveController) ensureVolume(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	if s.pvc != nil {
+		return reconcile.Result{}, nil
+	}
+	if s.job != nil || s.snapshot != nil {
+		return reconcile.Result{}, c.conclude(ctx, s, outcomeFailed, "the save volume was deleted mid-save")
+	}
+	pvc := volumes.SavePVC(c.saveTarget(s), s.pool.Cache.StorageClassName, *s.pool.Cache.Size)
+	if err := c.create(ctx, pvc); err != nil {
+		return reconcile.Result{}, err
+	}
+	s.pvc = pvc
+	return reconcile.Result{}, nil
+}
+
+// saveTarget is the node's target with the engine version of the cache being saved.
+func (c *SaveController) saveTarget(s *saveState) volumes.Target {
+	arch := ""
+	if s.node != nil {
+		arch = s.node.Labels[corev1.LabelArchStable]
+	}
+	t := c.target(s.pool, s.name, arch)
+	if s.guard != nil && s.guard.Annotations[annotationEngineVersion] != "" {
+		t.EngineVersion = s.guard.Annotations[annotationEngineVersion]
+	}
+	if s.job != nil && s.job.Annotations[annotationEngineVersion] != "" {
+		t.EngineVersion = s.job.Annotations[annotationEngineVersion]
+	}
+	return t
+}
+
+// ensureCopy starts the save Job, bounded by the time left.
+func (c *SaveController) ensureCopy(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	if s.job != nil {
+		return reconcile.Result{}, nil
+	}
+	if s.node == nil {
+		return reconcile.Result{}, c.conclude(ctx, s, volumes.LostNodeGone, "the node went before the copy started")
+	}
+	now := c.clk.Now()
+	t := c.saveTarget(s)
+	job := volumes.SaveJob(t, c.window().ActiveDeadlineSeconds(now, s.deadline))
+	job.Annotations = map[string]string{
+		AnnotationStarted:       stamp(now),
+		annotationSnapshot:      volumes.SnapshotName(s.pool.Name, s.name, string(s.node.UID)),
+		annotationEngineVersion: t.EngineVersion,
+	}
+	if err := c.create(ctx, job); err != nil {
+		return reconcile.Result{}, err
+	}
+	s.job = job
+	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+}
+
+// awaitCopy reads the Job's result: only a saved cache goes on to a snapshot.
+func (c *SaveController) awaitCopy(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	if s.snapshot != nil {
+		return reconcile.Result{}, nil
+	}
+	r, done, err := c.jobResult(ctx, s.job)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !done {
+		if s.node == nil {
+			return reconcile.Result{}, c.conclude(ctx, s, volumes.LostNodeGone, "the node went before the copy finished")
+		}
+		return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+	}
+	switch r.Result {
+	case volumes.ResultSaved:
+		s.result = r
+		return reconcile.Result{}, nil
+	case volumes.ResultUnclean:
+		return reconcile.Result{}, c.conclude(ctx, s, outcomeUnclean, r.Reason)
+	}
+	return reconcile.Result{}, c.conclude(ctx, s, outcomeFailed, fmt.Sprintf("%s: %s", r.Result, r.Reason))
+}
+
+// ensureSnapshot snapshots the saved volume.
+func (c *SaveController) ensureSnapshot(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	if s.snapshot != nil {
+		return reconcile.Result{}, nil
+	}
+	t := c.saveTarget(s)
+	if s.result.Architecture != "" {
+		t.Arch = s.result.Architecture
+	}
+	snap := volumes.Snapshot(t, s.job.Annotations[annotationSnapshot], s.pool.Cache.SnapshotClassName, s.result)
+	if snap.Name == "" {
+		return reconcile.Result{}, c.conclude(ctx, s, outcomeFailed, "save job "+s.job.Name+" names no snapshot")
+	}
+	if err := c.create(ctx, snap); err != nil {
+		return reconcile.Result{}, err
+	}
+	s.snapshot = snap
+	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+}
+
+// awaitSnapshot waits for the snapshot to be ready to use; the save is then done.
+func (c *SaveController) awaitSnapshot(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	if !volumes.Ready(s.snapshot) {
+		if st := s.snapshot.Status; st != nil && st.Error != nil && st.Error.Message != nil {
+			log.FromContext(ctx).Info("snapshot reports an error, waiting for the snapshotter to retry", "snapshot", s.snapshot.Name, "error", *st.Error.Message)
+		}
+		return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+	}
+	return reconcile.Result{}, c.conclude(ctx, s, outcomeSaved, "")
+}
+
+// poll is how long to wait before looking again without an event: the poll interval, or less
+// when the deadline comes first.
+func (c *SaveController) poll(s *saveState) time.Duration {
+	if s.deadline.At.IsZero() {
+		return pollInterval
+	}
+	return min(pollInterval, max(c.window().Left(c.clk.Now(), s.deadline), time.Second))
+}
+
+// conclude records the outcome on the Node (the commit point: after it the save never runs
+// again), reports it, and cleans up.
+func (c *SaveController) conclude(ctx context.Context, s *saveState, outcome, detail string) error {
+	if s.node != nil {
+		patch := client.MergeFrom(s.node.DeepCopy())
+		if s.node.Annotations == nil {
+			s.node.Annotations = map[string]string{}
+		}
+		s.node.Annotations[AnnotationSaveOutcome] = outcome
+		if err := c.kube.Patch(ctx, s.node, patch); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("recording save outcome on node %s, %w", s.name, err)
+		}
+	}
+	c.report(ctx, s, outcome, detail)
+	s.done = true
+	return c.cleanup(ctx, s)
+}
+
+func (c *SaveController) report(ctx context.Context, s *saveState, outcome, detail string) {
+	pool := s.poolName
+	node := nodeRef(s.name, s.node)
+	if s.job != nil {
+		savesTotal.WithLabelValues(pool, outcome).Inc()
+	}
+	if outcome != outcomeSaved {
+		lostTotal.WithLabelValues(pool, outcome).Inc()
+	}
+	log.FromContext(ctx).Info("cache save concluded", "outcome", outcome, "detail", detail)
+	switch outcome {
+	case outcomeSaved:
+		// The snapshot carries the copier's figures: the reconcile that sees it ready may be a
+		// later one (or another process) than the one that read the Job.
+		r, took := resultOf(s.snapshot), time.Duration(0)
+		if started := parseStamp(s.job.Annotations[AnnotationStarted]); !started.IsZero() {
+			took = c.clk.Since(started)
+			saveDuration.WithLabelValues(pool).Observe(took.Seconds())
+		}
+		saveBytes.WithLabelValues(pool).Observe(float64(r.Bytes))
+		msg := fmt.Sprintf("cache saved to VolumeSnapshot %s/%s: %d bytes, %d files, copy %.0fs, save %s",
+			s.snapshot.Namespace, s.snapshot.Name, r.Bytes, r.Files, r.DurationSeconds, took.Round(time.Second))
+		c.recorder.Event(node, corev1.EventTypeNormal, ReasonSaved, msg)
+		c.recorder.Event(s.snapshot, corev1.EventTypeNormal, ReasonSaved, fmt.Sprintf("saved from node %s: %d bytes, %d files", s.name, r.Bytes, r.Files))
+	case outcomeUnclean:
+		c.recorder.Eventf(node, corev1.EventTypeWarning, ReasonUnclean, "engine cache not saved: the engine did not shut down cleanly (%s); a copy would restore cold", detail)
+	case outcomeFailed:
+		c.recorder.Eventf(node, corev1.EventTypeWarning, ReasonSaveFailed, "engine cache not saved: %s", detail)
+	case volumes.LostTimeout:
+		c.recorder.Eventf(node, corev1.EventTypeWarning, ReasonSaveTimedOut, "engine cache not saved: %s; released the node", detail)
+	default:
+		c.recorder.Eventf(node, corev1.EventTypeWarning, ReasonLost, "engine cache not saved (%s): %s", outcome, detail)
+	}
+}
+
+// cleanup deletes the save's Job, its PVC (unless a snapshot still being cut reads it) and the
+// guard, which lets Karpenter's drain finish. A ready snapshot is never touched.
+func (c *SaveController) cleanup(ctx context.Context, s *saveState) error {
+	if s.job != nil {
+		if err := c.remove(ctx, s.job); err != nil {
+			return err
+		}
+	}
+	if s.pvc != nil && !(s.snapshot != nil && !volumes.Ready(s.snapshot)) {
+		if err := c.remove(ctx, s.pvc); err != nil {
+			return err
+		}
+	}
+	if s.guard != nil {
+		if err := c.remove(ctx, s.guard); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Register wires the save controller: a node's save is looked at again whenever the Node, its
+// NodeClaim, its engine pod or any object of its save changes.
+func (c *SaveController) Register(mgr ctrl.Manager) error {
+	toNode := handler.EnqueueRequestsFromMapFunc(requestForNode)
+	ours := func(op ...string) builder.WatchesOption {
+		return builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			if o.GetNamespace() != c.namespace() {
+				return false
+			}
+			for _, v := range op {
+				if o.GetLabels()[volumes.LabelOp] == v {
+					return true
+				}
+			}
+			return false
+		}))
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("cache-save").
+		WatchesRawSource(source.Channel(c.kick, handler.EnqueueRequestsFromMapFunc(c.allPoolNodes))).
+		Watches(&corev1.Node{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetLabels()[volumes.LabelPool] != ""
+		}))).
+		Watches(&karpv1.NodeClaim{}, toNode).
+		Watches(&corev1.Pod{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			l := o.GetLabels()
+			return l[volumes.LabelEngineName] == volumes.EngineName ||
+				o.GetNamespace() == c.namespace() && (l[volumes.LabelOp] == volumes.OpGuard || l[volumes.LabelOp] == volumes.OpSave)
+		}))).
+		Watches(&batchv1.Job{}, toNode, ours(volumes.OpSave)).
+		Watches(&corev1.PersistentVolumeClaim{}, toNode, ours(volumes.OpSave)).
+		Watches(&snapshotv1.VolumeSnapshot{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetNamespace() == c.namespace() && o.GetLabels()[volumes.LabelSourceNode] != ""
+		}))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(counted.Reconciler("cache-save", c))
+}
+
+// resultOf reads the copier's figures back from a snapshot's annotations.
+func resultOf(snap *snapshotv1.VolumeSnapshot) volumes.JobResult {
+	r := volumes.JobResult{Result: volumes.ResultSaved}
+	r.Bytes, _ = strconv.ParseInt(snap.Annotations[volumes.AnnotationBytes], 10, 64)
+	r.Files, _ = strconv.ParseInt(snap.Annotations[volumes.AnnotationFiles], 10, 64)
+	r.DurationSeconds, _ = strconv.ParseFloat(snap.Annotations[volumes.AnnotationDuration], 64)
+	return r
+}

@@ -1,0 +1,287 @@
+// Package cachejob is what the save and restore Jobs do on a node (`warmpool cache
+// save|restore`): the pre-flight checks of the cache protocol around the copier, and the
+// mapping of every outcome to a volumes.JobResult and an exit code. It holds no Kubernetes
+// client: the controller learns the outcome from the pod's termination message alone.
+package cachejob
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"warmpool.io/warmpool/volumes"
+	"warmpool.io/warmpool/volumes/copier"
+)
+
+// Options are what save and restore share.
+type Options struct {
+	// CacheDir is the engine's cache directory on the node (save: the source; restore: the
+	// directory the restored copy is renamed to).
+	CacheDir string
+	// VolumeDir is the root of the mounted PVC (save: the destination; restore: the source).
+	VolumeDir     string
+	Pool          string
+	Node          string
+	EngineVersion string
+	Architecture  string
+	// Workers and BytesPerSecond are passed to the copier (0: its defaults, unthrottled).
+	Workers        int
+	BytesPerSecond int64
+	// Log receives progress and decisions, one line each; nil discards them.
+	Log io.Writer
+	// ProgressInterval is how often progress is logged (0: the copier's default, 5s).
+	ProgressInterval time.Duration
+}
+
+// SaveOptions configure Save.
+type SaveOptions struct {
+	Options
+}
+
+// RestoreOptions configure Restore.
+type RestoreOptions struct {
+	Options
+	// StagingDir receives the copy before it is renamed into CacheDir; it must be on the same
+	// filesystem. Default: StagingDir(CacheDir).
+	StagingDir string
+}
+
+// maxReason keeps a JobResult well under the kubelet's 4 KiB termination message limit,
+// whatever paths an error names.
+const maxReason = 1024
+
+// StagingDir is the default staging directory of a restore into cacheDir: a hidden sibling,
+// so it is on the same filesystem (the rename into place needs that) and outside the cache.
+func StagingDir(cacheDir string) string {
+	cacheDir = filepath.Clean(cacheDir)
+	return filepath.Join(filepath.Dir(cacheDir), "."+filepath.Base(cacheDir)+".warmpool-staging")
+}
+
+// Save copies the engine cache at CacheDir onto the volume, if the engine shut down cleanly.
+// The returned JobResult is always set; the error says why the result is not "saved".
+//
+//   - Engine still holding its lock, or no clean-shutdown marker: "unclean", nothing copied
+//     (the engine would wipe that cache on its next start, so copying it is wasted time).
+//   - A volume that already holds a complete copy (a manifest): incremental copy that
+//     skips files unchanged since then.
+//   - Anything else that fails: "failed"; the copier leaves no manifest on the volume, so
+//     the half-written volume is never restored.
+func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
+	res := volumes.JobResult{Result: volumes.ResultFailed, EngineVersion: o.EngineVersion, Architecture: o.Architecture}
+	if err := o.validate(true); err != nil {
+		return withReason(res, err), err
+	}
+	logf := o.logger()
+	if err := copier.CheckCleanShutdown(o.CacheDir, ""); err != nil {
+		// An unreadable marker means "unknown", which is treated as not clean too.
+		res.Result = volumes.ResultUnclean
+		err = fmt.Errorf("refusing to save %s: %w", o.CacheDir, err)
+		logf("%v", err)
+		return withReason(res, err), err
+	}
+	opts := o.copierOptions()
+	opts.SourceNode = o.Node
+	prev, err := copier.ReadManifest(o.VolumeDir)
+	switch {
+	case err == nil:
+		logf("volume %s holds a copy from %s (%d files): incremental save", o.VolumeDir, prev.Created.Format(time.RFC3339), prev.Totals.Files)
+		opts.Previous = &prev
+	case errors.Is(err, copier.ErrNoManifest):
+		logf("volume %s holds no earlier copy: full save", o.VolumeDir)
+	default:
+		// A corrupt manifest vouches for nothing: copy everything again.
+		logf("ignoring the volume's manifest (%v): full save", err)
+	}
+	logf("saving %s to %s (pool %s, node %s, engine %s, %s)", o.CacheDir, o.VolumeDir, o.Pool, o.Node, o.EngineVersion, o.Architecture)
+	m, err := copier.Copy(ctx, o.CacheDir, o.VolumeDir, opts)
+	if err != nil {
+		err = fmt.Errorf("saving %s to %s: %w", o.CacheDir, o.VolumeDir, err)
+		logf("%v", err)
+		return withReason(res, err), err
+	}
+	logWarnings(logf, m)
+	logf("saved %d files, %d bytes in %s (copied %d files, %d bytes; skipped %d unchanged files)",
+		m.Totals.Files, m.Totals.Bytes, m.Duration.Round(time.Millisecond), m.Stats.CopiedFiles, m.Stats.CopiedBytes, m.Stats.SkippedFiles)
+	return fromManifest(volumes.ResultSaved, m), nil
+}
+
+// Restore puts the copy on the volume into place at CacheDir, through a staging directory,
+// so a half-restored cache is never seen by the engine. The returned JobResult is always
+// set; the error says why the result is not "restored".
+//
+//   - A volume without a readable manifest: "no-cache", CacheDir untouched.
+//   - A copy of another engine version or architecture (the engine would wipe it), or a copy
+//     that does not match its manifest: "failed" with the reason, CacheDir untouched.
+func Restore(ctx context.Context, o RestoreOptions) (volumes.JobResult, error) {
+	res := volumes.JobResult{Result: volumes.ResultFailed, EngineVersion: o.EngineVersion, Architecture: o.Architecture}
+	if err := o.validate(false); err != nil {
+		return withReason(res, err), err
+	}
+	logf := o.logger()
+	saved, err := copier.ReadManifest(o.VolumeDir)
+	if err != nil {
+		res.Result = volumes.ResultNoCache
+		err = fmt.Errorf("volume %s holds no complete cache copy: %w", o.VolumeDir, err)
+		logf("%v", err)
+		return withReason(res, err), err
+	}
+	// Checked here too (copier.Restore also does) so the mismatch is reported before any
+	// work, with both sides named.
+	if o.EngineVersion != "" && saved.EngineVersion != o.EngineVersion {
+		err := fmt.Errorf("%w: volume holds engine version %q, node runs %q", copier.ErrIncompatible, saved.EngineVersion, o.EngineVersion)
+		logf("%v", err)
+		return withReason(res, err), err
+	}
+	if o.Architecture != "" && saved.Architecture != o.Architecture {
+		err := fmt.Errorf("%w: volume holds architecture %q, node is %q", copier.ErrIncompatible, saved.Architecture, o.Architecture)
+		logf("%v", err)
+		return withReason(res, err), err
+	}
+	staging := o.StagingDir
+	if staging == "" {
+		staging = StagingDir(o.CacheDir)
+	}
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(o.CacheDir)), 0o755); err != nil {
+		err = fmt.Errorf("creating the parent of cache dir %s: %w", o.CacheDir, err)
+		return withReason(res, err), err
+	}
+	logf("restoring %s (saved from node %s at %s, %d files, %d bytes) into %s via %s",
+		o.VolumeDir, saved.SourceNode, saved.Created.Format(time.RFC3339), saved.Totals.Files, saved.Totals.Bytes, o.CacheDir, staging)
+	m, err := copier.Restore(ctx, o.VolumeDir, staging, o.CacheDir, o.copierOptions())
+	if err != nil {
+		err = fmt.Errorf("restoring into %s: %w", o.CacheDir, err)
+		logf("%v", err)
+		return withReason(res, err), err
+	}
+	logWarnings(logf, m)
+	logf("restored %d files, %d bytes in %s", m.Totals.Files, m.Totals.Bytes, m.Duration.Round(time.Millisecond))
+	return fromManifest(volumes.ResultRestored, m), nil
+}
+
+// ExitCode is the contract's exit code for a result.
+func ExitCode(r volumes.JobResult) int {
+	switch r.Result {
+	case volumes.ResultSaved, volumes.ResultRestored:
+		return volumes.ExitOK
+	case volumes.ResultUnclean:
+		return volumes.ExitUnclean
+	case volumes.ResultNoCache:
+		return volumes.ExitNoCache
+	default:
+		return volumes.ExitFailed
+	}
+}
+
+// WriteResult writes r as JSON to path (the container's termination message file).
+func WriteResult(path string, r volumes.JobResult) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encoding job result: %w", err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Errorf("writing job result to %s: %w", path, err)
+	}
+	return nil
+}
+
+// UsageError marks a bad option: the Job was built wrong, not the node's data.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func (o Options) validate(save bool) error {
+	var missing []string
+	if o.CacheDir == "" {
+		missing = append(missing, "--cache-dir")
+	}
+	if o.VolumeDir == "" {
+		missing = append(missing, "--volume-dir")
+	}
+	// A save records them in the manifest, and restores match on them: a copy without them
+	// could never be restored.
+	if save && o.EngineVersion == "" {
+		missing = append(missing, "--engine-version")
+	}
+	if save && o.Architecture == "" {
+		missing = append(missing, "--arch")
+	}
+	if len(missing) > 0 {
+		return &UsageError{fmt.Errorf("missing %s", strings.Join(missing, ", "))}
+	}
+	if o.Workers < 0 {
+		return &UsageError{fmt.Errorf("--workers: %d is negative", o.Workers)}
+	}
+	if o.BytesPerSecond < 0 {
+		return &UsageError{fmt.Errorf("--bwlimit: %d is negative", o.BytesPerSecond)}
+	}
+	return nil
+}
+
+func (o Options) logger() func(string, ...any) {
+	w := o.Log
+	if w == nil {
+		w = io.Discard
+	}
+	return func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+}
+
+func (o Options) copierOptions() copier.Options {
+	logf := o.logger()
+	return copier.Options{
+		Workers:          o.Workers,
+		EngineVersion:    o.EngineVersion,
+		Architecture:     o.Architecture,
+		BytesPerSecond:   o.BytesPerSecond,
+		ProgressInterval: o.ProgressInterval,
+		Progress:         func(p copier.Progress) { logf("%s", FormatProgress(p)) },
+	}
+}
+
+// FormatProgress renders one progress log line.
+func FormatProgress(p copier.Progress) string {
+	total := fmt.Sprintf("%s of %s", mib(p.BytesDone), mib(p.BytesTotal))
+	if !p.ScanDone {
+		total += "+ (scanning)"
+	}
+	state := "progress"
+	if p.Final {
+		state = "done"
+	}
+	return fmt.Sprintf("%s: %s, %d of %d files, %s/s, %s elapsed",
+		state, total, p.FilesDone, p.FilesTotal, mib(int64(p.BytesPerSecond)), p.Elapsed.Round(100*time.Millisecond))
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func logWarnings(logf func(string, ...any), m copier.Manifest) {
+	for _, w := range m.Warnings {
+		logf("warning: %s", w)
+	}
+}
+
+func fromManifest(result string, m copier.Manifest) volumes.JobResult {
+	return volumes.JobResult{
+		Result:          result,
+		Bytes:           m.Totals.Bytes,
+		Files:           m.Totals.Files,
+		DurationSeconds: m.Duration.Seconds(),
+		EngineVersion:   m.EngineVersion,
+		Architecture:    m.Architecture,
+	}
+}
+
+func withReason(r volumes.JobResult, err error) volumes.JobResult {
+	reason := err.Error()
+	if len(reason) > maxReason {
+		reason = reason[:maxReason-3] + "..."
+	}
+	r.Reason = reason
+	return r
+}

@@ -1,0 +1,89 @@
+package volumes
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/go-logr/logr"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
+)
+
+var target = Target{
+	Namespace: "warmpool", Pool: "ci", Node: "node-a", Arch: "arm64", EngineVersion: "v0.19.7",
+	HostPath: "/mnt/k8s-disks/0/dagger-ci", Image: "ghcr.io/warmpool/warmpool:v1",
+	Labels: map[string]string{"app.kubernetes.io/managed-by": "warmpool"},
+}
+
+func TestGuardPod(t *testing.T) {
+	p := GuardPod(target, "pause", []corev1.Toleration{{Key: "warmpool.io/runner", Operator: corev1.TolerationOpEqual, Value: "ci", Effect: corev1.TaintEffectNoSchedule}})
+	if p.Name != "warmpool-guard-node-a" || p.Spec.NodeName != "node-a" || p.Annotations[karpv1.DoNotDisruptAnnotationKey] != "true" {
+		t.Fatalf("guard %s on %q annotations %v", p.Name, p.Spec.NodeName, p.Annotations)
+	}
+	if p.Labels[LabelOp] != OpGuard || p.Labels[LabelPool] != "ci" || p.Labels[LabelNode] != "node-a" || p.Labels["app.kubernetes.io/managed-by"] != "warmpool" {
+		t.Fatalf("guard labels %v", p.Labels)
+	}
+	// A pod that tolerates the disrupted taint is not waited for by Karpenter's drain.
+	for _, tol := range p.Spec.Tolerations {
+		if tol.ToleratesTaint(logr.Discard(), &karpv1.DisruptedNoScheduleTaint, false) {
+			t.Fatalf("guard tolerates %v: Karpenter would not wait for it", karpv1.DisruptedNoScheduleTaint)
+		}
+	}
+}
+
+func TestSaveObjects(t *testing.T) {
+	pvc := SavePVC(target, "gp3", resource.MustParse("100Gi"))
+	if pvc.Name != "warmpool-save-node-a" || *pvc.Spec.StorageClassName != "gp3" || pvc.Spec.DataSource != nil ||
+		pvc.Annotations[SelectedNodeAnnotation] != "node-a" || pvc.Labels[LabelOp] != OpSave {
+		t.Fatalf("save pvc %+v", pvc)
+	}
+	job := SaveJob(target, 600)
+	spec := job.Spec.Template.Spec
+	if *job.Spec.BackoffLimit != 0 || *job.Spec.ActiveDeadlineSeconds != 600 || spec.NodeName != "node-a" || spec.RestartPolicy != corev1.RestartPolicyNever {
+		t.Fatalf("save job spec %+v", job.Spec)
+	}
+	if !spec.Tolerations[0].ToleratesTaint(logr.Discard(), &karpv1.DisruptedNoScheduleTaint, false) || job.Spec.Template.Annotations[karpv1.DoNotDisruptAnnotationKey] != "true" {
+		t.Fatalf("save pod must run on the tainted node and not be disrupted")
+	}
+	c := spec.Containers[0]
+	want := []string{"cache", "save", "--cache-dir", "/cache", "--volume-dir", "/volume", "--pool", "ci", "--node", "node-a", "--engine-version", "v0.19.7", "--arch", "arm64"}
+	if c.Name != CopierContainer || !reflect.DeepEqual(c.Args, want) || *c.SecurityContext.RunAsUser != 0 || c.TerminationMessagePath != DefaultResultLog {
+		t.Fatalf("copier container %+v", c)
+	}
+	if hp := spec.Volumes[0].HostPath; hp.Path != target.HostPath || *hp.Type != corev1.HostPathDirectory {
+		t.Fatalf("cache volume %+v", hp)
+	}
+	if spec.Volumes[1].PersistentVolumeClaim.ClaimName != pvc.Name {
+		t.Fatalf("volume claim %+v", spec.Volumes[1])
+	}
+	if got := SaveJob(target, -5); *got.Spec.ActiveDeadlineSeconds != 1 {
+		t.Fatalf("a negative deadline must still be a valid activeDeadlineSeconds, got %d", *got.Spec.ActiveDeadlineSeconds)
+	}
+	snap := Snapshot(target, "warmpool-ci-node-a-1234", "ebs", JobResult{Result: ResultSaved, Bytes: 42, Files: 3, DurationSeconds: 1.25})
+	if *snap.Spec.Source.PersistentVolumeClaimName != pvc.Name || *snap.Spec.VolumeSnapshotClassName != "ebs" ||
+		snap.Labels[LabelArch] != "arm64" || snap.Labels[LabelEngineVersion] != "v0.19.7" || snap.Labels[LabelSourceNode] != "node-a" ||
+		snap.Annotations[AnnotationBytes] != "42" || snap.Annotations[AnnotationFiles] != "3" || snap.Annotations[AnnotationDuration] != "1.250" {
+		t.Fatalf("snapshot %+v", snap)
+	}
+}
+
+func TestRestoreObjects(t *testing.T) {
+	pvc := RestorePVC(target, "", resource.MustParse("100Gi"), "snap-1")
+	if pvc.Spec.StorageClassName != nil || pvc.Spec.DataSource.Name != "snap-1" || pvc.Spec.DataSource.Kind != "VolumeSnapshot" || *pvc.Spec.DataSource.APIGroup != "snapshot.storage.k8s.io" {
+		t.Fatalf("restore pvc %+v", pvc.Spec)
+	}
+	job := RestoreJob(target, 300)
+	spec := job.Spec.Template.Spec
+	want := []string{"cache", "restore", "--volume-dir", "/volume", "--cache-dir", "/host/dagger-ci", "--pool", "ci", "--node", "node-a", "--engine-version", "v0.19.7", "--arch", "arm64"}
+	if !reflect.DeepEqual(spec.Containers[0].Args, want) {
+		t.Fatalf("restore args %v", spec.Containers[0].Args)
+	}
+	if hp := spec.Volumes[0].HostPath; hp.Path != "/mnt/k8s-disks/0" || *hp.Type != corev1.HostPathDirectoryOrCreate {
+		t.Fatalf("host volume %+v", hp)
+	}
+	if !spec.Containers[0].VolumeMounts[1].ReadOnly || spec.Volumes[1].PersistentVolumeClaim.ClaimName != "warmpool-restore-node-a" {
+		t.Fatalf("restore volume must be the restore PVC, read-only")
+	}
+}

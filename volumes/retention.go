@@ -1,0 +1,129 @@
+package volumes
+
+import (
+	"sort"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+)
+
+// Retention bounds the snapshots kept per key (pool, architecture, engine version).
+type Retention struct {
+	// Keep is how many ready snapshots are kept per key, newest first.
+	Keep int
+	// MaxAge drops ready snapshots older than this.
+	MaxAge time.Duration
+	// NotReadyMaxAge drops snapshots that never became ready (failed, or stuck) after this.
+	NotReadyMaxAge time.Duration
+}
+
+// Prune reasons.
+const (
+	PruneBeyondKeep = "beyond-keep"
+	PruneMaxAge     = "max-age"
+	PruneNotReady   = "not-ready"
+)
+
+// Prune is one snapshot to delete and why.
+type Prune struct {
+	Name   string
+	Key    SnapshotKey
+	Reason string
+}
+
+// PlanRetention decides which of one pool's snapshots to delete. It never deletes a snapshot
+// being deleted already or one in inUse (a restore is reading it), and never lets MaxAge take
+// the newest ready snapshot of a key when a newer save of that key did not become ready: a
+// failed save must not leave the pool with no cache at all.
+func PlanRetention(snaps []snapshotv1.VolumeSnapshot, r Retention, inUse map[string]bool, now time.Time) []Prune {
+	byKey := map[SnapshotKey][]*snapshotv1.VolumeSnapshot{}
+	for i := range snaps {
+		s := &snaps[i]
+		if s.DeletionTimestamp != nil {
+			continue
+		}
+		byKey[KeyOf(s)] = append(byKey[KeyOf(s)], s)
+	}
+	keys := make([]SnapshotKey, 0, len(byKey))
+	for k := range byKey {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.Pool != b.Pool {
+			return a.Pool < b.Pool
+		}
+		if a.Arch != b.Arch {
+			return a.Arch < b.Arch
+		}
+		return a.EngineVersion < b.EngineVersion
+	})
+	var out []Prune
+	for _, key := range keys {
+		list := byKey[key]
+		sortNewestFirst(list)
+		readySeen := 0
+		newerNotReady := false
+		for _, s := range list {
+			age := now.Sub(Created(s))
+			reason := ""
+			if Ready(s) {
+				readySeen++
+				switch {
+				case readySeen > r.Keep:
+					reason = PruneBeyondKeep
+				case age > r.MaxAge && !(readySeen == 1 && newerNotReady):
+					reason = PruneMaxAge
+				}
+			} else {
+				newerNotReady = true
+				if age > r.NotReadyMaxAge {
+					reason = PruneNotReady
+				}
+			}
+			if reason != "" && !inUse[s.Name] {
+				out = append(out, Prune{Name: s.Name, Key: key, Reason: reason})
+			}
+		}
+	}
+	return out
+}
+
+// ReadyCounts counts the ready snapshots per key that remain after prunes.
+func ReadyCounts(snaps []snapshotv1.VolumeSnapshot, prunes []Prune) map[SnapshotKey]int {
+	gone := make(map[string]bool, len(prunes))
+	for _, p := range prunes {
+		gone[p.Name] = true
+	}
+	out := map[SnapshotKey]int{}
+	for i := range snaps {
+		if Ready(&snaps[i]) && !gone[snaps[i].Name] {
+			out[KeyOf(&snaps[i])]++
+		}
+	}
+	return out
+}
+
+// Leftover is an object of the cache protocol (guard pod, Job, PVC) and the node it served.
+type Leftover struct {
+	Kind, Name string
+	Node       string
+	Created    time.Time
+	// Busy marks an object that still serves something without its node (a save PVC that is
+	// the source of a snapshot not yet ready).
+	Busy bool
+}
+
+// Orphans are the leftovers whose node no longer exists, that serve nothing, and that are older
+// than grace (the save and restore controllers clean up after a vanished node themselves; this
+// is the backstop for what they never saw).
+func Orphans(objs []Leftover, nodeExists func(string) bool, now time.Time, grace time.Duration) []Leftover {
+	var out []Leftover
+	for _, o := range objs {
+		if o.Busy || o.Node != "" && nodeExists(o.Node) || now.Sub(o.Created) < grace {
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
+}

@@ -1,0 +1,133 @@
+package volumes
+
+import (
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+func TestPlanRetention(t *testing.T) {
+	now := time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC)
+	amd := SnapshotKey{Pool: "ci", Arch: "amd64", EngineVersion: "v0.19.7"}
+	arm := SnapshotKey{Pool: "ci", Arch: "arm64", EngineVersion: "v0.19.7"}
+	r := Retention{Keep: 2, MaxAge: 7 * 24 * time.Hour, NotReadyMaxAge: 24 * time.Hour}
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	deleting := snap("deleting", amd, ago(30*24*time.Hour), true)
+	deleting.DeletionTimestamp = ptr.To(metav1.NewTime(now))
+
+	for _, tc := range []struct {
+		name  string
+		snaps []snapshotv1.VolumeSnapshot
+		inUse map[string]bool
+		want  map[string]string // name -> reason
+	}{
+		{
+			name:  "keeps the newest N per key",
+			snaps: []snapshotv1.VolumeSnapshot{snap("a1", amd, ago(time.Hour), true), snap("a2", amd, ago(2*time.Hour), true), snap("a3", amd, ago(3*time.Hour), true), snap("r1", arm, ago(5*time.Hour), true)},
+			want:  map[string]string{"a3": PruneBeyondKeep},
+		},
+		{
+			name:  "drops older than max age",
+			snaps: []snapshotv1.VolumeSnapshot{snap("new", amd, ago(time.Hour), true), snap("stale", amd, ago(8*24*time.Hour), true)},
+			want:  map[string]string{"stale": PruneMaxAge},
+		},
+		{
+			name:  "an only snapshot past max age with nothing newer goes",
+			snaps: []snapshotv1.VolumeSnapshot{snap("stale", amd, ago(8*24*time.Hour), true)},
+			want:  map[string]string{"stale": PruneMaxAge},
+		},
+		{
+			name: "never the only ready one of a key when a newer one failed",
+			snaps: []snapshotv1.VolumeSnapshot{
+				snap("failed", amd, ago(time.Hour), false),
+				snap("good-but-old", amd, ago(8*24*time.Hour), true),
+				snap("older", amd, ago(9*24*time.Hour), true),
+			},
+			want: map[string]string{"older": PruneMaxAge},
+		},
+		{
+			name:  "not ready past the bound goes, younger stays",
+			snaps: []snapshotv1.VolumeSnapshot{snap("stuck", amd, ago(25*time.Hour), false), snap("cutting", amd, ago(time.Minute), false), snap("good", amd, ago(time.Hour), true)},
+			want:  map[string]string{"stuck": PruneNotReady},
+		},
+		{
+			name:  "in use and already deleting are left alone",
+			snaps: []snapshotv1.VolumeSnapshot{snap("a1", amd, ago(time.Hour), true), snap("a2", amd, ago(2*time.Hour), true), snap("restoring", amd, ago(3*time.Hour), true), deleting},
+			inUse: map[string]bool{"restoring": true},
+			want:  map[string]string{},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := map[string]string{}
+			for _, p := range PlanRetention(tc.snaps, r, tc.inUse, now) {
+				got[p.Name] = p.Reason
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("prunes = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReadyCounts(t *testing.T) {
+	now := time.Now()
+	amd := SnapshotKey{Pool: "ci", Arch: "amd64", EngineVersion: "v1"}
+	snaps := []snapshotv1.VolumeSnapshot{snap("a", amd, now, true), snap("b", amd, now, true), snap("c", amd, now, false)}
+	got := ReadyCounts(snaps, []Prune{{Name: "b"}})
+	if got[amd] != 1 || len(got) != 1 {
+		t.Errorf("ReadyCounts = %v, want 1 for %v", got, amd)
+	}
+}
+
+func TestOrphans(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	old, young := now.Add(-time.Hour), now.Add(-time.Minute)
+	objs := []Leftover{
+		{Kind: "Pod", Name: "guard-live", Node: "live", Created: old},
+		{Kind: "Pod", Name: "guard-gone", Node: "gone", Created: old},
+		{Kind: "Job", Name: "job-gone-young", Node: "gone", Created: young},
+		{Kind: "PVC", Name: "pvc-gone-busy", Node: "gone", Created: old, Busy: true},
+		{Kind: "PVC", Name: "pvc-no-node", Created: old},
+	}
+	var names []string
+	for _, o := range Orphans(objs, func(n string) bool { return n == "live" }, now, 10*time.Minute) {
+		names = append(names, o.Name)
+	}
+	sort.Strings(names)
+	if want := []string{"guard-gone", "pvc-no-node"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("orphans = %v, want %v", names, want)
+	}
+}
+
+func TestPlanFastRestore(t *testing.T) {
+	now := time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC)
+	amd := SnapshotKey{Pool: "ci", Arch: "amd64", EngineVersion: "v1"}
+	arm := SnapshotKey{Pool: "ci", Arch: "arm64", EngineVersion: "v1"}
+	withFSR := func(s snapshotv1.VolumeSnapshot, zones string) snapshotv1.VolumeSnapshot {
+		s.Annotations = map[string]string{AnnotationFastRestore: zones}
+		return s
+	}
+	zones := []string{"us-west-2b", "us-west-2a"}
+	for _, tc := range []struct {
+		name  string
+		snaps []snapshotv1.VolumeSnapshot
+		want  []FastRestoreChange
+	}{
+		{"enables the newest ready per key", []snapshotv1.VolumeSnapshot{snap("a-old", amd, now.Add(-2*time.Hour), true), snap("a-new", amd, now.Add(-time.Hour), true), snap("a-cutting", amd, now, false), snap("r", arm, now, true)},
+			[]FastRestoreChange{{Name: "a-new", Enable: true, Zones: []string{"us-west-2a", "us-west-2b"}}, {Name: "r", Enable: true, Zones: []string{"us-west-2a", "us-west-2b"}}}},
+		{"moves it from the replaced snapshot", []snapshotv1.VolumeSnapshot{withFSR(snap("a-old", amd, now.Add(-2*time.Hour), true), "us-west-2a"), snap("a-new", amd, now.Add(-time.Hour), true)},
+			[]FastRestoreChange{{Name: "a-new", Enable: true, Zones: []string{"us-west-2a", "us-west-2b"}}, {Name: "a-old", Enable: false, Zones: []string{"us-west-2a"}}}},
+		{"nothing to do when in place", []snapshotv1.VolumeSnapshot{withFSR(snap("a", amd, now, true), "us-west-2a,us-west-2b")}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := PlanFastRestore(tc.snaps, zones); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("PlanFastRestore = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
