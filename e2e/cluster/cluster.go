@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/e2e/nodesim"
 )
 
 // startTimeout bounds how long one component may take to become healthy. Generous: the
@@ -47,6 +48,9 @@ type Options struct {
 	// KarpenterEnv adds or overrides Karpenter's environment, e.g. FEATURE_GATES or
 	// BATCH_IDLE_DURATION (see sigs.k8s.io/karpenter pkg/operator/options).
 	KarpenterEnv map[string]string
+	// WarmpoolBinary is the warmpool command nodesim runs for cache pods. Default: built from
+	// ./cmd/warmpool into the work dir while the control plane starts.
+	WarmpoolBinary string
 }
 
 // Cluster is a running local cluster. Stop it when done.
@@ -55,6 +59,12 @@ type Cluster struct {
 	Config     *rest.Config  // the same admin identity
 	Client     client.Client // uses Scheme()
 	WorkDir    string
+	// Nodesim plays the kubelet for cache pods, the CSI driver of the warmpool-sim classes
+	// and the Dagger engine (see package nodesim).
+	Nodesim *nodesim.Sim
+	// Warmpool is the warmpool binary built for (or given to) this cluster; tests that run
+	// the real controller process use it too.
+	Warmpool string
 
 	log     func(format string, args ...any)
 	env     *envtest.Environment
@@ -145,6 +155,8 @@ func (o *Options) setDefaults() error {
 }
 
 func (c *Cluster) start(ctx context.Context, opts Options) error {
+	warmpoolBin := c.buildWarmpool(ctx, opts.WarmpoolBinary)
+	defer warmpoolBin() // never leave the build running
 	var err error
 	if c.reaper, err = startReaper(); err != nil {
 		return err
@@ -175,7 +187,15 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 		components = append(components,
 			karpenter(opts.BinDir, c.WorkDir, c.Kubeconfig, instanceTypes, ports[3], ports[4], opts.KarpenterEnv))
 	}
-	return c.startComponents(ctx, components)
+	if err := c.startComponents(ctx, components); err != nil {
+		return err
+	}
+	bin, err := warmpoolBin()
+	if err != nil {
+		return err
+	}
+	c.Warmpool = bin
+	return c.startNodesim(ctx, bin)
 }
 
 // startComponents starts all components at once, then waits for each to become healthy.
@@ -221,6 +241,12 @@ func (c *Cluster) Stop() error {
 	c.stopped = true
 
 	var errs []error
+	if c.Nodesim != nil {
+		// First: it kills the cache processes it runs and needs the apiserver to stop cleanly.
+		if err := c.Nodesim.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping nodesim: %w", err))
+		}
+	}
 	if c.reaper != nil {
 		errs = append(errs, c.reaper.disarm())
 	}

@@ -65,6 +65,8 @@ func StartWarmpool(ctx context.Context, restConfig *rest.Config, kube client.Cli
 		MetricsAddr: metricsAddr,
 		WebhookAddr: opts.WebhookAddr,
 		ProbeAddr:   "0",
+		// nodesim runs the real binary for cache Jobs; the image name only has to be valid.
+		CopierImage: "ghcr.io/warmpool/warmpool:local",
 		// One manager per test process is the rule, but a test may restart it.
 		SkipControllerNameValidation: true,
 	})
