@@ -12,7 +12,14 @@ BENCHTIME    ?= 1s
 
 export KUBEBUILDER_ASSETS := $(BIN)
 
-.PHONY: all build tools test test-unit test-e2e fuzz bench run demo fmt vet clean help
+.PHONY: all build tools test test-unit test-e2e fuzz bench run demo fmt vet clean help manifests image-binary helm-lint
+
+# The release version stamped into the image binary (warmpool --version).
+VERSION      ?= dev
+IMAGE_ARCHES ?= amd64 arm64
+# Static (no cgo), reproducible (-trimpath) and stripped (-s -w): what the distroless image runs.
+IMAGE_LDFLAGS := -s -w -X main.version=$(VERSION)
+CHART        := deploy/helm/warmpool
 
 all: build
 
@@ -22,7 +29,7 @@ help: ## List the targets.
 build: ## Build bin/warmpool.
 	$(GO) build -o $(BIN)/warmpool ./cmd/warmpool
 
-tools: ## Build etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kwok and Karpenter (KWOK) into bin/ from pinned Go modules.
+tools: ## Build etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kwok, Karpenter (KWOK) and controller-gen into bin/ from pinned Go modules.
 	./hack/build-tools.sh
 	./hack/install-prometheus.sh
 
@@ -54,6 +61,17 @@ fmt: ## gofmt every file.
 vet: ## go vet, and fail on files gofmt would change.
 	$(GO) vet $(PKGS)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n "$$unformatted" ]]; then echo "not gofmt-ed: $$unformatted"; exit 1; fi
+
+manifests: tools ## Regenerate the chart's RBAC rules from the kubebuilder markers in controller/ (controller-gen).
+	$(BIN)/controller-gen rbac:roleName=warmpool paths=./controller output:rbac:dir=$(CHART)/files/rbac
+
+image-binary: ## Build the static, stripped linux/amd64 and linux/arm64 binaries the Dockerfile copies (bin/linux/<arch>/warmpool).
+	for arch in $(IMAGE_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(IMAGE_LDFLAGS)' -o $(BIN)/linux/$$arch/warmpool ./cmd/warmpool; \
+	done
+
+helm-lint: tools ## Lint and render the chart with the Helm SDK, check its schema and RBAC, dry-run it on a real apiserver.
+	$(GO) test -count=1 ./deploy/...
 
 clean: ## Remove bin/.
 	rm -rf $(BIN)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the local control plane into ./bin from the pinned Go modules in hack/tools/*.
+# Builds the local control plane (and controller-gen) into ./bin from the pinned Go modules in hack/tools/*.
 # A tool is rebuilt only when its module's go.mod/go.sum changed (the stamp holds their hash),
 # so a warm machine skips this in well under a second.
 set -euo pipefail
@@ -26,3 +26,4 @@ build kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
 build kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok
 build karpenter karpenter-kwok sigs.k8s.io/karpenter/kwok
+build controller-gen controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen

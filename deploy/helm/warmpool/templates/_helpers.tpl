@@ -1,0 +1,54 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "warmpool.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "warmpool.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "warmpool.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "warmpool.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "warmpool.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "warmpool.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "warmpool.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "warmpool.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "warmpool.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "warmpool.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "warmpool.configMapName" -}}
+{{- default (include "warmpool.fullname" .) .Values.configMap.name }}
+{{- end }}
+
+{{/* The controller's image; the copier Jobs run the same one unless copierImage is set. */}}
+{{- define "warmpool.image" -}}
+{{- $repo := required "image.repository is required" .Values.image.repository }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repo .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The label the leader puts on its own pod (controller.LeaderLabel). */}}
+{{- define "warmpool.leaderLabel" -}}
+warmpool.io/leader
+{{- end }}
