@@ -43,7 +43,8 @@ func TestControllerBinary(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		return strings.Contains(body, "\nwarmpool_config_valid 1\n") && strings.Contains(body, "\nwarmpool_pools 1\n"), nil
+		return strings.Contains(body, "\nwarmpool_config_valid 1\n") && strings.Contains(body, "\nwarmpool_pools 1\n") &&
+			strings.Contains(body, "\nwarmpool_build_info{"), nil
 	})
 
 	if err := p.terminate(t); err != nil {

@@ -6,51 +6,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/e2e/scenario"
 )
-
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
-
-// warmpoolBinary builds cmd/warmpool once per test binary into the cluster's work dir.
-func warmpoolBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		root, err := cluster.RepoRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		bin := filepath.Join(local.WorkDir, "warmpool")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/warmpool")
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			buildErr = &buildError{err: err, out: string(out)}
-			return
-		}
-		builtBin = bin
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
-}
-
-type buildError struct {
-	err error
-	out string
-}
-
-func (e *buildError) Error() string { return "building warmpool: " + e.err.Error() + "\n" + e.out }
 
 // controllerProcess is one `warmpool controller` process against the local cluster, serving
 // metrics, probes and webhooks on its own loopback ports.
@@ -86,7 +47,7 @@ func startController(t *testing.T, name string, extra ...string) *controllerProc
 		"--webhook-bind-address", p.WebhookAddr,
 		"--leader-elect=true",
 	}, extra...)
-	p.cmd = exec.Command(warmpoolBinary(t), args...)
+	p.cmd = exec.Command(local.Warmpool, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	// The process dies with the test binary even if the test is killed.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

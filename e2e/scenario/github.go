@@ -61,6 +61,17 @@ func (g *GitHub) Job(ctx context.Context, id int64, action string, labels ...str
 	if err != nil {
 		return err
 	}
+	return g.send(ctx, "workflow_job", fmt.Sprintf("delivery-%d-%s-%d", id, action, g.n), body)
+}
+
+// Ping sends GitHub's ping event, as GitHub does when a webhook is created. A 2xx answer means
+// the endpoint is up and verifies signatures with this secret.
+func (g *GitHub) Ping(ctx context.Context) error {
+	g.n++
+	return g.send(ctx, "ping", fmt.Sprintf("ping-%d", g.n), []byte(`{"zen":"Keep it logically awesome.","hook_id":1}`))
+}
+
+func (g *GitHub) send(ctx context.Context, event, delivery string, body []byte) error {
 	mac := hmac.New(sha256.New, []byte(g.Secret))
 	mac.Write(body)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.URL, bytes.NewReader(body))
@@ -68,15 +79,15 @@ func (g *GitHub) Job(ctx context.Context, id int64, action string, labels ...str
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-GitHub-Event", "workflow_job")
-	req.Header.Set("X-GitHub-Delivery", fmt.Sprintf("delivery-%d-%s-%d", id, action, g.n))
+	req.Header.Set("X-GitHub-Event", event)
+	req.Header.Set("X-GitHub-Delivery", delivery)
 	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
+	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("webhook answered %s", resp.Status)
 	}
 	return nil
