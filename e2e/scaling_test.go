@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -164,10 +165,38 @@ func TestQueueDemandScalesPoolsAhead(t *testing.T) {
 	waitFor(t, "both runner pods Running on the pool's nodes", func(ctx context.Context) (bool, error) {
 		return runnersRunning(ctx, burstNodes) == 2, nil
 	})
-	// Longer than consolidateAfter: a busy pool keeps every node.
+	// A runner that needs all the room a placeholder holds preempts it, instead of waiting for a
+	// new node: that is what the placeholders' negative priority is for.
+	victim := settledPlaceholder(t, "burst")
+	big := scenario.RunnerPod("burst", "runner-big")
+	big.Spec.Containers[0].Resources.Requests = roomBeside(t, victim)
+	big.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+			MatchFields: []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{victim.Spec.NodeName}}},
+		}}},
+	}}
+	if err := kube.Create(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the big runner Running where the placeholder was, which was preempted", func(ctx context.Context) (bool, error) {
+		if err := kube.Get(ctx, client.ObjectKeyFromObject(big), big); err != nil || big.Status.Phase != corev1.PodRunning {
+			return false, err
+		}
+		events := &corev1.EventList{}
+		if err := kube.List(ctx, events, client.InNamespace(scenario.Namespace), client.MatchingFields{"reason": "Preempted", "involvedObject.name": victim.Name}); err != nil {
+			return false, err
+		}
+		return big.Spec.NodeName == victim.Spec.NodeName && len(events.Items) > 0, nil
+	})
+	// Longer than consolidateAfter: a busy pool keeps every node. (It may gain one: a preempted
+	// placeholder whose node was already busy is replaced, and needs a node of its own.)
+	before := nodeNames(ctx, t, "burst")
 	time.Sleep(15 * time.Second)
-	if got := nodeNames(ctx, t, "burst"); !slices.Equal(got, burstNodes) {
-		t.Errorf("nodes of the busy pool changed from %v to %v", burstNodes, got)
+	after := nodeNames(ctx, t, "burst")
+	for _, n := range before {
+		if !slices.Contains(after, n) {
+			t.Errorf("node %s of the busy pool was removed (nodes %v, then %v)", n, before, after)
+		}
 	}
 
 	// The queue drains: every job completes, the runners go.
@@ -176,8 +205,8 @@ func TestQueueDemandScalesPoolsAhead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i := 1; i <= 2; i++ {
-		_ = kube.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: scenario.Namespace, Name: fmt.Sprintf("runner-%d", i)}})
+	for _, name := range []string{"runner-1", "runner-2", "runner-big"} {
+		_ = kube.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: scenario.Namespace, Name: name}})
 	}
 	promValue.Store(0)
 	timeline.Note("queue", "drained")
@@ -233,4 +262,86 @@ func runnersRunning(ctx context.Context, onNodes []string) int {
 func hasBlockingBudget(np *karpv1.NodePool) bool {
 	b := np.Spec.Disruption.Budgets
 	return len(b) > 0 && b[0].Nodes == "0" && slices.Contains(b[0].Reasons, karpv1.DisruptionReasonEmpty)
+}
+
+// settledPlaceholder waits until the pool's headroom Deployment has stopped changing (so the
+// ReplicaSet is not about to delete a pod itself) and returns one of its Running pods.
+func settledPlaceholder(t *testing.T, pool string) *corev1.Pod {
+	t.Helper()
+	var pick *corev1.Pod
+	stable := 0
+	waitFor(t, "the headroom of pool "+pool+" to settle", func(ctx context.Context) (bool, error) {
+		d := &appsv1.Deployment{}
+		if err := local.Client.Get(ctx, client.ObjectKey{Namespace: scenario.Namespace, Name: nodepools.HeadroomName(pool)}, d); err != nil {
+			return false, err
+		}
+		pods := &corev1.PodList{}
+		if err := local.Client.List(ctx, pods, client.InNamespace(scenario.Namespace), client.MatchingLabels{nodepools.LabelHeadroom: "true", nodepools.LabelPool: pool}); err != nil {
+			return false, err
+		}
+		var running []*corev1.Pod
+		for i := range pods.Items {
+			if p := &pods.Items[i]; p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+				running = append(running, p)
+			}
+		}
+		settled := d.Status.ObservedGeneration == d.Generation && d.Spec.Replicas != nil &&
+			int(*d.Spec.Replicas) == len(running) && len(running) == len(pods.Items) && len(running) > 0
+		if !settled {
+			stable = 0
+			return false, nil
+		}
+		stable++
+		pick = running[0]
+		for _, p := range running {
+			if !nodeHasRunner(ctx, p.Spec.NodeName) {
+				// On an idle node the runner makes the node busy, so the placeholder is not
+				// replaced: the cleanest preemption to watch.
+				pick = p
+				break
+			}
+		}
+		time.Sleep(time.Second)
+		return stable >= 3, nil
+	})
+	return pick
+}
+
+// roomBeside is the node's allocatable minus every pod on it but the placeholder: a pod asking
+// for exactly this fits only if the placeholder goes.
+func roomBeside(t *testing.T, placeholder *corev1.Pod) corev1.ResourceList {
+	t.Helper()
+	ctx := t.Context()
+	node := &corev1.Node{}
+	if err := local.Client.Get(ctx, client.ObjectKey{Name: placeholder.Spec.NodeName}, node); err != nil {
+		t.Fatal(err)
+	}
+	pods := &corev1.PodList{}
+	if err := local.Client.List(ctx, pods); err != nil {
+		t.Fatal(err)
+	}
+	cpu, mem := node.Status.Allocatable.Cpu().DeepCopy(), node.Status.Allocatable.Memory().DeepCopy()
+	for _, p := range pods.Items {
+		if p.Spec.NodeName != node.Name || p.UID == placeholder.UID || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		for _, c := range p.Spec.Containers {
+			cpu.Sub(*c.Resources.Requests.Cpu())
+			mem.Sub(*c.Resources.Requests.Memory())
+		}
+	}
+	return corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: mem}
+}
+
+func nodeHasRunner(ctx context.Context, node string) bool {
+	pods := &corev1.PodList{}
+	if err := local.Client.List(ctx, pods, client.InNamespace(scenario.Namespace), client.MatchingLabels{"app": "ci-runner"}); err != nil {
+		return true
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName == node {
+			return true
+		}
+	}
+	return false
 }
