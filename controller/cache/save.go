@@ -495,7 +495,26 @@ func (c *SaveController) awaitCopy(ctx context.Context, s *saveState) (reconcile
 	case volumes.ResultUnclean:
 		return reconcile.Result{}, c.conclude(ctx, s, outcomeUnclean, r.Reason)
 	}
+	if jobOutOfTime(s.job, c.clk.Now()) {
+		// The Job's activeDeadlineSeconds is the time left, rounded down, counted from its own
+		// start: the Job controller may stop the copy a moment before checkDeadline would. A
+		// copy stopped for running out of time is a timeout, not a broken save.
+		return reconcile.Result{}, c.conclude(ctx, s, volumes.LostTimeout, fmt.Sprintf("save job %s ran out of time before the deadline %s: %s", s.job.Name, stamp(s.deadline.At), r.Reason))
+	}
 	return reconcile.Result{}, c.conclude(ctx, s, outcomeFailed, fmt.Sprintf("%s: %s", r.Result, r.Reason))
+}
+
+// jobOutOfTime tells whether the Job was, or was about to be, stopped by its active deadline.
+func jobOutOfTime(job *batchv1.Job, now time.Time) bool {
+	for _, c := range job.Status.Conditions {
+		if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue && c.Reason == batchv1.JobReasonDeadlineExceeded {
+			return true
+		}
+	}
+	if job.Status.StartTime == nil || job.Spec.ActiveDeadlineSeconds == nil {
+		return false
+	}
+	return !now.Before(job.Status.StartTime.Add(time.Duration(*job.Spec.ActiveDeadlineSeconds) * time.Second))
 }
 
 // ensureSnapshot snapshots the saved volume.

@@ -10,6 +10,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
@@ -193,6 +194,36 @@ func TestSaveFailedJob(t *testing.T) {
 	waitNodeEvent(t, node, cachectrl.ReasonSaveFailed, "no space left on device")
 	e.waitGone(volumes.GuardName(node), &corev1.Pod{})
 	eventually(t, "no save objects", func() error { return e.noSaveObjects(node) })
+}
+
+// TestSaveJobOutOfTimeIsTimeout: the Job controller stops a copy at the Job's own active
+// deadline, which can come a moment before warmpool's; that copy ran out of time, and is
+// reported as a timeout, not as a broken save.
+func TestSaveJobOutOfTimeIsTimeout(t *testing.T) {
+	pool, node := unique("outoftime"), unique("outoftime-node")
+	e := newEnv(t, poolYAML(pool))
+	newNode(t, node, pool, "amd64")
+	deadline := e.clk.Now().Add(10 * time.Minute)
+	newNodeClaim(t, node, pool, func(nc *karpv1.NodeClaim) {
+		nc.Annotations = map[string]string{karpv1.NodeClaimTerminationTimestampAnnotationKey: deadline.UTC().Format(time.RFC3339)}
+	})
+	commit(t, node)
+	job := &batchv1.Job{}
+	e.waitExists(volumes.SaveName(node), job)
+	// The Job started its full active deadline ago, as the Job controller would count it.
+	started := metav1.NewTime(e.clk.Now().Add(-time.Duration(*job.Spec.ActiveDeadlineSeconds) * time.Second))
+	job.Status.StartTime = &started
+	if err := kube.Status().Update(t.Context(), job); err != nil {
+		t.Fatal(err)
+	}
+	e.runJob(volumes.SaveName(node), 1, volumes.JobResult{Result: volumes.ResultFailed, Reason: "copy: context canceled"})
+
+	waitNodeEvent(t, node, cachectrl.ReasonSaveTimedOut, "ran out of time")
+	e.waitGone(volumes.GuardName(node), &corev1.Pod{})
+	waitMetric(t, "warmpool_cache_lost_total", map[string]string{"pool": pool, "reason": "timeout"}, 1)
+	if got := metric(t, "warmpool_cache_lost_total", map[string]string{"pool": pool, "reason": "failed"}); got != 0 {
+		t.Errorf("a copy stopped by its deadline was also counted as failed")
+	}
 }
 
 func TestSaveWithdrawnReleasesGuard(t *testing.T) {
