@@ -84,11 +84,13 @@ type Options struct {
 	// Cache controllers: CopierImage runs the save/restore Jobs (warmpool's own image),
 	// GuardImage the guard pods that hold a node during a save; RestoreTimeout bounds a restore
 	// (0: cachectrl.DefaultRestoreTimeout) and SaveMargin is kept free before a node's deadline
-	// (0: cachectrl.DefaultSaveMargin). Clock drives their deadlines; nil is the real clock.
+	// (0: cachectrl.DefaultSaveMargin); a save does not start with less than MinSaveTime left
+	// (0: cachectrl.DefaultMinSaveTime). Clock drives their deadlines; nil is the real clock.
 	CopierImage    string
 	GuardImage     string
 	RestoreTimeout time.Duration
 	SaveMargin     time.Duration
+	MinSaveTime    time.Duration
 	Clock          clock.Clock
 }
 
@@ -216,7 +218,7 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	}
 	cc := cachectrl.New(mgr.GetClient(), mgr.GetAPIReader(), recorder, cacheClock, pc.Current, cachectrl.Options{
 		ConfigMap: key, CopierImage: opts.CopierImage, GuardImage: opts.GuardImage,
-		RestoreTimeout: opts.RestoreTimeout, SaveMargin: opts.SaveMargin, NoSnapshotAPI: snapErr != nil,
+		RestoreTimeout: opts.RestoreTimeout, SaveMargin: opts.SaveMargin, MinSaveTime: opts.MinSaveTime, NoSnapshotAPI: snapErr != nil,
 	})
 	pc.OnApplied(func(cfg *config.Config) {
 		tracker.SetSources(sourceNames(cfg))

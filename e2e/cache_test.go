@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -17,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller"
@@ -69,10 +71,14 @@ pools:
 // startCacheWarmpool runs the controller manager in this process as scenario.StartWarmpool
 // does, plus a copier image for the cache Jobs (nodesim runs the real binary for them; the
 // image name only has to be valid). Its log is printed if the test fails.
-func startCacheWarmpool(t *testing.T) {
+func startCacheWarmpool(t *testing.T) { startCacheWarmpoolWith(t, cacheConfig, nil) }
+
+// startCacheWarmpoolWith is startCacheWarmpool with another config, and tune (if not nil)
+// adjusting the manager's options.
+func startCacheWarmpoolWith(t *testing.T, config string, tune func(*controller.Options)) {
 	t.Helper()
 	ctx := t.Context()
-	if err := scenario.SetConfig(ctx, local.Client, cacheConfig); err != nil {
+	if err := scenario.SetConfig(ctx, local.Client, config); err != nil {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(t.TempDir(), "warmpool.log")
@@ -81,7 +87,7 @@ func startCacheWarmpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(logFile)))
-	mgr, err := controller.New(local.Config, controller.Options{
+	opts := controller.Options{
 		Namespace:                    scenario.Namespace,
 		ConfigMap:                    "warmpool",
 		NodeClass:                    nodepools.KWOKNodeClass,
@@ -89,7 +95,11 @@ func startCacheWarmpool(t *testing.T) {
 		ProbeAddr:                    "0",
 		SkipControllerNameValidation: true,
 		CopierImage:                  "ghcr.io/warmpool/warmpool:e2e",
-	})
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	mgr, err := controller.New(local.Config, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,6 +340,198 @@ func TestCacheUncleanEngineIsNotSnapshotted(t *testing.T) {
 	}
 }
 
+// Short save deadlines for TestCacheSaveDeadlineReleasesNode, without faking time. Validation
+// keeps a pool's terminationGracePeriod above the engine's grace (>= 330s), so the pool's
+// deadline is minutes away: Karpenter stamps the NodeClaim it deletes with
+// nodeclaim-termination-timestamp = deletion + deadlineGrace. The controller keeps SaveMargin
+// free before that deadline, so a margin of deadlineGrace - deadlineWindow makes the save's
+// effective deadline fall deadlineWindow after the deletion, computed by the real code path
+// from Karpenter's own annotation. MinSaveTime drops below the window, or the save would not
+// start at all (reason no-time) instead of timing out.
+const (
+	deadlineGrace  = 6 * time.Minute
+	deadlineWindow = 20 * time.Second
+)
+
+// cacheDeadlineConfig is cacheConfig with the smallest grace periods validation allows.
+var cacheDeadlineConfig = strings.Replace(cacheConfig, "    engine:\n",
+	"    terminationGracePeriod: 6m\n    engine:\n      terminationGracePeriodSeconds: 330\n", 1)
+
+// TestCacheSaveDeadlineReleasesNode: a save that outlives its deadline (nodesim stalls the save
+// pod, as a copy stuck on a slow volume) does not hold the node for ever: past the deadline
+// the controller deletes the guard, the Job and the PVC, reports CacheSaveTimedOut and counts a
+// cold loss (reason timeout), no snapshot is made, and Karpenter finishes taking the node.
+func TestCacheSaveDeadlineReleasesNode(t *testing.T) {
+	ctx := t.Context()
+	kube := local.Client
+	sim := local.Nodesim
+	if !strings.Contains(cacheDeadlineConfig, "terminationGracePeriod: 6m") {
+		t.Fatal("cacheDeadlineConfig: no engine section in cacheConfig to add grace periods to")
+	}
+	startCacheWarmpoolWith(t, cacheDeadlineConfig, func(o *controller.Options) {
+		o.SaveMargin = deadlineGrace - deadlineWindow
+		o.MinSaveTime = 5 * time.Second
+	})
+	logSimEvents(t)
+	defer cleanupCachedPool(t)
+	lostBefore := cacheLost(t, cachedPool, volumes.LostTimeout)
+
+	runner := scenario.RunnerPod(cachedPool, "cache-runner-deadline")
+	if err := kube.Create(ctx, runner); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the runner Running", func(ctx context.Context) (bool, error) {
+		err := kube.Get(ctx, client.ObjectKeyFromObject(runner), runner)
+		return err == nil && runner.Status.Phase == corev1.PodRunning, err
+	})
+	node := runner.Spec.NodeName
+	t.Logf("node: %s", node)
+	waitFor(t, "the engine on the node to start", func(context.Context) (bool, error) {
+		return sim.Count(nodesim.EngineColdStart, node) == 1, nil
+	})
+	claimName := nodeClaimOf(t, node)
+	nodeObj := &corev1.Node{}
+	if err := kube.Get(ctx, client.ObjectKey{Name: node}, nodeObj); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(nodeObj.DeepCopy())
+	if nodeObj.Annotations == nil {
+		nodeObj.Annotations = map[string]string{}
+	}
+	nodeObj.Annotations[nodesim.AnnotationStallCacheJobs] = "true"
+	if err := kube.Patch(ctx, nodeObj, patch); err != nil {
+		t.Fatal(err)
+	}
+
+	// Karpenter consolidates the node; the guard holds it and the save starts, then stalls.
+	if err := kube.Delete(ctx, runner); err != nil {
+		t.Fatal(err)
+	}
+	claim := &karpv1.NodeClaim{}
+	waitFor(t, "the save on the node to stall while the guard holds it", func(ctx context.Context) (bool, error) {
+		if err := kube.Get(ctx, client.ObjectKey{Name: claimName}, claim); err != nil {
+			return false, err
+		}
+		return claim.DeletionTimestamp != nil && sim.Count(nodesim.CacheJobStalled, node) == 1, nil
+	})
+	guard := &corev1.Pod{}
+	if err := kube.Get(ctx, client.ObjectKey{Namespace: scenario.Namespace, Name: volumes.GuardName(node)}, guard); err != nil {
+		t.Fatalf("guard while the save runs: %v", err)
+	}
+	job := &batchv1.Job{}
+	if err := kube.Get(ctx, client.ObjectKey{Namespace: scenario.Namespace, Name: volumes.SaveName(node)}, job); err != nil {
+		t.Fatalf("save Job while the save runs: %v", err)
+	}
+	// The deadline is Karpenter's, the Job is bounded by what is left of the window.
+	karpDeadline := claim.Annotations[karpv1.NodeClaimTerminationTimestampAnnotationKey]
+	if karpDeadline == "" || guard.Annotations[cachectrl.AnnotationDeadline] != karpDeadline {
+		t.Errorf("guard deadline %q, want the NodeClaim's termination timestamp %q",
+			guard.Annotations[cachectrl.AnnotationDeadline], karpDeadline)
+	}
+	deadline, err := time.Parse(time.RFC3339, guard.Annotations[cachectrl.AnnotationDeadline])
+	if err != nil {
+		t.Fatalf("guard deadline: %v", err)
+	}
+	effective := deadline.Add(-(deadlineGrace - deadlineWindow))
+	if ads := ptr.Deref(job.Spec.ActiveDeadlineSeconds, 0); ads < 1 || ads > int64(deadlineWindow/time.Second) {
+		t.Errorf("save Job activeDeadlineSeconds %d, want 1..%d", ads, int64(deadlineWindow/time.Second))
+	}
+	t.Logf("NodeClaim deleted %s, effective save deadline %s", claim.DeletionTimestamp.UTC().Format(time.RFC3339), effective.Format(time.RFC3339))
+
+	// Past the deadline the guard goes, with the Job and PVC.
+	waitFor(t, "the guard to be released", func(ctx context.Context) (bool, error) {
+		err := kube.Get(ctx, client.ObjectKeyFromObject(guard), &corev1.Pod{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	for _, o := range []client.Object{&batchv1.Job{}, &corev1.PersistentVolumeClaim{}} {
+		err := kube.Get(ctx, client.ObjectKey{Namespace: scenario.Namespace, Name: volumes.SaveName(node)}, o)
+		if err == nil && o.GetDeletionTimestamp() == nil {
+			t.Errorf("%T %s not deleted with the guard", o, volumes.SaveName(node))
+		} else if client.IgnoreNotFound(err) != nil {
+			t.Error(err)
+		}
+	}
+	timedOut := nodeEvent(t, node, cachectrl.ReasonSaveTimedOut)
+	// Events and the deadline have whole seconds; the release is not early.
+	if at := timedOut.FirstTimestamp.Time; at.Before(effective) {
+		t.Errorf("%s at %s, before the effective deadline %s", timedOut.Reason, at.UTC().Format(time.RFC3339), effective.Format(time.RFC3339))
+	}
+	if err := kube.Get(ctx, client.ObjectKey{Name: node}, nodeObj); client.IgnoreNotFound(err) != nil {
+		t.Fatal(err)
+	} else if err == nil && nodeObj.Annotations[cachectrl.AnnotationSaveOutcome] != volumes.LostTimeout {
+		t.Errorf("node save outcome %q, want %q", nodeObj.Annotations[cachectrl.AnnotationSaveOutcome], volumes.LostTimeout)
+	}
+	if got := cacheLost(t, cachedPool, volumes.LostTimeout) - lostBefore; got != 1 {
+		t.Errorf("warmpool_cache_lost_total{reason=%q} rose by %v, want 1", volumes.LostTimeout, got)
+	}
+
+	// Karpenter finishes: the node goes, and nothing of the save is left.
+	waitFor(t, "the node to be gone", func(ctx context.Context) (bool, error) {
+		err := kube.Get(ctx, client.ObjectKey{Name: node}, &corev1.Node{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	waitFor(t, "the save Job and PVC to be gone", func(ctx context.Context) (bool, error) {
+		for _, o := range []client.Object{&batchv1.Job{}, &corev1.PersistentVolumeClaim{}} {
+			err := kube.Get(ctx, client.ObjectKey{Namespace: scenario.Namespace, Name: volumes.SaveName(node)}, o)
+			if !apierrors.IsNotFound(err) {
+				return false, client.IgnoreNotFound(err)
+			}
+		}
+		return true, nil
+	})
+	snaps := &snapshotv1.VolumeSnapshotList{}
+	if err := kube.List(ctx, snaps, client.InNamespace(scenario.Namespace), client.MatchingLabels{volumes.LabelSourceNode: volumes.LabelValue(node)}); err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps.Items) != 0 {
+		t.Errorf("%d snapshots of the timed-out node's cache, want none", len(snaps.Items))
+	}
+	for _, e := range sim.Events() {
+		if e.Node != node {
+			continue
+		}
+		switch {
+		case e.Kind == nodesim.CacheJobStarted && !strings.HasPrefix(e.Detail, volumes.OpSave+" "):
+			t.Errorf("a cache pod other than the save ran on the node: %s", e)
+		case e.Kind == nodesim.CacheJobFinished && e.Detail != volumes.OpSave:
+			t.Errorf("the stalled save pod reported a result: %s", e)
+		}
+	}
+	if n := savesOn(sim, node, volumes.ResultSaved); n != 0 {
+		t.Errorf("%d completed saves on the node, want 0", n)
+	}
+	for _, reason := range []string{cachectrl.ReasonSaved, cachectrl.ReasonSaveFailed} {
+		if e := findNodeEvent(t, node, reason); e != nil {
+			t.Errorf("Event %s on the node: %s", reason, e.Message)
+		}
+	}
+}
+
+// cacheLost reads warmpool_cache_lost_total for pool and reason from the registry the
+// in-process manager reports to (0 before the series exists).
+func cacheLost(t *testing.T, pool, reason string) float64 {
+	t.Helper()
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "warmpool_cache_lost_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["pool"] == pool && labels["reason"] == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
 // savesOn and restoresOn count the cache pods nodesim ran to the given result on node.
 func savesOn(sim *nodesim.Sim, node, result string) int {
 	return cacheRuns(sim, node, volumes.OpSave+" "+result)
@@ -378,20 +580,41 @@ func nodeClaimOf(t *testing.T, node string) string {
 }
 
 // expectNodeEvent waits for an Event with reason on the Node.
-func expectNodeEvent(t *testing.T, node, reason string) {
+func expectNodeEvent(t *testing.T, node, reason string) { nodeEvent(t, node, reason) }
+
+// nodeEvent waits for an Event with reason on the Node and returns it.
+func nodeEvent(t *testing.T, node, reason string) *corev1.Event {
 	t.Helper()
+	var found *corev1.Event
 	waitFor(t, fmt.Sprintf("Event %s on %s", reason, node), func(ctx context.Context) (bool, error) {
-		events := &corev1.EventList{}
-		if err := local.Client.List(ctx, events); err != nil {
-			return false, err
-		}
-		for _, e := range events.Items {
-			if e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == node && e.Reason == reason {
-				return true, nil
-			}
-		}
-		return false, nil
+		e, err := nodeEventNow(ctx, node, reason)
+		found = e
+		return e != nil, err
 	})
+	return found
+}
+
+// findNodeEvent is the Event with reason on the Node, nil if there is none now.
+func findNodeEvent(t *testing.T, node, reason string) *corev1.Event {
+	t.Helper()
+	e, err := nodeEventNow(t.Context(), node, reason)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func nodeEventNow(ctx context.Context, node, reason string) (*corev1.Event, error) {
+	events := &corev1.EventList{}
+	if err := local.Client.List(ctx, events); err != nil {
+		return nil, err
+	}
+	for i, e := range events.Items {
+		if e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == node && e.Reason == reason {
+			return &events.Items[i], nil
+		}
+	}
+	return nil, nil
 }
 
 // cleanupCachedPool removes the runners and waits for the pool's nodes to go (their saves

@@ -22,11 +22,22 @@ import (
 	"warmpool.io/warmpool/volumes"
 )
 
+// AnnotationStallCacheJobs ("true") on a Node stalls the cache pods that start on it, as a copy
+// stuck on a slow volume: the container is reported Running but the copier never gets to run.
+// Like a process blocked in uninterruptible I/O, it ignores the SIGTERM of the pod's deletion
+// and ends only when the deletion grace period runs out (the kubelet's SIGKILL): exit 137, no
+// result. Opt-in, so a test can make a save outlive its deadline without faking time.
+const AnnotationStallCacheJobs = "nodesim.warmpool.io/stall-cache-jobs"
+
+// exitKilled is a container's exit code after SIGKILL.
+const exitKilled = 128 + int(syscall.SIGKILL)
+
 // cacheRun is one cache pod's process.
 type cacheRun struct {
-	key    string // namespace/name
-	cancel context.CancelFunc
-	done   chan struct{}
+	key     string // namespace/name
+	cancel  context.CancelFunc
+	done    chan struct{}
+	stalled bool
 }
 
 // kubelet runs cache pods (warmpool.io/cache-op save|restore) on the simulated nodes: kwok's
@@ -64,6 +75,11 @@ func (k kubelet) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 		// The kubelet stops the container (SIGTERM), reports its end, then confirms the
 		// deletion with grace 0.
 		if run != nil {
+			if left := time.Until(pod.DeletionTimestamp.Time); run.stalled && left > 0 {
+				// SIGTERM does not reach a process stuck in I/O: it dies at the end of the
+				// grace period (the API server set deletionTimestamp to then).
+				return reconcile.Result{RequeueAfter: left}, nil
+			}
 			run.cancel()
 			<-run.done
 		}
@@ -75,7 +91,8 @@ func (k kubelet) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	if run != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.Status.StartTime != nil {
 		return reconcile.Result{}, nil // started once already; never run twice
 	}
-	if err := k.client.Get(ctx, client.ObjectKey{Name: pod.Spec.NodeName}, &corev1.Node{}); err != nil {
+	node := &corev1.Node{}
+	if err := k.client.Get(ctx, client.ObjectKey{Name: pod.Spec.NodeName}, node); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err) // no node, no kubelet
 	}
 	if len(pod.Spec.Containers) != 1 {
@@ -100,7 +117,7 @@ func (k kubelet) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 
 	// The simulator's own stop kills the process too.
 	runCtx, cancel := context.WithCancel(k.ctx)
-	run = &cacheRun{key: req.String(), cancel: cancel, done: make(chan struct{})}
+	run = &cacheRun{key: req.String(), cancel: cancel, done: make(chan struct{}), stalled: node.Annotations[AnnotationStallCacheJobs] == "true"}
 	k.mu.Lock()
 	k.kubelet[string(pod.UID)] = run
 	k.mu.Unlock()
@@ -128,6 +145,12 @@ func (k kubelet) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	go func() {
 		defer k.jobs.Done()
 		defer close(run.done)
+		if run.stalled {
+			k.record(Event{Kind: CacheJobStalled, Node: pod.Spec.NodeName, Object: req.String(), Detail: op})
+			<-runCtx.Done()
+			k.reportEnd(pod, c, exitKilled, nil, started)
+			return
+		}
 		k.runCachePod(runCtx, pod, c, args, resultFile, started)
 	}()
 	return reconcile.Result{}, nil
@@ -142,12 +165,18 @@ func (k kubelet) runCachePod(ctx context.Context, pod *corev1.Pod, c corev1.Cont
 	if err != nil {
 		msg = nil // as with a container that wrote no termination message
 	}
+	if runErr != nil {
+		k.logf("%s: %v", key, runErr)
+	}
+	k.reportEnd(pod, c, code, msg, started)
+}
+
+// reportEnd writes the container's end (exit code, termination message) into the pod status.
+func (k kubelet) reportEnd(pod *corev1.Pod, c corev1.Container, code int, msg []byte, started metav1.Time) {
+	key := pod.Namespace + "/" + pod.Name
 	reason, phase := "Completed", corev1.PodSucceeded
 	if code != 0 {
 		reason, phase = "Error", corev1.PodFailed
-	}
-	if runErr != nil {
-		k.logf("%s: %v", key, runErr)
 	}
 	finished := metav1.Now()
 	detail := pod.Labels[volumes.LabelOp]
@@ -161,7 +190,7 @@ func (k kubelet) runCachePod(ctx context.Context, pod *corev1.Pod, c corev1.Cont
 	// reported, as the kubelet does.
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = k.patchStatus(sctx, pod, func(st *corev1.PodStatus) {
+	err := k.patchStatus(sctx, pod, func(st *corev1.PodStatus) {
 		st.Phase = phase
 		setConditions(st, finished, false, corev1.PodReady, corev1.ContainersReady)
 		st.ContainerStatuses = []corev1.ContainerStatus{{

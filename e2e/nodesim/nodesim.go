@@ -96,6 +96,7 @@ const (
 	SnapshotReady     EventKind = "SnapshotReady"     // Object: namespace/VolumeSnapshot, Detail: handle
 	SnapshotDeleted   EventKind = "SnapshotDeleted"   // Object: namespace/VolumeSnapshot, Detail: handle
 	CacheJobStarted   EventKind = "CacheJobStarted"   // Object: namespace/pod, Detail: op
+	CacheJobStalled   EventKind = "CacheJobStalled"   // Object: namespace/pod, Detail: op (AnnotationStallCacheJobs)
 	CacheJobFinished  EventKind = "CacheJobFinished"  // Object: namespace/pod, Detail: op and result, ExitCode
 	EngineColdStart   EventKind = "EngineColdStart"   // Object: namespace/pod, Detail: why not warm
 	EngineWarmStart   EventKind = "EngineWarmStart"   // Object: namespace/pod, Detail: "restored" if from a copy
