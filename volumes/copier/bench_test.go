@@ -174,6 +174,36 @@ func BenchmarkFullCopy(b *testing.B) {
 	b.Run("cp-a+sync", func(b *testing.B) { benchCopy(b, withSync(cp)) })
 	b.Run("tar", func(b *testing.B) { benchCopy(b, tar) })
 	b.Run("tar+sync", func(b *testing.B) { benchCopy(b, withSync(tar)) })
+	// The disk's own sequential write speed, as a ceiling for all of the above: one file of the
+	// tree's size, written by dd and flushed.
+	b.Run("dd", func(b *testing.B) {
+		benchCopy(b, func(src, dst string) error {
+			if err := os.Mkdir(dst, 0o755); err != nil {
+				return err
+			}
+			mb := max(totalBytes(b, src)>>20, 1)
+			return run("dd", "if=/dev/zero", "of="+filepath.Join(dst, "seq"), "bs=1M", fmt.Sprintf("count=%d", mb), "conv=fsync", "status=none")
+		})
+	})
+}
+
+// totalBytes is the size of the regular files under root.
+func totalBytes(b *testing.B, root string) int64 {
+	var n int64
+	err := filepath.WalkDir(root, func(_ string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil {
+			n += fi.Size()
+		}
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
 
 // BenchmarkIncrementalCopy re-copies after 5% of the files changed (new
