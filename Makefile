@@ -45,8 +45,11 @@ test-e2e: tools ## Only the end-to-end tier.
 fuzz: ## Run each fuzz target for FUZZTIME.
 	$(GO) test ./controller/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
+# PKGS includes ./e2e, whose BenchmarkControllerFootprint runs the real controller on the local
+# cluster (built by `make tools`) against 1000 kwok nodes for several minutes, past go test's
+# default 10m timeout. It runs once at any BENCHTIME: one run takes longer than a second.
 bench: tools ## Run the benchmarks and print them as a table.
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS) | ./hack/benchtable.sh
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -timeout $(TEST_TIMEOUT) $(PKGS) | ./hack/benchtable.sh
 	$(GO) run ./cmd/warmpool simulate --trace deploy/traces/weekday.csv --trace deploy/traces/spiky.csv
 
 run: build ## Run the controller against KUBECONFIG (flags: ARGS="--node-class kwok").

@@ -49,7 +49,7 @@ func run(m *testing.M) int {
 	return code
 }
 
-func localConfig(t *testing.T) string {
+func localConfig(t testing.TB) string {
 	t.Helper()
 	root, err := cluster.RepoRoot()
 	if err != nil {

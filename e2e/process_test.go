@@ -27,7 +27,7 @@ type controllerProcess struct {
 
 // startController runs the real binary with leader election on; extra flags are appended.
 // It is killed by its PID when the test ends, and its log is printed if the test failed.
-func startController(t *testing.T, name string, extra ...string) *controllerProcess {
+func startController(t testing.TB, name string, extra ...string) *controllerProcess {
 	t.Helper()
 	p := &controllerProcess{
 		MetricsAddr: freeAddr(t), ProbeAddr: freeAddr(t), WebhookAddr: freeAddr(t),
