@@ -1,6 +1,8 @@
 package nodepools
 
 import (
+	"strconv"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
@@ -116,12 +118,28 @@ var BlockingBudget = karpv1.Budget{
 	Reasons: []karpv1.DisruptionReason{karpv1.DisruptionReasonEmpty, karpv1.DisruptionReasonUnderutilized},
 }
 
-// Budgets are the pool's disruption budgets: the configured ones, plus the blocking budget
-// while the pool is busy. Karpenter applies the most restrictive budget that matches.
-func Budgets(p *config.Pool, busy bool) []karpv1.Budget {
+// BusyBudget is what the scaling controller decided for a pool's first budget.
+type BusyBudget struct {
+	// Busy: the pool has queued or running jobs or is in a warm window.
+	Busy bool
+	// Disruptable is how many nodes Karpenter may consolidate while busy: 0 blocks them all
+	// (scaling.busyBudget block), the nodes beyond desired in surplus mode (policy.Surplus).
+	Disruptable int
+}
+
+// Budget is the budget a busy pool carries first: BlockingBudget with Disruptable as its nodes.
+func (b BusyBudget) Budget() karpv1.Budget {
+	out := *BlockingBudget.DeepCopy()
+	out.Nodes = strconv.Itoa(max(0, b.Disruptable))
+	return out
+}
+
+// Budgets are the pool's disruption budgets: the configured ones, plus the busy budget while
+// the pool is busy. Karpenter applies the most restrictive budget that matches.
+func Budgets(p *config.Pool, b BusyBudget) []karpv1.Budget {
 	out := make([]karpv1.Budget, 0, len(p.Disruption.Budgets)+1)
-	if busy {
-		out = append(out, BlockingBudget)
+	if b.Busy {
+		out = append(out, b.Budget())
 	}
 	for _, b := range p.Disruption.Budgets {
 		out = append(out, *b.DeepCopy())

@@ -74,12 +74,18 @@ type Options struct {
 	// Namespace is warmpool's namespace, where the engine DaemonSets and their ConfigMaps go;
 	// empty leaves their metadata.namespace unset.
 	Namespace string
-	// Busy reports whether a pool has queued or running jobs (or is in a warm window); a busy
-	// pool's NodePool carries BlockingBudget. Nil means no pool is busy (`warmpool render`).
-	Busy func(pool string) bool
+	// Busy reports a pool's busy state (queued or running jobs, or a warm window) and how many
+	// of its nodes may still be consolidated meanwhile; a busy pool's NodePool carries
+	// BusyBudget.Budget first. Nil means no pool is busy (`warmpool render`).
+	Busy func(pool string) BusyBudget
 }
 
-func (o Options) busy(pool string) bool { return o.Busy != nil && o.Busy(pool) }
+func (o Options) busy(pool string) BusyBudget {
+	if o.Busy == nil {
+		return BusyBudget{}
+	}
+	return o.Busy(pool)
+}
 
 // Name is the name of every object generated for a pool.
 func Name(pool string) string { return NamePrefix + pool }

@@ -19,6 +19,7 @@ import (
 func simulateCommand() *cobra.Command {
 	c := simulate.DefaultConfig()
 	var traces, windows []string
+	busyBudget := config.DefaultBusyBudget
 	cmd := &cobra.Command{
 		Use:   "simulate --trace FILE",
 		Short: "Replay a CI job trace and compare Karpenter alone, a static warm pool and warmpool",
@@ -32,7 +33,8 @@ the same table.
 Every policy runs the same NodePool: consolidationPolicy WhenEmpty, --consolidate-after, and
 Karpenter's validation delay before it deletes an empty node. warmpool adds its placeholder
 pods and its queue-aware budget, which blocks that consolidation while jobs are queued or running
-or a warm window is open.
+or a warm window is open. --busy-budget surplus models scaling.busyBudget surplus instead: while
+busy, Karpenter may consolidate the nodes beyond warmpool's desired count.
 
 --trace may be given more than once; each trace gets its own table. --warm-window takes a warm
 window as the config's scaling.warmWindows entries are written, and may be repeated; the trace's
@@ -51,6 +53,12 @@ t=0 is --start.`,
 				return err
 			}
 			c.Policy.WarmWindows = ws
+			switch busyBudget {
+			case config.BusyBudgetBlock, config.BusyBudgetSurplus:
+				c.SurplusBudget = busyBudget == config.BusyBudgetSurplus
+			default:
+				return fmt.Errorf("--busy-budget %q: must be %q or %q", busyBudget, config.BusyBudgetBlock, config.BusyBudgetSurplus)
+			}
 			if err := c.Validate(); err != nil {
 				return err
 			}
@@ -87,6 +95,7 @@ t=0 is --start.`,
 	f.StringArrayVar(&windows, "warm-window", nil, `warmpool warm window, as in the config: '{schedule: "0 8 * * mon-fri", duration: 10h, minimum: 3, timeZone: Europe/Berlin}' (repeatable)`)
 	f.Var(timeValue{&c.Start}, "start", "wall-clock time of the trace's t=0 (RFC 3339), which warm windows are read against")
 	f.DurationVar(&c.Interval, "interval", c.Interval, "how often warmpool evaluates its policy")
+	f.StringVar(&busyBudget, "busy-budget", busyBudget, "warmpool's scaling.busyBudget: block (no consolidation while busy) or surplus (only nodes beyond desired)")
 	return cmd
 }
 

@@ -118,6 +118,31 @@ func TestSimulateShippedTraces(t *testing.T) {
 	}
 }
 
+// TestSimulateBusyBudget: a long job keeps the pool busy while a burst's two nodes go idle.
+// The default block budget keeps them until the long job ends (3 nodes for ~1 h); with
+// --busy-budget surplus they go once stabilization lets desired fall to 1 (755 s: see
+// simulate.TestSurplusBudgetKeepsDesired), about 1.4 node-hours. Waits do not change.
+func TestSimulateBusyBudget(t *testing.T) {
+	trace := writeTemp(t, "burst.csv", "arrival_seconds,duration_seconds,pool\n0,3600,p\n0,300,p\n0,300,p\n")
+	tests := []struct {
+		args []string
+		row  string
+	}{
+		{nil, "warmpool warm-min 0  3     60            60            60            3.0"},
+		{[]string{"--busy-budget", "block"}, "warmpool warm-min 0  3     60            60            60            3.0"},
+		{[]string{"--busy-budget", "surplus"}, "warmpool warm-min 0 surplus budget  3     60            60            60            1.4"},
+	}
+	for _, tt := range tests {
+		out, err := runSimulate(t, append([]string{"--trace", trace, "--warm-min", "0"}, tt.args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, tt.row) {
+			t.Errorf("%v: want row %q in\n%s", tt.args, tt.row, out)
+		}
+	}
+}
+
 func TestSimulateErrors(t *testing.T) {
 	bad := writeTemp(t, "bad.csv", "arrival_seconds,duration_seconds,pool\n0,soon,a\n")
 	tests := []struct {
@@ -138,6 +163,7 @@ func TestSimulateErrors(t *testing.T) {
 			"warmWindows[0].duration"},
 		{"bad start", []string{"--trace", bad, "--start", "monday"}, "RFC 3339"},
 		{"negative validation delay", []string{"--trace", bad, "--validation-delay", "-1s"}, "validation delay"},
+		{"bad busy budget", []string{"--trace", bad, "--busy-budget", "open"}, `--busy-budget "open": must be "block" or "surplus"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -595,6 +595,8 @@ func TestValidateRules(t *testing.T) {
 			`pools[0].scaling.scaleDownStep: must be >= 0 (0 = unlimited), got -1`},
 		{"headroom", func(c *Config) { pool0(c).Scaling.Headroom = "nodes" },
 			`pools[0].scaling.headroom: supported values: "capacityBuffer", "pods", got "nodes"`},
+		{"busyBudget", func(c *Config) { pool0(c).Scaling.BusyBudget = "open" },
+			`pools[0].scaling.busyBudget: supported values: "block", "surplus", got "open"`},
 	}
 	seen := map[string]bool{}
 	for _, tc := range cases {
@@ -933,6 +935,7 @@ func TestDefaults(t *testing.T) {
 		{"pools[].scaling.scaleDownStabilization", p.Scaling.ScaleDownStabilization.Duration, 5 * time.Minute},
 		{"pools[].scaling.scaleDownStep", p.Scaling.ScaleDownStep, 0},
 		{"pools[].scaling.headroom", p.Scaling.Headroom, "pods"},
+		{"pools[].scaling.busyBudget", p.Scaling.BusyBudget, "block"},
 	}
 	for _, tc := range cases {
 		if !reflect.DeepEqual(tc.got, tc.want) {
@@ -956,7 +959,7 @@ func TestDefaultKeepsSetValues(t *testing.T) {
     engine: {version: v0.19.7, image: mirror.example.com/dagger/engine, hostPath: /mnt/k8s-disks/0/engine, runPath: /run/engine}
     cache: {size: 1Ti, retention: {keep: 10, maxAge: 24h}}
     limits: {nodes: 8}
-    scaling: {maxNodes: 4, headroom: capacityBuffer, scaleDownStabilization: 0s}
+    scaling: {maxNodes: 4, headroom: capacityBuffer, busyBudget: surplus, scaleDownStabilization: 0s}
 `)
 	Default(cfg)
 	p := &cfg.Pools[0]
@@ -978,6 +981,7 @@ func TestDefaultKeepsSetValues(t *testing.T) {
 		{"cache.retention.maxAge", p.Cache.Retention.MaxAge.Duration, 24 * time.Hour},
 		{"scaling.maxNodes", *p.Scaling.MaxNodes, 4},
 		{"scaling.headroom", p.Scaling.Headroom, "capacityBuffer"},
+		{"scaling.busyBudget", p.Scaling.BusyBudget, "surplus"},
 		{"scaling.scaleDownStabilization", p.Scaling.ScaleDownStabilization.Duration, time.Duration(0)},
 	}
 	for _, tc := range checks {

@@ -24,6 +24,9 @@ const (
 	NVMeMountPath           = "/mnt/k8s-disks/0"
 	HeadroomPods            = "pods"
 	HeadroomCapacityBuffer  = "capacityBuffer"
+	BusyBudgetBlock         = "block"
+	BusyBudgetSurplus       = "surplus"
+	DefaultBusyBudget       = BusyBudgetBlock
 	SourceStateQueued       = "queued"
 	SourceStateRunning      = "running"
 	defaultEngineGraceSecs  = 900
@@ -127,6 +130,9 @@ func defaultPool(p *Pool) {
 	}
 	if s.Headroom == "" {
 		s.Headroom = DefaultHeadroom
+	}
+	if s.BusyBudget == "" {
+		s.BusyBudget = DefaultBusyBudget
 	}
 }
 

@@ -317,6 +317,9 @@ type Scaling struct {
 	ScaleDownStep          int              `json:"scaleDownStep,omitempty"`
 	// Headroom selects the actuator: placeholder pods (default) or a Karpenter CapacityBuffer.
 	Headroom string `json:"headroom,omitempty"`
+	// BusyBudget is the budget added while the pool is busy: block (default) stops all Empty
+	// and Underutilized consolidation; surplus lets Karpenter remove the nodes beyond desired.
+	BusyBudget string `json:"busyBudget,omitempty"`
 }
 
 // WarmWindow raises the warm minimum during a cron-scheduled window (e.g. office hours).

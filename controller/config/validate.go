@@ -47,6 +47,7 @@ var (
 	amiFamilies     = sets.New("al2", "al2023", "bottlerocket") // Linux only: every NodePool requires kubernetes.io/os=linux
 	volumeTypes     = sets.New("standard", "io1", "io2", "gp2", "sc1", "st1", "gp3")
 	headroomKinds   = sets.New(HeadroomPods, HeadroomCapacityBuffer)
+	busyBudgets     = sets.New(BusyBudgetBlock, BusyBudgetSurplus)
 	sourceStates    = sets.New(SourceStateQueued, SourceStateRunning)
 	taintEffects    = sets.New(corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute)
 	budgetNodesRE   = regexp.MustCompile(`^((100|[0-9]{1,2})%|[0-9]+)$`)
@@ -725,6 +726,9 @@ func validateScaling(p *Pool, fp *field.Path) field.ErrorList {
 	}
 	if !headroomKinds.Has(s.Headroom) {
 		errs = append(errs, field.NotSupported(fp.Child("headroom"), s.Headroom, sets.List(headroomKinds)))
+	}
+	if !busyBudgets.Has(s.BusyBudget) {
+		errs = append(errs, field.NotSupported(fp.Child("busyBudget"), s.BusyBudget, sets.List(busyBudgets)))
 	}
 	return errs
 }

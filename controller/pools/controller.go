@@ -58,7 +58,7 @@ type Controller struct {
 	instanceTypes InstanceTypes
 
 	// refresh re-runs the reconcile when something other than the ConfigMap changed what it
-	// renders (a pool's busy state, which adds or removes its blocking budget).
+	// renders (a pool's busy budget, which adds, removes or resizes its first budget).
 	refresh chan event.GenericEvent
 	// onApplied is told about every config put in force, so other controllers follow it.
 	onApplied func(*config.Config)

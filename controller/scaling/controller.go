@@ -82,7 +82,8 @@ type Controller struct {
 	// current returns the config in force (the pools controller's).
 	current  func() *config.Config
 	interval time.Duration
-	// onBusyChange is told when a pool's busy state flips, so its NodePool's budgets follow.
+	// onBusyChange is told when a pool's busy budget changes (its busy state flips, or in
+	// surplus mode the nodes it lets Karpenter consolidate), so its NodePool's budgets follow.
 	onBusyChange func(pool string)
 	// instanceTypes lists the instance types known to the manager (EC2 discovery), for
 	// deriving jobsPerNode of a pool that has no node yet; nil or empty: none known.
@@ -104,6 +105,9 @@ type poolState struct {
 	state       policy.State
 	desired     int
 	busy        bool
+	// disruptable is how many nodes the busy budget lets Karpenter consolidate (policy.Surplus);
+	// 0 while idle, where the busy budget is not rendered, so idle churn re-renders nothing.
+	disruptable int
 	evaluated   bool
 	// seeded is set once busy was read from the NodePool's annotation (or decided here);
 	// persisted is the annotation's value as last read or written ("" when absent).
@@ -144,24 +148,28 @@ func (c *Controller) SetInterval(d time.Duration) {
 	}
 }
 
-// Busy reports whether a pool has work queued or running, or is inside a warm window; the
-// pools controller renders the pool's blocking budget from it.
+// Busy reports whether a pool has work queued or running, or is inside a warm window.
+func (c *Controller) Busy(pool string) bool { return c.BusyBudget(pool).Busy }
+
+// BusyBudget is the pool's busy state and how many of its nodes Karpenter may consolidate
+// meanwhile (0 with scaling.busyBudget block); the pools controller renders the pool's first
+// budget from it.
 //
 // Before the pool's first evaluation in this process it answers from the NodePool's
-// AnnotationBusy, so the NodePool rendered right after a restart keeps the budgets the last
-// process decided.
-func (c *Controller) Busy(pool string) bool {
+// AnnotationBusy, blocking all consolidation while busy, so the NodePool rendered right after
+// a restart keeps the budgets the last process decided (or stricter ones).
+func (c *Controller) BusyBudget(pool string) nodepools.BusyBudget {
 	c.mu.Lock()
 	ps, ok := c.pools[pool]
 	if ok && ps.seeded {
 		defer c.mu.Unlock()
-		return ps.busy
+		return nodepools.BusyBudget{Busy: ps.busy, Disruptable: ps.disruptable}
 	}
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	busy, _ := c.persistedBusy(ctx, pool)
-	return busy
+	return nodepools.BusyBudget{Busy: busy}
 }
 
 // persistedBusy reads the NodePool's AnnotationBusy (through the cache); raw is "" when the
@@ -269,7 +277,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	decision, state := ps.policy.Decide(policy.Input{
 		Now: c.clk.Now(), Queued: counts.Queued, Running: counts.Running, Known: known, CurrentNodes: nodes,
 	}, ps.state)
-	prevDesired, prevBusy, first := ps.desired, ps.busy, !ps.evaluated
+	prevDesired, prevBusy, prevDisruptable, first := ps.desired, ps.busy, ps.disruptable, !ps.evaluated
 	ps.state, ps.desired, ps.evaluated = state, decision.Desired, true
 	// Unknown data changes nothing: not the node count (the policy holds it) and not the
 	// budgets, which stay as they were.
@@ -277,16 +285,29 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		ps.busy = policy.Busy(counts.Queued, counts.Running, decision.WarmWindowActive)
 	}
 	busy := ps.busy
+	ps.disruptable = 0
+	if busy {
+		ps.disruptable = policy.Surplus(p.Scaling.BusyBudget == config.BusyBudgetSurplus, nodes, decision.Desired)
+	}
+	disruptable := ps.disruptable
 	c.mu.Unlock()
 
 	// Budgets first: they keep warm nodes from being consolidated, and must follow the busy
 	// state even when the headroom cannot be actuated (a missing CapacityBuffer CRD).
 	np := c.nodePool(ctx, name)
 	if busy != prevBusy {
-		if busy {
+		switch {
+		case busy && p.Scaling.BusyBudget == config.BusyBudgetSurplus:
+			c.recorder.Eventf(np, corev1.EventTypeNormal, ReasonBudgetsBlocked, "consolidation limited to the nodes beyond desired (%d now): %d queued, %d running jobs (warm window: %t)", disruptable, counts.Queued, counts.Running, decision.WarmWindowActive)
+		case busy:
 			c.recorder.Eventf(np, corev1.EventTypeNormal, ReasonBudgetsBlocked, "consolidation blocked: %d queued, %d running jobs (warm window: %t)", counts.Queued, counts.Running, decision.WarmWindowActive)
-		} else {
+		default:
 			c.recorder.Eventf(np, corev1.EventTypeNormal, ReasonBudgetsRestored, "queue idle: configured disruption budgets restored")
+		}
+	}
+	if busy != prevBusy || disruptable != prevDisruptable {
+		if busy && busy == prevBusy {
+			log.FromContext(ctx).Info("busy budget", "pool", name, "disruptable", disruptable, "previous", prevDisruptable, "nodes", nodes, "desired", decision.Desired)
 		}
 		if c.onBusyChange != nil {
 			c.onBusyChange(name)
@@ -363,12 +384,18 @@ func PolicyConfig(p *config.Pool, jobsPerNode int) policy.Config {
 	for _, w := range s.WarmWindows {
 		windows = append(windows, policy.WarmWindow{Schedule: w.Schedule, Duration: w.Duration.Duration, Minimum: w.Minimum, TimeZone: w.TimeZone})
 	}
+	stabilization := s.ScaleDownStabilization.Duration
+	if stabilization == 0 {
+		// The config's 0 means no window (scale down at the next evaluation); the policy reads
+		// a zero as its own default, so hand it the shortest window there is.
+		stabilization = time.Nanosecond
+	}
 	return policy.Config{
 		JobsPerNode:            max(jobsPerNode, 1),
 		WarmMinimum:            s.WarmMinimum,
 		WarmWindows:            windows,
 		MaxNodes:               maxNodes,
-		ScaleDownStabilization: s.ScaleDownStabilization.Duration,
+		ScaleDownStabilization: stabilization,
 		ScaleDownStep:          s.ScaleDownStep,
 	}
 }

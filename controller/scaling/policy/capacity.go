@@ -145,3 +145,14 @@ func fits(name corev1.ResourceName, req, alloc resource.Quantity) int {
 func Busy(queued, running int, warmWindowActive bool) bool {
 	return queued > 0 || running > 0 || warmWindowActive
 }
+
+// Surplus is how many of a busy pool's nodes Karpenter may consolidate: none when the budget
+// blocks (surplus false), else the nodes beyond desired. Desired nodes stay protected because
+// Karpenter counts nodes already being disrupted against the budget, and current excludes
+// nodes being deleted, so the allowance shrinks as the surplus goes.
+func Surplus(surplus bool, current, desired int) int {
+	if !surplus {
+		return 0
+	}
+	return max(0, current-desired)
+}

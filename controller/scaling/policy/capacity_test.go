@@ -91,6 +91,26 @@ func TestBusy(t *testing.T) {
 	}
 }
 
+func TestSurplus(t *testing.T) {
+	tests := []struct {
+		name             string
+		surplus          bool
+		current, desired int
+		want             int
+	}{
+		{"block mode never opens", false, 9, 2, 0},
+		{"surplus beyond desired", true, 9, 2, 7},
+		{"at desired", true, 3, 3, 0},
+		{"below desired", true, 1, 4, 0},
+		{"no nodes", true, 0, 0, 0},
+	}
+	for _, tt := range tests {
+		if got := Surplus(tt.surplus, tt.current, tt.desired); got != tt.want {
+			t.Errorf("%s: Surplus(%v, %d, %d) = %d, want %d", tt.name, tt.surplus, tt.current, tt.desired, got, tt.want)
+		}
+	}
+}
+
 func TestDeriveJobsPerNode(t *testing.T) {
 	runner := resources("2", "4Gi")
 	tests := []struct {

@@ -55,6 +55,9 @@ type Config struct {
 	Policy policy.Config
 	// Start is the wall-clock time of the trace's t=0; warm windows are read against it.
 	Start time.Time
+	// SurplusBudget runs warmpool with scaling.busyBudget surplus: while busy, Karpenter may
+	// consolidate the nodes beyond desired instead of none.
+	SurplusBudget bool
 	// Horizon is how long every strategy is billed for at least; 0 means until the last job would
 	// end had nothing waited.
 	Horizon time.Duration

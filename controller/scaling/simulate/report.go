@@ -240,6 +240,9 @@ func (r Report) label(s Strategy) string {
 		if n := len(r.Config.Policy.WarmWindows); n > 0 {
 			label += fmt.Sprintf(" +%d window(s)", n)
 		}
+		if r.Config.SurplusBudget {
+			label += " surplus budget"
+		}
 		return label
 	}
 	return string(s)

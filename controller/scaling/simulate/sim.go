@@ -81,9 +81,9 @@ type sim struct {
 	pol     *policy.Policy
 	state   policy.State
 	desired int
-	// blocked is the NodePool's budget as warmpool last rendered it: nodes "0" for Empty
-	// consolidation while the pool is busy (policy.Busy). Never set for the other strategies.
-	blocked bool
+	// busy is whether warmpool's last evaluation put its busy budget on the NodePool
+	// (policy.Busy); see allowance. Never set for the other strategies.
+	busy bool
 
 	now         time.Duration
 	nextArrival int
@@ -114,7 +114,7 @@ func simulatePool(jobs []Job, strategy Strategy, c Config, pol *policy.Policy, s
 		initial = static
 	case Warmpool:
 		floor, window := pol.WarmMinimumAt(c.Start)
-		initial, s.desired, s.blocked = floor, floor, policy.Busy(0, 0, window)
+		initial, s.desired, s.busy = floor, floor, policy.Busy(0, 0, window)
 	}
 	for range initial {
 		n := s.launch(0)
@@ -246,7 +246,18 @@ func (s *sim) evaluate() {
 		CurrentNodes: len(s.alive),
 	}, s.state)
 	s.state, s.desired = st, d.Desired
-	s.blocked = policy.Busy(len(s.waiting), len(s.running), d.WarmWindowActive)
+	s.busy = policy.Busy(len(s.waiting), len(s.running), d.WarmWindowActive)
+}
+
+// allowance is how many nodes the budgets let Karpenter consolidate now: any number while
+// warmpool's busy budget is off, else its nodes value, policy.Surplus of the pool's nodes over
+// the last desired count ("0" with the default block budget). The node count is the current
+// one: the controller watches Nodes, so a removed node re-renders the budget at once.
+func (s *sim) allowance() int {
+	if !s.busy {
+		return unlimited
+	}
+	return policy.Surplus(s.cfg.SurplusBudget, len(s.alive), s.desired)
 }
 
 // placeholders sizes the headroom as the controller does, desired minus nodes running jobs, one
@@ -312,12 +323,25 @@ func (s *sim) consolidatable(n *node) bool {
 
 // consolidate is Karpenter's Empty consolidation (consolidationPolicy WhenEmpty). A node empty
 // for ConsolidateAfter becomes a candidate; if the budget allows, Karpenter picks it, waits
-// ValidationDelay, checks again (still empty, budget still allows) and deletes it. A blocked
-// budget stops both steps, so a pick made before warmpool blocked the budget is dropped.
+// ValidationDelay, checks again (still empty, budget still allows) and deletes it. The budget
+// (allowance) bounds both steps: picks already made keep their place, oldest node first, and a
+// pick beyond it is dropped, so a blocking budget drops every pick.
 func (s *sim) consolidate() {
-	var removed []*node
+	var candidates []*node
 	for _, n := range s.alive {
-		if !s.consolidatable(n) || s.now-n.emptySince < s.cfg.ConsolidateAfter || s.blocked {
+		if !s.consolidatable(n) || s.now-n.emptySince < s.cfg.ConsolidateAfter {
+			n.commandAt = never
+			continue
+		}
+		candidates = append(candidates, n)
+	}
+	slices.SortStableFunc(candidates, func(a, b *node) int {
+		return cmp.Compare(rank(a.commandAt == never), rank(b.commandAt == never))
+	})
+	allowed := s.allowance()
+	var removed []*node
+	for i, n := range candidates {
+		if i >= allowed {
 			n.commandAt = never
 			continue
 		}

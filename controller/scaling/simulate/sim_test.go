@@ -2,6 +2,7 @@ package simulate
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -466,4 +467,37 @@ func TestPendingPlaceholdersGoFirst(t *testing.T) {
 	c.Horizon = sec(1000)
 	rep := run(t, []Job{job(0, 20), job(500, 10)}, c)
 	expect{waits: secs(0, 0), nodeTime: sec(1000) + sec(175-10), warmStarts: 1, launched: 2}.check(t, rep, Warmpool)
+}
+
+// TestSurplusBudget: one long job keeps the pool busy for the whole trace. With the default
+// block budget the two nodes a burst left behind stay until the long job ends (3660 s); with
+// the surplus budget (nodes = 3 - desired 1 = 2) Karpenter removes them once empty for
+// consolidateAfter plus its validation (360 + 90 + 15 = 465 s), while the long job's node,
+// the one the policy still wants, stays. Waits are the same.
+func TestSurplusBudget(t *testing.T) {
+	c := DefaultConfig()
+	c.Policy.WarmMinimum = 0
+	c.Policy.ScaleDownStabilization = time.Nanosecond
+	jobs := []Job{job(0, 3600), job(0, 300), job(0, 300)}
+	expect{waits: secs(60, 60, 60), nodeTime: 3 * sec(3660), launched: 3}.check(t, run(t, jobs, c), Warmpool)
+
+	c.SurplusBudget = true
+	rep := run(t, jobs, c)
+	expect{waits: secs(60, 60, 60), nodeTime: 2*sec(465) + sec(3660), launched: 3}.check(t, rep, Warmpool)
+	if got := table(t, rep); !strings.Contains(got, "warmpool warm-min 0 surplus budget  ") {
+		t.Errorf("table does not name the surplus budget:\n%s", got)
+	}
+}
+
+// TestSurplusBudgetKeepsDesired: the surplus budget never lets Karpenter take a node the policy
+// still wants. With the default 5 m stabilization desired stays 3 after the burst (its last
+// recommendation of 3 was at 350 s) until 650 s, so the surplus stays 0 and the two empty
+// nodes keep their placeholders; at 650 desired falls to 1, the placeholders go, and the nodes
+// are removed once empty for consolidateAfter plus validation: 650 + 90 + 15 = 755 s.
+func TestSurplusBudgetKeepsDesired(t *testing.T) {
+	c := DefaultConfig()
+	c.Policy.WarmMinimum = 0
+	c.SurplusBudget = true
+	jobs := []Job{job(0, 3600), job(0, 300), job(0, 300)}
+	expect{waits: secs(60, 60, 60), nodeTime: 2*sec(755) + sec(3660), launched: 3}.check(t, run(t, jobs, c), Warmpool)
 }
