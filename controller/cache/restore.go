@@ -22,6 +22,7 @@ import (
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/counted"
+	"warmpool.io/warmpool/controller/nodewatch"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
 )
@@ -328,7 +329,7 @@ func (c *RestoreController) Register(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Channel(c.kick, handler.EnqueueRequestsFromMapFunc(c.allPoolNodes))).
 		Watches(&corev1.Node{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetLabels()[volumes.LabelPool] != ""
-		}))).
+		}), nodewatch.Changed)).
 		Watches(&batchv1.Job{}, toNode, restoreOp).
 		Watches(&corev1.PersistentVolumeClaim{}, toNode, restoreOp).
 		Watches(&corev1.Pod{}, toNode, restoreOp).

@@ -27,6 +27,7 @@ import (
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/counted"
+	"warmpool.io/warmpool/controller/nodewatch"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
 )
@@ -653,7 +654,7 @@ func (c *SaveController) Register(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Channel(c.kick, handler.EnqueueRequestsFromMapFunc(c.allPoolNodes))).
 		Watches(&corev1.Node{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetLabels()[volumes.LabelPool] != ""
-		}))).
+		}), nodewatch.Changed)).
 		Watches(&karpv1.NodeClaim{}, toNode).
 		Watches(&corev1.Pod{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			l := o.GetLabels()

@@ -38,6 +38,7 @@ import (
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/counted"
+	"warmpool.io/warmpool/controller/nodewatch"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/nodepools"
@@ -721,9 +722,7 @@ func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
 		}
 		return nil
 	})
-	hasPool := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetLabels()[nodepools.LabelPool] != ""
-	}))
+	hasPool := builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel))
 	// Pods: a runner pod landing on (or leaving) a node changes the pool's busy nodes, so its
 	// headroom should follow at once, not on the next periodic evaluation. This reuses the
 	// full-object Pod informer the busy-node count above already needs (spec.nodeName, phase,
@@ -733,12 +732,14 @@ func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("scaling").
 		WatchesRawSource(source.Channel(c.events, &handler.EnqueueRequestForObject{})).
-		Watches(&corev1.Node{}, toPool, hasPool).
+		Watches(&corev1.Node{}, toPool, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), nodewatch.Changed)).
 		Watches(&appsv1.Deployment{}, toPool, hasPool).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(c.podPool), builder.WithPredicates(podMoved)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
 		Complete(counted.Reconciler("scaling", c))
 }
+
+func hasPoolLabel(o client.Object) bool { return o.GetLabels()[nodepools.LabelPool] != "" }
 
 // podPool maps a pod to its pool: the pool label of the node it is bound to, or, before it is
 // bound, the pool its nodeSelector asks for.
