@@ -1,7 +1,7 @@
 // Package nodewatch filters Node events down to the changes warmpool's controllers act on.
-// A kubelet (or kwok) rewrites every Node's status every few seconds just to renew heartbeat
-// times; reconciling every pool on each of those costs CPU in proportion to the fleet and
-// decides nothing. The footprint benchmark (1000 nodes) spent most of its idle CPU there.
+// A kubelet re-posts its Node's status periodically (at least every nodeStatusReportFrequency,
+// 5 min by default) just to renew heartbeat times; reconciling on each of those costs CPU in
+// proportion to the fleet and decides nothing.
 package nodewatch
 
 import (
