@@ -81,8 +81,9 @@ func generateCacheTree(root string, target int64) error {
 		benchFiles = append(benchFiles, rel)
 		return nil
 	}
-	// About 30% in four large layer blobs.
-	large := int(target * 3 / 10 / 4)
+	// About 30% in four large layer blobs (at most the buffer each: a larger tree gets more
+	// small files instead).
+	large := min(int(target*3/10/4), len(buf))
 	for i := range 4 {
 		if err := write(fmt.Sprintf("worker/content/blobs/sha256/%064x", 1000+i), large); err != nil {
 			return err
