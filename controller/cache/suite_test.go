@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
@@ -23,9 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
@@ -51,28 +48,7 @@ const testLabel = "cache.test.warmpool.io/object"
 const engineVersion = "v0.19.7"
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() {
-		if err := api.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping etcd+kube-apiserver:", err)
-		}
-	}()
-	restConfig, kube = api.Config, api.Client
-	// Errors the tests provoke on purpose would drown the output; WARMPOOL_TEST_LOG=1 shows them.
-	var w io.Writer = io.Discard
-	if os.Getenv("WARMPOOL_TEST_LOG") != "" {
-		w = os.Stderr
-	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(w)))
-	return m.Run()
+	os.Exit(cluster.RunTests(m, func(api *cluster.APIServer) { restConfig, kube = api.Config, api.Client }))
 }
 
 const configHeader = `apiVersion: warmpool.io/v1alpha1

@@ -3,7 +3,6 @@ package pools_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -14,9 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"warmpool.io/warmpool/controller"
@@ -33,24 +30,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() {
-		if err := api.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping etcd+kube-apiserver:", err)
-		}
-	}()
-	restConfig, kube = api.Config, api.Client
-	// Errors the tests provoke on purpose would drown the output.
-	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	return m.Run()
+	os.Exit(cluster.RunTests(m, func(api *cluster.APIServer) { restConfig, kube = api.Config, api.Client }))
 }
 
 // env is one test's namespace, ConfigMap and running manager.

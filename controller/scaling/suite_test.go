@@ -3,7 +3,6 @@ package scaling_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -19,9 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
@@ -44,24 +41,7 @@ var (
 const testLabel = "scaling.test.warmpool.io/node"
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() {
-		if err := api.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping etcd+kube-apiserver:", err)
-		}
-	}()
-	restConfig, kube = api.Config, api.Client
-	// Errors the tests provoke on purpose would drown the output.
-	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	return m.Run()
+	os.Exit(cluster.RunTests(m, func(api *cluster.APIServer) { restConfig, kube = api.Config, api.Client }))
 }
 
 // configHeader is the cluster-wide part of every test config; pools follow.

@@ -2,11 +2,16 @@ package cluster
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
+	"testing"
 
 	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 // APIServer is etcd and kube-apiserver alone, with every CRD warmpool needs installed: the
@@ -43,3 +48,27 @@ func StartAPIServer() (*APIServer, error) {
 
 // Stop stops etcd and kube-apiserver.
 func (a *APIServer) Stop() error { return a.env.Stop() }
+
+// RunTests runs a test package against one APIServer shared by all its tests, as its
+// TestMain: os.Exit(cluster.RunTests(m, func(api *cluster.APIServer) { kube = api.Client })).
+// controller-runtime's logger is silenced, since tests provoke errors on purpose;
+// WARMPOOL_TEST_LOG=1 shows it. It returns the exit code.
+func RunTests(m *testing.M, use func(*APIServer)) int {
+	api, err := StartAPIServer()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := api.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping etcd+kube-apiserver:", err)
+		}
+	}()
+	use(api)
+	var w io.Writer = io.Discard
+	if os.Getenv("WARMPOOL_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	ctrl.SetLogger(zap.New(zap.WriteTo(w)))
+	return m.Run()
+}
