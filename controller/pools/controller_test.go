@@ -121,9 +121,13 @@ func TestAppliesEveryPool(t *testing.T) {
 	}
 	e.waitEvent(pools.ReasonApplied, "pool a", "NodePool/warmpool-a", "EC2NodeClass/warmpool-a")
 	e.waitEvent(pools.ReasonApplied, "pool b")
-	if v := gauge(t, "warmpool_config_valid"); v != 1 {
-		t.Errorf("warmpool_config_valid = %v, want 1", v)
-	}
+	// The gauge is set once the whole config is in force, a moment after the apply Events.
+	eventually(t, "warmpool_config_valid to read 1", func() error {
+		if v := gauge(t, "warmpool_config_valid"); v != 1 {
+			return fmt.Errorf("warmpool_config_valid = %v, want 1", v)
+		}
+		return nil
+	})
 }
 
 func TestConfigUpdateChangesNodePools(t *testing.T) {
