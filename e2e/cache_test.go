@@ -135,15 +135,7 @@ func TestCacheSurvivesConsolidation(t *testing.T) {
 	defer cleanupCachedPool(t)
 
 	// Node A: no snapshot yet, so the restore controller lifts the taint at once (cold).
-	r1 := scenario.RunnerPod(cachedPool, "cache-runner-1")
-	if err := kube.Create(ctx, r1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "runner 1 Running", func(ctx context.Context) (bool, error) {
-		err := kube.Get(ctx, client.ObjectKeyFromObject(r1), r1)
-		return err == nil && r1.Status.Phase == corev1.PodRunning, err
-	})
-	nodeA := r1.Spec.NodeName
+	r1, nodeA := runCacheRunner(t, "cache-runner-1")
 	t.Logf("node A: %s", nodeA)
 	waitFor(t, "the engine on A to start cold", func(context.Context) (bool, error) {
 		return sim.Count(nodesim.EngineColdStart, nodeA) == 1, nil
@@ -213,15 +205,7 @@ func TestCacheSurvivesConsolidation(t *testing.T) {
 	filesA := digest(t, sim.NodePath(nodeA, cachedHostPath))
 
 	// Node B: the restore runs before its engine starts.
-	r2 := scenario.RunnerPod(cachedPool, "cache-runner-2")
-	if err := kube.Create(ctx, r2); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "runner 2 Running", func(ctx context.Context) (bool, error) {
-		err := kube.Get(ctx, client.ObjectKeyFromObject(r2), r2)
-		return err == nil && r2.Status.Phase == corev1.PodRunning, err
-	})
-	nodeB := r2.Spec.NodeName
+	_, nodeB := runCacheRunner(t, "cache-runner-2")
 	t.Logf("node B: %s", nodeB)
 	if nodeB == nodeA {
 		t.Fatal("runner 2 landed on node A")
@@ -283,15 +267,7 @@ func TestCacheUncleanEngineIsNotSnapshotted(t *testing.T) {
 	logSimEvents(t)
 	defer cleanupCachedPool(t)
 
-	runner := scenario.RunnerPod(cachedPool, "cache-runner-unclean")
-	if err := kube.Create(ctx, runner); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the runner Running", func(ctx context.Context) (bool, error) {
-		err := kube.Get(ctx, client.ObjectKeyFromObject(runner), runner)
-		return err == nil && runner.Status.Phase == corev1.PodRunning, err
-	})
-	node := runner.Spec.NodeName
+	runner, node := runCacheRunner(t, "cache-runner-unclean")
 	engine := &corev1.Pod{}
 	waitFor(t, "the engine on the node to start", func(ctx context.Context) (bool, error) {
 		pods := &corev1.PodList{}
@@ -376,15 +352,7 @@ func TestCacheSaveDeadlineReleasesNode(t *testing.T) {
 	defer cleanupCachedPool(t)
 	lostBefore := cacheLost(t, cachedPool, volumes.LostTimeout)
 
-	runner := scenario.RunnerPod(cachedPool, "cache-runner-deadline")
-	if err := kube.Create(ctx, runner); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the runner Running", func(ctx context.Context) (bool, error) {
-		err := kube.Get(ctx, client.ObjectKeyFromObject(runner), runner)
-		return err == nil && runner.Status.Phase == corev1.PodRunning, err
-	})
-	node := runner.Spec.NodeName
+	runner, node := runCacheRunner(t, "cache-runner-deadline")
 	t.Logf("node: %s", node)
 	waitFor(t, "the engine on the node to start", func(context.Context) (bool, error) {
 		return sim.Count(nodesim.EngineColdStart, node) == 1, nil
@@ -635,4 +603,19 @@ func cleanupCachedPool(t *testing.T) {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		t.Error(err)
 	}
+}
+
+// runCacheRunner creates a runner pod of the cached pool and waits until it runs; it returns
+// the pod and the node Karpenter gave it.
+func runCacheRunner(t *testing.T, name string) (*corev1.Pod, string) {
+	t.Helper()
+	pod := scenario.RunnerPod(cachedPool, name)
+	if err := local.Client.Create(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, name+" Running", func(ctx context.Context) (bool, error) {
+		err := local.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod)
+		return err == nil && pod.Status.Phase == corev1.PodRunning, err
+	})
+	return pod, pod.Spec.NodeName
 }
