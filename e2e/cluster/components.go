@@ -72,6 +72,12 @@ func kubeControllerManager(binDir, workDir, kubeconfig string, port int) compone
 			// Controllers act as the admin user of the kubeconfig instead of per-controller
 			// service-account tokens, which would need the token controller.
 			"--use-service-account-credentials=false",
+			// kwok renews a node's Lease about every 55 s, past the default 50 s grace: the
+			// node lifecycle controller would then mark kwok nodes NotReady about once a
+			// minute, and Karpenter deletes a NotReady node it is draining at once, so a test
+			// that holds a node would pass or fail by luck. No node here dies of a lost
+			// heartbeat; nodes go only when Karpenter (or a test) deletes them.
+			"--node-monitor-grace-period=10m",
 		},
 		env:    baseEnv(workDir),
 		health: fmt.Sprintf("https://127.0.0.1:%d/healthz", port),
