@@ -83,6 +83,10 @@ type Target struct {
 	HostPath string
 	// Image runs the copier (`warmpool cache save|restore`).
 	Image string
+	// RestoreID identifies one restore (set by the restore controller). RestoreJob passes it
+	// as --restore-id, and the restore writes it into the cache as the restore marker that
+	// VerifyJob later looks for (omitted when empty: such a restore can never verify warm).
+	RestoreID string
 	// Labels are the owner's labels (managed-by, pool), added to every object.
 	Labels map[string]string
 }
@@ -184,7 +188,8 @@ func RestoreJob(t Target, activeDeadlineSeconds int64) *batchv1.Job {
 		pvcVolume(RestoreName(t.Node), true),
 	}
 	mounts := []corev1.VolumeMount{{Name: "host", MountPath: HostMountPath}, {Name: "volume", MountPath: VolumeMountPath, ReadOnly: true}}
-	return job(t, RestoreName(t.Node), OpRestore, append(args, t.identityArgs()...), volumes, mounts, activeDeadlineSeconds)
+	args = append(append(args, t.identityArgs()...), t.restoreIDArgs()...)
+	return job(t, RestoreName(t.Node), OpRestore, args, volumes, mounts, activeDeadlineSeconds)
 }
 
 func (t Target) identityArgs() []string {

@@ -147,7 +147,7 @@ func (w Window) ActiveDeadlineSeconds(now time.Time, d Deadline) int64 {
 // PodResult reads a finished cache pod's result from its copier container's termination
 // message. done is false while the container has not terminated. A container that terminated
 // without a readable result (OOM-killed, deadline exceeded) is a failure, named by its exit code;
-// the exit codes of unclean and no-cache still say what they mean.
+// the exit codes of unclean, no-cache and wiped still say what they mean.
 func PodResult(pod *corev1.Pod) (r JobResult, done bool) {
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.Name != CopierContainer || cs.State.Terminated == nil {
@@ -162,6 +162,8 @@ func PodResult(pod *corev1.Pod) (r JobResult, done bool) {
 			return JobResult{Result: ResultUnclean, Reason: "exit code 3"}, true
 		case ExitNoCache:
 			return JobResult{Result: ResultNoCache, Reason: "exit code 4"}, true
+		case ExitWiped:
+			return JobResult{Result: ResultWiped, Reason: "exit code 5"}, true
 		}
 		reason := fmt.Sprintf("exit code %d", t.ExitCode)
 		if t.Reason != "" {
@@ -200,11 +202,13 @@ func Created(s *snapshotv1.VolumeSnapshot) time.Time {
 	return s.CreationTimestamp.Time
 }
 
-// ChooseSnapshot picks the newest ready snapshot of key, or nil.
+// ChooseSnapshot picks the newest ready snapshot of key that is not quarantined, or nil. A
+// quarantined snapshot is one an engine already discarded after a restore; every engine of the
+// key would do the same, so the next node gets the older good one (or starts cold).
 func ChooseSnapshot(snaps []snapshotv1.VolumeSnapshot, key SnapshotKey) *snapshotv1.VolumeSnapshot {
 	var candidates []*snapshotv1.VolumeSnapshot
 	for i := range snaps {
-		if KeyOf(&snaps[i]) == key && Ready(&snaps[i]) {
+		if KeyOf(&snaps[i]) == key && Ready(&snaps[i]) && !Quarantined(&snaps[i]) {
 			candidates = append(candidates, &snaps[i])
 		}
 	}

@@ -118,6 +118,9 @@ func TestPodResult(t *testing.T) {
 		{"unclean result", terminated(3, `{"result":"unclean","reason":"lock held"}`, ""), true, ResultUnclean, "lock held"},
 		{"unclean exit without message", terminated(ExitUnclean, "", "Error"), true, ResultUnclean, "exit code 3"},
 		{"no-cache exit", terminated(ExitNoCache, "garbage", "Error"), true, ResultNoCache, "exit code 4"},
+		{"warm verify", terminated(ExitOK, `{"result":"warm","bytes":0,"files":0,"durationSeconds":0}`, ""), true, ResultWarm, ""},
+		{"wiped verify", terminated(ExitWiped, `{"result":"wiped","reason":"worker/ was reset"}`, ""), true, ResultWiped, "worker/ was reset"},
+		{"wiped exit without message", terminated(ExitWiped, "", "Error"), true, ResultWiped, "exit code 5"},
 		{"oom killed", terminated(137, "", "OOMKilled"), true, ResultFailed, "exit code 137 (OOMKilled)"},
 		{"evicted before running", &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted"}}, true, ResultFailed, "pod failed: Evicted"},
 	} {
@@ -164,6 +167,52 @@ func TestChooseSnapshot(t *testing.T) {
 	if got := ChooseSnapshot([]snapshotv1.VolumeSnapshot{noStatus}, key); got != nil {
 		t.Fatalf("a snapshot without status was chosen")
 	}
+}
+
+// quarantined is snap with the quarantine label and reason.
+func quarantined(name string, key SnapshotKey, t time.Time) snapshotv1.VolumeSnapshot {
+	s := snap(name, key, t, true)
+	Quarantine(&s, "the engine discarded the restored cache at start: worker/ was reset")
+	return s
+}
+
+func TestChooseSnapshotSkipsQuarantined(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	key := SnapshotKey{Pool: "ci", Arch: "amd64", EngineVersion: "v0.21.8"}
+	handEdited := snap("hand-edited", key, now.Add(-time.Minute), true)
+	handEdited.Labels[LabelQuarantined] = "false"
+	for _, tc := range []struct {
+		name  string
+		snaps []snapshotv1.VolumeSnapshot
+		want  string // "" for none
+	}{
+		{"the older good one when the newest is quarantined", []snapshotv1.VolumeSnapshot{
+			quarantined("newest-wiped", key, now), snap("older-good", key, now.Add(-time.Hour), true), snap("oldest-good", key, now.Add(-2*time.Hour), true),
+		}, "older-good"},
+		{"none when every ready one is quarantined", []snapshotv1.VolumeSnapshot{
+			quarantined("wiped-1", key, now), quarantined("wiped-2", key, now.Add(-time.Hour)), snap("not-ready", key, now.Add(time.Minute), false),
+		}, ""},
+		{"a label of any value still quarantines", []snapshotv1.VolumeSnapshot{handEdited, snap("good", key, now.Add(-time.Hour), true)}, "good"},
+		{"a released snapshot (label removed) is chosen again", []snapshotv1.VolumeSnapshot{
+			release(quarantined("released", key, now)), snap("older-good", key, now.Add(-time.Hour), true),
+		}, "released"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ChooseSnapshot(tc.snaps, key)
+			switch {
+			case tc.want == "" && got != nil:
+				t.Errorf("ChooseSnapshot = %s, want none", got.Name)
+			case tc.want != "" && (got == nil || got.Name != tc.want):
+				t.Errorf("ChooseSnapshot = %v, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// release is what the runbook tells an operator to do: remove the label.
+func release(s snapshotv1.VolumeSnapshot) snapshotv1.VolumeSnapshot {
+	delete(s.Labels, LabelQuarantined)
+	return s
 }
 
 func TestNames(t *testing.T) {

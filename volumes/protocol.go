@@ -23,8 +23,14 @@ const (
 	LabelSourceNode = "warmpool.io/source-node"
 	// LabelNode names the node a guard pod, Job or PVC is working for.
 	LabelNode = "warmpool.io/node"
-	// LabelOp says which part of the protocol an object belongs to: OpGuard, OpSave, OpRestore.
+	// LabelOp says which part of the protocol an object belongs to: OpGuard, OpSave, OpRestore,
+	// OpVerify.
 	LabelOp = "warmpool.io/cache-op"
+	// LabelQuarantined marks a VolumeSnapshot that a restore proved the engine does not keep
+	// (its verify came back ResultWiped): restores never choose it and retention does not count
+	// it as a good snapshot. Its presence is what counts (see Quarantined); removing it releases
+	// the snapshot.
+	LabelQuarantined = "warmpool.io/quarantined"
 )
 
 // Values of LabelOp.
@@ -32,6 +38,9 @@ const (
 	OpGuard   = "guard"
 	OpSave    = "save"
 	OpRestore = "restore"
+	// OpVerify: the Job that asks the restored cache, once the engine is Ready, whether the
+	// engine kept it (warmpool cache verify).
+	OpVerify = "verify"
 )
 
 // Annotations on a saved VolumeSnapshot, set from the save Job's result.
@@ -39,6 +48,9 @@ const (
 	AnnotationBytes    = "warmpool.io/bytes"
 	AnnotationFiles    = "warmpool.io/files"
 	AnnotationDuration = "warmpool.io/duration-seconds"
+	// AnnotationQuarantineReason says why a snapshot carries LabelQuarantined (the verify
+	// result's reason, e.g. "the engine discarded the restored cache at start: ...").
+	AnnotationQuarantineReason = "warmpool.io/quarantine-reason"
 )
 
 // Engine pod labels, set by the generated engine DaemonSet; the cache controller finds a
@@ -54,13 +66,14 @@ const (
 	DefaultResultLog = "/dev/termination-log"
 )
 
-// Exit codes of `warmpool cache save|restore`.
+// Exit codes of `warmpool cache save|restore|verify`.
 const (
-	ExitOK      = 0
-	ExitFailed  = 1
+	ExitOK      = 0 // saved, restored, or warm (verify)
+	ExitFailed  = 1 // failed; for verify: the verdict is unknown (the cache dir could not be read)
 	ExitUsage   = 2
 	ExitUnclean = 3 // save refused: no clean-shutdown marker, or the engine lock is held
 	ExitNoCache = 4 // restore: the volume holds no manifest (never restore it)
+	ExitWiped   = 5 // verify: the engine did not keep the restored cache (ResultWiped)
 )
 
 // Result values of a cache Job.
@@ -70,6 +83,12 @@ const (
 	ResultUnclean  = "unclean"
 	ResultNoCache  = "no-cache"
 	ResultFailed   = "failed"
+	// ResultWarm (verify): the restore marker is in place with this restore's ID, so the engine
+	// started on the restored cache and kept it. Only this makes a restore warm.
+	ResultWarm = "warm"
+	// ResultWiped (verify): the marker is gone or names another restore, so the engine (or
+	// something else) replaced the restored cache; the reason says what was found.
+	ResultWiped = "wiped"
 )
 
 // JobResult is what a cache Job writes to its termination message (a small JSON

@@ -22,6 +22,9 @@ const (
 	PruneBeyondKeep = "beyond-keep"
 	PruneMaxAge     = "max-age"
 	PruneNotReady   = "not-ready"
+	// PruneQuarantineBeyondKeep: a quarantined snapshot older than the Keep newest quarantined
+	// ones of its key.
+	PruneQuarantineBeyondKeep = "quarantined-beyond-keep"
 )
 
 // Prune is one snapshot to delete and why.
@@ -33,8 +36,16 @@ type Prune struct {
 
 // PlanRetention decides which of one pool's snapshots to delete. It never deletes a snapshot
 // being deleted already or one in inUse (a restore is reading it), and never lets MaxAge take
-// the newest ready snapshot of a key when a newer save of that key did not become ready: a
-// failed save must not leave the pool with no cache at all.
+// the newest good snapshot of a key when a newer save of that key did not become a good one
+// (not ready, or quarantined): a failed save must not leave the pool with no cache at all.
+//
+// A good snapshot is ready and not quarantined. A quarantined one (an engine discarded it after a
+// restore) is not good: it does not count toward Keep, so the older good ones stay, and it is
+// never protected as the only good snapshot. It is kept for inspection and goes by MaxAge, or
+// once the key has more than Keep quarantined ones (the oldest go first). Why a count bound too:
+// a key whose every save is discarded (an engine release that fails its own import, #13952) would
+// otherwise pile up one full-size snapshot per departing node until MaxAge; the newest Keep are
+// enough to inspect and show the current problem.
 func PlanRetention(snaps []snapshotv1.VolumeSnapshot, r Retention, inUse map[string]bool, now time.Time) []Prune {
 	byKey := map[SnapshotKey][]*snapshotv1.VolumeSnapshot{}
 	for i := range snaps {
@@ -62,21 +73,31 @@ func PlanRetention(snaps []snapshotv1.VolumeSnapshot, r Retention, inUse map[str
 	for _, key := range keys {
 		list := byKey[key]
 		sortNewestFirst(list)
-		readySeen := 0
-		newerNotReady := false
+		goodSeen, quarantinedSeen := 0, 0
+		newerNotGood := false
 		for _, s := range list {
 			age := now.Sub(Created(s))
 			reason := ""
-			if Ready(s) {
-				readySeen++
+			switch {
+			case Quarantined(s):
+				quarantinedSeen++
+				newerNotGood = true
 				switch {
-				case readySeen > r.Keep:
-					reason = PruneBeyondKeep
-				case age > r.MaxAge && !(readySeen == 1 && newerNotReady):
+				case quarantinedSeen > r.Keep:
+					reason = PruneQuarantineBeyondKeep
+				case age > r.MaxAge:
 					reason = PruneMaxAge
 				}
-			} else {
-				newerNotReady = true
+			case Ready(s):
+				goodSeen++
+				switch {
+				case goodSeen > r.Keep:
+					reason = PruneBeyondKeep
+				case age > r.MaxAge && !(goodSeen == 1 && newerNotGood):
+					reason = PruneMaxAge
+				}
+			default:
+				newerNotGood = true
 				if age > r.NotReadyMaxAge {
 					reason = PruneNotReady
 				}
@@ -89,7 +110,8 @@ func PlanRetention(snaps []snapshotv1.VolumeSnapshot, r Retention, inUse map[str
 	return out
 }
 
-// ReadyCounts counts the ready snapshots per key that remain after prunes.
+// ReadyCounts counts the good snapshots per key (ready and not quarantined: the ones a restore
+// may choose) that remain after prunes.
 func ReadyCounts(snaps []snapshotv1.VolumeSnapshot, prunes []Prune) map[SnapshotKey]int {
 	gone := make(map[string]bool, len(prunes))
 	for _, p := range prunes {
@@ -97,7 +119,7 @@ func ReadyCounts(snaps []snapshotv1.VolumeSnapshot, prunes []Prune) map[Snapshot
 	}
 	out := map[SnapshotKey]int{}
 	for i := range snaps {
-		if Ready(&snaps[i]) && !gone[snaps[i].Name] {
+		if Ready(&snaps[i]) && !Quarantined(&snaps[i]) && !gone[snaps[i].Name] {
 			out[KeyOf(&snaps[i])]++
 		}
 	}

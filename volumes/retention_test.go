@@ -56,6 +56,48 @@ func TestPlanRetention(t *testing.T) {
 			want:  map[string]string{"stuck": PruneNotReady},
 		},
 		{
+			name: "a quarantined snapshot does not count toward keep",
+			snaps: []snapshotv1.VolumeSnapshot{
+				quarantined("wiped", amd, ago(time.Hour)),
+				snap("good-1", amd, ago(2*time.Hour), true),
+				snap("good-2", amd, ago(3*time.Hour), true),
+				snap("good-3", amd, ago(4*time.Hour), true),
+			},
+			want: map[string]string{"good-3": PruneBeyondKeep},
+		},
+		{
+			name: "a newer quarantined snapshot does not stand in for the only good one",
+			snaps: []snapshotv1.VolumeSnapshot{
+				quarantined("wiped", amd, ago(time.Hour)),
+				snap("good-but-old", amd, ago(8*24*time.Hour), true),
+				snap("older", amd, ago(9*24*time.Hour), true),
+			},
+			want: map[string]string{"older": PruneMaxAge},
+		},
+		{
+			name:  "a quarantined snapshot is never protected as the only one",
+			snaps: []snapshotv1.VolumeSnapshot{quarantined("wiped-old", amd, ago(8*24*time.Hour))},
+			want:  map[string]string{"wiped-old": PruneMaxAge},
+		},
+		{
+			name: "quarantined ones are kept for inspection up to keep, oldest go first",
+			snaps: []snapshotv1.VolumeSnapshot{
+				quarantined("wiped-1", amd, ago(time.Hour)),
+				quarantined("wiped-2", amd, ago(2*time.Hour)),
+				snap("good", amd, ago(150*time.Minute), true),
+				quarantined("wiped-3", amd, ago(3*time.Hour)),
+				quarantined("wiped-stale", amd, ago(8*24*time.Hour)),
+				quarantined("wiped-other-key", arm, ago(8*time.Hour)),
+			},
+			want: map[string]string{"wiped-3": PruneQuarantineBeyondKeep, "wiped-stale": PruneQuarantineBeyondKeep},
+		},
+		{
+			name:  "a quarantined snapshot past max age but in use stays",
+			snaps: []snapshotv1.VolumeSnapshot{quarantined("wiped-restoring", amd, ago(8*24*time.Hour)), snap("good", amd, ago(time.Hour), true)},
+			inUse: map[string]bool{"wiped-restoring": true},
+			want:  map[string]string{},
+		},
+		{
 			name:  "in use and already deleting are left alone",
 			snaps: []snapshotv1.VolumeSnapshot{snap("a1", amd, ago(time.Hour), true), snap("a2", amd, ago(2*time.Hour), true), snap("restoring", amd, ago(3*time.Hour), true), deleting},
 			inUse: map[string]bool{"restoring": true},
@@ -81,6 +123,13 @@ func TestReadyCounts(t *testing.T) {
 	got := ReadyCounts(snaps, []Prune{{Name: "b"}})
 	if got[amd] != 1 || len(got) != 1 {
 		t.Errorf("ReadyCounts = %v, want 1 for %v", got, amd)
+	}
+	// A quarantined snapshot is ready but not good: it is not counted.
+	arm := SnapshotKey{Pool: "ci", Arch: "arm64", EngineVersion: "v1"}
+	snaps = append(snaps, quarantined("q-amd", amd, now), quarantined("q-arm", arm, now))
+	got = ReadyCounts(snaps, []Prune{{Name: "b"}})
+	if got[amd] != 1 || got[arm] != 0 || len(got) != 1 {
+		t.Errorf("ReadyCounts with quarantined snapshots = %v, want only %v: 1", got, amd)
 	}
 }
 
