@@ -50,6 +50,9 @@ type RestoreOptions struct {
 	// StagingDir receives the copy before it is renamed into CacheDir; it must be on the same
 	// filesystem. Default: StagingDir(CacheDir).
 	StagingDir string
+	// RestoreID is written into the restored cache as RestoreMarker (verify.go); empty: no
+	// marker, and the restore can never verify warm.
+	RestoreID string
 }
 
 // maxReason keeps a JobResult well under the kubelet's 4 KiB termination message limit,
@@ -120,7 +123,7 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 //     that does not match its manifest: "failed" with the reason, CacheDir untouched.
 func Restore(ctx context.Context, o RestoreOptions) (volumes.JobResult, error) {
 	res := volumes.JobResult{Result: volumes.ResultFailed, EngineVersion: o.EngineVersion, Architecture: o.Architecture}
-	if err := o.validate(false); err != nil {
+	if err := o.validateRestore(); err != nil {
 		return withReason(res, err), err
 	}
 	logf := o.logger()
@@ -160,6 +163,9 @@ func Restore(ctx context.Context, o RestoreOptions) (volumes.JobResult, error) {
 		return withReason(res, err), err
 	}
 	logWarnings(logf, m)
+	if err := o.markRestored(logf); err != nil {
+		return withReason(res, err), err
+	}
 	logf("restored %d files, %d bytes in %s", m.Totals.Files, m.Totals.Bytes, m.Duration.Round(time.Millisecond))
 	return fromManifest(volumes.ResultRestored, m), nil
 }
