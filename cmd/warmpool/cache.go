@@ -24,16 +24,18 @@ var exit = os.Exit
 func cacheCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cache",
-		Short: "Save or restore a node's Dagger engine cache (run by warmpool's save and restore Jobs)",
+		Short: "Save, restore or verify a node's Dagger engine cache (run by warmpool's cache Jobs)",
 		Long: `cache save copies a cleanly stopped engine's cache directory onto a persistent volume and
 writes a manifest last; cache restore copies such a volume into a staging directory beside the
-cache directory, verifies it and renames it into place.
+cache directory, verifies it and renames it into place; cache verify, once the engine pod is
+Ready, tells whether the engine kept the restored cache (warm) or discarded it (wiped).
 
-Both write their result as JSON to --result-file (the container's termination message, which
+All write their result as JSON to --result-file (the container's termination message, which
 the controller reads) in every outcome, and exit with
-  0 saved/restored, 1 failed, 2 bad flags, 3 unclean engine (save), 4 no cache on the volume (restore).`,
+  0 saved/restored/warm, 1 failed, 2 bad flags, 3 unclean engine (save), 4 no cache on the volume
+  (restore), 5 wiped (verify).`,
 	}
-	cmd.AddCommand(cacheSaveCommand(), cacheRestoreCommand())
+	cmd.AddCommand(cacheSaveCommand(), cacheRestoreCommand(), cacheVerifyCommand())
 	return cmd
 }
 
@@ -87,8 +89,9 @@ func cacheSaveCommand() *cobra.Command {
 
 func cacheRestoreCommand() *cobra.Command {
 	var (
-		f       cacheFlags
-		staging string
+		f         cacheFlags
+		staging   string
+		restoreID string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore",
@@ -98,12 +101,13 @@ func cacheRestoreCommand() *cobra.Command {
 		Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			runCacheJob(cmd, &f, func(ctx context.Context) (volumes.JobResult, error) {
-				return cachejob.Restore(ctx, cachejob.RestoreOptions{Options: f.opts, StagingDir: staging})
+				return cachejob.Restore(ctx, cachejob.RestoreOptions{Options: f.opts, StagingDir: staging, RestoreID: restoreID})
 			})
 		},
 	}
 	f.register(cmd.Flags())
 	cmd.Flags().StringVar(&staging, "staging-dir", "", "where the copy is assembled before the rename into --cache-dir; must be on the same filesystem (default: a hidden sibling of --cache-dir)")
+	cmd.Flags().StringVar(&restoreID, "restore-id", "", "written into the restored cache ("+cachejob.RestoreMarker+") for cache verify to find once the engine is Ready (empty: no marker, the restore cannot be verified)")
 	usageExit(cmd, &f)
 	return cmd
 }
