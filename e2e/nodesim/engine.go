@@ -2,14 +2,13 @@ package nodesim
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,45 +17,102 @@ import (
 
 	"warmpool.io/warmpool/volumes"
 	"warmpool.io/warmpool/volumes/copier"
+	"warmpool.io/warmpool/volumes/engine"
 )
 
 // EngineDataPath is where the engine container mounts its cache hostPath.
 const EngineDataPath = "/var/lib/dagger"
 
-// AnnotationUncleanStop on an engine pod makes its stop unclean: on deletion the engine exits
-// without recording clean_shutdown=1, as one killed before its graceful stop finished would.
-// Tests set it to check that such a cache is not saved.
+// AnnotationUncleanStop ("true") on an engine pod makes its stop a kill: on deletion the
+// engine dies at once, without its preStop or graceful stop, as one killed by the OOM killer
+// or a node failure would. Tests set it to check that such a cache is not saved.
 const AnnotationUncleanStop = "nodesim.warmpool.io/unclean-stop"
 
-// engineProc is a "running" engine: the lock it holds on its cache dir.
+// AnnotationEngineClient ("true") on a pod makes it a client of the engine on its node: one
+// attached session from when it is Running until it ends or is gone. The engine's graceful
+// stop waits for it, and dagger_connected_clients counts it.
+const AnnotationEngineClient = "nodesim.warmpool.io/engine-client"
+
+// engineMetricsEnv makes the real engine serve Prometheus metrics at its value; nodesim
+// passes the engine's own loopback endpoint to hooks under this name.
+const engineMetricsEnv = "_EXPERIMENTAL_DAGGER_METRICS_ADDR"
+
+// podNodeIndex indexes pods by spec.nodeName, to count an engine's clients.
+const podNodeIndex = "spec.nodeName"
+
+// sigtermMinimum is the least time the kubelet leaves a container between SIGTERM and
+// SIGKILL when its preStop used up the grace period (minimumGracePeriodInSeconds).
+const sigtermMinimum = 2 * time.Second
+
+// clientPoll is how often a stopping engine looks at its clients.
+const clientPoll = 200 * time.Millisecond
+
+// engineProc is a "running" engine: what its process holds.
 type engineProc struct {
-	uid  string
-	node string
-	dir  string
-	lock *os.File
+	key, uid, node, dir string
+	contract            engine.Contract
+	lock                *os.File
+	bolts               []*bolt.DB
+	metrics             *metricsServer
+	// dagql is what the engine loaded, written back with clean_shutdown "1" at a graceful stop.
+	dagql dagqlState
+	// stopping: the pod's deletion started the termination sequence; cancel ends it early
+	// (the pod force-deleted, the simulator stopped).
+	stopping bool
+	cancel   context.CancelFunc
+	// ended: the process is gone; release ran.
+	ended bool
 }
 
-// release drops the flock and deletes the lock file, as the engine does on exit.
+// release is the process dying: the kernel drops its flocks, the lock file stays, the
+// metrics endpoint goes. Idempotent.
 func (e *engineProc) release() {
-	if e.lock == nil {
+	if e.ended {
 		return
 	}
-	_ = unix.Flock(int(e.lock.Fd()), unix.LOCK_UN)
-	_ = e.lock.Close()
-	_ = os.Remove(e.lock.Name())
-	e.lock = nil
+	e.ended = true
+	if e.cancel != nil {
+		e.cancel()
+	}
+	closeBoltDBs(e.bolts)
+	if e.lock != nil {
+		_ = unix.Flock(int(e.lock.Fd()), unix.LOCK_UN)
+		_ = e.lock.Close()
+	}
+	e.metrics.close()
 }
 
-// engine plays the Dagger engine of engine pods (app.kubernetes.io/name=dagger-engine): kwok
-// marks them Running, and nodesim does on disk what the engine does at start and at a
-// graceful stop. kwok's pod-delete stage skips them, so the stop happens here.
-type engine struct{ *Sim }
+// exit is the engine's graceful stop once its clients are gone ((*Server).GracefulStop and
+// main's deferred cleanup): persist the dagql cache (v0.21+: clean_shutdown "1", checkpointed),
+// close the bolt DBs, then release and delete the lock file.
+func (e *engineProc) exit() error {
+	if e.contract.DagqlDB == engine.DagqlMeta {
+		if err := writeDagql(e.dir, e.contract, e.dagql, false); err != nil {
+			e.release()
+			return fmt.Errorf("persisting the dagql cache: %w", err)
+		}
+	}
+	lock := filepath.Join(e.dir, engine.LockFile)
+	e.release()
+	if err := os.Remove(lock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing %s: %w", lock, err)
+	}
+	return nil
+}
+
+// engine plays the Dagger engine of engine pods (app.kubernetes.io/name=dagger-engine), by the
+// contract of the release in the pod's warmpool.io/engine-version label: kwok marks them
+// Running, and nodesim runs their init containers, then does on disk what that release does
+// at start; on deletion it plays the kubelet's termination (preStop, SIGTERM, SIGKILL at the
+// end of the grace period) and the engine's graceful stop. kwok's pod-delete stage skips
+// engine pods, so the deletion is confirmed here.
+type engineSim struct{ *Sim }
 
 func isEnginePod(o client.Object) bool {
 	return o.GetLabels()[volumes.LabelEngineName] == volumes.EngineName
 }
 
-func (e engine) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+func (e engineSim) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	key := req.String()
 	pod := &corev1.Pod{}
 	err := e.client.Get(ctx, req.NamespacedName, pod)
@@ -66,12 +122,12 @@ func (e engine) Reconcile(ctx context.Context, req reconcile.Request) (reconcile
 	e.mu.Lock()
 	proc := e.engines[key]
 	if proc != nil && (err != nil || string(pod.UID) != proc.uid) {
-		// Gone without a graceful stop (force-deleted, its node removed): the engine was
-		// killed, so no clean-shutdown record.
+		// Gone without a graceful stop (force-deleted, its node removed): the container dies
+		// with it, so no clean-shutdown record, and the lock file stays.
 		proc.release()
 		delete(e.engines, key)
 		e.mu.Unlock()
-		e.record(Event{Kind: EngineKilled, Node: proc.node, Object: key})
+		e.record(Event{Kind: EngineKilled, Node: proc.node, Object: key, Detail: "pod gone before the engine stopped"})
 		proc = nil
 	} else {
 		e.mu.Unlock()
@@ -81,103 +137,312 @@ func (e engine) Reconcile(ctx context.Context, req reconcile.Request) (reconcile
 	}
 
 	if pod.DeletionTimestamp != nil {
-		if proc != nil {
-			unclean := pod.Annotations[AnnotationUncleanStop] == "true"
-			// Graceful stop: persist the state with clean_shutdown=1, then exit (unlock).
-			if !unclean {
-				if err := e.writeStateDB(proc.dir, e.cleanDB); err != nil {
-					return reconcile.Result{}, err
-				}
-			}
-			e.mu.Lock()
-			proc.release()
-			delete(e.engines, key)
-			e.mu.Unlock()
-			if unclean {
-				e.record(Event{Kind: EngineKilled, Node: proc.node, Object: key, Detail: "unclean stop requested"})
-			} else {
-				e.record(Event{Kind: EngineStopped, Node: proc.node, Object: key})
-			}
+		if proc == nil {
+			return reconcile.Result{}, e.confirmDeletion(ctx, pod)
 		}
-		if err := e.client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
-			return reconcile.Result{}, fmt.Errorf("confirming deletion of %s: %w", key, err)
+		e.mu.Lock()
+		starting := !proc.stopping
+		proc.stopping = true
+		stopCtx, cancel := context.WithCancel(e.ctx)
+		if starting {
+			proc.cancel = cancel
+		}
+		e.mu.Unlock()
+		if starting {
+			e.jobs.Add(1)
+			go func() {
+				defer e.jobs.Done()
+				defer cancel()
+				e.terminate(stopCtx, proc, pod.DeepCopy())
+			}()
+		} else {
+			cancel()
 		}
 		return reconcile.Result{}, nil
 	}
 	if proc != nil || pod.Status.Phase != corev1.PodRunning {
 		return reconcile.Result{}, nil
 	}
-	hostPath := engineHostPath(pod)
-	if hostPath == "" {
-		e.logf("%s: no hostPath mounted at %s; not simulating its engine", key, EngineDataPath)
+	e.mu.Lock()
+	failed, seen := e.engineSeen[string(pod.UID)]
+	e.mu.Unlock()
+	if seen && failed != "" {
+		return reconcile.Result{}, nil // recorded once; the pod stays without an engine
+	}
+	fail := func(why string) (reconcile.Result, error) {
+		e.mu.Lock()
+		e.engineSeen[string(pod.UID)] = why
+		e.mu.Unlock()
+		e.record(Event{Kind: EngineStartFailed, Node: pod.Spec.NodeName, Object: key, Detail: why})
 		return reconcile.Result{}, nil
 	}
-	return e.start(key, pod, e.NodePath(pod.Spec.NodeName, hostPath))
+	c, err := engine.ForVersion(pod.Labels[volumes.LabelEngineVersion])
+	if err != nil {
+		return fail(fmt.Sprintf("label %s: %v", volumes.LabelEngineVersion, err))
+	}
+	hostPath := engineHostPath(pod)
+	if hostPath == "" {
+		return fail(fmt.Sprintf("no hostPath mounted at %s", EngineDataPath))
+	}
+	if !seen {
+		if err := e.runInitContainers(ctx, pod); err != nil {
+			return fail(err.Error())
+		}
+		e.mu.Lock()
+		e.engineSeen[string(pod.UID)] = ""
+		e.mu.Unlock()
+	}
+	return e.start(key, pod, c, e.NodePath(pod.Spec.NodeName, hostPath))
 }
 
-// start does what the engine does when it starts on dir: keep a cache that shut down cleanly
-// (warm start), wipe anything else and begin afresh (cold start), then record
-// clean_shutdown=0 and hold the lock while running.
-func (e engine) start(key string, pod *corev1.Pod, dir string) (reconcile.Result, error) {
+func (e engineSim) confirmDeletion(ctx context.Context, pod *corev1.Pod) error {
+	err := e.client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
+	if client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("confirming deletion of %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	return nil
+}
+
+// start does what the release does when it starts on dir (cmd/engine/main.go, then
+// engine/server/server.go): take the lock, open the bolt DBs, decide whether the cache it finds
+// is kept (decideStart), wipe what the verdict says, then run: clean_shutdown "0" (v0.21+),
+// the bolt DBs and the lock held, a metrics endpoint. A cache with nothing in it gets what
+// the builds of its lifetime would leave, so a later save has something to copy.
+func (e engineSim) start(key string, pod *corev1.Pod, c engine.Contract, dir string) (reconcile.Result, error) {
 	node := pod.Spec.NodeName
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return reconcile.Result{}, err
 	}
-	cleanErr := copier.CheckCleanShutdown(dir, "")
-	if errors.Is(cleanErr, copier.ErrEngineRunning) {
-		// Another engine holds the dir: the real one exits with "another instance running?".
-		e.logf("%s: %v; retrying", key, cleanErr)
-		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
-	}
-	warm := cleanErr == nil
-	if !warm {
-		if err := freshCache(dir, node); err != nil {
-			return reconcile.Result{}, fmt.Errorf("writing a fresh engine cache in %s: %w", dir, err)
-		}
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, copier.EngineLockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(filepath.Join(dir, engine.LockFile), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		// The real engine exits with "another instance running?" and is restarted.
 		lock.Close()
+		e.logf("%s: could not lock %s, another instance running?", key, lock.Name())
 		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
 	}
-	proc := &engineProc{uid: string(pod.UID), node: node, dir: dir, lock: lock}
-	if err := e.writeStateDB(dir, e.uncleanDB); err != nil {
+	proc := &engineProc{key: key, uid: string(pod.UID), node: node, dir: dir, contract: c, lock: lock}
+	v, st, err := openCache(proc)
+	if err != nil {
+		proc.release()
+		return reconcile.Result{}, fmt.Errorf("starting the engine of %s on %s: %w", key, dir, err)
+	}
+	e.logf("%s: engine %s (contract %s) on %s", key, pod.Labels[volumes.LabelEngineVersion], c.Name, dir)
+	if line := v.logLine(c); line != "" {
+		logPath := e.podLog(pod, "engine")
+		if err := os.WriteFile(logPath, []byte(line+"\n"), 0o644); err != nil {
+			e.logf("%s: writing %s: %v", key, logPath, err)
+		}
+		e.logf("%s: engine log: %s", key, line)
+	}
+	g := engineGauges{
+		clients:        func() int { return e.engineClients(node) },
+		corruptDBReset: v.corruptDBReset,
+	}
+	if !v.wiped() {
+		g.localEntries = st.snapshots
+		// Before v0.21 the dagql cache lives in memory and starts empty on every start;
+		// from v0.21 the persisted results are imported.
+		if c.DagqlDB == engine.DagqlMeta {
+			g.dagqlEntries = st.dagql.entries
+		}
+	}
+	if proc.metrics, err = startMetrics(c, g); err != nil {
 		proc.release()
 		return reconcile.Result{}, err
 	}
 	e.mu.Lock()
 	e.engines[key] = proc
 	e.mu.Unlock()
-	if warm {
-		detail := "kept a cleanly stopped cache"
+	switch {
+	case v.wiped():
+		e.record(Event{Kind: EngineWiped, Node: node, Object: key, Detail: v.reason + ": " + v.detail})
+		e.record(Event{Kind: EngineColdStart, Node: node, Object: key, Detail: "wiped: " + v.reason})
+	case st.snapshots == 0:
+		e.record(Event{Kind: EngineColdStart, Node: node, Object: key, Detail: "empty cache dir"})
+	default:
+		detail := "kept its cache"
 		if _, err := copier.ReadManifest(dir); err == nil {
 			detail = "restored"
 		}
 		e.record(Event{Kind: EngineWarmStart, Node: node, Object: key, Detail: detail})
-	} else {
-		e.record(Event{Kind: EngineColdStart, Node: node, Object: key, Detail: cleanErr.Error()})
 	}
 	return reconcile.Result{}, nil
 }
 
-// writeStateDB replaces the engine's SQLite state (a committed fixture whose meta table
-// records clean_shutdown 0 or 1) and drops WAL leftovers, which SQLite would otherwise
-// replay over it.
-func (e engine) writeStateDB(dir string, db []byte) error {
-	for _, suffix := range []string{"-wal", "-shm"} {
-		if err := os.Remove(filepath.Join(dir, copier.EngineStateDB+suffix)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+// openCache is the engine's start on its locked state dir; it leaves proc holding the bolt
+// DBs and the dagql state it runs with. It returns the verdict and what was found.
+func openCache(proc *engineProc) (startVerdict, diskState, error) {
+	dir, c := proc.dir, proc.contract
+	bolts, boltErr := openBoltDBs(dir, c)
+	st := probeDisk(dir, c)
+	st.boltErr = boltErr
+	v := decideStart(c, st)
+	dagql := st.dagql
+	switch v.scope {
+	case wipeLocalState, wipeRoot:
+		closeBoltDBs(bolts)
+		bolts = nil
+		if err := wipe(dir, v.scope); err != nil {
+			return v, st, fmt.Errorf("wiping (%s): %w", v.reason, err)
+		}
+		var err error
+		if bolts, err = openBoltDBs(dir, c); err != nil {
+			return v, st, fmt.Errorf("initializing boltdbs after reset: %w", err)
+		}
+	case resetDagqlDB:
+		if err := wipe(dir, v.scope); err != nil {
+			return v, st, fmt.Errorf("removing the dagql cache db: %w", err)
+		}
+		dagql = dagqlState{}
+	}
+	proc.bolts = bolts
+	if err := ensureSecretSalt(dir); err != nil {
+		return v, st, err
+	}
+	if v.wiped() || countSnapshots(dir) == 0 {
+		// Nothing kept (a first start, or a wipe): write what the engine's builds would.
+		snaps, err := writeWorker(dir, proc.node)
+		if err != nil {
+			return v, st, fmt.Errorf("writing the worker state: %w", err)
+		}
+		if err := fillBoltDBs(bolts, snaps, proc.node); err != nil {
+			return v, st, err
+		}
+		dagql = freshDagql(c, snaps)
+		if err := writeDagql(dir, c, dagql, true); err != nil {
+			return v, st, err
+		}
+	} else if c.DagqlDB == engine.DagqlMeta {
+		// A kept cache: the engine upserts schema_version and clean_shutdown "0".
+		if err := writeDagql(dir, c, dagql, true); err != nil {
+			return v, st, err
+		}
+	} else if c.DagqlDB == engine.DagqlCalls && (!dagql.present || v.scope == resetDagqlDB) {
+		// NewCache creates the database and its schema.
+		if err := writeDagql(dir, c, dagqlState{}, true); err != nil {
+			return v, st, err
 		}
 	}
-	p := filepath.Join(dir, copier.EngineStateDB)
-	tmp := p + ".nodesim"
-	if err := os.WriteFile(tmp, db, 0o644); err != nil {
-		return err
+	proc.dagql = dagql
+	return v, st, nil
+}
+
+// terminate plays the kubelet stopping the engine container of a deleted pod, then confirms
+// the deletion: the preStop hook (for real, within the grace period), then SIGTERM, upon which
+// the engine's graceful stop waits for every attached client with no bound of its own; if
+// the grace period ends first, SIGKILL: no clean record, the lock file stays.
+func (e engineSim) terminate(ctx context.Context, proc *engineProc, pod *corev1.Pod) {
+	key := proc.key
+	// The API server set deletionTimestamp to the end of the grace period.
+	deadline := pod.DeletionTimestamp.Time
+	kill := func(why string) {
+		e.mu.Lock()
+		ended := proc.ended
+		proc.release()
+		if e.engines[key] == proc {
+			delete(e.engines, key)
+		}
+		e.mu.Unlock()
+		if !ended {
+			e.record(Event{Kind: EngineKilled, Node: proc.node, Object: key, Detail: why})
+		}
 	}
-	return os.Rename(tmp, p)
+	finish := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := e.confirmDeletion(cctx, pod); err != nil {
+			e.logf("%s: %v", key, err)
+		}
+	}
+	if pod.Annotations[AnnotationUncleanStop] == "true" {
+		kill("unclean stop requested")
+		finish()
+		return
+	}
+	hookCtx, cancel := context.WithDeadline(ctx, deadline)
+	res := e.runPreStop(hookCtx, pod, proc.metrics.addr)
+	cancel()
+	if res.ran {
+		e.record(Event{Kind: EnginePreStop, Node: proc.node, Object: key, Detail: res.detail, ExitCode: res.code})
+	}
+	if ctx.Err() != nil {
+		kill("killed before its graceful stop: " + context.Cause(ctx).Error())
+		return // the simulator stopped, or the pod was force-deleted and already handled
+	}
+	// SIGTERM: the engine waits for its clients; the kubelet waits for the engine until
+	// the grace period ends (at least sigtermMinimum after the hook).
+	termDeadline := deadline
+	if min := time.Now().Add(sigtermMinimum); termDeadline.Before(min) {
+		termDeadline = min
+	}
+	for {
+		n := e.engineClients(proc.node)
+		if n == 0 {
+			break
+		}
+		if !time.Now().Before(termDeadline) {
+			kill(fmt.Sprintf("grace period ended with %d clients attached (SIGKILL)", n))
+			finish()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			kill("killed before its graceful stop: " + context.Cause(ctx).Error())
+			return
+		case <-time.After(clientPoll):
+		}
+	}
+	e.mu.Lock()
+	if proc.ended {
+		e.mu.Unlock()
+		return
+	}
+	err := proc.exit()
+	if e.engines[key] == proc {
+		delete(e.engines, key)
+	}
+	e.mu.Unlock()
+	if err != nil {
+		e.logf("%s: %v", key, err)
+		e.record(Event{Kind: EngineKilled, Node: proc.node, Object: key, Detail: "graceful stop failed: " + err.Error()})
+	} else {
+		e.record(Event{Kind: EngineStopped, Node: proc.node, Object: key})
+	}
+	finish()
+}
+
+// engineClients counts the pods on node that are attached to its engine
+// (AnnotationEngineClient): Running, from the informer cache.
+func (s *Sim) engineClients(node string) int {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	pods := &corev1.PodList{}
+	if err := s.client.List(ctx, pods, client.MatchingFields{podNodeIndex: node}); err != nil {
+		s.logf("listing the pods on %s: %v", node, err)
+		return -1 // unknown: neither "idle" to a drain nor a reason to stop
+	}
+	n := 0
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Annotations[AnnotationEngineClient] == "true" && p.Status.Phase == corev1.PodRunning {
+			n++
+		}
+	}
+	return n
+}
+
+// EngineMetricsAddr is the host:port of the metrics endpoint of the engine running for the
+// pod namespace/pod ("" if none runs).
+func (s *Sim) EngineMetricsAddr(namespace, pod string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.engines[namespace+"/"+pod]; p != nil && !p.ended && p.metrics != nil {
+		return p.metrics.addr
+	}
+	return ""
 }
 
 // engineHostPath is the hostPath behind the engine container's /var/lib/dagger.
@@ -195,50 +460,4 @@ func engineHostPath(pod *corev1.Pod) string {
 		}
 	}
 	return ""
-}
-
-// freshCache wipes dir, as the engine does with a cache it will not trust, and writes what a
-// first build leaves: a content store, snapshots, bolt databases, cache mounts, a symlink
-// and a hardlink. Contents are random, so a restored copy is recognisably this one; the
-// file origin names the node that built it.
-func freshCache(dir, node string) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, ent := range ents {
-		if err := os.RemoveAll(filepath.Join(dir, ent.Name())); err != nil {
-			return err
-		}
-	}
-	rnd := func(n int) []byte {
-		b := make([]byte, n)
-		_, _ = rand.Read(b)
-		return b
-	}
-	blob := rnd(64 << 10)
-	files := map[string][]byte{
-		"worker/content/blobs/sha256/" + hex.EncodeToString(rnd(32)): blob,
-		"worker/content/blobs/sha256/" + hex.EncodeToString(rnd(32)): rnd(16 << 10),
-		"worker/snapshots/metadata.db":                               rnd(8 << 10),
-		"worker/snapshots/snapshots/1/fs/etc/os-release":             []byte("ID=alpine\n"),
-		"worker/snapshots/snapshots/1/fs/usr/bin/app":                rnd(12 << 10),
-		"worker/containerdmeta.db":                                   rnd(4 << 10),
-		"worker/metadata_v2.db":                                      rnd(4 << 10),
-		"worker/cachemounts/go-build/01/01ab-d":                      rnd(2 << 10),
-		"worker/executor/origin":                                     []byte(node + "\n"),
-	}
-	for rel, data := range files {
-		p := filepath.Join(dir, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			return err
-		}
-	}
-	if err := os.Symlink("app", filepath.Join(dir, "worker/snapshots/snapshots/1/fs/usr/bin/app-link")); err != nil {
-		return err
-	}
-	return os.Link(filepath.Join(dir, "worker/snapshots/snapshots/1/fs/usr/bin/app"), filepath.Join(dir, "worker/snapshots/snapshots/1/fs/usr/bin/app-hardlink"))
 }

@@ -8,8 +8,25 @@
 //   - the kubelet for cache pods (label warmpool.io/cache-op save|restore): it runs the REAL
 //     warmpool binary with the container's args, mapping each volume mount to a directory
 //     (node hostPaths under <root>/nodes/<node>), and writes the pod status a kubelet would;
-//   - the Dagger engine for engine pods: a fresh or warm cache tree, the clean-shutdown
-//     record in its SQLite database and the flock on its lock file while it runs.
+//   - the Dagger engine for engine pods (engine.go, layout.go), by the contract of the release
+//     in the pod's label warmpool.io/engine-version (volumes/engine; a version outside the
+//     table is an EngineStartFailed event and no engine): the state dir that release leaves
+//     (its bolt DBs, dagql-cache.db in its shape, overlay snapshots with trusted.overlay.opaque
+//     and whiteouts, worker/workerid, secret-salt), its start-up verdict (keep, or wipe with
+//     the release's reason), the flock on dagger-engine.lock while it runs, a loopback
+//     Prometheus endpoint with the release's metrics (EngineMetricsAddr), and the kubelet's
+//     side: init containers run for real before it starts (/warmpool is the warmpool binary,
+//     emptyDirs are per-pod dirs), and on deletion the preStop hook run for real (an image
+//     PATH without wget, curl or nc; _EXPERIMENTAL_DAGGER_METRICS_ADDR naming the endpoint),
+//     then SIGTERM, upon which the engine waits for every attached client, and SIGKILL if
+//     the grace period ends first (no clean record, the lock file left behind).
+//
+// Knobs tests set on the cluster's objects:
+//
+//   - AnnotationStallCacheJobs on a Node: its cache pods hang until killed;
+//   - AnnotationUncleanStop on an engine pod: its deletion kills the engine at once;
+//   - AnnotationEngineClient on any pod on a node: while Running it is a client attached to
+//     that node's engine, counted by dagger_connected_clients and waited for by its stop.
 //
 // Everything it does is recorded as Events (Events, Count) so tests can assert what happened
 // on the "nodes". It needs no kubelet, container runtime or root beyond what the copier needs.
@@ -36,8 +53,6 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-
-	"warmpool.io/warmpool/volumes/copier"
 )
 
 const (
@@ -56,10 +71,6 @@ type Options struct {
 	Root string
 	// WarmpoolBinary is the built warmpool command that cache pods run.
 	WarmpoolBinary string
-	// FixturesDir holds clean/ and unclean/, engine state dirs whose dagql-cache.db records
-	// clean_shutdown 1 and 0 (volumes/copier/testdata/sqlite). Default: found from the
-	// working directory's module root.
-	FixturesDir string
 	// Log receives one line per action and the manager's logs; nil discards them.
 	Log io.Writer
 }
@@ -70,8 +81,6 @@ type Sim struct {
 	bin    string
 	client client.Client
 	logf   func(format string, args ...any)
-
-	cleanDB, uncleanDB []byte
 
 	// ctx ends at Stop.
 	ctx    context.Context
@@ -84,6 +93,8 @@ type Sim struct {
 	events  []Event
 	kubelet map[string]*cacheRun   // pod UID -> run
 	engines map[string]*engineProc // namespace/name -> running engine
+	// engineSeen: pod UID -> "" once its init containers ran, or why its engine never starts.
+	engineSeen map[string]string
 }
 
 // EventKind names what happened.
@@ -98,10 +109,13 @@ const (
 	CacheJobStarted   EventKind = "CacheJobStarted"   // Object: namespace/pod, Detail: op
 	CacheJobStalled   EventKind = "CacheJobStalled"   // Object: namespace/pod, Detail: op (AnnotationStallCacheJobs)
 	CacheJobFinished  EventKind = "CacheJobFinished"  // Object: namespace/pod, Detail: op and result, ExitCode
-	EngineColdStart   EventKind = "EngineColdStart"   // Object: namespace/pod, Detail: why not warm
-	EngineWarmStart   EventKind = "EngineWarmStart"   // Object: namespace/pod, Detail: "restored" if from a copy
-	EngineStopped     EventKind = "EngineStopped"     // clean exit on pod deletion
-	EngineKilled      EventKind = "EngineKilled"      // pod vanished without a graceful stop
+	EngineColdStart   EventKind = "EngineColdStart"   // Object: namespace/pod, Detail: "empty cache dir" or "wiped: <reason>"
+	EngineWarmStart   EventKind = "EngineWarmStart"   // Object: namespace/pod, Detail: "restored" if from a copy, else "kept its cache"
+	EngineWiped       EventKind = "EngineWiped"       // Object: namespace/pod, Detail: "<Wipe* reason>: <error>"; an EngineColdStart follows
+	EngineStartFailed EventKind = "EngineStartFailed" // Object: namespace/pod, Detail: why no engine runs (unknown version, init container failed)
+	EnginePreStop     EventKind = "EnginePreStop"     // Object: namespace/pod, Detail: how the hook ended, ExitCode
+	EngineStopped     EventKind = "EngineStopped"     // clean exit on pod deletion: clients gone, state persisted, lock file deleted
+	EngineKilled      EventKind = "EngineKilled"      // Detail: why (grace period ended with clients attached, pod gone, unclean stop requested)
 )
 
 // Event is one thing nodesim did.
@@ -122,7 +136,7 @@ func (e Event) String() string {
 	if e.Object != "" {
 		s += " " + e.Object
 	}
-	if e.Kind == CacheJobFinished {
+	if e.Kind == CacheJobFinished || e.Kind == EnginePreStop {
 		s += fmt.Sprintf(" exit=%d", e.ExitCode)
 	}
 	if e.Detail != "" {
@@ -144,23 +158,17 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 	if opts.Config == nil || opts.Root == "" || opts.WarmpoolBinary == "" {
 		return nil, errors.New("nodesim: Config, Root and WarmpoolBinary are required")
 	}
-	if opts.FixturesDir == "" {
-		root, err := moduleRoot()
-		if err != nil {
-			return nil, fmt.Errorf("nodesim: locating fixtures: %w", err)
-		}
-		opts.FixturesDir = filepath.Join(root, "volumes", "copier", "testdata", "sqlite")
-	}
 	out := opts.Log
 	if out == nil {
 		out = io.Discard
 	}
 	s := &Sim{
-		root:    opts.Root,
-		bin:     opts.WarmpoolBinary,
-		kubelet: map[string]*cacheRun{},
-		engines: map[string]*engineProc{},
-		done:    make(chan error, 1),
+		root:       opts.Root,
+		bin:        opts.WarmpoolBinary,
+		kubelet:    map[string]*cacheRun{},
+		engines:    map[string]*engineProc{},
+		engineSeen: map[string]string{},
+		done:       make(chan error, 1),
 	}
 	var logMu sync.Mutex
 	s.logf = func(format string, args ...any) {
@@ -168,14 +176,7 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 		defer logMu.Unlock()
 		fmt.Fprintf(out, "nodesim: "+format+"\n", args...)
 	}
-	var err error
-	if s.cleanDB, err = os.ReadFile(filepath.Join(opts.FixturesDir, "clean", copier.EngineStateDB)); err != nil {
-		return nil, fmt.Errorf("nodesim: reading the clean engine fixture: %w", err)
-	}
-	if s.uncleanDB, err = os.ReadFile(filepath.Join(opts.FixturesDir, "unclean", copier.EngineStateDB)); err != nil {
-		return nil, fmt.Errorf("nodesim: reading the unclean engine fixture: %w", err)
-	}
-	for _, d := range []string{"nodes", "volumes", "snapshots", "logs"} {
+	for _, d := range []string{"nodes", "volumes", "snapshots", "logs", "pods"} {
 		if err := os.MkdirAll(filepath.Join(s.root, d), 0o755); err != nil {
 			return nil, fmt.Errorf("nodesim: %w", err)
 		}
@@ -271,22 +272,4 @@ func (s *Sim) record(e Event) {
 	s.events = append(s.events, e)
 	s.mu.Unlock()
 	s.logf("%s", e)
-}
-
-// moduleRoot is the nearest directory at or above the working directory holding a go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod at or above the working directory")
-		}
-		dir = parent
-	}
 }

@@ -1,6 +1,9 @@
 package nodesim
 
 import (
+	"context"
+	"fmt"
+
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -13,6 +16,13 @@ import (
 
 // register adds one controller per part played.
 func (s *Sim) register(mgr ctrl.Manager) error {
+	// An engine counts the client pods on its node at each scrape and while it stops.
+	err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, podNodeIndex, func(o client.Object) []string {
+		return []string{o.(*corev1.Pod).Spec.NodeName}
+	})
+	if err != nil {
+		return fmt.Errorf("indexing pods by node: %w", err)
+	}
 	for _, part := range []struct {
 		name    string
 		obj     client.Object
@@ -25,7 +35,7 @@ func (s *Sim) register(mgr ctrl.Manager) error {
 		{"nodesim-snapshotter", &snapshotv1.VolumeSnapshot{}, nil, 2, snapshotter{s}},
 		// Several workers: a save and a restore on different nodes run at once on real nodes too.
 		{"nodesim-kubelet", &corev1.Pod{}, isCachePod, 4, kubelet{s}},
-		{"nodesim-engine", &corev1.Pod{}, isEnginePod, 2, engine{s}},
+		{"nodesim-engine", &corev1.Pod{}, isEnginePod, 2, engineSim{s}},
 	} {
 		b := ctrl.NewControllerManagedBy(mgr).Named(part.name).
 			WithOptions(controller.Options{MaxConcurrentReconciles: part.workers})
