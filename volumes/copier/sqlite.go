@@ -27,9 +27,62 @@ type sqliteFile struct {
 	f        *os.File
 	pageSize int
 	usable   int
-	wal      *os.File
-	walPages map[uint32]int64 // page number -> offset of its newest committed image in wal
-	seen     int              // pages visited, to stop on cyclic corruption
+	// headerSize is the database size in pages from the file header (0 if not valid there).
+	headerSize uint32
+	wal        *os.File
+	walPages   map[uint32]int64 // page number -> offset of its newest committed image in wal
+	walSize    uint32           // database size in pages after the last committed WAL frame, 0 without one
+	seen       int              // pages visited, to stop on cyclic corruption
+}
+
+// errSQLiteFormat marks what the reader found wrong with the file's contents (as opposed to
+// an I/O error while reading it): a file that is not a SQLite database, a torn or truncated
+// one, or one without the table asked for.
+var errSQLiteFormat = errors.New("malformed SQLite database")
+
+// sqliteTableRows reads every record of table and returns how many there are: a walk of
+// every page of that b-tree, so a torn or truncated table is an error, never a short count.
+func sqliteTableRows(path, table string) (int, error) {
+	db, err := openSQLite(path)
+	if err != nil {
+		return 0, err
+	}
+	defer db.close()
+	root, err := db.tableRoot(table)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	err = db.walk(root, 0, func([]any) error { n++; return nil })
+	return n, err
+}
+
+// sqliteKeyValues reads a (key, value) table whole, as the engine's meta table is.
+func sqliteKeyValues(path, table string) (map[string]string, error) {
+	db, err := openSQLite(path)
+	if err != nil {
+		return nil, err
+	}
+	defer db.close()
+	root, err := db.tableRoot(table)
+	if err != nil {
+		return nil, err
+	}
+	kv := map[string]string{}
+	err = db.walk(root, 0, func(rec []any) error {
+		if len(rec) < 2 {
+			return fmt.Errorf("%w: a %s row has %d columns, want 2", errSQLiteFormat, table, len(rec))
+		}
+		k, ok := rec[0].(string)
+		if !ok {
+			return fmt.Errorf("%w: a %s key is not text", errSQLiteFormat, table)
+		}
+		if _, dup := kv[k]; !dup {
+			kv[k] = sqliteString(rec[1])
+		}
+		return nil
+	})
+	return kv, err
 }
 
 // sqliteMetaValue returns the value column of the row whose first column is
@@ -88,6 +141,10 @@ func openSQLite(path string) (*sqliteFile, error) {
 		db.close()
 		return nil, fmt.Errorf("%s-wal: %w", path, err)
 	}
+	if err := db.checkSize(); err != nil {
+		db.close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	return db, nil
 }
 
@@ -101,25 +158,55 @@ func (db *sqliteFile) close() {
 func (db *sqliteFile) readHeader() error {
 	var h [100]byte
 	if _, err := db.f.ReadAt(h[:], 0); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: shorter than its 100-byte header", errSQLiteFormat)
+		}
 		return fmt.Errorf("reading database header: %w", err)
 	}
 	if string(h[:16]) != "SQLite format 3\x00" {
-		return errors.New("not a SQLite 3 database")
+		return fmt.Errorf("%w: not a SQLite 3 database", errSQLiteFormat)
 	}
 	ps := int(binary.BigEndian.Uint16(h[16:]))
 	if ps == 1 {
 		ps = 65536
 	}
 	if ps < 512 || ps&(ps-1) != 0 {
-		return fmt.Errorf("invalid page size %d", ps)
+		return fmt.Errorf("%w: invalid page size %d", errSQLiteFormat, ps)
 	}
 	db.pageSize = ps
 	db.usable = ps - int(h[20])
 	if db.usable < 480 {
-		return fmt.Errorf("invalid usable page size %d", db.usable)
+		return fmt.Errorf("%w: invalid usable page size %d", errSQLiteFormat, db.usable)
 	}
 	if enc := binary.BigEndian.Uint32(h[56:]); enc != 1 && enc != 0 {
-		return fmt.Errorf("text encoding %d is not UTF-8", enc)
+		return fmt.Errorf("%w: text encoding %d is not UTF-8", errSQLiteFormat, enc)
+	}
+	// The in-header database size counts only if the version-valid-for number matches the
+	// change counter (file format 1.3.1): older writers did not maintain it.
+	if n := binary.BigEndian.Uint32(h[28:]); n != 0 && binary.BigEndian.Uint32(h[24:]) == binary.BigEndian.Uint32(h[92:]) {
+		db.headerSize = n
+	}
+	return nil
+}
+
+// checkSize refuses a truncated database: every page up to the database's size (the last
+// committed WAL frame's, else the header's) must be in the file or in the WAL. A file cut
+// short (a torn copy, a full disk) would otherwise read as a smaller, valid-looking b-tree
+// only when the cut falls between the pages a lookup visits.
+func (db *sqliteFile) checkSize() error {
+	pages := db.headerSize
+	if db.walSize != 0 {
+		pages = db.walSize
+	}
+	fi, err := db.f.Stat()
+	if err != nil {
+		return fmt.Errorf("checking the database size: %w", err)
+	}
+	inFile := uint32(min(fi.Size()/int64(db.pageSize), math.MaxUint32))
+	for n := inFile + 1; n <= pages && n > inFile; n++ {
+		if _, ok := db.walPages[n]; !ok {
+			return fmt.Errorf("%w: truncated: %d bytes hold %d whole pages of %d, and page %d is not in the WAL", errSQLiteFormat, fi.Size(), inFile, pages, n)
+		}
 	}
 	return nil
 }
@@ -162,6 +249,7 @@ func (db *sqliteFile) readWAL(path string) error {
 	}
 	committed := map[uint32]int64{}
 	pending := map[uint32]int64{}
+	var size uint32
 	frame := make([]byte, 24+db.pageSize)
 	for off := int64(32); ; off += int64(len(frame)) {
 		if _, err := w.ReadAt(frame, off); err != nil {
@@ -176,7 +264,8 @@ func (db *sqliteFile) readWAL(path string) error {
 			break
 		}
 		pending[binary.BigEndian.Uint32(frame[0:])] = off + 24
-		if binary.BigEndian.Uint32(frame[4:]) != 0 { // commit frame
+		if commit := binary.BigEndian.Uint32(frame[4:]); commit != 0 { // commit frame: the database size in pages
+			size = commit
 			for p, o := range pending {
 				committed[p] = o
 			}
@@ -187,7 +276,7 @@ func (db *sqliteFile) readWAL(path string) error {
 		w.Close()
 		return nil
 	}
-	db.wal, db.walPages = w, committed
+	db.wal, db.walPages, db.walSize = w, committed, size
 	return nil
 }
 
@@ -215,6 +304,9 @@ func (db *sqliteFile) page(n uint32) ([]byte, error) {
 		return p, nil
 	}
 	if _, err := db.f.ReadAt(p, int64(n-1)*int64(db.pageSize)); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: page %d is past the end of the file", errSQLiteFormat, n)
+		}
 		return nil, fmt.Errorf("reading page %d: %w", n, err)
 	}
 	return p, nil
@@ -237,7 +329,7 @@ func (db *sqliteFile) tableRoot(name string) (uint32, error) {
 		return 0, err
 	}
 	if root == 0 {
-		return 0, fmt.Errorf("no table %q", name)
+		return 0, fmt.Errorf("%w: no table %q", errSQLiteFormat, name)
 	}
 	return root, nil
 }

@@ -155,7 +155,7 @@ func Supported() string {
 func ForVersion(version string) (Contract, error) {
 	v, err := semver.StrictNewVersion(strings.TrimPrefix(version, "v"))
 	if err != nil {
-		return Contract{}, fmt.Errorf("%w: %q is not a release version (vMAJOR.MINOR.PATCH[-PRERELEASE])", ErrUnsupported, version)
+		return Contract{}, fmt.Errorf("%w: %q is not a release version (vMAJOR.MINOR.PATCH[-PRERELEASE]; supported: %s)", ErrUnsupported, version, Supported())
 	}
 	for _, c := range contractTable {
 		from := semver.MustParse(c.From)

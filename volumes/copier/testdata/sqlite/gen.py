@@ -3,7 +3,8 @@
 
 Each directory is an engine state dir holding dagql-cache.db (and a -wal for
 the WAL cases), written by real SQLite with the meta table exactly as dagger
-declares it (dagql/persistdb/schema.sql). Run from this directory:
+declares it (dagql/persistdb/schema.sql) and schema_version "16" as v0.21.x
+writes it (dagql/cache.go). Run from this directory:
     python3 gen.py
 """
 import os, shutil, sqlite3, tempfile
@@ -26,7 +27,7 @@ def engine_like(path, final, journal="DELETE"):
     c.execute("PRAGMA journal_mode=%s" % journal)
     c.execute(META)
     c.execute(RESULTS)
-    c.execute(UPSERT, ("schema_version", "7"))
+    c.execute(UPSERT, ("schema_version", "16"))
     # Like the engine: mark dirty at start, then rewrite at close.
     c.execute(UPSERT, ("clean_shutdown", "0"))
     c.commit()
@@ -74,7 +75,7 @@ def wal_case(name, checkpointed, in_wal):
     c.execute("PRAGMA journal_mode=WAL")
     c.execute("PRAGMA wal_autocheckpoint=0")
     c.execute(META)
-    c.execute(UPSERT, ("schema_version", "7"))
+    c.execute(UPSERT, ("schema_version", "16"))
     c.execute(UPSERT, ("clean_shutdown", checkpointed))
     c.commit()
     c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
