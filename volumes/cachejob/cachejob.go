@@ -17,6 +17,7 @@ import (
 
 	"warmpool.io/warmpool/volumes"
 	"warmpool.io/warmpool/volumes/copier"
+	"warmpool.io/warmpool/volumes/engine"
 )
 
 // Options are what save and restore share.
@@ -29,7 +30,11 @@ type Options struct {
 	Pool          string
 	Node          string
 	EngineVersion string
-	Architecture  string
+	// EngineContract names the row of the engine contract table (volumes/engine) to check the
+	// cache against, for a release newer than the table that the user declared to behave
+	// like a known one; empty: the row of EngineVersion.
+	EngineContract string
+	Architecture   string
 	// Workers and BytesPerSecond are passed to the copier (0: its defaults, unthrottled).
 	Workers        int
 	BytesPerSecond int64
@@ -69,8 +74,11 @@ func StagingDir(cacheDir string) string {
 // Save copies the engine cache at CacheDir onto the volume, if the engine shut down cleanly.
 // The returned JobResult is always set; the error says why the result is not "saved".
 //
-//   - Engine still holding its lock, or no clean-shutdown marker: "unclean", nothing copied
-//     (the engine would wipe that cache on its next start, so copying it is wasted time).
+//   - An engine version (or --engine-contract) not in the contract table: "failed", nothing
+//     copied: warmpool does not know what a clean exit of that release looks like.
+//   - Engine still holding its lock, or no proof of a clean exit by the release's contract
+//     (copier.CheckCleanShutdown), or torn engine state: "unclean", nothing copied (the
+//     engine would wipe that cache on its next start, so copying it is wasted time).
 //   - A volume that already holds a complete copy (a manifest): incremental copy that
 //     skips files unchanged since then.
 //   - Anything else that fails: "failed"; the copier leaves no manifest on the volume, so
@@ -81,8 +89,16 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 		return withReason(res, err), err
 	}
 	logf := o.logger()
-	if err := copier.CheckCleanShutdown(o.CacheDir, ""); err != nil {
-		// An unreadable marker means "unknown", which is treated as not clean too.
+	// What proves a clean exit depends on the engine release: without its contract there is
+	// nothing to check against, which is a failure to report, not an unclean engine.
+	contract, err := engine.Resolve(o.EngineVersion, o.EngineContract)
+	if err != nil {
+		err = fmt.Errorf("refusing to save %s: no engine contract for --engine-version %q --engine-contract %q: %w", o.CacheDir, o.EngineVersion, o.EngineContract, err)
+		logf("%v", err)
+		return withReason(res, err), err
+	}
+	if err := copier.CheckCleanShutdown(o.CacheDir, contract); err != nil {
+		// An unreadable state means "unknown", which is treated as not clean too.
 		res.Result = volumes.ResultUnclean
 		err = fmt.Errorf("refusing to save %s: %w", o.CacheDir, err)
 		logf("%v", err)

@@ -14,22 +14,30 @@ import (
 	"warmpool.io/warmpool/volumes"
 	"warmpool.io/warmpool/volumes/cachejob"
 	"warmpool.io/warmpool/volumes/copier"
+	"warmpool.io/warmpool/volumes/engine"
+	"warmpool.io/warmpool/volumes/engine/enginetest"
 )
 
-// engineCache writes a small engine cache tree into dir: the state database from the
-// committed SQLite fixture (clean or unclean), a content blob, a snapshot dir, a symlink and
-// a hardlink.
+// testEngine is the engine release the cache Jobs in these tests run for.
+const testEngine = "v0.19.7"
+
+// engineCache writes a small engine cache tree into dir: the state an engine of testEngine
+// leaves ("clean": it returned from main; "unclean": it was killed and left its lock file),
+// with real bolt DBs and dagql-cache.db (volumes/engine/enginetest), a content blob, a
+// snapshot dir, a symlink and a hardlink.
 func engineCache(t *testing.T, dir, fixture string) {
 	t.Helper()
-	db, err := os.ReadFile(filepath.Join("..", "copier", "testdata", "sqlite", fixture, copier.EngineStateDB))
+	c, err := engine.ForVersion(testEngine)
 	if err != nil {
 		t.Fatal(err)
 	}
+	state := map[string]enginetest.State{"clean": enginetest.Clean, "unclean": enginetest.Killed}[fixture]
+	if err := enginetest.WriteState(dir, c, state); err != nil {
+		t.Fatal(err)
+	}
 	files := map[string][]byte{
-		copier.EngineStateDB:                            db,
 		"worker/content/blobs/sha256/aa":                bytes.Repeat([]byte("layer"), 10000),
 		"worker/snapshots/1/fs/usr/bin/tool":            []byte("#!/bin/sh\necho hi\n"),
-		"worker/metadata_v2.db":                         []byte("bolt"),
 		"worker/cachemounts/go-build/00/0000-d":         []byte("build output"),
 		"worker/snapshots/1/fs/etc/config.placeholder":  nil,
 		"worker/executor/runc-log.json":                 []byte("{}"),
@@ -124,8 +132,8 @@ func TestSaveThenRestoreRoundTrip(t *testing.T) {
 	if res.Result != volumes.ResultSaved || cachejob.ExitCode(res) != volumes.ExitOK {
 		t.Fatalf("save result %+v, want saved / exit 0", res)
 	}
-	if res.Files != 10 || res.Bytes == 0 || res.EngineVersion != "v0.19.7" || res.Architecture != "amd64" {
-		t.Errorf("save result %+v, want 10 files (the hardlink counts once), bytes, engine and arch", res)
+	if res.Files != 13 || res.Bytes == 0 || res.EngineVersion != "v0.19.7" || res.Architecture != "amd64" {
+		t.Errorf("save result %+v, want 13 files (the hardlink counts once), bytes, engine and arch", res)
 	}
 	if !strings.Contains(log.String(), "full save") || !strings.Contains(log.String(), "done: ") {
 		t.Errorf("save log lacks the mode or the final progress line:\n%s", log.String())
@@ -147,11 +155,11 @@ func TestSaveThenRestoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
-	if res.Result != volumes.ResultRestored || cachejob.ExitCode(res) != volumes.ExitOK || res.Files != 10 {
-		t.Fatalf("restore result %+v, want restored, 10 files", res)
+	if res.Result != volumes.ResultRestored || cachejob.ExitCode(res) != volumes.ExitOK || res.Files != 13 {
+		t.Fatalf("restore result %+v, want restored, 13 files", res)
 	}
 	sameTree(t, target, cache)
-	if err := copier.CheckCleanShutdown(target, ""); err != nil {
+	if err := copier.CheckCleanShutdown(target, contractOf(t, testEngine)); err != nil {
 		t.Errorf("restored cache lost its clean-shutdown marker: %v", err)
 	}
 	if _, err := os.Stat(cachejob.StagingDir(target)); !errors.Is(err, fs.ErrNotExist) {
@@ -191,7 +199,7 @@ func TestSaveRefusesAnUncleanEngine(t *testing.T) {
 		lock          bool
 		want          error
 	}{
-		{"no clean-shutdown marker", "unclean", false, copier.ErrUnclean},
+		{"lock file left by a killed engine", "unclean", false, copier.ErrUnclean},
 		{"engine still holds its lock", "clean", true, copier.ErrEngineRunning},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -220,6 +228,47 @@ func TestSaveRefusesAnUncleanEngine(t *testing.T) {
 				t.Errorf("an unclean save touched the volume: %v", err)
 			}
 		})
+	}
+}
+
+func contractOf(t *testing.T, version string) engine.Contract {
+	t.Helper()
+	c, err := engine.ForVersion(version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// An engine release warmpool has no contract for is a failed save with the reason, not an
+// "unclean" engine: nobody knows what its clean exit looks like.
+func TestSaveOfAnUnknownEngineReleaseFails(t *testing.T) {
+	root := t.TempDir()
+	cache, volume := filepath.Join(root, "dagger"), filepath.Join(root, "volume")
+	engineCache(t, cache, "clean")
+	o := opts(cache, volume)
+	o.EngineVersion = "v0.22.0"
+	res, err := cachejob.Save(t.Context(), cachejob.SaveOptions{Options: o})
+	if !errors.Is(err, engine.ErrUnsupported) {
+		t.Fatalf("save error %v, want engine.ErrUnsupported", err)
+	}
+	if res.Result != volumes.ResultFailed || cachejob.ExitCode(res) != volumes.ExitFailed || !strings.Contains(res.Reason, "v0.22.0") || !strings.Contains(res.Reason, "v0.21.0 - v0.21.8") {
+		t.Errorf("result %+v, want failed, naming the version and the supported ranges", res)
+	}
+	if _, err := os.Stat(volume); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a save without a contract touched the volume: %v", err)
+	}
+
+	// The user declares that release to behave like a known row (engine.contract): saved.
+	o.EngineContract = "v0.19.5"
+	if res, err := cachejob.Save(t.Context(), cachejob.SaveOptions{Options: o}); err != nil || res.Result != volumes.ResultSaved {
+		t.Fatalf("save with --engine-contract: %+v, %v", res, err)
+	}
+	// A contract whose clean exit the cache does not show is refused: the v0.21 row needs a
+	// clean-shutdown record this pre-v0.21 cache does not have.
+	o.EngineContract = "v0.21"
+	if res, err := cachejob.Save(t.Context(), cachejob.SaveOptions{Options: o}); !errors.Is(err, copier.ErrUnclean) || res.Result != volumes.ResultUnclean {
+		t.Fatalf("save of a pre-v0.21 cache under the v0.21 contract: %+v, %v; want unclean", res, err)
 	}
 }
 
