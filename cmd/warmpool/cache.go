@@ -52,6 +52,7 @@ func (f *cacheFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.opts.Pool, "pool", "", "warmpool pool of the node (for the log)")
 	fs.StringVar(&f.opts.Node, "node", "", "node name, recorded in the manifest as the source node")
 	fs.StringVar(&f.opts.EngineVersion, "engine-version", "", "Dagger engine version the cache belongs to")
+	fs.StringVar(&f.opts.EngineContract, "engine-contract", "", "engine contract row to check the cache against (config engine.contract), for a release newer than warmpool's table; default: the row of --engine-version")
 	fs.StringVar(&f.opts.Architecture, "arch", "", "node architecture (kubernetes.io/arch)")
 	fs.IntVar(&f.opts.Workers, "workers", 0, "parallel copy workers (0: 2x CPUs)")
 	fs.StringVar(&f.bwlimit, "bwlimit", "0", "copy bandwidth limit in bytes/s, with units like 200Mi or 1G (0: unlimited)")
@@ -74,7 +75,7 @@ func cacheSaveCommand() *cobra.Command {
 		Use:   "save",
 		Short: "Copy a cleanly stopped engine's cache onto a volume",
 		Example: `  warmpool cache save --cache-dir /cache --volume-dir /volume --pool dagger --node ip-10-0-1-2 \
-    --engine-version v0.19.7 --arch amd64 --bwlimit 400Mi`,
+    --engine-version v0.21.8 --arch amd64 --bwlimit 400Mi`,
 		Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			runCacheJob(cmd, &f, func(ctx context.Context) (volumes.JobResult, error) {
@@ -97,7 +98,7 @@ func cacheRestoreCommand() *cobra.Command {
 		Use:   "restore",
 		Short: "Restore a saved engine cache from a volume into place, through a staging directory",
 		Example: `  warmpool cache restore --volume-dir /volume --cache-dir /host/dagger-dagger --pool dagger --node ip-10-0-1-3 \
-    --engine-version v0.19.7 --arch amd64`,
+    --engine-version v0.21.8 --arch amd64`,
 		Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			runCacheJob(cmd, &f, func(ctx context.Context) (volumes.JobResult, error) {

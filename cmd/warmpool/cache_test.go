@@ -11,6 +11,8 @@ import (
 	"warmpool.io/warmpool/volumes"
 	"warmpool.io/warmpool/volumes/cachejob"
 	"warmpool.io/warmpool/volumes/copier"
+	"warmpool.io/warmpool/volumes/engine"
+	"warmpool.io/warmpool/volumes/engine/enginetest"
 )
 
 // TestCacheCommand runs the real binary, built once, as the save and restore Jobs run it.
@@ -57,26 +59,24 @@ func runCacheUnder(t *testing.T, wrapper []string, bin string, args ...string) (
 	return code, res, string(out)
 }
 
-// engineDir writes a small engine cache whose state database is the committed SQLite fixture
-// (clean or unclean).
+// engineDir writes a small engine cache as an engine of engine.Current leaves it ("clean":
+// it returned from main; "unclean": it was killed), with real bolt DBs and dagql-cache.db
+// (volumes/engine/enginetest), and a blob under worker/.
 func engineDir(t *testing.T, dir, fixture string) {
 	t.Helper()
-	db, err := os.ReadFile(filepath.Join("..", "..", "volumes", "copier", "testdata", "sqlite", fixture, copier.EngineStateDB))
+	c, err := engine.ForVersion(engine.Current)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rel, data := range map[string][]byte{
-		copier.EngineStateDB:            db,
-		"worker/content/blobs/sha256/x": []byte("blob"),
-		"worker/metadata_v2.db":         []byte("bolt"),
-	} {
-		p := filepath.Join(dir, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	state := map[string]enginetest.State{"clean": enginetest.Clean, "unclean": enginetest.Killed}[fixture]
+	if err := enginetest.WriteState(dir, c, state); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "worker/content/blobs/sha256"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "worker/content/blobs/sha256/x"), []byte("blob"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -84,24 +84,29 @@ func testSaveThenRestore(t *testing.T, bin string) {
 	root := t.TempDir()
 	cache, volume := filepath.Join(root, "node-a", "dagger"), filepath.Join(root, "pvc")
 	engineDir(t, cache, "clean")
-	id := []string{"--pool", "dagger", "--engine-version", "v0.19.7", "--arch", "amd64", "--workers", "2", "--bwlimit", "200Mi"}
+	id := []string{"--pool", "dagger", "--engine-version", engine.Current, "--arch", "amd64", "--workers", "2", "--bwlimit", "200Mi"}
 
 	code, res, out := runCache(t, bin, append([]string{"save", "--cache-dir", cache, "--volume-dir", volume, "--node", "node-a"}, id...)...)
-	if code != volumes.ExitOK || res.Result != volumes.ResultSaved || res.Files != 3 || res.EngineVersion != "v0.19.7" {
-		t.Fatalf("save: exit %d, result %+v, want 0 / saved 3 files\n%s", code, res, out)
+	// dagql-cache.db, three bolt DBs, the blob.
+	if code != volumes.ExitOK || res.Result != volumes.ResultSaved || res.Files != 5 || res.EngineVersion != engine.Current {
+		t.Fatalf("save: exit %d, result %+v, want 0 / saved 5 files\n%s", code, res, out)
 	}
 
 	// The restore Job mounts the parent of the engine's dir and names the dir beneath it.
 	host := filepath.Join(root, "node-b")
 	code, res, out = runCache(t, bin, append([]string{"restore", "--volume-dir", volume, "--cache-dir", filepath.Join(host, "dagger"), "--node", "node-b"}, id...)...)
-	if code != volumes.ExitOK || res.Result != volumes.ResultRestored || res.Files != 3 {
-		t.Fatalf("restore: exit %d, result %+v, want 0 / restored 3 files\n%s", code, res, out)
+	if code != volumes.ExitOK || res.Result != volumes.ResultRestored || res.Files != 5 {
+		t.Fatalf("restore: exit %d, result %+v, want 0 / restored 5 files\n%s", code, res, out)
 	}
 	got, err := os.ReadFile(filepath.Join(host, "dagger", "worker/content/blobs/sha256/x"))
 	if err != nil || string(got) != "blob" {
 		t.Errorf("restored blob: %q, %v", got, err)
 	}
-	if err := copier.CheckCleanShutdown(filepath.Join(host, "dagger"), ""); err != nil {
+	current, err := engine.ForVersion(engine.Current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := copier.CheckCleanShutdown(filepath.Join(host, "dagger"), current); err != nil {
 		t.Errorf("restored cache is not clean: %v", err)
 	}
 	ents, err := os.ReadDir(host)
@@ -118,7 +123,9 @@ func testExitCodes(t *testing.T, bin string) {
 	if err := os.MkdirAll(empty, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	id := []string{"--engine-version", "v0.19.7", "--arch", "amd64"}
+	clean := filepath.Join(root, "clean")
+	engineDir(t, clean, "clean")
+	id := []string{"--engine-version", engine.Current, "--arch", "amd64"}
 	for _, tc := range []struct {
 		name   string
 		args   []string
@@ -126,6 +133,7 @@ func testExitCodes(t *testing.T, bin string) {
 		result string
 	}{
 		{"unclean engine is not saved", append([]string{"save", "--cache-dir", unclean, "--volume-dir", volume}, id...), volumes.ExitUnclean, volumes.ResultUnclean},
+		{"engine release without a contract is a failure", []string{"save", "--cache-dir", clean, "--volume-dir", volume, "--engine-version", "v0.22.0", "--arch", "amd64"}, volumes.ExitFailed, volumes.ResultFailed},
 		{"volume without a manifest is not restored", append([]string{"restore", "--cache-dir", filepath.Join(root, "target"), "--volume-dir", empty}, id...), volumes.ExitNoCache, volumes.ResultNoCache},
 		{"missing flag", []string{"save", "--cache-dir", unclean}, volumes.ExitUsage, volumes.ResultFailed},
 		{"bad bandwidth", append([]string{"save", "--cache-dir", unclean, "--volume-dir", volume, "--bwlimit", "fast"}, id...), volumes.ExitUsage, volumes.ResultFailed},
