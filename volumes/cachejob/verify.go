@@ -29,8 +29,10 @@ import (
 // cache and kept it.
 const RestoreMarker = engine.WorkerDir + "/.warmpool-restored"
 
-// maxRestoreID bounds a restore ID: it travels as a Job argument and is read back whole.
-const maxRestoreID = 253
+// maxRestoreID bounds a restore ID: it travels as a Job argument and is read back whole. It
+// leaves room for a VolumeSnapshot name (up to 253) plus a node UID, which is what the restore
+// controller uses.
+const maxRestoreID = 512
 
 // checkRestoreID accepts printable ASCII without spaces, so the marker holds one line and an
 // ID reads the same in the Job's args, its log and the marker.

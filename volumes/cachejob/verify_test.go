@@ -106,7 +106,7 @@ func TestRestoreFailsWhenTheMarkerCannotBeWritten(t *testing.T) {
 func TestRestoreRefusesABadIDBeforeCopying(t *testing.T) {
 	cache := filepath.Join(t.TempDir(), "dagger")
 	o := cachejob.Options{CacheDir: cache, VolumeDir: savedVolume(t, false)}
-	for _, id := range []string{"two words", "line\nbreak", strings.Repeat("x", 254)} {
+	for _, id := range []string{"two words", "line\nbreak", strings.Repeat("x", 513)} {
 		_, err := cachejob.Restore(t.Context(), cachejob.RestoreOptions{Options: o, RestoreID: id})
 		var usage *cachejob.UsageError
 		if !errors.As(err, &usage) {
@@ -197,6 +197,17 @@ func TestVerifyUnreadableDirIsFailed(t *testing.T) {
 	})
 	if err == nil || res.Result != volumes.ResultFailed || !strings.Contains(res.Reason, "permission denied") || cachejob.VerifyExitCode(res) != volumes.ExitFailed {
 		t.Fatalf("verify of an unreadable worker/ = %+v, %v; want failed, permission denied", res, err)
+	}
+}
+
+// TestVerifyTheControllersLongestID: the restore controller's ID is the snapshot name (a DNS
+// subdomain, up to 253 characters) "@" the node UID.
+func TestVerifyTheControllersLongestID(t *testing.T) {
+	id := strings.Repeat("s", 253) + "@6c1f0e2a-5b7d-4f3e-9a61-0d2c8b4e7f10"
+	cache := restored(t, id, false)
+	res, err := cachejob.Verify(t.Context(), cachejob.VerifyOptions{CacheDir: cache, RestoreID: id})
+	if err != nil || res.Result != volumes.ResultWarm {
+		t.Fatalf("verify with a %d-character ID: %+v, %v; want warm", len(id), res, err)
 	}
 }
 
