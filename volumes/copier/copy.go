@@ -98,7 +98,9 @@ type Stats struct {
 	// OwnershipNotPreserved counts chown calls refused with EPERM when not
 	// running as root; root failures are errors.
 	OwnershipNotPreserved int64 `json:"ownershipNotPreserved"`
-	// XattrsNotPreserved counts attributes the destination refused.
+	// XattrsNotPreserved counts LSM labels (security.* other than
+	// security.capability) the destination refused; any other refused
+	// attribute fails the copy (see copyXattrs).
 	XattrsNotPreserved int64 `json:"xattrsNotPreserved"`
 }
 
@@ -175,9 +177,13 @@ type copier struct {
 //
 // Ownership: as root, uid/gid are preserved and a chown failure is an error.
 // Not as root, chown to another owner fails with EPERM; that is counted in
-// Stats.OwnershipNotPreserved and listed in Manifest.Warnings, not fatal, so
-// unprivileged tests and tools still work. The save and restore Jobs run as
-// root.
+// Stats.OwnershipNotPreserved and listed in Manifest.Warnings, not fatal.
+// The save and restore Jobs run as root.
+//
+// Extended attributes: Copy needs CAP_SYS_ADMIN in its effective set and a
+// dst filesystem that stores trusted.* attributes, or it fails with
+// ErrNoTrustedXattrs before dst is changed in any way (see caps.go): without
+// them the engine's trusted.overlay.* markers would be dropped silently.
 func Copy(ctx context.Context, src, dst string, opts Options) (Manifest, error) {
 	c, err := newCopier(src, dst, opts)
 	if err != nil {
@@ -287,6 +293,12 @@ func (c *copier) warn(counter *atomic.Int64, format string, args ...any) {
 
 func (c *copier) run(ctx context.Context) (m Manifest, err error) {
 	c.start = time.Now()
+	// Before anything at dst changes: a copy that cannot see or keep the
+	// engine's trusted.overlay.* markers would restore overlay snapshots
+	// that show deleted files, and nothing downstream could tell.
+	if err := checkCapability(); err != nil {
+		return Manifest{}, err
+	}
 	dstExisted, err := c.prepareDst()
 	if err != nil {
 		return Manifest{}, err
@@ -387,7 +399,9 @@ func (c *copier) run(ctx context.Context) (m Manifest, err error) {
 
 // prepareDst creates dst or, if it exists, removes its manifest durably
 // before anything else is written, so the manifest can never describe a
-// half-updated tree.
+// half-updated tree. First it probes dst's filesystem for trusted.*
+// support (ErrNoTrustedXattrs): an existing dst, and its manifest, are left
+// as they were, and a dst created only for the probe is removed again.
 func (c *copier) prepareDst() (existed bool, err error) {
 	fi, err := os.Lstat(c.dst)
 	switch {
@@ -395,11 +409,18 @@ func (c *copier) prepareDst() (existed bool, err error) {
 		if err := os.Mkdir(c.dst, 0o700); err != nil {
 			return false, fmt.Errorf("creating destination: %w", err)
 		}
+		if err := probeTrustedXattrs(c.dst); err != nil {
+			_ = os.Remove(c.dst)
+			return false, err
+		}
 		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("destination: %w", err)
 	case !fi.IsDir():
 		return false, fmt.Errorf("destination %s exists and is not a directory", c.dst)
+	}
+	if err := probeTrustedXattrs(c.dst); err != nil {
+		return true, err
 	}
 	return true, removeManifest(c.dst)
 }

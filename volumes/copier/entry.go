@@ -389,7 +389,8 @@ func (c *copier) chown(rel, dp string, st *unix.Stat_t, set func(uid, gid int) e
 
 // xattrs copies extended attributes; prune also removes attributes the
 // destination has but the source no longer does (an entry kept from an
-// earlier copy).
+// earlier copy). Refusals fail the copy except for LSM labels, which are
+// warnings (see copyXattrs).
 func (c *copier) xattrs(sp, dp string, prune bool) error {
 	refused := func(name string, err error) {
 		c.warn(&c.xattrFails, "%s: xattr %s not preserved (%v)", dp, name, err)
@@ -411,7 +412,11 @@ func (c *copier) xattrs(sp, dp string, prune bool) error {
 	for _, n := range have {
 		if !containsString(want, n) {
 			if err := unix.Lremovexattr(dp, n); err != nil && !errors.Is(err, unix.ENODATA) {
-				refused(n, err)
+				// An attribute the source no longer has but dst keeps is
+				// as wrong as one dst lacks: the same policy applies.
+				if err := refusedXattr(n, dp, "removing", err, refused); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -17,6 +17,10 @@ var ErrIncompatible = errors.New("cache copy is for a different engine")
 // Restore puts the verified copy at src into place at finalDir without ever
 // exposing a partial cache there:
 //
+//  0. The process must hold CAP_SYS_ADMIN (ErrNoTrustedXattrs otherwise,
+//     before src is even read): without it the copy would silently lose the
+//     trusted.overlay.* attributes on src. Copy then probes stagingDir's
+//     filesystem for trusted.* support before writing into it.
 //  1. Verify(src): a volume without a valid manifest is never restored.
 //  2. If opts.EngineVersion or opts.Architecture is set, it must match the
 //     manifest's (ErrIncompatible otherwise).
@@ -33,6 +37,11 @@ var ErrIncompatible = errors.New("cache copy is for a different engine")
 // Options are used as for Copy; Previous is ignored, and engine version,
 // architecture and source node default to the saved manifest's.
 func Restore(ctx context.Context, src, stagingDir, finalDir string, opts Options) (Manifest, error) {
+	// First, so a Job without the capability fails at once instead of after
+	// verifying (hashing) the whole volume.
+	if err := checkCapability(); err != nil {
+		return Manifest{}, fmt.Errorf("refusing to restore from %s: %w", src, err)
+	}
 	saved, err := Verify(src)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("refusing to restore from %s: %w", src, err)

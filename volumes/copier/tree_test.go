@@ -405,3 +405,106 @@ func manyPath(i int) string {
 
 // isSocket is a compareOpts.skip for the sockets the copier drops.
 func isSocket(_ string, n node) bool { return n.mode&unix.S_IFMT == unix.S_IFSOCK }
+
+// overlayOpaque is the xattr BuildKit's overlayfs snapshotter (and the kernel,
+// for directories created over a lower one) sets on opaque directories; the
+// Dagger Engine runs as real root, so it uses the trusted.* namespace.
+const overlayOpaque = "trusted.overlay.opaque"
+
+// netRawCap is a security.capability value granting cap_net_raw, effective:
+// struct vfs_cap_data revision 2 (magic 0x02000001 = VFS_CAP_REVISION_2 |
+// VFS_CAP_FLAGS_EFFECTIVE, then permitted/inheritable of the low and high
+// 32 capabilities), all little-endian, as `setcap cap_net_raw+ep` writes.
+var netRawCap = []byte{
+	0x01, 0x00, 0x00, 0x02, // magic_etc
+	0x00, 0x20, 0x00, 0x00, // permitted, caps 0-31: bit 13, CAP_NET_RAW
+	0x00, 0x00, 0x00, 0x00, // inheritable, caps 0-31
+	0x00, 0x00, 0x00, 0x00, // permitted, caps 32-63
+	0x00, 0x00, 0x00, 0x00, // inheritable, caps 32-63
+}
+
+// overlayTree says what buildOverlayTree put where, for assertions beyond
+// the whole-tree comparison.
+type overlayTree struct {
+	opaque    []string // directories with trusted.overlay.opaque=y
+	whiteouts []string // 0:0 character devices
+	hardlinks [][2]string
+	xattrs    map[string]map[string]string // path -> the non-trusted xattrs set
+}
+
+// buildOverlayTree makes, under root, the shape of a Dagger Engine cache whose
+// BuildKit overlayfs snapshots record deletions the way overlayfs does: a
+// file deleted in an upper layer is a 0:0 character device (a whiteout), a
+// directory replaced in an upper layer is marked trusted.overlay.opaque=y,
+// the kernel marks directories it copied up trusted.overlay.impure. Layers
+// also carry hardlinks, user.* attributes and file capabilities
+// (security.capability). Needs root with CAP_SYS_ADMIN (trusted.*, mknod).
+func buildOverlayTree(t testing.TB, root string) overlayTree {
+	t.Helper()
+	snap := func(n int, rel string) string {
+		return filepath.Join("worker/snapshots/snapshots", fmt.Sprint(n), "fs", rel)
+	}
+	p := func(rel string) string { return filepath.Join(root, rel) }
+	w := func(rel, data string, mode os.FileMode) { mustWrite(t, p(rel), []byte(data), mode) }
+	dir := func(rel string, mode uint32) {
+		must(t, os.MkdirAll(p(rel), 0o755))
+		must(t, unix.Chmod(p(rel), mode))
+	}
+	tr := overlayTree{xattrs: map[string]map[string]string{}}
+	setX := func(rel, name, val string) {
+		must(t, unix.Lsetxattr(p(rel), name, []byte(val), 0))
+		if !strings.HasPrefix(name, "trusted.") {
+			if tr.xattrs[rel] == nil {
+				tr.xattrs[rel] = map[string]string{}
+			}
+			tr.xattrs[rel][name] = val
+		}
+	}
+
+	// Layer 1: a base image.
+	w(snap(1, "etc/app/app.conf"), "base config", 0o644)
+	w(snap(1, "etc/app/conf.d/10-default"), "default", 0o644)
+	w(snap(1, "usr/bin/tool"), "#!/bin/sh\necho tool\n", 0o755)
+	w(snap(1, "usr/bin/ping"), "\x7fELF ping", 0o755)
+	w(snap(1, "usr/bin/python3.12"), "\x7fELF python", 0o755)
+	must(t, os.Link(p(snap(1, "usr/bin/python3.12")), p(snap(1, "usr/bin/python3"))))
+	tr.hardlinks = append(tr.hardlinks, [2]string{snap(1, "usr/bin/python3"), snap(1, "usr/bin/python3.12")})
+	w(snap(1, "var/cache/apt/pkgcache.bin"), "packages", 0o644)
+	w(snap(1, "home/ci/.profile"), "export CI=1", 0o644)
+	must(t, os.Lchown(p(snap(1, "home/ci/.profile")), 1001, 1001))
+	must(t, os.Lchown(p(snap(1, "home/ci")), 1001, 1001))
+	// After chown, which clears file capabilities.
+	setX(snap(1, "usr/bin/ping"), "security.capability", string(netRawCap))
+	setX(snap(1, "usr/bin/tool"), "user.mime_type", "text/x-shellscript")
+	setX(snap(1, "etc/app"), "user.origin", "base image")
+
+	// Layer 2, on top of 1: /etc/app replaced (opaque), tool deleted
+	// (whiteout), the apt cache emptied (opaque, empty), a new hardlink.
+	w(snap(2, "etc/app/app.conf"), "replaced config", 0o600)
+	setX(snap(2, "etc/app"), overlayOpaque, "y")
+	tr.opaque = append(tr.opaque, snap(2, "etc/app"))
+	dir(snap(2, "var/cache/apt"), 0o755)
+	setX(snap(2, "var/cache/apt"), overlayOpaque, "y")
+	tr.opaque = append(tr.opaque, snap(2, "var/cache/apt"))
+	setX(snap(2, "var/cache"), "trusted.overlay.impure", "y")
+	dir(snap(2, "usr/bin"), 0o755)
+	for _, rel := range []string{snap(2, "usr/bin/tool"), snap(2, "etc/app/conf.d")} {
+		must(t, unix.Mknod(p(rel), unix.S_IFCHR|0o000, 0))
+		tr.whiteouts = append(tr.whiteouts, rel)
+	}
+	w(snap(2, "opt/data/a"), "shared", 0o644)
+	dir(snap(2, "opt/data/b"), 0o755)
+	must(t, os.Link(p(snap(2, "opt/data/a")), p(snap(2, "opt/data/b/a"))))
+	tr.hardlinks = append(tr.hardlinks, [2]string{snap(2, "opt/data/a"), snap(2, "opt/data/b/a")})
+	// The overlay work dir BuildKit keeps beside each fs.
+	dir("worker/snapshots/snapshots/2/work/work", 0o000)
+
+	// Outside the snapshots: a content blob hardlinked into the ingest dir,
+	// and the snapshotter's own database.
+	w("worker/content/blobs/sha256/layer2", "layer 2 tar", 0o444)
+	dir("worker/content/ingest", 0o755)
+	must(t, os.Link(p("worker/content/blobs/sha256/layer2"), p("worker/content/ingest/layer2")))
+	tr.hardlinks = append(tr.hardlinks, [2]string{"worker/content/blobs/sha256/layer2", "worker/content/ingest/layer2"})
+	w("worker/snapshots/metadata.db", "bolt", 0o600)
+	return tr
+}

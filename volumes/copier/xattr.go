@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -66,10 +67,28 @@ func getXattr(path, name string) ([]byte, error) {
 // followed if a symlink). All namespaces are copied, not only user.*:
 // BuildKit's overlayfs snapshots mark opaque directories with
 // trusted.overlay.opaque and image layers carry security.capability; losing
-// either silently changes what a restored snapshot contains. Attributes the
-// destination refuses (EPERM for trusted.* when not root or user.* on a
-// symlink, ENOTSUP on a filesystem without xattrs) are reported through
-// refused, not as errors: the caller records them as warnings.
+// either silently changes what a restored snapshot contains.
+//
+// An attribute the destination refuses (EPERM, EACCES, ENOTSUP) fails the
+// copy, with one exception, decided per namespace by mustPreserve:
+//
+//   - trusted.*: the copier checked CAP_SYS_ADMIN and probed dst before
+//     starting, so a refusal here is a destination that takes some trusted.*
+//     names but not this one (an overlayfs mount reserves trusted.overlay.*
+//     for itself): ErrNoTrustedXattrs.
+//   - security.capability: file capabilities of binaries in image layers
+//     (ping's cap_net_raw); without it a cached layer's binary loses what it
+//     may do. Setting it needs CAP_SETFCAP, which every container has by
+//     default, so a refusal is a real fault.
+//   - user.* and system.* (POSIX ACLs): data of the tree's owners; user.*
+//     can only be refused where the source could not hold it either
+//     (symlinks, device nodes) or by a destination filesystem without
+//     support, which would lose it for every entry.
+//   - other security.* (security.selinux, security.apparmor, security.ima,
+//     security.evm): labels the node's LSM owns and assigns by its own
+//     policy, not data the engine wrote; a destination node whose policy
+//     refuses a label is not a broken copy. Reported through refused, which
+//     the caller records as a warning (Stats.XattrsNotPreserved).
 func copyXattrs(src, dst string, refused func(name string, err error)) error {
 	names, err := listXattrs(src)
 	if err != nil {
@@ -84,12 +103,32 @@ func copyXattrs(src, dst string, refused func(name string, err error)) error {
 			return err
 		}
 		if err := unix.Lsetxattr(dst, name, val, 0); err != nil {
-			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EACCES) {
-				refused(name, err)
-				continue
+			if err := refusedXattr(name, dst, "setting", err, refused); err != nil {
+				return err
 			}
-			return fmt.Errorf("setting xattr %s on %s: %w", name, dst, err)
 		}
 	}
 	return nil
+}
+
+// refusedXattr turns a failed set or removal of name on dst into the copy's
+// error, or into a call of refused for an attribute that may be dropped (see
+// copyXattrs).
+func refusedXattr(name, dst, doing string, err error, refused func(name string, err error)) error {
+	isRefusal := errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EACCES)
+	switch {
+	case isRefusal && !mustPreserve(name):
+		refused(name, err)
+		return nil
+	case isRefusal && strings.HasPrefix(name, "trusted."):
+		return fmt.Errorf("%w: %s xattr %s on %s: %w", ErrNoTrustedXattrs, doing, name, dst, err)
+	default:
+		return fmt.Errorf("%s xattr %s on %s: %w", doing, name, dst, err)
+	}
+}
+
+// mustPreserve says whether losing the attribute name fails the copy: every
+// namespace but the LSM labels of security.* (see copyXattrs).
+func mustPreserve(name string) bool {
+	return !strings.HasPrefix(name, "security.") || name == "security.capability"
 }
