@@ -81,6 +81,9 @@ func StagingDir(cacheDir string) string {
 //     engine would wipe that cache on its next start, so copying it is wasted time).
 //   - A volume that already holds a complete copy (a manifest): incremental copy that
 //     skips files unchanged since then.
+//   - A copier that cannot copy trusted.* attributes (copier.ErrNoTrustedXattrs: the Job
+//     lacks CAP_SYS_ADMIN, or the volume's filesystem refuses them): "failed", nothing
+//     copied, the reason naming what is missing (see copyFailed).
 //   - Anything else that fails: "failed"; the copier leaves no manifest on the volume, so
 //     the half-written volume is never restored.
 func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
@@ -120,9 +123,7 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 	logf("saving %s to %s (pool %s, node %s, engine %s, %s)", o.CacheDir, o.VolumeDir, o.Pool, o.Node, o.EngineVersion, o.Architecture)
 	m, err := copier.Copy(ctx, o.CacheDir, o.VolumeDir, opts)
 	if err != nil {
-		err = fmt.Errorf("saving %s to %s: %w", o.CacheDir, o.VolumeDir, err)
-		logf("%v", err)
-		return withReason(res, err), err
+		return copyFailed(res, logf, fmt.Sprintf("saving %s to %s", o.CacheDir, o.VolumeDir), err)
 	}
 	logWarnings(logf, m)
 	logf("saved %d files, %d bytes in %s (copied %d files, %d bytes; skipped %d unchanged files)",
@@ -137,6 +138,8 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 //   - A volume without a readable manifest: "no-cache", CacheDir untouched.
 //   - A copy of another engine version or architecture (the engine would wipe it), or a copy
 //     that does not match its manifest: "failed" with the reason, CacheDir untouched.
+//   - A copier that cannot copy trusted.* attributes (copier.ErrNoTrustedXattrs): "failed"
+//     naming what is missing, CacheDir untouched, no staging dir.
 func Restore(ctx context.Context, o RestoreOptions) (volumes.JobResult, error) {
 	res := volumes.JobResult{Result: volumes.ResultFailed, EngineVersion: o.EngineVersion, Architecture: o.Architecture}
 	if err := o.validateRestore(); err != nil {
@@ -174,9 +177,7 @@ func Restore(ctx context.Context, o RestoreOptions) (volumes.JobResult, error) {
 		o.VolumeDir, saved.SourceNode, saved.Created.Format(time.RFC3339), saved.Totals.Files, saved.Totals.Bytes, o.CacheDir, staging)
 	m, err := copier.Restore(ctx, o.VolumeDir, staging, o.CacheDir, o.copierOptions())
 	if err != nil {
-		err = fmt.Errorf("restoring into %s: %w", o.CacheDir, err)
-		logf("%v", err)
-		return withReason(res, err), err
+		return copyFailed(res, logf, "restoring into "+o.CacheDir, err)
 	}
 	logWarnings(logf, m)
 	if err := o.markRestored(logf); err != nil {
@@ -297,6 +298,23 @@ func fromManifest(result string, m copier.Manifest) volumes.JobResult {
 		EngineVersion:   m.EngineVersion,
 		Architecture:    m.Architecture,
 	}
+}
+
+// copyFailed is the outcome of a copy (doing says which) that failed: "failed", so the Job
+// exits with volumes.ExitFailed. A copier that refused because it cannot copy trusted.*
+// attributes (copier.ErrNoTrustedXattrs) is a fault of the Job's privileges or of the
+// volume's filesystem, not of the node's data: its reason leads, so the missing capability
+// (CAP_SYS_ADMIN) is named at the start of the termination message and of the Event note,
+// whatever the length of the paths after it.
+func copyFailed(res volumes.JobResult, logf func(string, ...any), doing string, err error) (volumes.JobResult, error) {
+	if errors.Is(err, copier.ErrNoTrustedXattrs) {
+		err = fmt.Errorf("%w (%s)", err, doing)
+	} else {
+		err = fmt.Errorf("%s: %w", doing, err)
+	}
+	logf("%v", err)
+	res.Result = volumes.ResultFailed
+	return withReason(res, err), err
 }
 
 func withReason(r volumes.JobResult, err error) volumes.JobResult {

@@ -38,9 +38,10 @@ var ErrIncompatible = errors.New("cache copy is for a different engine")
 // architecture and source node default to the saved manifest's.
 func Restore(ctx context.Context, src, stagingDir, finalDir string, opts Options) (Manifest, error) {
 	// First, so a Job without the capability fails at once instead of after
-	// verifying (hashing) the whole volume.
+	// verifying (hashing) the whole volume. What is missing leads the
+	// message, as it does for Copy.
 	if err := checkCapability(); err != nil {
-		return Manifest{}, fmt.Errorf("refusing to restore from %s: %w", src, err)
+		return Manifest{}, fmt.Errorf("%w (refusing to restore from %s)", err, src)
 	}
 	saved, err := Verify(src)
 	if err != nil {
@@ -93,6 +94,9 @@ func Restore(ctx context.Context, src, stagingDir, finalDir string, opts Options
 	if err != nil {
 		// Staging space is the node's NVMe: give it back.
 		_ = os.RemoveAll(stagingDir)
+		if errors.Is(err, ErrNoTrustedXattrs) {
+			return Manifest{}, fmt.Errorf("%w (restoring %s into %s)", err, src, stagingDir)
+		}
 		return Manifest{}, fmt.Errorf("restoring %s into %s: %w", src, stagingDir, err)
 	}
 	old, err := swapIn(stagingDir, finalDir, oldDir)
