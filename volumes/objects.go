@@ -231,11 +231,24 @@ func job(t Target, name, op string, args []string, volumes []corev1.Volume, moun
 						VolumeMounts:             mounts,
 						TerminationMessagePath:   DefaultResultLog,
 						TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-						SecurityContext:          &corev1.SecurityContext{RunAsUser: ptr.To[int64](0)},
+						SecurityContext:          CopierSecurityContext(),
 					}},
 				},
 			},
 		},
+	}
+}
+
+// CopierSecurityContext runs the copier as root (it preserves every file's owner) with
+// CAP_SYS_ADMIN on top of the runtime's default capabilities: without it Linux hides the
+// engine's trusted.overlay.* attributes (opaque directories of its overlay snapshots) even
+// from uid 0, and the copier refuses to run (copier.ErrNoTrustedXattrs) rather than drop them.
+// Not privileged: the copier needs no devices or host namespaces. The namespace already admits
+// the privileged engine, so this needs no Pod Security change.
+func CopierSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsUser:    ptr.To[int64](0),
+		Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}},
 	}
 }
 

@@ -87,3 +87,24 @@ func TestRestoreObjects(t *testing.T) {
 		t.Fatalf("restore volume must be the restore PVC, read-only")
 	}
 }
+
+// Both cache Jobs run the copier as root with CAP_SYS_ADMIN added to the runtime's defaults:
+// without it the kernel hides the engine's trusted.overlay.* attributes and the copier
+// refuses. Not privileged, and nothing dropped.
+func TestCacheJobsGrantCapSysAdmin(t *testing.T) {
+	for name, sc := range map[string]*corev1.SecurityContext{
+		"save":    SaveJob(target, 60).Spec.Template.Spec.Containers[0].SecurityContext,
+		"restore": RestoreJob(target, 60).Spec.Template.Spec.Containers[0].SecurityContext,
+	} {
+		if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
+			t.Errorf("%s: securityContext %+v, want runAsUser 0", name, sc)
+			continue
+		}
+		if sc.Capabilities == nil || !reflect.DeepEqual(sc.Capabilities.Add, []corev1.Capability{"SYS_ADMIN"}) || len(sc.Capabilities.Drop) != 0 {
+			t.Errorf("%s: capabilities %+v, want add [SYS_ADMIN] and no drop", name, sc.Capabilities)
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			t.Errorf("%s: privileged; the copier needs one capability, not the host", name)
+		}
+	}
+}
