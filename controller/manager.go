@@ -178,7 +178,7 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	// The pools controller renders each NodePool's budgets from the scaling controller's busy
 	// state, and the scaling controller reads the config the pools controller put in force.
 	var sc *scaling.Controller
-	renderOpts := nodepools.Options{NodeClass: opts.NodeClass, Namespace: opts.Namespace, Busy: func(pool string) nodepools.BusyBudget { return sc.BusyBudget(pool) }}
+	renderOpts := nodepools.Options{NodeClass: opts.NodeClass, Namespace: opts.Namespace, ToolsImage: opts.CopierImage, Busy: func(pool string) nodepools.BusyBudget { return sc.BusyBudget(pool) }}
 	pc := pools.NewController(mgr.GetClient(), recorder, key, renderOpts, opts.InstanceTypes)
 	sc = scaling.NewController(mgr.GetClient(), recorder, clk, tracker, opts.Namespace, pc.Current, func(string) { pc.Refresh() })
 	tracker.OnChange(sc.Enqueue)

@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -37,9 +38,42 @@ const (
 	// engineGroup is the chart's runAsGroup: the engine creates its socket with this group, so
 	// runner pods may reach it with a supplemental group instead of root.
 	engineGroup = 1001
-	// drainPollSeconds is how often the preStop hook reads the engine's client count.
-	drainPollSeconds = 2
 )
+
+// The engine pod's drain hook. Engine images from v0.19.8 on are Wolfi, with busybox sh but no
+// wget, curl or nc (build/builder.go in dagger/dagger), so the hook cannot read the engine's
+// metrics with what the image holds. An init container running warmpool's own image
+// (distroless: no sh, no cp) copies warmpool's static binary into an emptyDir with
+// `warmpool engine install`; the engine container mounts it and its preStop runs
+// `warmpool engine drain` from there, needing nothing from the engine image.
+const (
+	// EngineToolsVolume is the emptyDir, EngineToolsPath where both containers mount it and
+	// EngineToolsBinary the binary's name in it.
+	EngineToolsVolume = "warmpool-tools"
+	EngineToolsPath   = "/opt/warmpool"
+	EngineToolsBinary = "warmpool"
+	// EngineToolsContainer is the init container's name.
+	EngineToolsContainer = "warmpool-tools"
+	// DefaultToolsImage is warmpool's image when the caller names none (Options.ToolsImage).
+	DefaultToolsImage = "ghcr.io/warmpool/warmpool:latest"
+	// toolsImageBinary is warmpool's binary in its image (Dockerfile).
+	toolsImageBinary = "/warmpool"
+	// toolsUser is the distroless :nonroot user the image declares (Dockerfile). The copy needs
+	// no privilege: the kubelet creates an emptyDir world-writable.
+	toolsUser = 65532
+)
+
+// EngineToolsInstallCommand is the init container's command: copy warmpool's binary into the
+// emptyDir.
+func EngineToolsInstallCommand() []string {
+	return []string{toolsImageBinary, "engine", "install", "--to", EngineToolsPath}
+}
+
+// EngineDrainCommand is the engine container's preStop hook, run directly (no shell): wait up
+// to maxWait seconds for the engine's clients to leave.
+func EngineDrainCommand(maxWait int64) []string {
+	return []string{EngineToolsPath + "/" + EngineToolsBinary, "engine", "drain", "--max-wait", strconv.FormatInt(maxWait, 10)}
+}
 
 // EngineName names a pool's engine DaemonSet and its ConfigMap.
 func EngineName(pool string) string { return NamePrefix + "engine-" + pool }
@@ -124,11 +158,13 @@ func RunnerToleration(t *corev1.Taint) corev1.Toleration {
 //     starts after the restore; not karpenter.sh/disrupted (nor a blanket Exists), because
 //     Karpenter never evicts a pod that tolerates it, and only an evicted engine stops cleanly.
 //   - a grace period well above the engine's own 300 s stop, and a preStop hook that first
-//     waits for connected clients to finish, so SIGTERM finds the engine idle.
+//     waits for connected clients to finish, so SIGTERM finds the engine idle. The hook is
+//     warmpool's binary, installed by an init container from toolsImage (warmpool's image;
+//     "" is DefaultToolsImage), since the engine images have no HTTP client.
 //   - no priorityClassName: system-node-critical would move the engine to Karpenter's last
 //     drain group and change when it stops relative to the pool's other pods.
 //   - no liveness probe: a restart in the middle of a build costs more than a slow engine.
-func EngineDaemonSet(p *config.Pool, namespace string) *appsv1.DaemonSet {
+func EngineDaemonSet(p *config.Pool, namespace, toolsImage string) *appsv1.DaemonSet {
 	e := &p.Engine
 	podLabels := EngineSelector(p.Name)
 	podLabels[volumes.LabelEngineVersion] = e.Version
@@ -154,12 +190,39 @@ func EngineDaemonSet(p *config.Pool, namespace string) *appsv1.DaemonSet {
 			FailureThreshold: 10,
 		},
 		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
-			Exec: &corev1.ExecAction{Command: []string{"sh", "-c", EngineDrainScript(DrainSeconds(grace))}},
+			Exec: &corev1.ExecAction{Command: EngineDrainCommand(DrainSeconds(grace))},
 		}},
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: "data", MountPath: EngineDataPath},
 			{Name: "run", MountPath: EngineRunPath},
 			{Name: "config", MountPath: EngineConfigPath, SubPath: EngineConfigKey, ReadOnly: true},
+			{Name: EngineToolsVolume, MountPath: EngineToolsPath, ReadOnly: true},
+		},
+	}
+	if toolsImage == "" {
+		toolsImage = DefaultToolsImage
+	}
+	// The init container only copies one file into the emptyDir: it runs as the image's own
+	// non-root user (container settings override the pod's runAsUser 0, which is the engine's),
+	// with no capability and a read-only root filesystem. It peaks at about 55 MB resident (the
+	// Go runtime and the mapped binary). The pod's request is the larger of an init container's
+	// and the sum of the others', so this adds nothing to the engine's.
+	tools := corev1.Container{
+		Name:         EngineToolsContainer,
+		Image:        toolsImage,
+		Command:      EngineToolsInstallCommand(),
+		VolumeMounts: []corev1.VolumeMount{{Name: EngineToolsVolume, MountPath: EngineToolsPath}},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr.To[int64](toolsUser),
+			RunAsGroup:               ptr.To[int64](toolsUser),
+			RunAsNonRoot:             ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
 		},
 	}
 	if e.Resources != nil {
@@ -190,7 +253,8 @@ func EngineDaemonSet(p *config.Pool, namespace string) *appsv1.DaemonSet {
 						FSGroup:             ptr.To[int64](engineGroup),
 						FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
 					},
-					Containers: []corev1.Container{container},
+					InitContainers: []corev1.Container{tools},
+					Containers:     []corev1.Container{container},
 					Volumes: []corev1.Volume{
 						hostPath("data", e.HostPath),
 						hostPath("run", e.RunPath),
@@ -198,6 +262,8 @@ func EngineDaemonSet(p *config.Pool, namespace string) *appsv1.DaemonSet {
 							LocalObjectReference: corev1.LocalObjectReference{Name: EngineName(p.Name)},
 							DefaultMode:          ptr.To[int32](0o444),
 						}}},
+						// The binary is about 100 MB: on the node's disk, not in memory (medium Memory).
+						{Name: EngineToolsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 					},
 				},
 			},
@@ -209,29 +275,4 @@ func EngineDaemonSet(p *config.Pool, namespace string) *appsv1.DaemonSet {
 // grace seconds: what is left after the engine's own stop and the time to deliver SIGTERM.
 func DrainSeconds(grace int64) int64 {
 	return max(0, grace-config.MinEngineGraceSeconds)
-}
-
-// EngineDrainScript is the engine's preStop hook: it polls dagger_connected_clients until no
-// client is connected, then returns so the kubelet sends SIGTERM; the engine's graceful stop
-// waits for connected clients too, and a client still attached when its 300 s run out costs
-// the whole cache (dagger#13951). It gives up after maxWait seconds, and at once when the
-// metrics cannot be read twice in a row (an engine without them, or one already gone): then
-// waiting would only delay the stop. POSIX sh with wget (busybox, in the Alpine and Wolfi
-// engine images) or else curl (the Ubuntu GPU image).
-func EngineDrainScript(maxWait int64) string {
-	return strings.NewReplacer("MAXWAIT", strconv.FormatInt(maxWait, 10), "POLL", strconv.Itoa(drainPollSeconds)).Replace(`url="http://${` + EngineMetricsEnv + `}/metrics"
-if command -v wget >/dev/null 2>&1; then get() { wget -q -T 5 -O - "$1"; }; else get() { curl -fsS -m 5 "$1"; }; fi
-end=$(( $(date +%s) + MAXWAIT )); fails=0
-while [ "$(date +%s)" -lt "$end" ]; do
-  n=$(get "$url" 2>/dev/null | awk '/^dagger_connected_clients[ {]/ { s += $NF; found = 1 } END { if (found) print s; else print "?" }')
-  if [ "$n" = "?" ]; then
-    fails=$((fails + 1)); [ "$fails" -ge 2 ] && exit 0
-  elif [ "$n" = 0 ]; then
-    exit 0
-  else
-    fails=0
-  fi
-  sleep POLL
-done
-`)
 }

@@ -1,19 +1,13 @@
 package nodepools_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,21 +97,40 @@ func TestEngineDaemonSet(t *testing.T) {
 	if c.LivenessProbe != nil {
 		t.Errorf("liveness probe set: %+v", c.LivenessProbe)
 	}
-	pre := c.Lifecycle.PreStop.Exec.Command
-	if len(pre) != 3 || pre[0] != "sh" || pre[1] != "-c" || pre[2] != nodepools.EngineDrainScript(900-330) {
-		t.Errorf("preStop %q, want sh -c of the drain script bounded at 570s", pre)
-	}
+	// The hook is warmpool's binary from the emptyDir, run without a shell: the engine images
+	// from v0.19.8 on have no wget, curl or nc.
+	equalJSON(t, "lifecycle", c.Lifecycle, &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+		Command: []string{"/opt/warmpool/warmpool", "engine", "drain", "--max-wait", fmt.Sprint(nodepools.DrainSeconds(900))}}}})
 	equalJSON(t, "volumeMounts", c.VolumeMounts, []corev1.VolumeMount{
 		{Name: "data", MountPath: "/var/lib/dagger"},
 		{Name: "run", MountPath: "/run/dagger"},
 		{Name: "config", MountPath: "/etc/dagger/engine.json", SubPath: "engine.json", ReadOnly: true},
+		{Name: "warmpool-tools", MountPath: "/opt/warmpool", ReadOnly: true},
 	})
 	equalJSON(t, "volumes", spec.Volumes, []corev1.Volume{
 		{Name: "data", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/mnt/k8s-disks/0/dagger-p", Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}},
 		{Name: "run", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/dagger-p", Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}},
 		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: "warmpool-engine-p"}, DefaultMode: ptr.To[int32](0o444)}}},
+		{Name: "warmpool-tools", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	})
+	// The init container installs the hook from warmpool's image (distroless: no sh, no cp) as
+	// the image's non-root user, with nothing else.
+	equalJSON(t, "initContainers", spec.InitContainers, []corev1.Container{{
+		Name:         "warmpool-tools",
+		Image:        "ghcr.io/warmpool/warmpool:latest",
+		Command:      []string{"/warmpool", "engine", "install", "--to", "/opt/warmpool"},
+		VolumeMounts: []corev1.VolumeMount{{Name: "warmpool-tools", MountPath: "/opt/warmpool"}},
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532), RunAsNonRoot: ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+			Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}})
 	if got := nodepools.CheckEngineDaemonSet(p, ds); len(got) != 0 {
 		t.Errorf("warmpool's own DaemonSet breaks the engine contract:\n%s", strings.Join(got, "\n"))
 	}
@@ -146,8 +159,8 @@ func TestEngineDaemonSetFromConfig(t *testing.T) {
 	if got := *spec.TerminationGracePeriodSeconds; got != 1200 {
 		t.Errorf("terminationGracePeriodSeconds %d", got)
 	}
-	if got := c.Lifecycle.PreStop.Exec.Command[2]; got != nodepools.EngineDrainScript(1200-330) {
-		t.Errorf("preStop not bounded by the grace period:\n%s", got)
+	if got, want := c.Lifecycle.PreStop.Exec.Command, nodepools.EngineDrainCommand(nodepools.DrainSeconds(1200)); !slices.Equal(got, want) {
+		t.Errorf("preStop %q, want %q: bounded by the grace period", got, want)
 	}
 	if spec.Volumes[0].HostPath.Path != "/mnt/k8s-disks/0/cache" || spec.Volumes[1].HostPath.Path != "/run/engine" {
 		t.Errorf("host paths %s, %s", spec.Volumes[0].HostPath.Path, spec.Volumes[1].HostPath.Path)
@@ -296,174 +309,17 @@ func TestDrainSeconds(t *testing.T) {
 	}
 }
 
-// metricsServer plays the engine's metrics endpoint on loopback: each request gets the next
-// body of bodies (the last one repeats); a nil body answers 500.
-type metricsServer struct {
-	srv      *httptest.Server
-	requests atomic.Int32
-}
-
-func newMetricsServer(t *testing.T, bodies ...*string) *metricsServer {
-	t.Helper()
-	m := &metricsServer{}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// TestEngineToolsImage: the init container runs the image the caller names (the controller's
+// --copier-image, warmpool's own), and warmpool's default otherwise.
+func TestEngineToolsImage(t *testing.T) {
+	cfg := mustParse(t, configYAML("", pool("p", "")))
+	opts := nsOpts
+	opts.ToolsImage = "registry.example.com/warmpool:v1.2.3"
+	_, dss := engineObjects(t, cfg, opts)
+	if got := dss["p"].Spec.Template.Spec.InitContainers[0].Image; got != opts.ToolsImage {
+		t.Errorf("init container image %s, want %s", got, opts.ToolsImage)
 	}
-	m.srv = &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := int(m.requests.Add(1)) - 1
-		if r.URL.Path != "/metrics" {
-			http.NotFound(w, r)
-			return
-		}
-		body := bodies[min(n, len(bodies)-1)]
-		if body == nil {
-			http.Error(w, "unavailable", http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprint(w, *body)
-	})}}
-	m.srv.Start()
-	t.Cleanup(m.srv.Close)
-	return m
-}
-
-func clients(n int) *string {
-	s := fmt.Sprintf("# HELP dagger_connected_clients Number of connected clients\n# TYPE dagger_connected_clients gauge\n"+
-		"dagger_connected_clients %d\ndagger_local_cache_total_disk_size_bytes 1.2e+10\n", n)
-	return &s
-}
-
-// shellPath is a PATH holding the tools the drain script may use: the host's, or without
-// wget, so the curl branch (the Ubuntu engine image) runs.
-func shellPath(t *testing.T, withWget bool) string {
-	t.Helper()
-	if withWget {
-		if _, err := exec.LookPath("wget"); err != nil {
-			t.Fatalf("the drain script needs wget here: %v", err)
-		}
-		return os.Getenv("PATH")
-	}
-	dir := t.TempDir()
-	for _, tool := range []string{"sh", "date", "awk", "sleep", "curl"} {
-		p, err := exec.LookPath(tool)
-		if err != nil {
-			t.Fatalf("the drain script needs %s: %v", tool, err)
-		}
-		if err := os.Symlink(p, filepath.Join(dir, tool)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-// runDrain runs the drain script as the kubelet runs the preStop hook (sh -c, with the
-// container's environment) and returns its exit error. It must return on its own; the
-// context only turns a hang into a failure.
-func runDrain(t *testing.T, script, addr, path string) error {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	sh, err := exec.LookPath("sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, sh, "-c", script)
-	cmd.Env = []string{"PATH=" + path, nodepools.EngineMetricsEnv + "=" + addr}
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		t.Fatalf("drain script did not return: %s", out)
-	}
-	if len(out) > 0 {
-		t.Logf("drain script output: %s", out)
-	}
-	return err
-}
-
-func TestEngineDrainScript(t *testing.T) {
-	// The script as rendered for a 900 s grace period: it may wait 570 s.
-	_, ds := engineDaemonSet(t, "")
-	rendered := ds.Spec.Template.Spec.Containers[0].Lifecycle.PreStop.Exec.Command[2]
-	for _, withWget := range []bool{true, false} {
-		fetcher := map[bool]string{true: "wget", false: "curl"}[withWget]
-		t.Run(fetcher, func(t *testing.T) {
-			path := shellPath(t, withWget)
-			t.Run("waits until no client is connected", func(t *testing.T) {
-				t.Parallel()
-				m := newMetricsServer(t, clients(2), clients(1), clients(0))
-				if err := runDrain(t, rendered, m.srv.Listener.Addr().String(), path); err != nil {
-					t.Fatal(err)
-				}
-				if got := m.requests.Load(); got != 3 {
-					t.Errorf("%d reads of the metrics, want 3 (2 clients, 1, then 0)", got)
-				}
-			})
-			t.Run("sums labelled series", func(t *testing.T) {
-				t.Parallel()
-				busy := "dagger_connected_clients{engine=\"a\"} 1\ndagger_connected_clients{engine=\"b\"} 0\n"
-				idle := "dagger_connected_clients{engine=\"a\"} 0\ndagger_connected_clients{engine=\"b\"} 0\n"
-				m := newMetricsServer(t, &busy, &idle)
-				if err := runDrain(t, rendered, m.srv.Listener.Addr().String(), path); err != nil {
-					t.Fatal(err)
-				}
-				if got := m.requests.Load(); got != 2 {
-					t.Errorf("%d reads, want 2: one client on one series keeps it waiting", got)
-				}
-			})
-			t.Run("gives up when the metrics cannot be read", func(t *testing.T) {
-				t.Parallel()
-				m := newMetricsServer(t, nil)
-				if err := runDrain(t, rendered, m.srv.Listener.Addr().String(), path); err != nil {
-					t.Fatal(err)
-				}
-				if got := m.requests.Load(); got != 2 {
-					t.Errorf("%d reads, want 2 failed reads before giving up", got)
-				}
-			})
-			t.Run("gives up when the metric is missing", func(t *testing.T) {
-				t.Parallel()
-				other := "dagger_local_cache_entries 12\n"
-				m := newMetricsServer(t, &other)
-				if err := runDrain(t, rendered, m.srv.Listener.Addr().String(), path); err != nil {
-					t.Fatal(err)
-				}
-				if got := m.requests.Load(); got != 2 {
-					t.Errorf("%d reads, want 2", got)
-				}
-			})
-			t.Run("gives up when nothing listens", func(t *testing.T) {
-				t.Parallel()
-				l, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				addr := l.Addr().String()
-				l.Close()
-				if err := runDrain(t, rendered, addr, path); err != nil {
-					t.Fatal(err)
-				}
-			})
-			t.Run("bounded by the grace period", func(t *testing.T) {
-				t.Parallel()
-				m := newMetricsServer(t, clients(3))
-				// A 331 s grace period leaves 1 s to wait for the client that never leaves.
-				if err := runDrain(t, nodepools.EngineDrainScript(nodepools.DrainSeconds(331)), m.srv.Listener.Addr().String(), path); err != nil {
-					t.Fatal(err)
-				}
-				if m.requests.Load() < 1 {
-					t.Error("the client count was never read")
-				}
-			})
-			t.Run("no time to wait", func(t *testing.T) {
-				t.Parallel()
-				m := newMetricsServer(t, clients(3))
-				if err := runDrain(t, nodepools.EngineDrainScript(nodepools.DrainSeconds(330)), m.srv.Listener.Addr().String(), path); err != nil {
-					t.Fatal(err)
-				}
-				if got := m.requests.Load(); got != 0 {
-					t.Errorf("%d reads with no time to wait, want 0", got)
-				}
-			})
-		})
+	if got := nodepools.EngineDaemonSet(&cfg.Pools[0], "ns", "").Spec.Template.Spec.InitContainers[0].Image; got != nodepools.DefaultToolsImage {
+		t.Errorf("init container image %s without one named, want %s", got, nodepools.DefaultToolsImage)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -14,15 +15,17 @@ import (
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/volumes"
+	"warmpool.io/warmpool/volumes/engine"
 )
 
 // CheckEngineDaemonSet checks a DaemonSet the user runs (pools[].engine.existingDaemonSet)
 // against the contract warmpool's own engine DaemonSet keeps, and returns one line per
 // violation, each naming the offending field and what goes wrong; none when it conforms.
 // Always: it runs on the pool's nodes, can be drained by Karpenter (so it gets SIGTERM), has a
-// grace period that covers the engine's stop and fits in the node's, and keeps its cache on
-// NVMe. With the pool's cache on, also what the cache controller relies on: the pod labels it
-// finds the engine by, the data dir it copies, and the engine version snapshots are keyed by.
+// grace period that covers the engine's stop and fits in the node's, has a preStop hook that
+// can wait for the engine's clients, and keeps its cache on NVMe. With the pool's cache on,
+// also what the cache controller relies on: the pod labels it finds the engine by, the data
+// dir it copies, and the engine version snapshots are keyed by.
 func CheckEngineDaemonSet(p *config.Pool, ds *appsv1.DaemonSet) []string {
 	var out []string
 	add := func(fieldPath, format string, args ...any) {
@@ -87,6 +90,12 @@ func CheckEngineDaemonSet(p *config.Pool, ds *appsv1.DaemonSet) []string {
 		}
 	}
 
+	if engine >= 0 {
+		if field, problem := checkDrain(p, &spec.Containers[engine]); problem != "" {
+			add(fmt.Sprintf("%s.containers[%d].%s", podSpec, engine, field), "%s", problem)
+		}
+	}
+
 	if p.Cache.Enabled {
 		labels := ds.Spec.Template.Labels
 		for _, k := range []string{volumes.LabelEngineName, LabelPool} {
@@ -102,6 +111,53 @@ func CheckEngineDaemonSet(p *config.Pool, ds *appsv1.DaemonSet) []string {
 		}
 	}
 	return out
+}
+
+// httpTools are the programs a shell preStop hook reads the engine's metrics with.
+var httpTools = []string{"wget", "curl", "nc", "ncat", "netcat"}
+
+// checkDrain checks the engine container's preStop hook, which must keep SIGTERM from the engine
+// until its clients are gone: no engine release bounds its graceful stop while clients stay
+// attached, so a client still there at the end of the grace period means SIGKILL and a wiped
+// cache. It returns the offending field below the container and the problem, or "" when the
+// hook may drain. A hook it cannot see into (an HTTP call, a program it does not know) is
+// assumed to work: only a certain failure is reported.
+func checkDrain(p *config.Pool, c *corev1.Container) (field, problem string) {
+	const fix = "run warmpool's drain instead (the init container and preStop hook of the engine DaemonSet warmpool renders, see `warmpool render`)"
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil {
+		return "lifecycle.preStop", "is not set: the kubelet sends SIGTERM with clients attached, and a client still attached when the grace period ends means SIGKILL and a wiped cache; " + fix
+	}
+	pre := c.Lifecycle.PreStop
+	switch {
+	case pre.Sleep != nil:
+		return "lifecycle.preStop.sleep", fmt.Sprintf("waits %ds whatever the clients do: it does not drain them; %s", pre.Sleep.Seconds, fix)
+	case pre.Exec != nil:
+		tool := commandUses(pre.Exec.Command, httpTools)
+		if tool == "" {
+			return "", ""
+		}
+		// Up to v0.19.7 the Alpine image has busybox wget (and the Ubuntu -gpu image curl):
+		// such a hook may work there. From v0.19.8 every image is Wolfi, without any of them.
+		if contract, err := engine.ForVersion(p.Engine.Version); err == nil && contract.HTTPClient != "" {
+			return "", ""
+		}
+		return "lifecycle.preStop.exec.command", fmt.Sprintf("runs %s, which engine images from v0.19.8 on (Wolfi) do not have: the hook fails at once and the kubelet sends SIGTERM with clients attached; %s", tool, fix)
+	}
+	return "", ""
+}
+
+// commandUses returns the first of programs that the command (or a shell script in it) names
+// as a word, by itself or as the last element of a path; "" when it names none.
+func commandUses(command, programs []string) string {
+	words := strings.FieldsFunc(strings.Join(command, " "), func(r rune) bool {
+		return !(unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_' || r == '-' || r == '.')
+	})
+	for _, w := range words {
+		if slices.Contains(programs, w) {
+			return w
+		}
+	}
+	return ""
 }
 
 // selectsPoolNodes reports whether the pod's nodeSelector and required node affinity admit a

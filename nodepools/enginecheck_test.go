@@ -17,6 +17,7 @@ import (
 func TestCheckEngineDaemonSet(t *testing.T) {
 	const podSpec = "spec.template.spec"
 	evict := "Karpenter never evicts such a pod, so the engine is killed with its node instead of stopping cleanly"
+	noDrain := "is not set: the kubelet sends SIGTERM with clients attached, and a client still attached when the grace period ends means SIGKILL and a wiped cache; " + drainFix
 	for _, tc := range []struct {
 		name  string
 		cache bool
@@ -110,6 +111,7 @@ func TestCheckEngineDaemonSet(t *testing.T) {
 			podSpec + ".tolerations[0]: tolerates every taint: " + evict,
 			podSpec + ".terminationGracePeriodSeconds: is 300, want >= 330: the engine's own graceful stop takes up to 300s, and an engine killed before it ends loses its cache",
 			podSpec + ".volumes[varlibdagger].hostPath.path: is /var/lib/dagger-dagger-dagger-helm, want a directory under the NVMe RAID0 mount /mnt/k8s-disks/0/ (other host paths are on the EBS root volume)",
+			podSpec + ".containers[0].lifecycle.preStop: " + noDrain,
 			`spec.template.metadata.labels[app.kubernetes.io/name]: is "dagger-helm", want "dagger-engine": the cache controller finds the engine pod of a node by it`,
 			`spec.template.metadata.labels[warmpool.io/pool]: is "", want "p": the cache controller finds the engine pod of a node by it`,
 			podSpec + ".containers[0].image: has tag v0.18.1, but pools[].engine.version is v0.19.7: snapshots are keyed by that version, and another engine may wipe a restored cache",
@@ -122,8 +124,64 @@ func TestCheckEngineDaemonSet(t *testing.T) {
 			}
 			cfg := mustParse(t, configYAML("", pool("p", extra)))
 			p := &cfg.Pools[0]
-			ds := nodepools.EngineDaemonSet(p, "dagger")
+			ds := nodepools.EngineDaemonSet(p, "dagger", "")
 			tc.edit(ds)
+			got := nodepools.CheckEngineDaemonSet(p, ds)
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("violations:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+}
+
+const drainFix = "run warmpool's drain instead (the init container and preStop hook of the engine DaemonSet warmpool renders, see `warmpool render`)"
+
+// TestCheckEngineDrain: the engine container's preStop hook must be able to wait for the
+// engine's clients with what the engine image holds. Images from v0.19.8 on are Wolfi, without
+// wget, curl or nc; up to v0.19.7 the Alpine image has busybox wget.
+func TestCheckEngineDrain(t *testing.T) {
+	const field = "spec.template.spec.containers[0].lifecycle.preStop"
+	wolfi := func(tool string) string {
+		return field + ".exec.command: runs " + tool + ", which engine images from v0.19.8 on (Wolfi) do not have: the hook fails at once and the kubelet sends SIGTERM with clients attached; " + drainFix
+	}
+	// warmpool's own hook before it ran its own binary: wget, else curl.
+	oldScript := `url="http://${_EXPERIMENTAL_DAGGER_METRICS_ADDR}/metrics"
+if command -v wget >/dev/null 2>&1; then get() { wget -q -T 5 -O - "$1"; }; else get() { curl -fsS -m 5 "$1"; }; fi
+n=$(get "$url" | awk '/^dagger_connected_clients[ {]/ { s += $NF } END { print s }')`
+	exec := func(cmd ...string) *corev1.LifecycleHandler {
+		return &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: cmd}}
+	}
+	for _, tc := range []struct {
+		name, version string
+		preStop       *corev1.LifecycleHandler // nil: no lifecycle at all
+		want          []string
+	}{
+		{name: "warmpool's drain", version: "v0.21.8", preStop: exec(nodepools.EngineDrainCommand(570)...)},
+		{name: "no hook", version: "v0.21.8", want: []string{field + ": is not set: the kubelet sends SIGTERM with clients attached, and a client still attached when the grace period ends means SIGKILL and a wiped cache; " + drainFix}},
+		{name: "no hook on an old engine either", version: "v0.19.7", want: []string{field + ": is not set: the kubelet sends SIGTERM with clients attached, and a client still attached when the grace period ends means SIGKILL and a wiped cache; " + drainFix}},
+		{name: "a sleep drains nothing", version: "v0.21.8", preStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 300}},
+			want: []string{field + ".sleep: waits 300s whatever the clients do: it does not drain them; " + drainFix}},
+		{name: "the wget script on Wolfi", version: "v0.21.8", preStop: exec("sh", "-c", oldScript), want: []string{wolfi("wget")}},
+		{name: "the wget script on the first Wolfi release", version: "v0.19.8", preStop: exec("sh", "-c", oldScript), want: []string{wolfi("wget")}},
+		{name: "the wget script on Alpine", version: "v0.19.7", preStop: exec("sh", "-c", oldScript)},
+		{name: "curl by path", version: "v0.20.1", preStop: exec("/usr/bin/curl", "-fsS", "http://127.0.0.1:9090/metrics"), want: []string{wolfi("curl")}},
+		{name: "nc in a script", version: "v0.21.8", preStop: exec("/bin/sh", "-c", "while echo x | nc -w1 127.0.0.1 9090; do sleep 2; done"), want: []string{wolfi("nc")}},
+		{name: "a version outside the table is taken for Wolfi", version: "v9.0.0", preStop: exec("wget", "-qO-", "http://127.0.0.1:9090/metrics"), want: []string{wolfi("wget")}},
+		{name: "a shell hook without an HTTP client", version: "v0.21.8", preStop: exec("sh", "-c", "until dagger core version >/dev/null; do sleep 1; done")},
+		{name: "words that only contain a tool's name", version: "v0.21.8", preStop: exec("sh", "-c", "sync; /opt/sync-wgetless --ncores 2")},
+		{name: "an HTTP hook is not second-guessed", version: "v0.21.8", preStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/drain"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := mustParse(t, configYAML("", enginePool("p", "{version: v0.21.8}", "")))
+			p := &cfg.Pools[0]
+			// Set after parsing: the check must hold for a version validation would refuse.
+			p.Engine.Version = tc.version
+			ds := nodepools.EngineDaemonSet(p, "dagger", "")
+			c := &ds.Spec.Template.Spec.Containers[0]
+			c.Lifecycle = nil
+			if tc.preStop != nil {
+				c.Lifecycle = &corev1.Lifecycle{PreStop: tc.preStop}
+			}
 			got := nodepools.CheckEngineDaemonSet(p, ds)
 			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Errorf("violations:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
@@ -137,7 +195,7 @@ func TestCheckEngineDaemonSet(t *testing.T) {
 func TestCheckEngineDaemonSetArchitectures(t *testing.T) {
 	cfg := mustParse(t, configYAML("", pool("p", "architectures: [amd64, arm64]\n")))
 	p := &cfg.Pools[0]
-	ds := nodepools.EngineDaemonSet(p, "dagger")
+	ds := nodepools.EngineDaemonSet(p, "dagger", "")
 	ds.Spec.Template.Spec.NodeSelector["kubernetes.io/arch"] = "arm64"
 	if got := nodepools.CheckEngineDaemonSet(p, ds); len(got) != 0 {
 		t.Errorf("arm64-only engine of an amd64+arm64 pool reported: %q", got)

@@ -74,6 +74,9 @@ type Options struct {
 	// Namespace is warmpool's namespace, where the engine DaemonSets and their ConfigMaps go;
 	// empty leaves their metadata.namespace unset.
 	Namespace string
+	// ToolsImage is warmpool's own image, whose binary the engine pods run as their drain hook
+	// (EngineDaemonSet); empty is DefaultToolsImage.
+	ToolsImage string
 	// Busy reports a pool's busy state (queued or running jobs, or a warm window) and how many
 	// of its nodes may still be consolidated meanwhile; a busy pool's NodePool carries
 	// BusyBudget.Budget first. Nil means no pool is busy (`warmpool render`).
@@ -101,7 +104,7 @@ func Render(cfg *config.Config, opts Options) []client.Object {
 		p := &cfg.Pools[i]
 		objs = append(objs, NodeClass(cfg, p, opts), NodePool(p, opts))
 		if p.Engine.ExistingDaemonSet == nil {
-			objs = append(objs, EngineConfigMap(p, opts.Namespace), EngineDaemonSet(p, opts.Namespace))
+			objs = append(objs, EngineConfigMap(p, opts.Namespace), EngineDaemonSet(p, opts.Namespace, opts.ToolsImage))
 		}
 	}
 	return objs

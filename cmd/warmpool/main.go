@@ -43,6 +43,6 @@ ConfigMap, scales them with CI queue depth, and keeps the Dagger Engine cache ac
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(controllerCommand(), renderCommand(), simulateCommand(), cacheCommand())
+	root.AddCommand(controllerCommand(), renderCommand(), simulateCommand(), cacheCommand(), engineCommand())
 	return root
 }

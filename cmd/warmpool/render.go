@@ -24,8 +24,8 @@ const defaultNamespace = "warmpool"
 
 func renderCommand() *cobra.Command {
 	var (
-		file, nodeClass, namespace, region, endpoint string
-		discover                                     bool
+		file, nodeClass, namespace, region, endpoint, image string
+		discover                                            bool
 	)
 	cmd := &cobra.Command{
 		Use:   "render -f config.yaml",
@@ -61,7 +61,7 @@ With --discover it lists, per pool, the EC2 instance types its requirements admi
 			if discover {
 				return printDiscovered(cmd, cfg, region, endpoint)
 			}
-			out, err := nodepools.YAML(nodepools.Render(cfg, nodepools.Options{NodeClass: kind, Namespace: namespace}))
+			out, err := nodepools.YAML(nodepools.Render(cfg, nodepools.Options{NodeClass: kind, Namespace: namespace, ToolsImage: image}))
 			if err != nil {
 				return err
 			}
@@ -72,6 +72,7 @@ With --discover it lists, per pool, the EC2 instance types its requirements admi
 	cmd.Flags().StringVarP(&file, "file", "f", "", `config file to read ("-" for stdin)`)
 	cmd.Flags().StringVar(&nodeClass, "node-class", string(nodepools.EC2NodeClass), "node class kind the NodePools reference: ec2 or kwok")
 	cmd.Flags().StringVar(&namespace, "namespace", defaultNamespace, "warmpool's namespace, where the engine DaemonSets and their ConfigMaps go")
+	cmd.Flags().StringVar(&image, "copier-image", defaultCopierImage(), "warmpool's own image, as given to `warmpool controller`: the engine pods' init container installs their drain hook from it")
 	cmd.Flags().BoolVar(&discover, "discover", false, "list the EC2 instance types each pool admits instead of printing objects")
 	cmd.Flags().StringVar(&region, "region", "", "AWS region for --discover (default: the config's discovery.region, then the SDK's)")
 	cmd.Flags().StringVar(&endpoint, "endpoint", "", "EC2 endpoint URL for --discover (default: the config's discovery.endpoint)")

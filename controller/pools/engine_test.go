@@ -87,9 +87,22 @@ func getDaemonSet(t *testing.T, namespace, name string) *appsv1.DaemonSet {
 	return ds
 }
 
+// initContainers are the parts of a pod's init containers warmpool sets and the API server
+// does not default.
+func initContainers(spec corev1.PodSpec) []string {
+	var out []string
+	for _, c := range spec.InitContainers {
+		out = append(out, fmt.Sprintf("%s image=%s command=%q mounts=%v securityContext=%s", c.Name, c.Image, c.Command, c.VolumeMounts, c.SecurityContext))
+	}
+	return out
+}
+
 func TestEngineDaemonSetsApplied(t *testing.T) {
 	doc := twoPools(100, poolB)
-	e := newEnv(t, doc, controller.Options{})
+	// The engine pods install their drain hook from warmpool's own image: the one the cache
+	// Jobs run.
+	const image = "ghcr.io/warmpool/warmpool:pools-test"
+	e := newEnv(t, doc, controller.Options{CopierImage: image})
 	waitEngines(t, e.namespace, "warmpool-engine-a", "warmpool-engine-b")
 	cfg, err := config.Parse([]byte(doc))
 	if err != nil {
@@ -97,7 +110,7 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 	}
 	for i := range cfg.Pools {
 		p := &cfg.Pools[i]
-		want := nodepools.EngineDaemonSet(p, e.namespace)
+		want := nodepools.EngineDaemonSet(p, e.namespace, image)
 		got := getDaemonSet(t, e.namespace, want.Name)
 		if !equality.Semantic.DeepEqual(got.Labels, want.Labels) || !equality.Semantic.DeepEqual(got.Spec.Selector, want.Spec.Selector) {
 			t.Errorf("%s labels %v selector %v, want %v %v", got.Name, got.Labels, got.Spec.Selector, want.Labels, want.Spec.Selector)
@@ -113,6 +126,8 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 			"volumes":                       {gotPod.Spec.Volumes, wantPod.Spec.Volumes},
 			"preStop":                       {gotPod.Spec.Containers[0].Lifecycle, wantPod.Spec.Containers[0].Lifecycle},
 			"image":                         {gotPod.Spec.Containers[0].Image, wantPod.Spec.Containers[0].Image},
+			"initContainers":                {initContainers(gotPod.Spec), initContainers(wantPod.Spec)},
+			"volumeMounts":                  {gotPod.Spec.Containers[0].VolumeMounts, wantPod.Spec.Containers[0].VolumeMounts},
 		} {
 			if !equality.Semantic.DeepEqual(pair[0], pair[1]) {
 				t.Errorf("%s %s: stored %+v, rendered %+v", got.Name, what, pair[0], pair[1])
@@ -262,7 +277,7 @@ func TestExistingDaemonSetContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A conforming DaemonSet: warmpool's own rendering, under the user's name and labels.
-	ds := nodepools.EngineDaemonSet(&cfg.Pools[0], ns.Name)
+	ds := nodepools.EngineDaemonSet(&cfg.Pools[0], ns.Name, "")
 	ds.Name, ds.Labels = "dagger-engine", map[string]string{"app": app}
 	if err := kube.Create(t.Context(), ds); err != nil {
 		t.Fatal(err)

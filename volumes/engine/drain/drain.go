@@ -179,11 +179,14 @@ var (
 
 // Error is why a drain that ended with verdict v at now did not see 0 clients.
 func (s *State) Error(o Options, v Verdict, now time.Time) error {
-	waited := now.Sub(s.Start).Round(time.Millisecond)
 	switch v {
 	case Unreadable:
-		return fmt.Errorf("%w for %s (%d reads), %w: stopping the engine without waiting for its clients, since an engine whose metrics cannot be read cannot be drained",
-			ErrUnreadable, now.Sub(s.FailingSince).Round(time.Millisecond), s.Reads, s.Err)
+		reads := "1 read"
+		if s.Reads != 1 {
+			reads = strconv.Itoa(s.Reads) + " reads"
+		}
+		return fmt.Errorf("%w for %s (%s): %w; the engine gets SIGTERM without waiting for its clients, since an engine whose metrics cannot be read cannot be drained",
+			ErrUnreadable, now.Sub(s.FailingSince).Round(time.Millisecond), reads, s.Err)
 	case TimedOut:
 		if s.Err != nil {
 			seen := "no read succeeded"
@@ -192,8 +195,8 @@ func (s *State) Error(o Options, v Verdict, now time.Time) error {
 			}
 			return fmt.Errorf("%w: the maximum wait (%s) ran out with the last read failing (%s), %w", ErrTimedOut, o.MaxWait, seen, s.Err)
 		}
-		return fmt.Errorf("%w: %s still attached after %s (the maximum wait): the engine now gets SIGTERM and its stop waits for them; if they outlast the grace period it is killed and its cache lost",
-			ErrTimedOut, clientCount(s.Clients), waited)
+		return fmt.Errorf("%w: %s still attached at the end of the maximum wait (%s): the engine now gets SIGTERM and its stop waits for them; if they outlast the grace period it is killed and its cache lost",
+			ErrTimedOut, clientCount(s.Clients), o.MaxWait)
 	}
 	return nil
 }
@@ -253,7 +256,8 @@ func Read(ctx context.Context, client *http.Client, url string) (float64, error)
 	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("reading %s, %w", url, err)
+		// The error names the URL already.
+		return 0, fmt.Errorf("reading the engine's metrics, %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -167,7 +167,7 @@ func TestRun(t *testing.T) {
 		{name: "gives up at the maximum wait", o: drain.Options{MaxWait: 5 * time.Second, Interval: 2 * time.Second, UnreadableGrace: time.Minute},
 			script: []read{{clients: 3}},
 			wantAt: []time.Duration{0, 2 * time.Second, 4 * time.Second, 5 * time.Second}, wantErr: drain.ErrTimedOut,
-			msg: []string{"3 clients still attached after 5s (the maximum wait)", "SIGTERM"}},
+			msg: []string{"3 clients still attached at the end of the maximum wait (5s)", "SIGTERM"}},
 		{name: "gives up when the metrics stay unreadable", o: opts,
 			script: []read{{err: errRefused}},
 			wantAt: []time.Duration{0, 2 * time.Second, 4 * time.Second}, wantErr: drain.ErrUnreadable,
