@@ -129,8 +129,10 @@ type State struct {
 	Clients float64
 	Counted bool
 	Err     error
-	// FailingSince is when the current run of failed reads began; zero after a good read.
+	// FailingSince is when the current run of Failures failed reads began; zero after a good
+	// read.
 	FailingSince time.Time
+	Failures     int
 }
 
 // NewState starts a drain at now.
@@ -143,7 +145,7 @@ func (s *State) Observe(o Options, now time.Time, clients float64, err error) Ve
 	s.Err = err
 	if err == nil {
 		s.Clients, s.Counted = clients, true
-		s.FailingSince = time.Time{}
+		s.FailingSince, s.Failures = time.Time{}, 0
 		if clients == 0 {
 			return Drained
 		}
@@ -151,6 +153,7 @@ func (s *State) Observe(o Options, now time.Time, clients float64, err error) Ve
 		if s.FailingSince.IsZero() {
 			s.FailingSince = now
 		}
+		s.Failures++
 		if now.Sub(s.FailingSince) >= o.UnreadableGrace {
 			return Unreadable
 		}
@@ -181,9 +184,9 @@ var (
 func (s *State) Error(o Options, v Verdict, now time.Time) error {
 	switch v {
 	case Unreadable:
-		reads := "1 read"
-		if s.Reads != 1 {
-			reads = strconv.Itoa(s.Reads) + " reads"
+		reads := "1 failed read"
+		if s.Failures != 1 {
+			reads = strconv.Itoa(s.Failures) + " failed reads"
 		}
 		return fmt.Errorf("%w for %s (%s): %w; the engine gets SIGTERM without waiting for its clients, since an engine whose metrics cannot be read cannot be drained",
 			ErrUnreadable, now.Sub(s.FailingSince).Round(time.Millisecond), reads, s.Err)
