@@ -190,7 +190,7 @@ func EngineDaemonSet(p *config.Pool, namespace, toolsImage string) *appsv1.Daemo
 			FailureThreshold: 10,
 		},
 		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
-			Exec: &corev1.ExecAction{Command: EngineDrainCommand(DrainSeconds(grace))},
+			Exec: &corev1.ExecAction{Command: EngineDrainCommand(e.DrainSeconds())},
 		}},
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: "data", MountPath: EngineDataPath},
@@ -272,7 +272,9 @@ func EngineDaemonSet(p *config.Pool, namespace, toolsImage string) *appsv1.Daemo
 }
 
 // DrainSeconds is how long the preStop hook may wait for clients within a grace period of
-// grace seconds: what is left after the engine's own stop and the time to deliver SIGTERM.
+// grace seconds, for an engine given the default engine.stopSeconds: what is left after the
+// engine's own stop and the time to deliver SIGTERM (config.Engine.DrainSeconds, which a
+// pool with its own stopSeconds should call directly).
 func DrainSeconds(grace int64) int64 {
-	return max(0, grace-config.MinEngineGraceSeconds)
+	return (&config.Engine{TerminationGracePeriodSeconds: &grace}).DrainSeconds()
 }

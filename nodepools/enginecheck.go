@@ -65,9 +65,10 @@ func CheckEngineDaemonSet(p *config.Pool, ds *appsv1.DaemonSet) []string {
 	if spec.TerminationGracePeriodSeconds != nil {
 		grace = *spec.TerminationGracePeriodSeconds
 	}
-	if grace < config.MinEngineGraceSeconds {
-		add(podSpec+".terminationGracePeriodSeconds", "is %d, want >= %d: the engine's own graceful stop takes up to %ds, and an engine killed before it ends loses its cache",
-			grace, config.MinEngineGraceSeconds, config.EngineStopSeconds)
+	// The engine does not bound its own stop; the pool's stopSeconds is what warmpool leaves it.
+	if stop := p.Engine.StopSecondsOrDefault(); grace < stop+config.EngineExitSeconds {
+		add(podSpec+".terminationGracePeriodSeconds", "is %d, want >= %d (engine.stopSeconds %d + %d s to exit): the engine does not bound its own stop, so one still stopping when the grace period ends is SIGKILLed and loses its cache",
+			grace, stop+config.EngineExitSeconds, stop, config.EngineExitSeconds)
 	}
 	if nodeGrace := p.TerminationGracePeriod.Duration; time.Duration(grace)*time.Second >= nodeGrace {
 		add(podSpec+".terminationGracePeriodSeconds", "is %d, want less than the pool's terminationGracePeriod (%s): Karpenter removes the node when that runs out, engine stopped or not",

@@ -71,9 +71,9 @@ func TestCheckEngineDaemonSet(t *testing.T) {
 				corev1.Toleration{Key: "warmpool.io/cache-restore", Operator: corev1.TolerationOpExists})
 		}},
 		{name: "default grace period", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.TerminationGracePeriodSeconds = nil },
-			want: []string{podSpec + ".terminationGracePeriodSeconds: is 30, want >= 330: the engine's own graceful stop takes up to 300s, and an engine killed before it ends loses its cache"}},
+			want: []string{podSpec + ".terminationGracePeriodSeconds: is 30, want >= 330 (engine.stopSeconds 300 + 30 s to exit): the engine does not bound its own stop, so one still stopping when the grace period ends is SIGKILLed and loses its cache"}},
 		{name: "the chart's grace period", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](300) },
-			want: []string{podSpec + ".terminationGracePeriodSeconds: is 300, want >= 330: the engine's own graceful stop takes up to 300s, and an engine killed before it ends loses its cache"}},
+			want: []string{podSpec + ".terminationGracePeriodSeconds: is 300, want >= 330 (engine.stopSeconds 300 + 30 s to exit): the engine does not bound its own stop, so one still stopping when the grace period ends is SIGKILLed and loses its cache"}},
 		{name: "grace period at the minimum", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](330) }},
 		{name: "grace period as long as the node's", edit: func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](3600) },
 			want: []string{podSpec + ".terminationGracePeriodSeconds: is 3600, want less than the pool's terminationGracePeriod (1h0m0s): Karpenter removes the node when that runs out, engine stopped or not"}},
@@ -109,7 +109,7 @@ func TestCheckEngineDaemonSet(t *testing.T) {
 		{name: "the Dagger chart with a blanket toleration", cache: true, edit: func(ds *appsv1.DaemonSet) { *ds = *chartDaemonSet() }, want: []string{
 			podSpec + ": does not select the pool's nodes (labelled warmpool.io/pool=p): no engine would run there",
 			podSpec + ".tolerations[0]: tolerates every taint: " + evict,
-			podSpec + ".terminationGracePeriodSeconds: is 300, want >= 330: the engine's own graceful stop takes up to 300s, and an engine killed before it ends loses its cache",
+			podSpec + ".terminationGracePeriodSeconds: is 300, want >= 330 (engine.stopSeconds 300 + 30 s to exit): the engine does not bound its own stop, so one still stopping when the grace period ends is SIGKILLed and loses its cache",
 			podSpec + ".volumes[varlibdagger].hostPath.path: is /var/lib/dagger-dagger-dagger-helm, want a directory under the NVMe RAID0 mount /mnt/k8s-disks/0/ (other host paths are on the EBS root volume)",
 			podSpec + ".containers[0].lifecycle.preStop: " + noDrain,
 			`spec.template.metadata.labels[app.kubernetes.io/name]: is "dagger-helm", want "dagger-engine": the cache controller finds the engine pod of a node by it`,

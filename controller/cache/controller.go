@@ -44,6 +44,10 @@ const (
 	ReasonPruned        = "SnapshotPruned"
 	ReasonGCFailed      = "CacheGCFailed"
 	ReasonEngineStopped = "CacheEngineStopped"
+	// ReasonAwaitingRunners: the engine keeps running until the node's CI pods are done.
+	ReasonAwaitingRunners = "CacheAwaitingRunners"
+	// ReasonRunnersOutlived: work pods still ran when the engine had to stop for the save.
+	ReasonRunnersOutlived = "CacheRunnersOutlived"
 )
 
 // Annotations warmpool writes to record progress on the objects themselves.
@@ -71,6 +75,9 @@ const (
 	DefaultGuardImage     = "registry.k8s.io/pause:3.10"
 	// pollInterval re-reads a waiting operation even when no watch fires.
 	pollInterval = 15 * time.Second
+	// runnerPoll re-reads the pods on a node whose engine waits for them: they are not
+	// watched (that would wake the save for every pod in the cluster).
+	runnerPoll = 3 * time.Second
 )
 
 // Options are the cache controllers' settings that are not part of the user's config.
@@ -83,6 +90,8 @@ type Options struct {
 	GuardImage string
 	// RestoreTimeout bounds a restore; past it the node starts cold.
 	RestoreTimeout time.Duration
+	// VerifyTimeout bounds the wait for the engine's verdict on a restored cache.
+	VerifyTimeout time.Duration
 	// SaveMargin is kept free before a node's deadline.
 	SaveMargin time.Duration
 	// MinSaveTime is the least time left a save is started with.
@@ -105,6 +114,7 @@ func (o *Options) setDefaults() {
 		}
 	}
 	def(&o.RestoreTimeout, DefaultRestoreTimeout)
+	def(&o.VerifyTimeout, DefaultVerifyTimeout)
 	def(&o.SaveMargin, DefaultSaveMargin)
 	def(&o.MinSaveTime, DefaultMinSaveTime)
 	def(&o.NotReadyMaxAge, DefaultNotReadyMaxAge)
@@ -294,6 +304,29 @@ func (b *base) jobResult(ctx context.Context, job *batchv1.Job) (volumes.JobResu
 		}
 	}
 	return volumes.JobResult{}, false, nil
+}
+
+// enginePods are the engine pods of pool on node that still run (terminal pods have exited).
+func (b *base) enginePods(ctx context.Context, pool *config.Pool, node string) ([]*corev1.Pod, error) {
+	sel := labels.SelectorFromSet(labels.Set{volumes.LabelEngineName: volumes.EngineName, volumes.LabelPool: pool.Name})
+	if ds := pool.Engine.ExistingDaemonSet; ds != nil {
+		var err error
+		if sel, err = metav1.LabelSelectorAsSelector(ds); err != nil {
+			return nil, fmt.Errorf("pool %s engine.existingDaemonSet selector, %w", pool.Name, err)
+		}
+	}
+	pods := &corev1.PodList{}
+	if err := b.kube.List(ctx, pods, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return nil, fmt.Errorf("listing engine pods, %w", err)
+	}
+	var out []*corev1.Pod
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Spec.NodeName == node && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // nodeClaimOf finds the NodeClaim of a node of pool, nil when there is none.

@@ -54,6 +54,7 @@ type restoreState struct {
 	pool     *config.Pool
 	pvc      *corev1.PersistentVolumeClaim
 	job      *batchv1.Job
+	verify   *batchv1.Job // the verify Job, once the node was released
 	arch     string
 	snapshot string
 	// restoreSize is the chosen snapshot's size, nil when unknown.
@@ -71,7 +72,25 @@ func (c *RestoreController) Reconcile(ctx context.Context, req reconcile.Request
 		return reconcile.Result{}, err
 	}
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("node", s.name, "pool", s.poolName))
-	for _, step := range []func(context.Context, *restoreState) (reconcile.Result, error){
+	if s.verifying() {
+		return c.runSteps(ctx, s, c.verifySteps())
+	}
+	return c.runSteps(ctx, s, c.restoreSteps())
+}
+
+func (c *RestoreController) runSteps(ctx context.Context, s *restoreState, steps []func(context.Context, *restoreState) (reconcile.Result, error)) (reconcile.Result, error) {
+	for _, step := range steps {
+		res, err := step(ctx, s)
+		if err != nil || !res.IsZero() || s.done {
+			return res, err
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+// restoreSteps copy the snapshot onto the node while its startup taint holds the engine off.
+func (c *RestoreController) restoreSteps() []func(context.Context, *restoreState) (reconcile.Result, error) {
+	return []func(context.Context, *restoreState) (reconcile.Result, error){
 		c.settled,
 		c.awaitReady,
 		c.served,
@@ -80,13 +99,7 @@ func (c *RestoreController) Reconcile(ctx context.Context, req reconcile.Request
 		c.ensureVolume,
 		c.ensureCopy,
 		c.awaitCopy,
-	} {
-		res, err := step(ctx, s)
-		if err != nil || !res.IsZero() || s.done {
-			return res, err
-		}
 	}
-	return reconcile.Result{}, nil
 }
 
 func (c *RestoreController) load(ctx context.Context, name string) (*restoreState, error) {
@@ -113,6 +126,12 @@ func (c *RestoreController) load(ctx context.Context, name string) (*restoreStat
 	} else if ok {
 		s.job = job
 	}
+	verify := &batchv1.Job{}
+	if ok, err := c.get(ctx, volumes.VerifyName(name), verify); err != nil {
+		return nil, err
+	} else if ok {
+		s.verify = verify
+	}
 	if s.node != nil {
 		s.poolName = s.node.Labels[volumes.LabelPool]
 		s.pool = c.cachePool(s.poolName)
@@ -128,6 +147,11 @@ func (c *RestoreController) load(ctx context.Context, name string) (*restoreStat
 func (c *RestoreController) settled(ctx context.Context, s *restoreState) (reconcile.Result, error) {
 	if s.node != nil && hasTaint(s.node, nodepools.StartupTaintKey, nodepools.StartupTaint.Effect) {
 		return reconcile.Result{}, nil
+	}
+	if s.verify != nil {
+		if err := c.remove(ctx, s.verify); err != nil {
+			return reconcile.Result{}, err
+		}
 	}
 	s.done = true
 	return reconcile.Result{}, c.cleanup(ctx, s)
@@ -226,7 +250,9 @@ func (c *RestoreController) ensureCopy(ctx context.Context, s *restoreState) (re
 	if s.job != nil {
 		return reconcile.Result{}, nil
 	}
-	job := volumes.RestoreJob(c.target(s.pool, s.name, s.arch), int64(c.left(s)/time.Second))
+	t := c.target(s.pool, s.name, s.arch)
+	t.RestoreID = restoreID(s.node, s.snapshot)
+	job := volumes.RestoreJob(t, int64(c.left(s)/time.Second))
 	if err := c.create(ctx, job); err != nil {
 		return reconcile.Result{}, err
 	}
@@ -256,24 +282,31 @@ func (c *RestoreController) poll(s *restoreState) time.Duration {
 	return min(pollInterval, max(c.left(s), time.Second))
 }
 
-// warm releases a node whose cache was restored.
+// warm releases a node whose cache was copied into place. Whether it is really warm only the
+// engine can tell, once it started on it: the node is marked for verification in the same
+// patch that removes the taint, so a restarted controller picks the verification up.
 func (c *RestoreController) warm(ctx context.Context, s *restoreState, r volumes.JobResult) error {
-	if err := c.removeTaint(ctx, s); err != nil {
+	now := c.clk.Now()
+	if err := c.release(ctx, s, map[string]string{
+		AnnotationRestore:         restoreVerifying,
+		AnnotationRestoreSnapshot: s.snapshot,
+		AnnotationRestoreID:       restoreID(s.node, s.snapshot),
+		AnnotationRestoreReleased: stamp(now),
+	}); err != nil {
 		return err
 	}
 	took := c.opts.RestoreTimeout - c.left(s)
-	restoresTotal.WithLabelValues(s.poolName, volumes.ResultRestored).Inc()
 	restoreDuration.WithLabelValues(s.poolName).Observe(took.Seconds())
-	c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonRestored, "cache restored from VolumeSnapshot %s/%s: %d bytes, %d files, copy %.0fs, restore %s",
+	c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonRestoreCopied, "cache copied from VolumeSnapshot %s/%s: %d bytes, %d files, copy %.0fs, restore %s; the engine starts on it now and warmpool checks it kept it",
 		c.namespace(), s.snapshot, r.Bytes, r.Files, r.DurationSeconds, took.Round(time.Second))
-	log.FromContext(ctx).Info("cache restored", "snapshot", s.snapshot)
+	log.FromContext(ctx).Info("cache copied, engine starting", "snapshot", s.snapshot)
 	s.done = true
 	return c.cleanup(ctx, s)
 }
 
 // cold releases a node without a restored cache, saying why.
 func (c *RestoreController) cold(ctx context.Context, s *restoreState, reason, detail string) error {
-	if err := c.removeTaint(ctx, s); err != nil {
+	if err := c.release(ctx, s, nil); err != nil {
 		return err
 	}
 	if s.job != nil {
@@ -289,10 +322,17 @@ func (c *RestoreController) cold(ctx context.Context, s *restoreState, reason, d
 	return c.cleanup(ctx, s)
 }
 
-// removeTaint removes the startup taint and nothing else; the optimistic lock makes a
-// concurrent taint change (Karpenter's, the kubelet's) fail this patch rather than be undone.
-func (c *RestoreController) removeTaint(ctx context.Context, s *restoreState) error {
+// release removes the startup taint and sets annotations, and nothing else; the optimistic
+// lock makes a concurrent taint change (Karpenter's, the kubelet's) fail this patch rather
+// than be undone.
+func (c *RestoreController) release(ctx context.Context, s *restoreState, annotations map[string]string) error {
 	patch := client.MergeFromWithOptions(s.node.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	if len(annotations) > 0 && s.node.Annotations == nil {
+		s.node.Annotations = map[string]string{}
+	}
+	for k, v := range annotations {
+		s.node.Annotations[k] = v
+	}
 	kept := s.node.Spec.Taints[:0:0]
 	for _, t := range s.node.Spec.Taints {
 		if t.Key != nodepools.StartupTaintKey {
@@ -322,7 +362,9 @@ func (c *RestoreController) cleanup(ctx context.Context, s *restoreState) error 
 func (c *RestoreController) Register(mgr ctrl.Manager) error {
 	toNode := handler.EnqueueRequestsFromMapFunc(requestForNode)
 	restoreOp := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetNamespace() == c.namespace() && o.GetLabels()[volumes.LabelOp] == volumes.OpRestore
+		op := o.GetLabels()[volumes.LabelOp]
+		return o.GetNamespace() == c.namespace() && (op == volumes.OpRestore || op == volumes.OpVerify) ||
+			o.GetLabels()[volumes.LabelEngineName] == volumes.EngineName // the verify waits for the engine to be Ready
 	}))
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("cache-restore").

@@ -3,6 +3,7 @@ package cache_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,13 +94,19 @@ func TestRestorePicksNewestMatchingSnapshot(t *testing.T) {
 		return nil
 	})
 
+	if id := argAfter(job.Spec.Template.Spec.Containers[0].Args, "--restore-id"); !strings.HasPrefix(id, "newest@") {
+		t.Fatalf("restore id %q, want the snapshot and the node's UID", id)
+	}
 	e.runJob(job.Name, 0, volumes.JobResult{Result: volumes.ResultRestored, Bytes: 2048, Files: 7, DurationSeconds: 3})
 	waitReleased(t, node, runner)
-	waitNodeEvent(t, node, cachectrl.ReasonRestored, "newest", "2048 bytes")
+	waitNodeEvent(t, node, cachectrl.ReasonRestoreCopied, "newest", "2048 bytes")
 	e.waitGone(job.Name, &batchv1.Job{})
 	e.waitGone(pvc.Name, &corev1.PersistentVolumeClaim{})
-	waitMetric(t, "warmpool_cache_restores_total", map[string]string{"pool": pool, "result": "restored"}, 1)
 	waitMetric(t, "warmpool_cache_restore_duration_seconds", map[string]string{"pool": pool}, 1)
+	// Copied is not warm: only the engine's verdict counts (verify_test.go).
+	if got := metric(t, "warmpool_cache_restores_total", map[string]string{"pool": pool, "result": volumes.ResultWarm}); got != 0 || len(nodeEvents(t, node, cachectrl.ReasonRestored)) != 0 {
+		t.Fatalf("restore counted warm (%v) before the engine said so", got)
+	}
 	if got := metric(t, "warmpool_cold_starts_total", map[string]string{"pool": pool, "reason": cachectrl.ColdNoSnapshot}); got != 0 {
 		t.Fatalf("cold start counted for a warm restore")
 	}

@@ -374,3 +374,70 @@ func nodeObj(name string) *corev1.Node {
 	n.Name = name
 	return n
 }
+
+// newRunnerPod creates a running CI job pod on node, as a runner controller would.
+func (e *env) newRunnerPod(name, node string) {
+	e.t.Helper()
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: name, Labels: map[string]string{"app": "ci-runner"}},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "runner", Image: "runner"}}},
+	}
+	if err := kube.Create(e.t.Context(), p); err != nil {
+		e.t.Fatal(err)
+	}
+	p.Status.Phase = corev1.PodRunning
+	if err := kube.Status().Update(e.t.Context(), p); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func TestSaveStopsTheEngineOnlyAfterTheJobsOnTheNode(t *testing.T) {
+	pool, node := unique("runners"), unique("runners-node")
+	e := newEnv(t, poolYAML(pool))
+	newNode(t, node, pool, "amd64", runnerTaint(pool))
+	newNodeClaim(t, node, pool, nil)
+	e.newEnginePod(node, pool)
+	e.newRunnerPod(node+"-job", node)
+
+	commit(t, node)
+	waitNodeEvent(t, node, cachectrl.ReasonAwaitingRunners, node+"-job")
+	consistently(t, "the engine runs while a job still uses it", func() error {
+		if err := engineRunning(e, node); err != nil {
+			return err
+		}
+		return e.noSaveObjects(node)
+	})
+
+	// The job ends: the engine is stopped, and the save goes on.
+	p := &corev1.Pod{}
+	get(t, node+"-job", e.namespace, p)
+	p.Status.Phase = corev1.PodSucceeded
+	if err := kube.Status().Update(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, node)
+	e.finishEviction(node)
+	e.waitExists(volumes.SaveName(node), &batchv1.Job{})
+	if n := len(nodeEvents(t, node, cachectrl.ReasonAwaitingRunners)); n != 1 {
+		t.Fatalf("%d %s events, want one per hold", n, cachectrl.ReasonAwaitingRunners)
+	}
+}
+
+func TestSaveStopsTheEngineWhenJobsOutliveTheBound(t *testing.T) {
+	pool, node := unique("outlived"), unique("outlived-node")
+	e := newEnv(t, poolYAML(pool))
+	newNode(t, node, pool, "amd64", runnerTaint(pool))
+	newNodeClaim(t, node, pool, nil)
+	e.newEnginePod(node, pool)
+	e.newRunnerPod(node+"-job", node)
+
+	commit(t, node)
+	waitNodeEvent(t, node, cachectrl.ReasonAwaitingRunners)
+	// The pool's grace is an hour: past it less the margin, the engine's stop and the shortest
+	// copy (30 s + 2 min + 5.5 min), the engine must stop although the job still runs.
+	e.clk.Step(time.Hour - 7*time.Minute)
+	touch(t, node)
+	waitNodeEvent(t, node, cachectrl.ReasonRunnersOutlived, node+"-job")
+	e.finishEviction(node)
+	e.waitExists(volumes.SaveName(node), &batchv1.Job{})
+}

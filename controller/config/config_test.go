@@ -32,7 +32,7 @@ nodeClass:
 pools:
   - name: runners
     nvme: {minSizeGB: 100}
-    engine: {version: v0.19.7}
+    engine: {version: v0.21.8}
 `
 
 // The messages of k8s.io/apimachinery's name validators, which several rules pass through.
@@ -392,11 +392,23 @@ func TestValidateRules(t *testing.T) {
 			pool0(c).Engine.ExistingDaemonSet = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Like"}}}
 		}, `pools[0].engine.existingDaemonSet.matchExpressions[0].operator: not a valid selector operator, got "Like"`},
 		{"engine version missing", func(c *Config) { pool0(c).Engine.Version = "" },
-			`pools[0].engine.version: required: the engine version keys cache snapshots`},
+			`pools[0].engine.version: required: the engine version keys cache snapshots; supported: ` + supportedEngines},
 		{"engine version not a release", func(c *Config) { pool0(c).Engine.Version = "latest" },
-			`pools[0].engine.version: must be a release version like v0.19.7, got "latest"`},
-		{"engine version not a label value", func(c *Config) { pool0(c).Engine.Version = "v0.19.7+build.1" },
-			`pools[0].engine.version: must be a valid label value: ` + labelValueMsg + `, got "v0.19.7+build.1"`},
+			`pools[0].engine.version: must be an engine release warmpool knows (supported: ` + supportedEngines + `), or set engine.contract to the row a newer release behaves like, got "latest"`},
+		{"engine version older than the table", func(c *Config) { pool0(c).Engine.Version = "v0.18.11" },
+			`pools[0].engine.version: must be an engine release warmpool knows (supported: ` + supportedEngines + `), or set engine.contract to the row a newer release behaves like, got "v0.18.11"`},
+		{"engine version newer than the table", func(c *Config) { pool0(c).Engine.Version = "v0.21.9" },
+			`pools[0].engine.version: must be an engine release warmpool knows (supported: ` + supportedEngines + `), or set engine.contract to the row a newer release behaves like, got "v0.21.9"`},
+		{"engine version 1.0.0 (not released when the table was made)", func(c *Config) { pool0(c).Engine.Version = "v1.0.0" },
+			`pools[0].engine.version: must be an engine release warmpool knows (supported: ` + supportedEngines + `), or set engine.contract to the row a newer release behaves like, got "v1.0.0"`},
+		{"engine contract unknown", func(c *Config) { pool0(c).Engine.Version, pool0(c).Engine.Contract = "v0.21.9", "v0.22" },
+			`pools[0].engine.contract: supported values: "v0.19.0", "v0.19.4", "v0.19.5", "v0.19.8", "v0.20", "v0.21", "v1.0-beta.1", "v1.0-beta.8", got "v0.22"`},
+		{"engine contract contradicts the table", func(c *Config) { pool0(c).Engine.Version, pool0(c).Engine.Contract = "v0.21.8", "v0.20" },
+			`pools[0].engine.contract: contradicts the table: v0.21.8 is in row "v0.21"; engine.contract is only for releases newer than the table, got "v0.20"`},
+		{"engine contract with a version that is no release", func(c *Config) { pool0(c).Engine.Version, pool0(c).Engine.Contract = "latest", "v0.21" },
+			`pools[0].engine.version: must be a release version like v0.21.8, got "latest"`},
+		{"engine version not a label value", func(c *Config) { pool0(c).Engine.Version = "v0.21.8+build.1" },
+			`pools[0].engine.version: must be a valid label value: ` + labelValueMsg + `, got "v0.21.8+build.1"`},
 		{"engine image with short digest", func(c *Config) { pool0(c).Engine.Image = "registry.dagger.io/engine@sha256:abc" },
 			`pools[0].engine.image: ` + imageMsg + `, got "registry.dagger.io/engine@sha256:abc"`},
 		{"engine image trailing colon", func(c *Config) { pool0(c).Engine.Image = "engine:" },
@@ -414,7 +426,13 @@ func TestValidateRules(t *testing.T) {
 		{"engine runPath", func(c *Config) { pool0(c).Engine.RunPath = "run/dagger/" },
 			`pools[0].engine.runPath: must be a clean absolute path, got "run/dagger/"`},
 		{"engine grace period", func(c *Config) { pool0(c).Engine.TerminationGracePeriodSeconds = ptr.To[int64](329) },
-			`pools[0].engine.terminationGracePeriodSeconds: must be >= 330: the engine's own graceful stop takes up to 300s, and an engine killed before it ends loses its cache, got 329`},
+			`pools[0].engine.terminationGracePeriodSeconds: must be >= stopSeconds + 30 (330): warmpool ends its drain wait for clients that long before the grace period ends, to leave the engine 300s for its own stop and 30s to exit; the engine's stop itself is not bounded, so an engine still stopping when the grace period ends is SIGKILLed and its cache lost, got 329`},
+		{"engine grace period below a longer stop", func(c *Config) {
+			pool0(c).Engine.StopSeconds = ptr.To[int64](900)
+			pool0(c).Engine.TerminationGracePeriodSeconds = ptr.To[int64](900)
+		}, `pools[0].engine.terminationGracePeriodSeconds: must be >= stopSeconds + 30 (930): warmpool ends its drain wait for clients that long before the grace period ends, to leave the engine 900s for its own stop and 30s to exit; the engine's stop itself is not bounded, so an engine still stopping when the grace period ends is SIGKILLed and its cache lost, got 900`},
+		{"engine stopSeconds zero", func(c *Config) { pool0(c).Engine.StopSeconds = ptr.To[int64](0) },
+			`pools[0].engine.stopSeconds: must be >= 1: the engine's stop (prune, persist) always takes some time, got 0`},
 		{"engine requests above limits", func(c *Config) {
 			pool0(c).Engine.Resources = &corev1.ResourceRequirements{
 				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")},
@@ -422,11 +440,14 @@ func TestValidateRules(t *testing.T) {
 			}
 		}, `pools[0].engine.resources.requests[cpu]: must be <= the limit 1, got "2"`},
 		{"engine gc maxUsedSpace", func(c *Config) { pool0(c).Engine.GC = &EngineGC{MaxUsedSpace: "lots"} },
-			`pools[0].engine.gc.maxUsedSpace: must be a size ("100GB", "50Gi") or a percentage ("75%"), got "lots"`},
+			`pools[0].engine.gc.maxUsedSpace: ` + gcWant + ` (invalid size: 'lots'), got "lots"`},
 		{"engine gc reservedSpace", func(c *Config) { pool0(c).Engine.GC = &EngineGC{ReservedSpace: "101%"} },
-			`pools[0].engine.gc.reservedSpace: must be a size ("100GB", "50Gi") or a percentage ("75%"), got "101%"`},
+			`pools[0].engine.gc.reservedSpace: must be a percentage from 1% to 100% of the node's disk (the engine reads 0% as unset), got "101%"`},
 		{"engine gc minFreeSpace", func(c *Config) { pool0(c).Engine.GC = &EngineGC{MinFreeSpace: "0GB"} },
-			`pools[0].engine.gc.minFreeSpace: must be a size ("100GB", "50Gi") or a percentage ("75%"), got "0GB"`},
+			`pools[0].engine.gc.minFreeSpace: must be at least 1 byte (the engine reads 0 as unset; omit the field for its default), got "0GB"`},
+		// What resource.Quantity reads and the engine does not: the engine would exit at start.
+		{"engine gc in Kubernetes units", func(c *Config) { pool0(c).Engine.GC = &EngineGC{MaxUsedSpace: "50Gi"} },
+			`pools[0].engine.gc.maxUsedSpace: ` + gcWant + ` (invalid suffix: 'gi'), got "50Gi"`},
 
 		// Cache.
 		{"cache size", func(c *Config) { pool0(c).Cache.Size = qty("0") },
@@ -668,14 +689,25 @@ func TestValidateAccepts(t *testing.T) {
 			pool0(c).TerminationGracePeriod = dur(10 * time.Minute)
 		}},
 		{"engine image on a registry port", func(c *Config) { pool0(c).Engine.Image = "localhost:5000/dagger/engine" }},
-		{"engine image with tag", func(c *Config) { pool0(c).Engine.Image = "registry.dagger.io/engine:v0.19.7-gpu" }},
+		{"engine image with tag", func(c *Config) { pool0(c).Engine.Image = "registry.dagger.io/engine:v0.21.8-gpu" }},
 		{"engine image with digest", func(c *Config) {
 			pool0(c).Engine.Image = "registry.dagger.io/engine@sha256:" + strings.Repeat("ab", 32)
 		}},
 		{"engine grace period at the minimum", func(c *Config) { pool0(c).Engine.TerminationGracePeriodSeconds = ptr.To[int64](330) }},
-		{"engine version with suffix", func(c *Config) { pool0(c).Engine.Version = "0.19.7-rc.1" }},
+		{"engine version without v", func(c *Config) { pool0(c).Engine.Version = "0.21.8" }},
+		{"engine version at a row's edge", func(c *Config) { pool0(c).Engine.Version = "v0.19.4" }},
+		{"engine pre-release in the table", func(c *Config) { pool0(c).Engine.Version = "v1.0.0-beta.8" }},
+		{"engine release newer than the table, with its contract", func(c *Config) {
+			pool0(c).Engine.Version, pool0(c).Engine.Contract = "v0.21.9", "v0.21"
+		}},
+		{"engine contract naming the version's own row", func(c *Config) { pool0(c).Engine.Contract = "v0.21" }},
+		{"engine stopSeconds with a grace period that fits it", func(c *Config) {
+			pool0(c).Engine.StopSeconds = ptr.To[int64](1200)
+			pool0(c).Engine.TerminationGracePeriodSeconds = ptr.To[int64](1230)
+			pool0(c).TerminationGracePeriod = dur(time.Hour)
+		}},
 		{"engine gc sizes", func(c *Config) {
-			pool0(c).Engine.GC = &EngineGC{MaxUsedSpace: "100GB", ReservedSpace: "50Gi", MinFreeSpace: "75%"}
+			pool0(c).Engine.GC = &EngineGC{MaxUsedSpace: "100GB", ReservedSpace: "50GiB", MinFreeSpace: "75%"}
 		}},
 		{"cache", func(c *Config) {
 			pool0(c).Cache = Cache{Enabled: true, StorageClassName: "gp3", SnapshotClassName: "ebs.csi.aws.com", Size: qty("1Ti")}
@@ -747,7 +779,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"unknown field in a Karpenter type", strings.Replace(minimalYAML, "    - tags: {karpenter.sh/discovery: ci}\n  security",
 			"    - tags: {karpenter.sh/discovery: ci}\n      name: private\n  security", 1),
 			[]string{`nodeClass.subnetSelectorTerms[0].name: unknown field (check the spelling against docs/config.md)`}},
-		{"unknown field deep in the second pool", withPool("  - name: b\n    nvme: {minSizeGB: 1}\n    engine: {version: v0.19.7}\n    queue:\n      sources:\n        - github: {owner: a, labels: [x], token: t}\n"),
+		{"unknown field deep in the second pool", withPool("  - name: b\n    nvme: {minSizeGB: 1}\n    engine: {version: v0.21.8}\n    queue:\n      sources:\n        - github: {owner: a, labels: [x], token: t}\n"),
 			[]string{`pools[1].queue.sources[0].github.token: unknown field (check the spelling against docs/config.md)`}},
 		{"field names are case-sensitive", strings.Replace(minimalYAML, "minSizeGB", "minSizeGb", 1),
 			[]string{`pools[0].nvme.minSizeGb: unknown field (check the spelling against docs/config.md)`}},
@@ -849,7 +881,7 @@ pools:
       zone.example.com/b: "not valid"
       karpenter.sh/nodepool: x
       a.example.com/ok: fine
-    engine: {version: v0.19.7}
+    engine: {version: v0.21.8}
   - name: second
     nvme: {minSizeGB: 1}
 `
@@ -858,7 +890,7 @@ pools:
 		`pools[0].nvme.minSizeGB: must be >= 1, got 0`,
 		`pools[0].labels[zone.example.com/b]: ` + labelValueMsg + `, got "not valid"`,
 		`pools[0].labels[karpenter.sh/nodepool]: label domain karpenter.sh is reserved, got "karpenter.sh/nodepool"`,
-		`pools[1].engine.version: required: the engine version keys cache snapshots`,
+		`pools[1].engine.version: required: the engine version keys cache snapshots; supported: ` + supportedEngines,
 	}
 	first := parseLines(t, doc)
 	if !slices.Equal(first, want) {
@@ -953,10 +985,10 @@ func TestDefaults(t *testing.T) {
 
 // TestDefaultKeepsSetValues: a value the user wrote is never replaced by a default.
 func TestDefaultKeepsSetValues(t *testing.T) {
-	cfg := mustDecode(t, strings.Replace(minimalYAML, "    engine: {version: v0.19.7}\n", "", 1)+`    taint: {key: ci.example.com/dedicated, value: dagger, effect: NoExecute}
+	cfg := mustDecode(t, strings.Replace(minimalYAML, "    engine: {version: v0.21.8}\n", "", 1)+`    taint: {key: ci.example.com/dedicated, value: dagger, effect: NoExecute}
     expireAfter: Never
     disruption: {consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 0s, budgets: [{nodes: "1"}]}
-    engine: {version: v0.19.7, image: mirror.example.com/dagger/engine, hostPath: /mnt/k8s-disks/0/engine, runPath: /run/engine}
+    engine: {version: v0.21.8, image: mirror.example.com/dagger/engine, hostPath: /mnt/k8s-disks/0/engine, runPath: /run/engine}
     cache: {size: 1Ti, retention: {keep: 10, maxAge: 24h}}
     limits: {nodes: 8}
     scaling: {maxNodes: 4, headroom: capacityBuffer, busyBudget: surplus, scaleDownStabilization: 0s}
@@ -1050,7 +1082,7 @@ func TestMinimalConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the minimal config is rejected:\n%v", err)
 	}
-	if len(cfg.Pools) != 1 || cfg.Pools[0].Name != "runners" || cfg.Pools[0].NVMe.MinSizeGB != 100 || cfg.Pools[0].Engine.Version != "v0.19.7" {
+	if len(cfg.Pools) != 1 || cfg.Pools[0].Name != "runners" || cfg.Pools[0].NVMe.MinSizeGB != 100 || cfg.Pools[0].Engine.Version != "v0.21.8" {
 		t.Errorf("pools: %+v", cfg.Pools)
 	}
 }
@@ -1093,9 +1125,9 @@ func TestDecodeRejectsSeveralDocuments(t *testing.T) {
 // "must exceed" rule; set, it is kept as written and checked.
 func TestTerminationGracePeriodFollowsEngine(t *testing.T) {
 	withEngine := func(engine string) string {
-		return strings.Replace(minimalYAML, "    engine: {version: v0.19.7}\n", engine, 1)
+		return strings.Replace(minimalYAML, "    engine: {version: v0.21.8}\n", engine, 1)
 	}
-	cfg := mustDecode(t, withEngine("    engine: {version: v0.19.7, terminationGracePeriodSeconds: 3600}\n"))
+	cfg := mustDecode(t, withEngine("    engine: {version: v0.21.8, terminationGracePeriodSeconds: 3600}\n"))
 	Default(cfg)
 	if got, want := cfg.Pools[0].TerminationGracePeriod.Duration, time.Hour+45*time.Minute; got != want {
 		t.Errorf("terminationGracePeriod = %v, want the engine's 1h plus 45m", got)
@@ -1103,7 +1135,7 @@ func TestTerminationGracePeriodFollowsEngine(t *testing.T) {
 	if errs := Validate(cfg); len(errs) != 0 {
 		t.Errorf("defaulted config invalid: %v", errs)
 	}
-	cfg = mustDecode(t, withEngine("    terminationGracePeriod: 10m\n    engine: {version: v0.19.7, terminationGracePeriodSeconds: 600}\n"))
+	cfg = mustDecode(t, withEngine("    terminationGracePeriod: 10m\n    engine: {version: v0.21.8, terminationGracePeriodSeconds: 600}\n"))
 	Default(cfg)
 	want := `pools[0].terminationGracePeriod: must exceed engine.terminationGracePeriodSeconds (600s) so the cache can be saved after the engine stops, got "10m0s"`
 	if got := lines(Validate(cfg)); !slices.Equal(got, []string{want}) {

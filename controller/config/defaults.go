@@ -13,23 +13,31 @@ import (
 
 // Defaults a user can rely on; docs/config.md lists each next to its field.
 const (
-	DefaultAMIAlias         = "al2023@latest"
-	DefaultTaintKey         = "warmpool.io/runner"
-	DefaultEngineImage      = "registry.dagger.io/engine"
-	DefaultWebhookPath      = "/webhooks/github"
-	DefaultHeadroom         = HeadroomPods
-	DefaultConsolidation    = karpv1.ConsolidationPolicyWhenEmpty
-	DefaultCacheKeep        = 3
-	DefaultBudgetNodes      = "10%"
-	NVMeMountPath           = "/mnt/k8s-disks/0"
-	HeadroomPods            = "pods"
-	HeadroomCapacityBuffer  = "capacityBuffer"
-	BusyBudgetBlock         = "block"
-	BusyBudgetSurplus       = "surplus"
-	DefaultBusyBudget       = BusyBudgetBlock
-	SourceStateQueued       = "queued"
-	SourceStateRunning      = "running"
-	defaultEngineGraceSecs  = 900
+	DefaultAMIAlias        = "al2023@latest"
+	DefaultTaintKey        = "warmpool.io/runner"
+	DefaultEngineImage     = "registry.dagger.io/engine"
+	DefaultWebhookPath     = "/webhooks/github"
+	DefaultHeadroom        = HeadroomPods
+	DefaultConsolidation   = karpv1.ConsolidationPolicyWhenEmpty
+	DefaultCacheKeep       = 3
+	DefaultBudgetNodes     = "10%"
+	NVMeMountPath          = "/mnt/k8s-disks/0"
+	HeadroomPods           = "pods"
+	HeadroomCapacityBuffer = "capacityBuffer"
+	BusyBudgetBlock        = "block"
+	BusyBudgetSurplus      = "surplus"
+	DefaultBusyBudget      = BusyBudgetBlock
+	SourceStateQueued      = "queued"
+	SourceStateRunning     = "running"
+	// DefaultEngineGraceSeconds is the engine pod's default grace period: 570 s of drain wait
+	// for clients, 300 s for the engine's stop, 30 s to exit.
+	DefaultEngineGraceSeconds = 900
+	// DefaultEngineStopSeconds is engine.stopSeconds' default: what the engine's own stop
+	// (prune, persist) is given once its clients are gone.
+	DefaultEngineStopSeconds = 300
+	// EngineExitSeconds is reserved after the engine's stop for SIGTERM delivery and process
+	// exit.
+	EngineExitSeconds       = 30
 	defaultPollInterval     = 30 * time.Second
 	defaultResyncInterval   = 5 * time.Minute
 	defaultRefreshInterval  = time.Hour
@@ -97,7 +105,10 @@ func defaultPool(p *Pool) {
 		e.RunPath = "/run/dagger-" + p.Name
 	}
 	if e.TerminationGracePeriodSeconds == nil {
-		e.TerminationGracePeriodSeconds = ptr.To[int64](defaultEngineGraceSecs)
+		e.TerminationGracePeriodSeconds = ptr.To[int64](DefaultEngineGraceSeconds)
+	}
+	if e.StopSeconds == nil {
+		e.StopSeconds = ptr.To[int64](DefaultEngineStopSeconds)
 	}
 	// After the engine's: the node must outlive the engine's stop by the time a save takes.
 	if p.TerminationGracePeriod == nil {

@@ -161,23 +161,62 @@ type Disruption struct {
 
 // Engine is the Dagger Engine DaemonSet that runs on the pool's nodes.
 type Engine struct {
-	Image   string `json:"image,omitempty"`
+	Image string `json:"image,omitempty"`
+	// Version is the engine release (default engine.Current). It must be in warmpool's table
+	// of engine contracts (volumes/engine), which says how a clean exit shows on disk, unless
+	// Contract names a row.
 	Version string `json:"version,omitempty"`
+	// Contract names a row of that table (e.g. "v0.21") for a release newer than the table,
+	// which the user declares to behave like that row. Empty: the row of Version.
+	Contract string `json:"contract,omitempty"`
 	// HostPath is the engine's data dir on the node. It must live on the NVMe RAID0 mount
 	// (/mnt/k8s-disks/0), not on the EBS root volume.
 	HostPath string `json:"hostPath,omitempty"`
 	// RunPath is the host dir that holds the engine's unix socket for runners.
 	RunPath   string                       `json:"runPath,omitempty"`
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
-	// TerminationGracePeriodSeconds must exceed the engine's own 5-minute graceful stop.
-	TerminationGracePeriodSeconds *int64    `json:"terminationGracePeriodSeconds,omitempty"`
-	GC                            *EngineGC `json:"gc,omitempty"`
+	// TerminationGracePeriodSeconds is the engine pod's grace period: the preStop hook's wait
+	// for clients to leave (DrainSeconds), then StopSeconds for the engine's own stop, then
+	// 30 s for SIGTERM delivery and exit. It must be >= StopSeconds + 30.
+	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
+	// StopSeconds is the time the engine's own graceful stop needs once no client is attached
+	// (a prune, then persisting the cache: it grows with the cache). warmpool reserves it at
+	// the end of the grace period by ending its drain wait before it; the engine does not
+	// bound its stop (no release does while clients are attached), so an engine that needs
+	// longer is SIGKILLed and its cache lost. Default 300.
+	StopSeconds *int64    `json:"stopSeconds,omitempty"`
+	GC          *EngineGC `json:"gc,omitempty"`
 	// ExistingDaemonSet points at an engine DaemonSet the user runs; warmpool then checks it
 	// instead of generating one.
 	ExistingDaemonSet *metav1.LabelSelector `json:"existingDaemonSet,omitempty"`
 }
 
+// DrainSeconds is how long warmpool's preStop hook may wait for clients to leave within the
+// engine's grace period: what is left after StopSeconds for the engine's own stop and
+// EngineExitSeconds for SIGTERM delivery and exit, never negative. Call it on a defaulted
+// config (Default); an unset field counts as its default.
+func (e *Engine) DrainSeconds() int64 {
+	grace := int64(DefaultEngineGraceSeconds)
+	if e.TerminationGracePeriodSeconds != nil {
+		grace = *e.TerminationGracePeriodSeconds
+	}
+	return max(0, grace-e.StopSecondsOrDefault()-EngineExitSeconds)
+}
+
+// StopSecondsOrDefault is StopSeconds, or its default when unset.
+func (e *Engine) StopSecondsOrDefault() int64 {
+	if e.StopSeconds != nil {
+		return *e.StopSeconds
+	}
+	return DefaultEngineStopSeconds
+}
+
 // EngineGC is the engine's cache garbage collection (engine.json "gc").
+//
+// Each size is what the engine's engine.json accepts (engine/config DiskSpace, decoded by
+// buildkitd config's UnmarshalText): "<int>%" of the node's disk, or a size parsed by
+// docker/go-units RAMInBytes, in binary units ("100GB" and "100g" are 100 GiB, "512m" is
+// 512 MiB, a bare number is bytes).
 type EngineGC struct {
 	MaxUsedSpace  string `json:"maxUsedSpace,omitempty"`
 	ReservedSpace string `json:"reservedSpace,omitempty"`

@@ -1,17 +1,20 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	// Embedded so a controller image without /usr/share/zoneinfo (distroless, scratch) still
 	// resolves warmWindows[].timeZone; otherwise every zoned window fails validation there.
 	_ "time/tzdata"
 
+	units "github.com/docker/go-units"
 	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -23,37 +26,27 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/scaling/policy"
+	"warmpool.io/warmpool/volumes/engine"
 )
 
 // MaxPoolNameLength leaves room in every object name warmpool derives from a pool
 // ("warmpool-engine-<pool>-<hash>", Job names) within Kubernetes' 63-character limits.
 const MaxPoolNameLength = 40
 
-const (
-	// EngineStopSeconds is the Dagger Engine's own graceful-stop timeout; a shorter grace period
-	// kills the engine before it marks the cache clean (dagger#13951).
-	EngineStopSeconds = 300
-	// MinEngineGraceSeconds is the shortest engine grace period accepted: the engine's stop plus
-	// 30 s for SIGTERM delivery and process exit. The engine's preStop may wait for clients only
-	// for the grace period beyond this.
-	MinEngineGraceSeconds = EngineStopSeconds + 30
-)
-
 var (
-	architectures   = sets.New("amd64", "arm64")
-	capacityTypes   = sets.New(karpv1.CapacityTypeOnDemand, karpv1.CapacityTypeSpot, karpv1.CapacityTypeReserved)
-	consolidation   = sets.New(karpv1.ConsolidationPolicyWhenEmpty, karpv1.ConsolidationPolicyWhenEmptyOrUnderutilized, karpv1.ConsolidationPolicyBalanced)
-	budgetReasons   = sets.New(karpv1.DisruptionReasonEmpty, karpv1.DisruptionReasonUnderutilized, karpv1.DisruptionReasonDrifted)
-	amiFamilies     = sets.New("al2", "al2023", "bottlerocket") // Linux only: every NodePool requires kubernetes.io/os=linux
-	volumeTypes     = sets.New("standard", "io1", "io2", "gp2", "sc1", "st1", "gp3")
-	headroomKinds   = sets.New(HeadroomPods, HeadroomCapacityBuffer)
-	busyBudgets     = sets.New(BusyBudgetBlock, BusyBudgetSurplus)
-	sourceStates    = sets.New(SourceStateQueued, SourceStateRunning)
-	taintEffects    = sets.New(corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute)
-	budgetNodesRE   = regexp.MustCompile(`^((100|[0-9]{1,2})%|[0-9]+)$`)
-	categoryRE      = regexp.MustCompile(`^[a-z]+$`)
-	familyRE        = regexp.MustCompile(`^[a-z0-9-]+$`)
-	engineVersionRE = regexp.MustCompile(`^v?[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$`)
+	architectures = sets.New("amd64", "arm64")
+	capacityTypes = sets.New(karpv1.CapacityTypeOnDemand, karpv1.CapacityTypeSpot, karpv1.CapacityTypeReserved)
+	consolidation = sets.New(karpv1.ConsolidationPolicyWhenEmpty, karpv1.ConsolidationPolicyWhenEmptyOrUnderutilized, karpv1.ConsolidationPolicyBalanced)
+	budgetReasons = sets.New(karpv1.DisruptionReasonEmpty, karpv1.DisruptionReasonUnderutilized, karpv1.DisruptionReasonDrifted)
+	amiFamilies   = sets.New("al2", "al2023", "bottlerocket") // Linux only: every NodePool requires kubernetes.io/os=linux
+	volumeTypes   = sets.New("standard", "io1", "io2", "gp2", "sc1", "st1", "gp3")
+	headroomKinds = sets.New(HeadroomPods, HeadroomCapacityBuffer)
+	busyBudgets   = sets.New(BusyBudgetBlock, BusyBudgetSurplus)
+	sourceStates  = sets.New(SourceStateQueued, SourceStateRunning)
+	taintEffects  = sets.New(corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute)
+	budgetNodesRE = regexp.MustCompile(`^((100|[0-9]{1,2})%|[0-9]+)$`)
+	categoryRE    = regexp.MustCompile(`^[a-z]+$`)
+	familyRE      = regexp.MustCompile(`^[a-z0-9-]+$`)
 	// An image reference: repository (a registry host may carry a port), then an optional tag
 	// and an optional digest.
 	imageRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9.-]*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9]+([+._-][a-z0-9]+)*:[a-fA-F0-9]{32,})?$`)
@@ -422,14 +415,7 @@ func validateEngine(p *Pool, fp *field.Path) field.ErrorList {
 		sel.MatchLabels = nil
 		errs = append(errs, metav1validation.ValidateLabelSelector(sel, metav1validation.LabelSelectorValidationOptions{}, fp.Child("existingDaemonSet"))...)
 	}
-	if e.Version == "" {
-		errs = append(errs, field.Required(fp.Child("version"), "the engine version keys cache snapshots"))
-	} else if !engineVersionRE.MatchString(e.Version) {
-		errs = append(errs, field.Invalid(fp.Child("version"), e.Version, "must be a release version like v0.19.7"))
-	} else if msgs := validation.IsValidLabelValue(e.Version); len(msgs) > 0 {
-		// It labels the engine pods and the cache snapshots.
-		errs = append(errs, field.Invalid(fp.Child("version"), e.Version, "must be a valid label value: "+strings.Join(msgs, "; ")))
-	}
+	errs = append(errs, validateEngineRelease(e, fp)...)
 	if !imageRE.MatchString(e.Image) {
 		errs = append(errs, field.Invalid(fp.Child("image"), e.Image,
 			`must be an image reference: a repository ("registry.dagger.io/engine"; the tag then comes from version), optionally with a :tag or @digest`))
@@ -443,10 +429,7 @@ func validateEngine(p *Pool, fp *field.Path) field.ErrorList {
 	if !path.IsAbs(e.RunPath) || path.Clean(e.RunPath) != e.RunPath {
 		errs = append(errs, field.Invalid(fp.Child("runPath"), e.RunPath, "must be a clean absolute path"))
 	}
-	if g := e.TerminationGracePeriodSeconds; g != nil && *g < MinEngineGraceSeconds {
-		errs = append(errs, field.Invalid(fp.Child("terminationGracePeriodSeconds"), *g,
-			fmt.Sprintf("must be >= %d: the engine's own graceful stop takes up to %ds, and an engine killed before it ends loses its cache", MinEngineGraceSeconds, EngineStopSeconds)))
-	}
+	errs = append(errs, validateEngineGrace(e, fp)...)
 	if r := e.Resources; r != nil {
 		for _, name := range sets.List(sets.KeySet(r.Requests)) {
 			req := r.Requests[name]
@@ -457,8 +440,11 @@ func validateEngine(p *Pool, fp *field.Path) field.ErrorList {
 	}
 	if gc := e.GC; gc != nil {
 		for _, s := range [][2]string{{"maxUsedSpace", gc.MaxUsedSpace}, {"reservedSpace", gc.ReservedSpace}, {"minFreeSpace", gc.MinFreeSpace}} {
-			if s[1] != "" && !validSpace(s[1]) {
-				errs = append(errs, field.Invalid(fp.Child("gc", s[0]), s[1], `must be a size ("100GB", "50Gi") or a percentage ("75%")`))
+			if s[1] == "" {
+				continue
+			}
+			if err := ValidateDiskSpace(s[1]); err != nil {
+				errs = append(errs, field.Invalid(fp.Child("gc", s[0]), s[1], err.Error()))
 			}
 		}
 	}
@@ -475,22 +461,110 @@ func parseCron(spec, zoneHint string) error {
 	return err
 }
 
-// validSpace accepts the engine's space settings: a percentage or a byte size.
-func validSpace(v string) bool {
-	if pct, ok := strings.CutSuffix(v, "%"); ok {
-		var n int
-		_, err := fmt.Sscanf(pct, "%d", &n)
-		return err == nil && n >= 0 && n <= 100 && fmt.Sprint(n) == pct
+// ValidateDiskSpace checks a GC size as the engine decodes it from engine.json, so a value
+// the engine would refuse at start (it decodes engine.json strictly and exits on an error)
+// is refused here first. The engine (engine/config DiskSpace.UnmarshalJSON, buildkitd
+// config DiskSpace.UnmarshalText, v0.15 through v1.0-beta) takes the raw JSON value, strips
+// one pair of surrounding quotes, then reads "<int>%" (strconv.ParseInt) or a size by
+// docker/go-units RAMInBytes: binary units whatever the spelling ("100GB", "100g", "100GiB"
+// are all 100 GiB; "100Gi" is refused), a bare number is bytes. The same JSON encoding the
+// engine.json renderer uses feeds the same steps here.
+//
+// Beyond the engine: a percentage must be 1-100 and a size at least 1 byte. The engine
+// takes 0 as "unset" (its default policy applies) and a negative or >100 percentage as a
+// nonsense share of the disk, so neither is what a user who wrote it meant.
+func ValidateDiskSpace(v string) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("must be a string, %w", err)
 	}
-	// The engine also accepts "GB"/"MB" suffixes, which resource.Quantity does not.
-	for _, unit := range []string{"TB", "GB", "MB", "KB"} {
-		if n, ok := strings.CutSuffix(v, unit); ok {
-			v = n + unit[:1]
-			break
+	text := string(raw)
+	if len(text) >= 2 && text[0] == '"' && text[len(text)-1] == '"' {
+		text = text[1 : len(text)-1]
+	}
+	const want = `must be "<int>%" of the node's disk ("75%") or a size in binary units ("100GB" = 100 GiB, "512m" = 512 MiB, "100GiB")`
+	if pct, ok := strings.CutSuffix(text, "%"); ok {
+		n, err := strconv.ParseInt(pct, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%s: the engine cannot parse it (%v)", want, err)
+		}
+		if n < 1 || n > 100 {
+			return fmt.Errorf("must be a percentage from 1%% to 100%% of the node's disk (the engine reads 0%% as unset)")
+		}
+		return nil
+	}
+	n, err := units.RAMInBytes(text)
+	if err != nil {
+		return fmt.Errorf("%s: the engine cannot parse it (%v)", want, err)
+	}
+	if n <= 0 {
+		return fmt.Errorf("must be at least 1 byte (the engine reads 0 as unset; omit the field for its default)")
+	}
+	return nil
+}
+
+// validateEngineRelease: the version must be in the table of engine contracts (or name the
+// row it behaves like), because what proves the engine's clean exit, and so whether a
+// cache may be saved, depends on the release.
+func validateEngineRelease(e *Engine, fp *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	switch {
+	case e.Version == "":
+		errs = append(errs, field.Required(fp.Child("version"), "the engine version keys cache snapshots; supported: "+engine.Supported()))
+	case len(validation.IsValidLabelValue(e.Version)) > 0:
+		// It labels the engine pods and the cache snapshots.
+		errs = append(errs, field.Invalid(fp.Child("version"), e.Version, "must be a valid label value: "+strings.Join(validation.IsValidLabelValue(e.Version), "; ")))
+	case e.Contract != "":
+		// A release newer than the table, declared to behave like a known row: it must still
+		// be a release version, since it tags the image and keys the snapshots.
+		if _, err := engine.ByName(e.Contract); err != nil {
+			errs = append(errs, field.NotSupported(fp.Child("contract"), e.Contract, contractNames()))
+		} else if known, err := engine.ForVersion(e.Version); err == nil && known.Name != e.Contract {
+			// The table knows this release: a different row would check its cache against
+			// the wrong contract.
+			errs = append(errs, field.Invalid(fp.Child("contract"), e.Contract,
+				fmt.Sprintf("contradicts the table: %s is in row %q; engine.contract is only for releases newer than the table", e.Version, known.Name)))
+		}
+		if !releaseRE.MatchString(e.Version) {
+			errs = append(errs, field.Invalid(fp.Child("version"), e.Version, "must be a release version like "+engine.Current))
+		}
+	default:
+		if _, err := engine.ForVersion(e.Version); err != nil {
+			errs = append(errs, field.Invalid(fp.Child("version"), e.Version,
+				fmt.Sprintf("must be an engine release warmpool knows (supported: %s), or set engine.contract to the row a newer release behaves like", engine.Supported())))
 		}
 	}
-	q, err := resource.ParseQuantity(v)
-	return err == nil && q.Sign() > 0
+	return errs
+}
+
+// releaseRE is a Dagger release tag: vMAJOR.MINOR.PATCH with an optional pre-release.
+var releaseRE = regexp.MustCompile(`^v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$`)
+
+func contractNames() []string {
+	var names []string
+	for _, c := range engine.Contracts() {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
+// validateEngineGrace checks what warmpool can bound about the engine's stop. The engine
+// does not bound its own stop (no release does while clients are attached, and after they
+// leave it prunes and persists for a time that grows with the cache), so warmpool reserves
+// stopSeconds + 30 s at the end of the grace period by ending its drain wait before them.
+func validateEngineGrace(e *Engine, fp *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	stop := e.StopSecondsOrDefault()
+	if e.StopSeconds != nil && *e.StopSeconds < 1 {
+		errs = append(errs, field.Invalid(fp.Child("stopSeconds"), *e.StopSeconds, "must be >= 1: the engine's stop (prune, persist) always takes some time"))
+		return errs
+	}
+	if g := e.TerminationGracePeriodSeconds; g != nil && *g < stop+EngineExitSeconds {
+		errs = append(errs, field.Invalid(fp.Child("terminationGracePeriodSeconds"), *g,
+			fmt.Sprintf("must be >= stopSeconds + %d (%d): warmpool ends its drain wait for clients that long before the grace period ends, to leave the engine %ds for its own stop and %ds to exit; the engine's stop itself is not bounded, so an engine still stopping when the grace period ends is SIGKILLed and its cache lost",
+				EngineExitSeconds, stop+EngineExitSeconds, stop, EngineExitSeconds)))
+	}
+	return errs
 }
 
 func validateCache(c *Cache, fp *field.Path) field.ErrorList {

@@ -299,7 +299,7 @@ func TestExistingDaemonSetContract(t *testing.T) {
 	e.mgr.Pools.Refresh()
 	prefix := fmt.Sprintf("pool a: DaemonSet %s/dagger-engine: ", ns.Name)
 	want := []string{
-		prefix + "spec.template.spec.terminationGracePeriodSeconds: is 300, want >= 330: the engine's own graceful stop takes up to 300s, and an engine killed before it ends loses its cache",
+		prefix + "spec.template.spec.terminationGracePeriodSeconds: is 300, want >= 330 (engine.stopSeconds 300 + 30 s to exit): the engine does not bound its own stop, so one still stopping when the grace period ends is SIGKILLed and loses its cache",
 		prefix + "spec.template.spec.tolerations[1]: tolerates karpenter.sh/disrupted:NoSchedule: Karpenter never evicts such a pod, so the engine is killed with its node instead of stopping cleanly",
 	}
 	for _, w := range want {
