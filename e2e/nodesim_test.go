@@ -382,6 +382,8 @@ func cachePod(name, node, op string, args []string, host corev1.Volume, hostMoun
 			Tolerations:   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 			Containers: []corev1.Container{{
 				Name: volumes.CopierContainer, Image: "ghcr.io/warmpool/warmpool:dev", Args: args,
+				// nodesim grants what this grants: without SYS_ADMIN the copier refuses.
+				SecurityContext: volumes.CopierSecurityContext(),
 				VolumeMounts: []corev1.VolumeMount{
 					{Name: host.Name, MountPath: hostMount},
 					{Name: "volume", MountPath: volumes.VolumeMountPath, ReadOnly: readOnly},

@@ -7,7 +7,9 @@
 //     real external-provisioner and snapshot-controller write;
 //   - the kubelet for cache pods (label warmpool.io/cache-op save|restore): it runs the REAL
 //     warmpool binary with the container's args, mapping each volume mount to a directory
-//     (node hostPaths under <root>/nodes/<node>), and writes the pod status a kubelet would;
+//     (node hostPaths under <root>/nodes/<node>), as root with exactly the Linux capabilities
+//     its securityContext grants under containerd (through setpriv; kubelet.go), and writes
+//     the pod status a kubelet would;
 //   - the Dagger engine for engine pods (engine.go, layout.go), by the contract of the release
 //     in the pod's label warmpool.io/engine-version (volumes/engine; a version outside the
 //     table is an EngineStartFailed event and no engine): the state dir that release leaves
@@ -24,6 +26,8 @@
 // Knobs tests set on the cluster's objects:
 //
 //   - AnnotationStallCacheJobs on a Node: its cache pods hang until killed;
+//   - AnnotationDropCapabilities on a Node: its cache pods run without the capabilities it
+//     names ("SYS_ADMIN": the copier then refuses, and no snapshot is made);
 //   - AnnotationUncleanStop on an engine pod: its deletion kills the engine at once;
 //   - AnnotationEngineClient on any pod on a node: while Running it is a client attached to
 //     that node's engine, counted by dagger_connected_clients and waited for by its stop.
