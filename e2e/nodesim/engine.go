@@ -375,8 +375,8 @@ func (e engineSim) terminate(ctx context.Context, proc *engineProc, pod *corev1.
 	// SIGTERM: the engine waits for its clients; the kubelet waits for the engine until
 	// the grace period ends (at least sigtermMinimum after the hook).
 	termDeadline := deadline
-	if min := time.Now().Add(sigtermMinimum); termDeadline.Before(min) {
-		termDeadline = min
+	if floor := time.Now().Add(sigtermMinimum); termDeadline.Before(floor) {
+		termDeadline = floor
 	}
 	for {
 		n := e.engineClients(proc.node)
