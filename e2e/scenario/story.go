@@ -39,7 +39,7 @@ pools:
     capacityTypes: [on-demand]
     limits: {nodes: 4}
     disruption: {consolidationPolicy: WhenEmpty, consolidateAfter: 5s}
-    engine: {version: v0.19.7}
+    engine: {version: v0.21.8}
     cache:
       enabled: true
       storageClassName: ` + nodesim.ClassName + `
