@@ -58,7 +58,7 @@ type kubelet struct{ *Sim }
 
 func isCachePod(o client.Object) bool {
 	op := o.GetLabels()[volumes.LabelOp]
-	return op == volumes.OpSave || op == volumes.OpRestore
+	return op == volumes.OpSave || op == volumes.OpRestore || op == volumes.OpVerify
 }
 
 func (k kubelet) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {

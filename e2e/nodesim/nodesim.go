@@ -5,7 +5,7 @@
 //     directories under <root>/volumes, snapshots are directories under <root>/snapshots,
 //     and the objects (PV with a claimRef, VolumeSnapshotContent, statuses) are the ones a
 //     real external-provisioner and snapshot-controller write;
-//   - the kubelet for cache pods (label warmpool.io/cache-op save|restore): it runs the REAL
+//   - the kubelet for cache pods (label warmpool.io/cache-op save|restore|verify): it runs the REAL
 //     warmpool binary with the container's args, mapping each volume mount to a directory
 //     (node hostPaths under <root>/nodes/<node>), as root with exactly the Linux capabilities
 //     its securityContext grants under containerd (through setpriv; kubelet.go), and writes

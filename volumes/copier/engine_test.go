@@ -159,7 +159,9 @@ func TestCheckCleanShutdownByContract(t *testing.T) {
 		}, want: ErrCorruptState, reason: containerd},
 		"v0.21 bolt DB empty": {contract: "v0.21", mutate: func(t *testing.T, d string) { truncate(t, filepath.Join(d, containerd), 0) },
 			want: ErrCorruptState, reason: "is empty"},
-		"v0.21 bolt DB missing": {contract: "v0.21", mutate: func(t *testing.T, d string) { must(t, os.Remove(filepath.Join(d, "worker/metadata_v2.db"))) },
+		"v0.21 bolt DB missing": {contract: "v0.21", mutate: func(t *testing.T, d string) { must(t, os.Remove(filepath.Join(d, "worker/snapshots/metadata.db"))) },
+			want: ErrCorruptState, reason: "snapshots/metadata.db is missing"},
+		"v0.20 worker metadata missing": {contract: "v0.20", mutate: func(t *testing.T, d string) { must(t, os.Remove(filepath.Join(d, "worker/metadata_v2.db"))) },
 			want: ErrCorruptState, reason: "metadata_v2.db is missing"},
 		"v0.20 solver cache missing": {contract: "v0.20", mutate: func(t *testing.T, d string) { must(t, os.Remove(filepath.Join(d, "cache.db"))) },
 			want: ErrCorruptState, reason: "cache.db is missing"},
@@ -201,11 +203,11 @@ func TestCheckCleanShutdownByContract(t *testing.T) {
 // any other writer) is not copied: its pages may change under the copy.
 func TestCheckCleanShutdownBoltDBHeldOpen(t *testing.T) {
 	dir, c := engineState(t, "v0.21", enginetest.Clean)
-	db, err := bolt.Open(filepath.Join(dir, "worker/metadata_v2.db"), 0o644, nil)
+	db, err := bolt.Open(filepath.Join(dir, "worker/containerdmeta.db"), 0o644, nil)
 	must(t, err)
 	defer db.Close()
-	if err := CheckCleanShutdown(dir, c); !errors.Is(err, ErrEngineRunning) || !strings.Contains(err.Error(), "metadata_v2.db") {
-		t.Fatalf("CheckCleanShutdown = %v, want ErrEngineRunning naming metadata_v2.db", err)
+	if err := CheckCleanShutdown(dir, c); !errors.Is(err, ErrEngineRunning) || !strings.Contains(err.Error(), "containerdmeta.db") {
+		t.Fatalf("CheckCleanShutdown = %v, want ErrEngineRunning naming containerdmeta.db", err)
 	}
 }
 

@@ -78,9 +78,13 @@ const (
 // Bolt DBs the engine opens at start; one that fails to open makes it wipe everything
 // ("failed to initialize boltdbs", engine/server/server.go initBoltDBs).
 var (
-	boltWorker = []string{"worker/containerdmeta.db", "worker/metadata_v2.db", "worker/snapshots/metadata.db"}
-	// Before v0.21 the solver cache (cache.db, bboltcachestorage) sat at the root too.
-	boltWithSolver = append([]string{"cache.db"}, boltWorker...)
+	// v0.21+ opens the containerd metadata and the snapshotter's metadata only; it still
+	// names worker/metadata_v2.db but never opens it (engine/server/server.go at v0.21.0,
+	// v0.21.8, v1.0.0-beta.10), so a v0.21 cache need not have one.
+	boltWorker = []string{"worker/containerdmeta.db", "worker/snapshots/metadata.db"}
+	// Before v0.21 the solver cache (cache.db, bboltcachestorage) sat at the root, and the
+	// worker's cache metadata in worker/metadata_v2.db.
+	boltWithSolver = []string{"cache.db", "worker/containerdmeta.db", "worker/metadata_v2.db", "worker/snapshots/metadata.db"}
 )
 
 // Contract is what one range of engine releases does with its cache.
