@@ -27,7 +27,6 @@ import (
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
-	"warmpool.io/warmpool/volumes/copier"
 )
 
 const (
@@ -202,7 +201,7 @@ func TestCacheSurvivesConsolidation(t *testing.T) {
 			t.Errorf("%T %s still there after the save (%v)", o, name, err)
 		}
 	}
-	filesA := digest(t, sim.NodePath(nodeA, cachedHostPath))
+	filesA := cacheDigest(t, sim.NodePath(nodeA, cachedHostPath))
 
 	// Node B: the restore runs before its engine starts.
 	_, nodeB := runCacheRunner(t, "cache-runner-2")
@@ -241,13 +240,9 @@ func TestCacheSurvivesConsolidation(t *testing.T) {
 			t.Errorf("node B still carries %v", taint)
 		}
 	}
-	// The engine rewrote its state database at start and holds its lock: everything else is
-	// A's cache, byte for byte.
-	filesB := digest(t, sim.NodePath(nodeB, cachedHostPath))
-	for _, f := range []string{copier.EngineStateDB, copier.EngineLockFile} {
-		delete(filesA, f)
-		delete(filesB, f)
-	}
+	// The engine rewrote its state database at start and holds its lock, and the restore left
+	// its marker: everything else is A's cache, byte for byte, xattrs included.
+	filesB := cacheDigest(t, sim.NodePath(nodeB, cachedHostPath))
 	sameFiles(t, "B's cache", filesB, filesA)
 	origin, err := os.ReadFile(filepath.Join(sim.NodePath(nodeB, cachedHostPath), "worker/executor/origin"))
 	if err != nil || strings.TrimSpace(string(origin)) != nodeA {

@@ -2,8 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,11 +24,12 @@ import (
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/volumes"
 	"warmpool.io/warmpool/volumes/copier"
+	"warmpool.io/warmpool/volumes/engine"
 )
 
 const (
 	simPool          = "dagger"
-	simEngineVersion = "v0.19.7"
+	simEngineVersion = "v0.21.8"
 	simArch          = "amd64"
 )
 
@@ -79,7 +78,11 @@ func TestNodesimPlaysKubeletCSIAndEngine(t *testing.T) {
 	waitFor(t, "the engine to cold-start", func(context.Context) (bool, error) {
 		return simCount(nodesim.EngineColdStart, eng) == 1, nil
 	})
-	if err := copier.CheckCleanShutdown(cacheDir, ""); !errors.Is(err, copier.ErrEngineRunning) {
+	contract, err := engine.ForVersion(simEngineVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := copier.CheckCleanShutdown(cacheDir, contract); !errors.Is(err, copier.ErrEngineRunning) {
 		t.Errorf("running engine's cache: %v, want %v", err, copier.ErrEngineRunning)
 	}
 
@@ -130,7 +133,7 @@ func TestNodesimPlaysKubeletCSIAndEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, eng)
-	if err := copier.CheckCleanShutdown(cacheDir, ""); err != nil {
+	if err := copier.CheckCleanShutdown(cacheDir, contract); err != nil {
 		t.Fatalf("engine deleted, but its cache is not clean: %v", err)
 	}
 	if n := simCount(nodesim.EngineStopped, eng); n != 1 {
@@ -432,43 +435,6 @@ func waitGone(t *testing.T, o client.Object) {
 		err := local.Client.Get(ctx, client.ObjectKeyFromObject(o), obj)
 		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 	})
-}
-
-// digest maps each path under dir to the SHA-256 of its content (or its symlink target),
-// leaving out the copier's manifest.
-func digest(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		var data []byte
-		switch {
-		case rel == "." || rel == copier.ManifestName:
-			return nil
-		case d.Type()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			data = []byte("symlink:" + target)
-			if err != nil {
-				return err
-			}
-		case d.IsDir():
-			data = []byte("dir")
-		default:
-			if data, err = os.ReadFile(p); err != nil {
-				return err
-			}
-		}
-		sum := sha256.Sum256(data)
-		out[rel] = hex.EncodeToString(sum[:])
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func sameFiles(t *testing.T, what string, got, want map[string]string) {

@@ -79,6 +79,9 @@ type Target struct {
 	Node          string
 	Arch          string
 	EngineVersion string
+	// EngineContract names the engine contract row when the pool declares one
+	// (engine.contract, for a release newer than warmpool's table); empty otherwise.
+	EngineContract string
 	// HostPath is the engine's data dir on the node (pool.engine.hostPath).
 	HostPath string
 	// Image runs the copier (`warmpool cache save|restore`).
@@ -193,7 +196,11 @@ func RestoreJob(t Target, activeDeadlineSeconds int64) *batchv1.Job {
 }
 
 func (t Target) identityArgs() []string {
-	return []string{"--pool", t.Pool, "--node", t.Node, "--engine-version", t.EngineVersion, "--arch", t.Arch}
+	args := []string{"--pool", t.Pool, "--node", t.Node, "--engine-version", t.EngineVersion, "--arch", t.Arch}
+	if t.EngineContract != "" {
+		args = append(args, "--engine-contract", t.EngineContract)
+	}
+	return args
 }
 
 func pvcVolume(claim string, readOnly bool) corev1.Volume {

@@ -2,10 +2,12 @@ package volumes
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/go-logr/logr"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
@@ -105,6 +107,24 @@ func TestCacheJobsGrantCapSysAdmin(t *testing.T) {
 		}
 		if sc.Privileged != nil && *sc.Privileged {
 			t.Errorf("%s: privileged; the copier needs one capability, not the host", name)
+		}
+	}
+}
+
+// A pool that declares its engine's contract (engine.contract) passes it to the copy Jobs, so
+// the save checks the cache by that contract instead of refusing an unlisted version.
+func TestCacheJobsPassTheDeclaredContract(t *testing.T) {
+	declared := target
+	declared.EngineVersion, declared.EngineContract = "v0.21.9", "v0.21"
+	for name, job := range map[string]*batchv1.Job{"save": SaveJob(declared, 60), "restore": RestoreJob(declared, 60)} {
+		args := job.Spec.Template.Spec.Containers[0].Args
+		if i := slices.Index(args, "--engine-contract"); i < 0 || i+1 >= len(args) || args[i+1] != "v0.21" {
+			t.Errorf("%s args %v, want --engine-contract v0.21", name, args)
+		}
+	}
+	for name, job := range map[string]*batchv1.Job{"save": SaveJob(target, 60), "restore": RestoreJob(target, 60)} {
+		if slices.Contains(job.Spec.Template.Spec.Containers[0].Args, "--engine-contract") {
+			t.Errorf("%s passes --engine-contract for a pool that declares none", name)
 		}
 	}
 }

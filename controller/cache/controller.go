@@ -220,7 +220,7 @@ func (b *base) namespace() string { return b.opts.ConfigMap.Namespace }
 // target is a node's side of a cache operation.
 func (b *base) target(p *config.Pool, node, arch string) volumes.Target {
 	return volumes.Target{
-		Namespace: b.namespace(), Pool: p.Name, Node: node, Arch: arch, EngineVersion: p.Engine.Version,
+		Namespace: b.namespace(), Pool: p.Name, Node: node, Arch: arch, EngineVersion: p.Engine.Version, EngineContract: p.Engine.Contract,
 		HostPath: p.Engine.HostPath, Image: b.opts.CopierImage, Labels: nodepools.OwnedLabels(p.Name),
 	}
 }
