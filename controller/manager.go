@@ -89,9 +89,12 @@ type Options struct {
 	CopierImage    string
 	GuardImage     string
 	RestoreTimeout time.Duration
-	SaveMargin     time.Duration
-	MinSaveTime    time.Duration
-	Clock          clock.Clock
+	// VerifyTimeout bounds the wait for the engine's verdict on a restored cache (0:
+	// cachectrl.DefaultVerifyTimeout).
+	VerifyTimeout time.Duration
+	SaveMargin    time.Duration
+	MinSaveTime   time.Duration
+	Clock         clock.Clock
 }
 
 // Scheme has every API type warmpool reads or writes. Karpenter registers its types only in
@@ -218,7 +221,7 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	}
 	cc := cachectrl.New(mgr.GetClient(), mgr.GetAPIReader(), recorder, cacheClock, pc.Current, cachectrl.Options{
 		ConfigMap: key, CopierImage: opts.CopierImage, GuardImage: opts.GuardImage,
-		RestoreTimeout: opts.RestoreTimeout, SaveMargin: opts.SaveMargin, MinSaveTime: opts.MinSaveTime, NoSnapshotAPI: snapErr != nil,
+		RestoreTimeout: opts.RestoreTimeout, VerifyTimeout: opts.VerifyTimeout, SaveMargin: opts.SaveMargin, MinSaveTime: opts.MinSaveTime, NoSnapshotAPI: snapErr != nil,
 	})
 	pc.OnApplied(func(cfg *config.Config) {
 		tracker.SetSources(sourceNames(cfg))

@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	cachectrl "warmpool.io/warmpool/controller/cache"
 	"warmpool.io/warmpool/e2e/nodesim"
 	"warmpool.io/warmpool/volumes"
 )
@@ -176,7 +177,26 @@ func (s *Story) Run(ctx context.Context) (StoryResult, error) {
 	}); err != nil {
 		return res, err
 	}
-	s.say("Node %s started warm", res.WarmNode)
+	s.say("Node %s started warm; warmpool asks the engine whether it kept the restored cache", res.WarmNode)
+	var verdict string
+	if err := s.wait(ctx, "the engine's verdict on the restored cache", func(ctx context.Context) (bool, error) {
+		events := &corev1.EventList{}
+		if err := s.Kube.List(ctx, events); err != nil {
+			return false, err
+		}
+		for _, e := range events.Items {
+			if e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == res.WarmNode &&
+				(e.Reason == cachectrl.ReasonRestored || e.Reason == cachectrl.ReasonColdStart || e.Reason == cachectrl.ReasonRestoreUnverified) {
+				verdict = e.Reason + ": " + e.Message
+				return e.Reason == cachectrl.ReasonRestored, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		return res, fmt.Errorf("%w (verdict: %q)", err, verdict)
+	}
+	s.note("node "+res.WarmNode, "verified warm")
+	s.say("Verified: %s", verdict)
 	return res, nil
 }
 
