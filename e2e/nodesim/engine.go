@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -269,7 +270,25 @@ func (e engineSim) start(key string, pod *corev1.Pod, c engine.Contract, dir str
 		}
 		e.record(Event{Kind: EngineWarmStart, Node: node, Object: key, Detail: detail})
 	}
+	// The readiness probe (`dagger core version`) succeeds only now that the engine serves,
+	// i.e. after it decided to keep or wipe its cache: kwok's stage left the pod not Ready.
+	if err := e.markReady(pod); err != nil {
+		return reconcile.Result{}, err
+	}
 	return reconcile.Result{}, nil
+}
+
+// markReady plays the engine pod's first successful readiness probe.
+func (e engineSim) markReady(pod *corev1.Pod) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	now := metav1.Now()
+	return e.patchStatus(ctx, pod, func(st *corev1.PodStatus) {
+		setConditions(st, now, true, corev1.PodReady, corev1.ContainersReady)
+		for i := range st.ContainerStatuses {
+			st.ContainerStatuses[i].Ready = true
+		}
+	})
 }
 
 // openCache is the engine's start on its locked state dir; it leaves proc holding the bolt
