@@ -137,16 +137,47 @@ func GuardPod(t Target, image string, tolerations []corev1.Toleration) *corev1.P
 	}
 }
 
-// SavePVC is the fresh volume a save copies the cache onto.
-func SavePVC(t Target, storageClass string, size resource.Quantity) *corev1.PersistentVolumeClaim {
-	return pvc(t, SaveName(t.Node), OpSave, storageClass, size, nil)
+// SavePVC is the volume a save copies the cache onto. With a base snapshot (the newest good
+// snapshot of the same key, see ChooseSnapshot) the volume is created from it: it already holds
+// the last copy and its manifest, so the copier writes only what changed, and the EBS snapshot
+// of it uploads only the blocks that changed. Without one (base "") it starts empty and the
+// save is a full copy. The base is also recorded in AnnotationBaseSnapshot.
+func SavePVC(t Target, storageClass string, size resource.Quantity, base string) *corev1.PersistentVolumeClaim {
+	if base == "" {
+		return pvc(t, SaveName(t.Node), OpSave, storageClass, size, nil)
+	}
+	p := pvc(t, SaveName(t.Node), OpSave, storageClass, size, snapshotSource(base))
+	p.Annotations[AnnotationBaseSnapshot] = base
+	return p
 }
 
 // RestorePVC is a volume made from snapshot, for a restore to copy from.
 func RestorePVC(t Target, storageClass string, size resource.Quantity, snapshot string) *corev1.PersistentVolumeClaim {
-	return pvc(t, RestoreName(t.Node), OpRestore, storageClass, size, &corev1.TypedLocalObjectReference{
-		APIGroup: ptr.To(snapshotv1.GroupName), Kind: "VolumeSnapshot", Name: snapshot,
-	})
+	return pvc(t, RestoreName(t.Node), OpRestore, storageClass, size, snapshotSource(snapshot))
+}
+
+func snapshotSource(name string) *corev1.TypedLocalObjectReference {
+	return &corev1.TypedLocalObjectReference{APIGroup: ptr.To(snapshotv1.GroupName), Kind: "VolumeSnapshot", Name: name}
+}
+
+// SnapshotSourceOf is the VolumeSnapshot a PVC is created from, "" when it has none.
+func SnapshotSourceOf(p *corev1.PersistentVolumeClaim) string {
+	ds := p.Spec.DataSource
+	if ds == nil || ds.Kind != "VolumeSnapshot" || ptr.Deref(ds.APIGroup, "") != snapshotv1.GroupName {
+		return ""
+	}
+	return ds.Name
+}
+
+// SaveSize is the size of a save volume: the pool's cache.size, or the base snapshot's
+// restoreSize when that is larger (a volume cannot be smaller than the snapshot it is made
+// from, and the pool's size may have shrunk since).
+func SaveSize(poolSize resource.Quantity, base *snapshotv1.VolumeSnapshot) resource.Quantity {
+	size := poolSize.DeepCopy()
+	if base != nil && base.Status != nil && base.Status.RestoreSize != nil && base.Status.RestoreSize.Cmp(size) > 0 {
+		size = base.Status.RestoreSize.DeepCopy()
+	}
+	return size
 }
 
 func pvc(t Target, name, op, storageClass string, size resource.Quantity, source *corev1.TypedLocalObjectReference) *corev1.PersistentVolumeClaim {
@@ -261,8 +292,10 @@ func CopierSecurityContext() *corev1.SecurityContext {
 
 // Snapshot is the VolumeSnapshot name (SnapshotName) of a finished save, labelled so restores
 // and retention find it by pool, architecture and engine version, and annotated with what the
-// copier reported.
-func Snapshot(t Target, name, class string, r JobResult) *snapshotv1.VolumeSnapshot {
+// copier reported and the snapshot its volume was cloned from (base, "" for a full save).
+// An EBS snapshot does not depend on its base for deletion (EBS keeps the blocks it shares),
+// so the base is a record, not a reference retention must keep alive.
+func Snapshot(t Target, name, class, base string, r JobResult) *snapshotv1.VolumeSnapshot {
 	labels := make(map[string]string, len(t.Labels)+4)
 	for k, v := range t.Labels {
 		labels[k] = v
@@ -271,16 +304,20 @@ func Snapshot(t Target, name, class string, r JobResult) *snapshotv1.VolumeSnaps
 	labels[LabelArch] = t.Arch
 	labels[LabelEngineVersion] = t.EngineVersion
 	labels[LabelSourceNode] = LabelValue(t.Node)
+	annotations := map[string]string{
+		AnnotationBytes:    strconv.FormatInt(r.Bytes, 10),
+		AnnotationFiles:    strconv.FormatInt(r.Files, 10),
+		AnnotationDuration: strconv.FormatFloat(r.DurationSeconds, 'f', 3, 64),
+	}
+	if base != "" {
+		annotations[AnnotationBaseSnapshot] = base
+	}
 	s := &snapshotv1.VolumeSnapshot{
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace: t.Namespace,
-			Name:      name,
-			Labels:    labels,
-			Annotations: map[string]string{
-				AnnotationBytes:    strconv.FormatInt(r.Bytes, 10),
-				AnnotationFiles:    strconv.FormatInt(r.Files, 10),
-				AnnotationDuration: strconv.FormatFloat(r.DurationSeconds, 'f', 3, 64),
-			},
+			Namespace:   t.Namespace,
+			Name:        name,
+			Labels:      labels,
+			Annotations: annotations,
 		},
 		Spec: snapshotv1.VolumeSnapshotSpec{
 			Source: snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To(SaveName(t.Node))},

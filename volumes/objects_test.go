@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	"k8s.io/utils/ptr"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -36,9 +38,9 @@ func TestGuardPod(t *testing.T) {
 }
 
 func TestSaveObjects(t *testing.T) {
-	pvc := SavePVC(target, "gp3", resource.MustParse("100Gi"))
+	pvc := SavePVC(target, "gp3", resource.MustParse("100Gi"), "")
 	if pvc.Name != "warmpool-save-node-a" || *pvc.Spec.StorageClassName != "gp3" || pvc.Spec.DataSource != nil ||
-		pvc.Annotations[SelectedNodeAnnotation] != "node-a" || pvc.Labels[LabelOp] != OpSave {
+		pvc.Annotations[SelectedNodeAnnotation] != "node-a" || pvc.Labels[LabelOp] != OpSave || pvc.Annotations[AnnotationBaseSnapshot] != "" {
 		t.Fatalf("save pvc %+v", pvc)
 	}
 	job := SaveJob(target, 600)
@@ -63,11 +65,62 @@ func TestSaveObjects(t *testing.T) {
 	if got := SaveJob(target, -5); *got.Spec.ActiveDeadlineSeconds != 1 {
 		t.Fatalf("a negative deadline must still be a valid activeDeadlineSeconds, got %d", *got.Spec.ActiveDeadlineSeconds)
 	}
-	snap := Snapshot(target, "warmpool-ci-node-a-1234", "ebs", JobResult{Result: ResultSaved, Bytes: 42, Files: 3, DurationSeconds: 1.25})
+	snap := Snapshot(target, "warmpool-ci-node-a-1234", "ebs", "", JobResult{Result: ResultSaved, Bytes: 42, Files: 3, DurationSeconds: 1.25})
 	if *snap.Spec.Source.PersistentVolumeClaimName != pvc.Name || *snap.Spec.VolumeSnapshotClassName != "ebs" ||
 		snap.Labels[LabelArch] != "arm64" || snap.Labels[LabelEngineVersion] != "v0.19.7" || snap.Labels[LabelSourceNode] != "node-a" ||
 		snap.Annotations[AnnotationBytes] != "42" || snap.Annotations[AnnotationFiles] != "3" || snap.Annotations[AnnotationDuration] != "1.250" {
 		t.Fatalf("snapshot %+v", snap)
+	}
+	if _, ok := snap.Annotations[AnnotationBaseSnapshot]; ok {
+		t.Fatalf("a full save's snapshot names a base: %v", snap.Annotations)
+	}
+}
+
+// An incremental save clones the previous snapshot of its key: the PVC names it as its
+// dataSource (the form external-provisioner accepts) and records it, as does the snapshot.
+func TestIncrementalSaveObjects(t *testing.T) {
+	pvc := SavePVC(target, "gp3", resource.MustParse("100Gi"), "warmpool-ci-node-z-1")
+	ds := pvc.Spec.DataSource
+	if ds == nil || ds.Kind != "VolumeSnapshot" || *ds.APIGroup != "snapshot.storage.k8s.io" || ds.Name != "warmpool-ci-node-z-1" {
+		t.Fatalf("save pvc dataSource %+v", ds)
+	}
+	if pvc.Annotations[AnnotationBaseSnapshot] != "warmpool-ci-node-z-1" || SnapshotSourceOf(pvc) != "warmpool-ci-node-z-1" {
+		t.Fatalf("save pvc annotations %v, source %q", pvc.Annotations, SnapshotSourceOf(pvc))
+	}
+	if got := SnapshotSourceOf(SavePVC(target, "gp3", resource.MustParse("1Gi"), "")); got != "" {
+		t.Fatalf("SnapshotSourceOf a volume without a source = %q", got)
+	}
+	snap := Snapshot(target, "warmpool-ci-node-a-1234", "ebs", "warmpool-ci-node-z-1", JobResult{Result: ResultSaved})
+	if snap.Annotations[AnnotationBaseSnapshot] != "warmpool-ci-node-z-1" {
+		t.Fatalf("snapshot annotations %v", snap.Annotations)
+	}
+}
+
+func TestSaveSize(t *testing.T) {
+	pool := resource.MustParse("100Gi")
+	withSize := func(q string) *snapshotv1.VolumeSnapshot {
+		s := &snapshotv1.VolumeSnapshot{Status: &snapshotv1.VolumeSnapshotStatus{}}
+		if q != "" {
+			s.Status.RestoreSize = ptr.To(resource.MustParse(q))
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name string
+		base *snapshotv1.VolumeSnapshot
+		want string
+	}{
+		{"no base: the pool's size", nil, "100Gi"},
+		{"a smaller base: the pool's size", withSize("50Gi"), "100Gi"},
+		{"a base larger than the pool's size (it shrank since): the base's", withSize("150Gi"), "150Gi"},
+		{"a base without a restoreSize: the pool's size", withSize(""), "100Gi"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := SaveSize(pool, tc.base)
+			if got.Cmp(resource.MustParse(tc.want)) != 0 {
+				t.Errorf("SaveSize = %s, want %s", got.String(), tc.want)
+			}
+		})
 	}
 }
 

@@ -194,6 +194,49 @@ func Ready(s *snapshotv1.VolumeSnapshot) bool {
 	return s.DeletionTimestamp == nil && s.Status != nil && s.Status.ReadyToUse != nil && *s.Status.ReadyToUse
 }
 
+// Cut says the storage system has taken the snapshot (status.creationTime is set). An EBS
+// snapshot is point-in-time from then on: the volume may be detached and deleted, and the node
+// it was saved from released, while the upload to S3 goes on until readyToUse.
+func Cut(s *snapshotv1.VolumeSnapshot) bool {
+	return s.Status != nil && s.Status.CreationTime != nil
+}
+
+// Failed says a snapshot was marked failed after its cut (AnnotationSnapshotFailed, any value).
+func Failed(s *snapshotv1.VolumeSnapshot) bool {
+	_, ok := s.Annotations[AnnotationSnapshotFailed]
+	return ok
+}
+
+// Good says a snapshot may be restored (and cloned for the next save of its key): ready,
+// neither quarantined nor marked failed.
+func Good(s *snapshotv1.VolumeSnapshot) bool {
+	return Ready(s) && !Quarantined(s) && !Failed(s)
+}
+
+// UploadFailure judges a snapshot after its cut: it failed when the snapshotter reports an
+// error on it while it is not ready, or when it is still not ready readyTimeout after the cut.
+// It returns the reason, "" while the snapshot is fine or still uploading within its time, and
+// for snapshots that are ready, not cut yet (the save that cuts it bounds that wait), being
+// deleted or already marked. An error is final here although the snapshotter may retry and
+// clear it: warmpool fails closed, the older good snapshot of the key stays, and retention
+// deletes the failed one.
+func UploadFailure(s *snapshotv1.VolumeSnapshot, now time.Time, readyTimeout time.Duration) string {
+	if s.DeletionTimestamp != nil || Ready(s) || !Cut(s) || Failed(s) {
+		return ""
+	}
+	if e := s.Status.Error; e != nil {
+		msg := "no message"
+		if e.Message != nil && *e.Message != "" {
+			msg = *e.Message
+		}
+		return "the snapshotter reports an error after the cut: " + msg
+	}
+	if waited := now.Sub(s.Status.CreationTime.Time); waited >= readyTimeout {
+		return fmt.Sprintf("not ready %s after its cut (bound %s)", waited.Round(time.Second), readyTimeout)
+	}
+	return ""
+}
+
 // Created is when a snapshot was taken: the snapshotter's creation time, else the object's.
 func Created(s *snapshotv1.VolumeSnapshot) time.Time {
 	if s.Status != nil && s.Status.CreationTime != nil {
@@ -202,13 +245,15 @@ func Created(s *snapshotv1.VolumeSnapshot) time.Time {
 	return s.CreationTimestamp.Time
 }
 
-// ChooseSnapshot picks the newest ready snapshot of key that is not quarantined, or nil. A
-// quarantined snapshot is one an engine already discarded after a restore; every engine of the
-// key would do the same, so the next node gets the older good one (or starts cold).
+// ChooseSnapshot picks the newest good snapshot of key (ready, not quarantined, not failed), or
+// nil. A quarantined snapshot is one an engine already discarded after a restore; every engine
+// of the key would do the same, so the next node gets the older good one (or starts cold). A
+// snapshot still uploading after its cut is not ready, so the older good one is chosen until it
+// is. Saves choose their base snapshot with it too.
 func ChooseSnapshot(snaps []snapshotv1.VolumeSnapshot, key SnapshotKey) *snapshotv1.VolumeSnapshot {
 	var candidates []*snapshotv1.VolumeSnapshot
 	for i := range snaps {
-		if KeyOf(&snaps[i]) == key && Ready(&snaps[i]) && !Quarantined(&snaps[i]) {
+		if KeyOf(&snaps[i]) == key && Good(&snaps[i]) {
 			candidates = append(candidates, &snaps[i])
 		}
 	}

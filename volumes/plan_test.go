@@ -209,6 +209,60 @@ func TestChooseSnapshotSkipsQuarantined(t *testing.T) {
 	}
 }
 
+// failed is snap marked failed after its cut.
+func failed(name string, key SnapshotKey, t time.Time, ready bool) snapshotv1.VolumeSnapshot {
+	s := snap(name, key, t, ready)
+	s.Annotations = map[string]string{AnnotationSnapshotFailed: "the snapshotter reports an error after the cut: boom"}
+	return s
+}
+
+func TestChooseSnapshotSkipsFailedAndUploading(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	key := SnapshotKey{Pool: "ci", Arch: "amd64", EngineVersion: "v0.21.8"}
+	snaps := []snapshotv1.VolumeSnapshot{
+		snap("newest-uploading", key, now, false),
+		failed("failed-but-ready-later", key, now.Add(-time.Minute), true),
+		snap("good", key, now.Add(-time.Hour), true),
+	}
+	if got := ChooseSnapshot(snaps, key); got == nil || got.Name != "good" {
+		t.Fatalf("ChooseSnapshot = %v, want good: an uploading or failed snapshot is never chosen", got)
+	}
+}
+
+func TestUploadFailure(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	key := SnapshotKey{Pool: "ci", Arch: "amd64", EngineVersion: "v0.21.8"}
+	const bound = 6 * time.Hour
+	withError := func(s snapshotv1.VolumeSnapshot, msg string) snapshotv1.VolumeSnapshot {
+		s.Status.Error = &snapshotv1.VolumeSnapshotError{Message: ptr.To(msg)}
+		return s
+	}
+	uncut := snap("uncut", key, now, false)
+	uncut.Status.CreationTime = nil
+	deleting := withError(snap("deleting", key, now.Add(-time.Hour), false), "x")
+	deleting.DeletionTimestamp = ptr.To(metav1.NewTime(now))
+	for _, tc := range []struct {
+		name string
+		s    snapshotv1.VolumeSnapshot
+		want string // a fragment, "" for no failure
+	}{
+		{"uploading within its time", snap("up", key, now.Add(-time.Hour), false), ""},
+		{"ready", snap("ready", key, now.Add(-10*time.Hour), true), ""},
+		{"an error after the cut", withError(snap("err", key, now.Add(-time.Minute), false), "SnapshotCreationFailed: EBS snapshot in error state"), "EBS snapshot in error state"},
+		{"an error before the cut is the save's to wait for", withError(uncut, "throttled"), ""},
+		{"not ready past the bound", snap("slow", key, now.Add(-bound), false), "not ready 6h0m0s after its cut"},
+		{"already marked", failed("marked", key, now.Add(-bound), false), ""},
+		{"being deleted", deleting, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := UploadFailure(&tc.s, now, bound)
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Errorf("UploadFailure = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
 // release is what the runbook tells an operator to do: remove the label.
 func release(s snapshotv1.VolumeSnapshot) snapshotv1.VolumeSnapshot {
 	delete(s.Labels, LabelQuarantined)

@@ -51,6 +51,14 @@ const (
 	// AnnotationQuarantineReason says why a snapshot carries LabelQuarantined (the verify
 	// result's reason, e.g. "the engine discarded the restored cache at start: ...").
 	AnnotationQuarantineReason = "warmpool.io/quarantine-reason"
+	// AnnotationBaseSnapshot names the snapshot a save volume was cloned from (on the save PVC,
+	// its Job and the snapshot it makes); absent for a full save onto an empty volume.
+	AnnotationBaseSnapshot = "warmpool.io/base-snapshot"
+	// AnnotationSnapshotFailed marks a snapshot that failed after its cut (the snapshotter
+	// reported an error, or it never became ready in time), with the reason. Its presence is
+	// what counts (see Failed): such a snapshot is never restored nor cloned for a save, even
+	// if it turns ready later, and retention does not count it as a good one.
+	AnnotationSnapshotFailed = "warmpool.io/snapshot-failed"
 )
 
 // Engine pod labels, set by the generated engine DaemonSet; the cache controller finds a

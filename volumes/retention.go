@@ -25,6 +25,9 @@ const (
 	// PruneQuarantineBeyondKeep: a quarantined snapshot older than the Keep newest quarantined
 	// ones of its key.
 	PruneQuarantineBeyondKeep = "quarantined-beyond-keep"
+	// PruneFailed: a snapshot marked failed after its cut (AnnotationSnapshotFailed), older
+	// than NotReadyMaxAge (kept until then so its error can be read).
+	PruneFailed = "failed"
 )
 
 // Prune is one snapshot to delete and why.
@@ -35,11 +38,15 @@ type Prune struct {
 }
 
 // PlanRetention decides which of one pool's snapshots to delete. It never deletes a snapshot
-// being deleted already or one in inUse (a restore is reading it), and never lets MaxAge take
+// being deleted already or one in inUse (a restore volume is made from it, or a save volume is
+// cloned from it: deleting it would leave that PVC Pending for good), and never lets MaxAge take
 // the newest good snapshot of a key when a newer save of that key did not become a good one
-// (not ready, or quarantined): a failed save must not leave the pool with no cache at all.
+// (not ready yet, failed, or quarantined): a failed save must not leave the pool with no cache.
 //
-// A good snapshot is ready and not quarantined. A quarantined one (an engine discarded it after a
+// A good snapshot is ready, not quarantined and not failed (Good). A snapshot still uploading
+// after its cut is not good yet: it does not count toward Keep and it counts as a newer save that
+// did not become good, so the older good ones stay until it is ready. One marked failed after its
+// cut is not good either, and goes after NotReadyMaxAge (PruneFailed). A quarantined one (an engine discarded it after a
 // restore) is not good: it does not count toward Keep, so the older good ones stay, and it is
 // never protected as the only good snapshot. It is kept for inspection and goes by MaxAge, or
 // once the key has more than Keep quarantined ones (the oldest go first). Why a count bound too:
@@ -79,6 +86,11 @@ func PlanRetention(snaps []snapshotv1.VolumeSnapshot, r Retention, inUse map[str
 			age := now.Sub(Created(s))
 			reason := ""
 			switch {
+			case Failed(s):
+				newerNotGood = true
+				if age > r.NotReadyMaxAge {
+					reason = PruneFailed
+				}
 			case Quarantined(s):
 				quarantinedSeen++
 				newerNotGood = true
@@ -110,8 +122,8 @@ func PlanRetention(snaps []snapshotv1.VolumeSnapshot, r Retention, inUse map[str
 	return out
 }
 
-// ReadyCounts counts the good snapshots per key (ready and not quarantined: the ones a restore
-// may choose) that remain after prunes.
+// ReadyCounts counts the good snapshots per key (Good: the ones a restore may choose) that
+// remain after prunes.
 func ReadyCounts(snaps []snapshotv1.VolumeSnapshot, prunes []Prune) map[SnapshotKey]int {
 	gone := make(map[string]bool, len(prunes))
 	for _, p := range prunes {
@@ -119,7 +131,7 @@ func ReadyCounts(snaps []snapshotv1.VolumeSnapshot, prunes []Prune) map[Snapshot
 	}
 	out := map[SnapshotKey]int{}
 	for i := range snaps {
-		if Ready(&snaps[i]) && !Quarantined(&snaps[i]) && !gone[snaps[i].Name] {
+		if Good(&snaps[i]) && !gone[snaps[i].Name] {
 			out[KeyOf(&snaps[i])]++
 		}
 	}

@@ -98,6 +98,32 @@ func TestPlanRetention(t *testing.T) {
 			want:  map[string]string{},
 		},
 		{
+			name: "a newer snapshot still uploading after its cut keeps the older good ones",
+			snaps: []snapshotv1.VolumeSnapshot{
+				snap("uploading", amd, ago(time.Minute), false),
+				snap("good-1", amd, ago(time.Hour), true),
+				snap("good-2", amd, ago(2*time.Hour), true),
+				snap("good-3", amd, ago(3*time.Hour), true),
+			},
+			want: map[string]string{"good-3": PruneBeyondKeep},
+		},
+		{
+			name: "a failed snapshot is not good: the older one stays past max age, the failed one goes later",
+			snaps: []snapshotv1.VolumeSnapshot{
+				failed("failed-young", amd, ago(time.Hour), false),
+				failed("failed-ready-later", amd, ago(2*time.Hour), true),
+				failed("failed-old", amd, ago(25*time.Hour), false),
+				snap("good-but-old", amd, ago(8*24*time.Hour), true),
+			},
+			want: map[string]string{"failed-old": PruneFailed},
+		},
+		{
+			name:  "a base being cloned by a save stays",
+			snaps: []snapshotv1.VolumeSnapshot{snap("new", amd, ago(time.Hour), true), snap("base-past-max-age", amd, ago(8*24*time.Hour), true)},
+			inUse: map[string]bool{"base-past-max-age": true},
+			want:  map[string]string{},
+		},
+		{
 			name:  "in use and already deleting are left alone",
 			snaps: []snapshotv1.VolumeSnapshot{snap("a1", amd, ago(time.Hour), true), snap("a2", amd, ago(2*time.Hour), true), snap("restoring", amd, ago(3*time.Hour), true), deleting},
 			inUse: map[string]bool{"restoring": true},
@@ -130,6 +156,11 @@ func TestReadyCounts(t *testing.T) {
 	got = ReadyCounts(snaps, []Prune{{Name: "b"}})
 	if got[amd] != 1 || got[arm] != 0 || len(got) != 1 {
 		t.Errorf("ReadyCounts with quarantined snapshots = %v, want only %v: 1", got, amd)
+	}
+	// Nor is a snapshot marked failed, ready or not.
+	snaps = append(snaps, failed("f-amd", amd, now, true))
+	if got = ReadyCounts(snaps, []Prune{{Name: "b"}}); got[amd] != 1 {
+		t.Errorf("ReadyCounts with a failed snapshot = %v, want %v: 1", got, amd)
 	}
 }
 

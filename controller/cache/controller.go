@@ -48,6 +48,12 @@ const (
 	ReasonAwaitingRunners = "CacheAwaitingRunners"
 	// ReasonRunnersOutlived: work pods still ran when the engine had to stop for the save.
 	ReasonRunnersOutlived = "CacheRunnersOutlived"
+	// ReasonSaveBaseLost: the snapshot a save volume was cloned from could not be cloned; the
+	// save copies onto an empty volume instead.
+	ReasonSaveBaseLost = "CacheSaveBaseLost"
+	// ReasonSnapshotFailed (on the snapshot and, while it exists, its source node): a snapshot
+	// failed after its cut, when its node was already released. It is never restored.
+	ReasonSnapshotFailed = "CacheSnapshotFailed"
 )
 
 // Annotations warmpool writes to record progress on the objects themselves.
@@ -73,6 +79,14 @@ const (
 	DefaultOrphanGrace    = 10 * time.Minute
 	DefaultGCInterval     = 5 * time.Minute
 	DefaultGuardImage     = "registry.k8s.io/pause:3.10"
+	// DefaultSaveVolumeBindTimeout: a save volume cloned from a snapshot that is still Pending
+	// after this is given up for an empty one. EBS creates a volume from a snapshot in seconds
+	// to a minute (the data loads lazily afterwards); a clone that takes longer is stuck.
+	DefaultSaveVolumeBindTimeout = 5 * time.Minute
+	// DefaultSnapshotReadyTimeout: a snapshot not ready this long after its cut is reported
+	// failed. A first, full EBS snapshot of a few hundred GiB can take an hour or more to
+	// upload; an incremental one much less.
+	DefaultSnapshotReadyTimeout = 6 * time.Hour
 	// pollInterval re-reads a waiting operation even when no watch fires.
 	pollInterval = 15 * time.Second
 	// runnerPoll re-reads the pods on a node whose engine waits for them: they are not
@@ -95,7 +109,13 @@ type Options struct {
 	// SaveMargin is kept free before a node's deadline.
 	SaveMargin time.Duration
 	// MinSaveTime is the least time left a save is started with.
-	MinSaveTime    time.Duration
+	MinSaveTime time.Duration
+	// SaveVolumeBindTimeout bounds how long a save volume cloned from the previous snapshot may
+	// stay Pending before the save falls back to an empty volume.
+	SaveVolumeBindTimeout time.Duration
+	// SnapshotReadyTimeout bounds a snapshot's upload after its cut: past it the snapshot is
+	// reported failed (CacheSnapshotFailed) and never restored.
+	SnapshotReadyTimeout time.Duration
 	NotReadyMaxAge time.Duration
 	OrphanGrace    time.Duration
 	GCInterval     time.Duration
@@ -117,6 +137,8 @@ func (o *Options) setDefaults() {
 	def(&o.VerifyTimeout, DefaultVerifyTimeout)
 	def(&o.SaveMargin, DefaultSaveMargin)
 	def(&o.MinSaveTime, DefaultMinSaveTime)
+	def(&o.SaveVolumeBindTimeout, DefaultSaveVolumeBindTimeout)
+	def(&o.SnapshotReadyTimeout, DefaultSnapshotReadyTimeout)
 	def(&o.NotReadyMaxAge, DefaultNotReadyMaxAge)
 	def(&o.OrphanGrace, DefaultOrphanGrace)
 	def(&o.GCInterval, DefaultGCInterval)
@@ -269,11 +291,27 @@ func (b *base) getNode(ctx context.Context, name string, live bool) (*corev1.Nod
 
 // create creates obj; one that exists already (a lagging cache) is not an error.
 func (b *base) create(ctx context.Context, obj client.Object) error {
-	if err := b.kube.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating %T %s, %w", obj, obj.GetName(), err)
-	}
-	return nil
+	_, err := b.createNew(ctx, obj)
+	return err
 }
+
+// createNew is create that also tells whether this call created obj (false: it existed), for
+// what must happen once per object, such as its Event.
+func (b *base) createNew(ctx context.Context, obj client.Object) (bool, error) {
+	err := b.kube.Create(ctx, obj)
+	switch {
+	case err == nil:
+		return true, nil
+	case apierrors.IsAlreadyExists(err):
+		return false, nil
+	}
+	return false, fmt.Errorf("creating %T %s, %w", obj, obj.GetName(), err)
+}
+
+// provisionerSourceProtection is external-provisioner's finalizer on a VolumeSnapshot it is
+// creating a volume from (pkg/controller/controller.go, snapshotSourceProtectionFinalizer): with
+// it a snapshot being deleted is still cloned; without it the provisioner refuses the clone.
+const provisionerSourceProtection = "provisioner.storage.kubernetes.io/volumesnapshot-as-source-protection"
 
 // remove deletes obj if it exists; Jobs take their pods with them.
 func (b *base) remove(ctx context.Context, obj client.Object) error {

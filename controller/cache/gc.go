@@ -60,7 +60,8 @@ func (c *GCController) Reconcile(ctx context.Context, _ reconcile.Request) (reco
 	if c.current() == nil {
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
 	}
-	err := errors.Join(c.retain(ctx), c.fastRestore(ctx), c.sweep(ctx))
+	// Uploads first: a snapshot found failed is no longer good for the retention that follows.
+	err := errors.Join(c.watchUploads(ctx), c.retain(ctx), c.fastRestore(ctx), c.sweep(ctx))
 	if err != nil {
 		cm := &corev1.ConfigMap{}
 		if gerr := c.kube.Get(ctx, c.opts.ConfigMap, cm); gerr != nil {
@@ -80,14 +81,19 @@ func (c *GCController) retain(ctx context.Context) error {
 	if err := c.kube.List(ctx, snaps, client.InNamespace(c.namespace()), client.MatchingLabels{nodepools.LabelManagedBy: nodepools.ManagedBy}); err != nil {
 		return fmt.Errorf("listing snapshots, %w", err)
 	}
-	restores := &corev1.PersistentVolumeClaimList{}
-	if err := c.kube.List(ctx, restores, client.InNamespace(c.namespace()), client.MatchingLabelsSelector{Selector: opSelector(volumes.OpRestore)}); err != nil {
-		return fmt.Errorf("listing restore volumes, %w", err)
-	}
+	// A snapshot a restore or save volume is made from stays: deleting it under a volume that
+	// is still being provisioned leaves that PVC Pending for good. The list is read from the API
+	// server, not the cache: a save volume created a moment ago must be seen.
 	inUse := map[string]bool{}
-	for _, p := range restores.Items {
-		if ds := p.Spec.DataSource; ds != nil {
-			inUse[ds.Name] = true
+	for _, op := range []string{volumes.OpRestore, volumes.OpSave} {
+		pvcs := &corev1.PersistentVolumeClaimList{}
+		if err := c.live.List(ctx, pvcs, client.InNamespace(c.namespace()), client.MatchingLabelsSelector{Selector: opSelector(op)}); err != nil {
+			return fmt.Errorf("listing %s volumes, %w", op, err)
+		}
+		for i := range pvcs.Items {
+			if name := volumes.SnapshotSourceOf(&pvcs.Items[i]); name != "" {
+				inUse[name] = true
+			}
 		}
 	}
 	byPool := map[string][]snapshotv1.VolumeSnapshot{}
@@ -122,6 +128,57 @@ func (c *GCController) retain(ctx context.Context) error {
 	snapshotsGauge.Reset()
 	for key, n := range volumes.ReadyCounts(snaps.Items, prunes) {
 		snapshotsGauge.WithLabelValues(key.Pool, key.Arch, key.EngineVersion).Set(float64(n))
+	}
+	return errors.Join(errs...)
+}
+
+// watchUploads reports the snapshots that failed after their cut. The save released their node
+// at the cut, so nothing else looks at them: a snapshot whose snapshotter reports an error, or
+// that is not ready SnapshotReadyTimeout after its cut, is marked failed (the mark is the state:
+// it is judged once, by whichever controller process sees it first, and never restored), then
+// reported with a CacheSnapshotFailed Event on the snapshot and on its source node if that still
+// exists, and counted in warmpool_cache_lost_total{reason="snapshot-failed"}.
+func (c *GCController) watchUploads(ctx context.Context) error {
+	snaps := &snapshotv1.VolumeSnapshotList{}
+	if err := c.kube.List(ctx, snaps, client.InNamespace(c.namespace()), client.MatchingLabels{nodepools.LabelManagedBy: nodepools.ManagedBy}); err != nil {
+		return fmt.Errorf("listing snapshots, %w", err)
+	}
+	now := c.clk.Now()
+	var errs []error
+	for i := range snaps.Items {
+		s := &snaps.Items[i]
+		pool := s.Labels[volumes.LabelPool]
+		if c.cachePool(pool) == nil {
+			continue
+		}
+		reason := volumes.UploadFailure(s, now, c.opts.SnapshotReadyTimeout)
+		if reason == "" {
+			continue
+		}
+		patch := client.MergeFrom(s.DeepCopy())
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[volumes.AnnotationSnapshotFailed] = reason
+		if err := c.kube.Patch(ctx, s, patch); err != nil {
+			errs = append(errs, fmt.Errorf("marking snapshot %s failed, %w", s.Name, client.IgnoreNotFound(err)))
+			continue
+		}
+		lostTotal.WithLabelValues(pool, lostSnapshotFailed).Inc()
+		c.recorder.Eventf(s, corev1.EventTypeWarning, ReasonSnapshotFailed, "snapshot failed after its cut: %s; it is never restored, and the previous good snapshot of its key is kept", reason)
+		source := s.Labels[volumes.LabelSourceNode]
+		log.FromContext(ctx).Info("cache snapshot failed after its cut", "snapshot", s.Name, "node", source, "reason", reason)
+		if source == "" {
+			continue
+		}
+		n, err := c.getNode(ctx, source, false)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if n != nil {
+			c.recorder.Eventf(n, corev1.EventTypeWarning, ReasonSnapshotFailed, "the cache saved from this node is lost: VolumeSnapshot %s/%s failed after its cut: %s", s.Namespace, s.Name, reason)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -8,6 +8,10 @@ import (
 	"warmpool.io/warmpool/volumes"
 )
 
+// lostSnapshotFailed is the warmpool_cache_lost_total reason of a snapshot that failed after
+// its cut.
+const lostSnapshotFailed = "snapshot-failed"
+
 var (
 	savesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warmpool_cache_saves_total",
@@ -15,7 +19,7 @@ var (
 	}, []string{"pool", "result"})
 	saveDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "warmpool_cache_save_duration_seconds",
-		Help:    "Time from starting the save Job to the snapshot being ready to use.",
+		Help:    "Time from starting the save Job to the snapshot being cut (the node is released then; the upload goes on).",
 		Buckets: prometheus.ExponentialBuckets(5, 2, 11), // 5 s .. ~85 min
 	}, []string{"pool"})
 	saveBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -42,7 +46,7 @@ var (
 	}, []string{"pool", "arch", "engine_version"})
 	lostTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warmpool_cache_lost_total",
-		Help: "Nodes that went away without their cache saved, by reason: timeout, spot-interruption, no-time, node-gone, unclean, failed.",
+		Help: "Nodes that went away without their cache saved, by reason: timeout, spot-interruption, no-time, node-gone, unclean, failed, snapshot-failed (the snapshot failed after its cut; that save also counts in warmpool_cache_saves_total as saved).",
 	}, []string{"pool", "reason"})
 )
 
@@ -71,7 +75,7 @@ func InitMetrics(cfg *config.Config) {
 		for _, r := range []string{ColdNoSnapshot, ColdFailed, ColdTimeout, ColdNoCache, ColdWiped} {
 			coldStarts.WithLabelValues(p.Name, r)
 		}
-		for _, r := range []string{volumes.LostTimeout, volumes.LostSpotInterruption, volumes.LostNoTime, volumes.LostNodeGone} {
+		for _, r := range []string{volumes.LostTimeout, volumes.LostSpotInterruption, volumes.LostNoTime, volumes.LostNodeGone, lostSnapshotFailed} {
 			lostTotal.WithLabelValues(p.Name, r)
 		}
 		saveDuration.WithLabelValues(p.Name)

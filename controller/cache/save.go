@@ -14,6 +14,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -43,6 +44,10 @@ const (
 	// annotationAwaitingRunners on the guard: since when the engine's stop waits for work pods
 	// (set once, so the Event is recorded once).
 	annotationAwaitingRunners = "warmpool.io/awaiting-runners"
+	// annotationBaseFallback on the guard: the save volume's base snapshot could not be cloned
+	// (why), so this save copies onto an empty volume. Set once, before the volume made from
+	// the base is deleted: the save falls back once and never picks a base again.
+	annotationBaseFallback = "warmpool.io/base-fallback"
 )
 
 // Save outcomes recorded in AnnotationSaveOutcome (and the save result metric label).
@@ -103,6 +108,7 @@ func (c *SaveController) Reconcile(ctx context.Context, req reconcile.Request) (
 		c.awaitRunners,
 		c.stopEngine,
 		c.ensureVolume,
+		c.checkBase,
 		c.ensureCopy,
 		c.awaitCopy,
 		c.ensureSnapshot,
@@ -264,10 +270,19 @@ func (c *SaveController) ensureGuard(ctx context.Context, s *saveState) (reconci
 		tolerations = append(tolerations, corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOpEqual, Value: t.Value, Effect: t.Effect})
 	}
 	guard := volumes.GuardPod(c.target(s.pool, s.name, s.node.Labels[corev1.LabelArchStable]), c.opts.GuardImage, tolerations)
-	if err := c.create(ctx, guard); err != nil {
+	created, err := c.createNew(ctx, guard)
+	if err != nil {
 		return reconcile.Result{}, err
 	}
 	s.guard = guard
+	if !created {
+		// The guard exists and the cache has not seen it yet: this hold was reported when it
+		// was created. Read it, so the steps below see its recorded deadline.
+		if _, err := c.getFrom(ctx, c.live, guard.Name, s.guard); err != nil {
+			return reconcile.Result{}, err
+		}
+		return reconcile.Result{}, nil
+	}
 	why := "node is being deleted"
 	if s.trigger() == volumes.TriggerTentative {
 		why = "disruption " + s.claim.StatusConditions().Get(karpv1.ConditionTypeDisruptionReason).Reason
@@ -471,7 +486,10 @@ func (c *SaveController) stopEngine(ctx context.Context, s *saveState) (reconcil
 	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
 }
 
-// ensureVolume creates the fresh PVC the cache is copied onto.
+// ensureVolume creates the PVC the cache is copied onto: cloned from the newest good snapshot
+// of the same key when there is one (the copy then writes only what changed since, and the EBS
+// snapshot uploads only the changed blocks), else empty. A save that already fell back
+// (annotationBaseFallback) starts empty.
 func (c *SaveController) ensureVolume(ctx context.Context, s *saveState) (reconcile.Result, error) {
 	if s.pvc != nil {
 		return reconcile.Result{}, nil
@@ -479,12 +497,104 @@ func (c *SaveController) ensureVolume(ctx context.Context, s *saveState) (reconc
 	if s.job != nil || s.snapshot != nil {
 		return reconcile.Result{}, c.conclude(ctx, s, outcomeFailed, "the save volume was deleted mid-save")
 	}
-	pvc := volumes.SavePVC(c.saveTarget(s), s.pool.Cache.StorageClassName, *s.pool.Cache.Size)
+	// The volume a fallback deleted may still be going (its finalizers wait for the pod of the
+	// Job deleted with it): a create would find it and take it for the new one.
+	old := &corev1.PersistentVolumeClaim{}
+	if err := c.live.Get(ctx, types.NamespacedName{Namespace: c.namespace(), Name: volumes.SaveName(s.name)}, old); err == nil {
+		return reconcile.Result{RequeueAfter: time.Second}, nil
+	} else if !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, fmt.Errorf("reading save volume %s, %w", volumes.SaveName(s.name), err)
+	}
+	t := c.saveTarget(s)
+	var base *snapshotv1.VolumeSnapshot
+	if s.guard.Annotations[annotationBaseFallback] == "" {
+		var err error
+		if base, err = c.baseSnapshot(ctx, t); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	baseName := ""
+	if base != nil {
+		baseName = base.Name
+	}
+	pvc := volumes.SavePVC(t, s.pool.Cache.StorageClassName, volumes.SaveSize(*s.pool.Cache.Size, base), baseName)
+	pvc.Annotations[AnnotationStarted] = stamp(c.clk.Now())
 	if err := c.create(ctx, pvc); err != nil {
 		return reconcile.Result{}, err
 	}
 	s.pvc = pvc
+	if base != nil {
+		log.FromContext(ctx).Info("save volume cloned from the previous snapshot", "base", base.Name)
+	}
 	return reconcile.Result{}, nil
+}
+
+// baseSnapshot is the snapshot a save of t clones: the one a restore of that key would choose.
+func (c *SaveController) baseSnapshot(ctx context.Context, t volumes.Target) (*snapshotv1.VolumeSnapshot, error) {
+	key := volumes.SnapshotKey{Pool: t.Pool, Arch: t.Arch, EngineVersion: t.EngineVersion}
+	if key.Arch == "" || key.EngineVersion == "" {
+		return nil, nil
+	}
+	list := &snapshotv1.VolumeSnapshotList{}
+	if err := c.kube.List(ctx, list, client.InNamespace(c.namespace()), client.MatchingLabels{
+		volumes.LabelPool: key.Pool, volumes.LabelArch: key.Arch, volumes.LabelEngineVersion: key.EngineVersion,
+	}); err != nil {
+		return nil, fmt.Errorf("listing snapshots of %+v, %w", key, err)
+	}
+	return volumes.ChooseSnapshot(list.Items, key), nil
+}
+
+// checkBase falls back, once, to an empty volume when the snapshot the save volume is cloned
+// from cannot be cloned: it was deleted (the provisioner fails "error getting snapshot"), or is
+// being deleted before the provisioner protected it (external-provisioner refuses "snapshot ...
+// is being deleted" unless its own volumesnapshot-as-source-protection finalizer is on it), or
+// the volume stayed Pending past SaveVolumeBindTimeout. Either way the PVC would stay Pending
+// and the copy never start, holding the node until the deadline for nothing. The Job (whose pod
+// cannot have run without the volume) and the PVC are deleted; ensureVolume makes an empty one.
+func (c *SaveController) checkBase(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	base := volumes.SnapshotSourceOf(s.pvc)
+	if base == "" || s.snapshot != nil || s.pvc.Status.Phase == corev1.ClaimBound || s.pvc.Spec.VolumeName != "" {
+		return reconcile.Result{}, nil
+	}
+	why := ""
+	snap := &snapshotv1.VolumeSnapshot{}
+	err := c.live.Get(ctx, types.NamespacedName{Namespace: c.namespace(), Name: base}, snap)
+	switch {
+	case apierrors.IsNotFound(err):
+		why = fmt.Sprintf("its base snapshot %s was deleted before the volume was provisioned", base)
+	case err != nil:
+		return reconcile.Result{}, fmt.Errorf("reading base snapshot %s, %w", base, err)
+	case snap.DeletionTimestamp != nil && !slices.Contains(snap.Finalizers, provisionerSourceProtection):
+		why = fmt.Sprintf("its base snapshot %s is being deleted and the provisioner had not started cloning it", base)
+	}
+	if why == "" {
+		started := parseStamp(s.pvc.Annotations[AnnotationStarted])
+		if started.IsZero() {
+			started = s.pvc.CreationTimestamp.Time
+		}
+		pending := c.clk.Since(started)
+		if pending < c.opts.SaveVolumeBindTimeout {
+			return reconcile.Result{}, nil
+		}
+		why = fmt.Sprintf("the volume cloned from %s was still Pending after %s", base, pending.Round(time.Second))
+	}
+	patch := client.MergeFrom(s.guard.DeepCopy())
+	s.guard.Annotations[annotationBaseFallback] = why
+	if err := c.kube.Patch(ctx, s.guard, patch); err != nil {
+		return reconcile.Result{}, fmt.Errorf("recording the base fallback on guard %s, %w", s.guard.Name, err)
+	}
+	c.recorder.Eventf(nodeRef(s.name, s.node), corev1.EventTypeWarning, ReasonSaveBaseLost,
+		"save volume not cloned: %s; copying the whole cache onto an empty volume instead (a full copy and a full snapshot)", why)
+	log.FromContext(ctx).Info("falling back to an empty save volume", "reason", why)
+	for _, o := range []client.Object{s.job, s.pvc} {
+		if o != nil {
+			if err := c.remove(ctx, o); err != nil {
+				return reconcile.Result{}, err
+			}
+		}
+	}
+	s.job, s.pvc = nil, nil
+	return reconcile.Result{RequeueAfter: time.Second}, nil
 }
 
 // saveTarget is the node's target with the engine version of the cache being saved.
@@ -518,6 +628,9 @@ func (c *SaveController) ensureCopy(ctx context.Context, s *saveState) (reconcil
 		AnnotationStarted:       stamp(now),
 		annotationSnapshot:      volumes.SnapshotName(s.pool.Name, s.name, string(s.node.UID)),
 		annotationEngineVersion: t.EngineVersion,
+	}
+	if base := volumes.SnapshotSourceOf(s.pvc); base != "" {
+		job.Annotations[volumes.AnnotationBaseSnapshot] = base
 	}
 	if err := c.create(ctx, job); err != nil {
 		return reconcile.Result{}, err
@@ -579,7 +692,7 @@ func (c *SaveController) ensureSnapshot(ctx context.Context, s *saveState) (reco
 	if s.result.Architecture != "" {
 		t.Arch = s.result.Architecture
 	}
-	snap := volumes.Snapshot(t, s.job.Annotations[annotationSnapshot], s.pool.Cache.SnapshotClassName, s.result)
+	snap := volumes.Snapshot(t, s.job.Annotations[annotationSnapshot], s.pool.Cache.SnapshotClassName, s.job.Annotations[volumes.AnnotationBaseSnapshot], s.result)
 	if snap.Name == "" {
 		return reconcile.Result{}, c.conclude(ctx, s, outcomeFailed, "save job "+s.job.Name+" names no snapshot")
 	}
@@ -590,11 +703,15 @@ func (c *SaveController) ensureSnapshot(ctx context.Context, s *saveState) (reco
 	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
 }
 
-// awaitSnapshot waits for the snapshot to be ready to use; the save is then done.
+// awaitSnapshot waits for the snapshot to be cut (status.creationTime set); the save is then
+// done and the node released. An EBS snapshot is point-in-time from its creation: the upload to
+// S3 that readyToUse waits for needs neither the node nor (for EBS) the volume, so holding the
+// node for it would only cost time and a disruption budget slot. Whether the upload succeeds
+// is the GC controller's to watch (watchUploads), from the snapshot alone.
 func (c *SaveController) awaitSnapshot(ctx context.Context, s *saveState) (reconcile.Result, error) {
-	if !volumes.Ready(s.snapshot) {
+	if !volumes.Cut(s.snapshot) {
 		if st := s.snapshot.Status; st != nil && st.Error != nil && st.Error.Message != nil {
-			log.FromContext(ctx).Info("snapshot reports an error, waiting for the snapshotter to retry", "snapshot", s.snapshot.Name, "error", *st.Error.Message)
+			log.FromContext(ctx).Info("snapshot reports an error before its cut, waiting for the snapshotter to retry", "snapshot", s.snapshot.Name, "error", *st.Error.Message)
 		}
 		return reconcile.Result{RequeueAfter: c.poll(s)}, nil
 	}
@@ -648,10 +765,14 @@ func (c *SaveController) report(ctx context.Context, s *saveState, outcome, deta
 			saveDuration.WithLabelValues(pool).Observe(took.Seconds())
 		}
 		saveBytes.WithLabelValues(pool).Observe(float64(r.Bytes))
-		msg := fmt.Sprintf("cache saved to VolumeSnapshot %s/%s: %d bytes, %d files, copy %.0fs, save %s",
-			s.snapshot.Namespace, s.snapshot.Name, r.Bytes, r.Files, r.DurationSeconds, took.Round(time.Second))
+		from := "a full copy onto an empty volume"
+		if base := s.snapshot.Annotations[volumes.AnnotationBaseSnapshot]; base != "" {
+			from = "incremental, cloned from " + base
+		}
+		msg := fmt.Sprintf("cache saved to VolumeSnapshot %s/%s (%s): %d bytes, %d files, copy %.0fs, save %s; snapshot cut, node released, upload continues",
+			s.snapshot.Namespace, s.snapshot.Name, from, r.Bytes, r.Files, r.DurationSeconds, took.Round(time.Second))
 		c.recorder.Event(node, corev1.EventTypeNormal, ReasonSaved, msg)
-		c.recorder.Event(s.snapshot, corev1.EventTypeNormal, ReasonSaved, fmt.Sprintf("saved from node %s: %d bytes, %d files", s.name, r.Bytes, r.Files))
+		c.recorder.Event(s.snapshot, corev1.EventTypeNormal, ReasonSaved, fmt.Sprintf("saved from node %s (%s): %d bytes, %d files", s.name, from, r.Bytes, r.Files))
 	case outcomeUnclean:
 		c.recorder.Eventf(node, corev1.EventTypeWarning, ReasonUnclean, "engine cache not saved: the engine did not shut down cleanly (%s); a copy would restore cold", detail)
 	case outcomeFailed:
@@ -663,15 +784,25 @@ func (c *SaveController) report(ctx context.Context, s *saveState, outcome, deta
 	}
 }
 
-// cleanup deletes the save's Job, its PVC (unless a snapshot still being cut reads it) and the
-// guard, which lets Karpenter's drain finish. A ready snapshot is never touched.
+// cleanup deletes the save's Job, its PVC and the guard, which lets Karpenter's drain finish.
+// The PVC goes even while its snapshot uploads: the CSI snapshot-controller keeps its
+// snapshot.storage.kubernetes.io/pvc-as-source-protection finalizer on it until the snapshot is
+// ready, and EBS needs the volume only until the cut. A snapshot that was never cut serves
+// nothing once the save concluded (without its source it would never be cut: the
+// snapshot-controller refuses to protect a PVC being deleted), so it goes too; a cut one stays,
+// and the GC controller watches its upload.
 func (c *SaveController) cleanup(ctx context.Context, s *saveState) error {
 	if s.job != nil {
 		if err := c.remove(ctx, s.job); err != nil {
 			return err
 		}
 	}
-	if s.pvc != nil && !(s.snapshot != nil && !volumes.Ready(s.snapshot)) {
+	if s.snapshot != nil && !volumes.Cut(s.snapshot) {
+		if err := c.remove(ctx, s.snapshot); err != nil {
+			return err
+		}
+	}
+	if s.pvc != nil {
 		if err := c.remove(ctx, s.pvc); err != nil {
 			return err
 		}
