@@ -116,9 +116,9 @@ type Options struct {
 	// SnapshotReadyTimeout bounds a snapshot's upload after its cut: past it the snapshot is
 	// reported failed (CacheSnapshotFailed) and never restored.
 	SnapshotReadyTimeout time.Duration
-	NotReadyMaxAge time.Duration
-	OrphanGrace    time.Duration
-	GCInterval     time.Duration
+	NotReadyMaxAge       time.Duration
+	OrphanGrace          time.Duration
+	GCInterval           time.Duration
 	// EC2 builds the client for fast snapshot restore; nil is the real EC2 API.
 	EC2 EC2Client
 	// NoSnapshotAPI says the cluster serves no VolumeSnapshot API (no CSI snapshotter CRDs).
