@@ -84,8 +84,8 @@ type route struct {
 }
 
 // Webhook is the http.Handler for GitHub workflow_job webhooks. It keeps the set of queued and
-// running jobs per route (by workflow_job.id) and records each route's counts in the Tracker
-// after every change.
+// running jobs per route (by workflow_job.id) and records each route's counts in the Tracker,
+// and exports them as warmpool_queue_jobs, after every change.
 //
 // Only deliveries signed with the shared secret (X-Hub-Signature-256, HMAC-SHA256 over the raw
 // body) are read; with an empty secret every delivery is rejected. Redeliveries (same
@@ -154,7 +154,8 @@ func NewWebhook(secret func() []byte, t *Tracker, clk clock.PassiveClock, log lo
 func (w *Webhook) SetRoutes(routes []WebhookRoute) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.routes = w.routes[:0]
+	old := w.routes
+	w.routes = make([]route, 0, len(routes))
 	keep := map[Key]bool{}
 	for _, r := range routes {
 		labels := make([]string, 0, len(r.Labels))
@@ -171,8 +172,14 @@ func (w *Webhook) SetRoutes(routes []WebhookRoute) {
 		}
 	}
 	w.recountLocked()
+	for _, r := range old {
+		if !keep[r.key] {
+			// Its series would otherwise report the last counts of a source that is gone.
+			ForgetSource(r.key)
+		}
+	}
 	for k := range keep {
-		w.tracker.Record(k, w.counts[k], nil)
+		w.recordLocked(k)
 	}
 }
 
@@ -232,9 +239,8 @@ func (w *Webhook) Resync(k Key, listedAt time.Time, queuedIDs, runningIDs []int6
 		w.log.Info("webhook counts corrected by a REST resync: deliveries were lost", "pool", k.Pool, "source", k.Source, "added", added, "dropped", dropped)
 	}
 	w.recountLocked()
-	c := w.counts[k]
-	w.tracker.Record(k, c, nil)
-	return c
+	w.recordLocked(k)
+	return w.counts[k]
 }
 
 // Sweep expires jobs and tombstones past their ages and records every route's counts, which
@@ -245,10 +251,17 @@ func (w *Webhook) Sweep() {
 	defer w.mu.Unlock()
 	w.expireLocked(w.clk.Now(), true)
 	for _, r := range w.routes {
-		w.tracker.Record(r.key, w.counts[r.key], nil)
-		// No Runner polls a webhook source: export its counts here (warmpool_queue_jobs).
-		ObserveSource(w.tracker, r.key)
+		w.recordLocked(r.key)
 	}
+}
+
+// recordLocked records source k's counts in the Tracker and exports them
+// (warmpool_queue_jobs, staleness). No Runner polls a webhook source, so every change is
+// exported here, with the delivery that made it: a gauge set only by Sweep lagged the
+// headroom it explains by up to a sweep interval.
+func (w *Webhook) recordLocked(k Key) {
+	w.tracker.Record(k, w.counts[k], nil)
+	ObserveSource(w.tracker, k)
 }
 
 // ServeHTTP handles one delivery: 405 for other methods than POST, 401 for a missing or bad
@@ -434,7 +447,7 @@ func (w *Webhook) apply(delivery string, ev workflowJobEvent) (int, string) {
 		if j != nil {
 			w.count(j.key, j.rank, -1)
 			delete(w.jobs, id)
-			w.tracker.Record(j.key, w.counts[j.key], nil)
+			w.recordLocked(j.key)
 		}
 		w.tombs[id] = now
 		w.tombQ = append(w.tombQ, tombstone{id: id, at: now})
@@ -442,7 +455,7 @@ func (w *Webhook) apply(delivery string, ev workflowJobEvent) (int, string) {
 	case j == nil:
 		w.jobs[id] = &webhookJob{key: key, rank: rank, since: now}
 		w.count(key, rank, 1)
-		w.tracker.Record(key, w.counts[key], nil)
+		w.recordLocked(key)
 		return http.StatusOK, "ok"
 	case rank < j.rank:
 		w.log.V(1).Info("out-of-order workflow_job delivery ignored", "job", id, "action", ev.Action)
@@ -457,9 +470,9 @@ func (w *Webhook) apply(delivery string, ev workflowJobEvent) (int, string) {
 	}
 	j.key = key
 	w.count(key, rank, 1)
-	w.tracker.Record(key, w.counts[key], nil)
+	w.recordLocked(key)
 	if old != key {
-		w.tracker.Record(old, w.counts[old], nil)
+		w.recordLocked(old)
 	}
 	return http.StatusOK, "ok"
 }
@@ -557,7 +570,7 @@ func (w *Webhook) expireLocked(now time.Time, force bool) {
 		}
 	}
 	for _, k := range changed {
-		w.tracker.Record(k, w.counts[k], nil)
+		w.recordLocked(k)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-logr/logr"
 	clocktesting "k8s.io/utils/clock/testing"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"warmpool.io/warmpool/controller/queue"
 )
@@ -631,6 +632,74 @@ func TestWebhookSweepKeepsSourcesFresh(t *testing.T) {
 	if _, known := f.tracker.Pool("linux-x64"); known {
 		t.Error("a webhook source never swept stayed known past MaxStaleness")
 	}
+}
+
+// queueJobs reads warmpool_queue_jobs{pool,source,state} from the registry the manager serves.
+func queueJobs(t *testing.T, k queue.Key, state string) (float64, bool) {
+	t.Helper()
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"pool": k.Pool, "source": k.Source, "state": state}
+	for _, f := range families {
+		if f.GetName() != "warmpool_queue_jobs" {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			if len(m.GetLabel()) != len(want) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if want[l.GetName()] != l.GetValue() {
+					continue series
+				}
+			}
+			return m.GetGauge().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// wantQueueJobs asserts the queued and running gauges of a webhook source.
+func wantQueueJobs(t *testing.T, k queue.Key, queued, running float64) {
+	t.Helper()
+	for state, want := range map[string]float64{"queued": queued, "running": running} {
+		got, ok := queueJobs(t, k, state)
+		if !ok || got != want {
+			t.Errorf("warmpool_queue_jobs{pool=%q,source=%q,state=%q} = %v (exported: %t), want %v", k.Pool, k.Source, state, got, ok, want)
+		}
+	}
+}
+
+// TestWebhookQueueJobsFollowEachDelivery: warmpool_queue_jobs moves with every accepted
+// delivery, with no Sweep in between (the clock never moves, so nothing else could set it),
+// and a source whose route is removed loses its series.
+func TestWebhookQueueJobsFollowEachDelivery(t *testing.T) {
+	f := newWebhookFixture(t)
+	// SetRoutes exports every route at zero: known and empty.
+	wantQueueJobs(t, x64Key, 0, 0)
+	f.job("queued", 5001)
+	wantQueueJobs(t, x64Key, 1, 0)
+	f.job("queued", 5002)
+	f.job("in_progress", 5001)
+	wantQueueJobs(t, x64Key, 1, 1)
+	f.job("completed", 5001)
+	f.job("completed", 5002)
+	wantQueueJobs(t, x64Key, 0, 0)
+	f.job("in_progress", 5003, arm64...)
+	wantQueueJobs(t, arm64Key, 0, 1)
+	f.hook.Resync(arm64Key, f.clk.Now(), []int64{5004}, []int64{5003})
+	wantQueueJobs(t, arm64Key, 1, 1)
+
+	f.hook.SetRoutes(testRoutes[:1])
+	for _, state := range []string{"queued", "running"} {
+		if v, ok := queueJobs(t, arm64Key, state); ok {
+			t.Errorf("warmpool_queue_jobs of the removed route %v still exported (%s = %v)", arm64Key, state, v)
+		}
+	}
+	wantQueueJobs(t, x64Key, 0, 0)
 }
 
 // TestWebhookConcurrentDeliveries serves deliveries from several goroutines, as net/http
