@@ -91,7 +91,8 @@ func (c *GCController) retain(ctx context.Context) error {
 			return fmt.Errorf("listing %s volumes, %w", op, err)
 		}
 		for i := range pvcs.Items {
-			if name := volumes.SnapshotSourceOf(&pvcs.Items[i]); name != "" {
+			// A PVC being deleted is provisioned no more: its source is free.
+			if name := volumes.SnapshotSourceOf(&pvcs.Items[i]); name != "" && pvcs.Items[i].DeletionTimestamp == nil {
 				inUse[name] = true
 			}
 		}
