@@ -156,3 +156,96 @@ func TestCopyRemovesOldManifestFirst(t *testing.T) {
 		t.Error("the old manifest was still there when copying started")
 	}
 }
+
+// The same for an incremental copy (Options.Previous, over the complete copy it describes, as
+// on a save volume cloned from the previous snapshot) of a source where files were deleted,
+// changed and added: an interruption at any point leaves no manifest, so the volume is never
+// restored nor snapshotted as a save; the next save finds no manifest, copies in full over the
+// debris, and files gone from the source are gone from the copy.
+func TestIncrementalCopyInterruptedLeavesNoManifest(t *testing.T) {
+	src := t.TempDir()
+	buildManyFiles(t, src, 200, 21)
+	prepare := func(t *testing.T) (string, Manifest) {
+		dst := filepath.Join(t.TempDir(), "dst")
+		if _, err := Copy(context.Background(), src, dst, Options{}); err != nil {
+			t.Fatal(err)
+		}
+		prev, err := ReadManifest(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dst, prev
+	}
+	// The previous copy is taken before the source changes.
+	dsts := make([]string, 13)
+	prevs := make([]Manifest, len(dsts))
+	for i := range dsts {
+		dsts[i], prevs[i] = prepare(t)
+	}
+	gone := []string{manyPath(3), manyPath(50), manyPath(120)}
+	for _, rel := range gone {
+		must(t, os.Remove(filepath.Join(src, rel)))
+	}
+	for i := 0; i < 200; i += 25 {
+		if p := filepath.Join(src, manyPath(i)); fileExists(p) {
+			mustWrite(t, p, []byte(fmt.Sprintf("changed %d", i)), 0o644)
+		}
+	}
+	mustWrite(t, filepath.Join(src, "added", "new"), []byte("new"), 0o644)
+
+	var calls atomic.Int64
+	if _, err := Copy(context.Background(), src, dsts[0], Options{Previous: &prevs[0], hooks: &hooks{at: func(string, string) error {
+		calls.Add(1)
+		return nil
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewSource(7))
+	for i := 1; i < len(dsts); i++ {
+		k := 1 + r.Int63n(calls.Load())
+		cancelMode := i%2 == 0
+		t.Run(fmt.Sprintf("iter%02d-k%d-cancel=%v", i, k, cancelMode), func(t *testing.T) {
+			dst := dsts[i]
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			injected := errors.New("injected failure")
+			var n atomic.Int64
+			_, err := Copy(ctx, src, dst, Options{Previous: &prevs[i], hooks: &hooks{at: func(point, rel string) error {
+				if n.Add(1) != k {
+					return nil
+				}
+				if cancelMode {
+					cancel()
+					return nil
+				}
+				return injected
+			}}})
+			if err == nil {
+				t.Fatalf("interrupted incremental copy (hook call %d of %d) succeeded", k, calls.Load())
+			}
+			if _, err := ReadManifest(dst); !errors.Is(err, ErrNoManifest) {
+				t.Fatalf("ReadManifest after interruption = %v, want ErrNoManifest", err)
+			}
+			if _, err := Verify(dst); !errors.Is(err, ErrNoManifest) {
+				t.Fatalf("Verify = %v, want ErrNoManifest", err)
+			}
+			if _, err := Copy(context.Background(), src, dst, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Verify(dst); err != nil {
+				t.Fatal(err)
+			}
+			compareContents(t, contents(t, src), contents(t, dst))
+			for _, rel := range gone {
+				if fileExists(filepath.Join(dst, rel)) {
+					t.Errorf("%s, deleted from the source, is still in the copy", rel)
+				}
+			}
+		})
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
