@@ -130,9 +130,9 @@ func TestSaveHappyPath(t *testing.T) {
 		snap.Annotations[volumes.AnnotationBytes] != "1073741824" || *snap.Spec.Source.PersistentVolumeClaimName != pvc.Name || *snap.Spec.VolumeSnapshotClassName != "sim-snap" {
 		t.Fatalf("snapshot labels %v annotations %v spec %+v", snap.Labels, snap.Annotations, snap.Spec)
 	}
-	consistently(t, "the guard holds until the snapshot is ready", func() error {
+	consistently(t, "the guard holds until the snapshot is cut", func() error {
 		if !exists(t, guard.Name, e.namespace, &corev1.Pod{}) {
-			return fmt.Errorf("guard released before the snapshot was ready")
+			return fmt.Errorf("guard released before the snapshot was cut")
 		}
 		return nil
 	})
