@@ -47,38 +47,12 @@ func BenchmarkWebhookToHeadroom(b *testing.B) {
 		secret = "bench-webhook-secret"
 	)
 	pool := poolName("bench-webhook")
-	e := newWebhookEnv(b, secret, configYAMLWithWebhook(poolYAML(pool,
-		"queue: {sources: [{name: gh, githubWebhook: {labels: [self-hosted, "+label+"]}}]}",
-		"scaling: {jobsPerNode: 1, warmMinimum: 0, scaleDownStabilization: 1ms}")))
-	url := "http://" + e.mgr.Webhook.BoundAddr + config.DefaultWebhookPath
-
-	replicas := watchHeadroom(b, e.namespace, nodepools.HeadroomName(pool))
-	// The config's route records the pool at 0 jobs: the headroom exists at 0 before timing.
-	waitFor(b, replicas, 0)
-
-	client := &http.Client{Timeout: 30 * time.Second}
-	// The secret is read from its Secret after the route is set: wait until a signed ping passes.
-	eventually(b, "webhook accepts signed deliveries", func() error {
-		code, msg := post(b, client, url, secret, "ping", "bench-ping", []byte(`{"zen":"Keep it logically awesome.","hook_id":1}`))
-		if code != http.StatusOK {
-			return fmt.Errorf("ping: %d %q", code, msg)
-		}
-		return nil
-	})
+	h := newHeadroomFollower(b, pool, label, secret, nil)
 	var latencies []time.Duration
 	for b.Loop() {
 		for i := range benchWebhookEvents {
-			action, want := "queued", int32(1)
-			if i%2 == 1 {
-				action, want = "completed", 0
-			} else {
-				benchJobID++
-			}
-			body := workflowJobPayload(benchJobID, action, label)
-			delivery := fmt.Sprintf("bench-%d-%s", benchJobID, action)
 			start := time.Now()
-			deliver(b, client, url, secret, delivery, body)
-			waitFor(b, replicas, want)
+			h.flip(i)
 			latencies = append(latencies, time.Since(start))
 		}
 	}
@@ -86,6 +60,68 @@ func BenchmarkWebhookToHeadroom(b *testing.B) {
 	b.ReportMetric(ms(percentile(latencies, 50)), "p50-ms")
 	b.ReportMetric(ms(percentile(latencies, 99)), "p99-ms")
 	b.ReportMetric(float64(len(latencies)), "events")
+}
+
+// TestEveryDeliveryMovesHeadroom: with the periodic evaluation an hour apart, every delivery
+// (a job queued, then completed, with a 1 ms stabilization window) still moves the headroom:
+// nothing but the delivery itself can have made the change within the test.
+func TestEveryDeliveryMovesHeadroom(t *testing.T) {
+	h := newHeadroomFollower(t, poolName("webhook-follow"), "follow-runner", "follow-webhook-secret",
+		func(o *controller.Options) { o.ScalingInterval = time.Hour })
+	for i := range 60 {
+		h.flip(i)
+	}
+}
+
+// headroomFollower sends signed workflow_job deliveries for one pool to a running manager's
+// webhook endpoint and follows the pool's headroom Deployment.
+type headroomFollower struct {
+	tb       testing.TB
+	client   *http.Client
+	url      string
+	label    string
+	secret   string
+	replicas <-chan int32
+}
+
+// newHeadroomFollower starts a manager whose pool (jobsPerNode 1, no warm minimum, a 1 ms
+// stabilization window) counts the webhook's jobs labelled label, and waits until the
+// endpoint accepts signed deliveries.
+func newHeadroomFollower(tb testing.TB, pool, label, secret string, options func(*controller.Options)) *headroomFollower {
+	tb.Helper()
+	e := newWebhookEnv(tb, secret, configYAMLWithWebhook(poolYAML(pool,
+		"queue: {sources: [{name: gh, githubWebhook: {labels: [self-hosted, "+label+"]}}]}",
+		"scaling: {jobsPerNode: 1, warmMinimum: 0, scaleDownStabilization: 1ms}")), options)
+	h := &headroomFollower{
+		tb: tb, client: &http.Client{Timeout: 30 * time.Second}, label: label, secret: secret,
+		url:      "http://" + e.mgr.Webhook.BoundAddr + config.DefaultWebhookPath,
+		replicas: watchHeadroom(tb, e.namespace, nodepools.HeadroomName(pool)),
+	}
+	// The config's route records the pool at 0 jobs: the headroom exists at 0 first.
+	waitFor(tb, h.replicas, 0)
+	// The secret is read from its Secret after the route is set: wait until a signed ping passes.
+	eventually(tb, "webhook accepts signed deliveries", func() error {
+		code, msg := post(tb, h.client, h.url, secret, "ping", "ping-"+pool, []byte(`{"zen":"Keep it logically awesome.","hook_id":1}`))
+		if code != http.StatusOK {
+			return fmt.Errorf("ping: %d %q", code, msg)
+		}
+		return nil
+	})
+	return h
+}
+
+// flip sends delivery i: even ones queue a new job (headroom 0 -> 1), odd ones complete it
+// (1 -> 0). It returns once the headroom Deployment asks for what the delivery implies.
+func (h *headroomFollower) flip(i int) {
+	h.tb.Helper()
+	action, want := "queued", int32(1)
+	if i%2 == 1 {
+		action, want = "completed", 0
+	} else {
+		benchJobID++
+	}
+	deliver(h.tb, h.client, h.url, h.secret, fmt.Sprintf("%s-%d-%s", h.label, benchJobID, action), workflowJobPayload(benchJobID, action, h.label))
+	waitFor(h.tb, h.replicas, want)
 }
 
 // configYAMLWithWebhook is configYAML with the webhook's secret, which a githubWebhook source
@@ -97,7 +133,7 @@ func configYAMLWithWebhook(pools ...string) string {
 
 // newWebhookEnv is newEnv with the webhook endpoint on 127.0.0.1 and the Secret holding its
 // HMAC key: the suite's env starts its manager without the endpoint.
-func newWebhookEnv(b *testing.B, secret, cfg string) *env {
+func newWebhookEnv(b testing.TB, secret, cfg string, options func(*controller.Options)) *env {
 	b.Helper()
 	ctx := b.Context()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-scaling-"}}
@@ -119,10 +155,14 @@ func newWebhookEnv(b *testing.B, secret, cfg string) *env {
 	if err := kube.Create(ctx, e.cm); err != nil {
 		b.Fatal(err)
 	}
-	mgr, err := controller.New(restConfig, controller.Options{
+	opts := controller.Options{
 		Namespace: ns.Name, ConfigMap: "warmpool", NodeClass: nodepools.EC2NodeClass,
 		MetricsAddr: "0", ProbeAddr: "0", WebhookAddr: "127.0.0.1:0", SkipControllerNameValidation: true,
-	})
+	}
+	if options != nil {
+		options(&opts)
+	}
+	mgr, err := controller.New(restConfig, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -145,7 +185,7 @@ func newWebhookEnv(b *testing.B, secret, cfg string) *env {
 
 // watchHeadroom streams the replicas of one headroom Deployment as the API server stores them,
 // from a watch that resumes where it stopped if the server closes it.
-func watchHeadroom(b *testing.B, namespace, name string) <-chan int32 {
+func watchHeadroom(b testing.TB, namespace, name string) <-chan int32 {
 	b.Helper()
 	cs, err := kubernetes.NewForConfig(restConfig)
 	if err != nil {
@@ -187,7 +227,7 @@ func watchHeadroom(b *testing.B, namespace, name string) <-chan int32 {
 
 // waitFor consumes replica readings until one equals want. Every delivery flips the desired
 // count, so a reading of want is the change the last delivery caused, not an older one.
-func waitFor(b *testing.B, replicas <-chan int32, want int32) {
+func waitFor(b testing.TB, replicas <-chan int32, want int32) {
 	b.Helper()
 	timeout := time.After(30 * time.Second)
 	for {
@@ -203,7 +243,7 @@ func waitFor(b *testing.B, replicas <-chan int32, want int32) {
 }
 
 // deliver posts one workflow_job delivery and wants it processed.
-func deliver(b *testing.B, client *http.Client, url, secret, delivery string, body []byte) {
+func deliver(b testing.TB, client *http.Client, url, secret, delivery string, body []byte) {
 	b.Helper()
 	if code, msg := post(b, client, url, secret, "workflow_job", delivery, body); code != http.StatusOK || msg != "ok" {
 		b.Fatalf("delivery %s: %d %q", delivery, code, msg)
@@ -211,7 +251,7 @@ func deliver(b *testing.B, client *http.Client, url, secret, delivery string, bo
 }
 
 // post sends one delivery signed as GitHub signs it and returns the response.
-func post(b *testing.B, client *http.Client, url, secret, event, delivery string, body []byte) (int, string) {
+func post(b testing.TB, client *http.Client, url, secret, event, delivery string, body []byte) (int, string) {
 	b.Helper()
 	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write(body)

@@ -343,13 +343,23 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := errors.Join(actErr, persistErr); err != nil {
 		return reconcile.Result{}, err
 	}
-	after := c.interval
-	if !decision.StabilizedUntil.IsZero() {
-		if d := decision.StabilizedUntil.Sub(c.clk.Now()); d > 0 && d < after {
-			after = d
-		}
+	return reconcile.Result{RequeueAfter: c.requeueAfter(decision)}, nil
+}
+
+// minRequeue is the requeue of a hold whose window already ran out: as soon as possible, but
+// positive (a zero RequeueAfter means no requeue at all).
+const minRequeue = time.Millisecond
+
+// requeueAfter is when the pool must be evaluated again without any event: when the
+// stabilization window holding it above its target runs out, else at the periodic interval.
+// The window may run out while this evaluation actuates (a short window, a slow apply): the
+// pool is then evaluated again at once. Requeueing only for a window still ahead left such a
+// hold, and so the scale-down a delivery asked for, to the next periodic evaluation.
+func (c *Controller) requeueAfter(decision policy.Decision) time.Duration {
+	if decision.StabilizedUntil.IsZero() {
+		return c.interval
 	}
-	return reconcile.Result{RequeueAfter: after}, nil
+	return min(c.interval, max(decision.StabilizedUntil.Sub(c.clk.Now()), minRequeue))
 }
 
 // poolState returns the pool's state, recompiling the policy when the pool's config or its
