@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -31,6 +33,26 @@ const (
 	annSelectedNode = "volume.kubernetes.io/selected-node"
 	// The snapshot-controller's finalizer on a bound VolumeSnapshot.
 	finalizerSnapshotBound = "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection"
+	// The snapshot-controller's finalizer on the source PVC of a snapshot that is not ready yet
+	// (common-controller ensurePVCFinalizer / checkandRemovePVCFinalizer): the PVC may be
+	// deleted at the cut, but it stays until its snapshots are ready, or deleted.
+	finalizerPVCAsSource = "snapshot.storage.kubernetes.io/pvc-as-source-protection"
+	// external-provisioner's finalizer on a VolumeSnapshot it is creating a volume from
+	// (setSnapshotFinalizer, removed once the volume exists): a snapshot being deleted that
+	// carries it is still cloned, one without it is refused.
+	finalizerProvisionerSource = "provisioner.storage.kubernetes.io/volumesnapshot-as-source-protection"
+
+	// annSourceSnapshot on a PV nodesim provisioned from a snapshot: that snapshot's handle,
+	// what a later snapshot of the volume is incremental to.
+	annSourceSnapshot = "nodesim.warmpool.io/source-snapshot-handle"
+	// Annotations on a VolumeSnapshotContent, set at the cut: the bytes its upload carries, and
+	// the node the source volume was attached to (for AnnotationFailSnapshot).
+	annUploadBytes = "nodesim.warmpool.io/upload-bytes"
+	annSourceNode  = "nodesim.warmpool.io/source-node"
+
+	// ParameterUploadBytesPerSecond in a VolumeSnapshotClass's parameters overrides
+	// Options.SnapshotUploadBytesPerSecond for its snapshots (a decimal number of bytes).
+	ParameterUploadBytesPerSecond = "uploadBytesPerSecond"
 
 	retry = 500 * time.Millisecond
 )
@@ -65,9 +87,14 @@ func (p provisioner) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if ds.Kind != "VolumeSnapshot" || ptr.Deref(ds.APIGroup, "") != snapshotv1.GroupName {
 			return reconcile.Result{}, fmt.Errorf("PVC %s: unsupported dataSource %s", req, ds.Kind)
 		}
-		handle, err := p.readySnapshotHandle(ctx, pvc.Namespace, ds.Name)
-		if err != nil || handle == "" {
-			return reconcile.Result{RequeueAfter: retry}, err
+		handle, why, err := p.cloneSource(ctx, pvc.Namespace, ds.Name)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		if handle == "" {
+			// external-provisioner reports ProvisioningFailed and retries; the claim stays Pending.
+			p.logf("provisioning %s for %s: %s; retrying", pvName, req, why)
+			return reconcile.Result{RequeueAfter: retry}, nil
 		}
 		from = handle
 		if err := copyTreeOnce(p.SnapshotPath(handle), dir); err != nil {
@@ -94,35 +121,98 @@ func (p provisioner) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			},
 		},
 	}
-	// KCM's PV controller binds the claim to this pre-bound volume.
-	if err := p.client.Create(ctx, pv); err != nil {
-		if apierrors.IsAlreadyExists(err) {
-			return reconcile.Result{}, nil
-		}
-		return reconcile.Result{}, fmt.Errorf("creating PV %s: %w", pvName, err)
+	if from != "" {
+		pv.Annotations[annSourceSnapshot] = from
 	}
-	p.record(Event{Kind: VolumeProvisioned, Node: node, Object: pvName, Detail: from})
+	// KCM's PV controller binds the claim to this pre-bound volume.
+	if err := p.client.Create(ctx, pv); err != nil && !apierrors.IsAlreadyExists(err) {
+		return reconcile.Result{}, fmt.Errorf("creating PV %s: %w", pvName, err)
+	} else if err == nil {
+		p.record(Event{Kind: VolumeProvisioned, Node: node, Object: pvName, Detail: from})
+	}
+	if ds := pvc.Spec.DataSource; ds != nil {
+		// The volume exists: the snapshot is no longer needed to make it.
+		if err := p.setFinalizer(ctx, pvc.Namespace, ds.Name, finalizerProvisionerSource, false); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
 	return reconcile.Result{}, nil
 }
 
-// readySnapshotHandle returns the snapshot handle of a ready VolumeSnapshot, "" while it is
-// not ready.
-func (s *Sim) readySnapshotHandle(ctx context.Context, namespace, name string) (string, error) {
+// cloneSource does what external-provisioner's getSnapshotSource and setSnapshotFinalizer do
+// before a volume is created from a VolumeSnapshot: a snapshot that does not exist, or that is
+// being deleted without the provisioner's source-protection finalizer (so provisioning had not
+// started), or that is not ready or bound, is refused with the reason; otherwise the finalizer
+// is put on it and its handle returned.
+func (s *Sim) cloneSource(ctx context.Context, namespace, name string) (handle, why string, err error) {
 	vs := &snapshotv1.VolumeSnapshot{}
 	if err := s.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, vs); err != nil {
-		return "", client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return "", fmt.Sprintf("error getting snapshot %s from api server: not found", name), nil
+		}
+		return "", "", err
 	}
-	if vs.Status == nil || !ptr.Deref(vs.Status.ReadyToUse, false) || vs.Status.BoundVolumeSnapshotContentName == nil {
-		return "", nil
+	if vs.DeletionTimestamp != nil && !controllerutil.ContainsFinalizer(vs, finalizerProvisionerSource) {
+		return "", fmt.Sprintf("snapshot %s is being deleted", name), nil
+	}
+	if vs.Status == nil || vs.Status.BoundVolumeSnapshotContentName == nil {
+		return "", fmt.Sprintf("snapshot %s not bound", name), nil
+	}
+	if !ptr.Deref(vs.Status.ReadyToUse, false) {
+		return "", fmt.Sprintf("snapshot %s is not Ready", name), nil
 	}
 	content := &snapshotv1.VolumeSnapshotContent{}
 	if err := s.client.Get(ctx, client.ObjectKey{Name: *vs.Status.BoundVolumeSnapshotContentName}, content); err != nil {
-		return "", client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return "", fmt.Sprintf("error getting snapshotcontent %s for snapshot %s", *vs.Status.BoundVolumeSnapshotContentName, name), nil
+		}
+		return "", "", err
 	}
 	if content.Status == nil || content.Status.SnapshotHandle == nil {
-		return "", nil
+		return "", fmt.Sprintf("snapshot handle %s is not available", name), nil
 	}
-	return *content.Status.SnapshotHandle, nil
+	if err := s.setFinalizer(ctx, namespace, name, finalizerProvisionerSource, true); err != nil {
+		return "", "", err
+	}
+	return *content.Status.SnapshotHandle, "", nil
+}
+
+// setFinalizer adds (or removes) finalizer on the VolumeSnapshot namespace/name, if it exists.
+func (s *Sim) setFinalizer(ctx context.Context, namespace, name, finalizer string, add bool) error {
+	vs := &snapshotv1.VolumeSnapshot{}
+	if err := s.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, vs); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	changed := controllerutil.RemoveFinalizer(vs, finalizer)
+	if add {
+		changed = controllerutil.AddFinalizer(vs, finalizer)
+	}
+	if !changed {
+		return nil
+	}
+	if err := s.client.Update(ctx, vs); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("updating finalizers of snapshot %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}
+
+// setPVCFinalizer adds (or removes) finalizer on the PVC namespace/name, if it exists.
+func (s *Sim) setPVCFinalizer(ctx context.Context, namespace, name, finalizer string, add bool) error {
+	pvc := &corev1.PersistentVolumeClaim{}
+	if err := s.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, pvc); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	changed := controllerutil.RemoveFinalizer(pvc, finalizer)
+	if add {
+		changed = controllerutil.AddFinalizer(pvc, finalizer)
+	}
+	if !changed {
+		return nil
+	}
+	if err := s.client.Update(ctx, pvc); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("updating finalizers of PVC %s/%s: %w", namespace, name, err)
+	}
+	return nil
 }
 
 // volumeReclaimer deletes released PVs of Driver with reclaim policy Delete, and their data.
@@ -147,7 +237,14 @@ func (r volumeReclaimer) Reconcile(ctx context.Context, req reconcile.Request) (
 	return reconcile.Result{}, nil
 }
 
-// snapshotter plays the snapshot-controller and the CSI snapshotter sidecar for Driver.
+// snapshotter plays the snapshot-controller and the CSI snapshotter sidecar for Driver, with
+// EBS's timing: the snapshot is cut at once (the volume's data is copied to the snapshot dir,
+// status.creationTime set, readyToUse false), and becomes ready only after an upload whose
+// length is the bytes changed since the snapshot the volume was created from, at the upload
+// rate (Options.SnapshotUploadBytesPerSecond, or the class's ParameterUploadBytesPerSecond).
+// While it is not ready its source PVC carries the pvc-as-source-protection finalizer. A
+// snapshot whose VolumeSnapshot or source node carries AnnotationFailSnapshot fails at the end
+// of its upload instead: status.error set, never ready, as an EBS snapshot in error state.
 type snapshotter struct{ *Sim }
 
 func (s snapshotter) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -170,12 +267,28 @@ func (s snapshotter) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if vs.DeletionTimestamp != nil {
 		return s.finalize(ctx, vs, contentName, handle)
 	}
-	if vs.Status != nil && ptr.Deref(vs.Status.ReadyToUse, false) {
-		return reconcile.Result{}, nil
-	}
 	if vs.Spec.Source.PersistentVolumeClaimName == nil {
 		return reconcile.Result{}, nil // pre-provisioned snapshots are not simulated
 	}
+	source := *vs.Spec.Source.PersistentVolumeClaimName
+	if vs.Status != nil && ptr.Deref(vs.Status.ReadyToUse, false) {
+		// Ready: the source is free (the snapshot-controller's checkandRemovePVCFinalizer).
+		return reconcile.Result{}, s.setPVCFinalizer(ctx, vs.Namespace, source, finalizerPVCAsSource, false)
+	}
+	content := &snapshotv1.VolumeSnapshotContent{}
+	err := s.client.Get(ctx, client.ObjectKey{Name: contentName}, content)
+	switch {
+	case err == nil && content.Status != nil && content.Status.CreationTime != nil:
+		return s.upload(ctx, vs, content, class)
+	case err != nil && !apierrors.IsNotFound(err):
+		return reconcile.Result{}, err
+	}
+	return s.cut(ctx, vs, class, contentName, handle)
+}
+
+// cut takes the snapshot: the source volume's data as it is now, under the snapshot handle.
+func (s snapshotter) cut(ctx context.Context, vs *snapshotv1.VolumeSnapshot, class *snapshotv1.VolumeSnapshotClass, contentName, handle string) (reconcile.Result, error) {
+	req := vs.Namespace + "/" + vs.Name
 	if !controllerutil.ContainsFinalizer(vs, finalizerSnapshotBound) {
 		controllerutil.AddFinalizer(vs, finalizerSnapshotBound)
 		if err := s.client.Update(ctx, vs); err != nil {
@@ -185,6 +298,17 @@ func (s snapshotter) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	pvc := &corev1.PersistentVolumeClaim{}
 	if err := s.client.Get(ctx, client.ObjectKey{Namespace: vs.Namespace, Name: *vs.Spec.Source.PersistentVolumeClaimName}, pvc); err != nil {
 		return reconcile.Result{RequeueAfter: retry}, client.IgnoreNotFound(err)
+	}
+	if !controllerutil.ContainsFinalizer(pvc, finalizerPVCAsSource) {
+		if pvc.DeletionTimestamp != nil {
+			// ensurePVCFinalizer refuses a claim being deleted: this snapshot is never cut.
+			s.logf("snapshot %s: cannot add finalizer on claim %s because it is being deleted", req, pvc.Name)
+			return reconcile.Result{RequeueAfter: retry}, nil
+		}
+		controllerutil.AddFinalizer(pvc, finalizerPVCAsSource)
+		if err := s.client.Update(ctx, pvc); err != nil {
+			return reconcile.Result{}, err
+		}
 	}
 	pv := &corev1.PersistentVolume{}
 	if pvc.Spec.VolumeName == "" {
@@ -196,14 +320,26 @@ func (s snapshotter) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Driver {
 		return reconcile.Result{}, fmt.Errorf("snapshot %s: PV %s is not a %s volume", req, pv.Name, Driver)
 	}
-	if err := copyTreeOnce(s.VolumePath(pv.Spec.CSI.VolumeHandle), s.SnapshotPath(handle)); err != nil {
+	volume := s.VolumePath(pv.Spec.CSI.VolumeHandle)
+	if err := copyTreeOnce(volume, s.SnapshotPath(handle)); err != nil {
 		return reconcile.Result{}, fmt.Errorf("snapshot %s: copying volume %s: %w", req, pv.Name, err)
+	}
+	base := ""
+	if h := pv.Annotations[annSourceSnapshot]; h != "" {
+		base = s.SnapshotPath(h)
+	}
+	changed, err := ChangedBytes(s.SnapshotPath(handle), base)
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("snapshot %s: %w", req, err)
 	}
 
 	size := pv.Spec.Capacity[corev1.ResourceStorage]
 	created := time.Now()
 	content := &snapshotv1.VolumeSnapshotContent{
-		ObjectMeta: metav1.ObjectMeta{Name: contentName},
+		ObjectMeta: metav1.ObjectMeta{Name: contentName, Annotations: map[string]string{
+			annUploadBytes: strconv.FormatInt(changed, 10),
+			annSourceNode:  pvc.Annotations[annSelectedNode],
+		}},
 		Spec: snapshotv1.VolumeSnapshotContentSpec{
 			VolumeSnapshotRef: corev1.ObjectReference{
 				APIVersion: snapshotv1.SchemeGroupVersion.String(), Kind: "VolumeSnapshot",
@@ -225,22 +361,145 @@ func (s snapshotter) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		SnapshotHandle: &handle,
 		CreationTime:   ptr.To(created.UnixNano()),
 		RestoreSize:    ptr.To(size.Value()),
-		ReadyToUse:     ptr.To(true),
+		ReadyToUse:     ptr.To(false),
 	}
 	if err := s.client.Status().Update(ctx, content); err != nil {
 		return reconcile.Result{}, fmt.Errorf("updating %s status: %w", contentName, err)
 	}
 	vs.Status = &snapshotv1.VolumeSnapshotStatus{
-		BoundVolumeSnapshotContentName: &contentName,
+		BoundVolumeSnapshotContentName: &content.Name,
 		CreationTime:                   ptr.To(metav1.NewTime(created)),
-		ReadyToUse:                     ptr.To(true),
+		ReadyToUse:                     ptr.To(false),
 		RestoreSize:                    ptr.To(resource.MustParse(size.String())),
 	}
 	if err := s.client.Status().Update(ctx, vs); err != nil {
 		return reconcile.Result{}, fmt.Errorf("updating snapshot %s status: %w", req, err)
 	}
-	s.record(Event{Kind: SnapshotReady, Object: req.String(), Detail: handle})
+	s.record(Event{Kind: SnapshotCut, Node: pvc.Annotations[annSelectedNode], Object: req, Detail: fmt.Sprintf("%s: %d bytes to upload", handle, changed)})
+	return reconcile.Result{RequeueAfter: s.uploadTime(changed, class)}, nil
+}
+
+// upload finishes a cut snapshot once its upload time has passed: ready, or failed when asked.
+func (s snapshotter) upload(ctx context.Context, vs *snapshotv1.VolumeSnapshot, content *snapshotv1.VolumeSnapshotContent, class *snapshotv1.VolumeSnapshotClass) (reconcile.Result, error) {
+	req := vs.Namespace + "/" + vs.Name
+	if content.Status.Error != nil {
+		return reconcile.Result{}, nil // failed for good, as an EBS snapshot in error state
+	}
+	changed, _ := strconv.ParseInt(content.Annotations[annUploadBytes], 10, 64)
+	readyAt := time.Unix(0, *content.Status.CreationTime).Add(s.uploadTime(changed, class))
+	if wait := time.Until(readyAt); wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, nil
+	}
+	node := content.Annotations[annSourceNode]
+	failure, err := s.failure(ctx, vs, node)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	handle := ptr.Deref(content.Status.SnapshotHandle, "")
+	if failure != "" {
+		now := metav1.Now()
+		content.Status.Error = &snapshotv1.VolumeSnapshotError{Time: &now, Message: ptr.To(failure)}
+		if err := s.client.Status().Update(ctx, content); err != nil {
+			return reconcile.Result{}, fmt.Errorf("updating %s status: %w", content.Name, err)
+		}
+		vs.Status.Error = &snapshotv1.VolumeSnapshotError{Time: &now, Message: ptr.To(failure)}
+		if err := s.client.Status().Update(ctx, vs); err != nil {
+			return reconcile.Result{}, fmt.Errorf("updating snapshot %s status: %w", req, err)
+		}
+		s.record(Event{Kind: SnapshotFailed, Node: node, Object: req, Detail: handle + ": " + failure})
+		return reconcile.Result{}, nil
+	}
+	content.Status.ReadyToUse = ptr.To(true)
+	if err := s.client.Status().Update(ctx, content); err != nil {
+		return reconcile.Result{}, fmt.Errorf("updating %s status: %w", content.Name, err)
+	}
+	vs.Status.ReadyToUse = ptr.To(true)
+	if err := s.client.Status().Update(ctx, vs); err != nil {
+		return reconcile.Result{}, fmt.Errorf("updating snapshot %s status: %w", req, err)
+	}
+	if err := s.setPVCFinalizer(ctx, vs.Namespace, *vs.Spec.Source.PersistentVolumeClaimName, finalizerPVCAsSource, false); err != nil {
+		return reconcile.Result{}, err
+	}
+	s.record(Event{Kind: SnapshotReady, Node: node, Object: req, Detail: handle})
 	return reconcile.Result{}, nil
+}
+
+// failure is the error a snapshot fails with, "" unless AnnotationFailSnapshot is on the
+// VolumeSnapshot or on the node its source volume was attached to.
+func (s snapshotter) failure(ctx context.Context, vs *snapshotv1.VolumeSnapshot, node string) (string, error) {
+	msg, ok := vs.Annotations[AnnotationFailSnapshot]
+	if !ok && node != "" {
+		n := &corev1.Node{}
+		if err := s.client.Get(ctx, client.ObjectKey{Name: node}, n); client.IgnoreNotFound(err) != nil {
+			return "", err
+		}
+		msg, ok = n.Annotations[AnnotationFailSnapshot]
+	}
+	if !ok {
+		return "", nil
+	}
+	if msg == "" || msg == "true" {
+		msg = "snapshot in error state"
+	}
+	return msg, nil
+}
+
+// uploadTime is how long uploading bytes takes at the class's (else the simulator's) rate.
+func (s *Sim) uploadTime(bytes int64, class *snapshotv1.VolumeSnapshotClass) time.Duration {
+	rate := s.uploadRate
+	if v, ok := class.Parameters[ParameterUploadBytesPerSecond]; ok {
+		if r, err := strconv.ParseFloat(v, 64); err == nil && r > 0 {
+			rate = r
+		} else {
+			s.logf("VolumeSnapshotClass %s: ignoring %s=%q (want a positive number)", class.Name, ParameterUploadBytesPerSecond, v)
+		}
+	}
+	return UploadTime(bytes, rate)
+}
+
+// UploadTime is bytes at rate bytes per second; a rate of 0 or less uploads at once.
+func UploadTime(bytes int64, rate float64) time.Duration {
+	if rate <= 0 || bytes <= 0 {
+		return 0
+	}
+	return time.Duration(float64(bytes) / rate * float64(time.Second))
+}
+
+// ChangedBytes is what an EBS snapshot of the volume at dir uploads, incremental to the
+// snapshot at base (a directory; "" for none, a full snapshot): the bytes of every regular
+// file that is new or differs from base in size, mtime or mode. This approximates EBS's
+// changed blocks at file level: the copier rewrites a changed file whole and leaves an
+// unchanged one (and its blocks) alone. Deleted files upload nothing.
+func ChangedBytes(dir, base string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if base != "" {
+			rel, err := filepath.Rel(dir, p)
+			if err != nil {
+				return err
+			}
+			if old, err := os.Lstat(filepath.Join(base, rel)); err == nil && old.Mode().IsRegular() &&
+				old.Size() == fi.Size() && old.ModTime().Equal(fi.ModTime()) && old.Mode() == fi.Mode() {
+				return nil
+			}
+		}
+		total += fi.Size()
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("counting the changed bytes of %s: %w", dir, err)
+	}
+	return total, nil
 }
 
 // finalize deletes the content and its data (deletion policy Delete) once no claim is still
@@ -270,6 +529,13 @@ func (s snapshotter) finalize(ctx context.Context, vs *snapshotv1.VolumeSnapshot
 		}
 		if err := s.client.Delete(ctx, content); client.IgnoreNotFound(err) != nil {
 			return reconcile.Result{}, fmt.Errorf("deleting %s: %w", contentName, err)
+		}
+	}
+	if src := vs.Spec.Source.PersistentVolumeClaimName; src != nil {
+		// removeSnapshotFinalizer frees the source PVC first: once the VolumeSnapshot is gone
+		// nothing would.
+		if err := s.setPVCFinalizer(ctx, vs.Namespace, *src, finalizerPVCAsSource, false); err != nil {
+			return reconcile.Result{}, err
 		}
 	}
 	controllerutil.RemoveFinalizer(vs, finalizerSnapshotBound)

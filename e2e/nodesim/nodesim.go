@@ -3,8 +3,13 @@
 //
 //   - a CSI provisioner and snapshot controller for the driver sim.warmpool.io: PVs are
 //     directories under <root>/volumes, snapshots are directories under <root>/snapshots,
-//     and the objects (PV with a claimRef, VolumeSnapshotContent, statuses) are the ones a
-//     real external-provisioner and snapshot-controller write;
+//     and the objects (PV with a claimRef, VolumeSnapshotContent, statuses, finalizers) are
+//     the ones a real external-provisioner and snapshot-controller write (csi.go). Any PVC,
+//     save or restore, may be created from a VolumeSnapshot: refused, and left Pending, while
+//     that snapshot does not exist, is not ready, or is being deleted before provisioning
+//     began. A snapshot is cut at once (status.creationTime, readyToUse false; its source PVC
+//     keeps pvc-as-source-protection) and becomes ready after an upload of the bytes changed
+//     since the snapshot its volume was created from, as an EBS snapshot does;
 //   - the kubelet for cache pods (label warmpool.io/cache-op save|restore|verify): it runs the REAL
 //     warmpool binary with the container's args, mapping each volume mount to a directory
 //     (node hostPaths under <root>/nodes/<node>), as root with exactly the Linux capabilities
@@ -30,7 +35,14 @@
 //     names ("SYS_ADMIN": the copier then refuses, and no snapshot is made);
 //   - AnnotationUncleanStop on an engine pod: its deletion kills the engine at once;
 //   - AnnotationEngineClient on any pod on a node: while Running it is a client attached to
-//     that node's engine, counted by dagger_connected_clients and waited for by its stop.
+//     that node's engine, counted by dagger_connected_clients and waited for by its stop;
+//   - AnnotationFailSnapshot on a VolumeSnapshot, or on the Node its source volume was attached
+//     to: the snapshot is cut, then fails at the end of its upload (status.error set, never
+//     ready), with the annotation's value as the error ("true" or "": a default message);
+//   - Options.SnapshotUploadBytesPerSecond (default DefaultSnapshotUploadBytesPerSecond), or
+//     the parameter ParameterUploadBytesPerSecond of a VolumeSnapshotClass for its snapshots:
+//     the upload rate, so readyToUse comes changed-bytes/rate after the cut (ChangedBytes,
+//     UploadTime); a negative Options value makes snapshots ready at their cut.
 //
 // Everything it does is recorded as Events (Events, Count) so tests can assert what happened
 // on the "nodes". It needs no kubelet, container runtime or root beyond what the copier needs.
@@ -77,14 +89,29 @@ type Options struct {
 	WarmpoolBinary string
 	// Log receives one line per action and the manager's logs; nil discards them.
 	Log io.Writer
+	// SnapshotUploadBytesPerSecond is how fast a cut snapshot uploads the bytes changed since
+	// its volume's source snapshot (all of them for a volume made empty): readyToUse comes that
+	// long after the cut. 0 means DefaultSnapshotUploadBytesPerSecond; negative, at the cut.
+	SnapshotUploadBytesPerSecond float64
 }
+
+// DefaultSnapshotUploadBytesPerSecond is the default snapshot upload rate, scaled to test
+// sizes: a few MiB of cache are ready in milliseconds, a 1 GiB full snapshot in 8 s. (An EBS
+// snapshot of a few hundred GiB takes tens of minutes.)
+const DefaultSnapshotUploadBytesPerSecond = 128 << 20
+
+// AnnotationFailSnapshot on a VolumeSnapshot, or on the Node its source volume was attached
+// to, makes the snapshot fail after its cut; the value is the error message.
+const AnnotationFailSnapshot = "nodesim.warmpool.io/fail-snapshot"
 
 // Sim is a running node simulator.
 type Sim struct {
 	root   string
 	bin    string
 	client client.Client
-	logf   func(format string, args ...any)
+	// uploadRate is Options.SnapshotUploadBytesPerSecond with its default applied.
+	uploadRate float64
+	logf       func(format string, args ...any)
 
 	// ctx ends at Stop.
 	ctx    context.Context
@@ -108,7 +135,9 @@ type EventKind string
 const (
 	VolumeProvisioned EventKind = "VolumeProvisioned" // Object: PV, Detail: source snapshot handle if any
 	VolumeDeleted     EventKind = "VolumeDeleted"     // Object: PV
+	SnapshotCut       EventKind = "SnapshotCut"       // Object: namespace/VolumeSnapshot, Detail: handle and bytes to upload
 	SnapshotReady     EventKind = "SnapshotReady"     // Object: namespace/VolumeSnapshot, Detail: handle
+	SnapshotFailed    EventKind = "SnapshotFailed"    // Object: namespace/VolumeSnapshot, Detail: handle and error (AnnotationFailSnapshot)
 	SnapshotDeleted   EventKind = "SnapshotDeleted"   // Object: namespace/VolumeSnapshot, Detail: handle
 	CacheJobStarted   EventKind = "CacheJobStarted"   // Object: namespace/pod, Detail: op
 	CacheJobStalled   EventKind = "CacheJobStalled"   // Object: namespace/pod, Detail: op (AnnotationStallCacheJobs)
@@ -173,6 +202,10 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 		engines:    map[string]*engineProc{},
 		engineSeen: map[string]string{},
 		done:       make(chan error, 1),
+		uploadRate: opts.SnapshotUploadBytesPerSecond,
+	}
+	if s.uploadRate == 0 {
+		s.uploadRate = DefaultSnapshotUploadBytesPerSecond
 	}
 	var logMu sync.Mutex
 	s.logf = func(format string, args ...any) {
