@@ -43,6 +43,7 @@ import (
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/nodepools/discovery"
+	"warmpool.io/warmpool/volumes"
 )
 
 // FieldManager owns the headroom objects.
@@ -472,8 +473,7 @@ type fleet struct {
 	shapes      []corev1.ResourceList
 }
 
-// poolNodes counts the pool's live nodes, and those running real work (any pod that is not a
-// placeholder, not a DaemonSet pod and not finished).
+// poolNodes counts the pool's live nodes, and those running runner work (see isWork).
 func (c *Controller) poolNodes(ctx context.Context, pool string) (fleet, error) {
 	var f fleet
 	list := &corev1.NodeList{}
@@ -544,9 +544,29 @@ func podRequests(p *corev1.Pod) corev1.ResourceList {
 	return out
 }
 
+// mirrorPodAnnotation marks a static pod's mirror in the API server (kubelet types).
+const mirrorPodAnnotation = "kubernetes.io/config.mirror"
+
+// isWork says whether a pod makes its node busy for scaling: runner work, that is any pod that
+// has not finished and is not being deleted, except node agents (DaemonSet and static pods)
+// and what warmpool runs itself (placeholders; guard, save, restore and verify pods). A
+// restore pod counted as work would shrink the headroom by the node it restores, deleting the
+// placeholder that brought the node up, to recreate it when the restore ends.
 func isWork(p *corev1.Pod) bool {
-	return p.Labels[nodepools.LabelHeadroom] != "true" && p.DeletionTimestamp == nil && !finished(p) && !isDaemon(p)
+	return p.DeletionTimestamp == nil && !finished(p) && !isDaemon(p) && !isStatic(p) && !isWarmpools(p)
 }
+
+// isWarmpools says whether warmpool runs the pod itself: a placeholder, a pod of the cache
+// protocol, or any other pod labelled as managed by warmpool.
+func isWarmpools(p *corev1.Pod) bool {
+	if p.Labels[nodepools.LabelHeadroom] == "true" || p.Labels[nodepools.LabelManagedBy] == nodepools.ManagedBy {
+		return true
+	}
+	_, op := p.Labels[volumes.LabelOp]
+	return op
+}
+
+func isStatic(p *corev1.Pod) bool { return p.Annotations[mirrorPodAnnotation] != "" }
 
 // actuate keeps replicas nodes' worth of headroom with the pool's actuator and removes the
 // other actuator's objects, so switching scaling.headroom hands over without leaving both.
@@ -774,8 +794,10 @@ func (c *Controller) podPool(ctx context.Context, o client.Object) []reconcile.R
 
 // podMoved passes the pod events that can change a pool's busy nodes or node shapes: a pod
 // created bound or aimed at a pool, bound to a node, finished, being deleted, or gone.
-// Placeholders never count as work, and status churn of a running pod changes nothing, so
-// neither wakes the controller.
+// warmpool's own pods (placeholders, cache protocol pods) never count as work, and status
+// churn of a running pod changes nothing, so neither wakes the controller. DaemonSet pods
+// (the engine's included, though warmpool renders it) do: their requests shape what a node
+// offers runner pods.
 var podMoved = predicate.Funcs{
 	CreateFunc: func(e event.CreateEvent) bool { return podRelevant(e.Object) },
 	DeleteFunc: func(e event.DeleteEvent) bool { return podRelevant(e.Object) },
@@ -793,7 +815,7 @@ var podMoved = predicate.Funcs{
 
 func podRelevant(o client.Object) bool {
 	p, ok := o.(*corev1.Pod)
-	if !ok || p.Labels[nodepools.LabelHeadroom] == "true" {
+	if !ok || isWarmpools(p) && !isDaemon(p) {
 		return false
 	}
 	return p.Spec.NodeName != "" || p.Spec.NodeSelector[nodepools.LabelPool] != ""
