@@ -333,7 +333,7 @@ func TestSaveFallsBackWhenTheCloneStaysPending(t *testing.T) {
 
 	e.clk.Step(cachectrl.DefaultSaveVolumeBindTimeout)
 	touch(t, node)
-	waitNodeEvent(t, node, cachectrl.ReasonSaveBaseLost, "still Pending after 5m0s")
+	waitNodeEvent(t, node, cachectrl.ReasonSaveBaseLost, "was still Pending after 5m")
 	e.releaseVolume(cloned)
 	empty := &corev1.PersistentVolumeClaim{}
 	eventually(t, "an empty save volume", func() error {

@@ -553,8 +553,13 @@ func (c *SaveController) baseSnapshot(ctx context.Context, t volumes.Target) (*s
 // cannot have run without the volume) and the PVC are deleted; ensureVolume makes an empty one.
 func (c *SaveController) checkBase(ctx context.Context, s *saveState) (reconcile.Result, error) {
 	base := volumes.SnapshotSourceOf(s.pvc)
-	if base == "" || s.snapshot != nil || s.pvc.Status.Phase == corev1.ClaimBound || s.pvc.Spec.VolumeName != "" {
+	if base == "" || s.node == nil || s.snapshot != nil || s.pvc.Status.Phase == corev1.ClaimBound || s.pvc.Spec.VolumeName != "" {
+		// Without its node the save cannot copy anything any more: awaitCopy concludes it.
 		return reconcile.Result{}, nil
+	}
+	if s.guard.Annotations[annotationBaseFallback] != "" {
+		// Decided and reported already (a crash came before the deletions below).
+		return c.dropVolume(ctx, s)
 	}
 	why := ""
 	snap := &snapshotv1.VolumeSnapshot{}
@@ -586,6 +591,11 @@ func (c *SaveController) checkBase(ctx context.Context, s *saveState) (reconcile
 	c.recorder.Eventf(nodeRef(s.name, s.node), corev1.EventTypeWarning, ReasonSaveBaseLost,
 		"save volume not cloned: %s; copying the whole cache onto an empty volume instead (a full copy and a full snapshot)", why)
 	log.FromContext(ctx).Info("falling back to an empty save volume", "reason", why)
+	return c.dropVolume(ctx, s)
+}
+
+// dropVolume deletes the save's Job and volume, for ensureVolume to make the volume anew.
+func (c *SaveController) dropVolume(ctx context.Context, s *saveState) (reconcile.Result, error) {
 	for _, o := range []client.Object{s.job, s.pvc} {
 		if o != nil {
 			if err := c.remove(ctx, o); err != nil {
