@@ -232,7 +232,7 @@ func UploadFailure(s *snapshotv1.VolumeSnapshot, now time.Time, readyTimeout tim
 		return "the snapshotter reports an error after the cut: " + msg
 	}
 	if waited := now.Sub(s.Status.CreationTime.Time); waited >= readyTimeout {
-		return fmt.Sprintf("not ready %s after its cut (bound %s)", waited.Round(time.Second), readyTimeout)
+		return fmt.Sprintf("not ready %s after its cut (bound %s)", waited.Truncate(time.Second), readyTimeout)
 	}
 	return ""
 }
