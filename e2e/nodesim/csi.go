@@ -382,6 +382,21 @@ func (s snapshotter) cut(ctx context.Context, vs *snapshotv1.VolumeSnapshot, cla
 // upload finishes a cut snapshot once its upload time has passed: ready, or failed when asked.
 func (s snapshotter) upload(ctx context.Context, vs *snapshotv1.VolumeSnapshot, content *snapshotv1.VolumeSnapshotContent, class *snapshotv1.VolumeSnapshotClass) (reconcile.Result, error) {
 	req := vs.Namespace + "/" + vs.Name
+	if vs.Status == nil || vs.Status.CreationTime == nil {
+		// The cut's status update on the VolumeSnapshot was lost (a conflict): the content's
+		// status is the record, as the snapshot-controller's updateSnapshotStatus reads it.
+		vs.Status = &snapshotv1.VolumeSnapshotStatus{
+			BoundVolumeSnapshotContentName: &content.Name,
+			CreationTime:                   ptr.To(metav1.NewTime(time.Unix(0, *content.Status.CreationTime))),
+			ReadyToUse:                     ptr.To(false),
+		}
+		if n := content.Status.RestoreSize; n != nil {
+			vs.Status.RestoreSize = resource.NewQuantity(*n, resource.BinarySI)
+		}
+		if err := s.client.Status().Update(ctx, vs); err != nil {
+			return reconcile.Result{}, fmt.Errorf("updating snapshot %s status: %w", req, err)
+		}
+	}
 	if content.Status.Error != nil {
 		return reconcile.Result{}, nil // failed for good, as an EBS snapshot in error state
 	}
