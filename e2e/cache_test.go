@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -580,25 +579,9 @@ func nodeEventNow(ctx context.Context, node, reason string) (*corev1.Event, erro
 	return nil, nil
 }
 
-// cleanupCachedPool removes the runners and waits for the pool's nodes to go (their saves
-// run), then deletes the pool's snapshots, so later tests start from an empty cluster.
-func cleanupCachedPool(t *testing.T) {
-	t.Helper()
-	ctx, kube := t.Context(), local.Client
-	runners := scenario.RunnerPod(cachedPool, "").Labels
-	if err := kube.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(scenario.Namespace), client.MatchingLabels(runners)); err != nil {
-		t.Error(err)
-	}
-	waitFor(t, "the cached pool's nodes to go", func(ctx context.Context) (bool, error) {
-		nodes := &corev1.NodeList{}
-		err := kube.List(ctx, nodes, client.MatchingLabels{volumes.LabelPool: cachedPool})
-		return err == nil && len(nodes.Items) == 0, err
-	})
-	err := kube.DeleteAllOf(ctx, &snapshotv1.VolumeSnapshot{}, client.InNamespace(scenario.Namespace), client.MatchingLabels{volumes.LabelPool: cachedPool})
-	if err != nil && !errors.Is(err, context.Canceled) {
-		t.Error(err)
-	}
-}
+// cleanupCachedPool removes the cached pool's runners, nodes and snapshots (cleanupPool), so
+// later tests start from an empty cluster.
+func cleanupCachedPool(t *testing.T) { cleanupPool(t, cachedPool) }
 
 // runCacheRunner creates a runner pod of the cached pool and waits until it runs; it returns
 // the pod and the node Karpenter gave it.

@@ -216,6 +216,13 @@ func cleanupPool(t *testing.T, pool string) {
 	if err := kube.DeleteAllOf(ctx, &snapshotv1.VolumeSnapshot{}, client.InNamespace(scenario.Namespace), client.MatchingLabels{volumes.LabelPool: pool}); err != nil {
 		t.Error(err)
 	}
+	// The next test's first node must find no snapshot of this one's (deletion waits for the
+	// snapshotter's finalizers).
+	waitFor(t, "pool "+pool+"'s snapshots to go", func(ctx context.Context) (bool, error) {
+		list := &snapshotv1.VolumeSnapshotList{}
+		err := kube.List(ctx, list, client.InNamespace(scenario.Namespace), client.MatchingLabels{volumes.LabelPool: pool})
+		return err == nil && len(list.Items) == 0, err
+	})
 }
 
 // TestCacheEngineStopsOnlyAfterTheRunner: a runner still working when its node's removal is
@@ -233,7 +240,7 @@ func TestCacheEngineStopsOnlyAfterTheRunner(t *testing.T) {
 		p.Annotations = map[string]string{nodesim.AnnotationEngineClient: "true", karpv1.DoNotDisruptAnnotationKey: "true"}
 	})
 	waitFor(t, "the engine to start", func(context.Context) (bool, error) {
-		return sim.Count(nodesim.EngineColdStart, node) == 1, nil
+		return sim.Count(nodesim.EngineColdStart, node)+sim.Count(nodesim.EngineWarmStart, node) == 1, nil
 	})
 	claim := &karpv1.NodeClaim{ObjectMeta: metav1.ObjectMeta{Name: nodeClaimOf(t, node)}}
 	if err := kube.Delete(ctx, claim); err != nil {
