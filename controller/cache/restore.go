@@ -108,9 +108,10 @@ func (c *RestoreController) load(ctx context.Context, name string) (*restoreStat
 	if s.node, err = c.getNode(ctx, name, false); err != nil {
 		return nil, err
 	}
-	if s.node != nil && hasTaint(s.node, nodepools.StartupTaintKey, nodepools.StartupTaint.Effect) {
-		// Restoring: a cached Node that still shows the taint we just removed would start the
-		// restore over, so the taint is read from the API server.
+	if s.node != nil && (hasTaint(s.node, nodepools.StartupTaintKey, nodepools.StartupTaint.Effect) || s.node.Annotations[AnnotationRestore] == restoreVerifying) {
+		// Restoring or verifying: a cached Node that still shows the taint we just removed, or
+		// the verification we just concluded, would run that step over (and report it twice),
+		// so the state is read from the API server.
 		if s.node, err = c.getNode(ctx, name, true); err != nil {
 			return nil, err
 		}
