@@ -352,18 +352,7 @@ func TestCacheSaveDeadlineReleasesNode(t *testing.T) {
 		return sim.Count(nodesim.EngineColdStart, node) == 1, nil
 	})
 	claimName := nodeClaimOf(t, node)
-	nodeObj := &corev1.Node{}
-	if err := kube.Get(ctx, client.ObjectKey{Name: node}, nodeObj); err != nil {
-		t.Fatal(err)
-	}
-	patch := client.MergeFrom(nodeObj.DeepCopy())
-	if nodeObj.Annotations == nil {
-		nodeObj.Annotations = map[string]string{}
-	}
-	nodeObj.Annotations[nodesim.AnnotationStallCacheJobs] = "true"
-	if err := kube.Patch(ctx, nodeObj, patch); err != nil {
-		t.Fatal(err)
-	}
+	annotateNode(t, node, nodesim.AnnotationStallCacheJobs, "true")
 
 	// Karpenter consolidates the node; the guard holds it and the save starts, then stalls.
 	if err := kube.Delete(ctx, runner); err != nil {
@@ -418,6 +407,7 @@ func TestCacheSaveDeadlineReleasesNode(t *testing.T) {
 	if at := timedOut.FirstTimestamp.Time; at.Before(effective) {
 		t.Errorf("%s at %s, before the effective deadline %s", timedOut.Reason, at.UTC().Format(time.RFC3339), effective.Format(time.RFC3339))
 	}
+	nodeObj := &corev1.Node{}
 	if err := kube.Get(ctx, client.ObjectKey{Name: node}, nodeObj); client.IgnoreNotFound(err) != nil {
 		t.Fatal(err)
 	} else if err == nil && nodeObj.Annotations[cachectrl.AnnotationSaveOutcome] != volumes.LostTimeout {

@@ -289,18 +289,7 @@ func TestCacheWithoutCapSysAdminMakesNoSnapshot(t *testing.T) {
 	defer cleanupPool(t, cachedPool)
 
 	runner, node := runPoolRunner(t, cachedPool, "nocap-runner")
-	n := &corev1.Node{}
-	if err := kube.Get(ctx, client.ObjectKey{Name: node}, n); err != nil {
-		t.Fatal(err)
-	}
-	patch := client.MergeFrom(n.DeepCopy())
-	if n.Annotations == nil {
-		n.Annotations = map[string]string{}
-	}
-	n.Annotations[nodesim.AnnotationDropCapabilities] = "SYS_ADMIN"
-	if err := kube.Patch(ctx, n, patch); err != nil {
-		t.Fatal(err)
-	}
+	annotateNode(t, node, nodesim.AnnotationDropCapabilities, "SYS_ADMIN")
 	if err := kube.Delete(ctx, runner); err != nil {
 		t.Fatal(err)
 	}
@@ -403,4 +392,21 @@ func nodeEventsOf(t *testing.T, node, reason string) []string {
 		}
 	}
 	return out
+}
+
+// annotateNode sets one annotation on a Node (a nodesim knob).
+func annotateNode(t *testing.T, node, key, value string) {
+	t.Helper()
+	n := &corev1.Node{}
+	if err := local.Client.Get(t.Context(), client.ObjectKey{Name: node}, n); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(n.DeepCopy())
+	if n.Annotations == nil {
+		n.Annotations = map[string]string{}
+	}
+	n.Annotations[key] = value
+	if err := local.Client.Patch(t.Context(), n, patch); err != nil {
+		t.Fatal(err)
+	}
 }
