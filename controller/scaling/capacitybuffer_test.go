@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"warmpool.io/warmpool/controller/queue"
+	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -103,4 +104,24 @@ func TestCapacityBufferActuator(t *testing.T) {
 	e.waitReplicas(pool, 5)
 	e.waitGone("CapacityBuffer", buf)
 	e.waitGone("PodTemplate", tpl)
+}
+
+// TestCapacityBufferResumes: the CapacityBuffer carries the scaling state, so a restarted
+// manager resumes from it (not from the pool's zero nodes) and leaves the buffer as it is.
+func TestCapacityBufferResumes(t *testing.T) {
+	pool := poolName("buffer-restart")
+	e := newEnv(t, configYAML(poolYAML(pool, ciSource, "scaling: {jobsPerNode: 1, headroom: capacityBuffer}")))
+	e.record(pool, queue.Counts{Queued: 4}, nil)
+	before := e.waitBuffer(pool, 4)
+	if before.GetAnnotations()[scaling.AnnotationState] == "" {
+		t.Errorf("CapacityBuffer carries no %s", scaling.AnnotationState)
+	}
+
+	e.stopManager()
+	e.start()
+	waitEvent(t, pool, scaling.ReasonResumed, "resumed at desired nodes 4 from the state recorded on CapacityBuffer", "now 4")
+	after := e.waitBuffer(pool, 4)
+	if after.GetGeneration() != before.GetGeneration() {
+		t.Errorf("CapacityBuffer changed across the restart: generation %d -> %d", before.GetGeneration(), after.GetGeneration())
+	}
 }

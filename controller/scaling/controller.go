@@ -110,11 +110,18 @@ type poolState struct {
 	// disruptable is how many nodes the busy budget lets Karpenter consolidate (policy.Surplus);
 	// 0 while idle, where the busy budget is not rendered, so idle churn re-renders nothing.
 	disruptable int
-	evaluated   bool
-	// seeded is set once busy was read from the NodePool's annotation (or decided here);
-	// persisted is the annotation's value as last read or written ("" when absent).
+	// seeded is set once the pool resumed (see resume): busy from the NodePool's annotation,
+	// the policy state from the headroom object; persisted is the busy annotation's value as
+	// last read or written ("" when absent).
 	seeded    bool
 	persisted string
+	// known is set once the pool's queue data was known in this process.
+	known bool
+	// recorded is the policy state (JSON) the headroom object carries as AnnotationState, with
+	// the desired count and end of hold it was recorded for.
+	recorded        string
+	recordedDesired int
+	recordedUntil   time.Time
 	// headroomHash and headroomGeneration identify the Deployment this controller last applied,
 	// so an unchanged one is not applied again; a hand edit bumps the generation and is reverted.
 	headroomHash       string
@@ -267,20 +274,39 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	c.mu.Lock()
 	seeded := ps.seeded
 	c.mu.Unlock()
+	var resumedFrom string
 	if !seeded {
-		// First evaluation in this process: start from the busy state the last one recorded,
-		// so unknown data holds it as it holds the node count.
-		busy, raw := c.persistedBusy(ctx, name)
-		c.mu.Lock()
-		ps.busy, ps.persisted, ps.seeded = busy, raw, true
-		c.mu.Unlock()
+		// First evaluation in this process: start from what the last one actuated, not from
+		// the nodes that exist, so a restart changes neither the headroom nor the budgets.
+		if resumedFrom, err = c.resume(ctx, p, ps, busyNodes); err != nil {
+			return reconcile.Result{}, err
+		}
 	}
 	c.mu.Lock()
 	decision, state := ps.policy.Decide(policy.Input{
-		Now: c.clk.Now(), Queued: counts.Queued, Running: counts.Running, Known: known, CurrentNodes: nodes,
+		Now: c.clk.Now(), Queued: counts.Queued, Running: counts.Running, Known: known,
 	}, ps.state)
-	prevDesired, prevBusy, prevDisruptable, first := ps.desired, ps.busy, ps.disruptable, !ps.evaluated
-	ps.state, ps.desired, ps.evaluated = state, decision.Desired, true
+	if !known && !ps.known {
+		// No reading since this process started (its sources have not answered yet): the
+		// policy holds the resumed count, but its hold is not recorded as a recommendation.
+		// Otherwise every restart would stretch a scale-down in progress by a whole window,
+		// and a crash loop would never let one finish.
+		state.History = ps.state.History
+	}
+	ps.known = ps.known || known
+	prevDesired, prevBusy, prevDisruptable := ps.desired, ps.busy, ps.disruptable
+	ps.state, ps.desired = state, decision.Desired
+	if decision.Desired != ps.recordedDesired || !decision.StabilizedUntil.Equal(ps.recordedUntil) || ps.recorded == "" {
+		// Recorded on the headroom object with the next apply. Not on every evaluation (each
+		// moves the history's timestamps): when the count or the end of its hold changes.
+		raw, err := json.Marshal(state)
+		if err != nil {
+			c.mu.Unlock()
+			return reconcile.Result{}, fmt.Errorf("encoding the scaling state of pool %s, %w", name, err)
+		}
+		ps.recorded, ps.recordedDesired, ps.recordedUntil = string(raw), decision.Desired, decision.StabilizedUntil
+	}
+	recorded := ps.recorded
 	// Unknown data changes nothing: not the node count (the policy holds it) and not the
 	// budgets, which stay as they were.
 	if known {
@@ -321,7 +347,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	// Placeholders are sized to one node's worth of runner work, with the jobs per node in force.
 	sized := *p
 	sized.Scaling.JobsPerNode = jobsPerNode
-	actErr := c.actuate(ctx, &sized, ps, headroom)
+	actErr := c.actuate(ctx, &sized, ps, headroom, recorded)
 	if actErr != nil {
 		c.recorder.Eventf(np, corev1.EventTypeWarning, ReasonHeadroomFailed, "headroom of %d not actuated: %v", headroom, actErr)
 	}
@@ -332,7 +358,12 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if decision.Direction != policy.DirectionNone {
 		decisions.WithLabelValues(name, string(decision.Direction), string(decision.Reason)).Inc()
 	}
-	if decision.Desired != prevDesired || first && decision.Desired > 0 {
+	if resumedFrom != "" {
+		c.recorder.Eventf(np, corev1.EventTypeNormal, ReasonResumed, "scaling resumed at desired nodes %d from %s; now %d (%s): %d queued, %d running jobs (known: %t), %d nodes, %d busy, %d headroom pods",
+			prevDesired, resumedFrom, decision.Desired, decision.Reason, counts.Queued, counts.Running, known, nodes, busyNodes, headroom)
+		log.FromContext(ctx).Info("scaling resumed", "pool", name, "desired", prevDesired, "from", resumedFrom, "now", decision.Desired, "known", known)
+	}
+	if decision.Desired != prevDesired {
 		reason := ReasonScaledUp
 		if decision.Desired < prevDesired {
 			reason = ReasonScaledDown
@@ -570,7 +601,7 @@ func isStatic(p *corev1.Pod) bool { return p.Annotations[mirrorPodAnnotation] !=
 
 // actuate keeps replicas nodes' worth of headroom with the pool's actuator and removes the
 // other actuator's objects, so switching scaling.headroom hands over without leaving both.
-func (c *Controller) actuate(ctx context.Context, p *config.Pool, ps *poolState, replicas int32) error {
+func (c *Controller) actuate(ctx context.Context, p *config.Pool, ps *poolState, replicas int32, state string) error {
 	// Both actuators' pod template names the PriorityClass.
 	if !c.priorityClassApplied.Load() {
 		if _, err := c.apply(ctx, nodepools.HeadroomPriorityClassObject()); err != nil {
@@ -579,7 +610,7 @@ func (c *Controller) actuate(ctx context.Context, p *config.Pool, ps *poolState,
 		c.priorityClassApplied.Store(true)
 	}
 	if p.Scaling.Headroom == config.HeadroomCapacityBuffer {
-		if err := c.applyBuffer(ctx, p, ps, replicas); err != nil {
+		if err := c.applyBuffer(ctx, p, ps, replicas, state); err != nil {
 			return err
 		}
 		d := &appsv1.Deployment{}
@@ -592,7 +623,7 @@ func (c *Controller) actuate(ctx context.Context, p *config.Pool, ps *poolState,
 		ps.headroomHash = ""
 		return nil
 	}
-	if err := c.applyHeadroom(ctx, p, ps, replicas); err != nil {
+	if err := c.applyHeadroom(ctx, p, ps, replicas, state); err != nil {
 		return err
 	}
 	if ps.bufferGone {
@@ -608,10 +639,11 @@ func (c *Controller) actuate(ctx context.Context, p *config.Pool, ps *poolState,
 // applyBuffer server-side-applies the pool's PodTemplate (one chunk's shape) and its
 // CapacityBuffer of replicas chunks. Neither is read back: a watch on a kind whose CRD may not
 // be installed is not worth it, so an unchanged pair is skipped by hash alone.
-func (c *Controller) applyBuffer(ctx context.Context, p *config.Pool, ps *poolState, replicas int32) error {
+func (c *Controller) applyBuffer(ctx context.Context, p *config.Pool, ps *poolState, replicas int32, state string) error {
 	tpl := nodepools.HeadroomPodTemplate(p, c.namespace)
 	buf := nodepools.HeadroomCapacityBuffer(p, c.namespace, replicas)
-	raw, err := json.Marshal([]any{tpl.Template, buf.Spec})
+	buf.Annotations = map[string]string{AnnotationState: state}
+	raw, err := json.Marshal([]any{tpl.Template, buf.Spec, state})
 	if err != nil {
 		return fmt.Errorf("hashing capacity buffer, %w", err)
 	}
@@ -654,13 +686,15 @@ func (c *Controller) deleteBuffer(ctx context.Context, pool string) error {
 // the cached Deployment is the generation this controller last wrote with the same rendered
 // spec. (actuate applies the shared PriorityClass once per process: it is not read back, a
 // watch on PriorityClasses for one object is not worth its informer.)
-func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, ps *poolState, replicas int32) error {
+func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, ps *poolState, replicas int32, state string) error {
 	d := nodepools.HeadroomDeployment(p, c.namespace, replicas)
+	// On the Deployment, not its pod template: a new state must not replace the placeholders.
+	d.Annotations = map[string]string{AnnotationState: state}
 	u, err := nodepools.ToUnstructured(d)
 	if err != nil {
 		return err
 	}
-	spec, err := json.Marshal(u.Object["spec"])
+	spec, err := json.Marshal([]any{u.Object["spec"], state})
 	if err != nil {
 		return fmt.Errorf("hashing headroom spec, %w", err)
 	}

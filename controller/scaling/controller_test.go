@@ -330,18 +330,18 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// TestUnknownDataHolds: a source that never answered moves nothing, neither nodes (held at the
-// current fleet, or the warm minimum) nor budgets; a failed reading after a good one keeps the
-// good one.
+// TestUnknownDataHolds: a source that never answered moves nothing but the warm floor, neither
+// nodes nor budgets; a failed reading after a good one keeps the good one.
 func TestUnknownDataHolds(t *testing.T) {
 	pool := poolName("unknown")
 	node := func(i int) string { return fmt.Sprintf("%s-%d", pool, i) }
-	// The fleet exists before warmpool starts (a restart): the first evaluation sees it.
+	// The fleet exists before warmpool ever ran for the pool: it is no evidence of demand, and
+	// nothing was actuated before, so only the warm minimum is kept.
 	newNode(t, node(1), pool)
 	newNode(t, node(2), pool)
 	e := newEnv(t, configYAML(poolYAML(pool, ciSource, "scaling: {jobsPerNode: 1, warmMinimum: 1, scaleDownStabilization: 1s}")))
-	e.waitReplicas(pool, 2)
-	waitGauge(t, desiredGauge, pool, 2)
+	e.waitReplicas(pool, 1)
+	waitGauge(t, desiredGauge, pool, 1)
 	checkGauge(t, busyGauge, pool, 0)
 	if e.mgr.Scaling.Busy(pool) {
 		t.Errorf("Busy(%s) = true without any reading", pool)
@@ -496,14 +496,12 @@ func TestRestartKeepsHeadroom(t *testing.T) {
 	e.setConfig("not: [valid")
 	e.start()
 	e.waitRejected()
-	// The config comes back; the new manager evaluates the pool (its first evaluation tells).
+	// The config comes back; the new manager resumes the pool where the last one left it.
 	e.setConfig(cfg)
-	eventually(t, "pool evaluated by the new manager", func() error {
-		if n := eventCount(t, pool, scaling.ReasonScaledUp); n != 2 {
-			return fmt.Errorf("%d %s events", n, scaling.ReasonScaledUp)
-		}
-		return nil
-	})
+	waitEvent(t, pool, scaling.ReasonResumed, "resumed at desired nodes 2 from the state recorded on Deployment", "now 2")
+	if n := eventCount(t, pool, scaling.ReasonScaledUp); n != 1 {
+		t.Errorf("%d %s events, want the first manager's only", n, scaling.ReasonScaledUp)
+	}
 	after := e.waitReplicas(pool, 2)
 	if after.UID != before.UID {
 		t.Errorf("headroom Deployment was deleted and recreated across the restart (uid %s -> %s)", before.UID, after.UID)

@@ -3,6 +3,7 @@ package scaling_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,17 +104,11 @@ func TestRestartKeepsBudgetsBlocking(t *testing.T) {
 		t.Fatal(err)
 	}
 	bw := watchBudgets(t, pool, np.ResourceVersion)
-	scaledUp := eventCount(t, pool, scaling.ReasonScaledUp)
 
 	e.stopManager()
 	e.start()
-	// The new manager's first evaluation tells (warm minimum 1 from a fresh state: 0 -> 1).
-	eventually(t, "pool evaluated by the new manager", func() error {
-		if n := eventCount(t, pool, scaling.ReasonScaledUp); n <= scaledUp {
-			return fmt.Errorf("%d %s events", n, scaling.ReasonScaledUp)
-		}
-		return nil
-	})
+	// The new manager's first evaluation tells: it resumes at 2 and, without data, holds them.
+	waitEvent(t, pool, scaling.ReasonResumed, "resumed at desired nodes 2", "now 2", "known: false")
 	if _, known := e.mgr.Tracker.Pool(pool); known {
 		t.Fatal("the new manager knows the queue already; the test would prove nothing")
 	}
@@ -230,4 +225,139 @@ func TestRunnerPodUpdatesHeadroomAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitReplicas(pool, 3)
+}
+
+// restart stops the manager and starts a new one, and waits for the new one to resume the
+// pool at desired nodes (its first evaluation's Event).
+func (e *env) restart(pool string, desired int) string {
+	e.t.Helper()
+	before := eventCount(e.t, pool, scaling.ReasonResumed)
+	e.stopManager()
+	e.start()
+	eventually(e.t, "pool resumed by the new manager", func() error {
+		if n := eventCount(e.t, pool, scaling.ReasonResumed); n <= before {
+			return fmt.Errorf("%d %s events", n, scaling.ReasonResumed)
+		}
+		return nil
+	})
+	return waitEvent(e.t, pool, scaling.ReasonResumed, fmt.Sprintf("resumed at desired nodes %d from the state recorded on Deployment", desired))
+}
+
+// headroomGeneration is the generation of the pool's headroom Deployment: any change of its
+// spec (replicas) bumps it, so an unchanged generation proves no placeholder came or went.
+func (e *env) headroomGeneration(pool string) int64 {
+	e.t.Helper()
+	d, err := e.headroom(pool)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return d.Generation
+}
+
+// checkBudgetsSince fails for every version of the pool's NodePool stored since the watch
+// began whose budgets are not want.
+func checkBudgetsSince(t testing.TB, bw *budgetWatch, want []karpv1.Budget) {
+	t.Helper()
+	bw.stop()
+	for np := range bw.seen {
+		if got := np.Spec.Disruption.Budgets; !equality.Semantic.DeepEqual(got, want) {
+			t.Errorf("NodePool version %s had budgets %+v across the restart, want %+v", np.ResourceVersion, got, want)
+		}
+	}
+}
+
+// TestRestartWithoutHeadroomPinsNothing: a pool idle at no headroom, with two idle nodes, is
+// resumed as it was: no placeholder appears on the nodes and nothing blocks their
+// consolidation, neither while the new manager has no queue data nor once it has.
+func TestRestartWithoutHeadroomPinsNothing(t *testing.T) {
+	pool := poolName("restart-idle")
+	newNode(t, pool+"-1", pool)
+	newNode(t, pool+"-2", pool)
+	e := newEnv(t, configYAML(poolYAML(pool, ciSource, "scaling: {jobsPerNode: 1}")))
+	e.record(pool, queue.Counts{}, nil)
+	e.waitReplicas(pool, 0)
+	waitBusyAnnotation(t, pool, "false")
+	gen := e.headroomGeneration(pool)
+	np, err := nodePool(t, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw := watchBudgets(t, pool, np.ResourceVersion)
+
+	msg := e.restart(pool, 0)
+	if !strings.Contains(msg, "now 0") {
+		t.Errorf("first evaluation after the restart: %q, want desired 0", msg)
+	}
+	if e.mgr.Scaling.Busy(pool) {
+		t.Errorf("Busy(%s) = true after the restart of an idle pool", pool)
+	}
+	// Fresh data (idle), then a third node forces an evaluation that has it.
+	e.record(pool, queue.Counts{}, nil)
+	newNode(t, pool+"-3", pool)
+	waitGauge(t, nodesGauge, pool, 3)
+	checkGauge(t, headroomGauge, pool, 0)
+	if g := e.headroomGeneration(pool); g != gen || e.replicas(pool) != 0 {
+		t.Errorf("headroom changed across the restart: generation %d -> %d, replicas %d", gen, g, e.replicas(pool))
+	}
+	checkBudgetsSince(t, bw, defaultBudgets)
+	if n := eventCount(t, pool, scaling.ReasonScaledUp); n != 0 {
+		t.Errorf("%d %s events for a pool that never needed a node", n, scaling.ReasonScaledUp)
+	}
+}
+
+// TestRestartKeepsHeadroomOfBootingNodes: a pool at 3 placeholders whose nodes have not booted
+// yet (no Node exists) stays at 3 across a restart: without queue data the new manager holds
+// what was actuated, never the 0 nodes it sees, so the placeholders do not go and come back.
+func TestRestartKeepsHeadroomOfBootingNodes(t *testing.T) {
+	pool := poolName("restart-booting")
+	e := newEnv(t, configYAML(poolYAML(pool, ciSource, "scaling: {jobsPerNode: 1}")))
+	e.record(pool, queue.Counts{Queued: 3}, nil)
+	e.waitReplicas(pool, 3)
+	gen := e.headroomGeneration(pool)
+
+	msg := e.restart(pool, 3)
+	if !strings.Contains(msg, "now 3") || !strings.Contains(msg, "known: false") {
+		t.Errorf("first evaluation after the restart: %q, want 3 held without data", msg)
+	}
+	// The data comes back unchanged; the first node boots and forces an evaluation with it.
+	e.record(pool, queue.Counts{Queued: 3}, nil)
+	newNode(t, pool+"-1", pool)
+	waitGauge(t, nodesGauge, pool, 1)
+	checkGauge(t, headroomGauge, pool, 3)
+	if g := e.headroomGeneration(pool); g != gen || e.replicas(pool) != 3 {
+		t.Errorf("headroom changed across the restart: generation %d -> %d, replicas %d", gen, g, e.replicas(pool))
+	}
+	if n := eventCount(t, pool, scaling.ReasonScaledDown); n != 0 {
+		t.Errorf("%d %s events across the restart", n, scaling.ReasonScaledDown)
+	}
+}
+
+// TestRestartPoolWithoutSourceIsNotHeld: a pool with no queue source and no warm minimum, with
+// idle nodes, gets no placeholder after a restart, not even for a stabilization window.
+func TestRestartPoolWithoutSourceIsNotHeld(t *testing.T) {
+	pool := poolName("restart-nosource")
+	newNode(t, pool+"-1", pool)
+	newNode(t, pool+"-2", pool)
+	e := newEnv(t, configYAML(poolYAML(pool, "scaling: {jobsPerNode: 1, scaleDownStabilization: 1h}")))
+	e.waitReplicas(pool, 0)
+	gen := e.headroomGeneration(pool)
+	np, err := nodePool(t, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw := watchBudgets(t, pool, np.ResourceVersion)
+
+	for range 2 { // a crash loop
+		if msg := e.restart(pool, 0); !strings.Contains(msg, "now 0") {
+			t.Errorf("first evaluation after the restart: %q, want 0", msg)
+		}
+	}
+	newNode(t, pool+"-3", pool)
+	waitGauge(t, nodesGauge, pool, 3)
+	checkGauge(t, headroomGauge, pool, 0)
+	checkGauge(t, desiredGauge, pool, 0)
+	if g := e.headroomGeneration(pool); g != gen || e.replicas(pool) != 0 {
+		t.Errorf("headroom changed across the restarts: generation %d -> %d, replicas %d", gen, g, e.replicas(pool))
+	}
+	checkBudgetsSince(t, bw, defaultBudgets)
 }

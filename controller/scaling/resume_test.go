@@ -1,0 +1,42 @@
+package scaling_test
+
+import (
+	"testing"
+	"time"
+
+	"warmpool.io/warmpool/controller/queue"
+)
+
+// TestRestartsDoNotStretchAHold: a scale-down in progress (the queue drained, the window
+// holding the nodes) completes when its window runs out, however often the controller restarts
+// meanwhile and however long each new process waits for its first queue reading. Each restart
+// resumes the count and the hold recorded on the headroom Deployment.
+func TestRestartsDoNotStretchAHold(t *testing.T) {
+	d := newDirect(t, poolName("crashloop"), "scaling: {jobsPerNode: 1, scaleDownStabilization: 5m}", nil)
+	d.record(queue.Counts{Queued: 3})
+	d.wantReplicas("three queued jobs", 3)
+
+	d.clk.Step(time.Minute)
+	d.record(queue.Counts{})
+	d.wantReplicas("drained, inside the window", 3)
+
+	// A crash loop: every 80 s a new process, which evaluates twice before its source answers
+	// (the last one never gets an answer), then once with the data (still drained).
+	for i := range 3 {
+		d.clk.Step(time.Minute)
+		d.start()
+		d.wantReplicas("restarted, no data yet", 3)
+		d.clk.Step(20 * time.Second)
+		d.wantReplicas("restarted, still no data", 3)
+		if i < 2 {
+			d.record(queue.Counts{})
+			d.wantReplicas("restarted, drained, inside the window", 3)
+		}
+	}
+	// The last recommendation of 3 was made at the start, so its window ended 5 minutes later,
+	// a second ago. Without restarts the pool would have scaled down then; with them it does at
+	// its first evaluation with data.
+	d.clk.Step(time.Second)
+	d.record(queue.Counts{})
+	d.wantReplicas("drained, the window run out across the restarts", 0)
+}
