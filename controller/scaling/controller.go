@@ -122,6 +122,7 @@ type poolState struct {
 	recorded        string
 	recordedDesired int
 	recordedUntil   time.Time
+	recordedAt      time.Time // the record's LastEvaluation
 	// headroomHash and headroomGeneration identify the Deployment this controller last applied,
 	// so an unchanged one is not applied again; a hand edit bumps the generation and is reverted.
 	headroomHash       string
@@ -296,15 +297,18 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	ps.known = ps.known || known
 	prevDesired, prevBusy, prevDisruptable := ps.desired, ps.busy, ps.disruptable
 	ps.state, ps.desired = state, decision.Desired
-	if decision.Desired != ps.recordedDesired || !decision.StabilizedUntil.Equal(ps.recordedUntil) || ps.recorded == "" {
-		// Recorded on the headroom object with the next apply. Not on every evaluation (each
-		// moves the history's timestamps): when the count or the end of its hold changes.
+	// Recorded on the headroom object with the next apply. Not on every evaluation (each moves
+	// the history's timestamps): when the count or the end of its hold changes, and, while
+	// nodes are desired, once the record is half a window old, so a new process resumes with
+	// the recent demand still holding them (a webhook source restarts knowing no job).
+	stale := decision.Desired > 0 && !state.LastEvaluation.Before(ps.recordedAt.Add(ps.policy.Stabilization()/2))
+	if decision.Desired != ps.recordedDesired || !decision.StabilizedUntil.Equal(ps.recordedUntil) || ps.recorded == "" || stale {
 		raw, err := json.Marshal(state)
 		if err != nil {
 			c.mu.Unlock()
 			return reconcile.Result{}, fmt.Errorf("encoding the scaling state of pool %s, %w", name, err)
 		}
-		ps.recorded, ps.recordedDesired, ps.recordedUntil = string(raw), decision.Desired, decision.StabilizedUntil
+		ps.recorded, ps.recordedDesired, ps.recordedUntil, ps.recordedAt = string(raw), decision.Desired, decision.StabilizedUntil, state.LastEvaluation
 	}
 	recorded := ps.recorded
 	// Unknown data changes nothing: not the node count (the policy holds it) and not the

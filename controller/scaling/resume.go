@@ -22,8 +22,9 @@ import (
 // AnnotationState on a pool's headroom object (the placeholder Deployment or the
 // CapacityBuffer) records the scaling policy's state (policy.State as JSON: the desired count
 // and the recommendations still holding it) as of the last change of the desired count or of
-// the end of its stabilization hold. A restarted controller resumes from it, so a restart
-// changes neither the headroom nor when a scale-down in progress completes.
+// the end of its stabilization hold, and at least every half window while nodes are desired.
+// A restarted controller resumes from it, so a restart changes neither the headroom nor when a
+// scale-down in progress completes.
 const AnnotationState = "warmpool.io/scaling-state"
 
 // ReasonResumed is the Event of a pool's first evaluation in a new process: where its state
@@ -98,7 +99,7 @@ func (c *Controller) resume(ctx context.Context, p *config.Pool, ps *poolState, 
 	ps.state, ps.desired = state, state.Desired
 	if err == nil && a.state != "" {
 		// Already recorded: the first apply need not write it again.
-		ps.recorded, ps.recordedDesired = a.state, state.Desired
+		ps.recorded, ps.recordedDesired, ps.recordedAt = a.state, state.Desired, state.LastEvaluation
 	}
 	ps.seeded = true
 	return from, nil

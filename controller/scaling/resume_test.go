@@ -40,3 +40,24 @@ func TestRestartsDoNotStretchAHold(t *testing.T) {
 	d.record(queue.Counts{})
 	d.wantReplicas("drained, the window run out across the restarts", 0)
 }
+
+// TestRestartAfterSteadyDemandKeepsTheHold: a pool steady at 3 nodes for longer than the
+// window is resumed with its recent demand still holding them: a new process whose source
+// knows nothing yet (a webhook restarts with no job) does not drop the nodes at once, but only
+// once the window has passed with no demand.
+func TestRestartAfterSteadyDemandKeepsTheHold(t *testing.T) {
+	d := newDirect(t, poolName("steady"), "scaling: {jobsPerNode: 1, scaleDownStabilization: 5m}", nil)
+	d.record(queue.Counts{Queued: 3})
+	d.wantReplicas("three queued jobs", 3)
+	for range 10 {
+		d.clk.Step(time.Minute)
+		d.record(queue.Counts{Running: 3})
+		d.wantReplicas("steady", 3) // no node exists in this test: headroom is desired
+	}
+	d.clk.Step(30 * time.Second)
+	d.start()
+	d.record(queue.Counts{Queued: 0})
+	d.wantReplicas("restarted, the source knows no job yet", 3)
+	d.clk.Step(5 * time.Minute)
+	d.wantReplicas("a window with no demand", 0)
+}

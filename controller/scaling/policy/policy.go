@@ -125,6 +125,10 @@ func (p *Policy) Config() Config {
 	return c
 }
 
+// Stabilization is the scale-down stabilization window in force (the default when the
+// config leaves it 0).
+func (p *Policy) Stabilization() time.Duration { return p.stabilization }
+
 // WarmMinimumAt is the warm floor at t (capped by MaxNodes) and whether any warm window is active.
 func (p *Policy) WarmMinimumAt(t time.Time) (minimum int, windowActive bool) {
 	m, _, active := p.warmFloor(t)
