@@ -28,8 +28,9 @@ package controller
 // credentials from Secrets in warmpool's namespace (cached, so list and watch too).
 // +kubebuilder:rbac:groups=apps,namespace=warmpool,resources=deployments,verbs=get;list;watch;create;patch;delete
 // Or, for pools with scaling.headroom capacityBuffer, a Karpenter CapacityBuffer and the
-// PodTemplate it references (applied and deleted, never read back).
-// +kubebuilder:rbac:groups=autoscaling.x-k8s.io,namespace=warmpool,resources=capacitybuffers,verbs=create;patch;delete
+// PodTemplate it references (applied and deleted; the buffer is read once per pool after a
+// restart, for the scaling state recorded on it).
+// +kubebuilder:rbac:groups=autoscaling.x-k8s.io,namespace=warmpool,resources=capacitybuffers,verbs=get;create;patch;delete
 // +kubebuilder:rbac:groups="",namespace=warmpool,resources=podtemplates,verbs=create;patch;delete
 // +kubebuilder:rbac:groups=scheduling.k8s.io,resources=priorityclasses,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch

@@ -59,7 +59,9 @@ type chartEnv struct {
 	admin client.Client
 	logs  *syncBuffer
 	pool  string
-	pod   *corev1.Pod
+	// engineVersion is the pool's engine version, which keys its snapshots.
+	engineVersion string
+	pod           *corev1.Pod
 }
 
 // startWithChartRBAC runs the controller with nothing but the chart's ServiceAccount token, so
@@ -145,7 +147,8 @@ func startWithChartRBAC(t *testing.T, opts controller.Options) *chartEnv {
 			t.Errorf("manager: %v", err)
 		}
 	})
-	return &chartEnv{admin: admin, logs: logs, pool: pool["name"].(string), pod: pod}
+	engineVersion := pool["engine"].(map[string]any)["version"].(string)
+	return &chartEnv{admin: admin, logs: logs, pool: pool["name"].(string), engineVersion: engineVersion, pod: pod}
 }
 
 // checkNoRefusals fails the test on any request the apiserver refused the controller.
@@ -205,7 +208,7 @@ func TestChartRBACSufficesForTheCacheProtocol(t *testing.T) {
 	// Restore: a ready snapshot of the pool, and a new node carrying the startup taint.
 	snap := &snapshotv1.VolumeSnapshot{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "warmpool-dagger-old", Labels: map[string]string{
-			volumes.LabelPool: e.pool, volumes.LabelArch: "amd64", volumes.LabelEngineVersion: "v0.19.7", nodepools.LabelManagedBy: nodepools.ManagedBy,
+			volumes.LabelPool: e.pool, volumes.LabelArch: "amd64", volumes.LabelEngineVersion: e.engineVersion, nodepools.LabelManagedBy: nodepools.ManagedBy,
 		}},
 		Spec: snapshotv1.VolumeSnapshotSpec{Source: snapshotv1.VolumeSnapshotSource{VolumeSnapshotContentName: ptr.To("snapcontent-old")}, VolumeSnapshotClassName: ptr.To("warmpool-sim")},
 	}
