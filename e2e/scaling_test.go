@@ -15,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	resourcehelper "k8s.io/component-helpers/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
@@ -325,10 +326,10 @@ func roomBeside(t *testing.T, placeholder *corev1.Pod) corev1.ResourceList {
 		if p.Spec.NodeName != node.Name || p.UID == placeholder.UID || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		for _, c := range p.Spec.Containers {
-			cpu.Sub(*c.Resources.Requests.Cpu())
-			mem.Sub(*c.Resources.Requests.Memory())
-		}
+		// What the scheduler reserves: an init container's requests count when larger.
+		req := resourcehelper.PodRequests(&p, resourcehelper.PodResourcesOptions{})
+		cpu.Sub(*req.Cpu())
+		mem.Sub(*req.Memory())
 	}
 	return corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: mem}
 }

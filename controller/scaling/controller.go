@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
+	resourcehelper "k8s.io/component-helpers/resource"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -566,17 +567,11 @@ func finished(p *corev1.Pod) bool {
 	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 }
 
-// podRequests sums a pod's container requests (what the scheduler reserves while it runs).
+// podRequests is what the scheduler reserves for a pod: its containers' requests, or an init
+// container's when larger (the engine pod's warmpool-tools init container is), plus sidecars
+// and pod overhead, computed by the scheduler's own helper.
 func podRequests(p *corev1.Pod) corev1.ResourceList {
-	out := corev1.ResourceList{}
-	for _, ctr := range p.Spec.Containers {
-		for name, q := range ctr.Resources.Requests {
-			sum := out[name]
-			sum.Add(q)
-			out[name] = sum
-		}
-	}
-	return out
+	return resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{})
 }
 
 // mirrorPodAnnotation marks a static pod's mirror in the API server (kubelet types).
