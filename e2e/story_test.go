@@ -116,7 +116,7 @@ func TestWholeStoryWithChartIdentity(t *testing.T) {
 
 	// Prometheus has scraped the restore, so every panel has something to show.
 	waitFor(t, "Prometheus to see the warm restore", func(ctx context.Context) (bool, error) {
-		v, err := prom.Query(ctx, `sum(warmpool_cache_restores_total{result="restored"})`)
+		v, err := prom.Query(ctx, `sum(warmpool_cache_restores_total{result="warm"})`)
 		vec, ok := v.(model.Vector)
 		return err == nil && ok && len(vec) == 1 && vec[0].Value >= 1, err
 	})
