@@ -53,6 +53,24 @@ const (
 
 var defaultCacheSize = resource.MustParse("200Gi")
 
+// Restore budget defaults (docs/config.md, "Restore budget"). A restore is attempted only when
+// ProvisioningSlack + size/Throughput fits in MaxWait.
+const (
+	// DefaultRestoreThroughput is gp3's baseline throughput, what an EBS volume delivers once its
+	// blocks are loaded (a volume from a snapshot is slower until then, unless the restore class
+	// sets volumeInitializationRate or the snapshot has Fast Snapshot Restore).
+	DefaultRestoreThroughput = "125Mi"
+	// DefaultRestoreMaxWait: Karpenter rolls back a drift or replace-consolidation command
+	// whose replacement node is not initialized 10 minutes after the command started
+	// (sigs.k8s.io/karpenter pkg/controllers/disruption/queue.go, minRetryDuration), and
+	// launching, booting and registering an EKS node takes 2-3 of them.
+	DefaultRestoreMaxWait = 7 * time.Minute
+	// DefaultRestoreProvisioningSlack covers the CSI node plugin registering on the node
+	// (seconds to a minute after Ready), the volume created from the snapshot and attached, and
+	// the restore pod started.
+	DefaultRestoreProvisioningSlack = 2 * time.Minute
+)
+
 // Default fills every unset field with its documented default. It is idempotent.
 func Default(c *Config) {
 	nc := &c.NodeClass
@@ -126,6 +144,7 @@ func defaultPool(p *Pool) {
 	if cache.Retention.MaxAge == nil {
 		cache.Retention.MaxAge = &metav1.Duration{Duration: defaultCacheMaxAge}
 	}
+	defaultCacheRestore(p)
 
 	for i := range p.Queue.Sources {
 		defaultSource(&p.Queue.Sources[i])
@@ -198,4 +217,36 @@ func (s *Source) kinds() []string {
 	add(s.Buildkite != nil, "buildkite")
 	add(s.Prometheus != nil, "prometheus")
 	return kinds
+}
+
+// defaultCacheRestore fills the restore class and budget, and derives engine.gc.maxUsedSpace
+// from the budget when the pool asks for it. Idempotent: a derived size equals itself.
+func defaultCacheRestore(p *Pool) {
+	c := &p.Cache
+	if c.RestoreStorageClassName == "" {
+		c.RestoreStorageClassName = c.StorageClassName
+	}
+	r := &c.Restore
+	if r.Throughput == nil {
+		r.Throughput = ptr.To(resource.MustParse(DefaultRestoreThroughput))
+	}
+	if r.MaxWait == nil {
+		r.MaxWait = &metav1.Duration{Duration: DefaultRestoreMaxWait}
+	}
+	if r.ProvisioningSlack == nil {
+		r.ProvisioningSlack = &metav1.Duration{Duration: DefaultRestoreProvisioningSlack}
+	}
+	if !c.Enabled || !r.SizeGCToBudget || p.Engine.ExistingDaemonSet != nil {
+		return
+	}
+	size := r.GCMaxUsedSpace()
+	if size == "" {
+		return // an invalid budget, reported by validation
+	}
+	if p.Engine.GC == nil {
+		p.Engine.GC = &EngineGC{}
+	}
+	if p.Engine.GC.MaxUsedSpace == "" {
+		p.Engine.GC.MaxUsedSpace = size
+	}
 }

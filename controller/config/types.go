@@ -4,11 +4,15 @@
 package config
 
 import (
+	"strconv"
+
 	awsv1 "github.com/aws/karpenter-provider-aws/pkg/apis/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
+
+	"warmpool.io/warmpool/volumes/storagecheck"
 )
 
 const (
@@ -226,16 +230,79 @@ type EngineGC struct {
 // Cache is the engine cache's life beyond one node: saved to a snapshot when a node goes,
 // restored on the next node.
 type Cache struct {
-	Enabled           bool               `json:"enabled,omitempty"`
-	StorageClassName  string             `json:"storageClassName,omitempty"`
-	SnapshotClassName string             `json:"snapshotClassName,omitempty"`
-	Size              *resource.Quantity `json:"size,omitempty"`
-	Retention         Retention          `json:"retention,omitempty"`
+	Enabled bool `json:"enabled,omitempty"`
+	// StorageClassName is the class of the save volumes (empty: the cluster's default class).
+	// It must be a CSI class (not the in-tree kubernetes.io/aws-ebs), of the same driver as
+	// SnapshotClassName, and must not carry the EBS CSI parameter volumeInitializationRate:
+	// a save volume may be empty, and EC2 rejects that parameter for a volume made without a
+	// snapshot (aws-ebs-csi-driver issue #2691).
+	StorageClassName string `json:"storageClassName,omitempty"`
+	// RestoreStorageClassName is the class of the restore volumes, which are always made from
+	// a snapshot: the place for volumeInitializationRate or a faster volume type. Default:
+	// StorageClassName.
+	RestoreStorageClassName string             `json:"restoreStorageClassName,omitempty"`
+	SnapshotClassName       string             `json:"snapshotClassName,omitempty"`
+	Size                    *resource.Quantity `json:"size,omitempty"`
+	Retention               Retention          `json:"retention,omitempty"`
+	// Restore is the time budget of a restore onto a new node.
+	Restore CacheRestore `json:"restore,omitempty"`
 	// FastSnapshotRestore, when set, enables EBS Fast Snapshot Restore on the newest snapshot of
 	// each architecture and engine version (and disables it on the one it replaces), so a new
 	// node restores at full speed at once. AWS bills it per snapshot and zone-hour. The EC2
 	// region and endpoint are discovery's. Off by default.
 	FastSnapshotRestore *FastSnapshotRestore `json:"fastSnapshotRestore,omitempty"`
+}
+
+// CacheRestore sizes a restore to a time budget. A new node waits for its restore with its
+// startup taint on, which Karpenter counts as capacity on the way (runners wait for it), and as
+// the replacement in a drift or replace-consolidation command it must initialize within about
+// 10 minutes of the command or Karpenter rolls the command back. So a restore is attempted only
+// when ProvisioningSlack + size/Throughput fits in MaxWait; otherwise the node starts cold at
+// once, with a Warning that names the numbers.
+type CacheRestore struct {
+	// Throughput is the read rate a restore is expected to reach, in bytes per second (a
+	// quantity such as "125Mi"). Default 125Mi: gp3's baseline. A volume made from a snapshot
+	// loads lazily from S3 (tens of MB/s) unless the restore class sets
+	// volumeInitializationRate (100-300 MiB/s) or the snapshot has Fast Snapshot Restore.
+	Throughput *resource.Quantity `json:"throughput,omitempty"`
+	// MaxWait caps a restore, from the choice of its snapshot to the node's release. Default
+	// 7m: with 2-3 minutes of launch, boot and registration it fits Karpenter's 10 minute
+	// window for a replacement node to initialize.
+	MaxWait *metav1.Duration `json:"maxWait,omitempty"`
+	// ProvisioningSlack is the part of the budget that is not copying: the CSI node plugin
+	// registering on the node, the volume created from the snapshot and attached, the restore
+	// pod started. Default 2m.
+	ProvisioningSlack *metav1.Duration `json:"provisioningSlack,omitempty"`
+	// SizeGCToBudget derives engine.gc.maxUsedSpace from the budget, Throughput x (MaxWait -
+	// ProvisioningSlack), so the engine keeps its cache small enough to be restored in time.
+	// It cannot be combined with an explicit engine.gc.maxUsedSpace.
+	SizeGCToBudget bool `json:"sizeGCToBudget,omitempty"`
+}
+
+// Budget is the pool's restore budget, for volumes/storagecheck. Call it on a defaulted config.
+func (r *CacheRestore) Budget() storagecheck.Budget {
+	b := storagecheck.Budget{}
+	if r.Throughput != nil {
+		b.Throughput = r.Throughput.Value()
+	}
+	if r.MaxWait != nil {
+		b.MaxWait = r.MaxWait.Duration
+	}
+	if r.ProvisioningSlack != nil {
+		b.Slack = r.ProvisioningSlack.Duration
+	}
+	return b
+}
+
+// GCMaxUsedSpace is the engine.gc.maxUsedSpace SizeGCToBudget derives: the bytes the budget
+// can restore, in whole MiB as the engine reads them ("37500MiB"); "" when the budget restores
+// nothing (an invalid budget).
+func (r *CacheRestore) GCMaxUsedSpace() string {
+	mib := r.Budget().MaxBytes() >> 20
+	if mib <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(mib, 10) + "MiB"
 }
 
 // FastSnapshotRestore lists the zones fast restores are enabled in (the pool's subnets' zones).

@@ -82,6 +82,7 @@ func Validate(c *Config) field.ErrorList {
 		names.Insert(p.Name)
 		errs = append(errs, validatePool(p, poolsPath.Index(i))...)
 	}
+	errs = append(errs, validateCacheOS(c)...)
 	return errs
 }
 
@@ -254,7 +255,7 @@ func validatePool(p *Pool, fp *field.Path) field.ErrorList {
 	}
 	errs = append(errs, validateDisruption(&p.Disruption, fp.Child("disruption"))...)
 	errs = append(errs, validateEngine(p, fp.Child("engine"))...)
-	errs = append(errs, validateCache(&p.Cache, fp.Child("cache"))...)
+	errs = append(errs, validateCache(p, fp.Child("cache"))...)
 	errs = append(errs, validateQueue(&p.Queue, fp.Child("queue"))...)
 	errs = append(errs, validateScaling(p, fp.Child("scaling"))...)
 	return errs
@@ -563,38 +564,6 @@ func validateEngineGrace(e *Engine, fp *field.Path) field.ErrorList {
 		errs = append(errs, field.Invalid(fp.Child("terminationGracePeriodSeconds"), *g,
 			fmt.Sprintf("must be >= stopSeconds + %d (%d): warmpool ends its drain wait for clients that long before the grace period ends, to leave the engine %ds for its own stop and %ds to exit; the engine's stop itself is not bounded, so an engine still stopping when the grace period ends is SIGKILLed and its cache lost",
 				EngineExitSeconds, stop+EngineExitSeconds, stop, EngineExitSeconds)))
-	}
-	return errs
-}
-
-func validateCache(c *Cache, fp *field.Path) field.ErrorList {
-	var errs field.ErrorList
-	if c.Size.Sign() <= 0 {
-		errs = append(errs, field.Invalid(fp.Child("size"), c.Size.String(), "must be > 0"))
-	}
-	for _, s := range [][2]string{{"storageClassName", c.StorageClassName}, {"snapshotClassName", c.SnapshotClassName}} {
-		if s[1] == "" {
-			continue
-		}
-		for _, msg := range validation.IsDNS1123Subdomain(s[1]) {
-			errs = append(errs, field.Invalid(fp.Child(s[0]), s[1], msg))
-		}
-	}
-	if c.Retention.Keep < 1 {
-		errs = append(errs, field.Invalid(fp.Child("retention", "keep"), c.Retention.Keep, "must be >= 1"))
-	}
-	if c.Retention.MaxAge.Duration <= 0 {
-		errs = append(errs, field.Invalid(fp.Child("retention", "maxAge"), c.Retention.MaxAge.Duration.String(), "must be > 0"))
-	}
-	if f := c.FastSnapshotRestore; f != nil {
-		if len(f.AvailabilityZones) == 0 {
-			errs = append(errs, field.Required(fp.Child("fastSnapshotRestore", "availabilityZones"), "the zones to enable fast snapshot restore in"))
-		}
-		for i, z := range f.AvailabilityZones {
-			if z == "" {
-				errs = append(errs, field.Required(fp.Child("fastSnapshotRestore", "availabilityZones").Index(i), "a zone name like us-west-2a"))
-			}
-		}
 	}
 	return errs
 }
