@@ -114,8 +114,8 @@ func readTrace(file string) ([]simulate.Job, error) {
 
 // parseWarmWindows reads each --warm-window as a YAML mapping with the fields of a config warm
 // window, as strictly as the config: unknown, misspelt or duplicate fields are errors.
-func parseWarmWindows(specs []string) ([]policy.WarmWindow, error) {
-	out := make([]policy.WarmWindow, 0, len(specs))
+func parseWarmWindows(specs []string) ([]config.WarmWindow, error) {
+	out := make([]config.WarmWindow, 0, len(specs))
 	for _, spec := range specs {
 		var w config.WarmWindow
 		js, err := yaml.YAMLToJSONStrict([]byte(spec))
@@ -127,7 +127,7 @@ func parseWarmWindows(specs []string) ([]policy.WarmWindow, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--warm-window %q: %w", spec, err)
 		}
-		out = append(out, policy.WarmWindow{Schedule: w.Schedule, Duration: w.Duration.Duration, Minimum: w.Minimum, TimeZone: w.TimeZone})
+		out = append(out, w)
 	}
 	// The policy's own checks, before any trace is read; warmWindows[i] is the i-th flag.
 	if errs := (policy.Config{JobsPerNode: 1, WarmWindows: out}).Validate(nil); len(errs) > 0 {

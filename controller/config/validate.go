@@ -10,12 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	// Embedded so a controller image without /usr/share/zoneinfo (distroless, scratch) still
-	// resolves warmWindows[].timeZone; otherwise every zoned window fails validation there.
-	_ "time/tzdata"
 
 	units "github.com/docker/go-units"
-	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/volumes/engine"
 )
 
@@ -396,7 +391,7 @@ func validateDisruption(d *Disruption, fp *field.Path) field.ErrorList {
 			errs = append(errs, field.Required(bp.Child("duration"), "schedule and duration go together"))
 		}
 		if b.Schedule != nil {
-			if err := parseCron(*b.Schedule, "Karpenter reads budget schedules in UTC"); err != nil {
+			if _, err := parseCron(*b.Schedule, "Karpenter reads budget schedules in UTC"); err != nil {
 				errs = append(errs, field.Invalid(bp.Child("schedule"), *b.Schedule, "must be a cron schedule: "+err.Error()))
 			}
 		}
@@ -450,16 +445,6 @@ func validateEngine(p *Pool, fp *field.Path) field.ErrorList {
 		}
 	}
 	return errs
-}
-
-// parseCron checks a standard cron schedule. A TZ= or CRON_TZ= prefix is refused up front:
-// robfig/cron panics on one without a following space ("TZ=UTC"), and the zone belongs elsewhere.
-func parseCron(spec, zoneHint string) error {
-	if t := strings.TrimSpace(spec); strings.HasPrefix(t, "TZ=") || strings.HasPrefix(t, "CRON_TZ=") {
-		return fmt.Errorf("no TZ= prefix (%s)", zoneHint)
-	}
-	_, err := cron.ParseStandard(spec)
-	return err
 }
 
 // ValidateDiskSpace checks a GC size as the engine decodes it from engine.json, so a value
@@ -754,9 +739,9 @@ func validateScaling(p *Pool, fp *field.Path) field.ErrorList {
 	}
 	for i, w := range s.WarmWindows {
 		wp := fp.Child("warmWindows").Index(i)
-		// The policy's own check: what it would refuse to compile (@every, "Local", a schedule
-		// that never fires) is refused here, with the config, while the last good one stays.
-		errs = append(errs, policy.WarmWindow{Schedule: w.Schedule, Duration: w.Duration.Duration, Minimum: w.Minimum, TimeZone: w.TimeZone}.Validate(wp)...)
+		// What the policy would refuse to compile (@every, "Local", a schedule that never fires)
+		// is refused here, with the config, while the last good one stays.
+		errs = append(errs, w.Validate(wp)...)
 		if s.MaxNodes != nil && w.Minimum > *s.MaxNodes {
 			errs = append(errs, field.Invalid(wp.Child("minimum"), w.Minimum, fmt.Sprintf("must be <= maxNodes (%d)", *s.MaxNodes)))
 		}

@@ -428,10 +428,6 @@ func PolicyConfig(p *config.Pool, jobsPerNode int) policy.Config {
 	if s.MaxNodes != nil {
 		maxNodes = *s.MaxNodes
 	}
-	windows := make([]policy.WarmWindow, 0, len(s.WarmWindows))
-	for _, w := range s.WarmWindows {
-		windows = append(windows, policy.WarmWindow{Schedule: w.Schedule, Duration: w.Duration.Duration, Minimum: w.Minimum, TimeZone: w.TimeZone})
-	}
 	stabilization := s.ScaleDownStabilization.Duration
 	if stabilization == 0 {
 		// The config's 0 means no window (scale down at the next evaluation); the policy reads
@@ -441,7 +437,7 @@ func PolicyConfig(p *config.Pool, jobsPerNode int) policy.Config {
 	return policy.Config{
 		JobsPerNode:            max(jobsPerNode, 1),
 		WarmMinimum:            s.WarmMinimum,
-		WarmWindows:            windows,
+		WarmWindows:            s.WarmWindows,
 		MaxNodes:               maxNodes,
 		ScaleDownStabilization: stabilization,
 		ScaleDownStep:          s.ScaleDownStep,

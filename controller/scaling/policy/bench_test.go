@@ -3,6 +3,10 @@ package policy
 import (
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"warmpool.io/warmpool/controller/config"
 )
 
 func benchmarkDecide(b *testing.B, c Config) {
@@ -27,10 +31,10 @@ func BenchmarkDecide(b *testing.B) {
 	b.Run("no windows", func(b *testing.B) { benchmarkDecide(b, baseConfig()) })
 	b.Run("three zoned windows", func(b *testing.B) {
 		c := baseConfig()
-		c.WarmWindows = []WarmWindow{
-			{Schedule: "0 9 * * 1-5", Duration: 9 * time.Hour, Minimum: 3, TimeZone: "Europe/Berlin"},
-			{Schedule: "0 8 * * 1-5", Duration: 10 * time.Hour, Minimum: 2, TimeZone: "America/New_York"},
-			{Schedule: "0 0 1 * *", Duration: 48 * time.Hour, Minimum: 5, TimeZone: "Asia/Tokyo"},
+		c.WarmWindows = []config.WarmWindow{
+			{Schedule: "0 9 * * 1-5", Duration: metav1.Duration{Duration: 9 * time.Hour}, Minimum: 3, TimeZone: "Europe/Berlin"},
+			{Schedule: "0 8 * * 1-5", Duration: metav1.Duration{Duration: 10 * time.Hour}, Minimum: 2, TimeZone: "America/New_York"},
+			{Schedule: "0 0 1 * *", Duration: metav1.Duration{Duration: 48 * time.Hour}, Minimum: 5, TimeZone: "Asia/Tokyo"},
 		}
 		benchmarkDecide(b, c)
 	})
@@ -38,7 +42,7 @@ func BenchmarkDecide(b *testing.B) {
 
 func BenchmarkCompile(b *testing.B) {
 	c := baseConfig()
-	c.WarmWindows = []WarmWindow{{Schedule: "0 9 * * 1-5", Duration: 9 * time.Hour, Minimum: 3, TimeZone: "Europe/Berlin"}}
+	c.WarmWindows = []config.WarmWindow{{Schedule: "0 9 * * 1-5", Duration: metav1.Duration{Duration: 9 * time.Hour}, Minimum: 3, TimeZone: "Europe/Berlin"}}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Compile(c); err != nil {

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"warmpool.io/warmpool/controller/config"
 )
 
 // DefaultScaleDownStabilization is the window used when Config.ScaleDownStabilization is zero. It is
@@ -19,8 +21,9 @@ type Config struct {
 	JobsPerNode int
 	// WarmMinimum is the constant floor of desired nodes (>= 0).
 	WarmMinimum int
-	// WarmWindows raise the floor on a schedule (e.g. office hours).
-	WarmWindows []WarmWindow
+	// WarmWindows raise the floor to each one's Minimum for Duration after every start of its
+	// Schedule (e.g. office hours); see config.WarmWindow.Validate for what is accepted.
+	WarmWindows []config.WarmWindow
 	// MaxNodes is the hard ceiling (>= 0). It wins over WarmMinimum and window minimums; a minimum
 	// above it is accepted but reported by Warnings, because a pool limit lowered on purpose must
 	// not be overridden by a stale warm setting.
@@ -31,22 +34,6 @@ type Config struct {
 	ScaleDownStabilization time.Duration
 	// ScaleDownStep caps how many nodes one evaluation may remove (>= 0; 0 means no cap).
 	ScaleDownStep int
-}
-
-// WarmWindow raises the warm minimum to Minimum for Duration after every start of Schedule.
-type WarmWindow struct {
-	// Schedule is a standard 5-field cron expression (minute hour day-of-month month day-of-week)
-	// or a descriptor such as "@daily". "@every" and "TZ=" prefixes are rejected: the former has
-	// no fixed start times, and the zone belongs in TimeZone.
-	Schedule string
-	// Duration is elapsed time from each start (> 0). Start is inclusive, end exclusive. It is
-	// not wall-clock: a window spanning a DST change still lasts exactly Duration.
-	Duration time.Duration
-	// Minimum is the floor while the window is active (>= 0).
-	Minimum int
-	// TimeZone is an IANA zone name the Schedule is read in ("" means UTC). "Local" is rejected:
-	// it would make the schedule depend on the controller host.
-	TimeZone string
 }
 
 // stabilization returns the effective scale-down stabilization window.
@@ -78,25 +65,6 @@ func (c Config) Validate(path *field.Path) field.ErrorList {
 	}
 	for i, w := range c.WarmWindows {
 		errs = append(errs, w.Validate(path.Child("warmWindows").Index(i))...)
-	}
-	return errs
-}
-
-// Validate reports every problem of one window under path. The config loader calls it too,
-// so a window the policy would refuse is refused with the config, never accepted first.
-func (w WarmWindow) Validate(path *field.Path) field.ErrorList {
-	var errs field.ErrorList
-	if _, err := parseSchedule(w.Schedule); err != nil {
-		errs = append(errs, field.Invalid(path.Child("schedule"), w.Schedule, "must be a cron schedule: "+err.Error()))
-	}
-	if w.Duration <= 0 {
-		errs = append(errs, field.Invalid(path.Child("duration"), w.Duration.String(), "must be > 0"))
-	}
-	if w.Minimum < 0 {
-		errs = append(errs, field.Invalid(path.Child("minimum"), w.Minimum, "must be >= 0"))
-	}
-	if _, err := loadZone(w.TimeZone); err != nil {
-		errs = append(errs, field.Invalid(path.Child("timeZone"), w.TimeZone, err.Error()))
 	}
 	return errs
 }

@@ -6,15 +6,19 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"warmpool.io/warmpool/controller/config"
 )
 
 func TestValidate(t *testing.T) {
-	window := WarmWindow{Schedule: "0 9 * * 1-5", Duration: 8 * time.Hour, Minimum: 3, TimeZone: "Europe/Berlin"}
-	withWindow := func(mut func(*WarmWindow)) Config {
+	window := config.WarmWindow{Schedule: "0 9 * * 1-5", Duration: metav1.Duration{Duration: 8 * time.Hour}, Minimum: 3, TimeZone: "Europe/Berlin"}
+	withWindow := func(mut func(*config.WarmWindow)) Config {
 		c := baseConfig()
 		w := window
 		mut(&w)
-		c.WarmWindows = []WarmWindow{w}
+		c.WarmWindows = []config.WarmWindow{w}
 		return c
 	}
 	tests := []struct {
@@ -24,26 +28,28 @@ func TestValidate(t *testing.T) {
 		wantFields []string
 	}{
 		{"base", baseConfig(), nil},
-		{"with window", withWindow(func(*WarmWindow) {}), nil},
+		{"with window", withWindow(func(*config.WarmWindow) {}), nil},
 		{"zero max is valid (pool held at zero)", Config{JobsPerNode: 1}, nil},
 		{"warm above max is valid (max wins)", Config{JobsPerNode: 1, WarmMinimum: 5, MaxNodes: 2}, nil},
-		{"descriptor schedule", withWindow(func(w *WarmWindow) { w.Schedule = "@daily" }), nil},
-		{"empty zone means UTC", withWindow(func(w *WarmWindow) { w.TimeZone = "" }), nil},
+		{"descriptor schedule", withWindow(func(w *config.WarmWindow) { w.Schedule = "@daily" }), nil},
+		{"empty zone means UTC", withWindow(func(w *config.WarmWindow) { w.TimeZone = "" }), nil},
 		{"zero value", Config{}, []string{"scaling.jobsPerNode"}},
 		{"negatives", Config{JobsPerNode: 1, WarmMinimum: -1, MaxNodes: -1, ScaleDownStabilization: -time.Second, ScaleDownStep: -1},
 			[]string{"scaling.warmMinimum", "scaling.maxNodes", "scaling.scaleDownStabilization", "scaling.scaleDownStep"}},
-		{"bad cron", withWindow(func(w *WarmWindow) { w.Schedule = "0 25 * * *" }), []string{"scaling.warmWindows[0].schedule"}},
-		{"six fields", withWindow(func(w *WarmWindow) { w.Schedule = "0 0 9 * * 1-5" }), []string{"scaling.warmWindows[0].schedule"}},
-		{"empty schedule", withWindow(func(w *WarmWindow) { w.Schedule = " " }), []string{"scaling.warmWindows[0].schedule"}},
-		{"@every", withWindow(func(w *WarmWindow) { w.Schedule = "@every 1h" }), []string{"scaling.warmWindows[0].schedule"}},
-		{"TZ prefix", withWindow(func(w *WarmWindow) { w.Schedule = "TZ=UTC 0 9 * * *" }), []string{"scaling.warmWindows[0].schedule"}},
-		{"CRON_TZ prefix", withWindow(func(w *WarmWindow) { w.Schedule = "CRON_TZ=UTC 0 9 * * *" }), []string{"scaling.warmWindows[0].schedule"}},
-		{"never fires", withWindow(func(w *WarmWindow) { w.Schedule = "0 0 30 2 *" }), []string{"scaling.warmWindows[0].schedule"}},
-		{"zero duration", withWindow(func(w *WarmWindow) { w.Duration = 0 }), []string{"scaling.warmWindows[0].duration"}},
-		{"negative minimum", withWindow(func(w *WarmWindow) { w.Minimum = -1 }), []string{"scaling.warmWindows[0].minimum"}},
-		{"unknown zone", withWindow(func(w *WarmWindow) { w.TimeZone = "Mars/Olympus" }), []string{"scaling.warmWindows[0].timeZone"}},
-		{"Local zone", withWindow(func(w *WarmWindow) { w.TimeZone = "Local" }), []string{"scaling.warmWindows[0].timeZone"}},
-		{"all window fields at once", withWindow(func(w *WarmWindow) { *w = WarmWindow{Schedule: "x", Duration: -1, Minimum: -1, TimeZone: "x/y"} }),
+		{"bad cron", withWindow(func(w *config.WarmWindow) { w.Schedule = "0 25 * * *" }), []string{"scaling.warmWindows[0].schedule"}},
+		{"six fields", withWindow(func(w *config.WarmWindow) { w.Schedule = "0 0 9 * * 1-5" }), []string{"scaling.warmWindows[0].schedule"}},
+		{"empty schedule", withWindow(func(w *config.WarmWindow) { w.Schedule = " " }), []string{"scaling.warmWindows[0].schedule"}},
+		{"@every", withWindow(func(w *config.WarmWindow) { w.Schedule = "@every 1h" }), []string{"scaling.warmWindows[0].schedule"}},
+		{"TZ prefix", withWindow(func(w *config.WarmWindow) { w.Schedule = "TZ=UTC 0 9 * * *" }), []string{"scaling.warmWindows[0].schedule"}},
+		{"CRON_TZ prefix", withWindow(func(w *config.WarmWindow) { w.Schedule = "CRON_TZ=UTC 0 9 * * *" }), []string{"scaling.warmWindows[0].schedule"}},
+		{"never fires", withWindow(func(w *config.WarmWindow) { w.Schedule = "0 0 30 2 *" }), []string{"scaling.warmWindows[0].schedule"}},
+		{"zero duration", withWindow(func(w *config.WarmWindow) { w.Duration.Duration = 0 }), []string{"scaling.warmWindows[0].duration"}},
+		{"negative minimum", withWindow(func(w *config.WarmWindow) { w.Minimum = -1 }), []string{"scaling.warmWindows[0].minimum"}},
+		{"unknown zone", withWindow(func(w *config.WarmWindow) { w.TimeZone = "Mars/Olympus" }), []string{"scaling.warmWindows[0].timeZone"}},
+		{"Local zone", withWindow(func(w *config.WarmWindow) { w.TimeZone = "Local" }), []string{"scaling.warmWindows[0].timeZone"}},
+		{"all window fields at once", withWindow(func(w *config.WarmWindow) {
+			*w = config.WarmWindow{Schedule: "x", Duration: metav1.Duration{Duration: -1}, Minimum: -1, TimeZone: "x/y"}
+		}),
 			[]string{"scaling.warmWindows[0].schedule", "scaling.warmWindows[0].duration", "scaling.warmWindows[0].minimum", "scaling.warmWindows[0].timeZone"}},
 	}
 	for _, tt := range tests {
@@ -72,9 +78,9 @@ func TestValidateNilPath(t *testing.T) {
 }
 
 func TestWarnings(t *testing.T) {
-	c := Config{JobsPerNode: 1, WarmMinimum: 5, MaxNodes: 3, WarmWindows: []WarmWindow{
-		{Schedule: "@daily", Duration: time.Hour, Minimum: 2},
-		{Schedule: "@daily", Duration: time.Hour, Minimum: 4},
+	c := Config{JobsPerNode: 1, WarmMinimum: 5, MaxNodes: 3, WarmWindows: []config.WarmWindow{
+		{Schedule: "@daily", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 2},
+		{Schedule: "@daily", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 4},
 	}}
 	got := c.Warnings()
 	if len(got) != 2 || !strings.Contains(got[0], "warmMinimum 5") || !strings.Contains(got[1], "warmWindows[1]") {
@@ -87,7 +93,7 @@ func TestWarnings(t *testing.T) {
 
 func TestCompileCopiesConfig(t *testing.T) {
 	c := baseConfig()
-	c.WarmWindows = []WarmWindow{{Schedule: "@daily", Duration: time.Hour, Minimum: 2}}
+	c.WarmWindows = []config.WarmWindow{{Schedule: "@daily", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 2}}
 	p := mustCompile(t, c)
 	c.WarmWindows[0].Minimum = 99
 	if got := p.Config().WarmWindows[0].Minimum; got != 2 {

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"warmpool.io/warmpool/controller/config"
 )
 
 // Direction is how Decision.Desired moved relative to the previous State.Desired.
@@ -96,7 +98,7 @@ func Compile(c Config) (*Policy, error) {
 		return nil, errs.ToAggregate()
 	}
 	p := &Policy{cfg: c, stabilization: c.stabilization()}
-	p.cfg.WarmWindows = make([]WarmWindow, len(c.WarmWindows))
+	p.cfg.WarmWindows = make([]config.WarmWindow, len(c.WarmWindows))
 	copy(p.cfg.WarmWindows, c.WarmWindows)
 	for i, w := range c.WarmWindows {
 		ww, err := compileWindow(w)
@@ -121,7 +123,7 @@ func Decide(c Config, in Input, prev State) (Decision, State, error) {
 // Config returns the policy's configuration.
 func (p *Policy) Config() Config {
 	c := p.cfg
-	c.WarmWindows = append([]WarmWindow(nil), p.cfg.WarmWindows...)
+	c.WarmWindows = append([]config.WarmWindow(nil), p.cfg.WarmWindows...)
 	return c
 }
 

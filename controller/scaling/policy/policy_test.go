@@ -4,10 +4,14 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"warmpool.io/warmpool/controller/config"
 )
 
 // officeHours is active on every day from 09:00 to 17:00 UTC; t0 (12:00) is inside it.
-var officeHours = WarmWindow{Schedule: "0 9 * * *", Duration: 8 * time.Hour, Minimum: 4}
+var officeHours = config.WarmWindow{Schedule: "0 9 * * *", Duration: metav1.Duration{Duration: 8 * time.Hour}, Minimum: 4}
 
 func TestDecide(t *testing.T) {
 	known := func(queued, running int) Input {
@@ -36,9 +40,9 @@ func TestDecide(t *testing.T) {
 			Decision{Desired: 2, Direction: DirectionUp, Reason: ReasonWarmMinimum, Target: 2, WarmMinimum: 2}},
 		{"warm minimum holds an idle pool", with(func(c *Config) { c.WarmMinimum = 2 }), known(1, 0), evaluated(2),
 			Decision{Desired: 2, Direction: DirectionNone, Reason: ReasonWarmMinimum, Target: 2, QueueNodes: 1, WarmMinimum: 2}},
-		{"warm window raises", with(func(c *Config) { c.WarmWindows = []WarmWindow{officeHours} }), known(2, 0), evaluated(1),
+		{"warm window raises", with(func(c *Config) { c.WarmWindows = []config.WarmWindow{officeHours} }), known(2, 0), evaluated(1),
 			Decision{Desired: 4, Direction: DirectionUp, Reason: ReasonWarmWindow, Target: 4, QueueNodes: 1, WarmMinimum: 4, WarmWindowActive: true}},
-		{"queue above the window floor wins", with(func(c *Config) { c.WarmWindows = []WarmWindow{officeHours} }), known(12, 0), evaluated(4),
+		{"queue above the window floor wins", with(func(c *Config) { c.WarmWindows = []config.WarmWindow{officeHours} }), known(12, 0), evaluated(4),
 			Decision{Desired: 6, Direction: DirectionUp, Reason: ReasonQueueGrew, Target: 6, QueueNodes: 6, WarmMinimum: 4, WarmWindowActive: true}},
 		{"at max: capped scale-up", baseConfig(), known(50, 10), evaluated(2),
 			Decision{Desired: 10, Direction: DirectionUp, Reason: ReasonAtMax, Target: 10, QueueNodes: 30, WarmMinimum: 1}},
@@ -62,7 +66,7 @@ func TestDecide(t *testing.T) {
 			Decision{Desired: 3, Direction: DirectionDown, Reason: ReasonQueueDrained, Target: 1, WarmMinimum: 1, StabilizedUntil: t0.Add(3 * time.Minute)}},
 		{"drained: window empty, down to target", baseConfig(), known(2, 1), evaluated(5, rec(6*time.Minute, 5)),
 			Decision{Desired: 2, Direction: DirectionDown, Reason: ReasonQueueDrained, Target: 2, QueueNodes: 2, WarmMinimum: 1}},
-		{"drained to the warm floor", with(func(c *Config) { c.WarmWindows = []WarmWindow{officeHours} }), known(0, 0), evaluated(7),
+		{"drained to the warm floor", with(func(c *Config) { c.WarmWindows = []config.WarmWindow{officeHours} }), known(0, 0), evaluated(7),
 			Decision{Desired: 4, Direction: DirectionDown, Reason: ReasonQueueDrained, Target: 4, WarmMinimum: 4, WarmWindowActive: true}},
 		{"custom window", with(func(c *Config) { c.ScaleDownStabilization = time.Minute }), known(0, 0), evaluated(5, rec(time.Minute, 5)),
 			Decision{Desired: 1, Direction: DirectionDown, Reason: ReasonQueueDrained, Target: 1, WarmMinimum: 1}},
@@ -80,7 +84,7 @@ func TestDecide(t *testing.T) {
 			Decision{Desired: 5, Direction: DirectionNone, Reason: ReasonUnknownQueue, Target: 5, WarmMinimum: 1}},
 		{"unknown: warm floor still raises", with(func(c *Config) { c.WarmMinimum = 3 }), unknown, evaluated(0),
 			Decision{Desired: 3, Direction: DirectionUp, Reason: ReasonWarmMinimum, Target: 3, WarmMinimum: 3}},
-		{"unknown: warm window still raises", with(func(c *Config) { c.WarmWindows = []WarmWindow{officeHours} }), unknown, evaluated(2),
+		{"unknown: warm window still raises", with(func(c *Config) { c.WarmWindows = []config.WarmWindow{officeHours} }), unknown, evaluated(2),
 			Decision{Desired: 4, Direction: DirectionUp, Reason: ReasonWarmWindow, Target: 4, WarmMinimum: 4, WarmWindowActive: true}},
 		{"unknown: max still caps", baseConfig(), unknown, evaluated(12),
 			Decision{Desired: 10, Direction: DirectionDown, Reason: ReasonAtMax, Target: 10, WarmMinimum: 1}},
@@ -187,7 +191,7 @@ func TestTimelineUnknownThenRecovery(t *testing.T) {
 // Desired changes when a warm window opens (at once) and closes (stabilized).
 func TestTimelineWarmWindow(t *testing.T) {
 	c := baseConfig()
-	c.WarmWindows = []WarmWindow{{Schedule: "5 12 * * *", Duration: 10 * time.Minute, Minimum: 5, TimeZone: "Europe/Berlin"}}
+	c.WarmWindows = []config.WarmWindow{{Schedule: "5 12 * * *", Duration: metav1.Duration{Duration: 10 * time.Minute}, Minimum: 5, TimeZone: "Europe/Berlin"}}
 	// 12:05 Berlin (CEST) is 10:05 UTC; t0 is 12:00 UTC, so start two hours earlier.
 	base := -2 * time.Hour
 	runTimeline(t, c, evaluated(1), []step{

@@ -7,6 +7,10 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"warmpool.io/warmpool/controller/config"
 )
 
 // The property tests drive the policy with seeded pseudo-random configs and input sequences, so a
@@ -29,9 +33,9 @@ func randomConfig(r *rand.Rand) Config {
 		ScaleDownStep:          r.IntN(5),
 	}
 	for range r.IntN(4) {
-		c.WarmWindows = append(c.WarmWindows, WarmWindow{
+		c.WarmWindows = append(c.WarmWindows, config.WarmWindow{
 			Schedule: propertySchedules[r.IntN(len(propertySchedules))],
-			Duration: time.Duration(1+r.IntN(600)) * time.Minute,
+			Duration: metav1.Duration{Duration: time.Duration(1+r.IntN(600)) * time.Minute},
 			Minimum:  r.IntN(20),
 			TimeZone: propertyZones[r.IntN(len(propertyZones))],
 		})

@@ -3,6 +3,10 @@ package policy
 import (
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"warmpool.io/warmpool/controller/config"
 )
 
 func utc(s string) time.Time {
@@ -20,12 +24,12 @@ func TestWarmWindowActive(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		window WarmWindow
+		window config.WarmWindow
 		probes []probe
 	}{
 		{
 			name:   "UTC boundaries: start inclusive, end exclusive",
-			window: WarmWindow{Schedule: "0 9 * * *", Duration: 2 * time.Hour},
+			window: config.WarmWindow{Schedule: "0 9 * * *", Duration: metav1.Duration{Duration: 2 * time.Hour}},
 			probes: []probe{
 				{"2026-06-01T08:59:59.999999999Z", false},
 				{"2026-06-01T09:00:00Z", true},
@@ -36,7 +40,7 @@ func TestWarmWindowActive(t *testing.T) {
 		{
 			// CET is UTC+1, CEST UTC+2; Europe switched on 2026-03-29 and back on 2026-10-25.
 			name:   "Berlin weekdays 09:00 local across spring DST",
-			window: WarmWindow{Schedule: "0 9 * * 1-5", Duration: 9 * time.Hour, TimeZone: "Europe/Berlin"},
+			window: config.WarmWindow{Schedule: "0 9 * * 1-5", Duration: metav1.Duration{Duration: 9 * time.Hour}, TimeZone: "Europe/Berlin"},
 			probes: []probe{
 				{"2026-03-27T07:59:59Z", false}, // Fri 08:59:59 CET
 				{"2026-03-27T08:00:00Z", true},  // Fri 09:00 CET
@@ -51,7 +55,7 @@ func TestWarmWindowActive(t *testing.T) {
 		},
 		{
 			name:   "Berlin weekdays 09:00 local across autumn DST",
-			window: WarmWindow{Schedule: "0 9 * * 1-5", Duration: 9 * time.Hour, TimeZone: "Europe/Berlin"},
+			window: config.WarmWindow{Schedule: "0 9 * * 1-5", Duration: metav1.Duration{Duration: 9 * time.Hour}, TimeZone: "Europe/Berlin"},
 			probes: []probe{
 				{"2026-10-23T06:59:59Z", false}, // Fri 08:59:59 CEST
 				{"2026-10-23T07:00:00Z", true},
@@ -64,7 +68,7 @@ func TestWarmWindowActive(t *testing.T) {
 			// Saturday 22:00 CET + 6 h crosses the 02:00 -> 03:00 jump: Duration is elapsed time,
 			// so it ends at 03:00 UTC (05:00 CEST on the wall), not at 04:00 wall.
 			name:   "window spanning the DST jump lasts its Duration",
-			window: WarmWindow{Schedule: "0 22 * * 6", Duration: 6 * time.Hour, TimeZone: "Europe/Berlin"},
+			window: config.WarmWindow{Schedule: "0 22 * * 6", Duration: metav1.Duration{Duration: 6 * time.Hour}, TimeZone: "Europe/Berlin"},
 			probes: []probe{
 				{"2026-03-28T20:59:59Z", false},
 				{"2026-03-28T21:00:00Z", true},
@@ -76,7 +80,7 @@ func TestWarmWindowActive(t *testing.T) {
 			// Pinned robfig/cron behaviour: 02:30 does not exist in New York on 2026-03-08, and
 			// the window does not open that day. Schedules should avoid 02:00-03:00 local.
 			name:   "start in the skipped spring-forward hour does not fire that day",
-			window: WarmWindow{Schedule: "30 2 * * *", Duration: time.Hour, TimeZone: "America/New_York"},
+			window: config.WarmWindow{Schedule: "30 2 * * *", Duration: metav1.Duration{Duration: time.Hour}, TimeZone: "America/New_York"},
 			probes: []probe{
 				{"2026-03-07T07:30:00Z", true},  // Sat 02:30 EST
 				{"2026-03-08T06:30:00Z", false}, // the 02:30 EST that never happens
@@ -88,7 +92,7 @@ func TestWarmWindowActive(t *testing.T) {
 			// Pinned robfig/cron behaviour: 01:30 happens twice on 2026-11-01 and the window
 			// opens at both; a longer warm period that night, never a shorter one.
 			name:   "start in the repeated fall-back hour fires at both",
-			window: WarmWindow{Schedule: "30 1 * * *", Duration: 30 * time.Minute, TimeZone: "America/New_York"},
+			window: config.WarmWindow{Schedule: "30 1 * * *", Duration: metav1.Duration{Duration: 30 * time.Minute}, TimeZone: "America/New_York"},
 			probes: []probe{
 				{"2026-11-01T05:30:00Z", true}, // 01:30 EDT
 				{"2026-11-01T06:00:00Z", false},
@@ -98,7 +102,7 @@ func TestWarmWindowActive(t *testing.T) {
 		},
 		{
 			name:   "window longer than its period stays active",
-			window: WarmWindow{Schedule: "0 * * * *", Duration: 90 * time.Minute},
+			window: config.WarmWindow{Schedule: "0 * * * *", Duration: metav1.Duration{Duration: 90 * time.Minute}},
 			probes: []probe{
 				{"2026-06-01T00:00:00Z", true},
 				{"2026-06-01T00:59:59Z", true},
@@ -107,7 +111,7 @@ func TestWarmWindowActive(t *testing.T) {
 		},
 		{
 			name:   "descriptor",
-			window: WarmWindow{Schedule: "@weekly", Duration: 24 * time.Hour, TimeZone: "Asia/Tokyo"},
+			window: config.WarmWindow{Schedule: "@weekly", Duration: metav1.Duration{Duration: 24 * time.Hour}, TimeZone: "Asia/Tokyo"},
 			probes: []probe{
 				{"2026-05-30T14:59:59Z", false}, // Sat 23:59:59 JST
 				{"2026-05-30T15:00:00Z", true},  // Sun 00:00 JST
@@ -137,10 +141,10 @@ func TestWarmWindowActive(t *testing.T) {
 }
 
 func TestWarmMinimumAt(t *testing.T) {
-	c := Config{JobsPerNode: 1, WarmMinimum: 2, MaxNodes: 5, WarmWindows: []WarmWindow{
-		{Schedule: "0 9 * * *", Duration: 8 * time.Hour, Minimum: 4}, // 09-17 UTC
-		{Schedule: "0 12 * * *", Duration: time.Hour, Minimum: 8},    // 12-13 UTC, above max
-		{Schedule: "0 20 * * *", Duration: time.Hour, Minimum: 1},    // below the constant
+	c := Config{JobsPerNode: 1, WarmMinimum: 2, MaxNodes: 5, WarmWindows: []config.WarmWindow{
+		{Schedule: "0 9 * * *", Duration: metav1.Duration{Duration: 8 * time.Hour}, Minimum: 4}, // 09-17 UTC
+		{Schedule: "0 12 * * *", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 8},    // 12-13 UTC, above max
+		{Schedule: "0 20 * * *", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 1},    // below the constant
 	}}
 	p := mustCompile(t, c)
 	tests := []struct {

@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"warmpool.io/warmpool/controller/scaling/policy"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"warmpool.io/warmpool/controller/config"
 )
 
 func sec(n int) time.Duration { return time.Duration(n) * time.Second }
@@ -261,7 +263,7 @@ func TestWarmWindowBlocksConsolidationAndCancelsCommands(t *testing.T) {
 	c.Policy.ScaleDownStabilization = time.Nanosecond
 	c.Start = DefaultStart.Add(-2*time.Minute - 50*time.Second)
 	c.Horizon = 2 * time.Hour
-	c.Policy.WarmWindows = []policy.WarmWindow{{Schedule: "0 0 * * *", Duration: time.Hour, Minimum: 0}}
+	c.Policy.WarmWindows = []config.WarmWindow{{Schedule: "0 0 * * *", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 0}}
 	jobs := []Job{job(0, 10)}
 	expect{waits: secs(60), nodeTime: sec(3785), launched: 1}.check(t, run(t, jobs, c), Warmpool)
 
@@ -319,7 +321,7 @@ func TestPlaceholdersGoNewestFirst(t *testing.T) {
 	c := DefaultConfig()
 	c.Policy.WarmMinimum = 1
 	c.Policy.ScaleDownStabilization = time.Nanosecond
-	c.Policy.WarmWindows = []policy.WarmWindow{{Schedule: "0 0 * * *", Duration: 200 * time.Second, Minimum: 2}}
+	c.Policy.WarmWindows = []config.WarmWindow{{Schedule: "0 0 * * *", Duration: metav1.Duration{Duration: 200 * time.Second}, Minimum: 2}}
 	c.Horizon = sec(1000)
 	rep := run(t, []Job{job(0, 100), job(400, 10)}, c)
 	expect{waits: secs(0, 0), nodeTime: sec(305) + sec(1000), warmStarts: 0, launched: 2}.check(t, rep, Warmpool)
@@ -374,7 +376,7 @@ func TestWarmWindowsUseStart(t *testing.T) {
 	c := DefaultConfig()
 	c.Policy.WarmMinimum = 0
 	c.Start = DefaultStart.Add(8*time.Hour + 59*time.Minute)
-	c.Policy.WarmWindows = []policy.WarmWindow{{Schedule: "0 9 * * 1-5", Duration: time.Hour, Minimum: 3}}
+	c.Policy.WarmWindows = []config.WarmWindow{{Schedule: "0 9 * * 1-5", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 3}}
 	rep := run(t, []Job{job(0, 10), job(130, 10), job(130, 10), job(130, 10)}, c)
 	expect{waits: secs(60, 0, 0, 0), warmStarts: 1, launched: 3}.check(t, rep, Warmpool)
 }
@@ -463,7 +465,7 @@ func TestPendingPlaceholdersGoFirst(t *testing.T) {
 	c.Policy.WarmMinimum = 1
 	c.Policy.ScaleDownStabilization = time.Nanosecond
 	c.Start = DefaultStart.Add(-10 * time.Second)
-	c.Policy.WarmWindows = []policy.WarmWindow{{Schedule: "0 0 * * *", Duration: 40 * time.Second, Minimum: 2}}
+	c.Policy.WarmWindows = []config.WarmWindow{{Schedule: "0 0 * * *", Duration: metav1.Duration{Duration: 40 * time.Second}, Minimum: 2}}
 	c.Horizon = sec(1000)
 	rep := run(t, []Job{job(0, 20), job(500, 10)}, c)
 	expect{waits: secs(0, 0), nodeTime: sec(1000) + sec(175-10), warmStarts: 1, launched: 2}.check(t, rep, Warmpool)
