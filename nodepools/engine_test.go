@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -34,7 +35,9 @@ func engineObjects(t *testing.T, cfg *config.Config, opts nodepools.Options) (ma
 		case *corev1.ConfigMap:
 			cms[o.Labels[nodepools.LabelPool]] = o
 		case *appsv1.DaemonSet:
-			dss[o.Labels[nodepools.LabelPool]] = o
+			if pool := o.Labels[nodepools.LabelPool]; o.Name == nodepools.EngineName(pool) {
+				dss[pool] = o
+			}
 		}
 	}
 	return cms, dss
@@ -321,5 +324,74 @@ func TestEngineToolsImage(t *testing.T) {
 	}
 	if got := nodepools.EngineDaemonSet(&cfg.Pools[0], "ns", "").Spec.Template.Spec.InitContainers[0].Image; got != nodepools.DefaultToolsImage {
 		t.Errorf("init container image %s without one named, want %s", got, nodepools.DefaultToolsImage)
+	}
+}
+
+func TestHoldDaemonSet(t *testing.T) {
+	cfg := mustParse(t, configYAML("", pool("p", "cache: {enabled: true}\nterminationGracePeriod: 45m\n"), pool("nocache", "")))
+	var hold *appsv1.DaemonSet
+	for _, o := range nodepools.Render(cfg, nsOpts) {
+		if ds, ok := o.(*appsv1.DaemonSet); ok && ds.Name == nodepools.HoldName(ds.Labels[nodepools.LabelPool]) {
+			if ds.Labels[nodepools.LabelPool] == "nocache" {
+				t.Errorf("pool without the cache got hold DaemonSet %s: it would hold disruptions for nothing", ds.Name)
+			}
+			hold = ds
+		}
+	}
+	if hold == nil {
+		t.Fatal("no hold DaemonSet rendered for the cache-enabled pool")
+	}
+	if hold.Name != "warmpool-hold-p" || hold.Namespace != "warmpool-system" {
+		t.Errorf("hold DaemonSet %s/%s", hold.Namespace, hold.Name)
+	}
+	// Pruned with the engine objects when the cache is turned off.
+	if !nodepools.IsEngineObject(hold.Labels) {
+		t.Errorf("hold DaemonSet labels %v not recognised as warmpool's engine objects, so never pruned", hold.Labels)
+	}
+	pod := hold.Spec.Template
+	// Its pods must never be taken for engine pods (the save evicts and waits for those).
+	if sel := nodepools.EngineSelector("p"); pod.Labels[volumes.LabelEngineName] == sel[volumes.LabelEngineName] {
+		t.Errorf("hold pod labels %v match the engine selector %v", pod.Labels, sel)
+	}
+	if !reflect.DeepEqual(hold.Spec.Selector.MatchLabels, nodepools.HoldSelector("p")) {
+		t.Errorf("selector %v, want %v", hold.Spec.Selector.MatchLabels, nodepools.HoldSelector("p"))
+	}
+	spec := pod.Spec
+	if got := *spec.TerminationGracePeriodSeconds; got != 2700 {
+		t.Errorf("terminationGracePeriodSeconds %d, want the pool's 45m (2700)", got)
+	}
+	if spec.PriorityClassName != "" {
+		t.Errorf("priorityClassName %q: a critical pod is drained after the engine's group, not with it", spec.PriorityClassName)
+	}
+	if spec.ServiceAccountName != nodepools.HoldServiceAccount {
+		t.Errorf("serviceAccountName %q, want %q (the chart's, with get on nodes)", spec.ServiceAccountName, nodepools.HoldServiceAccount)
+	}
+	for _, tol := range spec.Tolerations {
+		if tol.Operator == corev1.TolerationOpExists && tol.Key == "" || tol.Key == karpv1.DisruptedTaintKey {
+			t.Errorf("toleration %+v: Karpenter neither evicts nor waits for a pod tolerating its disrupted taint", tol)
+		}
+		if tol.Key == nodepools.StartupTaintKey {
+			t.Errorf("toleration %+v: a node still restoring runs no engine and has nothing to hold for", tol)
+		}
+	}
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	if c.Image != nodepools.DefaultToolsImage || !reflect.DeepEqual(c.Command, nodepools.HoldCommand()) {
+		t.Errorf("container %s %v, want warmpool's image running %v", c.Image, c.Command, nodepools.HoldCommand())
+	}
+	if want := nodepools.HoldWaitCommand(2700); c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil ||
+		!reflect.DeepEqual(c.Lifecycle.PreStop.Exec.Command, want) {
+		t.Errorf("preStop %+v, want exec %v", c.Lifecycle, want)
+	}
+	if len(c.Env) != 1 || c.Env[0].Name != nodepools.HoldNodeEnv || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+		t.Errorf("env %+v, want %s from spec.nodeName", c.Env, nodepools.HoldNodeEnv)
+	}
+	if sc := c.SecurityContext; sc == nil || !ptr.Deref(sc.RunAsNonRoot, false) || !ptr.Deref(sc.ReadOnlyRootFilesystem, false) || ptr.Deref(sc.Privileged, false) {
+		t.Errorf("securityContext %+v, want non-root, read-only, unprivileged", sc)
+	}
+	if len(c.VolumeMounts) != 0 {
+		t.Errorf("mounts %v: the hold reads only the API server", c.VolumeMounts)
 	}
 }

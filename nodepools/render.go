@@ -97,7 +97,8 @@ func Name(pool string) string { return NamePrefix + pool }
 var StartupTaint = corev1.Taint{Key: StartupTaintKey, Effect: corev1.TaintEffectNoSchedule}
 
 // Render generates, for each pool in config order, its node class, its NodePool, then its
-// engine ConfigMap and DaemonSet (none when the pool names an existing engine DaemonSet).
+// engine ConfigMap and DaemonSet (none when the pool names an existing engine DaemonSet), then
+// its hold DaemonSet when its cache is enabled.
 func Render(cfg *config.Config, opts Options) []client.Object {
 	objs := make([]client.Object, 0, 4*len(cfg.Pools))
 	for i := range cfg.Pools {
@@ -105,6 +106,10 @@ func Render(cfg *config.Config, opts Options) []client.Object {
 		objs = append(objs, NodeClass(cfg, p, opts), NodePool(p, opts))
 		if p.Engine.ExistingDaemonSet == nil {
 			objs = append(objs, EngineConfigMap(p, opts.Namespace), EngineDaemonSet(p, opts.Namespace, opts.ToolsImage))
+		}
+		// A cache-enabled pool's hold DaemonSet (engine.go), whichever engine it runs.
+		if hold := HoldDaemonSet(p, opts.Namespace, opts.ToolsImage); hold != nil {
+			objs = append(objs, hold)
 		}
 	}
 	return objs

@@ -94,8 +94,13 @@ func render(t *testing.T, nodeClassExtra, poolExtra string) (*awsv1.EC2NodeClass
 	t.Helper()
 	cfg := mustParse(t, configYAML(nodeClassExtra, pool("p", poolExtra)))
 	objs := nodepools.Render(cfg, ec2Opts)
-	if len(objs) != 4 {
-		t.Fatalf("Render returned %d objects, want 4", len(objs))
+	// A cache-enabled pool also gets its hold DaemonSet.
+	want := 4
+	if cfg.Pools[0].Cache.Enabled {
+		want = 5
+	}
+	if len(objs) != want {
+		t.Fatalf("Render returned %d objects, want %d", len(objs), want)
 	}
 	nc, ok := objs[0].(*awsv1.EC2NodeClass)
 	if !ok {
@@ -589,12 +594,15 @@ func TestRenderOrder(t *testing.T) {
 			for _, p := range []string{"zeta", "alpha", "mid"} {
 				want = append(want, nc+"/warmpool-"+p, "*v1.NodePool/warmpool-"+p,
 					"*v1.ConfigMap/warmpool-engine-"+p, "*v1.DaemonSet/warmpool-engine-"+p)
+				if p == "zeta" { // the one with the cache on
+					want = append(want, "*v1.DaemonSet/warmpool-hold-"+p)
+				}
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("Render order\n got %v\nwant %v", got, want)
 			}
 			for _, o := range objs {
-				pool := strings.TrimPrefix(strings.TrimPrefix(o.GetName(), "warmpool-"), "engine-")
+				pool := strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(o.GetName(), "warmpool-"), "engine-"), "hold-")
 				labels := maps.Clone(o.GetLabels())
 				if nodepools.IsEngineObject(labels) {
 					delete(labels, "app.kubernetes.io/name")

@@ -23,13 +23,14 @@ import (
 func engineCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "engine",
-		Short: "Tools the Dagger Engine pod runs (its drain hook, and the init container that installs it)",
+		Short: "Tools the Dagger Engine pod runs (its drain hook, the init container that installs it) and the hold that keeps a node until its cache is saved",
 		Long: `Engine images from v0.19.8 on have no wget, curl or nc, so the engine pod's preStop hook cannot
 be a shell script that reads the engine's metrics. Instead an init container running warmpool's
 image copies this static binary into an emptyDir (engine install), and the engine container's
-preStop hook runs it from there (engine drain).`,
+preStop hook runs it from there (engine drain). The hold DaemonSet of a cache-enabled pool runs
+engine hold, which keeps a node being deleted until warmpool saved its cache.`,
 	}
-	cmd.AddCommand(engineDrainCommand(), engineInstallCommand())
+	cmd.AddCommand(engineDrainCommand(), engineInstallCommand(), engineHoldCommand())
 	return cmd
 }
 
