@@ -146,7 +146,9 @@ func TestRunEndsWithItsContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &script{steps: []func() (*corev1.Node, error){func() (*corev1.Node, error) { return node(true, ""), nil }}}
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, clk, Options{MaxWait: time.Hour, Interval: time.Second}, s.read, &bytes.Buffer{}) }()
+	go func() {
+		done <- Run(ctx, clk, Options{MaxWait: time.Hour, Interval: time.Second}, s.read, &bytes.Buffer{})
+	}()
 	for !clk.HasWaiters() {
 		time.Sleep(time.Millisecond)
 	}
