@@ -54,7 +54,7 @@ func (f *cacheFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.opts.EngineVersion, "engine-version", "", "Dagger engine version the cache belongs to")
 	fs.StringVar(&f.opts.EngineContract, "engine-contract", "", "engine contract row to check the cache against (config engine.contract), for a release newer than warmpool's table; default: the row of --engine-version")
 	fs.StringVar(&f.opts.Architecture, "arch", "", "node architecture (kubernetes.io/arch)")
-	fs.IntVar(&f.opts.Workers, "workers", 0, "parallel copy workers (0: 2x CPUs)")
+	fs.IntVar(&f.opts.Workers, "workers", 0, "files copied at once, so reads in flight (0: the copier default, 64)")
 	fs.StringVar(&f.bwlimit, "bwlimit", "0", "copy bandwidth limit in bytes/s, with units like 200Mi or 1G (0: unlimited)")
 	fs.StringVar(&f.resultFile, "result-file", volumes.DefaultResultLog, "where to write the JSON result (the container's termination message path)")
 }

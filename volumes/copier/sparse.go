@@ -81,10 +81,60 @@ func (c *copier) copyContents(ctx context.Context, src, dst int, size, blocks in
 }
 
 // copyRange copies [off, end) of src to the same offsets of dst. Without a
-// hash it tries copy_file_range, which keeps the data in the kernel (and
-// reflinks on filesystems that can); a filesystem pair that cannot do it
-// switches the whole copier to read/write for the rest of the run.
+// hash, a range of several chunks is split into chunks that up to
+// Options.RangeReads goroutines copy at once (positional reads and writes,
+// so their order does not matter): one reader per file would leave a large
+// file on a high-latency source (a lazily loaded EBS volume) with a single
+// read in flight. A hash needs the bytes in order, so with one the range is
+// copied front to back.
 func (c *copier) copyRange(ctx context.Context, src, dst int, off, end int64, h hash.Hash) error {
+	chunk := int64(c.chunk)
+	if h != nil || c.opts.RangeReads <= 1 || end-off <= chunk {
+		return c.copyRangeSeq(ctx, src, dst, off, end, h)
+	}
+	next := make(chan int64)
+	errs := make(chan error, c.opts.RangeReads)
+	var wg sync.WaitGroup
+	for range min(int64(c.opts.RangeReads), (end-off+chunk-1)/chunk) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for o := range next {
+				if err := c.copyRangeSeq(ctx, src, dst, o, min(o+chunk, end), nil); err != nil {
+					errs <- err
+					for range next {
+						// drain, so the feeder never blocks
+					}
+					return
+				}
+			}
+		}()
+	}
+feed:
+	for o := off; o < end; o += chunk {
+		select {
+		case next <- o:
+		case err := <-errs:
+			errs <- err
+			break feed
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// copyRangeSeq copies [off, end) front to back. Without a hash it tries
+// copy_file_range, which keeps the data in the kernel (and reflinks on
+// filesystems that can); a filesystem pair that cannot do it switches the
+// whole copier to read/write for the rest of the run.
+func (c *copier) copyRangeSeq(ctx context.Context, src, dst int, off, end int64, h hash.Hash) error {
 	for off < end {
 		if err := ctx.Err(); err != nil {
 			return err
