@@ -164,6 +164,8 @@ func PodResult(pod *corev1.Pod) (r JobResult, done bool) {
 			return JobResult{Result: ResultNoCache, Reason: "exit code 4"}, true
 		case ExitWiped:
 			return JobResult{Result: ResultWiped, Reason: "exit code 5"}, true
+		case ExitNoSpace:
+			return JobResult{Result: ResultNoSpace, Reason: "exit code 6"}, true
 		}
 		reason := fmt.Sprintf("exit code %d", t.ExitCode)
 		if t.Reason != "" {

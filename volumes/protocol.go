@@ -82,6 +82,7 @@ const (
 	ExitUnclean = 3 // save refused: no clean-shutdown marker, or the engine lock is held
 	ExitNoCache = 4 // restore: the volume holds no manifest (never restore it)
 	ExitWiped   = 5 // verify: the engine did not keep the restored cache (ResultWiped)
+	ExitNoSpace = 6 // save refused before copying: the cache does not fit the volume (ResultNoSpace)
 )
 
 // Result values of a cache Job.
@@ -97,6 +98,9 @@ const (
 	// ResultWiped (verify): the marker is gone or names another restore, so the engine (or
 	// something else) replaced the restored cache; the reason says what was found.
 	ResultWiped = "wiped"
+	// ResultNoSpace (save): the cache, measured before the copy, does not fit the save volume;
+	// nothing was copied. Bytes and Files are the cache's allocated bytes and inodes.
+	ResultNoSpace = "no-space"
 )
 
 // JobResult is what a cache Job writes to its termination message (a small JSON

@@ -18,6 +18,7 @@ import (
 	"warmpool.io/warmpool/volumes"
 	"warmpool.io/warmpool/volumes/copier"
 	"warmpool.io/warmpool/volumes/engine"
+	"warmpool.io/warmpool/volumes/storagecheck"
 )
 
 // Options are what save and restore share.
@@ -47,6 +48,8 @@ type Options struct {
 // SaveOptions configure Save.
 type SaveOptions struct {
 	Options
+	// StatFS reads the volume's capacity (nil: statfs(2)); tests size a volume with it.
+	StatFS func(dir string) (storagecheck.FSStat, error)
 }
 
 // RestoreOptions configure Restore.
@@ -84,6 +87,9 @@ func StagingDir(cacheDir string) string {
 //   - A copier that cannot copy trusted.* attributes (copier.ErrNoTrustedXattrs: the Job
 //     lacks CAP_SYS_ADMIN, or the volume's filesystem refuses them): "failed", nothing
 //     copied, the reason naming what is missing (see copyFailed).
+//   - A cache that does not fit the volume (measured first, see Measure): "no-space", nothing
+//     copied, with the cache's allocated bytes and inodes in Bytes and Files, so the
+//     controller can make a volume that fits (storagecheck.VolumeSize).
 //   - Anything else that fails: "failed"; the copier leaves no manifest on the volume, so
 //     the half-written volume is never restored.
 func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
@@ -119,6 +125,9 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 	default:
 		// A corrupt manifest vouches for nothing: copy everything again.
 		logf("ignoring the volume's manifest (%v): full save", err)
+	}
+	if r, err := o.checkFit(ctx, res, logf); err != nil {
+		return r, err
 	}
 	logf("saving %s to %s (pool %s, node %s, engine %s, %s)", o.CacheDir, o.VolumeDir, o.Pool, o.Node, o.EngineVersion, o.Architecture)
 	m, err := copier.Copy(ctx, o.CacheDir, o.VolumeDir, opts)
@@ -196,6 +205,8 @@ func ExitCode(r volumes.JobResult) int {
 		return volumes.ExitUnclean
 	case volumes.ResultNoCache:
 		return volumes.ExitNoCache
+	case volumes.ResultNoSpace:
+		return volumes.ExitNoSpace
 	default:
 		return volumes.ExitFailed
 	}
@@ -324,4 +335,34 @@ func withReason(r volumes.JobResult, err error) volumes.JobResult {
 	}
 	r.Reason = reason
 	return r
+}
+
+// checkFit measures the cache and the volume before the copy. A cache that does not fit is
+// refused with "no-space" (err set); one that fits returns a nil error.
+func (o SaveOptions) checkFit(ctx context.Context, res volumes.JobResult, logf func(string, ...any)) (volumes.JobResult, error) {
+	usage, err := Measure(ctx, o.CacheDir)
+	if err != nil {
+		logf("%v", err)
+		return withReason(res, err), err
+	}
+	stat := o.StatFS
+	if stat == nil {
+		stat = StatFS
+	}
+	fs, err := stat(o.VolumeDir)
+	if err != nil {
+		err = fmt.Errorf("reading the save volume's capacity, %w", err)
+		logf("%v", err)
+		return withReason(res, err), err
+	}
+	capBytes, capInodes := fs.Capacity()
+	if p := storagecheck.FitProblem(usage, fs); p != nil {
+		size := storagecheck.VolumeSize(usage)
+		err := fmt.Errorf("refusing to save %s: %s; a volume of %s holds it", o.CacheDir, p.Message, size.String())
+		logf("%v", err)
+		res.Result, res.Bytes, res.Files = volumes.ResultNoSpace, usage.Bytes, usage.Inodes
+		return withReason(res, err), err
+	}
+	logf("the cache takes %s in %d inodes; the volume holds %s in %d inodes", storagecheck.FormatBytes(usage.Bytes), usage.Inodes, storagecheck.FormatBytes(capBytes), capInodes)
+	return res, nil
 }
