@@ -43,6 +43,15 @@ test-unit: ## Only the tests that need no control plane.
 test-e2e: tools ## Only the end-to-end tier.
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/...
 
+# issue #11's chaos run at length: the real `warmpool controller` SIGKILLed CHAOS_KILLS times at
+# random moments through restore, consolidation and save, then every check of an uninterrupted
+# run (e2e/chaos_test.go; docs/testing.md). `make test` runs it short (4 kills).
+# WARMPOOL_CHAOS_SEED=<seed from a run's log> repeats a run's choices.
+CHAOS_KILLS ?= 24
+.PHONY: chaos
+chaos: tools ## The chaos test at length: the real controller killed CHAOS_KILLS (24) times through save and restore.
+	WARMPOOL_CHAOS_KILLS=$(CHAOS_KILLS) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run '^TestChaos' ./e2e
+
 fuzz: ## Run each fuzz target for FUZZTIME.
 	$(GO) test ./controller/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
