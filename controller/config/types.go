@@ -426,6 +426,31 @@ type Scaling struct {
 	// BusyBudget is the budget added while the pool is busy: block (default) stops all Empty
 	// and Underutilized consolidation; surplus lets Karpenter remove the nodes beyond desired.
 	BusyBudget string `json:"busyBudget,omitempty"`
+	// Spare keeps idle nodes Ready above the queue's demand (see Spare).
+	Spare Spare `json:"spare,omitzero"`
+}
+
+// Spare is the pool's headroom above demand: idle nodes kept Ready for the jobs that are queued
+// while a new node boots. Defaults and validation: validate_spare.go.
+type Spare struct {
+	// Mode is adaptive (default: sized from the observed arrival rate, at least Constant),
+	// constant (Constant nodes) or off (none, warm windows' spare included).
+	Mode string `json:"mode,omitempty"`
+	// Probability is the chance, in percent, that the jobs queued during one BootTime all find
+	// a Ready node (adaptive only).
+	Probability *int `json:"probability,omitempty"`
+	// BootTime is how long a new node takes until a job runs on it: launch, Ready, and the
+	// cache restore (adaptive only).
+	BootTime *metav1.Duration `json:"bootTime,omitempty"`
+	// Window is how far back job arrivals are counted for the rate (adaptive only).
+	Window *metav1.Duration `json:"window,omitempty"`
+	// Constant idle nodes are kept whatever the arrivals.
+	Constant int `json:"constant,omitempty"`
+	// Max caps the spare, whatever sets it; maxNodes still caps the pool.
+	Max *int `json:"max,omitempty"`
+	// TimeOfWeek also learns the arrival rate of each hour of the week and keeps the spare for
+	// the coming hour's learned rate when it is above the recent one (adaptive only).
+	TimeOfWeek bool `json:"timeOfWeek,omitempty"`
 }
 
 // WarmWindow raises the warm minimum during a cron-scheduled window (e.g. office hours).
@@ -434,4 +459,6 @@ type WarmWindow struct {
 	Duration metav1.Duration `json:"duration"`
 	Minimum  int             `json:"minimum"`
 	TimeZone string          `json:"timeZone,omitempty"`
+	// Spare is the spare (idle nodes above demand) kept at least while the window is open.
+	Spare int `json:"spare,omitempty"`
 }

@@ -34,6 +34,8 @@ type Config struct {
 	ScaleDownStabilization time.Duration
 	// ScaleDownStep caps how many nodes one evaluation may remove (>= 0; 0 means no cap).
 	ScaleDownStep int
+	// Spare keeps idle nodes above demand (see Spare); the zero value keeps none.
+	Spare Spare
 }
 
 // stabilization returns the effective scale-down stabilization window.
@@ -66,6 +68,7 @@ func (c Config) Validate(path *field.Path) field.ErrorList {
 	for i, w := range c.WarmWindows {
 		errs = append(errs, w.Validate(path.Child("warmWindows").Index(i))...)
 	}
+	errs = append(errs, c.validateSpare(path)...)
 	return errs
 }
 
@@ -82,5 +85,6 @@ func (c Config) Warnings() []string {
 			out = append(out, fmt.Sprintf("warmWindows[%d].minimum %d is above maxNodes %d; maxNodes wins", i, w.Minimum, c.MaxNodes))
 		}
 	}
+	out = append(out, c.spareWarnings()...)
 	return out
 }

@@ -43,12 +43,14 @@ const (
 	ReasonStepLimited Reason = "StepLimited"
 	// ReasonSteady: the queue asks for exactly the current count.
 	ReasonSteady Reason = "Steady"
+	// ReasonSpare: the spare (idle nodes above demand, see Spare) raised the count.
+	ReasonSpare Reason = "Spare"
 )
 
 // Reasons lists every Reason, so metrics can pre-register their label values.
 func Reasons() []Reason {
 	return []Reason{ReasonQueueGrew, ReasonWarmMinimum, ReasonWarmWindow, ReasonQueueDrained,
-		ReasonStabilizing, ReasonAtMax, ReasonUnknownQueue, ReasonStepLimited, ReasonSteady}
+		ReasonStabilizing, ReasonAtMax, ReasonUnknownQueue, ReasonStepLimited, ReasonSteady, ReasonSpare}
 }
 
 // Input is one evaluation's observations.
@@ -62,6 +64,9 @@ type Input struct {
 	// CurrentNodes is the pool's node count. It is only read when State carries no previous
 	// evaluation, to start from the fleet that exists rather than from zero.
 	CurrentNodes int
+	// Arrivals are the times jobs were queued since the previous evaluation, for the adaptive
+	// spare's rate (see Arrivals). Ignored when Known is false; need not be sorted.
+	Arrivals []time.Time
 }
 
 // Decision is the outcome of one evaluation.
@@ -83,6 +88,15 @@ type Decision struct {
 	// StabilizedUntil is set when Desired is held above Target by scale-down stabilization: the
 	// time the holding recommendations leave the window. A reconciler can requeue for it.
 	StabilizedUntil time.Time
+	// Spare is the idle nodes above QueueNodes this evaluation asks for (Spare.Max applied,
+	// MaxNodes not), and SpareFrom what set it. With unknown queue data the count is held and
+	// Spare is only reported.
+	Spare     int
+	SpareFrom SpareSource
+	// ArrivalRate is the estimated arrival rate in jobs per minute, valid when ArrivalsKnown
+	// (both zero unless the spare is adaptive).
+	ArrivalRate   float64
+	ArrivalsKnown bool
 }
 
 // Policy is a Config whose warm windows are parsed once. It is immutable and safe for concurrent use.
@@ -184,9 +198,13 @@ func (p *Policy) Decide(in Input, prev State) (Decision, State) {
 		h = h.add(Recommendation{At: now, Target: prevDesired})
 	}
 
+	sp := p.spare(in, prev, max(in.Queued, 0)+max(in.Running, 0))
+	d.Spare, d.SpareFrom, d.ArrivalRate, d.ArrivalsKnown = sp.nodes, sp.from, sp.perMin, sp.known
+	demand := 0 // the queue's nodes plus the spare
 	if in.Known {
 		d.QueueNodes = queueNodes(in.Queued, in.Running, p.cfg.JobsPerNode)
-		d.Target = min(max(d.QueueNodes, floor), maxNodes)
+		demand = satAdd(d.QueueNodes, sp.nodes)
+		d.Target = min(max(demand, floor), maxNodes)
 	} else {
 		// Hold: a stale source is no evidence either way. Only the warm floor may raise it.
 		d.Target = max(prevDesired, floor)
@@ -199,9 +217,11 @@ func (p *Policy) Decide(in Input, prev State) (Decision, State) {
 		switch {
 		case !in.Known:
 			d.Reason = floorReason
-		case d.QueueNodes > maxNodes:
+		case demand > maxNodes:
 			d.Reason = ReasonAtMax
-		case d.QueueNodes >= floor:
+		case demand >= floor && d.QueueNodes <= prevDesired:
+			d.Reason = ReasonSpare
+		case demand >= floor:
 			d.Reason = ReasonQueueGrew
 		default:
 			d.Reason = floorReason
@@ -211,9 +231,9 @@ func (p *Policy) Decide(in Input, prev State) (Decision, State) {
 		switch {
 		case !in.Known:
 			d.Reason = ReasonUnknownQueue
-		case d.QueueNodes > maxNodes:
+		case demand > maxNodes:
 			d.Reason = ReasonAtMax
-		case d.QueueNodes < floor:
+		case demand < floor:
 			d.Reason = floorReason
 		default:
 			d.Reason = ReasonSteady
@@ -246,7 +266,7 @@ func (p *Policy) Decide(in Input, prev State) (Decision, State) {
 		d.Direction = DirectionNone
 	}
 
-	return d, State{Desired: d.Desired, History: h, LastEvaluation: now}
+	return d, State{Desired: d.Desired, History: h, LastEvaluation: now, Arrivals: sp.arrivals, SpareSlots: sp.slots}
 }
 
 // queueNodes is ceil((queued+running)/jobsPerNode), saturating instead of overflowing on absurd

@@ -22,6 +22,11 @@ type State struct {
 	// LastEvaluation is the Now of the last evaluation; zero means the policy never ran for this
 	// pool (or its state was lost).
 	LastEvaluation time.Time `json:"lastEvaluation,omitzero"`
+	// Arrivals is the arrival-rate estimator's memory (adaptive spare only).
+	Arrivals Arrivals `json:"arrivals,omitzero"`
+	// SpareSlots is the adaptive spare in job slots decided last: held while the arrival rate
+	// is unknown, and the anchor of its hysteresis.
+	SpareSlots int `json:"spareSlots,omitempty"`
 }
 
 // Recommendation is one evaluation's target, as in the HPA's scale-down stabilization.
