@@ -76,6 +76,7 @@ func startCacheWarmpool(t *testing.T) { startCacheWarmpoolWith(t, cacheConfig, n
 func startCacheWarmpoolWith(t *testing.T, config string, tune func(*controller.Options)) {
 	t.Helper()
 	ctx := t.Context()
+	expectNodesStayReady(t) // every cache scenario (here and in engine_test.go) holds nodes
 	if err := scenario.SetConfig(ctx, local.Client, config); err != nil {
 		t.Fatal(err)
 	}
