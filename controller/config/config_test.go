@@ -967,7 +967,7 @@ func TestDefaults(t *testing.T) {
 		{"pools[].scaling.scaleDownStabilization", p.Scaling.ScaleDownStabilization.Duration, 5 * time.Minute},
 		{"pools[].scaling.scaleDownStep", p.Scaling.ScaleDownStep, 0},
 		{"pools[].scaling.headroom", p.Scaling.Headroom, "pods"},
-		{"pools[].scaling.busyBudget", p.Scaling.BusyBudget, "block"},
+		{"pools[].scaling.busyBudget", p.Scaling.BusyBudget, "surplus"},
 	}
 	for _, tc := range cases {
 		if !reflect.DeepEqual(tc.got, tc.want) {

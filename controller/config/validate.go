@@ -758,5 +758,6 @@ func validateScaling(p *Pool, fp *field.Path) field.ErrorList {
 	if !busyBudgets.Has(s.BusyBudget) {
 		errs = append(errs, field.NotSupported(fp.Child("busyBudget"), s.BusyBudget, sets.List(busyBudgets)))
 	}
+	errs = append(errs, validateSpare(p, fp)...) // validate_spare.go
 	return errs
 }

@@ -1,11 +1,14 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"warmpool.io/warmpool/controller/config"
 )
 
 // Spare is headroom: idle nodes kept Ready above current demand, so that the jobs queued while a
@@ -77,6 +80,28 @@ func SpareSources() []SpareSource {
 }
 
 func (s Spare) adaptive() bool { return s.Probability > 0 }
+
+// SpareFromConfig is the policy's Spare for a pool's defaulted scaling.spare (config.Default):
+// mode off keeps none, constant keeps Constant, adaptive adds the arrival-rate spare. Unset
+// fields (a config that was not defaulted) read as their defaults.
+func SpareFromConfig(c config.Spare) Spare {
+	d := config.DefaultSpare()
+	mode := cmp.Or(c.Mode, d.Mode)
+	if mode == config.SpareModeOff {
+		return Spare{}
+	}
+	out := Spare{Constant: c.Constant, Max: *cmp.Or(c.Max, d.Max)}
+	if c.Max == nil {
+		out.Max = max(out.Max, c.Constant)
+	}
+	if mode == config.SpareModeAdaptive {
+		out.Probability = float64(*cmp.Or(c.Probability, d.Probability)) / 100
+		out.BootTime = cmp.Or(c.BootTime, d.BootTime).Duration
+		out.Window = cmp.Or(c.Window, d.Window).Duration
+		out.TimeOfWeek = c.TimeOfWeek
+	}
+	return out
+}
 
 // Validate reports every problem of s under path.
 func (s Spare) Validate(path *field.Path) field.ErrorList {

@@ -522,3 +522,29 @@ func TestPropertySpareStateSurvivesJSON(t *testing.T) {
 		}
 	})
 }
+
+func TestSpareFromConfig(t *testing.T) {
+	boot := metav1.Duration{Duration: time.Minute}
+	tests := []struct {
+		name string
+		in   config.Spare
+		want Spare
+	}{
+		{"defaults", config.DefaultSpare(), Spare{Probability: 0.9, BootTime: 3 * time.Minute, Window: 10 * time.Minute, Max: 14}},
+		{"not defaulted reads the defaults", config.Spare{}, Spare{Probability: 0.9, BootTime: 3 * time.Minute, Window: 10 * time.Minute, Max: 14}},
+		{"adaptive, set", config.Spare{Mode: config.SpareModeAdaptive, Probability: ptrInt(99), BootTime: &boot, Window: &boot, Constant: 2, Max: ptrInt(4), TimeOfWeek: true},
+			Spare{Probability: 0.99, BootTime: time.Minute, Window: time.Minute, Constant: 2, Max: 4, TimeOfWeek: true}},
+		{"constant", config.Spare{Mode: config.SpareModeConstant, Constant: 20}, Spare{Constant: 20, Max: 20}},
+		{"off", config.Spare{Mode: config.SpareModeOff, Constant: 3}, Spare{}},
+	}
+	for _, tt := range tests {
+		if got := SpareFromConfig(tt.in); got != tt.want {
+			t.Errorf("%s: SpareFromConfig = %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+	if errs := (Config{JobsPerNode: 1, Spare: SpareFromConfig(config.DefaultSpare())}).Validate(nil); len(errs) > 0 {
+		t.Fatalf("the default spare does not validate: %v", errs)
+	}
+}
+
+func ptrInt(n int) *int { return &n }
