@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -33,18 +32,15 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
 	cachectrl "warmpool.io/warmpool/controller/cache"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling"
+	"warmpool.io/warmpool/controller/state"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/nodepools/discovery"
 )
-
-// webhookSweepInterval is well inside the tracker's staleness bound.
-const webhookSweepInterval = 30 * time.Second
 
 // LeaderElectionID names the Lease replicas compete for.
 const LeaderElectionID = "warmpool.io"
@@ -115,16 +111,24 @@ func Scheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-// Manager is the built manager plus the controllers other parts (and tests) talk to.
+// Manager is the built manager plus the parts other parts (and tests) talk to.
 type Manager struct {
 	ctrl.Manager
+	// State is what the controllers share: the config in force and each pool's busy budget.
+	State   *state.Cluster
 	Pools   *pools.Controller
 	Scaling *scaling.Controller
 	Cache   *cachectrl.Controllers
 	// Tracker holds every queue source's readings; tests and the webhook record into it.
 	Tracker *queue.Tracker
 	// Webhook is the GitHub webhook server (its BoundAddr once Bound is closed).
-	Webhook *scaling.WebhookServer
+	Webhook *queue.WebhookServer
+}
+
+// controller is one entry of the manager's flat list: it registers its watches (or runs, as a
+// manager.Runnable) once the manager is built.
+type controller interface {
+	Register(ctx context.Context, mgr ctrl.Manager) error
 }
 
 // New builds the manager and registers every controller; Start runs them.
@@ -176,36 +180,6 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	// behind an old one.
 	recorder := mgr.GetEventRecorderFor("warmpool") //nolint:staticcheck
 	clk := clock.RealClock{}
-	tracker := queue.NewTracker(clk, opts.SourceStaleness)
-
-	// The pools controller renders each NodePool's budgets from the scaling controller's busy
-	// state, and the scaling controller reads the config the pools controller put in force.
-	var sc *scaling.Controller
-	renderOpts := nodepools.Options{NodeClass: opts.NodeClass, Namespace: opts.Namespace, ToolsImage: opts.CopierImage, Busy: func(pool string) nodepools.BusyBudget { return sc.BusyBudget(pool) }}
-	pc := pools.NewController(mgr.GetClient(), recorder, key, renderOpts, opts.InstanceTypes)
-	sc = scaling.NewController(mgr.GetClient(), recorder, clk, tracker, opts.Namespace, pc.Current, func(string) { pc.Refresh() })
-	tracker.OnChange(sc.Enqueue)
-	sc.SetInterval(opts.ScalingInterval)
-	// A pool with no node yet derives its jobs per node from the instance types it admits.
-	sc.SetInstanceTypes(func(ctx context.Context, cfg *config.Config) ([]discovery.InstanceType, error) {
-		if !cfg.Discovery.Enabled {
-			return nil, nil
-		}
-		lister, err := opts.InstanceTypes(ctx, cfg.Discovery)
-		if err != nil {
-			return nil, err
-		}
-		return lister.List(ctx)
-	})
-
-	// Queue sources: pollers on the leader, and the GitHub webhook endpoint.
-	runner := queue.NewRunner(tracker, clk, ctrl.Log.WithName("queue"))
-	var sources *scaling.Sources
-	webhook := queue.NewWebhook(func() []byte { return sources.WebhookSecret() }, tracker, clk, ctrl.Log.WithName("webhook"))
-	webhook.OnError = queue.ObserveError
-	sources = scaling.NewSources(mgr.GetClient(), mgr.GetAPIReader(), opts.Namespace, tracker, runner, webhook)
-	webhookPath := atomic.Pointer[string]{}
-	webhookPath.Store(ptr.To(config.DefaultWebhookPath))
 	cacheClock := opts.Clock
 	if cacheClock == nil {
 		cacheClock = clk
@@ -219,57 +193,48 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	case snapErr != nil:
 		return nil, fmt.Errorf("looking up the VolumeSnapshot API, %w", snapErr)
 	}
-	cc := cachectrl.New(mgr.GetClient(), mgr.GetAPIReader(), recorder, cacheClock, pc.Current, cachectrl.Options{
+
+	// What the controllers share, instead of holding functions of each other: the pools
+	// controller puts the config in force there, the scaling controller its busy budgets.
+	cluster := state.NewCluster(mgr.GetClient())
+	tracker := queue.NewTracker(clk, opts.SourceStaleness)
+	runner := queue.NewRunner(tracker, clk, ctrl.Log.WithName("queue"))
+	sources := queue.NewSources(mgr.GetClient(), mgr.GetAPIReader(), cluster, opts.Namespace, tracker, runner, clk, ctrl.Log.WithName("webhook"))
+	webhookServer := queue.NewWebhookServer(opts.WebhookAddr, sources.Webhook())
+	pc := pools.NewController(mgr.GetClient(), recorder, cluster, key,
+		nodepools.Options{NodeClass: opts.NodeClass, Namespace: opts.Namespace, ToolsImage: opts.CopierImage}, opts.InstanceTypes)
+	sc := scaling.NewController(mgr.GetClient(), recorder, clk, tracker, cluster, opts.Namespace)
+	sc.SetInterval(opts.ScalingInterval)
+	sc.SetInstanceTypes(instanceTypes(opts.InstanceTypes))
+	cc := cachectrl.New(mgr.GetClient(), mgr.GetAPIReader(), recorder, cacheClock, cluster.Config, cachectrl.Options{
 		ConfigMap: key, CopierImage: opts.CopierImage, GuardImage: opts.GuardImage,
 		RestoreTimeout: opts.RestoreTimeout, VerifyTimeout: opts.VerifyTimeout, SaveMargin: opts.SaveMargin, MinSaveTime: opts.MinSaveTime, NoSnapshotAPI: snapErr != nil,
 	})
-	pc.OnApplied(func(cfg *config.Config) {
-		tracker.SetSources(sourceNames(cfg))
-		webhookPath.Store(ptr.To(cfg.Webhook.Path))
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		// Errors are recorded per source (their pools stay unknown) and logged by Apply.
-		_ = sources.Apply(ctx, cfg)
-		sc.EnqueueAll()
-		cachectrl.InitMetrics(cfg)
-		cc.EnqueueAll()
-	})
-	if err := mgr.Add(runner); err != nil {
-		return nil, fmt.Errorf("adding queue runner, %w", err)
+
+	// A new queue reading re-evaluates its pool.
+	tracker.OnChange(sc.Enqueue)
+	// A config put in force: queue sources rebuild first (so the tracker knows each pool's
+	// sources before its pool is evaluated), then the webhook path, then every pool is
+	// evaluated and the cache protocol looks at every node again.
+	cluster.Follow(sources, webhookServer, sc, cacheFollower{cc})
+
+	// Every controller and runnable, in one list.
+	controllers := []struct {
+		name string
+		c    controller
+	}{
+		{"queue runner", runnable{runner}},
+		{"webhook sweeper", runnable{queue.Sweeper{Webhook: sources.Webhook(), Interval: queue.WebhookSweepInterval}}},
+		{"webhook server", optional(webhookServer.Enabled(), runnable{webhookServer})},
+		{"cache controllers", cacheFollower{cc}},
+		{"pools controller", pc},
+		{"scaling controller", sc},
+		{"queue secret watch", sources},
 	}
-	// Webhook sources are pushed: without deliveries their readings would go stale and their
-	// pools unknown. Sweeping re-records them (and expires jobs whose completion was lost).
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		tick := time.NewTicker(webhookSweepInterval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-tick.C:
-				webhook.Sweep()
-			}
+	for _, c := range controllers {
+		if err := c.c.Register(context.Background(), mgr); err != nil {
+			return nil, fmt.Errorf("registering %s, %w", c.name, err)
 		}
-	})); err != nil {
-		return nil, fmt.Errorf("adding webhook sweeper, %w", err)
-	}
-	webhookServer := &scaling.WebhookServer{Addr: opts.WebhookAddr, Path: func() string { return *webhookPath.Load() }, Handler: webhook, Bound: make(chan struct{})}
-	if opts.WebhookAddr != "" && opts.WebhookAddr != "0" {
-		if err := mgr.Add(webhookServer); err != nil {
-			return nil, fmt.Errorf("adding webhook server, %w", err)
-		}
-	}
-	if err := cc.Register(mgr); err != nil {
-		return nil, fmt.Errorf("registering cache controllers, %w", err)
-	}
-	if err := pc.Register(mgr); err != nil {
-		return nil, fmt.Errorf("registering pools controller, %w", err)
-	}
-	if err := sc.Register(context.Background(), mgr); err != nil {
-		return nil, fmt.Errorf("registering scaling controller, %w", err)
-	}
-	if err := sources.RegisterSecretWatch(mgr, pc.Current); err != nil {
-		return nil, fmt.Errorf("registering queue secret watch, %w", err)
 	}
 	if opts.PodName != "" {
 		labeler := &LeaderLabeler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: opts.Namespace, PodName: opts.PodName}
@@ -283,21 +248,53 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	if err := mgr.AddReadyzCheck("informers", informersSynced(mgr)); err != nil {
 		return nil, fmt.Errorf("adding readiness check, %w", err)
 	}
-	return &Manager{Manager: mgr, Pools: pc, Scaling: sc, Cache: cc, Tracker: tracker, Webhook: webhookServer}, nil
+	return &Manager{Manager: mgr, State: cluster, Pools: pc, Scaling: sc, Cache: cc, Tracker: tracker, Webhook: webhookServer}, nil
 }
 
-// sourceNames lists each pool's queue sources, for the tracker.
-func sourceNames(cfg *config.Config) map[string][]string {
-	out := make(map[string][]string, len(cfg.Pools))
-	for i := range cfg.Pools {
-		p := &cfg.Pools[i]
-		names := make([]string, 0, len(p.Queue.Sources))
-		for _, s := range p.Queue.Sources {
-			names = append(names, s.Name)
+// instanceTypes lists the instance types a config's discovery admits, for the scaling
+// controller: a pool with no node yet derives its jobs per node from them.
+func instanceTypes(lister pools.InstanceTypes) scaling.InstanceTypes {
+	return func(ctx context.Context, cfg *config.Config) ([]discovery.InstanceType, error) {
+		if !cfg.Discovery.Enabled {
+			return nil, nil
 		}
-		out[p.Name] = names
+		l, err := lister(ctx, cfg.Discovery)
+		if err != nil {
+			return nil, err
+		}
+		return l.List(ctx)
 	}
-	return out
+}
+
+// runnable registers a manager.Runnable (the queue runner, the webhook endpoint) as a
+// controller of the list.
+type runnable struct{ manager.Runnable }
+
+func (r runnable) Register(_ context.Context, mgr ctrl.Manager) error { return mgr.Add(r.Runnable) }
+
+// optional is c when on, else an entry that registers nothing.
+func optional(on bool, c controller) controller {
+	if on {
+		return c
+	}
+	return disabled{}
+}
+
+type disabled struct{}
+
+func (disabled) Register(context.Context, ctrl.Manager) error { return nil }
+
+// cacheFollower adapts the cache controllers to the list and to the config's followers.
+type cacheFollower struct{ *cachectrl.Controllers }
+
+func (c cacheFollower) Register(_ context.Context, mgr ctrl.Manager) error {
+	return c.Controllers.Register(mgr)
+}
+
+// ConfigApplied starts the per-pool cache series of a new config and looks at every node again.
+func (c cacheFollower) ConfigApplied(_ context.Context, cfg *config.Config) {
+	cachectrl.InitMetrics(cfg)
+	c.EnqueueAll()
 }
 
 // informersSynced is ready once the caches have synced: before that, every reconcile would read

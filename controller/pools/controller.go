@@ -12,7 +12,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -31,12 +30,10 @@ import (
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/counted"
+	"warmpool.io/warmpool/controller/state"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/nodepools/discovery"
 )
-
-// FieldManager owns every field warmpool applies.
-const FieldManager = "warmpool"
 
 // Event reasons on the ConfigMap; stable so users can filter on them.
 const (
@@ -48,31 +45,26 @@ const (
 	ReasonDiscoveryFailed   = "DiscoveryFailed"
 )
 
-// Controller reconciles the one ConfigMap named by Key.
+// Controller reconciles the one ConfigMap named by Key. It puts the config it applied in force
+// in the shared state.Cluster, and renders each pool's busy budget from there.
 type Controller struct {
 	kubeClient client.Client
 	recorder   record.EventRecorder
 	key        types.NamespacedName
+	cluster    *state.Cluster
 	opts       nodepools.Options
 	// instanceTypes gives the lister for the config's discovery settings; nil disables the check.
 	instanceTypes InstanceTypes
 
-	// refresh re-runs the reconcile when something other than the ConfigMap changed what it
-	// renders (a pool's busy budget, which adds, removes or resizes its first budget).
+	// refresh re-runs the reconcile on request (Refresh). A pool's busy budget changing, which
+	// adds, removes or resizes its first budget, comes from the shared state's BusyChanges.
 	refresh chan event.GenericEvent
-	// onApplied is told about every config put in force, so other controllers follow it.
-	onApplied func(*config.Config)
 
 	mu sync.Mutex
-	// current is the config in force: the last one that passed validation and was applied.
-	current *config.Config
 	// engineReports holds, per pool naming an existing engine DaemonSet, the contract
 	// violations last reported, so only a change is reported again.
 	engineReports map[string][]string
 }
-
-// OnApplied registers f to be called with each config put in force.
-func (c *Controller) OnApplied(f func(*config.Config)) { c.onApplied = f }
 
 // Refresh asks for the config in force to be rendered and applied again.
 func (c *Controller) Refresh() {
@@ -86,18 +78,12 @@ func (c *Controller) Refresh() {
 // endpoint come from the config, so the lister can change with it).
 type InstanceTypes func(ctx context.Context, d config.Discovery) (discovery.Lister, error)
 
-// NewController builds the pools controller for the ConfigMap at key.
-func NewController(kubeClient client.Client, recorder record.EventRecorder, key types.NamespacedName, opts nodepools.Options, instanceTypes InstanceTypes) *Controller {
-	return &Controller{kubeClient: kubeClient, recorder: recorder, key: key, opts: opts, instanceTypes: instanceTypes,
+// NewController builds the pools controller for the ConfigMap at key. opts.Busy is set to the
+// shared state's busy budgets.
+func NewController(kubeClient client.Client, recorder record.EventRecorder, cluster *state.Cluster, key types.NamespacedName, opts nodepools.Options, instanceTypes InstanceTypes) *Controller {
+	opts.Busy = cluster.BusyBudget
+	return &Controller{kubeClient: kubeClient, recorder: recorder, cluster: cluster, key: key, opts: opts, instanceTypes: instanceTypes,
 		refresh: make(chan event.GenericEvent, 1), engineReports: map[string][]string{}}
-}
-
-// Current returns the config in force, or nil before any config was accepted. Other
-// controllers (scaling, cache) read pools from here, never from the raw ConfigMap.
-func (c *Controller) Current() *config.Config {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.current
 }
 
 // Reconcile applies the ConfigMap's config, or rejects it and leaves everything as it is.
@@ -118,15 +104,8 @@ func (c *Controller) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if err := c.apply(ctx, cm, cfg); err != nil {
 		return reconcile.Result{}, err
 	}
-	c.mu.Lock()
-	changed := c.current == nil || !equality.Semantic.DeepEqual(c.current, cfg)
-	if changed {
-		c.current = cfg
-	}
-	c.mu.Unlock()
-	if changed && c.onApplied != nil {
-		c.onApplied(cfg)
-	}
+	// In force from here on; the state's followers (queue sources, scaling, cache) follow it.
+	c.cluster.SetConfig(ctx, cfg)
 	configValid.Set(1)
 	poolsInForce.Set(float64(len(cfg.Pools)))
 	if usesExistingEngine(cfg) {
@@ -179,7 +158,7 @@ func (c *Controller) reject(ctx context.Context, cm *corev1.ConfigMap, err error
 		lines = cfgErr.Lines()
 	}
 	kept := "no pools were applied yet"
-	if cur := c.Current(); cur != nil {
+	if cur := c.cluster.Config(); cur != nil {
 		kept = fmt.Sprintf("the last good config (%d pools) stays in force", len(cur.Pools))
 	}
 	log.FromContext(ctx).Error(err, "config rejected", "configMap", c.key, "errors", lines, "kept", kept)
@@ -247,7 +226,7 @@ func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj cli
 	case !apierrors.IsNotFound(err):
 		return false, fmt.Errorf("getting %s %s, %w", u.GetKind(), u.GetName(), err)
 	}
-	if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+	if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership); err != nil {
 		return false, fmt.Errorf("applying %s %s, %w", u.GetKind(), u.GetName(), err)
 	}
 	return u.GetResourceVersion() != before, nil
@@ -297,7 +276,7 @@ func truncate(s string, n int) string {
 // manager caches only the config ConfigMap; the next reconcile puts them back). Engine
 // DaemonSets a config names as existing are checked on each reconcile, and at least every
 // EngineRecheckInterval.
-func (c *Controller) Register(mgr ctrl.Manager) error {
+func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 	toConfig := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: c.key}}
 	})
@@ -313,6 +292,7 @@ func (c *Controller) Register(mgr ctrl.Manager) error {
 		Watches(c.nodeClassObject(), toConfig, owned).
 		Watches(&appsv1.DaemonSet{}, toConfig, builder.WithPredicates(c.daemonSetEvents())).
 		WatchesRawSource(source.Channel(c.refresh, toConfig)).
+		WatchesRawSource(source.Channel(c.cluster.BusyChanges(), toConfig)).
 		WithOptions(controllerOptions()).
 		Complete(counted.Reconciler(controllerName, c))
 }

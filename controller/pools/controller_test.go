@@ -212,7 +212,7 @@ func TestInvalidUpdateLeavesPoolsUntouched(t *testing.T) {
 			t.Errorf("%s changed (%s -> %s) by a rejected config", name, state, got)
 		}
 	}
-	if cur := e.mgr.Pools.Current(); cur == nil || len(cur.Pools) != 2 {
+	if cur := e.mgr.State.Config(); cur == nil || len(cur.Pools) != 2 {
 		t.Errorf("config in force after rejection: %+v, want the 2-pool config", cur)
 	}
 
@@ -236,7 +236,7 @@ func TestStartWithInvalidConfigAppliesNothing(t *testing.T) {
 	if got := owned(t, "NodePool"); len(got) != 0 {
 		t.Errorf("NodePools created from an invalid config: %v", got)
 	}
-	if e.mgr.Pools.Current() != nil {
+	if e.mgr.State.Config() != nil {
 		t.Errorf("a config is in force after an invalid start")
 	}
 	if v := gauge(t, "warmpool_config_valid"); v != 0 {

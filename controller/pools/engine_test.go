@@ -134,7 +134,7 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 			}
 		}
 		if mf := got.GetManagedFields(); !slices.ContainsFunc(mf, func(f metav1.ManagedFieldsEntry) bool {
-			return f.Manager == pools.FieldManager && f.Operation == metav1.ManagedFieldsOperationApply
+			return f.Manager == config.FieldManager && f.Operation == metav1.ManagedFieldsOperationApply
 		}) {
 			t.Errorf("%s was not server-side applied by field manager warmpool: %v", got.Name, mf)
 		}

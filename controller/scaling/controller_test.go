@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
+	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling"
@@ -149,9 +150,9 @@ func TestQueuedJobsCreateHeadroom(t *testing.T) {
 	// runnerRequests x jobsPerNode: one node's worth of runner work per placeholder.
 	checkRequests(t, sized, corev1.ResourceList{corev1.ResourceCPU: quantity("4500m"), corev1.ResourceMemory: quantity("9Gi")})
 	if !slices.ContainsFunc(sized.GetManagedFields(), func(f metav1.ManagedFieldsEntry) bool {
-		return f.Manager == scaling.FieldManager && f.Operation == metav1.ManagedFieldsOperationApply
+		return f.Manager == config.FieldManager && f.Operation == metav1.ManagedFieldsOperationApply
 	}) {
-		t.Errorf("Deployment was not server-side applied by %s: %v", scaling.FieldManager, sized.GetManagedFields())
+		t.Errorf("Deployment was not server-side applied by %s: %v", config.FieldManager, sized.GetManagedFields())
 	}
 
 	// No runnerRequests: the default placeholder size, whatever jobsPerNode says; the default taint.
@@ -223,7 +224,7 @@ func TestBudgetsFollowBusyState(t *testing.T) {
 
 	e.record(pool, queue.Counts{Queued: 2}, nil)
 	waitBudgets(t, pool, blocking)
-	if !e.mgr.Scaling.Busy(pool) {
+	if !e.mgr.State.Busy(pool) {
 		t.Errorf("Busy(%s) = false with 2 queued", pool)
 	}
 
@@ -241,7 +242,7 @@ func TestBudgetsFollowBusyState(t *testing.T) {
 	if got := e.replicas(pool); got != 3 {
 		t.Errorf("headroom replicas %d right after the queue drained, want 3 (stabilizing)", got)
 	}
-	if e.mgr.Scaling.Busy(pool) {
+	if e.mgr.State.Busy(pool) {
 		t.Errorf("Busy(%s) = true with an idle queue", pool)
 	}
 	if n := eventCount(t, pool, scaling.ReasonBudgetsBlocked); n != 1 {
@@ -343,7 +344,7 @@ func TestUnknownDataHolds(t *testing.T) {
 	e.waitReplicas(pool, 1)
 	waitGauge(t, desiredGauge, pool, 1)
 	checkGauge(t, busyGauge, pool, 0)
-	if e.mgr.Scaling.Busy(pool) {
+	if e.mgr.State.Busy(pool) {
 		t.Errorf("Busy(%s) = true without any reading", pool)
 	}
 	checkBudgets(t, pool, defaultBudgets)

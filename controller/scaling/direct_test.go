@@ -17,6 +17,7 @@ import (
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling"
+	"warmpool.io/warmpool/controller/state"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -63,7 +64,9 @@ func newDirect(t testing.TB, pool, scalingLine string, funcs *interceptor.Funcs)
 func (d *direct) start() {
 	d.tracker = queue.NewTracker(d.clk, time.Hour)
 	d.tracker.SetSources(map[string][]string{d.pool: {"ci"}})
-	d.c = scaling.NewController(d.kc, &record.FakeRecorder{}, d.clk, d.tracker, d.ns, func() *config.Config { return d.cfg }, nil)
+	cluster := state.NewCluster(d.kc)
+	cluster.SetConfig(d.t.Context(), d.cfg)
+	d.c = scaling.NewController(d.kc, &record.FakeRecorder{}, d.clk, d.tracker, cluster, d.ns)
 	d.c.SetInterval(time.Hour)
 }
 

@@ -112,7 +112,7 @@ func TestRestartKeepsBudgetsBlocking(t *testing.T) {
 	if _, known := e.mgr.Tracker.Pool(pool); known {
 		t.Fatal("the new manager knows the queue already; the test would prove nothing")
 	}
-	if !e.mgr.Scaling.Busy(pool) {
+	if !e.mgr.State.Busy(pool) {
 		t.Errorf("Busy(%s) = false after the restart with no queue data", pool)
 	}
 	// Make the new manager render the NodePool again, busy state and all.
@@ -288,7 +288,7 @@ func TestRestartWithoutHeadroomPinsNothing(t *testing.T) {
 	if !strings.Contains(msg, "now 0") {
 		t.Errorf("first evaluation after the restart: %q, want desired 0", msg)
 	}
-	if e.mgr.Scaling.Busy(pool) {
+	if e.mgr.State.Busy(pool) {
 		t.Errorf("Busy(%s) = true after the restart of an idle pool", pool)
 	}
 	// Fresh data (idle), then a third node forces an evaluation that has it.

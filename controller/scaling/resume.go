@@ -27,10 +27,6 @@ import (
 // scale-down in progress completes.
 const AnnotationState = "warmpool.io/scaling-state"
 
-// ReasonResumed is the Event of a pool's first evaluation in a new process: where its state
-// came from and what the evaluation made of it.
-const ReasonResumed = "ScalingResumed"
-
 // actuated is what the headroom object of a pool says was last actuated.
 type actuated struct {
 	// object names it ("Deployment ns/name"); "" when the pool has none.
@@ -80,7 +76,7 @@ func resumeState(a actuated, busyNodes int, now time.Time) (policy.State, string
 }
 
 // resume seeds a pool's first evaluation in this process: its busy state from the NodePool's
-// AnnotationBusy, its policy state from its headroom object (resumeState). It returns where
+// state.AnnotationBusy (into the shared state), its policy state from its headroom object (resumeState). It returns where
 // the state came from.
 func (c *Controller) resume(ctx context.Context, p *config.Pool, ps *poolState, busyNodes int) (string, error) {
 	a, err := c.lastActuated(ctx, p)
@@ -92,10 +88,11 @@ func (c *Controller) resume(ctx context.Context, p *config.Pool, ps *poolState, 
 		// A hand-edited annotation: resume from the replicas, and say so.
 		log.FromContext(ctx).Error(err, "resuming the scaling state", "pool", p.Name, "from", from)
 	}
-	busy, raw := c.persistedBusy(ctx, p.Name)
+	busy, raw := c.cluster.PersistedBusy(ctx, p.Name)
+	c.cluster.SeedBusy(p.Name, busy)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ps.busy, ps.persisted = busy, raw
+	ps.persisted = raw
 	ps.state, ps.desired = state, state.Desired
 	if err == nil && a.state != "" {
 		// Already recorded: the first apply need not write it again.

@@ -1,0 +1,61 @@
+package scaling
+
+// The report step: every decision is an Event on the pool's NodePool and a metric.
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
+
+	"warmpool.io/warmpool/controller/scaling/policy"
+)
+
+// Event reasons on the pool's NodePool.
+const (
+	ReasonScaledUp        = "ScaledUp"
+	ReasonScaledDown      = "ScaledDown"
+	ReasonBudgetsBlocked  = "ConsolidationBlocked"
+	ReasonBudgetsRestored = "ConsolidationRestored"
+	ReasonPolicyInvalid   = "ScalingPolicyInvalid"
+	ReasonHeadroomFailed  = "HeadroomFailed"
+	// ReasonResumed is the Event of a pool's first evaluation in a new process: where its
+	// state came from and what the evaluation made of it.
+	ReasonResumed = "ScalingResumed"
+)
+
+// report sets the pool's gauges and records the evaluation's Events: where a new process
+// resumed from, and any change of the desired nodes.
+func (c *Controller) report(ctx context.Context, np *karpv1.NodePool, ev *evaluation) {
+	name, d, counts := ev.pool.Name, ev.decision, ev.counts
+	nodes, busyNodes, headroom := ev.fleet.nodes, ev.fleet.busy, ev.headroom()
+	desiredNodes.WithLabelValues(name).Set(float64(d.Desired))
+	headroomPods.WithLabelValues(name).Set(float64(headroom))
+	poolNodes.WithLabelValues(name).Set(float64(nodes))
+	poolBusy.WithLabelValues(name).Set(boolFloat(ev.busy.Busy))
+	if d.Direction != policy.DirectionNone {
+		decisions.WithLabelValues(name, string(d.Direction), string(d.Reason)).Inc()
+	}
+	if ev.resumedFrom != "" {
+		c.recorder.Eventf(np, corev1.EventTypeNormal, ReasonResumed, "scaling resumed at desired nodes %d from %s; now %d (%s): %d queued, %d running jobs (known: %t), %d nodes, %d busy, %d headroom pods",
+			ev.prevDesired, ev.resumedFrom, d.Desired, d.Reason, counts.Queued, counts.Running, ev.known, nodes, busyNodes, headroom)
+		log.FromContext(ctx).Info("scaling resumed", "pool", name, "desired", ev.prevDesired, "from", ev.resumedFrom, "now", d.Desired, "known", ev.known)
+	}
+	if d.Desired != ev.prevDesired {
+		reason := ReasonScaledUp
+		if d.Desired < ev.prevDesired {
+			reason = ReasonScaledDown
+		}
+		c.recorder.Eventf(np, corev1.EventTypeNormal, reason, "desired nodes %d -> %d (%s): %d queued, %d running jobs, %d nodes, %d busy, %d headroom pods",
+			ev.prevDesired, d.Desired, d.Reason, counts.Queued, counts.Running, nodes, busyNodes, headroom)
+		log.FromContext(ctx).Info("scaling decision", "pool", name, "desired", d.Desired, "previous", ev.prevDesired, "reason", d.Reason, "queued", counts.Queued, "running", counts.Running, "known", ev.known)
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
