@@ -37,4 +37,4 @@
 // already completed a job: that node's Dagger cache is warm.
 package simulate
 
-//go:generate go run ./gen -out ../../../deploy/traces
+//go:generate go run ../../../hack/tracegen -out ../../../deploy/traces

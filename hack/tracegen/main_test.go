@@ -10,7 +10,7 @@ import (
 	"warmpool.io/warmpool/controller/scaling/simulate"
 )
 
-var committed = filepath.Join("..", "..", "..", "..", "deploy", "traces")
+var committed = filepath.Join("..", "..", "deploy", "traces")
 
 // TestCommittedTracesReproduce regenerates each trace with the fixed seed and compares it with the
 // committed file byte for byte. If the generator changes on purpose, run

@@ -1,7 +1,7 @@
-// Command gen writes the job traces `warmpool simulate` is benchmarked on, deploy/traces/weekday.csv
+// Command tracegen writes the job traces `warmpool simulate` is benchmarked on, deploy/traces/weekday.csv
 // and deploy/traces/spiky.csv, from a fixed seed. Run it from the repository root:
 //
-//	go run ./controller/scaling/simulate/gen
+//	go run ./hack/tracegen
 //
 // or `go generate ./controller/scaling/simulate`. The output is byte-for-byte reproducible on
 // every platform: the generator uses only integer arithmetic (a splitmix64 stream, and an integer
