@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/scaling/policy"
 )
 
@@ -12,8 +13,12 @@ import (
 type Strategy string
 
 const (
-	// KarpenterAlone provisions for pending jobs and consolidates empty nodes, nothing more.
+	// KarpenterAlone provisions for pending jobs and consolidates empty nodes, nothing more:
+	// every new node starts with a cold cache.
 	KarpenterAlone Strategy = "karpenter"
+	// KarpenterRestore is Karpenter alone plus warmpool's cache save and restore, without its
+	// headroom: every new node restores the pool's cache before it takes a job.
+	KarpenterRestore Strategy = "karpenter+restore"
 	// StaticPool keeps a fixed number of nodes up, with Karpenter above them.
 	StaticPool Strategy = "static"
 	// Warmpool runs warmpool's scaling policy, with Karpenter underneath.
@@ -21,7 +26,7 @@ const (
 )
 
 // Strategies lists every Strategy in the order a Report shows them.
-func Strategies() []Strategy { return []Strategy{KarpenterAlone, StaticPool, Warmpool} }
+func Strategies() []Strategy { return []Strategy{KarpenterAlone, KarpenterRestore, StaticPool, Warmpool} }
 
 // AutoStatic as Config.StaticNodes sizes each pool's static pool at the 95th percentile of its
 // concurrent demand (see DemandP95).
@@ -61,7 +66,29 @@ type Config struct {
 	// Horizon is how long every strategy is billed for at least; 0 means until the last job would
 	// end had nothing waited.
 	Horizon time.Duration
+	// ColdCost is the extra build time of a job that starts on a cold cache (>= 0): it runs that
+	// much longer, on its node's bill too.
+	ColdCost time.Duration
+	// Restore is how long a new node of a strategy with warmpool's cache restore takes, after
+	// Boot, to restore the pool's cache; the startup taint keeps jobs off it meanwhile (>= 0).
+	Restore time.Duration
+	// Save is how long warmpool's cache save keeps a node Karpenter removes, when the node ran a
+	// job since its restore (>= 0): billed, but no job can use the node meanwhile.
+	Save time.Duration
+	// ColdWhenWaiting models a queue-aware restore: a node that boots while jobs wait that no
+	// usable node can take skips the restore and starts cold at once.
+	ColdWhenWaiting bool
 }
+
+// DefaultColdCost, DefaultRestore and DefaultSave are the cache model's defaults: five minutes
+// of extra build time on a cold Dagger cache; a two minute restore (a 35 GiB cache at the EBS
+// CSI driver's best initialization rate, 300 MiB/s; see reference/eks-realities.md); a one
+// minute save (an incremental copy onto a clone of the previous snapshot, then the snapshot cut).
+const (
+	DefaultColdCost = 5 * time.Minute
+	DefaultRestore  = 2 * time.Minute
+	DefaultSave     = time.Minute
+)
 
 // DefaultValidationDelay is Karpenter's commandValidationDelay (sigs.k8s.io/karpenter
 // pkg/controllers/disruption, v1.14): an Empty consolidation command is re-validated this long
@@ -73,9 +100,11 @@ var DefaultStart = time.Date(2026, time.March, 2, 0, 0, 0, 0, time.UTC)
 
 // DefaultConfig is what `warmpool simulate` runs without flags: nodes Ready 60 s after they are
 // requested, one job per node, consolidationPolicy WhenEmpty with consolidateAfter 90 s and
-// Karpenter's 15 s validation, a static pool at the p95 of demand, no node limit, warmpool
-// evaluating every 10 s with a warm minimum of 1 and the policy's default scale-down
-// stabilization.
+// Karpenter's 15 s validation, a static pool at the p95 of demand, no node limit, the cache
+// model's defaults (DefaultColdCost, DefaultRestore, DefaultSave; restores always on a new
+// node's critical path, as the restore controller does today), and warmpool evaluating every
+// 10 s with the scaling defaults of a pool that configures nothing: no warm minimum, the
+// policy's scale-down stabilization, config.DefaultSpare and config.DefaultBusyBudget.
 func DefaultConfig() Config {
 	return Config{
 		Boot:             60 * time.Second,
@@ -84,8 +113,12 @@ func DefaultConfig() Config {
 		ValidationDelay:  DefaultValidationDelay,
 		StaticNodes:      AutoStatic,
 		Interval:         10 * time.Second,
-		Policy:           policy.Config{WarmMinimum: 1},
+		Policy:           policy.Config{Spare: policy.SpareFromConfig(config.DefaultSpare())},
+		SurplusBudget:    config.DefaultBusyBudget == config.BusyBudgetSurplus,
 		Start:            DefaultStart,
+		ColdCost:         DefaultColdCost,
+		Restore:          DefaultRestore,
+		Save:             DefaultSave,
 	}
 }
 
@@ -115,6 +148,15 @@ func (c Config) Validate() error {
 	}
 	if c.Horizon < 0 {
 		errs = append(errs, fmt.Errorf("horizon %s must not be negative", c.Horizon))
+	}
+	if c.ColdCost < 0 {
+		errs = append(errs, fmt.Errorf("cold cost %s must not be negative", c.ColdCost))
+	}
+	if c.Restore < 0 {
+		errs = append(errs, fmt.Errorf("restore %s must not be negative", c.Restore))
+	}
+	if c.Save < 0 {
+		errs = append(errs, fmt.Errorf("save %s must not be negative", c.Save))
 	}
 	if c.Start.IsZero() {
 		errs = append(errs, errors.New("start time must be set (policy evaluations need a non-zero Now)"))

@@ -19,12 +19,19 @@ type Result struct {
 	// Waits is each job's wait from arrival to start, in the order Run sorted the trace (by
 	// arrival, file order among equal arrivals).
 	Waits []time.Duration
-	// WaitP50, WaitP95 and WaitMax summarize Waits (nearest-rank percentiles).
-	WaitP50, WaitP95, WaitMax time.Duration
+	// WaitP50, WaitP95 and WaitMax summarize Waits (nearest-rank percentiles); WaitMean is
+	// their mean.
+	WaitP50, WaitP95, WaitMax, WaitMean time.Duration
 	// NodeTime is the summed lifetime of every node, request to removal, within the billed span.
 	NodeTime time.Duration
-	// Starts and WarmStarts count job starts, and those on a node that had already completed a job.
+	// Starts and WarmStarts count job starts, and those on a warm cache (a node that had
+	// completed a job, restored the pool's cache, or ran before the trace).
 	Starts, WarmStarts int
+	// BootWaits counts jobs that started on a node that was not yet usable (booting, or
+	// restoring its cache) when they arrived: the jobs that waited for a boot.
+	BootWaits int
+	// Lost is the job time lost: every wait, plus Config.ColdCost for every cold start.
+	Lost time.Duration
 	// NodesLaunched counts nodes ever requested (static and initial warm nodes included);
 	// PeakNodes is the most that existed at once, summed over pools.
 	NodesLaunched, PeakNodes int
@@ -35,13 +42,32 @@ type Result struct {
 // NodeHours is NodeTime in hours.
 func (r Result) NodeHours() float64 { return r.NodeTime.Hours() }
 
-// WarmReuse is the fraction of job starts that landed on a warm node (0 when nothing started).
+// WarmReuse is the fraction of job starts that landed on a warm cache (0 when nothing started).
 func (r Result) WarmReuse() float64 {
 	if r.Starts == 0 {
 		return 0
 	}
 	return float64(r.WarmStarts) / float64(r.Starts)
 }
+
+// ColdShare is the fraction of job starts on a cold cache (0 when nothing started).
+func (r Result) ColdShare() float64 {
+	if r.Starts == 0 {
+		return 0
+	}
+	return float64(r.Starts-r.WarmStarts) / float64(r.Starts)
+}
+
+// BootWaitShare is the fraction of jobs that waited for a boot (0 when nothing started).
+func (r Result) BootWaitShare() float64 {
+	if r.Starts == 0 {
+		return 0
+	}
+	return float64(r.BootWaits) / float64(r.Starts)
+}
+
+// LostHours is Lost in hours.
+func (r Result) LostHours() float64 { return r.Lost.Hours() }
 
 // Report compares every Strategy on one trace.
 type Report struct {
@@ -121,12 +147,21 @@ func Run(jobs []Job, c Config) (Report, error) {
 			res.NodeTime += pr.nodeTime
 			res.Starts += pr.starts
 			res.WarmStarts += pr.warm
+			res.BootWaits += pr.bootWaits
 			res.NodesLaunched += pr.launched
 			res.PeakNodes += pr.peak
 			res.End = max(res.End, pr.end)
 		}
 		ordered := slices.Clone(res.Waits)
 		slices.Sort(ordered)
+		var total time.Duration
+		for _, w := range ordered {
+			total += w
+		}
+		if len(ordered) > 0 {
+			res.WaitMean = total / time.Duration(len(ordered))
+		}
+		res.Lost = total + time.Duration(res.Starts-res.WarmStarts)*c.ColdCost
 		res.WaitP50 = percentile(ordered, 50)
 		res.WaitP95 = percentile(ordered, 95)
 		res.WaitMax = percentile(ordered, 100)
@@ -210,6 +245,9 @@ func (r Report) WriteTable(w io.Writer) error {
 		jobs, len(r.Pools), r.Horizon, c.Boot, c.JobsPerNode, c.ConsolidateAfter, c.ValidationDelay, limit, c.Interval); err != nil {
 		return err
 	}
+	if _, err := fmt.Fprintf(w, "cache: a cold start costs %s, a restore %s after boot, a save %s\n", c.ColdCost, c.Restore, c.Save); err != nil {
+		return err
+	}
 	if len(c.Policy.WarmWindows) > 0 {
 		// Windows are read against the wall clock: say where the trace sits on it.
 		if _, err := fmt.Fprintf(w, "trace t=0 is %s\n", c.Start.Format("Mon 2006-01-02 15:04:05 MST")); err != nil {
@@ -217,10 +255,11 @@ func (r Report) WriteTable(w io.Writer) error {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POLICY\tJOBS\tWAIT P50 (s)\tWAIT P95 (s)\tWAIT MAX (s)\tNODE-HOURS\tWARM REUSE")
+	fmt.Fprintln(tw, "POLICY\tJOBS\tWAIT P50 (s)\tWAIT P95 (s)\tWAIT MAX (s)\tWAIT MEAN (s)\tWAITED FOR BOOT\tCOLD CACHE\tNODE-HOURS\tJOB-HOURS LOST")
 	for _, res := range r.Results {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%.1f\t%.1f%%\n", r.label(res.Strategy), res.Jobs,
-			seconds(res.WaitP50), seconds(res.WaitP95), seconds(res.WaitMax), res.NodeHours(), 100*res.WarmReuse())
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%.1f%%\t%.1f%%\t%.1f\t%.1f\n", r.label(res.Strategy), res.Jobs,
+			seconds(res.WaitP50), seconds(res.WaitP95), seconds(res.WaitMax), seconds(res.WaitMean),
+			100*res.BootWaitShare(), 100*res.ColdShare(), res.NodeHours(), res.LostHours())
 	}
 	return tw.Flush()
 }
@@ -229,6 +268,8 @@ func (r Report) label(s Strategy) string {
 	switch s {
 	case KarpenterAlone:
 		return "karpenter alone"
+	case KarpenterRestore:
+		return "karpenter + restore"
 	case StaticPool:
 		sizes := make([]string, len(r.StaticNodes))
 		for i, n := range r.StaticNodes {
@@ -239,6 +280,15 @@ func (r Report) label(s Strategy) string {
 		label := fmt.Sprintf("warmpool warm-min %d", r.Config.Policy.WarmMinimum)
 		if n := len(r.Config.Policy.WarmWindows); n > 0 {
 			label += fmt.Sprintf(" +%d window(s)", n)
+		}
+		switch sp := r.Config.Policy.Spare; {
+		case sp.Probability > 0:
+			label += fmt.Sprintf(" spare p%g max %d", 100*sp.Probability, sp.Max)
+			if sp.Constant > 0 {
+				label += fmt.Sprintf(" min %d", min(sp.Constant, sp.Max))
+			}
+		case sp.Constant > 0 && sp.Max > 0:
+			label += fmt.Sprintf(" spare %d", min(sp.Constant, sp.Max))
 		}
 		if r.Config.SurplusBudget {
 			label += " surplus budget"

@@ -22,7 +22,17 @@ type node struct {
 	gone      bool
 	pinned    bool // a static-pool node: Karpenter never consolidates it
 	running   int
-	completed int // jobs that finished here: the node's cache is warm once this is > 0
+	completed int // jobs that finished here
+	// warm is the node's cache: warm once a job finished here, or from the start on a node that
+	// restored the pool's cache (or existed before the trace); a job started while it is cold
+	// pays Config.ColdCost.
+	warm bool
+	// used is true once a job ran here: only such a node has anything new to save.
+	used bool
+	// booted is when the node itself is up; with a queue-aware restore (Config.ColdWhenWaiting)
+	// decide is true until then, when the node either restores or starts cold at once.
+	booted time.Duration
+	decide bool
 	// held is true while a warmpool placeholder pod sits on (or is nominated to) the node. Its
 	// priority (-1000) still gives it a positive eviction cost, so Karpenter does not count the
 	// node as empty.
@@ -66,6 +76,7 @@ type poolResult struct {
 	waits          []time.Duration // by index into the pool's jobs
 	nodeTime       time.Duration
 	starts, warm   int
+	bootWaits      int // jobs that started on a node that was not usable when they arrived
 	launched, peak int
 	end            time.Duration
 }
@@ -94,6 +105,11 @@ type sim struct {
 	alive       []*node // booting or Ready, by id
 	done        int
 	lastFinish  time.Duration
+	// restores is whether new nodes restore the pool's cache (warmpool's cache lifecycle).
+	restores bool
+	// seen is how many arrivals the policy has been told of; arrivals is a reused buffer.
+	seen     int
+	arrivals []time.Time
 
 	res poolResult
 }
@@ -103,7 +119,8 @@ type sim struct {
 func simulatePool(jobs []Job, strategy Strategy, c Config, pol *policy.Policy, static int, horizon time.Duration) poolResult {
 	s := &sim{
 		cfg: c, strategy: strategy, jobs: jobs, horizon: horizon, limit: c.nodeLimit(), pol: pol,
-		now: -1, // so that events at t=0 are "after now"
+		now:      -1, // so that events at t=0 are "after now"
+		restores: strategy == KarpenterRestore || strategy == Warmpool,
 	}
 	s.res.waits = make([]time.Duration, len(jobs))
 
@@ -116,9 +133,11 @@ func simulatePool(jobs []Job, strategy Strategy, c Config, pol *policy.Policy, s
 		floor, window := pol.WarmMinimumAt(c.Start)
 		initial, s.desired, s.busy = floor, floor, policy.Busy(0, 0, window)
 	}
+	// They ran before the trace, so their caches are warm: a static pool's persistent nodes,
+	// and warmpool's floor, restored when it was launched.
 	for range initial {
 		n := s.launch(0)
-		n.ready, n.emptySince = 0, 0
+		n.ready, n.emptySince, n.warm = 0, 0, true
 		n.pinned = strategy == StaticPool
 		n.held = strategy == Warmpool
 	}
@@ -155,6 +174,8 @@ func (s *sim) nextEvent() time.Duration {
 	}
 	for _, n := range s.alive {
 		switch {
+		case n.decide:
+			t = min(t, n.booted)
 		case n.ready > s.now:
 			t = min(t, n.ready)
 		case n.commandAt != never:
@@ -181,6 +202,7 @@ func (s *sim) step() {
 		r := heap.Pop(&s.running).(runningJob)
 		r.node.running--
 		r.node.completed++
+		r.node.warm = true
 		if r.node.running == 0 {
 			r.node.emptySince = s.now
 		}
@@ -191,6 +213,7 @@ func (s *sim) step() {
 		s.waiting = append(s.waiting, s.nextArrival)
 		s.nextArrival++
 	}
+	s.restoreOrCold()
 	s.place()
 	if s.strategy == Warmpool {
 		if s.nextTick <= s.now {
@@ -225,12 +248,40 @@ func (s *sim) place() {
 		s.waiting = s.waiting[1:]
 		s.res.waits[j] = s.now - s.jobs[j].Arrival
 		s.res.starts++
-		if best.completed > 0 {
+		if best.ready > s.jobs[j].Arrival {
+			s.res.bootWaits++
+		}
+		d := s.jobs[j].Duration
+		if best.warm {
 			s.res.warm++
+		} else {
+			d += s.cfg.ColdCost
 		}
 		best.running++
+		best.used = true
 		best.held = false // preempted
-		heap.Push(&s.running, runningJob{end: s.now + s.jobs[j].Duration, job: j, node: best})
+		heap.Push(&s.running, runningJob{end: s.now + d, job: j, node: best})
+	}
+}
+
+// restoreOrCold decides, for nodes that booted now, between the restore and a cold start: with
+// Config.ColdWhenWaiting a node starts cold at once when jobs wait that the usable nodes' free
+// slots cannot take, since those jobs would otherwise wait for the restore too.
+func (s *sim) restoreOrCold() {
+	for _, n := range s.alive {
+		if !n.decide || n.booted > s.now {
+			continue
+		}
+		n.decide = false
+		free := 0
+		for _, m := range s.alive {
+			if m.ready <= s.now {
+				free += s.cfg.JobsPerNode - m.running
+			}
+		}
+		if len(s.waiting) > free {
+			n.ready, n.emptySince, n.warm = s.now, s.now, false
+		}
 	}
 }
 
@@ -238,12 +289,18 @@ func (s *sim) place() {
 // budget blocks consolidation while it is busy. It removes nothing itself: scale-down is the
 // placeholders going, then Karpenter consolidating the nodes they leave empty.
 func (s *sim) evaluate() {
+	// The arrivals since the last evaluation, as a queue source reports them.
+	s.arrivals = s.arrivals[:0]
+	for ; s.seen < s.nextArrival; s.seen++ {
+		s.arrivals = append(s.arrivals, s.cfg.Start.Add(s.jobs[s.seen].Arrival))
+	}
 	d, st := s.pol.Decide(policy.Input{
 		Now:          s.cfg.Start.Add(s.now),
 		Queued:       len(s.waiting),
 		Running:      len(s.running),
 		Known:        true,
 		CurrentNodes: len(s.alive),
+		Arrivals:     s.arrivals,
 	}, s.state)
 	s.state, s.desired = st, d.Desired
 	s.busy = policy.Busy(len(s.waiting), len(s.running), d.WarmWindowActive)
@@ -374,15 +431,27 @@ func (s *sim) provision() {
 	}
 }
 
+// launch requests a node at at. With warmpool's cache restore it restores the pool's cache
+// after booting, and takes jobs (is "ready") only then, warm.
 func (s *sim) launch(at time.Duration) *node {
-	n := &node{id: len(s.nodes), requested: at, ready: at + s.cfg.Boot, emptySince: at + s.cfg.Boot, commandAt: never}
+	ready := at + s.cfg.Boot
+	if s.restores {
+		ready += s.cfg.Restore
+	}
+	n := &node{id: len(s.nodes), requested: at, ready: ready, emptySince: ready, commandAt: never, warm: s.restores,
+		booted: at + s.cfg.Boot, decide: s.restores && s.cfg.ColdWhenWaiting && s.cfg.Restore > 0}
 	s.nodes = append(s.nodes, n)
 	s.alive = append(s.alive, n)
 	return n
 }
 
+// remove deletes n. With warmpool's cache lifecycle a node that ran a job is saved first: it is
+// billed for Config.Save more, though no job can use it (it is tainted as disrupted).
 func (s *sim) remove(n *node) {
 	n.gone, n.removed = true, s.now
+	if s.restores && n.used {
+		n.removed += s.cfg.Save
+	}
 	s.alive = slices.DeleteFunc(s.alive, func(m *node) bool { return m == n })
 }
 

@@ -9,9 +9,24 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/scaling/policy"
 )
 
 func sec(n int) time.Duration { return time.Duration(n) * time.Second }
+
+// mechanicsConfig is the model these tests work out by hand: DefaultConfig without the cache's
+// costs (no cold cost, instant restores and saves) and with warmpool's scaling before spare
+// headroom (warm minimum 1, no spare, the block budget), so each test isolates Karpenter's
+// provisioning and consolidation and warmpool's placeholders and budget. With instant restores
+// every node of the restoring strategies is warm. cache_test.go covers the cache model and
+// defaults_test.go the defaults.
+func mechanicsConfig() Config {
+	c := DefaultConfig()
+	c.ColdCost, c.Restore, c.Save = 0, 0, 0
+	c.Policy = policy.Config{WarmMinimum: 1}
+	c.SurplusBudget = false
+	return c
+}
 
 // job is a job of pool "p" arriving at the given second and running for d seconds.
 func job(at, d int) Job { return Job{Arrival: sec(at), Duration: sec(d), Pool: "p"} }
@@ -86,18 +101,20 @@ func TestOneJobAtZero(t *testing.T) {
 		// The default horizon is the job's end (300 s); a strategy whose job ended later pays
 		// until then.
 		karpenter:  expect{waits: secs(60), nodeTime: sec(360), launched: 1},
-		staticPool: expect{waits: secs(0), nodeTime: sec(300), launched: 1},
-		warmpool:   expect{waits: secs(0), nodeTime: sec(300), launched: 1},
+		// The static node and warmpool's warm node ran before the trace: warm.
+		staticPool: expect{waits: secs(0), nodeTime: sec(300), warmStarts: 1, launched: 1},
+		warmpool:   expect{waits: secs(0), nodeTime: sec(300), warmStarts: 1, launched: 1},
 	}, {
 		name: "no warm nodes", static: 0, warmMin: 0,
 		karpenter:  expect{waits: secs(60), nodeTime: sec(360), launched: 1},
 		staticPool: expect{waits: secs(60), nodeTime: sec(360), launched: 1},
-		// The first evaluation (t=0) sees the queued job and requests the node Karpenter would.
-		warmpool: expect{waits: secs(60), nodeTime: sec(360), launched: 1},
+		// The first evaluation (t=0) sees the queued job and requests the node Karpenter would,
+		// which restores the pool's cache (instantly here): the job starts warm.
+		warmpool: expect{waits: secs(60), nodeTime: sec(360), warmStarts: 1, launched: 1},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := DefaultConfig()
+			c := mechanicsConfig()
 			c.StaticNodes, c.Policy.WarmMinimum = tt.static, tt.warmMin
 			rep := run(t, jobs, c)
 			tt.karpenter.check(t, rep, KarpenterAlone)
@@ -109,7 +126,7 @@ func TestOneJobAtZero(t *testing.T) {
 
 func TestNodeTimeAccounting(t *testing.T) {
 	// One 300 s job at t=0, billed over a one-hour horizon.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Horizon = time.Hour
 	c.StaticNodes = 1
 	c.Policy.WarmMinimum = 0
@@ -119,12 +136,12 @@ func TestNodeTimeAccounting(t *testing.T) {
 	// 450 and deleted after Karpenter's 15 s validation: 465.
 	expect{waits: secs(60), nodeTime: sec(465), launched: 1}.check(t, rep, KarpenterAlone)
 	// The static node is billed for the whole horizon.
-	expect{waits: secs(0), nodeTime: time.Hour, launched: 1}.check(t, rep, StaticPool)
+	expect{waits: secs(0), nodeTime: time.Hour, launched: 1, warmStarts: 1}.check(t, rep, StaticPool)
 	// warmpool requests the node at 0 (a placeholder); the job runs 60-360, then a placeholder
 	// holds the node again. The last evaluation that saw the job was at 350, so the 5 min
 	// stabilization keeps desired at 1 until 650; only then does the placeholder go, and Karpenter
 	// consolidates the node 90 + 15 s later: 755.
-	expect{waits: secs(60), nodeTime: sec(755), launched: 1}.check(t, rep, Warmpool)
+	expect{waits: secs(60), nodeTime: sec(755), launched: 1, warmStarts: 1}.check(t, rep, Warmpool)
 
 	if got := result(t, rep, StaticPool).NodeHours(); got != 1 {
 		t.Errorf("NodeHours = %v, want 1", got)
@@ -133,14 +150,14 @@ func TestNodeTimeAccounting(t *testing.T) {
 	// With a warm minimum of 1 warmpool's node exists from t=0 and stays for the horizon.
 	c.Policy.WarmMinimum = 1
 	rep = run(t, []Job{job(0, 300)}, c)
-	expect{waits: secs(0), nodeTime: time.Hour, launched: 1}.check(t, rep, Warmpool)
+	expect{waits: secs(0), nodeTime: time.Hour, launched: 1, warmStarts: 1}.check(t, rep, Warmpool)
 }
 
 func TestConsolidationAndStabilizationKeepNodesWarm(t *testing.T) {
 	// Three 100 s jobs: the second arrives 40 s after the first node emptied (inside
 	// consolidateAfter), the third 200 s after the second ended (outside it).
 	jobs := []Job{job(0, 100), job(200, 100), job(500, 100)}
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Policy.WarmMinimum = 0
 	rep := run(t, jobs, c)
 
@@ -150,35 +167,37 @@ func TestConsolidationAndStabilizationKeepNodesWarm(t *testing.T) {
 	expect{waits: secs(60, 0, 60), nodeTime: sec(405 + 160), warmStarts: 1, launched: 2}.check(t, rep, KarpenterAlone)
 	// warmpool holds the node for 5 min after the last evaluation that needed it, so the third
 	// job finds it warm too; it is billed from 0 to the end of the last job (600).
-	expect{waits: secs(60, 0, 0), nodeTime: sec(600), warmStarts: 2, launched: 1}.check(t, rep, Warmpool)
+	expect{waits: secs(60, 0, 0), nodeTime: sec(600), warmStarts: 3, launched: 1}.check(t, rep, Warmpool)
 }
 
 func TestFreedSlotBeatsBootingNode(t *testing.T) {
 	// A static pool of one. The second job arrives while the first runs: Karpenter requests a
 	// node at 50 (Ready at 110), but the static node frees up at 100 and the waiting job takes it.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.StaticNodes = 1
 	rep := run(t, []Job{job(0, 100), job(50, 100)}, c)
 	// The new node is Ready and empty at 110; billing stops when the last job ends at 200,
 	// before Karpenter would consolidate it (110+90+15).
-	expect{waits: secs(0, 50), nodeTime: sec(200 + 150), warmStarts: 1, launched: 2}.check(t, rep, StaticPool)
+	expect{waits: secs(0, 50), nodeTime: sec(200 + 150), warmStarts: 2, launched: 2}.check(t, rep, StaticPool)
 }
 
 func TestJobsQueueFirstComeFirstServed(t *testing.T) {
 	// One node at most: jobs run one after the other in arrival order.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.MaxNodes = 1
 	c.Policy.WarmMinimum = 0
 	rep := run(t, []Job{job(0, 100), job(1, 100), job(2, 100)}, c)
 	want := expect{waits: secs(60, 159, 258), warmStarts: 2, launched: 1}
 	want.check(t, rep, KarpenterAlone)
+	// warmpool's node restored the pool's cache: every start is warm.
+	want.warmStarts = 3
 	want.check(t, rep, Warmpool)
 }
 
 func TestJobsPerNodeBinPacks(t *testing.T) {
 	// Two jobs per node: three jobs at 0 need two nodes, and the fourth, arriving once all are
 	// running, finds the free slot on the second node.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.JobsPerNode = 2
 	c.Policy.WarmMinimum = 0
 	rep := run(t, []Job{job(0, 100), job(0, 100), job(0, 100), job(70, 100)}, c)
@@ -192,13 +211,13 @@ func TestWarmpoolNeverRemovesBusyNodes(t *testing.T) {
 	// Two jobs per node, scale-down without stabilization. Nodes 0 and 1 each keep one long job
 	// after the short ones end at 160: the queue then asks for one node, but neither is empty,
 	// so both stay until the long jobs end at 1060.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.JobsPerNode = 2
 	c.Policy.WarmMinimum = 0
 	c.Policy.ScaleDownStabilization = time.Nanosecond
 	jobs := []Job{job(0, 1000), job(0, 100), job(0, 100), job(0, 1000)}
 	rep := run(t, jobs, c)
-	expect{waits: secs(60, 60, 60, 60), nodeTime: 2 * sec(1060), launched: 2}.check(t, rep, Warmpool)
+	expect{waits: secs(60, 60, 60, 60), nodeTime: 2 * sec(1060), launched: 2, warmStarts: 4}.check(t, rep, Warmpool)
 }
 
 func TestWarmpoolScaleDownIsKarpenterConsolidation(t *testing.T) {
@@ -209,7 +228,7 @@ func TestWarmpoolScaleDownIsKarpenterConsolidation(t *testing.T) {
 	// consolidation. At 160 the pool is idle, desired is the floor: placeholders hold nodes 0 and
 	// 1, and Karpenter removes the other eight once they have been empty for consolidateAfter,
 	// after its validation: 160+90+15 = 265.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Policy.WarmMinimum = 2
 	c.Policy.ScaleDownStabilization = time.Nanosecond
 	c.Horizon = sec(1000)
@@ -241,13 +260,13 @@ func TestBusyBudgetBlocksConsolidation(t *testing.T) {
 	// budget blocks Empty consolidation. At 1060 the pool is idle; the node, long past its
 	// consolidateAfter, is picked and deleted after validation at 1075. The other node was
 	// emptied at 1060 and goes at 1165. Karpenter alone has no such budget: 265 and 1165.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Horizon = sec(2000)
 	c.Policy.WarmMinimum = 0
 	c.Policy.ScaleDownStabilization = time.Nanosecond
 	jobs := []Job{job(0, 100), job(0, 1000)}
 	rep := run(t, jobs, c)
-	expect{waits: secs(60, 60), nodeTime: sec(1075) + sec(1165), launched: 2}.check(t, rep, Warmpool)
+	expect{waits: secs(60, 60), nodeTime: sec(1075) + sec(1165), launched: 2, warmStarts: 2}.check(t, rep, Warmpool)
 	expect{waits: secs(60, 60), nodeTime: sec(265) + sec(1165), launched: 2}.check(t, rep, KarpenterAlone)
 }
 
@@ -258,17 +277,17 @@ func TestWarmWindowBlocksConsolidationAndCancelsCommands(t *testing.T) {
 	// falls to 0 at 70, the node is picked at 160, and the window opens during Karpenter's 15 s
 	// validation: the command is dropped. The node stays until the window closes at 3770, then
 	// goes 15 s later. Without the window it would go at 175.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Policy.WarmMinimum = 0
 	c.Policy.ScaleDownStabilization = time.Nanosecond
 	c.Start = DefaultStart.Add(-2*time.Minute - 50*time.Second)
 	c.Horizon = 2 * time.Hour
 	c.Policy.WarmWindows = []config.WarmWindow{{Schedule: "0 0 * * *", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 0}}
 	jobs := []Job{job(0, 10)}
-	expect{waits: secs(60), nodeTime: sec(3785), launched: 1}.check(t, run(t, jobs, c), Warmpool)
+	expect{waits: secs(60), nodeTime: sec(3785), launched: 1, warmStarts: 1}.check(t, run(t, jobs, c), Warmpool)
 
 	c.Policy.WarmWindows = nil
-	expect{waits: secs(60), nodeTime: sec(175), launched: 1}.check(t, run(t, jobs, c), Warmpool)
+	expect{waits: secs(60), nodeTime: sec(175), launched: 1, warmStarts: 1}.check(t, run(t, jobs, c), Warmpool)
 }
 
 func TestValidationDropsANodeThatGotAJob(t *testing.T) {
@@ -276,7 +295,7 @@ func TestValidationDropsANodeThatGotAJob(t *testing.T) {
 	// during the validation, lands on it: the command is dropped, the job starts warm at once,
 	// and no second node is launched. The node's next countdown starts when that job ends: it
 	// goes at 355+90+15 = 460.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Horizon = sec(1000)
 	rep := run(t, []Job{job(0, 100), job(255, 100)}, c)
 	expect{waits: secs(60, 0), nodeTime: sec(460), warmStarts: 1, launched: 1}.check(t, rep, KarpenterAlone)
@@ -289,11 +308,11 @@ func TestValidationDropsANodeThatGotAJob(t *testing.T) {
 
 func TestStaticNodesAreNeverConsolidated(t *testing.T) {
 	// Two static nodes, one job: both are billed for the whole horizon, the idle one included.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.StaticNodes = 2
 	c.Horizon = time.Hour
 	rep := run(t, []Job{job(0, 100)}, c)
-	expect{waits: secs(0), nodeTime: 2 * time.Hour, launched: 2}.check(t, rep, StaticPool)
+	expect{waits: secs(0), nodeTime: 2 * time.Hour, launched: 2, warmStarts: 1}.check(t, rep, StaticPool)
 }
 
 func TestJobsAvoidPreemptingPlaceholders(t *testing.T) {
@@ -304,12 +323,12 @@ func TestJobsAvoidPreemptingPlaceholders(t *testing.T) {
 	// too). With node 1 busy the headroom falls to 0 and node 0's placeholder goes; at 250 it
 	// comes back on node 0, the oldest, and node 1 goes at 250+90+15 = 355. Had the job
 	// preempted node 0's placeholder, node 1 would have gone at 265.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Policy.WarmMinimum = 1
 	c.Policy.ScaleDownStabilization = time.Nanosecond
 	c.Horizon = sec(1000)
 	rep := run(t, []Job{job(0, 100), job(0, 100), job(200, 50)}, c)
-	expect{waits: secs(0, 60, 0), nodeTime: sec(1000) + sec(355), warmStarts: 1, launched: 2}.check(t, rep, Warmpool)
+	expect{waits: secs(0, 60, 0), nodeTime: sec(1000) + sec(355), warmStarts: 3, launched: 2}.check(t, rep, Warmpool)
 }
 
 func TestPlaceholdersGoNewestFirst(t *testing.T) {
@@ -317,18 +336,19 @@ func TestPlaceholdersGoNewestFirst(t *testing.T) {
 	// held; the job at 0 preempts node 0's placeholder, which comes back at 100, newer than node
 	// 1's. When the window closes at 200 one placeholder goes, the newest as a ReplicaSet picks
 	// it: node 0's, although node 0 is the one with a warm cache. Karpenter removes node 0 at
-	// 200+90+15 = 305, and the job at 400 starts cold on node 1.
-	c := DefaultConfig()
+	// 200+90+15 = 305, and the job at 400 starts on node 1, warm only because node 1 restored
+	// the pool's cache (without a restore it would start cold).
+	c := mechanicsConfig()
 	c.Policy.WarmMinimum = 1
 	c.Policy.ScaleDownStabilization = time.Nanosecond
 	c.Policy.WarmWindows = []config.WarmWindow{{Schedule: "0 0 * * *", Duration: metav1.Duration{Duration: 200 * time.Second}, Minimum: 2}}
 	c.Horizon = sec(1000)
 	rep := run(t, []Job{job(0, 100), job(400, 10)}, c)
-	expect{waits: secs(0, 0), nodeTime: sec(305) + sec(1000), warmStarts: 0, launched: 2}.check(t, rep, Warmpool)
+	expect{waits: secs(0, 0), nodeTime: sec(305) + sec(1000), warmStarts: 2, launched: 2}.check(t, rep, Warmpool)
 }
 
 func TestMaxNodesCapsEveryStrategy(t *testing.T) {
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.MaxNodes = 2
 	c.StaticNodes = 5        // capped by MaxNodes
 	c.Policy.WarmMinimum = 5 // likewise
@@ -346,7 +366,7 @@ func TestMaxNodesCapsEveryStrategy(t *testing.T) {
 		t.Errorf("static pool of %d nodes, want it capped at 2", rep.StaticNodes[0])
 	}
 	// warmpool starts with the capped warm floor (2 nodes Ready at 0): 0, 0, then 100, 100, 200, 200.
-	expect{waits: secs(0, 0, 100, 100, 200, 200), warmStarts: 4, launched: 2}.check(t, rep, Warmpool)
+	expect{waits: secs(0, 0, 100, 100, 200, 200), warmStarts: 6, launched: 2}.check(t, rep, Warmpool)
 }
 
 func TestPoolsAreSimulatedIndependently(t *testing.T) {
@@ -355,7 +375,7 @@ func TestPoolsAreSimulatedIndependently(t *testing.T) {
 		{Arrival: sec(0), Duration: sec(300), Pool: "b"},
 		{Arrival: sec(10), Duration: sec(300), Pool: "a"},
 	}
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Policy.WarmMinimum = 0
 	rep := run(t, jobs, c)
 	if !reflect.DeepEqual(rep.Pools, []string{"a", "b"}) || !reflect.DeepEqual(rep.StaticNodes, []int{1, 1}) {
@@ -363,7 +383,7 @@ func TestPoolsAreSimulatedIndependently(t *testing.T) {
 	}
 	// A node of pool b cannot run a job of pool a: each pool gets its own.
 	expect{waits: secs(60, 60), nodeTime: sec(360) + sec(360), launched: 2}.check(t, rep, KarpenterAlone)
-	expect{waits: secs(0, 0), launched: 2}.check(t, rep, StaticPool)
+	expect{waits: secs(0, 0), launched: 2, warmStarts: 2}.check(t, rep, StaticPool)
 	if r := result(t, rep, KarpenterAlone); r.PeakNodes != 2 {
 		t.Errorf("peak nodes %d, want the sum over pools, 2", r.PeakNodes)
 	}
@@ -373,12 +393,12 @@ func TestWarmWindowsUseStart(t *testing.T) {
 	// A window 09:00-10:00 on weekdays, with the trace starting Monday 08:59:00: warmpool starts
 	// with no nodes and requests one for the first job; the evaluation at 60 s (09:00) opens the
 	// window and requests two more, Ready at 120, so the three jobs at 130 wait for nothing.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Policy.WarmMinimum = 0
 	c.Start = DefaultStart.Add(8*time.Hour + 59*time.Minute)
 	c.Policy.WarmWindows = []config.WarmWindow{{Schedule: "0 9 * * 1-5", Duration: metav1.Duration{Duration: time.Hour}, Minimum: 3}}
 	rep := run(t, []Job{job(0, 10), job(130, 10), job(130, 10), job(130, 10)}, c)
-	expect{waits: secs(60, 0, 0, 0), warmStarts: 1, launched: 3}.check(t, rep, Warmpool)
+	expect{waits: secs(60, 0, 0, 0), warmStarts: 4, launched: 3}.check(t, rep, Warmpool)
 }
 
 func TestDemandP95(t *testing.T) {
@@ -439,14 +459,14 @@ func TestPercentile(t *testing.T) {
 func TestRunDoesNotModifyJobs(t *testing.T) {
 	jobs := []Job{job(50, 10), job(0, 10)}
 	before := append([]Job(nil), jobs...)
-	run(t, jobs, DefaultConfig())
+	run(t, jobs, mechanicsConfig())
 	if !reflect.DeepEqual(jobs, before) {
 		t.Errorf("Run reordered its input: %v", jobs)
 	}
 }
 
 func TestRunEmptyTrace(t *testing.T) {
-	rep := run(t, nil, DefaultConfig())
+	rep := run(t, nil, mechanicsConfig())
 	for _, r := range rep.Results {
 		if r.Jobs != 0 || r.NodeTime != 0 || r.WaitMax != 0 {
 			t.Errorf("%s on no jobs: %+v", r.Strategy, r)
@@ -461,14 +481,14 @@ func TestPendingPlaceholdersGoFirst(t *testing.T) {
 	// When the window closes at 50, the ReplicaSet deletes the pending placeholder first, the
 	// one waiting for node 1: node 1 comes up empty and goes at 70+90+15 = 175, node 0 keeps its
 	// placeholder and its warm cache for the job at 500.
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Policy.WarmMinimum = 1
 	c.Policy.ScaleDownStabilization = time.Nanosecond
 	c.Start = DefaultStart.Add(-10 * time.Second)
 	c.Policy.WarmWindows = []config.WarmWindow{{Schedule: "0 0 * * *", Duration: metav1.Duration{Duration: 40 * time.Second}, Minimum: 2}}
 	c.Horizon = sec(1000)
 	rep := run(t, []Job{job(0, 20), job(500, 10)}, c)
-	expect{waits: secs(0, 0), nodeTime: sec(1000) + sec(175-10), warmStarts: 1, launched: 2}.check(t, rep, Warmpool)
+	expect{waits: secs(0, 0), nodeTime: sec(1000) + sec(175-10), warmStarts: 2, launched: 2}.check(t, rep, Warmpool)
 }
 
 // TestSurplusBudget: one long job keeps the pool busy for the whole trace. With the default
@@ -477,15 +497,15 @@ func TestPendingPlaceholdersGoFirst(t *testing.T) {
 // consolidateAfter plus its validation (360 + 90 + 15 = 465 s), while the long job's node,
 // the one the policy still wants, stays. Waits are the same.
 func TestSurplusBudget(t *testing.T) {
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Policy.WarmMinimum = 0
 	c.Policy.ScaleDownStabilization = time.Nanosecond
 	jobs := []Job{job(0, 3600), job(0, 300), job(0, 300)}
-	expect{waits: secs(60, 60, 60), nodeTime: 3 * sec(3660), launched: 3}.check(t, run(t, jobs, c), Warmpool)
+	expect{waits: secs(60, 60, 60), nodeTime: 3 * sec(3660), launched: 3, warmStarts: 3}.check(t, run(t, jobs, c), Warmpool)
 
 	c.SurplusBudget = true
 	rep := run(t, jobs, c)
-	expect{waits: secs(60, 60, 60), nodeTime: 2*sec(465) + sec(3660), launched: 3}.check(t, rep, Warmpool)
+	expect{waits: secs(60, 60, 60), nodeTime: 2*sec(465) + sec(3660), launched: 3, warmStarts: 3}.check(t, rep, Warmpool)
 	if got := table(t, rep); !strings.Contains(got, "warmpool warm-min 0 surplus budget  ") {
 		t.Errorf("table does not name the surplus budget:\n%s", got)
 	}
@@ -497,9 +517,9 @@ func TestSurplusBudget(t *testing.T) {
 // nodes keep their placeholders; at 650 desired falls to 1, the placeholders go, and the nodes
 // are removed once empty for consolidateAfter plus validation: 650 + 90 + 15 = 755 s.
 func TestSurplusBudgetKeepsDesired(t *testing.T) {
-	c := DefaultConfig()
+	c := mechanicsConfig()
 	c.Policy.WarmMinimum = 0
 	c.SurplusBudget = true
 	jobs := []Job{job(0, 3600), job(0, 300), job(0, 300)}
-	expect{waits: secs(60, 60, 60), nodeTime: 2*sec(755) + sec(3660), launched: 3}.check(t, run(t, jobs, c), Warmpool)
+	expect{waits: secs(60, 60, 60), nodeTime: 2*sec(755) + sec(3660), launched: 3, warmStarts: 3}.check(t, run(t, jobs, c), Warmpool)
 }
