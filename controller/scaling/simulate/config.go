@@ -26,7 +26,9 @@ const (
 )
 
 // Strategies lists every Strategy in the order a Report shows them.
-func Strategies() []Strategy { return []Strategy{KarpenterAlone, KarpenterRestore, StaticPool, Warmpool} }
+func Strategies() []Strategy {
+	return []Strategy{KarpenterAlone, KarpenterRestore, StaticPool, Warmpool}
+}
 
 // AutoStatic as Config.StaticNodes sizes each pool's static pool at the 95th percentile of its
 // concurrent demand (see DemandP95).

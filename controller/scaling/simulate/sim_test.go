@@ -100,7 +100,7 @@ func TestOneJobAtZero(t *testing.T) {
 		name: "static auto, warm-min 1", static: AutoStatic, warmMin: 1,
 		// The default horizon is the job's end (300 s); a strategy whose job ended later pays
 		// until then.
-		karpenter:  expect{waits: secs(60), nodeTime: sec(360), launched: 1},
+		karpenter: expect{waits: secs(60), nodeTime: sec(360), launched: 1},
 		// The static node and warmpool's warm node ran before the trace: warm.
 		staticPool: expect{waits: secs(0), nodeTime: sec(300), warmStarts: 1, launched: 1},
 		warmpool:   expect{waits: secs(0), nodeTime: sec(300), warmStarts: 1, launched: 1},
