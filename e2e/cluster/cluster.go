@@ -51,6 +51,10 @@ type Options struct {
 	// WarmpoolBinary is the warmpool command nodesim runs for cache pods. Default: built from
 	// ./cmd/warmpool into the work dir while the control plane starts.
 	WarmpoolBinary string
+	// Nodesim tunes the node simulator's models (EBS volumes, snapshot uploads, CSI node
+	// registration); Config, Root, WarmpoolBinary and Log are set by the cluster. The zero
+	// value is nodesim's defaults, scaled to test sizes.
+	Nodesim nodesim.Options
 }
 
 // Cluster is a running local cluster. Stop it when done.
@@ -195,7 +199,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 		return err
 	}
 	c.Warmpool = bin
-	return c.startNodesim(ctx, bin)
+	return c.startNodesim(ctx, bin, opts.Nodesim)
 }
 
 // startComponents starts all components at once, then waits for each to become healthy.

@@ -57,7 +57,7 @@ func (c *Cluster) buildWarmpool(ctx context.Context, prebuilt string) func() (st
 
 // startNodesim creates the warmpool-sim StorageClass and VolumeSnapshotClass and starts the
 // simulator that answers for them, plays the kubelet for cache pods and plays the engine.
-func (c *Cluster) startNodesim(ctx context.Context, bin string) error {
+func (c *Cluster) startNodesim(ctx context.Context, bin string, opts nodesim.Options) error {
 	began := time.Now()
 	objs := []client.Object{
 		&storagev1.StorageClass{
@@ -81,12 +81,8 @@ func (c *Cluster) startNodesim(ctx context.Context, bin string) error {
 	if err != nil {
 		return err
 	}
-	c.Nodesim, err = nodesim.Start(ctx, nodesim.Options{
-		Config:         c.Config,
-		Root:           filepath.Join(c.WorkDir, Nodesim),
-		WarmpoolBinary: bin,
-		Log:            logFile,
-	})
+	opts.Config, opts.Root, opts.WarmpoolBinary, opts.Log = c.Config, filepath.Join(c.WorkDir, Nodesim), bin, logFile
+	c.Nodesim, err = nodesim.Start(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("%w (log: %s)", err, c.Logs(Nodesim))
 	}

@@ -72,9 +72,7 @@ func TestCachePodsRunWithTheirSecurityContextCapabilities(t *testing.T) {
 			if tc.nodeDrop != "" {
 				node.Annotations = map[string]string{nodesim.AnnotationDropCapabilities: tc.nodeDrop}
 			}
-			if err := kube.Create(ctx, node); err != nil {
-				t.Fatal(err)
-			}
+			createNode(t, kube, node)
 			// A saved copy, made by this (fully privileged) process, with an opaque directory.
 			src := t.TempDir()
 			opaque := filepath.Join(src, "worker/snapshots/snapshots/1/fs/etc")

@@ -81,6 +81,25 @@ func (p provisioner) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 
 	pvName := "pvc-" + string(pvc.UID)
+	if node != "" {
+		// external-provisioner's topology step: a volume for a node needs the node's CSINode
+		// to list the driver (the node plugin registered).
+		why, err := p.csiNodeMissing(ctx, node)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		if why != "" {
+			p.provisioningFailed(ctx, pvc, sc.Name, "error generating accessibility requirements: "+why)
+			return reconcile.Result{RequeueAfter: retry}, nil
+		}
+	}
+	model, err := p.volumeModel(ctx, pvc, sc)
+	if err != nil {
+		// CreateVolume refused: external-provisioner reports it and retries with backoff; the
+		// claim stays Pending.
+		p.provisioningFailed(ctx, pvc, sc.Name, fmt.Sprintf("rpc error: code = InvalidArgument desc = Could not create volume %q: %v", pvName, err))
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+	}
 	dir := p.VolumePath(pvName)
 	from := ""
 	if ds := pvc.Spec.DataSource; ds != nil {
@@ -102,6 +121,9 @@ func (p provisioner) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		}
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return reconcile.Result{}, err
+	}
+	if err := p.addVolume(pvName, model); err != nil {
+		return reconcile.Result{}, fmt.Errorf("provisioning %s: %w", pvName, err)
 	}
 
 	pv := &corev1.PersistentVolume{
@@ -137,6 +159,63 @@ func (p provisioner) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		}
 	}
 	return reconcile.Result{}, nil
+}
+
+// volumeModel is the EBS model of the volume a claim asks for: the class's parameters, and
+// whether it is created from a snapshot (with Fast Snapshot Restore, when that snapshot
+// carries AnnotationFastSnapshotRestore). An error is CreateVolume's refusal.
+func (p provisioner) volumeModel(ctx context.Context, pvc *corev1.PersistentVolumeClaim, sc *storagev1.StorageClass) (volumeModel, error) {
+	fromSnapshot, fsr := pvc.Spec.DataSource != nil, false
+	if fromSnapshot {
+		vs := &snapshotv1.VolumeSnapshot{}
+		err := p.client.Get(ctx, client.ObjectKey{Namespace: pvc.Namespace, Name: pvc.Spec.DataSource.Name}, vs)
+		if client.IgnoreNotFound(err) != nil {
+			return volumeModel{}, err
+		}
+		fsr = err == nil && vs.Annotations[AnnotationFastSnapshotRestore] == "true"
+	}
+	return p.ebs.modelFor(sc.Parameters, fromSnapshot, fsr)
+}
+
+// provisioningFailed reports a failed provisioning as external-provisioner does: a Warning
+// Event ProvisioningFailed on the claim (once per distinct message; the real one's
+// recorder aggregates the repeats).
+func (s *Sim) provisioningFailed(ctx context.Context, pvc *corev1.PersistentVolumeClaim, class, detail string) {
+	msg := fmt.Sprintf("failed to provision volume with StorageClass %q: %s", class, detail)
+	key := string(pvc.UID) + "\x00" + msg
+	s.volMu.Lock()
+	seen := s.provFailed[key]
+	s.provFailed[key] = true
+	s.volMu.Unlock()
+	if seen {
+		return
+	}
+	s.record(Event{Kind: VolumeProvisioningFailed, Node: pvc.Annotations[annSelectedNode], Object: pvc.Namespace + "/" + pvc.Name, Detail: msg})
+	s.emit(ctx, pvc, "PersistentVolumeClaim", corev1.EventTypeWarning, "ProvisioningFailed", msg, Driver+"_nodesim")
+}
+
+// emit writes a core/v1 Event about obj, as a component's event recorder does.
+func (s *Sim) emit(ctx context.Context, obj client.Object, kind, eventType, reason, msg, component string) {
+	now := metav1.Now()
+	ev := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: obj.GetName() + ".",
+			Namespace:    obj.GetNamespace(),
+		},
+		InvolvedObject: corev1.ObjectReference{
+			APIVersion: "v1", Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName(),
+			UID: obj.GetUID(), ResourceVersion: obj.GetResourceVersion(),
+		},
+		Reason: reason, Message: msg, Type: eventType,
+		Source:         corev1.EventSource{Component: component},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}
+	if ev.Namespace == "" {
+		ev.Namespace = metav1.NamespaceDefault
+	}
+	if err := s.client.Create(ctx, ev); err != nil {
+		s.logf("recording event %s on %s %s: %v", reason, kind, obj.GetName(), err)
+	}
 }
 
 // cloneSource does what external-provisioner's getSnapshotSource and setSnapshotFinalizer do
@@ -226,6 +305,10 @@ func (r volumeReclaimer) Reconcile(ctx context.Context, req reconcile.Request) (
 	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Driver || pv.DeletionTimestamp != nil ||
 		pv.Status.Phase != corev1.VolumeReleased || pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
 		return reconcile.Result{}, nil
+	}
+	// The kubelet unmounted it when its pod ended; the mount goes before the data.
+	if err := r.releaseVolume(pv.Spec.CSI.VolumeHandle); err != nil {
+		return reconcile.Result{}, err
 	}
 	if err := os.RemoveAll(r.VolumePath(pv.Spec.CSI.VolumeHandle)); err != nil {
 		return reconcile.Result{}, err

@@ -126,13 +126,13 @@ func TestSnapshotsAreCutThenUploaded(t *testing.T) {
 		// One byte a second: no upload of these test files ends while the test looks.
 		&snapshotv1.VolumeSnapshotClass{ObjectMeta: metav1.ObjectMeta{Name: "slow"}, Driver: nodesim.Driver, DeletionPolicy: snapshotv1.VolumeSnapshotContentDelete,
 			Parameters: map[string]string{nodesim.ParameterUploadBytesPerSecond: "1"}},
-		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "csi-node"}},
-		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "failing-node", Annotations: map[string]string{nodesim.AnnotationFailSnapshot: "EBS snapshot in error state"}}},
 	} {
 		if err := kube.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
+	createNode(t, kube, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "csi-node"}})
+	createNode(t, kube, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "failing-node", Annotations: map[string]string{nodesim.AnnotationFailSnapshot: "EBS snapshot in error state"}}})
 
 	// A full save volume: empty, then written by "the copier".
 	vol1 := provision(t, kube, sim, "save-1", "csi-node", "")

@@ -55,9 +55,7 @@ func TestEngineStopWaitsForClients(t *testing.T) {
 	})
 	kube := api.Client
 	const node = "engine-node"
-	if err := kube.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
-		t.Fatal(err)
-	}
+	createNode(t, kube, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}})
 	dir := sim.NodePath(node, engineHostPath)
 	lockFile := filepath.Join(dir, engine.LockFile)
 
@@ -111,6 +109,7 @@ func TestEngineStopWaitsForClients(t *testing.T) {
 		t.Errorf("engine-3 metrics after a warm start:\n%s", m)
 	}
 
+	createNode(t, kube, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "other-node"}})
 	odd := runEngine(t, kube, "engine-odd", "other-node", "v9.9.9")
 	poll(t, "the unknown version to be refused", func(context.Context) (bool, error) {
 		return countFor(sim, nodesim.EngineStartFailed, odd) == 1, nil
@@ -145,11 +144,13 @@ func runEngine(t *testing.T, kube client.Client, name, node, version string) *co
 	return pod
 }
 
+// setPhase plays kwok's stages: like them, it waits for nodesim's kubelet to admit the pod.
 func setPhase(t *testing.T, kube client.Client, pod *corev1.Pod, phase corev1.PodPhase) {
 	t.Helper()
-	if err := kube.Get(t.Context(), client.ObjectKeyFromObject(pod), pod); err != nil {
-		t.Fatal(err)
-	}
+	poll(t, pod.Name+" admitted by the kubelet", func(ctx context.Context) (bool, error) {
+		err := kube.Get(ctx, client.ObjectKeyFromObject(pod), pod)
+		return err == nil && pod.Status.HostIP != "", err
+	})
 	pod.Status.Phase = phase
 	if err := kube.Status().Update(t.Context(), pod); err != nil {
 		t.Fatal(err)

@@ -79,6 +79,9 @@ func (k kubelet) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	if pod.Spec.NodeName == "" || !isCachePod(pod) {
 		return reconcile.Result{}, nil
 	}
+	if !admitted(pod) && pod.DeletionTimestamp == nil {
+		return reconcile.Result{}, nil // not admitted yet, or rejected (admission.go)
+	}
 	k.mu.Lock()
 	run := k.kubelet[string(pod.UID)]
 	k.mu.Unlock()
@@ -307,7 +310,20 @@ func (k kubelet) mountDirs(ctx context.Context, pod *corev1.Pod) (map[string]str
 			if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Driver {
 				return nil, "", fmt.Errorf("volume %s is not a %s volume", pv.Name, Driver)
 			}
-			dir = k.VolumePath(pv.Spec.CSI.VolumeHandle)
+			// The kubelet mounts a CSI volume through the driver's node plugin, so not before
+			// it registered on the node.
+			if why, err := k.csiNodeMissing(ctx, pod.Spec.NodeName); err != nil || why != "" {
+				if why != "" {
+					why = fmt.Sprintf("MountVolume.MountDevice failed for volume %q: kubernetes.io/csi: attacher.MountDevice failed to create newCsiDriverClient: driver name %s not found in the list of registered CSI drivers", pv.Name, Driver)
+				}
+				return nil, why, err
+			}
+			// Through the EBS model, so the copier pays the volume's throughput and lazy loading.
+			mp, err := k.mountVolume(pv.Spec.CSI.VolumeHandle)
+			if err != nil {
+				return nil, "", err
+			}
+			dir = mp
 		default:
 			continue // nothing the copier reads (a projected token, a ConfigMap)
 		}

@@ -60,6 +60,7 @@ import (
 
 	"github.com/go-logr/logr"
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -93,6 +94,14 @@ type Options struct {
 	// its volume's source snapshot (all of them for a volume made empty): readyToUse comes that
 	// long after the cut. 0 means DefaultSnapshotUploadBytesPerSecond; negative, at the cut.
 	SnapshotUploadBytesPerSecond float64
+	// EBS is the volume model every cache pod's volume is served through (see EBSOptions).
+	EBS EBSOptions
+	// CSIRegistrationDelay is how long after a node is Ready its CSINode lists the driver,
+	// as the EBS CSI node plugin registers seconds to a minute after the node: until then
+	// volumes are neither provisioned for the node nor mounted on it. 0 means
+	// DefaultCSIRegistrationDelay; negative, at once. AnnotationCSINodePlugin on a Node
+	// keeps the driver off it.
+	CSIRegistrationDelay time.Duration
 }
 
 // DefaultSnapshotUploadBytesPerSecond is the default snapshot upload rate, scaled to test
@@ -126,6 +135,17 @@ type Sim struct {
 	engines map[string]*engineProc // namespace/name -> running engine
 	// engineSeen: pod UID -> "" once its init containers ran, or why its engine never starts.
 	engineSeen map[string]string
+
+	ebs      EBSOptions
+	csiDelay time.Duration
+	volMu    sync.Mutex
+	volumes  map[string]*ebsVolume // volume handle -> its model and mount
+	// volumeHistory: what deleted volumes served, for VolumeStats.
+	volumeHistory map[string]VolumeStats
+	provFailed    map[string]bool // PVC UID + message: ProvisioningFailed already reported
+	// admitted: node -> namespace/name -> pods admitted there (admission.go).
+	admitted    map[string]map[string]*corev1.Pod
+	admissionMu sync.Mutex
 }
 
 // EventKind names what happened.
@@ -135,20 +155,24 @@ type EventKind string
 const (
 	VolumeProvisioned EventKind = "VolumeProvisioned" // Object: PV, Detail: source snapshot handle if any
 	VolumeDeleted     EventKind = "VolumeDeleted"     // Object: PV
-	SnapshotCut       EventKind = "SnapshotCut"       // Object: namespace/VolumeSnapshot, Detail: handle and bytes to upload
-	SnapshotReady     EventKind = "SnapshotReady"     // Object: namespace/VolumeSnapshot, Detail: handle
-	SnapshotFailed    EventKind = "SnapshotFailed"    // Object: namespace/VolumeSnapshot, Detail: handle and error (AnnotationFailSnapshot)
-	SnapshotDeleted   EventKind = "SnapshotDeleted"   // Object: namespace/VolumeSnapshot, Detail: handle
-	CacheJobStarted   EventKind = "CacheJobStarted"   // Object: namespace/pod, Detail: op
-	CacheJobStalled   EventKind = "CacheJobStalled"   // Object: namespace/pod, Detail: op (AnnotationStallCacheJobs)
-	CacheJobFinished  EventKind = "CacheJobFinished"  // Object: namespace/pod, Detail: op and result, ExitCode
-	EngineColdStart   EventKind = "EngineColdStart"   // Object: namespace/pod, Detail: "empty cache dir" or "wiped: <reason>"
-	EngineWarmStart   EventKind = "EngineWarmStart"   // Object: namespace/pod, Detail: "restored" if from a copy, else "kept its cache"
-	EngineWiped       EventKind = "EngineWiped"       // Object: namespace/pod, Detail: "<Wipe* reason>: <error>"; an EngineColdStart follows
-	EngineStartFailed EventKind = "EngineStartFailed" // Object: namespace/pod, Detail: why no engine runs (unknown version, init container failed)
-	EnginePreStop     EventKind = "EnginePreStop"     // Object: namespace/pod, Detail: how the hook ended, ExitCode
-	EngineStopped     EventKind = "EngineStopped"     // clean exit on pod deletion: clients gone, state persisted, lock file deleted
-	EngineKilled      EventKind = "EngineKilled"      // Detail: why (grace period ended with clients attached, pod gone, unclean stop requested)
+	// VolumeProvisioningFailed: Object: namespace/PVC, Detail: the ProvisioningFailed Event's message
+	VolumeProvisioningFailed EventKind = "VolumeProvisioningFailed"
+	CSIDriverRegistered      EventKind = "CSIDriverRegistered" // Node: where the node plugin registered
+	PodRejected              EventKind = "PodRejected"         // Object: namespace/pod, Detail: reason: message (kubelet admission)
+	SnapshotCut              EventKind = "SnapshotCut"         // Object: namespace/VolumeSnapshot, Detail: handle and bytes to upload
+	SnapshotReady            EventKind = "SnapshotReady"       // Object: namespace/VolumeSnapshot, Detail: handle
+	SnapshotFailed           EventKind = "SnapshotFailed"      // Object: namespace/VolumeSnapshot, Detail: handle and error (AnnotationFailSnapshot)
+	SnapshotDeleted          EventKind = "SnapshotDeleted"     // Object: namespace/VolumeSnapshot, Detail: handle
+	CacheJobStarted          EventKind = "CacheJobStarted"     // Object: namespace/pod, Detail: op
+	CacheJobStalled          EventKind = "CacheJobStalled"     // Object: namespace/pod, Detail: op (AnnotationStallCacheJobs)
+	CacheJobFinished         EventKind = "CacheJobFinished"    // Object: namespace/pod, Detail: op and result, ExitCode
+	EngineColdStart          EventKind = "EngineColdStart"     // Object: namespace/pod, Detail: "empty cache dir" or "wiped: <reason>"
+	EngineWarmStart          EventKind = "EngineWarmStart"     // Object: namespace/pod, Detail: "restored" if from a copy, else "kept its cache"
+	EngineWiped              EventKind = "EngineWiped"         // Object: namespace/pod, Detail: "<Wipe* reason>: <error>"; an EngineColdStart follows
+	EngineStartFailed        EventKind = "EngineStartFailed"   // Object: namespace/pod, Detail: why no engine runs (unknown version, init container failed)
+	EnginePreStop            EventKind = "EnginePreStop"       // Object: namespace/pod, Detail: how the hook ended, ExitCode
+	EngineStopped            EventKind = "EngineStopped"       // clean exit on pod deletion: clients gone, state persisted, lock file deleted
+	EngineKilled             EventKind = "EngineKilled"        // Detail: why (grace period ended with clients attached, pod gone, unclean stop requested)
 )
 
 // Event is one thing nodesim did.
@@ -207,13 +231,28 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 	if s.uploadRate == 0 {
 		s.uploadRate = DefaultSnapshotUploadBytesPerSecond
 	}
+	s.ebs = opts.EBS.withDefaults()
+	s.volumes = map[string]*ebsVolume{}
+	s.volumeHistory = map[string]VolumeStats{}
+	s.provFailed = map[string]bool{}
+	s.admitted = map[string]map[string]*corev1.Pod{}
+	s.csiDelay = opts.CSIRegistrationDelay
+	if s.csiDelay == 0 {
+		s.csiDelay = DefaultCSIRegistrationDelay
+	}
+	if err := checkFUSE(); err != nil {
+		return nil, fmt.Errorf("nodesim: %w", err)
+	}
+	if err := unmountStale(filepath.Join(s.root, "mounts")); err != nil {
+		return nil, fmt.Errorf("nodesim: %w", err)
+	}
 	var logMu sync.Mutex
 	s.logf = func(format string, args ...any) {
 		logMu.Lock()
 		defer logMu.Unlock()
 		fmt.Fprintf(out, "nodesim: "+format+"\n", args...)
 	}
-	for _, d := range []string{"nodes", "volumes", "snapshots", "logs", "pods"} {
+	for _, d := range []string{"nodes", "volumes", "snapshots", "logs", "pods", "mounts"} {
 		if err := os.MkdirAll(filepath.Join(s.root, d), 0o755); err != nil {
 			return nil, fmt.Errorf("nodesim: %w", err)
 		}
@@ -259,6 +298,9 @@ func (s *Sim) Stop() error {
 	s.cancel()
 	err := <-s.done
 	s.jobs.Wait()
+	// Every volume mount goes, whatever else failed: a FUSE mount outliving its server
+	// answers ENOTCONN and keeps the work dir from being removed.
+	err = errors.Join(err, s.releaseVolumes())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for key, e := range s.engines {

@@ -33,6 +33,8 @@ func (s *Sim) register(mgr ctrl.Manager) error {
 		{"nodesim-provisioner", &corev1.PersistentVolumeClaim{}, nil, 2, provisioner{s}},
 		{"nodesim-reclaimer", &corev1.PersistentVolume{}, nil, 1, volumeReclaimer{s}},
 		{"nodesim-snapshotter", &snapshotv1.VolumeSnapshot{}, nil, 2, snapshotter{s}},
+		{"nodesim-csinode", &corev1.Node{}, nil, 2, csiNodeRegistrar{s}},
+		{"nodesim-admission", &corev1.Pod{}, nil, 2, admission{s}},
 		// Several workers: a save and a restore on different nodes run at once on real nodes too.
 		{"nodesim-kubelet", &corev1.Pod{}, isCachePod, 4, kubelet{s}},
 		{"nodesim-engine", &corev1.Pod{}, isEnginePod, 2, engineSim{s}},

@@ -50,9 +50,7 @@ func TestStalledCachePodEndsAtItsGracePeriod(t *testing.T) {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
 		Name: "stall-node", Annotations: map[string]string{nodesim.AnnotationStallCacheJobs: "true"},
 	}}
-	if err := kube.Create(ctx, node); err != nil {
-		t.Fatal(err)
-	}
+	createNode(t, kube, node)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "save-stall", Labels: map[string]string{volumes.LabelOp: volumes.OpSave}},
 		Spec: corev1.PodSpec{

@@ -1,0 +1,191 @@
+package nodesim
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	resourcehelper "k8s.io/component-helpers/resource"
+	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+)
+
+// The kubelet's admission, as kubelet v1.35 decides it (pkg/kubelet/lifecycle/predicate.go,
+// generalFilter with the scheduler's AdmissionCheck): a pod bound to a node, by the scheduler
+// or with spec.nodeName set by its creator, runs only if it fits next to the pods the kubelet
+// already admitted there (the pod count, then cpu, memory and ephemeral-storage requests
+// against the node's allocatable, as the scheduler counts requests: init containers,
+// sidecars and overhead included), matches the node's required affinity, and tolerates the
+// node's NoExecute taints (only those: a kubelet admits a pod onto a node tainted
+// karpenter.sh/disrupted:NoSchedule). A pod that does not is rejected: phase Failed, reason
+// OutOfcpu, OutOfmemory, OutOfpods, OutOfephemeral-storage, NodeAffinity or TaintToleration,
+// message "Pod was rejected: ..." and a Warning Event with the reason, and it never runs
+// (Karpenter's drain ignores it: a rejected guard holds nothing).
+//
+// An admitted pod gets the status a kubelet writes first (phase Pending, hostIP): kwok's
+// stages (e2e/cluster/kwokstages) and nodesim's own kubelet start only admitted pods.
+// Host ports are not checked.
+type admission struct{ *Sim }
+
+// admitted reports whether the kubelet admitted the pod (its first status names the host).
+func admitted(p *corev1.Pod) bool { return p.Status.HostIP != "" }
+
+func terminal(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+func (a admission) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	pod := &corev1.Pod{}
+	if err := a.client.Get(ctx, req.NamespacedName, pod); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			a.forgetAdmitted(req.String())
+		}
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if pod.Spec.NodeName == "" || admitted(pod) || terminal(pod) || pod.DeletionTimestamp != nil {
+		if terminal(pod) {
+			a.forgetAdmitted(req.String())
+		}
+		return reconcile.Result{}, nil
+	}
+	node := &corev1.Node{}
+	if err := a.client.Get(ctx, client.ObjectKey{Name: pod.Spec.NodeName}, node); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err) // no node, no kubelet
+	}
+	// One node's admissions happen one at a time, each counting the ones before it, as the
+	// kubelet's sync loop admits pods in turn.
+	a.admissionMu.Lock()
+	others, err := a.activePods(ctx, pod)
+	if err != nil {
+		a.admissionMu.Unlock()
+		return reconcile.Result{}, err
+	}
+	reason, msg := admit(pod, node, others)
+	if reason == "" {
+		if a.admitted[node.Name] == nil {
+			a.admitted[node.Name] = map[string]*corev1.Pod{}
+		}
+		a.admitted[node.Name][req.String()] = pod
+	}
+	a.admissionMu.Unlock()
+
+	if reason != "" {
+		err := a.patchStatus(ctx, pod, func(st *corev1.PodStatus) {
+			st.Phase = corev1.PodFailed
+			st.Reason = reason
+			st.Message = "Pod was rejected: " + msg
+		})
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		a.emit(ctx, pod, "Pod", corev1.EventTypeWarning, reason, msg, "kubelet")
+		a.record(Event{Kind: PodRejected, Node: node.Name, Object: req.String(), Detail: reason + ": " + msg})
+		return reconcile.Result{}, nil
+	}
+	hostIP := "127.0.0.1"
+	for _, addr := range node.Status.Addresses {
+		if addr.Type == corev1.NodeInternalIP {
+			hostIP = addr.Address
+		}
+	}
+	err = a.patchStatus(ctx, pod, func(st *corev1.PodStatus) {
+		if st.Phase == "" {
+			st.Phase = corev1.PodPending
+		}
+		st.HostIP = hostIP
+		st.HostIPs = []corev1.HostIP{{IP: hostIP}}
+	})
+	if err != nil {
+		a.forgetAdmitted(req.String())
+	}
+	return reconcile.Result{}, err
+}
+
+// activePods are the pods the kubelet of pod's node admitted and that have not ended: those
+// whose status says so, and those admitted here whose status update the cache has not shown
+// yet.
+func (a admission) activePods(ctx context.Context, pod *corev1.Pod) ([]*corev1.Pod, error) {
+	list := &corev1.PodList{}
+	if err := a.client.List(ctx, list, client.MatchingFields{podNodeIndex: pod.Spec.NodeName}); err != nil {
+		return nil, fmt.Errorf("listing the pods of node %s: %w", pod.Spec.NodeName, err)
+	}
+	self := pod.Namespace + "/" + pod.Name
+	seen := map[string]bool{self: true}
+	var out []*corev1.Pod
+	for i := range list.Items {
+		p := &list.Items[i]
+		key := p.Namespace + "/" + p.Name
+		if seen[key] || terminal(p) || !admitted(p) {
+			continue
+		}
+		seen[key] = true
+		out = append(out, p)
+	}
+	for key, p := range a.admitted[pod.Spec.NodeName] {
+		if !seen[key] {
+			seen[key] = true
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// forgetAdmitted drops a pod that ended or is gone from the admissions made here.
+func (a admission) forgetAdmitted(key string) {
+	a.admissionMu.Lock()
+	defer a.admissionMu.Unlock()
+	for _, pods := range a.admitted {
+		delete(pods, key)
+	}
+}
+
+// admit is the kubelet's decision for pod on node next to the active pods others: "" if it
+// runs, else the reason and message it is rejected with (the first failure, in the order
+// the kubelet checks them).
+func admit(pod *corev1.Pod, node *corev1.Node, others []*corev1.Pod) (reason, message string) {
+	alloc := node.Status.Allocatable
+	if n := alloc.Pods().Value(); int64(len(others))+1 > n {
+		return "OutOfpods", insufficient(corev1.ResourcePods, 1, int64(len(others)), n)
+	}
+	want := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+	used := corev1.ResourceList{}
+	for _, p := range others {
+		for name, q := range resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}) {
+			sum := used[name]
+			sum.Add(q)
+			used[name] = sum
+		}
+	}
+	for _, r := range []struct {
+		name   corev1.ResourceName
+		reason string
+		value  func(q resource.Quantity) int64
+	}{
+		{corev1.ResourceCPU, "OutOfcpu", func(q resource.Quantity) int64 { return q.MilliValue() }},
+		{corev1.ResourceMemory, "OutOfmemory", func(q resource.Quantity) int64 { return q.Value() }},
+		{corev1.ResourceEphemeralStorage, "OutOfephemeral-storage", func(q resource.Quantity) int64 { return q.Value() }},
+	} {
+		w, u, c := r.value(want[r.name]), r.value(used[r.name]), r.value(alloc[r.name])
+		if w > 0 && w > c-u {
+			return r.reason, insufficient(r.name, w, u, c)
+		}
+	}
+	if ok, _ := nodeaffinity.GetRequiredNodeAffinity(pod).Match(node); !ok {
+		return "NodeAffinity", "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
+	}
+	_, untolerated := corev1helpers.FindMatchingUntoleratedTaint(logr.Discard(), node.Spec.Taints, pod.Spec.Tolerations,
+		func(t *corev1.Taint) bool { return t.Effect == corev1.TaintEffectNoExecute }, false)
+	if untolerated {
+		return "TaintToleration", "Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
+	}
+	return "", ""
+}
+
+// insufficient is the kubelet's InsufficientResourceError message.
+func insufficient(name corev1.ResourceName, requested, used, capacity int64) string {
+	return fmt.Sprintf("Node didn't have enough resource: %s, requested: %d, used: %d, capacity: %d", name, requested, used, capacity)
+}

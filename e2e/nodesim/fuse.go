@@ -1,0 +1,387 @@
+package nodesim
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// ebsVolume is one provisioned volume as the EBS model serves it: its data lives in a
+// directory (VolumePath, what snapshots copy, block-level, without going through the model)
+// and the pods that mount it see it through a FUSE loopback mount of that directory whose
+// reads and writes pay the volume's model.
+type ebsVolume struct {
+	handle     string
+	backing    string
+	mountpoint string
+	model      volumeModel
+
+	read, write *throttle
+	// lazy is nil unless the volume loads lazily from its snapshot.
+	lazy *lazyBlocks
+
+	// ctx ends when the volume is released; the hydrator and blocked requests stop with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	bytesRead, bytesWritten atomic.Int64
+
+	// server is the mount, nil until a pod first mounts the volume.
+	server *fuse.Server
+}
+
+// newEBSVolume sets up the model of a volume whose data is at backing. For a lazily loaded
+// one, every regular file there now came from the snapshot: its blocks start in S3.
+func newEBSVolume(handle, backing, mountpoint string, m volumeModel) (*ebsVolume, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	v := &ebsVolume{
+		handle: handle, backing: backing, mountpoint: mountpoint, model: m,
+		read: newThrottle(m.readRate), write: newThrottle(m.writeRate),
+		ctx: ctx, cancel: cancel,
+	}
+	if m.latency > 0 {
+		v.lazy = newLazyBlocks(m.blockSize, m.latency)
+		err := filepath.WalkDir(backing, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				return err
+			}
+			v.lazy.add(st.Ino, st.Size)
+			return nil
+		})
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("listing the blocks of volume %s: %w", handle, err)
+		}
+		if m.initRate > 0 {
+			go v.lazy.hydrate(ctx, m.initRate)
+		}
+	}
+	return v, nil
+}
+
+// stats reports what the volume served.
+func (v *ebsVolume) stats() VolumeStats {
+	st := VolumeStats{
+		BytesRead: v.bytesRead.Load(), BytesWritten: v.bytesWritten.Load(),
+		ReadBytesPerSecond: max(v.model.readRate, 0), WriteBytesPerSecond: max(v.model.writeRate, 0),
+		FirstReadLatency: v.model.latency, InitializationBytesPerSecond: v.model.initRate,
+	}
+	if l := v.lazy; l != nil {
+		st.Lazy = true
+		st.FirstReads, st.BlocksLoaded, st.BlocksHydrated = l.firstReads.Load(), l.loaded.Load(), l.hydrated.Load()
+		st.BlocksLeft = l.remaining()
+	}
+	return st
+}
+
+// mountOptions are the FUSE mount's: mounted directly by nodesim (root), open to the cache
+// pods' processes (which run as root, but with fewer capabilities), device nodes allowed as
+// on a kubelet's mount of an EBS volume (the engine's overlay whiteouts are 0:0 char
+// devices), requests up to 1 MiB, and enough background requests that kernel readahead is
+// not what limits reads in flight. Attributes and entries are cached for a while: only the
+// mount changes the backing directory while it is mounted.
+func mountOptions(handle string) *gofs.Options {
+	long := time.Minute
+	return &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			DirectMount:       true,
+			DirectMountStrict: true,
+			AllowOther:        true,
+			FsName:            "nodesim-ebs:" + handle,
+			Name:              "nodesim-ebs",
+			Options:           []string{"dev"},
+			MaxWrite:          throttleBurst,
+			MaxBackground:     256,
+		},
+		EntryTimeout:    &long,
+		AttrTimeout:     &long,
+		NegativeTimeout: &long,
+		NullPermissions: true,
+	}
+}
+
+// mount serves the volume at its mountpoint.
+func (v *ebsVolume) mount() error {
+	if v.server != nil {
+		return nil
+	}
+	if err := os.MkdirAll(v.mountpoint, 0o755); err != nil {
+		return fmt.Errorf("creating mountpoint of volume %s: %w", v.handle, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(v.backing, &st); err != nil {
+		return fmt.Errorf("volume %s: %w", v.handle, err)
+	}
+	root := &gofs.LoopbackRoot{Path: v.backing, Dev: uint64(st.Dev)}
+	node := &ebsNode{LoopbackNode: &gofs.LoopbackNode{RootData: root}, vol: v}
+	root.RootNode = node
+	server, err := gofs.Mount(v.mountpoint, node, mountOptions(v.handle))
+	if err != nil {
+		return fmt.Errorf("mounting volume %s through FUSE at %s: %w", v.handle, v.mountpoint, err)
+	}
+	v.server = server
+	return nil
+}
+
+// unmount ends the mount; a mount still busy (a process killed with files open, not yet
+// reaped) is detached, and goes when its last file closes.
+func (v *ebsVolume) unmount() error {
+	if v.server == nil {
+		return nil
+	}
+	if err := v.server.Unmount(); err != nil {
+		if derr := unix.Unmount(v.mountpoint, unix.MNT_DETACH); derr != nil && !errors.Is(derr, unix.EINVAL) {
+			return fmt.Errorf("unmounting volume %s at %s: %w (detaching: %v)", v.handle, v.mountpoint, err, derr)
+		}
+	}
+	v.server = nil
+	return nil
+}
+
+// release unmounts the volume and stops its model.
+func (v *ebsVolume) release() error {
+	v.cancel()
+	return v.unmount()
+}
+
+// ebsNode is a loopback node of a volume's mount whose files charge the volume's model.
+type ebsNode struct {
+	*gofs.LoopbackNode
+	vol *ebsVolume
+}
+
+var (
+	_ gofs.NodeWrapChilder    = (*ebsNode)(nil)
+	_ gofs.NodeOpener         = (*ebsNode)(nil)
+	_ gofs.NodeCreater        = (*ebsNode)(nil)
+	_ gofs.NodeCopyFileRanger = (*ebsNode)(nil)
+	_ gofs.NodeTmpfiler       = (*ebsNode)(nil)
+)
+
+// WrapChild makes every node of the mount an ebsNode (go-fuse calls it for each new inode).
+func (n *ebsNode) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs.InodeEmbedder {
+	return &ebsNode{LoopbackNode: ops.(*gofs.LoopbackNode), vol: n.vol}
+}
+
+func (n *ebsNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	fh, fuseFlags, errno := n.LoopbackNode.Open(ctx, flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return n.vol.wrap(fh, n.StableAttr().Ino), fuseFlags, 0
+}
+
+func (n *ebsNode) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	child, fh, fuseFlags, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	ino := child.StableAttr().Ino
+	if n.vol.lazy != nil {
+		// A new file on the volume: if its inode number was a deleted snapshot file's, the
+		// blocks tracked for that file are not this one's.
+		n.vol.lazy.forget(ino)
+	}
+	return child, n.vol.wrap(fh, ino), fuseFlags, 0
+}
+
+// CopyFileRange is refused, so that the kernel falls back to reads and writes that pay the
+// model (the copier switches to them on EOPNOTSUPP, which is what the kernel returns).
+func (n *ebsNode) CopyFileRange(context.Context, gofs.FileHandle, uint64, *gofs.Inode, gofs.FileHandle, uint64, uint64, uint64) (uint32, syscall.Errno) {
+	return 0, syscall.ENOSYS
+}
+
+// Tmpfile is refused (EOPNOTSUPP, as on a filesystem without O_TMPFILE): a file the loopback
+// opened would not pay the model.
+func (n *ebsNode) Tmpfile(context.Context, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, syscall.EOPNOTSUPP
+}
+
+// wrap puts the model in front of a loopback file handle.
+func (v *ebsVolume) wrap(fh gofs.FileHandle, ino uint64) gofs.FileHandle {
+	lf, ok := fh.(*gofs.LoopbackFile)
+	if !ok {
+		return fh
+	}
+	return &ebsFile{lf: lf, vol: v, ino: ino}
+}
+
+// ebsFile is a loopback file whose reads and writes pay the volume's model. It does not
+// offer its descriptor for FUSE passthrough (go-fuse would hand reads and writes to the
+// kernel, bypassing the model) and has no Writev (go-fuse then calls Write).
+type ebsFile struct {
+	lf  *gofs.LoopbackFile
+	vol *ebsVolume
+	ino uint64
+}
+
+var (
+	_ gofs.FileReader    = (*ebsFile)(nil)
+	_ gofs.FileWriter    = (*ebsFile)(nil)
+	_ gofs.FileReleaser  = (*ebsFile)(nil)
+	_ gofs.FileFlusher   = (*ebsFile)(nil)
+	_ gofs.FileFsyncer   = (*ebsFile)(nil)
+	_ gofs.FileGetattrer = (*ebsFile)(nil)
+	_ gofs.FileSetattrer = (*ebsFile)(nil)
+	_ gofs.FileLseeker   = (*ebsFile)(nil)
+	_ gofs.FileAllocater = (*ebsFile)(nil)
+	_ gofs.FileGetlker   = (*ebsFile)(nil)
+	_ gofs.FileSetlker   = (*ebsFile)(nil)
+	_ gofs.FileSetlkwer  = (*ebsFile)(nil)
+)
+
+// errnoOf maps a model wait that ended (the volume released, the request interrupted) to EINTR.
+func errnoOf(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	return syscall.EINTR
+}
+
+// requestCtx ends when the request is interrupted or the volume is released.
+func (f *ebsFile) requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(f.vol.ctx, cancel)
+	return c, func() { stop(); cancel() }
+}
+
+func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	ctx, cancel := f.requestCtx(ctx)
+	defer cancel()
+	if l := f.vol.lazy; l != nil {
+		if err := l.fetch(ctx, f.ino, off, int64(len(dest))); err != nil {
+			return nil, errnoOf(err)
+		}
+	}
+	res, errno := f.lf.Read(ctx, dest, off)
+	if errno != 0 {
+		return nil, errno
+	}
+	// The loopback's result is a splice of the descriptor, sized as asked: read the data now
+	// so the throttle charges what was really read.
+	data, status := res.Bytes(dest)
+	res.Done()
+	if !status.Ok() {
+		return nil, syscall.Errno(status)
+	}
+	if err := f.vol.read.take(ctx, len(data)); err != nil {
+		return nil, errnoOf(err)
+	}
+	f.vol.bytesRead.Add(int64(len(data)))
+	return fuse.ReadResultData(data), 0
+}
+
+func (f *ebsFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	ctx, cancel := f.requestCtx(ctx)
+	defer cancel()
+	if err := f.vol.write.take(ctx, len(data)); err != nil {
+		return 0, errnoOf(err)
+	}
+	n, errno := f.lf.Write(ctx, data, off)
+	if n > 0 {
+		f.vol.bytesWritten.Add(int64(n))
+		if l := f.vol.lazy; l != nil {
+			l.written(f.ino, off, int64(n))
+		}
+	}
+	return n, errno
+}
+
+func (f *ebsFile) Release(ctx context.Context) syscall.Errno { return f.lf.Release(ctx) }
+func (f *ebsFile) Flush(ctx context.Context) syscall.Errno   { return f.lf.Flush(ctx) }
+func (f *ebsFile) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return f.lf.Fsync(ctx, flags)
+}
+func (f *ebsFile) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	return f.lf.Getattr(ctx, out)
+}
+func (f *ebsFile) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return f.lf.Setattr(ctx, in, out)
+}
+func (f *ebsFile) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	return f.lf.Lseek(ctx, off, whence)
+}
+func (f *ebsFile) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	return f.lf.Allocate(ctx, off, size, mode)
+}
+func (f *ebsFile) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
+	return f.lf.Getlk(ctx, owner, lk, flags, out)
+}
+func (f *ebsFile) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.lf.Setlk(ctx, owner, lk, flags)
+}
+func (f *ebsFile) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.lf.Setlkw(ctx, owner, lk, flags)
+}
+
+// checkFUSE fails, with what to do, where the EBS model cannot run: it needs /dev/fuse and
+// the right to mount (root).
+func checkFUSE() error {
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("nodesim serves every volume through a FUSE mount that models EBS (throughput, lazy loading), and cannot open /dev/fuse: %w (run as root on a kernel with the fuse module)", err)
+	}
+	unix.Close(fd)
+	return nil
+}
+
+// unmountStale detaches FUSE mounts left under dir by an earlier run that died without
+// unmounting (their server gone, they answer ENOTCONN).
+func unmountStale(dir string) error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("reading mounts: %w", err)
+	}
+	defer f.Close()
+	var errs []error
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
+				errs = append(errs, fmt.Errorf("detaching stale mount %s: %w", mp, err))
+			}
+		}
+	}
+	return errors.Join(append(errs, sc.Err())...)
+}
+
+// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var c byte
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
+				b.WriteByte(c)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
