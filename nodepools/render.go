@@ -22,11 +22,13 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/volumes"
 )
 
 const (
 	// LabelPool marks every object warmpool generates for a pool, and every node of the pool.
-	LabelPool = "warmpool.io/pool"
+	// One key with the cache protocol's objects, defined there.
+	LabelPool = volumes.LabelPool
 	// LabelManagedBy with ManagedBy marks objects warmpool owns; only those are ever pruned.
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	ManagedBy      = "warmpool"
