@@ -44,5 +44,7 @@ ConfigMap, scales them with CI queue depth, and keeps the Dagger Engine cache ac
 		SilenceErrors: true,
 	}
 	root.AddCommand(controllerCommand(), renderCommand(), simulateCommand(), cacheCommand(), engineCommand())
+	// The read-only tools for operators (status.go, snapshots.go).
+	root.AddCommand(statusCommand(), snapshotsCommand())
 	return root
 }
