@@ -1,5 +1,5 @@
-// Command tracegen writes the job traces `warmpool simulate` is benchmarked on, deploy/traces/weekday.csv
-// and deploy/traces/spiky.csv, from a fixed seed. Run it from the repository root:
+// Command tracegen writes the job traces `warmpool simulate` is benchmarked on, deploy/traces/weekday.csv,
+// deploy/traces/spiky.csv and deploy/traces/fanout.csv, from a fixed seed. Run it from the repository root:
 //
 //	go run ./hack/tracegen
 //
@@ -34,6 +34,7 @@ var traces = []struct {
 }{
 	{"weekday.csv", weekday},
 	{"spiky.csv", spiky},
+	{"fanout.csv", fanout}, // fanout.go
 }
 
 func main() {
