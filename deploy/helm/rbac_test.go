@@ -54,7 +54,9 @@ func TestRolesHaveNoWildcards(t *testing.T) {
 			if o.GetKind() != "ClusterRole" && o.GetKind() != "Role" {
 				continue
 			}
-			roles++
+			if !peopleComponents[o.GetLabels()["app.kubernetes.io/component"]] {
+				roles++ // the roles for people (viewer_test.go) are not the controller's
+			}
 			role := &rbacv1.ClusterRole{}
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, role); err != nil {
 				t.Fatal(err)
