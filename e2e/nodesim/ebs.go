@@ -191,8 +191,10 @@ func newLazyBlocks(blockSize int64, latency time.Duration) *lazyBlocks {
 	return &lazyBlocks{blockSize: blockSize, latency: latency, files: map[uint64]*lazyFile{}}
 }
 
-// add registers a file of size bytes from the snapshot, all of its blocks not loaded.
-func (l *lazyBlocks) add(ino uint64, size int64) {
+// add registers a file of size bytes from the snapshot, the blocks that hold its data (data:
+// [start, end) byte ranges; nil for all of it) not loaded. The blocks of its holes were never
+// written, so a snapshot does not hold them and reading them costs nothing.
+func (l *lazyBlocks) add(ino uint64, size int64, data [][2]int64) {
 	if size <= 0 {
 		return
 	}
@@ -202,8 +204,24 @@ func (l *lazyBlocks) add(ino uint64, size int64) {
 	if _, ok := l.files[ino]; ok {
 		return // another name of the same inode
 	}
-	l.files[ino] = &lazyFile{bits: make([]uint64, (n+63)/64), loading: map[int64]chan struct{}{}, blocks: n}
-	l.left += n
+	f := &lazyFile{bits: make([]uint64, (n+63)/64), loading: map[int64]chan struct{}{}, blocks: n}
+	if data != nil {
+		for b := range n {
+			f.set(b)
+		}
+		for _, r := range data {
+			first, last := l.blockRange(f, r[0], r[1]-r[0])
+			for b := first; b <= last; b++ {
+				f.bits[b/64] &^= 1 << (b % 64)
+			}
+		}
+	}
+	for b := range n {
+		if !f.has(b) {
+			l.left++
+		}
+	}
+	l.files[ino] = f
 }
 
 // forget drops a file whose inode now belongs to a new file (created on the volume).

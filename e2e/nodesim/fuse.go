@@ -61,7 +61,13 @@ func newEBSVolume(handle, backing, mountpoint string, m volumeModel) (*ebsVolume
 			if err := unix.Lstat(p, &st); err != nil {
 				return err
 			}
-			v.lazy.add(st.Ino, st.Size)
+			var data [][2]int64
+			if st.Blocks*512 < st.Size {
+				if data, err = dataRanges(p, st.Size); err != nil {
+					return err
+				}
+			}
+			v.lazy.add(st.Ino, st.Size, data)
 			return nil
 		})
 		if err != nil {
@@ -73,6 +79,32 @@ func newEBSVolume(handle, backing, mountpoint string, m volumeModel) (*ebsVolume
 		}
 	}
 	return v, nil
+}
+
+// dataRanges lists the data extents of a sparse file (SEEK_DATA/SEEK_HOLE).
+func dataRanges(p string, size int64) ([][2]int64, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	out := [][2]int64{}
+	for off := int64(0); off < size; {
+		start, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("finding the data of %s: %w", p, err)
+		}
+		end, err := unix.Seek(fd, start, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, fmt.Errorf("finding the holes of %s: %w", p, err)
+		}
+		out = append(out, [2]int64{start, min(end, size)})
+		off = end
+	}
+	return out, nil
 }
 
 // stats reports what the volume served.

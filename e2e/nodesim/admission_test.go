@@ -1,0 +1,72 @@
+package nodesim
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestAdmitAsTheKubelet(t *testing.T) {
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: map[string]string{"pool": "runners"}},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{
+			{Key: "karpenter.sh/disrupted", Effect: corev1.TaintEffectNoSchedule},
+		}},
+		Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi"), corev1.ResourcePods: resource.MustParse("3"),
+		}},
+	}
+	pod := func(cpu, mem string) *corev1.Pod {
+		p := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}}}
+		req := corev1.ResourceList{}
+		if cpu != "" {
+			req[corev1.ResourceCPU] = resource.MustParse(cpu)
+		}
+		if mem != "" {
+			req[corev1.ResourceMemory] = resource.MustParse(mem)
+		}
+		p.Spec.Containers[0].Resources.Requests = req
+		return p
+	}
+	withInit := pod("100m", "")
+	withInit.Spec.InitContainers = []corev1.Container{{Name: "tools", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1500m")}}}}
+	noExecute := node.DeepCopy()
+	noExecute.Spec.Taints = append(noExecute.Spec.Taints, corev1.Taint{Key: "node.kubernetes.io/unreachable", Effect: corev1.TaintEffectNoExecute})
+	affinity := pod("", "")
+	affinity.Spec.NodeSelector = map[string]string{"pool": "builders"}
+
+	for _, tc := range []struct {
+		name       string
+		pod        *corev1.Pod
+		node       *corev1.Node
+		others     []*corev1.Pod
+		reason     string
+		msgContain string
+	}{
+		{name: "fits", pod: pod("1", "1Gi"), others: []*corev1.Pod{pod("500m", "1Gi")}},
+		{name: "no requests on a full node's cpu", pod: pod("", ""), others: []*corev1.Pod{pod("2", "")}},
+		{name: "admitted under the disrupted NoSchedule taint", pod: pod("100m", "")},
+		{name: "out of cpu", pod: pod("1", ""), others: []*corev1.Pod{pod("1500m", "")}, reason: "OutOfcpu",
+			msgContain: "Node didn't have enough resource: cpu, requested: 1000, used: 1500, capacity: 2000"},
+		{name: "out of memory", pod: pod("", "3Gi"), others: []*corev1.Pod{pod("", "2Gi")}, reason: "OutOfmemory"},
+		{name: "out of pods", pod: pod("", ""), others: []*corev1.Pod{pod("", ""), pod("", ""), pod("", "")}, reason: "OutOfpods",
+			msgContain: "pods, requested: 1, used: 3, capacity: 3"},
+		{name: "an init container's requests count", pod: withInit, others: []*corev1.Pod{pod("1", "")}, reason: "OutOfcpu"},
+		{name: "an untolerated NoExecute taint", pod: pod("", ""), node: noExecute, reason: "TaintToleration"},
+		{name: "node affinity", pod: affinity, reason: "NodeAffinity"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := node
+			if tc.node != nil {
+				n = tc.node
+			}
+			reason, msg := admit(tc.pod, n, tc.others)
+			if reason != tc.reason || !strings.Contains(msg, tc.msgContain) {
+				t.Errorf("admit = %q %q, want %q with %q", reason, msg, tc.reason, tc.msgContain)
+			}
+		})
+	}
+}

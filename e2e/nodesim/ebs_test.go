@@ -1,0 +1,322 @@
+package nodesim
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"warmpool.io/warmpool/volumes/copier"
+)
+
+func TestModelFor(t *testing.T) {
+	o := EBSOptions{}
+	for _, tc := range []struct {
+		name          string
+		params        map[string]string
+		snap, fsr     bool
+		wantErr       string
+		read, init    float64
+		lazy          bool
+		wantReadLimit bool
+	}{
+		{name: "defaults", read: DefaultVolumeBytesPerSecond},
+		{name: "from a snapshot: lazy", snap: true, read: DefaultVolumeBytesPerSecond, lazy: true},
+		{name: "with FSR: loaded at once", snap: true, fsr: true, read: DefaultVolumeBytesPerSecond},
+		{name: "throughput", params: map[string]string{ParameterThroughput: "64"}, read: 64 << 20},
+		{name: "bad throughput", params: map[string]string{ParameterThroughput: "fast"}, wantErr: "InvalidParameterValue"},
+		{name: "initialization rate", params: map[string]string{ParameterVolumeInitializationRate: "200"}, snap: true, read: DefaultVolumeBytesPerSecond, init: 200 << 20, lazy: true},
+		{name: "initialization rate without a snapshot", params: map[string]string{ParameterVolumeInitializationRate: "200"}, wantErr: "InvalidParameterCombination"},
+		{name: "initialization rate out of range", params: map[string]string{ParameterVolumeInitializationRate: "50"}, snap: true, wantErr: "from 100 to 300"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := o.modelFor(tc.params, tc.snap, tc.fsr)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.readRate != tc.read || m.writeRate != tc.read || m.initRate != tc.init || (m.latency > 0) != tc.lazy {
+				t.Errorf("model = %+v, want reads and writes at %v, initialization %v, lazy %v", m, tc.read, tc.init, tc.lazy)
+			}
+		})
+	}
+}
+
+// TestLazyBlockLoadsOnce: requests that touch a block not loaded wait for one load of it, the
+// blocks a request touched are loaded after it, a write loads what it covers, and a file
+// created over a deleted file's inode is not lazy.
+func TestLazyBlockLoadsOnce(t *testing.T) {
+	l := newLazyBlocks(1<<20, 20*time.Millisecond)
+	l.add(7, 3<<20+1, nil) // 4 blocks
+	if got := l.remaining(); got != 4 {
+		t.Fatalf("%d blocks left, want 4", got)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if err := l.fetch(t.Context(), 7, 100, 4096); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if f, b := l.firstReads.Load(), l.loaded.Load(); f < 1 || b != 1 {
+		t.Errorf("8 readers of block 0: %d waits, %d blocks loaded; want block 0 loaded once", f, b)
+	}
+	// A request across blocks 1 and 2 loads both.
+	if err := l.fetch(t.Context(), 7, 1<<20+5, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	l.written(7, 3<<20, 1)
+	if got := l.remaining(); got != 0 {
+		t.Errorf("%d blocks left after reading blocks 0-2 and writing block 3, want 0", got)
+	}
+	l.add(9, 1<<20, nil)
+	l.forget(9)
+	before := l.firstReads.Load()
+	if err := l.fetch(t.Context(), 9, 0, 10); err != nil || l.firstReads.Load() != before {
+		t.Errorf("a forgotten inode's read waited (%v)", err)
+	}
+	// A cancelled wait gives its blocks back.
+	l.add(11, 1<<20, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := l.fetch(ctx, 11, 0, 10); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled fetch: %v", err)
+	}
+	if got := l.remaining(); got != 1 {
+		t.Errorf("%d blocks left after a cancelled read, want 1", got)
+	}
+}
+
+func TestHydrateLoadsEveryBlock(t *testing.T) {
+	l := newLazyBlocks(64<<10, time.Hour)
+	l.add(1, 1<<20, nil)
+	l.add(2, 100, nil)
+	l.add(3, 10<<20, [][2]int64{{0, 100}, {5 << 20, 5<<20 + 1}}) // two blocks of data, the rest holes
+	l.hydrate(t.Context(), 1<<30)
+	if got, h := l.remaining(), l.hydrated.Load(); got != 0 || h != 19 {
+		t.Errorf("after hydration %d blocks left, %d hydrated; want 0 and 19", got, h)
+	}
+}
+
+// TestCopierRoundTripThroughEBSVolumes: a save through a volume's mount and a restore from a
+// lazily loaded mount of its copy keep everything the copier promises (trusted.* and user.*
+// xattrs, hardlinks, device nodes, FIFOs, symlinks, holes, nanosecond times, owners), and
+// the model counts what went through it.
+func TestCopierRoundTripThroughEBSVolumes(t *testing.T) {
+	if err := checkFUSE(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "nvme-a")
+	dataBytes := buildTree(t, src)
+	want := treeState(t, src)
+
+	save, err := newEBSVolume("save", mkdir(t, dir, "vol-save"), filepath.Join(dir, "mnt-save"), volumeModel{readRate: 64 << 20, writeRate: 64 << 20, blockSize: DefaultBlockSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mustNil(t, save.release()) })
+	mustNil(t, save.mount())
+	if _, err := copier.Copy(t.Context(), src, filepath.Join(save.mountpoint, "cache"), copier.Options{}); err != nil {
+		t.Fatalf("saving through the volume: %v", err)
+	}
+	compareStates(t, "the volume's data", want, treeState(t, filepath.Join(save.backing, "cache")))
+	if st := save.stats(); st.BytesWritten < dataBytes || st.BytesWritten > dataBytes+1<<20 {
+		t.Errorf("the save wrote %d bytes through the volume, want the tree's %d and its manifest", st.BytesWritten, dataBytes)
+	}
+
+	// A volume created from a snapshot of it: lazily loaded.
+	snap := filepath.Join(dir, "vol-restore")
+	if out, err := run("cp", "-a", save.backing, snap); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	restore, err := newEBSVolume("restore", snap, filepath.Join(dir, "mnt-restore"), volumeModel{readRate: 64 << 20, writeRate: 64 << 20, blockSize: DefaultBlockSize, latency: 2 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mustNil(t, restore.release()) })
+	mustNil(t, restore.mount())
+	final := filepath.Join(dir, "nvme-b", "cache")
+	mustNil(t, os.MkdirAll(filepath.Dir(final), 0o755))
+	if _, err := copier.Restore(t.Context(), filepath.Join(restore.mountpoint, "cache"), final+".staging", final, copier.Options{}); err != nil {
+		t.Fatalf("restoring from the lazily loaded volume: %v", err)
+	}
+	compareStates(t, "the restored cache", want, treeState(t, final))
+	st := restore.stats()
+	if !st.Lazy || st.FirstReads == 0 || st.BlocksLeft != 0 {
+		t.Errorf("restore volume stats %+v: want every block loaded by first reads", st)
+	}
+	if st.BytesRead < dataBytes {
+		t.Errorf("the restore read %d bytes through the volume, want at least the tree's %d", st.BytesRead, dataBytes)
+	}
+}
+
+func mustNil(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mkdir(t *testing.T, dir, name string) string {
+	p := filepath.Join(dir, name)
+	mustNil(t, os.MkdirAll(p, 0o755))
+	return p
+}
+
+func run(name string, args ...string) ([]byte, error) {
+	return exec.Command(name, args...).CombinedOutput()
+}
+
+// buildTree writes a small engine-like tree with every kind of entry the copier preserves and
+// returns its bytes of file data.
+func buildTree(t *testing.T, root string) int64 {
+	t.Helper()
+	var total int64
+	write := func(rel string, data []byte) string {
+		p := filepath.Join(root, rel)
+		mustNil(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		mustNil(t, os.WriteFile(p, data, 0o644))
+		total += int64(len(data))
+		return p
+	}
+	big := make([]byte, 9<<20+77) // crosses the copier's 8 MiB range
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	write("worker/content/blobs/sha256/big", big)
+	for i := range 50 {
+		write(fmt.Sprintf("worker/snapshots/snapshots/%d/fs/f", i), []byte(strings.Repeat("x", 1+i*100)))
+	}
+	db := write("worker/metadata.db", []byte("bolt"))
+	mustNil(t, os.Link(db, filepath.Join(root, "worker/metadata-link.db")))
+	opaque := filepath.Join(root, "worker/snapshots/snapshots/1/fs")
+	mustNil(t, unix.Lsetxattr(opaque, "trusted.overlay.opaque", []byte("y"), 0))
+	mustNil(t, unix.Lsetxattr(db, "user.note", []byte("kept"), 0))
+	mustNil(t, unix.Mknod(filepath.Join(root, "worker/snapshots/snapshots/2/fs/gone"), unix.S_IFCHR, 0))
+	mustNil(t, unix.Mkfifo(filepath.Join(root, "worker/fifo"), 0o600))
+	mustNil(t, os.Symlink("../metadata.db", filepath.Join(root, "worker/snapshots/link")))
+	mustNil(t, os.Lchown(filepath.Join(root, "worker/snapshots/snapshots/3/fs/f"), 1000, 2000))
+	sparse := filepath.Join(root, "worker/sparse.img")
+	f, err := os.Create(sparse)
+	mustNil(t, err)
+	_, err = f.WriteAt([]byte("end"), 32<<20)
+	mustNil(t, err)
+	mustNil(t, f.Close())
+	total += 3
+	var all []string
+	mustNil(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		all = append(all, p)
+		return err
+	}))
+	sort.Sort(sort.Reverse(sort.StringSlice(all))) // children first, so a parent's time sticks
+	for i, p := range all {
+		ts := unix.NsecToTimespec(time.Unix(1700000000+int64(i), int64(i)*1000+123).UnixNano())
+		mustNil(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW))
+	}
+	return total
+}
+
+// treeState describes every entry under root (the copier's manifest left out): type, mode,
+// owner, size, mtime, device number, link target, xattrs, content hash, hardlink group and,
+// for files with holes, that they still have them.
+func treeState(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	inodes := map[uint64]string{}
+	var paths []string
+	mustNil(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		paths = append(paths, p)
+		return err
+	}))
+	sort.Strings(paths)
+	for _, p := range paths {
+		rel, _ := filepath.Rel(root, p)
+		if rel == copier.ManifestName {
+			continue
+		}
+		var st unix.Stat_t
+		mustNil(t, unix.Lstat(p, &st))
+		s := fmt.Sprintf("mode=%o uid=%d gid=%d rdev=%d", st.Mode, st.Uid, st.Gid, st.Rdev)
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			s += fmt.Sprintf(" size=%d mtime=%d", st.Size, st.Mtim.Nano())
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			target, err := os.Readlink(p)
+			mustNil(t, err)
+			s += " -> " + target
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			if first, ok := inodes[st.Ino]; ok {
+				s += " link-of=" + first
+			}
+			inodes[st.Ino] = rel
+			f, err := os.Open(p)
+			mustNil(t, err)
+			h := sha256.New()
+			_, err = io.Copy(h, f)
+			f.Close()
+			mustNil(t, err)
+			s += fmt.Sprintf(" sha256=%x sparse=%v", h.Sum(nil)[:8], st.Blocks*512 < st.Size)
+		}
+		buf := make([]byte, 4096)
+		n, err := unix.Llistxattr(p, buf)
+		mustNil(t, err)
+		names := strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00")
+		sort.Strings(names)
+		for _, name := range names {
+			if name == "" {
+				continue
+			}
+			v := make([]byte, 4096)
+			k, err := unix.Lgetxattr(p, name, v)
+			mustNil(t, err)
+			s += fmt.Sprintf(" %s=%q", name, v[:k])
+		}
+		out[rel] = s
+	}
+	return out
+}
+
+func compareStates(t *testing.T, what string, want, got map[string]string) {
+	t.Helper()
+	var diffs []string
+	for p, w := range want {
+		if p == "." {
+			continue // the root's times are the copier's to set (its manifest)
+		}
+		if g, ok := got[p]; !ok {
+			diffs = append(diffs, p+": missing")
+		} else if g != w {
+			diffs = append(diffs, fmt.Sprintf("%s:\n    got  %s\n    want %s", p, g, w))
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			diffs = append(diffs, p+": extra")
+		}
+	}
+	if len(diffs) > 0 {
+		sort.Strings(diffs)
+		t.Errorf("%s differs from the source:\n  %s", what, strings.Join(diffs, "\n  "))
+	}
+}
