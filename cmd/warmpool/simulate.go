@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
@@ -20,15 +21,25 @@ func simulateCommand() *cobra.Command {
 	c := simulate.DefaultConfig()
 	var traces, windows []string
 	busyBudget := config.DefaultBusyBudget
+	// The spare flags start from the config's defaults, as a pool that sets nothing gets them.
+	spare := config.DefaultSpare()
 	cmd := &cobra.Command{
 		Use:   "simulate --trace FILE",
-		Short: "Replay a CI job trace and compare Karpenter alone, a static warm pool and warmpool",
+		Short: "Replay a CI job trace and compare Karpenter alone, Karpenter with cache restores, a static warm pool and warmpool",
 		Long: `simulate replays a CI job trace (CSV: arrival_seconds,duration_seconds,pool) against a model of
-a Karpenter NodePool and prints, for Karpenter alone, a static warm pool and warmpool's scaling
-policy, how long jobs waited for a node (p50, p95, max), the node-hours they cost, and how many
-jobs started on a node whose cache an earlier job had warmed. Each pool in the trace is simulated
-on its own and the results are summed. The model is deterministic: the same trace and flags print
-the same table.
+a Karpenter NodePool and prints, for Karpenter alone, Karpenter with warmpool's cache restore but
+no headroom, a static warm pool and warmpool's scaling policy, how long jobs waited for a node
+(p50, p95, max, mean), the share of jobs that waited for a boot and that ran on a cold cache, the
+node-hours they cost, and the job time lost (waits plus --cold-cost per cold start). Each pool in
+the trace is simulated on its own and the results are summed. The model is deterministic: the same
+trace and flags print the same table.
+
+The cache: a node of Karpenter alone (or one Karpenter adds above a static pool) starts cold and is
+warm once a job finished on it; a job on a cold cache runs --cold-cost longer. With warmpool's
+cache restore a new node restores the pool's cache for --restore after it boots, taking no job
+meanwhile, and is warm; a node that ran a job is saved for --save when Karpenter removes it. A
+static pool's nodes and warmpool's warm floor ran before the trace: warm. --cold-when-waiting
+models a queue-aware restore that starts a node cold at once when a job already waits for it.
 
 Every policy runs the same NodePool: consolidationPolicy WhenEmpty, --consolidate-after, and
 Karpenter's validation delay before it deletes an empty node. warmpool adds its placeholder
@@ -59,6 +70,11 @@ t=0 is --start.`,
 			default:
 				return fmt.Errorf("--busy-budget %q: must be %q or %q", busyBudget, config.BusyBudgetBlock, config.BusyBudgetSurplus)
 			}
+			// The config's own checks, with the config's field names.
+			if errs := config.ValidateSpareSettings(spare, field.NewPath("scaling", "spare")); len(errs) > 0 {
+				return fmt.Errorf("spare flags: %w", errs.ToAggregate())
+			}
+			c.Policy.Spare = policy.SpareFromConfig(spare)
 			if err := c.Validate(); err != nil {
 				return err
 			}
@@ -96,6 +112,16 @@ t=0 is --start.`,
 	f.Var(timeValue{&c.Start}, "start", "wall-clock time of the trace's t=0 (RFC 3339), which warm windows are read against")
 	f.DurationVar(&c.Interval, "interval", c.Interval, "how often warmpool evaluates its policy")
 	f.StringVar(&busyBudget, "busy-budget", busyBudget, "warmpool's scaling.busyBudget: block (no consolidation while busy) or surplus (only nodes beyond desired)")
+	f.StringVar(&spare.Mode, "spare", spare.Mode, "warmpool's scaling.spare.mode: adaptive, constant or off")
+	f.IntVar(spare.Probability, "spare-probability", *spare.Probability, "scaling.spare.probability: percent chance the jobs queued during one boot all find a Ready node")
+	f.IntVar(spare.Max, "spare-max", *spare.Max, "scaling.spare.max: the most spare nodes")
+	f.IntVar(&spare.Constant, "spare-constant", spare.Constant, "scaling.spare.constant: spare nodes kept whatever the arrivals")
+	f.DurationVar(&spare.Window.Duration, "spare-window", spare.Window.Duration, "scaling.spare.window: how far back arrivals are counted")
+	f.DurationVar(&spare.BootTime.Duration, "spare-boot-time", spare.BootTime.Duration, "scaling.spare.bootTime: launch, Ready and cache restore, as the policy assumes it")
+	f.DurationVar(&c.ColdCost, "cold-cost", c.ColdCost, "extra build time of a job on a cold cache")
+	f.DurationVar(&c.Restore, "restore", c.Restore, "time a new node of a restoring strategy takes, after booting, to restore the pool's cache")
+	f.DurationVar(&c.Save, "save", c.Save, "time warmpool's save keeps a node Karpenter removes, when it ran a job")
+	f.BoolVar(&c.ColdWhenWaiting, "cold-when-waiting", c.ColdWhenWaiting, "model a queue-aware restore: a node a job already waits for starts cold at once")
 	return cmd
 }
 

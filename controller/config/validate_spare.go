@@ -72,7 +72,25 @@ func defaultSpare(s *Spare) {
 // validateSpare checks scaling.spare and every warm window's spare of a defaulted pool.
 func validateSpare(p *Pool, fp *field.Path) field.ErrorList {
 	s := &p.Scaling.Spare
-	sp := fp.Child("spare")
+	errs := ValidateSpareSettings(*s, fp.Child("spare"))
+	for i, w := range p.Scaling.WarmWindows {
+		wp := fp.Child("warmWindows").Index(i).Child("spare")
+		switch {
+		case w.Spare < 0:
+			errs = append(errs, field.Invalid(wp, w.Spare, "must be >= 0"))
+		case s.Mode == SpareModeOff && w.Spare > 0:
+			errs = append(errs, field.Invalid(wp, w.Spare, "must be 0 when spare.mode is off"))
+		case s.Max != nil && w.Spare > *s.Max:
+			errs = append(errs, field.Invalid(wp, w.Spare, fmt.Sprintf("must be <= spare.max (%d)", *s.Max)))
+		}
+	}
+	return errs
+}
+
+// ValidateSpareSettings checks one spare's settings under path (scaling.spare); set fields are
+// checked, unset ones are left to their defaults. `warmpool simulate` checks its spare flags
+// with it.
+func ValidateSpareSettings(s Spare, sp *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	if !spareModes.Has(s.Mode) {
 		errs = append(errs, field.NotSupported(sp.Child("mode"), s.Mode, sets.List(spareModes)))
@@ -99,17 +117,6 @@ func validateSpare(p *Pool, fp *field.Path) field.ErrorList {
 	}
 	if s.Mode == SpareModeOff && s.Constant > 0 {
 		errs = append(errs, field.Invalid(sp.Child("constant"), s.Constant, "must be 0 when mode is off"))
-	}
-	for i, w := range p.Scaling.WarmWindows {
-		wp := fp.Child("warmWindows").Index(i).Child("spare")
-		switch {
-		case w.Spare < 0:
-			errs = append(errs, field.Invalid(wp, w.Spare, "must be >= 0"))
-		case s.Mode == SpareModeOff && w.Spare > 0:
-			errs = append(errs, field.Invalid(wp, w.Spare, "must be 0 when spare.mode is off"))
-		case s.Max != nil && w.Spare > *s.Max:
-			errs = append(errs, field.Invalid(wp, w.Spare, fmt.Sprintf("must be <= spare.max (%d)", *s.Max)))
-		}
 	}
 	return errs
 }

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-var shippedTraces = []string{"weekday.csv", "spiky.csv"}
+var shippedTraces = []string{"weekday.csv", "spiky.csv", "fanout.csv"}
 
 func readShipped(tb testing.TB, name string) []Job {
 	tb.Helper()
