@@ -82,6 +82,7 @@ func statusCommand() *cobra.Command {
 		cf                 clusterFlags
 		output, metricsURL string
 		snapshots, events  int
+		allEvents          bool
 	)
 	cmd := &cobra.Command{
 		Use:   "status [POOL]",
@@ -115,7 +116,7 @@ rest is shown, and the exit status is 1. A cluster without warmpool is an error.
 			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
 			defer cancel()
 			opts := status.Options{
-				Namespace: cf.namespace, ConfigMap: cf.configMap, Snapshots: snapshots, Events: events,
+				Namespace: cf.namespace, ConfigMap: cf.configMap, Snapshots: snapshots, Events: events, AllEvents: allEvents,
 				MetricsSource: metricsURL, Now: time.Now(),
 			}
 			if len(args) == 1 {
@@ -152,6 +153,7 @@ rest is shown, and the exit status is 1. A cluster without warmpool is an error.
 	f.StringVar(&metricsURL, "metrics-url", "", "the leading controller's metrics endpoint, for the queue sources' last readings")
 	f.IntVar(&snapshots, "snapshots", status.DefaultSnapshots, "newest snapshots shown per pool")
 	f.IntVar(&events, "events", status.DefaultEvents, "newest Events shown per pool")
+	f.BoolVar(&allEvents, "all-events", false, "show every Event of the pool's objects, not only warmpool's and Warnings")
 	return cmd
 }
 

@@ -44,6 +44,10 @@ type Options struct {
 	Pool string
 	// Snapshots and Events bound the newest snapshots and Events shown per pool (0: defaults).
 	Snapshots, Events int
+	// AllEvents shows every Event of the pool's objects; by default only warmpool's own and
+	// Warnings, since Karpenter records a Normal Event for each status condition of each
+	// NodeClaim, which would crowd out the pool's story.
+	AllEvents bool
 	// Metrics is a scrape of the controller's metrics endpoint, for the queue sources'
 	// readings (nil: they are reported unknown); MetricsSource says where it came from.
 	Metrics       *Metrics
@@ -751,12 +755,19 @@ func (g *gatherer) poolEvents(rd *reads, pool string, attributed map[string]stri
 		case "Deployment", "CapacityBuffer":
 			mine = o.Namespace == g.opts.Namespace && o.Name == nodepools.HeadroomName(pool)
 		}
-		if mine {
+		if mine && (g.opts.AllEvents || fromWarmpool(e) || e.Type == corev1.EventTypeWarning) {
 			out = append(out, event(*e))
 		}
 	}
 	sortEvents(out)
 	return out
+}
+
+// eventComponent is the component warmpool records its Events as (the manager's recorder).
+const eventComponent = "warmpool"
+
+func fromWarmpool(e *corev1.Event) bool {
+	return e.Source.Component == eventComponent || e.ReportingController == eventComponent
 }
 
 func event(e corev1.Event) Event {

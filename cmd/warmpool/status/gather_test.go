@@ -111,10 +111,17 @@ func TestStatusNamesWhatTheStoryDid(t *testing.T) {
 	for _, e := range p.Events {
 		reasons = append(reasons, e.Reason)
 	}
-	for _, want := range []string{scaling.ReasonScaledUp, cachectrl.ReasonSaved, cachectrl.ReasonRestored, cachectrl.ReasonColdStart} {
+	for _, want := range []string{scaling.ReasonScaledUp, cachectrl.ReasonSaved, cachectrl.ReasonRestored, cachectrl.ReasonColdStart, "FailedDraining"} {
 		if !slices.Contains(reasons, want) {
 			t.Errorf("events %v lack %s", reasons, want)
 		}
+	}
+	if slices.Contains(reasons, "NodeRegistrationHealthy") {
+		t.Errorf("events %v hold Karpenter's Normal condition Events without AllEvents", reasons)
+	}
+	all := findPool(t, gather(t, s, status.Options{AllEvents: true}), s.pool)
+	if !slices.ContainsFunc(all.Events, func(e status.Event) bool { return e.Reason == "NodeRegistrationHealthy" }) {
+		t.Errorf("AllEvents: %+v", all.Events)
 	}
 	idle := findPool(t, rep, s.idle)
 	if idle.Scaling.Headroom != "" || idle.Cache.Enabled || len(idle.Events) != 0 {
@@ -127,7 +134,7 @@ func TestStatusNamesWhatTheStoryDid(t *testing.T) {
 	}
 	contains(t, out.String(), "Pool "+s.pool, nodepools.Name(s.pool), "KWOKNodeClass/"+nodepools.Name(s.pool),
 		"1 current (1 Ready), 1 desired, 0 spare", s.snapshots[0], s.snapshots[1],
-		"warm on node "+s.warmNode, "snapshot "+s.snapshots[1], s.burst[0]+" ("+cachectrl.ColdNoSnapshot+")", "ScaledUp", "github-webhook")
+		"warm on node "+s.warmNode, "VolumeSnapshot "+s.namespace+"/"+s.snapshots[1], s.burst[0]+" ("+cachectrl.ColdNoSnapshot+")", "ScaledUp", "github-webhook")
 	t.Log("\n" + out.String())
 
 	// One pool only; an unknown one is an error that lists the known ones.

@@ -271,11 +271,12 @@ func outcome(o *Outcome, now time.Time, unknown bool) string {
 	if !o.At.IsZero() {
 		s += ", " + age(now, o.At) + " ago"
 	}
+	// The Event's message names the snapshot already.
+	if o.Message != "" {
+		return s + ": " + o.Message
+	}
 	if o.Snapshot != "" {
 		s += ", snapshot " + o.Snapshot
-	}
-	if o.Message != "" {
-		s += ": " + o.Message
 	}
 	return s
 }

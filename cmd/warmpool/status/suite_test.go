@@ -199,6 +199,9 @@ func newStory(t *testing.T) *story {
 		recordEvent(t, t0.Add(time.Duration(2+i)*time.Minute), gone(n), corev1.EventTypeNormal, cachectrl.ReasonSaved,
 			fmt.Sprintf("cache saved to VolumeSnapshot %s/%s (a full copy onto an empty volume): %d bytes, 100 files, copy 1s, save 3s; snapshot cut, node released, upload continues", s.namespace, s.snapshots[i], (i+1)<<30))
 	}
+	// Karpenter's own: a Normal per status condition, and a Warning.
+	recordEventAs(t, "karpenter", time.Now().Add(-50*time.Second), np, corev1.EventTypeNormal, "NodeRegistrationHealthy", "Status condition transitioned, Type: NodeRegistrationHealthy, Status: Unknown -> True")
+	recordEventAs(t, "karpenter", time.Now().Add(-45*time.Second), node, corev1.EventTypeWarning, "FailedDraining", "Failed to drain node")
 	recordEvent(t, time.Now().Add(-30*time.Second), node, corev1.EventTypeNormal, cachectrl.ReasonRestored,
 		fmt.Sprintf("cache restored from VolumeSnapshot %s/%s: the engine started on it and kept it", s.namespace, newest))
 	return s
@@ -208,6 +211,11 @@ func newStory(t *testing.T) *story {
 // would have at time at: in the object's namespace, or default for a cluster-scoped object.
 // The recorder itself stamps the current second, and the story's order matters here.
 func recordEvent(t *testing.T, at time.Time, obj client.Object, eventType, reason, message string) {
+	t.Helper()
+	recordEventAs(t, "warmpool", at, obj, eventType, reason, message)
+}
+
+func recordEventAs(t *testing.T, component string, at time.Time, obj client.Object, eventType, reason, message string) {
 	t.Helper()
 	ref, err := reference.GetReference(kube.Scheme(), obj)
 	if err != nil {
@@ -222,7 +230,7 @@ func recordEvent(t *testing.T, at time.Time, obj client.Object, eventType, reaso
 		ObjectMeta:     metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%v.%x", ref.Name, at.UnixNano())},
 		InvolvedObject: *ref, Reason: reason, Message: message, Type: eventType,
 		FirstTimestamp: stamp, LastTimestamp: stamp, Count: 1,
-		Source: corev1.EventSource{Component: "warmpool"}, ReportingController: "warmpool",
+		Source: corev1.EventSource{Component: component}, ReportingController: component,
 	}
 	if err := kube.Create(t.Context(), e); err != nil {
 		t.Fatal(err)
