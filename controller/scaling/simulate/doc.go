@@ -1,7 +1,9 @@
 // Package simulate replays a CI job trace against a model of a Karpenter NodePool and compares
-// three ways of running it: Karpenter alone, a static warm pool, and warmpool's scaling policy
-// (the real controller/scaling/policy, evaluated every interval). It answers "how long would jobs
-// have waited, and what would the nodes have cost" before anyone changes a cluster.
+// four ways of running it: Karpenter alone, Karpenter with warmpool's cache restore but no
+// headroom, a static warm pool, and warmpool's scaling policy (the real controller/scaling/policy,
+// evaluated every interval, fed the trace's arrivals). It answers "how long would jobs have
+// waited, how much build time would cold caches have cost, and what would the nodes have cost"
+// before anyone changes a cluster.
 //
 // The model is discrete-event and deterministic: the same trace and Config always give the same
 // Report, so results can be compared across changes to the policy.
@@ -31,10 +33,20 @@
 //     placeholders go (pending ones first, then the newest), and Karpenter consolidates the
 //     nodes they leave once they have been empty for ConsolidateAfter and the budget allows.
 //
+// The cache: a node's Dagger cache is warm once a job finished on it. Karpenter alone's nodes
+// (and the nodes Karpenter adds above a static pool) start cold; a job started on a cold cache
+// runs Config.ColdCost longer. With warmpool's cache lifecycle (KarpenterRestore, Warmpool) a new
+// node restores the pool's cache for Config.Restore after it boots, its startup taint keeping
+// jobs off it meanwhile (Karpenter counts it as capacity on the way), and is warm; the pool is
+// assumed to have a snapshot from before the trace. A node that ran a job is saved when
+// Karpenter removes it: billed Config.Save more, usable by no job. Config.ColdWhenWaiting models
+// a queue-aware restore that starts a node cold at once when a job already waits for it. A static
+// pool's nodes and warmpool's initial floor ran before the trace: warm.
+//
 // Node time is counted up to the horizon (Config.Horizon, by default the moment the last job
 // would end had nothing waited) or the moment the last job really ended, whichever is later, so
-// every strategy pays for the same span. A job's start counts as a warm start when its node had
-// already completed a job: that node's Dagger cache is warm.
+// every strategy pays for the same span. The job time lost is every wait plus ColdCost per cold
+// start. docs/scaling.md has the tables for the committed traces.
 package simulate
 
 //go:generate go run ../../../hack/tracegen -out ../../../deploy/traces
