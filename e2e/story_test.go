@@ -122,6 +122,11 @@ func TestWholeStoryWithChartIdentity(t *testing.T) {
 	})
 	checkDashboard(t, prom)
 
+	// --- warmpool status (issue 14): the operator's view names what the story did, read
+	// while the second burst's job is still queued.
+	checkStatusAfterStory(t, wp.MetricsAddr, res)
+	// --- end of warmpool status.
+
 	if err := story.Finish(ctx); err != nil {
 		t.Error(err)
 	}

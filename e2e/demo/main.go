@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
+	"warmpool.io/warmpool/cmd/warmpool/status"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/nodepools"
@@ -109,10 +110,14 @@ func run(ctx context.Context, hold bool) error {
 	if err := printEvents(ctx, c.Client); err != nil {
 		return err
 	}
+	step("What warmpool status says (warmpool status --namespace %s --metrics-url http://%s/metrics)", scenario.Namespace, metricsAddr)
+	if err := printStatus(ctx, c.Client, metricsAddr); err != nil {
+		return err
+	}
 	step("Done: %d nodes booted ahead of the burst, their caches saved to %d snapshots, and %s started warm", len(res.BurstNodes), len(res.Snapshots), res.WarmNode)
 
 	if hold {
-		step("Everything stays up until Ctrl-C. In another shell:\n    export KUBECONFIG=%s\n    kubectl get nodepools,nodeclaims,nodes\n    kubectl -n warmpool get pods,volumesnapshots,events\n    kubectl -n warmpool edit configmap warmpool   # change the pools; warmpool applies it\n  Prometheus: %s   (try warmpool_desired_nodes, warmpool_cache_saves_total; the dashboard's queries are in deploy/dashboards/warmpool.json)\n  warmpool metrics: http://%s/metrics\n  warmpool logs: %s", c.Kubeconfig, prom.URL, metricsAddr, logPath)
+		step("Everything stays up until Ctrl-C. In another shell:\n    export KUBECONFIG=%s\n    kubectl get nodepools,nodeclaims,nodes\n    kubectl -n warmpool get pods,volumesnapshots,events\n    kubectl -n warmpool edit configmap warmpool   # change the pools; warmpool applies it\n    %s status --metrics-url http://%s/metrics   # what each pool is doing, and why\n  Prometheus: %s   (try warmpool_desired_nodes, warmpool_cache_saves_total; the dashboard's queries are in deploy/dashboards/warmpool.json)\n  warmpool metrics: http://%s/metrics\n  warmpool logs: %s", c.Kubeconfig, c.Warmpool, metricsAddr, prom.URL, metricsAddr, logPath)
 		<-ctx.Done()
 	}
 	return story.Finish(context.Background())
@@ -159,6 +164,24 @@ func printNodePools(pools []karpv1.NodePool) {
 			strings.Join(reqs, "; "), strings.Join(taints, ","), strings.Join(startup, ","), np.Spec.Disruption.ConsolidationPolicy, np.Spec.Disruption.ConsolidateAfter.String())
 	}
 	w.Flush()
+}
+
+// printStatus prints what `warmpool status` prints for the demo's cluster: the same gathering
+// and rendering, in this process.
+func printStatus(ctx context.Context, kube client.Client, metricsAddr string) error {
+	url := "http://" + metricsAddr + "/metrics"
+	opts := status.Options{Namespace: scenario.Namespace, ConfigMap: "warmpool", MetricsSource: url, Now: time.Now()}
+	m, err := status.FetchMetrics(ctx, url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reading warmpool's metrics:", err)
+		opts.MetricsSource = ""
+	}
+	opts.Metrics = m
+	rep, err := status.Gather(ctx, kube, opts)
+	if err != nil {
+		return fmt.Errorf("warmpool status, %w", err)
+	}
+	return status.Render(os.Stdout, rep)
 }
 
 // printEvents lists warmpool's Events in time order, as `kubectl get events` would.
