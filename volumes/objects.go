@@ -111,6 +111,12 @@ func (t Target) labels(op string) map[string]string {
 // the NodeClaim's termination grace period runs out). It must not tolerate the disrupted
 // taint: Karpenter does not wait for pods that do. Tolerations are the pool's runner taint,
 // which it needs to be admitted when that taint is NoExecute.
+//
+// It requests no resources: the kubelet admits a pod with nodeName set after checking only its
+// requests against what is allocatable (OutOfcpu, OutOfmemory) and the node's pod count
+// (OutOfpods), and a Failed guard holds nothing (Karpenter's drain skips terminal pods). A pause
+// container uses next to nothing; the count it can still fail on, and the save controller
+// replaces a guard that failed.
 func GuardPod(t Target, image string, tolerations []corev1.Toleration) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
@@ -128,10 +134,6 @@ func GuardPod(t Target, image string, tolerations []corev1.Toleration) *corev1.P
 			Containers: []corev1.Container{{
 				Name:  "guard",
 				Image: image,
-				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-					corev1.ResourceCPU:    resource.MustParse("1m"),
-					corev1.ResourceMemory: resource.MustParse("8Mi"),
-				}},
 			}},
 		},
 	}

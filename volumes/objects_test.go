@@ -35,6 +35,16 @@ func TestGuardPod(t *testing.T) {
 			t.Fatalf("guard tolerates %v: Karpenter would not wait for it", karpv1.DisruptedNoScheduleTaint)
 		}
 	}
+	// The kubelet rejects a pod whose requests do not fit what is left on the node (OutOfcpu,
+	// OutOfmemory), and a rejected guard holds nothing: it asks for nothing.
+	for _, c := range append(p.Spec.InitContainers, p.Spec.Containers...) {
+		if len(c.Resources.Requests) > 0 || len(c.Resources.Limits) > 0 {
+			t.Errorf("guard container %s asks for %v / %v: a packed node's kubelet could refuse it", c.Name, c.Resources.Requests, c.Resources.Limits)
+		}
+	}
+	if p.Spec.Overhead != nil || p.Spec.RuntimeClassName != nil {
+		t.Errorf("guard has overhead %v or runtime class %v, which admission counts as requests", p.Spec.Overhead, p.Spec.RuntimeClassName)
+	}
 }
 
 func TestSaveObjects(t *testing.T) {

@@ -97,6 +97,12 @@ func (c *GCController) retain(ctx context.Context) error {
 			}
 		}
 	}
+	// A snapshot whose failure is not reported yet carries its report: it stays until then.
+	for _, s := range snaps.Items {
+		if _, pending := s.Annotations[annotationSnapshotReport]; pending {
+			inUse[s.Name] = true
+		}
+	}
 	byPool := map[string][]snapshotv1.VolumeSnapshot{}
 	for _, s := range snaps.Items {
 		byPool[s.Labels[volumes.LabelPool]] = append(byPool[s.Labels[volumes.LabelPool]], s)
@@ -149,6 +155,13 @@ func (c *GCController) watchUploads(ctx context.Context) error {
 	for i := range snaps.Items {
 		s := &snaps.Items[i]
 		pool := s.Labels[volumes.LabelPool]
+		if _, pending := s.Annotations[annotationSnapshotReport]; pending {
+			// Marked failed by a controller that died before it reported it.
+			if err := c.flushReport(ctx, s, annotationSnapshotReport); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if c.cachePool(pool) == nil {
 			continue
 		}
@@ -156,32 +169,51 @@ func (c *GCController) watchUploads(ctx context.Context) error {
 		if reason == "" {
 			continue
 		}
+		r, err := c.snapshotFailedReport(ctx, s, reason)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// The mark and its report in one patch: the mark is the decision (never restored, and
+		// judged once), the report is delivered from it even by another process.
 		patch := client.MergeFrom(s.DeepCopy())
 		if s.Annotations == nil {
 			s.Annotations = map[string]string{}
 		}
 		s.Annotations[volumes.AnnotationSnapshotFailed] = reason
+		setReport(s.Annotations, annotationSnapshotReport, r)
 		if err := c.kube.Patch(ctx, s, patch); err != nil {
 			errs = append(errs, fmt.Errorf("marking snapshot %s failed, %w", s.Name, client.IgnoreNotFound(err)))
 			continue
 		}
-		lostTotal.WithLabelValues(pool, lostSnapshotFailed).Inc()
-		c.recorder.Eventf(s, corev1.EventTypeWarning, ReasonSnapshotFailed, "snapshot failed after its cut: %s; it is never restored, and the previous good snapshot of its key is kept", reason)
-		source := s.Labels[volumes.LabelSourceNode]
-		log.FromContext(ctx).Info("cache snapshot failed after its cut", "snapshot", s.Name, "node", source, "reason", reason)
-		if source == "" {
-			continue
-		}
-		n, err := c.getNode(ctx, source, false)
-		if err != nil {
+		if err := c.flushReport(ctx, s, annotationSnapshotReport); err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		if n != nil {
-			c.recorder.Eventf(n, corev1.EventTypeWarning, ReasonSnapshotFailed, "the cache saved from this node is lost: VolumeSnapshot %s/%s failed after its cut: %s", s.Namespace, s.Name, reason)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// snapshotFailedReport is what a snapshot failed after its cut tells: a loss of the cache of
+// the node it was saved from, on the snapshot and, while it exists, on that node.
+func (c *GCController) snapshotFailedReport(ctx context.Context, s *snapshotv1.VolumeSnapshot, reason string) (*report, error) {
+	source := s.Labels[volumes.LabelSourceNode]
+	r := &report{ID: "snapshot-failed/" + string(s.UID), Log: "cache snapshot failed after its cut",
+		LogValues: []string{"snapshot", s.Name, "node", source, "reason", reason}}
+	r.event(objectEvent(s, snapshotv1.SchemeGroupVersion.String(), "VolumeSnapshot", corev1.EventTypeWarning, ReasonSnapshotFailed,
+		fmt.Sprintf("snapshot failed after its cut: %s; it is never restored, and the previous good snapshot of its key is kept", reason)))
+	r.count("warmpool_cache_lost_total", s.Labels[volumes.LabelPool], lostSnapshotFailed)
+	if source == "" {
+		return r, nil
+	}
+	n, err := c.getNode(ctx, source, false)
+	if err != nil {
+		return nil, err
+	}
+	if n != nil {
+		r.event(nodeEvent(n.Name, n.UID, corev1.EventTypeWarning, ReasonSnapshotFailed,
+			fmt.Sprintf("the cache saved from this node is lost: VolumeSnapshot %s/%s failed after its cut: %s", s.Namespace, s.Name, reason)))
+	}
+	return r, nil
 }
 
 // sweep deletes guard pods, cache Jobs (and their pods) and PVCs whose node is gone.

@@ -91,6 +91,7 @@ func (c *RestoreController) runSteps(ctx context.Context, s *restoreState, steps
 // restoreSteps copy the snapshot onto the node while its startup taint holds the engine off.
 func (c *RestoreController) restoreSteps() []func(context.Context, *restoreState) (reconcile.Result, error) {
 	return []func(context.Context, *restoreState) (reconcile.Result, error){
+		c.flushReports,
 		c.settled,
 		c.awaitReady,
 		c.served,
@@ -288,39 +289,56 @@ func (c *RestoreController) poll(s *restoreState) time.Duration {
 // patch that removes the taint, so a restarted controller picks the verification up.
 func (c *RestoreController) warm(ctx context.Context, s *restoreState, r volumes.JobResult) error {
 	now := c.clk.Now()
-	if err := c.release(ctx, s, map[string]string{
+	took := c.opts.RestoreTimeout - c.left(s)
+	rep := &report{ID: restoreReportID(s), Log: "cache copied, engine starting", LogValues: []string{"snapshot", s.snapshot}}
+	rep.observe("warmpool_cache_restore_duration_seconds", took.Seconds(), s.poolName)
+	rep.event(nodeEvent(s.name, s.node.UID, corev1.EventTypeNormal, ReasonRestoreCopied, fmt.Sprintf(
+		"cache copied from VolumeSnapshot %s/%s: %d bytes, %d files, copy %.0fs, restore %s; the engine starts on it now and warmpool checks it kept it",
+		c.namespace(), s.snapshot, r.Bytes, r.Files, r.DurationSeconds, took.Round(time.Second))))
+	return c.releaseReported(ctx, s, map[string]string{
 		AnnotationRestore:         restoreVerifying,
 		AnnotationRestoreSnapshot: s.snapshot,
 		AnnotationRestoreID:       restoreID(s.node, s.snapshot),
 		AnnotationRestoreReleased: stamp(now),
-	}); err != nil {
+	}, rep)
+}
+
+// restoreReportID names a node's release: one per node (its taint is removed once).
+func restoreReportID(s *restoreState) string { return "restore/" + string(s.node.UID) }
+
+// releaseReported releases the node with its report recorded in the same patch, delivers the
+// report, and cleans up: a controller that dies in between delivers it on its next look at
+// the node (flushReports).
+func (c *RestoreController) releaseReported(ctx context.Context, s *restoreState, annotations map[string]string, rep *report) error {
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	setReport(annotations, annotationRestoreReport, rep)
+	if err := c.release(ctx, s, annotations); err != nil {
 		return err
 	}
-	took := c.opts.RestoreTimeout - c.left(s)
-	restoreDuration.WithLabelValues(s.poolName).Observe(took.Seconds())
-	c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonRestoreCopied, "cache copied from VolumeSnapshot %s/%s: %d bytes, %d files, copy %.0fs, restore %s; the engine starts on it now and warmpool checks it kept it",
-		c.namespace(), s.snapshot, r.Bytes, r.Files, r.DurationSeconds, took.Round(time.Second))
-	log.FromContext(ctx).Info("cache copied, engine starting", "snapshot", s.snapshot)
+	if err := c.deliver(ctx, rep); err != nil {
+		return err
+	}
+	if err := c.clearReport(ctx, s.node, annotationRestoreReport); err != nil {
+		return err
+	}
 	s.done = true
 	return c.cleanup(ctx, s)
 }
 
 // cold releases a node without a restored cache, saying why.
 func (c *RestoreController) cold(ctx context.Context, s *restoreState, reason, detail string) error {
-	if err := c.release(ctx, s, nil); err != nil {
-		return err
-	}
+	rep := &report{ID: restoreReportID(s), Log: "cold start", LogValues: []string{"reason", reason, "detail", detail}}
 	if s.job != nil {
 		result := map[string]string{ColdFailed: volumes.ResultFailed, ColdTimeout: "timeout", ColdNoCache: volumes.ResultNoCache}[reason]
 		if result != "" {
-			restoresTotal.WithLabelValues(s.poolName, result).Inc()
+			rep.count("warmpool_cache_restores_total", s.poolName, result)
 		}
 	}
-	coldStarts.WithLabelValues(s.poolName, reason).Inc()
-	c.recorder.Eventf(s.node, corev1.EventTypeWarning, ReasonColdStart, "engine starts without a restored cache (%s): %s", reason, detail)
-	log.FromContext(ctx).Info("cold start", "reason", reason, "detail", detail)
-	s.done = true
-	return c.cleanup(ctx, s)
+	rep.count("warmpool_cold_starts_total", s.poolName, reason)
+	rep.event(nodeEvent(s.name, s.node.UID, corev1.EventTypeWarning, ReasonColdStart, fmt.Sprintf("engine starts without a restored cache (%s): %s", reason, detail)))
+	return c.releaseReported(ctx, s, nil, rep)
 }
 
 // release removes the startup taint and sets annotations, and nothing else; the optimistic

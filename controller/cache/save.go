@@ -48,7 +48,29 @@ const (
 	// (why), so this save copies onto an empty volume. Set once, before the volume made from
 	// the base is deleted: the save falls back once and never picks a base again.
 	annotationBaseFallback = "warmpool.io/base-fallback"
+	// annotationNodeUID on the guard: the UID of the Node it holds, which names the save's
+	// report (its Events) even once the Node is gone.
+	annotationNodeUID = "warmpool.io/node-uid"
+	// annotationGuardReplaced on the guard: when a guard the kubelet refused or ended was
+	// replaced by this one, and how many times (for the replacement's pace and its Event).
+	annotationGuardReplaced     = "warmpool.io/guard-replaced"
+	annotationGuardReplacements = "warmpool.io/guard-replacements"
 )
+
+// Karpenter's interruption controller (aws/karpenter-provider-aws v1.14,
+// pkg/controllers/interruption) marks a NodeClaim it deletes for an EC2 spot interruption
+// warning with nothing but this Event, on the NodeClaim and on its Node, published just before
+// the deletion (events.SpotInterrupted); a spot NodeClaim deleted for any other reason has its
+// whole termination grace period.
+const reasonSpotInterrupted = "SpotInterrupted"
+
+// ReasonGuardFailed: the kubelet refused or ended a guard pod (a Failed pod holds nothing); it
+// was replaced.
+const ReasonGuardFailed = "CacheGuardFailed"
+
+// guardReplacePace is the least time between two replacements of a guard the kubelet keeps
+// refusing (OutOfpods on a full node), so the controller does not spin on it.
+const guardReplacePace = 5 * time.Second
 
 // Save outcomes recorded in AnnotationSaveOutcome (and the save result metric label).
 const (
@@ -103,8 +125,10 @@ func (c *SaveController) Reconcile(ctx context.Context, req reconcile.Request) (
 		c.settled,
 		c.withdrawn,
 		c.ensureGuard,
+		c.replaceFailedGuard,
 		c.awaitCommitment,
 		c.checkDeadline,
+		c.awaitGuardRunning,
 		c.awaitRunners,
 		c.stopEngine,
 		c.ensureVolume,
@@ -146,21 +170,25 @@ func (c *SaveController) load(ctx context.Context, name string) (*saveState, err
 		s.poolName = s.pvc.Labels[volumes.LabelPool]
 	}
 	s.pool = c.cachePool(s.poolName)
-	if s.pool == nil || s.node == nil {
+	if s.pool == nil {
 		return s, nil
 	}
-	var err error
-	if s.claim, err = c.nodeClaimOf(ctx, s.poolName, name); err != nil {
-		return nil, err
+	if s.node != nil {
+		var err error
+		if s.claim, err = c.nodeClaimOf(ctx, s.poolName, name); err != nil {
+			return nil, err
+		}
+		s.signals = volumes.NodeSignals{
+			NodeDeleting:   s.node.DeletionTimestamp != nil,
+			DisruptedTaint: hasTaint(s.node, karpv1.DisruptedTaintKey, corev1.TaintEffectNoSchedule),
+		}
+		if s.claim != nil {
+			s.signals.NodeClaimDeleting = s.claim.DeletionTimestamp != nil
+			s.signals.DisruptionReason = s.claim.StatusConditions().Get(karpv1.ConditionTypeDisruptionReason).IsTrue()
+		}
 	}
-	s.signals = volumes.NodeSignals{
-		NodeDeleting:   s.node.DeletionTimestamp != nil,
-		DisruptedTaint: hasTaint(s.node, karpv1.DisruptedTaintKey, corev1.TaintEffectNoSchedule),
-	}
-	if s.claim != nil {
-		s.signals.NodeClaimDeleting = s.claim.DeletionTimestamp != nil
-		s.signals.DisruptionReason = s.claim.StatusConditions().Get(karpv1.ConditionTypeDisruptionReason).IsTrue()
-	}
+	// The snapshot is read even once the Node is gone: a node that went after its snapshot was
+	// cut was saved, and must be reported so (its Job names the snapshot).
 	if snap := c.snapshotName(s); snap != "" {
 		vs := &snapshotv1.VolumeSnapshot{}
 		ok, err := c.get(ctx, snap, vs)
@@ -219,6 +247,13 @@ func (c *SaveController) settled(ctx context.Context, s *saveState) (reconcile.R
 	if s.node != nil && s.node.Annotations[AnnotationSaveOutcome] == "" {
 		return reconcile.Result{}, nil
 	}
+	if s.node != nil {
+		// The outcome was recorded with its report; a controller that died before delivering
+		// it delivers it now, before the cleanup that would lose what it reads.
+		if err := c.flushReport(ctx, s.node, annotationSaveReport); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
 	if s.node == nil && (s.guard != nil || s.job != nil) {
 		// The node vanished mid-save: what can finish without it still does (below).
 		if s.pool == nil {
@@ -270,6 +305,7 @@ func (c *SaveController) ensureGuard(ctx context.Context, s *saveState) (reconci
 		tolerations = append(tolerations, corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOpEqual, Value: t.Value, Effect: t.Effect})
 	}
 	guard := volumes.GuardPod(c.target(s.pool, s.name, s.node.Labels[corev1.LabelArchStable]), c.opts.GuardImage, tolerations)
+	guard.Annotations[annotationNodeUID] = string(live.UID)
 	created, err := c.createNew(ctx, guard)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -332,7 +368,17 @@ func (c *SaveController) window() volumes.Window {
 // deadline is the one recorded on the guard, else computed from the NodeClaim and recorded.
 func (c *SaveController) deadline(ctx context.Context, s *saveState) (volumes.Deadline, error) {
 	if at := parseStamp(s.guard.Annotations[AnnotationDeadline]); !at.IsZero() {
-		return volumes.Deadline{At: at, SpotInterruption: s.guard.Annotations[annotationSpot] == "true"}, nil
+		d := volumes.Deadline{At: at, SpotInterruption: s.guard.Annotations[annotationSpot] == "true"}
+		// Karpenter publishes its interruption Event just before it deletes the NodeClaim, and
+		// Events are sent asynchronously: the first look may come before it. Until the notice
+		// window would have run out, look again.
+		if d.SpotInterruption || !c.mayBeInterrupted(s) {
+			return d, nil
+		}
+		interrupted, err := c.spotInterrupted(ctx, s)
+		if err != nil || !interrupted {
+			return d, err
+		}
 	}
 	in := volumes.DeadlineInput{Grace: s.pool.TerminationGracePeriod.Duration}
 	if cl := s.claim; cl != nil {
@@ -342,8 +388,13 @@ func (c *SaveController) deadline(ctx context.Context, s *saveState) (volumes.De
 		}
 		if cl.DeletionTimestamp != nil {
 			in.Deleted = cl.DeletionTimestamp.Time
-			expired := cl.Spec.ExpireAfter.Duration != nil && !cl.CreationTimestamp.Add(*cl.Spec.ExpireAfter.Duration).After(in.Deleted)
-			in.Spot = cl.Labels[karpv1.CapacityTypeLabelKey] == karpv1.CapacityTypeSpot && !s.signals.DisruptionReason && !expired
+			if c.mayBeInterrupted(s) {
+				interrupted, err := c.spotInterrupted(ctx, s)
+				if err != nil {
+					return volumes.Deadline{}, err
+				}
+				in.Spot = interrupted
+			}
 		}
 	}
 	if in.Deleted.IsZero() && s.node.DeletionTimestamp != nil {
@@ -364,7 +415,91 @@ func (c *SaveController) deadline(ctx context.Context, s *saveState) (volumes.De
 	if err := c.kube.Patch(ctx, s.guard, patch); err != nil {
 		return d, fmt.Errorf("recording deadline on guard %s, %w", s.guard.Name, err)
 	}
+	if d.SpotInterruption {
+		log.FromContext(ctx).Info("spot interruption: the save must end within the notice window", "deadline", stamp(d.At))
+	}
 	return d, nil
+}
+
+// mayBeInterrupted says whether the node may be a spot instance Karpenter deleted on an
+// interruption warning whose Event has not been seen yet: a spot NodeClaim being deleted, whose
+// notice window would not have ended.
+func (c *SaveController) mayBeInterrupted(s *saveState) bool {
+	cl := s.claim
+	if cl == nil || cl.DeletionTimestamp == nil || cl.Labels[karpv1.CapacityTypeLabelKey] != karpv1.CapacityTypeSpot {
+		return false
+	}
+	return c.clk.Now().Before(cl.DeletionTimestamp.Add(volumes.SpotNoticeWindow))
+}
+
+// spotInterrupted says whether Karpenter's interruption controller published its
+// SpotInterrupted Event for the node's NodeClaim or Node. It is read from the API server (the
+// manager caches no Events): a list of the few Events of that reason in the namespace the
+// recorder puts a cluster-scoped object's Events in.
+func (c *SaveController) spotInterrupted(ctx context.Context, s *saveState) (bool, error) {
+	events := &corev1.EventList{}
+	if err := c.live.List(ctx, events, client.InNamespace(metav1.NamespaceDefault), client.MatchingFields{"reason": reasonSpotInterrupted}); err != nil {
+		return false, fmt.Errorf("listing %s events, %w", reasonSpotInterrupted, err)
+	}
+	for _, e := range events.Items {
+		switch uid := e.InvolvedObject.UID; {
+		case s.claim != nil && uid == s.claim.UID, s.node != nil && uid == s.node.UID:
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// replaceFailedGuard replaces a guard that no longer holds anything: the kubelet refused it
+// (OutOfpods on a full node, or another admission failure) or ended it (a node-pressure
+// eviction), and Karpenter's drain ignores a Failed pod. The replacement carries what the
+// failed one recorded (deadline, engine version, base fallback), so the save goes on where it
+// was. A guard refused again is replaced at most every guardReplacePace; the first
+// replacement of a hold is an Event, later ones are logged.
+func (c *SaveController) replaceFailedGuard(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	g := s.guard
+	if g == nil || s.node == nil || g.Status.Phase != corev1.PodFailed {
+		return reconcile.Result{}, nil
+	}
+	if since := c.clk.Since(parseStamp(g.Annotations[annotationGuardReplaced])); since < guardReplacePace {
+		return reconcile.Result{RequeueAfter: guardReplacePace - since}, nil
+	}
+	why := strings.TrimSpace(g.Status.Reason + ": " + g.Status.Message)
+	// Grace 0: the failed pod runs nothing, and its name must be free for the replacement.
+	if err := c.kube.Delete(ctx, g, client.GracePeriodSeconds(0), client.Preconditions{UID: &g.UID}); client.IgnoreNotFound(err) != nil {
+		return reconcile.Result{}, fmt.Errorf("deleting failed guard %s, %w", g.Name, err)
+	}
+	replacement := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
+		Namespace: g.Namespace, Name: g.Name, Labels: g.Labels, Annotations: map[string]string{},
+	}, Spec: *g.Spec.DeepCopy()}
+	for k, v := range g.Annotations {
+		replacement.Annotations[k] = v
+	}
+	n, _ := strconv.Atoi(g.Annotations[annotationGuardReplacements])
+	replacement.Annotations[annotationGuardReplacements] = strconv.Itoa(n + 1)
+	replacement.Annotations[annotationGuardReplaced] = stamp(c.clk.Now())
+	if _, err := c.createNew(ctx, replacement); err != nil {
+		return reconcile.Result{}, err
+	}
+	s.guard = replacement
+	if n == 0 {
+		c.recorder.Eventf(s.node, corev1.EventTypeWarning, ReasonGuardFailed,
+			"guard pod %s/%s failed (%s), so it held nothing: replaced it; the engine is stopped only once a guard runs", g.Namespace, g.Name, why)
+	}
+	log.FromContext(ctx).Info("replaced a failed guard", "guard", g.Name, "why", why, "replacements", n+1)
+	return reconcile.Result{RequeueAfter: time.Second}, nil
+}
+
+// awaitGuardRunning keeps the engine running, and the copy from starting, until the guard runs:
+// a guard the kubelet has not started (or refused, above) holds nothing, and an engine stopped
+// before the node is held could be gone with the node before its cache is copied. The guard's
+// status change (a watch event) wakes the save.
+func (c *SaveController) awaitGuardRunning(ctx context.Context, s *saveState) (reconcile.Result, error) {
+	if s.guard == nil || s.node == nil || s.job != nil || s.guard.Status.Phase == corev1.PodRunning {
+		return reconcile.Result{}, nil
+	}
+	log.FromContext(ctx).V(1).Info("waiting for the guard to run", "guard", s.guard.Name, "phase", s.guard.Status.Phase)
+	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
 }
 
 // awaitRunners keeps the engine running while CI work on the node may still use it. No engine
@@ -723,6 +858,13 @@ func (c *SaveController) awaitSnapshot(ctx context.Context, s *saveState) (recon
 		if st := s.snapshot.Status; st != nil && st.Error != nil && st.Error.Message != nil {
 			log.FromContext(ctx).Info("snapshot reports an error before its cut, waiting for the snapshotter to retry", "snapshot", s.snapshot.Name, "error", *st.Error.Message)
 		}
+		if s.node == nil && s.guard != nil {
+			// A detached volume can still be snapshotted, so the cut is awaited without the
+			// node; but no longer than the deadline the guard recorded.
+			if at := parseStamp(s.guard.Annotations[AnnotationDeadline]); !at.IsZero() && !c.clk.Now().Before(at) {
+				return reconcile.Result{}, c.conclude(ctx, s, volumes.LostNodeGone, fmt.Sprintf("the node went and snapshot %s was not cut by the deadline %s", s.snapshot.Name, stamp(at)))
+			}
+		}
 		return reconcile.Result{RequeueAfter: c.poll(s)}, nil
 	}
 	return reconcile.Result{}, c.conclude(ctx, s, outcomeSaved, "")
@@ -737,61 +879,101 @@ func (c *SaveController) poll(s *saveState) time.Duration {
 	return min(pollInterval, max(c.window().Left(c.clk.Now(), s.deadline), time.Second))
 }
 
-// conclude records the outcome on the Node (the commit point: after it the save never runs
-// again), reports it, and cleans up.
+// conclude records the outcome on the Node, with its report (the commit point: after it the
+// save never runs again), delivers the report, and cleans up. Without the Node, the save's
+// guard, PVC and Job are the record: they are removed only after the report was delivered, so a
+// restarted controller concludes again and delivers the same report (its Events exist by then,
+// and nothing is counted twice).
 func (c *SaveController) conclude(ctx context.Context, s *saveState, outcome, detail string) error {
+	r := c.report(s, outcome, detail)
 	if s.node != nil {
 		patch := client.MergeFrom(s.node.DeepCopy())
 		if s.node.Annotations == nil {
 			s.node.Annotations = map[string]string{}
 		}
 		s.node.Annotations[AnnotationSaveOutcome] = outcome
+		setReport(s.node.Annotations, annotationSaveReport, r)
 		if err := c.kube.Patch(ctx, s.node, patch); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("recording save outcome on node %s, %w", s.name, err)
 		}
 	}
-	c.report(ctx, s, outcome, detail)
+	if err := c.deliver(ctx, r); err != nil {
+		return err
+	}
+	if s.node != nil {
+		if err := c.clearReport(ctx, s.node, annotationSaveReport); err != nil {
+			return err
+		}
+	}
 	s.done = true
 	return c.cleanup(ctx, s)
 }
 
-func (c *SaveController) report(ctx context.Context, s *saveState, outcome, detail string) {
+// saveReportID names a node's save: by its Node's UID (kept on the guard for when the Node is
+// gone), else by its snapshot's name, which is derived from that UID.
+func saveReportID(s *saveState) string {
+	switch {
+	case s.node != nil:
+		return "save/" + string(s.node.UID)
+	case s.guard != nil && s.guard.Annotations[annotationNodeUID] != "":
+		return "save/" + s.guard.Annotations[annotationNodeUID]
+	case s.job != nil && s.job.Annotations[annotationSnapshot] != "":
+		return "save/" + s.job.Annotations[annotationSnapshot]
+	}
+	return "save/" + s.name
+}
+
+// report is what the save's outcome tells: its Events and metrics.
+func (c *SaveController) report(s *saveState, outcome, detail string) *report {
 	pool := s.poolName
-	node := nodeRef(s.name, s.node)
+	r := &report{ID: saveReportID(s), Log: "cache save concluded", LogValues: []string{"outcome", outcome, "detail", detail}}
+	var uid types.UID
+	if s.node != nil {
+		uid = s.node.UID
+	} else if s.guard != nil {
+		uid = types.UID(s.guard.Annotations[annotationNodeUID])
+	}
+	event := func(eventType, reason, message string) { r.event(nodeEvent(s.name, uid, eventType, reason, message)) }
 	if s.job != nil {
-		savesTotal.WithLabelValues(pool, outcome).Inc()
+		r.count("warmpool_cache_saves_total", pool, outcome)
 	}
 	if outcome != outcomeSaved {
-		lostTotal.WithLabelValues(pool, outcome).Inc()
+		r.count("warmpool_cache_lost_total", pool, outcome)
 	}
-	log.FromContext(ctx).Info("cache save concluded", "outcome", outcome, "detail", detail)
 	switch outcome {
 	case outcomeSaved:
 		// The snapshot carries the copier's figures: the reconcile that sees it ready may be a
 		// later one (or another process) than the one that read the Job.
-		r, took := resultOf(s.snapshot), time.Duration(0)
-		if started := parseStamp(s.job.Annotations[AnnotationStarted]); !started.IsZero() {
-			took = c.clk.Since(started)
-			saveDuration.WithLabelValues(pool).Observe(took.Seconds())
+		res, took := resultOf(s.snapshot), time.Duration(0)
+		if s.job != nil {
+			if started := parseStamp(s.job.Annotations[AnnotationStarted]); !started.IsZero() {
+				took = c.clk.Since(started)
+				r.observe("warmpool_cache_save_duration_seconds", took.Seconds(), pool)
+			}
 		}
-		saveBytes.WithLabelValues(pool).Observe(float64(r.Bytes))
+		r.observe("warmpool_cache_save_bytes", float64(res.Bytes), pool)
 		from := "a full copy onto an empty volume"
 		if base := s.snapshot.Annotations[volumes.AnnotationBaseSnapshot]; base != "" {
 			from = "incremental, cloned from " + base
 		}
-		msg := fmt.Sprintf("cache saved to VolumeSnapshot %s/%s (%s): %d bytes, %d files, copy %.0fs, save %s; snapshot cut, node released, upload continues",
-			s.snapshot.Namespace, s.snapshot.Name, from, r.Bytes, r.Files, r.DurationSeconds, took.Round(time.Second))
-		c.recorder.Event(node, corev1.EventTypeNormal, ReasonSaved, msg)
-		c.recorder.Event(s.snapshot, corev1.EventTypeNormal, ReasonSaved, fmt.Sprintf("saved from node %s (%s): %d bytes, %d files", s.name, from, r.Bytes, r.Files))
+		released := "node released"
+		if s.node == nil {
+			released = "the node had gone already"
+		}
+		event(corev1.EventTypeNormal, ReasonSaved, fmt.Sprintf("cache saved to VolumeSnapshot %s/%s (%s): %d bytes, %d files, copy %.0fs, save %s; snapshot cut, %s, upload continues",
+			s.snapshot.Namespace, s.snapshot.Name, from, res.Bytes, res.Files, res.DurationSeconds, took.Round(time.Second), released))
+		r.event(objectEvent(s.snapshot, snapshotv1.SchemeGroupVersion.String(), "VolumeSnapshot", corev1.EventTypeNormal, ReasonSaved,
+			fmt.Sprintf("saved from node %s (%s): %d bytes, %d files", s.name, from, res.Bytes, res.Files)))
 	case outcomeUnclean:
-		c.recorder.Eventf(node, corev1.EventTypeWarning, ReasonUnclean, "engine cache not saved: the engine did not shut down cleanly (%s); a copy would restore cold", detail)
+		event(corev1.EventTypeWarning, ReasonUnclean, fmt.Sprintf("engine cache not saved: the engine did not shut down cleanly (%s); a copy would restore cold", detail))
 	case outcomeFailed:
-		c.recorder.Eventf(node, corev1.EventTypeWarning, ReasonSaveFailed, "engine cache not saved: %s", detail)
+		event(corev1.EventTypeWarning, ReasonSaveFailed, "engine cache not saved: "+detail)
 	case volumes.LostTimeout:
-		c.recorder.Eventf(node, corev1.EventTypeWarning, ReasonSaveTimedOut, "engine cache not saved: %s; released the node", detail)
+		event(corev1.EventTypeWarning, ReasonSaveTimedOut, fmt.Sprintf("engine cache not saved: %s; released the node", detail))
 	default:
-		c.recorder.Eventf(node, corev1.EventTypeWarning, ReasonLost, "engine cache not saved (%s): %s", outcome, detail)
+		event(corev1.EventTypeWarning, ReasonLost, fmt.Sprintf("engine cache not saved (%s): %s", outcome, detail))
 	}
+	return r
 }
 
 // cleanup deletes the save's Job, its PVC and the guard, which lets Karpenter's drain finish.

@@ -287,7 +287,8 @@ func TestSaveSpotInterruptionDoesNotStart(t *testing.T) {
 	newNode(t, node, pool, "amd64")
 	newNodeClaim(t, node, pool, func(nc *karpv1.NodeClaim) { nc.Labels[karpv1.CapacityTypeLabelKey] = karpv1.CapacityTypeSpot })
 	e.newEnginePod(node, pool)
-	// Karpenter's interruption controller deletes the NodeClaim with no disruption reason.
+	// Karpenter's interruption controller publishes SpotInterrupted, then deletes the NodeClaim.
+	karpenterSpotInterrupted(t, node)
 	commit(t, node)
 	waitNodeEvent(t, node, cachectrl.ReasonLost, "spot-interruption")
 	e.waitGone(volumes.GuardName(node), &corev1.Pod{})

@@ -8,7 +8,6 @@ import (
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"warmpool.io/warmpool/nodepools"
@@ -64,6 +63,7 @@ func (s *restoreState) verifying() bool {
 // verifySteps ask the engine, once it runs on the restored cache, whether it kept it.
 func (c *RestoreController) verifySteps() []func(context.Context, *restoreState) (reconcile.Result, error) {
 	return []func(context.Context, *restoreState) (reconcile.Result, error){
+		c.flushReports,
 		c.awaitEngineReady,
 		c.ensureVerify,
 		c.awaitVerify,
@@ -138,59 +138,102 @@ func (c *RestoreController) awaitVerify(ctx context.Context, s *restoreState) (r
 	case volumes.ResultWarm:
 		return reconcile.Result{}, c.concludeVerify(ctx, s, volumes.ResultWarm, "")
 	case volumes.ResultWiped:
-		if err := c.quarantine(ctx, s, r.Reason); err != nil {
+		events, err := c.quarantine(ctx, s, r.Reason)
+		if err != nil {
 			return reconcile.Result{}, err
 		}
-		return reconcile.Result{}, c.concludeVerify(ctx, s, volumes.ResultWiped, r.Reason)
+		return reconcile.Result{}, c.concludeVerify(ctx, s, volumes.ResultWiped, r.Reason, events...)
 	}
 	return reconcile.Result{}, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("verify %s: %s", r.Result, r.Reason))
 }
 
 // quarantine marks the snapshot the engine discarded, so no node restores it again and
-// retention keeps the previous good one.
-func (c *RestoreController) quarantine(ctx context.Context, s *restoreState, reason string) error {
+// retention keeps the previous good one. Its Events are returned for the verdict's report: a
+// snapshot quarantined by a controller that died before the verdict is reported with it.
+func (c *RestoreController) quarantine(ctx context.Context, s *restoreState, reason string) ([]reportEvent, error) {
 	name := s.node.Annotations[AnnotationRestoreSnapshot]
 	snap := &snapshotv1.VolumeSnapshot{}
 	ok, err := c.get(ctx, name, snap)
-	if err != nil || !ok || volumes.Quarantined(snap) {
-		return err
+	if err != nil || !ok {
+		return nil, err
 	}
-	patch := client.MergeFrom(snap.DeepCopy())
-	volumes.Quarantine(snap, fmt.Sprintf("node %s: %s", s.name, reason))
-	if err := c.kube.Patch(ctx, snap, patch); err != nil {
-		return fmt.Errorf("quarantining snapshot %s, %w", name, err)
+	if !volumes.Quarantined(snap) {
+		patch := client.MergeFrom(snap.DeepCopy())
+		volumes.Quarantine(snap, fmt.Sprintf("node %s: %s", s.name, reason))
+		if err := c.kube.Patch(ctx, snap, patch); err != nil {
+			return nil, fmt.Errorf("quarantining snapshot %s, %w", name, err)
+		}
 	}
-	msg := fmt.Sprintf("the engine on node %s discarded the cache restored from this snapshot (%s): it is never restored again", s.name, reason)
-	c.recorder.Event(snap, corev1.EventTypeWarning, ReasonQuarantined, msg)
-	c.recorder.Eventf(s.node, corev1.EventTypeWarning, ReasonQuarantined, "quarantined VolumeSnapshot %s/%s: %s", c.namespace(), name, reason)
-	return nil
+	return []reportEvent{
+		objectEvent(snap, snapshotv1.SchemeGroupVersion.String(), "VolumeSnapshot", corev1.EventTypeWarning, ReasonQuarantined,
+			fmt.Sprintf("the engine on node %s discarded the cache restored from this snapshot (%s): it is never restored again", s.name, reason)),
+		nodeEvent(s.name, s.node.UID, corev1.EventTypeWarning, ReasonQuarantined, fmt.Sprintf("quarantined VolumeSnapshot %s/%s: %s", c.namespace(), name, reason)),
+	}, nil
 }
 
-// concludeVerify records the verdict on the Node (after which the verification never runs
-// again), reports it, and removes the verify Job.
-func (c *RestoreController) concludeVerify(ctx context.Context, s *restoreState, verdict, detail string) error {
+// concludeVerify records the verdict on the Node with its report (after which the
+// verification never runs again), delivers the report, and removes the verify Job. extra are
+// more Events of the report (the quarantine's).
+func (c *RestoreController) concludeVerify(ctx context.Context, s *restoreState, verdict, detail string, extra ...reportEvent) error {
+	r := c.verifyReport(s, verdict, detail, extra)
 	patch := client.MergeFrom(s.node.DeepCopy())
 	s.node.Annotations[AnnotationRestore] = verdict
+	setReport(s.node.Annotations, annotationVerifyReport, r)
 	if err := c.kube.Patch(ctx, s.node, patch); err != nil {
 		return fmt.Errorf("recording restore verdict on node %s, %w", s.name, err)
 	}
-	snap := s.node.Annotations[AnnotationRestoreSnapshot]
-	restoresTotal.WithLabelValues(s.poolName, verdict).Inc()
-	log.FromContext(ctx).Info("restore verified", "verdict", verdict, "snapshot", snap, "detail", detail)
-	switch verdict {
-	case volumes.ResultWarm:
-		c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonRestored, "cache restored from VolumeSnapshot %s/%s: the engine started on it and kept it", c.namespace(), snap)
-	case volumes.ResultWiped:
-		coldStarts.WithLabelValues(s.poolName, ColdWiped).Inc()
-		c.recorder.Eventf(s.node, corev1.EventTypeWarning, ReasonColdStart, "engine starts without a restored cache (%s): it discarded the copy of %s/%s at start: %s", ColdWiped, c.namespace(), snap, detail)
-	default:
-		c.recorder.Eventf(s.node, corev1.EventTypeWarning, ReasonRestoreUnverified, "cache copied from VolumeSnapshot %s/%s, but whether the engine kept it is unknown: %s", c.namespace(), snap, detail)
+	if err := c.deliver(ctx, r); err != nil {
+		return err
+	}
+	if err := c.clearReport(ctx, s.node, annotationVerifyReport); err != nil {
+		return err
 	}
 	s.done = true
 	if s.verify != nil {
 		return c.remove(ctx, s.verify)
 	}
 	return nil
+}
+
+// verifyReport is what a restore's verdict tells. It is named by the restore it judges.
+func (c *RestoreController) verifyReport(s *restoreState, verdict, detail string, extra []reportEvent) *report {
+	snap := s.node.Annotations[AnnotationRestoreSnapshot]
+	id := s.node.Annotations[AnnotationRestoreID]
+	if id == "" {
+		id = restoreID(s.node, snap)
+	}
+	r := &report{ID: "verify/" + id, Log: "restore verified", LogValues: []string{"verdict", verdict, "snapshot", snap, "detail", detail}}
+	event := func(eventType, reason, message string) {
+		r.event(nodeEvent(s.name, s.node.UID, eventType, reason, message))
+	}
+	r.count("warmpool_cache_restores_total", s.poolName, verdict)
+	switch verdict {
+	case volumes.ResultWarm:
+		event(corev1.EventTypeNormal, ReasonRestored, fmt.Sprintf("cache restored from VolumeSnapshot %s/%s: the engine started on it and kept it", c.namespace(), snap))
+	case volumes.ResultWiped:
+		r.count("warmpool_cold_starts_total", s.poolName, ColdWiped)
+		event(corev1.EventTypeWarning, ReasonColdStart, fmt.Sprintf("engine starts without a restored cache (%s): it discarded the copy of %s/%s at start: %s", ColdWiped, c.namespace(), snap, detail))
+	default:
+		event(corev1.EventTypeWarning, ReasonRestoreUnverified, fmt.Sprintf("cache copied from VolumeSnapshot %s/%s, but whether the engine kept it is unknown: %s", c.namespace(), snap, detail))
+	}
+	r.Events = append(r.Events, extra...)
+	return r
+}
+
+// flushReports delivers the reports a controller that died after a restore's decision left on
+// the Node: the release's (warm copy or cold start) and the verdict's. It is the first step of
+// both the restore and the verification, so a report is delivered before anything else happens
+// to the node.
+func (c *RestoreController) flushReports(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	if s.node == nil {
+		return reconcile.Result{}, nil
+	}
+	for _, key := range []string{annotationRestoreReport, annotationVerifyReport} {
+		if err := c.flushReport(ctx, s.node, key); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	return reconcile.Result{}, nil
 }
 
 // podReady says whether a pod's Ready condition is true.
