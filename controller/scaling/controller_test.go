@@ -257,7 +257,7 @@ func TestBudgetsFollowBusyState(t *testing.T) {
 // TestEventsOnNodePool: scale-ups and busy flips are told on the pool's NodePool.
 func TestEventsOnNodePool(t *testing.T) {
 	pool := poolName("events")
-	e := newEnv(t, configYAML(poolYAML(pool, ciSource, "scaling: {jobsPerNode: 2}")))
+	e := newEnv(t, configYAML(poolYAML(pool, ciSource, "scaling: {jobsPerNode: 2, busyBudget: block}")))
 	e.waitReplicas(pool, 0)
 
 	e.record(pool, queue.Counts{Queued: 3}, nil)
