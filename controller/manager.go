@@ -78,13 +78,12 @@ type Options struct {
 	PodName string
 
 	// Cache controllers: CopierImage runs the save/restore Jobs (warmpool's own image),
-	// GuardImage the guard pods that hold a node during a save; RestoreTimeout bounds a restore
-	// (0: cachectrl.DefaultRestoreTimeout) and SaveMargin is kept free before a node's deadline
+	// GuardImage the guard pods that hold a node during a save (a restore is bounded by its
+	// pool's cache.restore budget); SaveMargin is kept free before a node's deadline
 	// (0: cachectrl.DefaultSaveMargin); a save does not start with less than MinSaveTime left
 	// (0: cachectrl.DefaultMinSaveTime). Clock drives their deadlines; nil is the real clock.
-	CopierImage    string
-	GuardImage     string
-	RestoreTimeout time.Duration
+	CopierImage string
+	GuardImage  string
 	// VerifyTimeout bounds the wait for the engine's verdict on a restored cache (0:
 	// cachectrl.DefaultVerifyTimeout).
 	VerifyTimeout time.Duration
@@ -208,7 +207,7 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	sc.SetInstanceTypes(instanceTypes(opts.InstanceTypes))
 	cc := cachectrl.New(mgr.GetClient(), mgr.GetAPIReader(), recorder, cacheClock, cluster.Config, cachectrl.Options{
 		ConfigMap: key, CopierImage: opts.CopierImage, GuardImage: opts.GuardImage,
-		RestoreTimeout: opts.RestoreTimeout, VerifyTimeout: opts.VerifyTimeout, SaveMargin: opts.SaveMargin, MinSaveTime: opts.MinSaveTime, NoSnapshotAPI: snapErr != nil,
+		VerifyTimeout: opts.VerifyTimeout, SaveMargin: opts.SaveMargin, MinSaveTime: opts.MinSaveTime, NoSnapshotAPI: snapErr != nil,
 	})
 
 	// A new queue reading re-evaluates its pool.

@@ -54,5 +54,10 @@ package controller
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=patch
 // +kubebuilder:rbac:groups=karpenter.sh,resources=nodeclaims,verbs=get;list;watch
 
+// cache storage checks: the save and restore StorageClasses and the VolumeSnapshotClass (CSI,
+// same driver), and a node's CSINode (its CSI driver registered) before a volume is made.
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses;csinodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshotclasses,verbs=get;list;watch
+
 // leader election (and the leader label, a pod patch above): the Lease in warmpool's namespace.
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=warmpool,resources=leases,verbs=get;create;update

@@ -71,7 +71,11 @@ the gauge warmpool_config_valid at 0; the last good config stays in force.`,
 	f.DurationVar(&opts.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire the Lease")
 	f.StringVar(&opts.CopierImage, "copier-image", defaultCopierImage(), "image of the cache save/restore Jobs (runs `warmpool cache save|restore`)")
 	f.StringVar(&opts.GuardImage, "guard-image", cachectrl.DefaultGuardImage, "image of the guard pods that hold a node while its cache is saved")
-	f.DurationVar(&opts.RestoreTimeout, "cache-restore-timeout", cachectrl.DefaultRestoreTimeout, "how long a new node waits for its cache restore before its engine starts cold")
+	// Replaced by each pool's cache.restore budget; still accepted so an upgrade with the old
+	// flag starts, and pflag warns whoever passes it.
+	var restoreTimeout time.Duration
+	f.DurationVar(&restoreTimeout, "cache-restore-timeout", 0, "no effect: a restore is bounded by its pool's cache.restore budget")
+	_ = f.MarkDeprecated("cache-restore-timeout", "a restore is bounded by its pool's cache.restore.maxWait and derived from the snapshot's size and cache.restore.throughput; set those in the config")
 	f.DurationVar(&opts.VerifyTimeout, "cache-verify-timeout", cachectrl.DefaultVerifyTimeout, "how long after a restore warmpool waits for the engine to be Ready and say whether it kept the cache, before reporting the restore unverified")
 	f.DurationVar(&opts.SaveMargin, "cache-save-margin", cachectrl.DefaultSaveMargin, "time kept free before a node's termination deadline: the save gives up and releases the node this early")
 	f.StringVar(&opts.PodName, "pod-name", os.Getenv("POD_NAME"), "this replica's pod; when set, the leader labels it warmpool.io/leader=true so the webhook Service reaches the leader only")

@@ -65,14 +65,13 @@ const (
 	// AnnotationDeadline on a guard pod is the save deadline it was computed with (RFC 3339).
 	AnnotationDeadline = "warmpool.io/deadline"
 	// AnnotationStarted on a save Job or restore PVC is when the operation started, by the
-	// controller's clock (RFC 3339), for durations and the restore timeout.
+	// controller's clock (RFC 3339), for durations.
 	AnnotationStarted = "warmpool.io/started"
 )
 
 // Defaults of Options.
 const (
-	DefaultRestoreTimeout = 10 * time.Minute
-	DefaultSaveMargin     = 30 * time.Second
+	DefaultSaveMargin = 30 * time.Second
 	// DefaultMinSaveTime: a save is not started with less time left (a spot notice is 2 min).
 	DefaultMinSaveTime    = 2 * time.Minute
 	DefaultNotReadyMaxAge = 24 * time.Hour
@@ -102,8 +101,6 @@ type Options struct {
 	CopierImage string
 	// GuardImage is the guard pod's image (a pause image).
 	GuardImage string
-	// RestoreTimeout bounds a restore; past it the node starts cold.
-	RestoreTimeout time.Duration
 	// VerifyTimeout bounds the wait for the engine's verdict on a restored cache.
 	VerifyTimeout time.Duration
 	// SaveMargin is kept free before a node's deadline.
@@ -133,7 +130,6 @@ func (o *Options) setDefaults() {
 			*d = v
 		}
 	}
-	def(&o.RestoreTimeout, DefaultRestoreTimeout)
 	def(&o.VerifyTimeout, DefaultVerifyTimeout)
 	def(&o.SaveMargin, DefaultSaveMargin)
 	def(&o.MinSaveTime, DefaultMinSaveTime)

@@ -8,7 +8,9 @@ import (
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,12 +38,24 @@ const (
 	ColdCacheDisabled = "cache-disabled"
 	ColdUnknownArch   = "unknown-arch"
 	ColdNoSnapshotAPI = "no-snapshot-api"
+	// ColdOverBudget: the newest snapshot cannot be restored within the pool's
+	// cache.restore.maxWait at its cache.restore.throughput; the restore is not attempted.
+	ColdOverBudget = "over-budget"
+	// ColdStorage: the restore StorageClass or the VolumeSnapshotClass cannot work (missing,
+	// in-tree, another driver); the restore is not attempted.
+	ColdStorage = "storage-misconfigured"
+	// ColdNodeDisk: the snapshot's cache does not fit on the node's NVMe.
+	ColdNodeDisk = "snapshot-too-large-for-node"
+	// ColdNoCSIDriver: the node's CSINode never listed the restore class's CSI driver within
+	// the restore's budget, so no volume could be attached to it.
+	ColdNoCSIDriver = "csi-driver-not-registered"
 )
 
 // RestoreController restores the newest matching cache onto a new node before its engine starts
 // (request name: the node). The pool's startup taint keeps the engine DaemonSet off the node;
 // removing it is the last step whatever happened, so a node is never held for its cache beyond
-// the restore timeout. The taint is the state: a node without it has nothing left to restore.
+// the restore's budget (restorebudget.go). The taint is the state: a node without it has
+// nothing left to restore.
 type RestoreController struct {
 	base
 	kick chan event.GenericEvent
@@ -57,9 +71,13 @@ type restoreState struct {
 	verify   *batchv1.Job // the verify Job, once the node was released
 	arch     string
 	snapshot string
+	// snap is the chosen snapshot while its volume is not made yet (nil after).
+	snap *snapshotv1.VolumeSnapshot
 	// restoreSize is the chosen snapshot's size, nil when unknown.
 	restoreSize *resource.Quantity
-	done        bool
+	// deadline is when the restore's budget runs out (planBudget), zero before it is planned.
+	deadline time.Time
+	done     bool
 }
 
 // Reconcile runs the restore steps for one node until one must wait or the node was released.
@@ -96,6 +114,8 @@ func (c *RestoreController) restoreSteps() []func(context.Context, *restoreState
 		c.awaitReady,
 		c.served,
 		c.chooseSnapshot,
+		c.planBudget,
+		c.checkStorage,
 		c.checkTimeout,
 		c.ensureVolume,
 		c.ensureCopy,
@@ -183,7 +203,8 @@ func (c *RestoreController) served(ctx context.Context, s *restoreState) (reconc
 }
 
 // chooseSnapshot picks the newest ready snapshot of the node's pool, architecture and engine
-// version; a restore under way keeps the one its volume was made from.
+// version; a restore under way keeps the one its volume was made from, or that its budget was
+// planned for while it waits for the CSI driver (if that one is still good).
 func (c *RestoreController) chooseSnapshot(ctx context.Context, s *restoreState) (reconcile.Result, error) {
 	if s.pvc != nil && s.pvc.Spec.DataSource != nil {
 		s.snapshot = s.pvc.Spec.DataSource.Name
@@ -191,6 +212,21 @@ func (c *RestoreController) chooseSnapshot(ctx context.Context, s *restoreState)
 	}
 	if c.opts.NoSnapshotAPI {
 		return reconcile.Result{}, c.cold(ctx, s, ColdNoSnapshotAPI, "the cluster serves no snapshot.storage.k8s.io/v1 VolumeSnapshot API: install the CSI snapshotter's CRDs and controller, then restart warmpool")
+	}
+	if planned := s.node.Annotations[annotationRestoreFrom]; planned != "" {
+		snap := &snapshotv1.VolumeSnapshot{}
+		ok, err := c.get(ctx, planned, snap)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		if ok && volumes.Good(snap) {
+			s.snapshot, s.snap, s.restoreSize = snap.Name, snap, nil
+			if snap.Status != nil {
+				s.restoreSize = snap.Status.RestoreSize
+			}
+			return reconcile.Result{}, nil
+		}
+		// Deleted, quarantined or failed since: choose again; the budget's start stays.
 	}
 	key := volumes.SnapshotKey{Pool: s.pool.Name, Arch: s.arch, EngineVersion: s.pool.Engine.Version}
 	list := &snapshotv1.VolumeSnapshotList{}
@@ -203,32 +239,44 @@ func (c *RestoreController) chooseSnapshot(ctx context.Context, s *restoreState)
 	if snap == nil {
 		return reconcile.Result{}, c.cold(ctx, s, ColdNoSnapshot, fmt.Sprintf("no ready snapshot of pool %s, arch %s, engine %s", key.Pool, key.Arch, key.EngineVersion))
 	}
-	s.snapshot, s.restoreSize = snap.Name, nil
+	s.snapshot, s.snap, s.restoreSize = snap.Name, snap, nil
 	if st := snap.Status; st != nil {
 		s.restoreSize = st.RestoreSize
 	}
 	return reconcile.Result{}, nil
 }
 
-// left is the time before the restore times out.
+// left is the time before the restore's budget runs out (0 before it is planned).
 func (c *RestoreController) left(s *restoreState) time.Duration {
+	if s.deadline.IsZero() {
+		return 0
+	}
+	return s.deadline.Sub(c.clk.Now())
+}
+
+// elapsed is the time since the restore volume was made, for the duration metric.
+func (c *RestoreController) elapsed(s *restoreState) time.Duration {
+	if s.pvc == nil {
+		return 0
+	}
 	started := parseStamp(s.pvc.Annotations[AnnotationStarted])
 	if started.IsZero() {
 		return 0
 	}
-	return started.Add(c.opts.RestoreTimeout).Sub(c.clk.Now())
+	return c.clk.Since(started)
 }
 
-// checkTimeout starts the node cold once the restore took too long.
+// checkTimeout starts the node cold once the restore used up its budget.
 func (c *RestoreController) checkTimeout(ctx context.Context, s *restoreState) (reconcile.Result, error) {
-	if s.pvc != nil && c.left(s) <= 0 {
-		return reconcile.Result{}, c.cold(ctx, s, ColdTimeout, fmt.Sprintf("restore from %s took longer than %s", s.snapshot, c.opts.RestoreTimeout))
+	if !s.deadline.IsZero() && c.left(s) <= 0 {
+		return reconcile.Result{}, c.cold(ctx, s, ColdTimeout, fmt.Sprintf("restore from %s did not finish within its budget (until %s: %s)",
+			s.snapshot, stamp(s.deadline), s.node.Annotations[annotationRestoreBudget]))
 	}
 	return reconcile.Result{}, nil
 }
 
-// ensureVolume makes the volume to copy from out of the chosen snapshot; its start annotation
-// starts the restore timeout.
+// ensureVolume makes the volume to copy from out of the chosen snapshot, in the pool's restore
+// StorageClass (where volumeInitializationRate belongs: every restore volume has a snapshot).
 func (c *RestoreController) ensureVolume(ctx context.Context, s *restoreState) (reconcile.Result, error) {
 	if s.pvc != nil {
 		return reconcile.Result{}, nil
@@ -238,7 +286,7 @@ func (c *RestoreController) ensureVolume(ctx context.Context, s *restoreState) (
 	if s.restoreSize != nil && s.restoreSize.Cmp(size) > 0 {
 		size = s.restoreSize.DeepCopy()
 	}
-	pvc := volumes.RestorePVC(c.target(s.pool, s.name, s.arch), s.pool.Cache.StorageClassName, size, s.snapshot)
+	pvc := volumes.RestorePVC(c.target(s.pool, s.name, s.arch), s.pool.Cache.RestoreStorageClassName, size, s.snapshot)
 	pvc.Annotations[AnnotationStarted] = stamp(c.clk.Now())
 	if err := c.create(ctx, pvc); err != nil {
 		return reconcile.Result{}, err
@@ -289,7 +337,7 @@ func (c *RestoreController) poll(s *restoreState) time.Duration {
 // patch that removes the taint, so a restarted controller picks the verification up.
 func (c *RestoreController) warm(ctx context.Context, s *restoreState, r volumes.JobResult) error {
 	now := c.clk.Now()
-	took := c.opts.RestoreTimeout - c.left(s)
+	took := c.elapsed(s)
 	rep := &report{ID: restoreReportID(s), Log: "cache copied, engine starting", LogValues: []string{"snapshot", s.snapshot}}
 	rep.observe("warmpool_cache_restore_duration_seconds", took.Seconds(), s.poolName)
 	rep.event(nodeEvent(s.name, s.node.UID, corev1.EventTypeNormal, ReasonRestoreCopied, fmt.Sprintf(
@@ -394,6 +442,11 @@ func (c *RestoreController) Register(mgr ctrl.Manager) error {
 		Watches(&batchv1.Job{}, toNode, restoreOp).
 		Watches(&corev1.PersistentVolumeClaim{}, toNode, restoreOp).
 		Watches(&corev1.Pod{}, toNode, restoreOp).
+		// A restore waiting for its CSI driver goes on when the kubelet registers it (a CSINode
+		// is named after its node).
+		Watches(&storagev1.CSINode{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetName()}}}
+		})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(counted.Reconciler("cache-restore", c))
 }

@@ -624,9 +624,13 @@ func (c *SaveController) stopEngine(ctx context.Context, s *saveState) (reconcil
 // ensureVolume creates the PVC the cache is copied onto: cloned from the newest good snapshot
 // of the same key when there is one (the copy then writes only what changed since, and the EBS
 // snapshot uploads only the changed blocks), else empty. A save that already fell back
-// (annotationBaseFallback) starts empty.
+// (annotationBaseFallback) starts empty. Before it is made, its storage is checked
+// (checkSaveStorage); a volume the cache turned out not to fit is made anew to fit (checkFit).
 func (c *SaveController) ensureVolume(ctx context.Context, s *saveState) (reconcile.Result, error) {
 	if s.pvc != nil {
+		if res, moved, err := c.checkFit(ctx, s); moved || err != nil {
+			return res, err
+		}
 		return reconcile.Result{}, nil
 	}
 	if s.job != nil || s.snapshot != nil {
@@ -640,6 +644,9 @@ func (c *SaveController) ensureVolume(ctx context.Context, s *saveState) (reconc
 	} else if !apierrors.IsNotFound(err) {
 		return reconcile.Result{}, fmt.Errorf("reading save volume %s, %w", volumes.SaveName(s.name), err)
 	}
+	if ok, err := c.checkSaveStorage(ctx, s); !ok || err != nil {
+		return reconcile.Result{}, err
+	}
 	t := c.saveTarget(s)
 	var base *snapshotv1.VolumeSnapshot
 	if s.guard.Annotations[annotationBaseFallback] == "" {
@@ -652,7 +659,7 @@ func (c *SaveController) ensureVolume(ctx context.Context, s *saveState) (reconc
 	if base != nil {
 		baseName = base.Name
 	}
-	pvc := volumes.SavePVC(t, s.pool.Cache.StorageClassName, volumes.SaveSize(*s.pool.Cache.Size, base), baseName)
+	pvc := volumes.SavePVC(t, s.pool.Cache.StorageClassName, c.saveVolumeSize(s, base), baseName)
 	pvc.Annotations[AnnotationStarted] = stamp(c.clk.Now())
 	if err := c.create(ctx, pvc); err != nil {
 		return reconcile.Result{}, err

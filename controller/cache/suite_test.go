@@ -48,7 +48,10 @@ const testLabel = "cache.test.warmpool.io/object"
 const engineVersion = "v0.19.7"
 
 func TestMain(m *testing.M) {
-	os.Exit(cluster.RunTests(m, func(api *cluster.APIServer) { restConfig, kube = api.Config, api.Client }))
+	os.Exit(cluster.RunTests(m, func(api *cluster.APIServer) {
+		restConfig, kube = api.Config, api.Client
+		createStorageClasses(api.Client) // storage_test.go: the "sim" classes poolYAML names
+	}))
 }
 
 const configHeader = `apiVersion: warmpool.io/v1alpha1
@@ -117,7 +120,6 @@ func newEnv(t testing.TB, pools ...string) *env {
 		cleanupCluster(t)
 	})
 	e.start()
-	e.playGuards() // guard_test.go: the kubelet runs guard pods
 	return e
 }
 
@@ -195,6 +197,7 @@ func newNode(t testing.TB, name, pool, arch string, taints ...corev1.Taint) *cor
 	if err := kube.Status().Update(t.Context(), n); err != nil {
 		t.Fatal(err)
 	}
+	registerCSIDriver(t, name) // as the CSI node plugin does on a real node (storage_test.go)
 	return n
 }
 
@@ -514,6 +517,7 @@ func cleanupCluster(t testing.TB) {
 			_ = kube.Delete(ctx, n)
 		}
 	}
+	cleanupStorage(ctx) // storage_test.go
 	claims := &karpv1.NodeClaimList{}
 	if err := kube.List(ctx, claims, client.HasLabels{testLabel}); err == nil {
 		for i := range claims.Items {

@@ -17,6 +17,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -100,7 +101,10 @@ func startWithChartRBAC(t *testing.T, opts controller.Options) *chartEnv {
 		t.Fatal(err)
 	}
 	pool := cfg["pools"].([]any)[0].(map[string]any)
-	pool["cache"] = map[string]any{"enabled": true, "storageClassName": "warmpool-sim", "snapshotClassName": "warmpool-sim", "size": "10Gi"}
+	// A restore budget of seconds: the 10Gi snapshot below takes 5 s at 2Gi/s, so the restore
+	// (which never runs: no kubelet) times out 9.5 s after it starts.
+	pool["cache"] = map[string]any{"enabled": true, "storageClassName": "warmpool-sim", "snapshotClassName": "warmpool-sim", "size": "10Gi",
+		"restore": map[string]any{"throughput": "2Gi", "maxWait": "12s", "provisioningSlack": "2s"}}
 	pool["terminationGracePeriod"] = "1h"
 	pool["scaling"].(map[string]any)["warmMinimum"] = 1
 	// The controller must create the PriorityClass itself here; the chart's copy is tested apart.
@@ -200,8 +204,21 @@ func TestChartRBACSufficesForTheController(t *testing.T) {
 // save (guard pod create, engine pod eviction, PVC and Job create). No kubelet runs here, so the
 // Jobs never run: the test stops at each protocol's copy step.
 func TestChartRBACSufficesForTheCacheProtocol(t *testing.T) {
-	e := startWithChartRBAC(t, controller.Options{RestoreTimeout: 8 * time.Second})
+	e := startWithChartRBAC(t, controller.Options{})
 	ctx := t.Context()
+	// The cluster's CSI storage, which the controller checks (reads) before it makes a volume:
+	// the classes the pool names, and the driver registered on both nodes below.
+	const driver = "sim.warmpool.io"
+	for _, o := range []client.Object{
+		&storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "warmpool-sim"}, Provisioner: driver},
+		&snapshotv1.VolumeSnapshotClass{ObjectMeta: metav1.ObjectMeta{Name: "warmpool-sim"}, Driver: driver, DeletionPolicy: snapshotv1.VolumeSnapshotContentDelete},
+		&storagev1.CSINode{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}, Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{{Name: driver, NodeID: "fresh"}}}},
+		&storagev1.CSINode{ObjectMeta: metav1.ObjectMeta{Name: "old"}, Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{{Name: driver, NodeID: "old"}}}},
+	} {
+		if err := e.admin.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
 	labels := map[string]string{nodepools.LabelPool: e.pool, corev1.LabelArchStable: "amd64"}
 	ready := []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
 
