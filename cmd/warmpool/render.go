@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/nodepools"
@@ -24,8 +25,8 @@ const defaultNamespace = "warmpool"
 
 func renderCommand() *cobra.Command {
 	var (
-		file, nodeClass, namespace, region, endpoint, image string
-		discover                                            bool
+		file, nodeClass, namespace, region, endpoint, image, kubeconfig string
+		discover, check                                                 bool
 	)
 	cmd := &cobra.Command{
 		Use:   "render -f config.yaml",
@@ -37,10 +38,18 @@ which go in warmpool's namespace (--namespace). A bad config prints one line per
 naming its field, on stderr and exits 1.
 
 With --discover it lists, per pool, the EC2 instance types its requirements admit instead
-(AWS credentials and region from the usual SDK sources).`,
+(AWS credentials and region from the usual SDK sources).
+
+With --check it checks each cache-enabled pool's storage instead: the restore budget from the
+config, and with a cluster (--kubeconfig, else $KUBECONFIG) the save and restore
+StorageClasses (CSI, not in-tree; no volumeInitializationRate on the save class), the
+VolumeSnapshotClass (same driver), the CSI driver on the pool's nodes (CSINode) and the
+snapshots a new node would restore (within the budget, on the pool's smallest NVMe). One line
+per problem on stderr, naming its field; exit 1.`,
 		Example: `  warmpool render -f deploy/examples/config.yaml
   warmpool render -f config.yaml --node-class kwok --namespace warmpool-system | kubectl apply -f -
-  warmpool render -f config.yaml --discover --region eu-west-1`,
+  warmpool render -f config.yaml --discover --region eu-west-1
+  warmpool render -f config.yaml --check --kubeconfig ~/.kube/config`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kind, err := nodepools.ParseNodeClassKind(nodeClass)
@@ -61,6 +70,9 @@ With --discover it lists, per pool, the EC2 instance types its requirements admi
 			if discover {
 				return printDiscovered(cmd, cfg, region, endpoint)
 			}
+			if check {
+				return checkCommand(cmd, cfg, kubeconfig, namespace)
+			}
 			out, err := nodepools.YAML(nodepools.Render(cfg, nodepools.Options{NodeClass: kind, Namespace: namespace, ToolsImage: image}))
 			if err != nil {
 				return err
@@ -76,6 +88,9 @@ With --discover it lists, per pool, the EC2 instance types its requirements admi
 	cmd.Flags().BoolVar(&discover, "discover", false, "list the EC2 instance types each pool admits instead of printing objects")
 	cmd.Flags().StringVar(&region, "region", "", "AWS region for --discover (default: the config's discovery.region, then the SDK's)")
 	cmd.Flags().StringVar(&endpoint, "endpoint", "", "EC2 endpoint URL for --discover (default: the config's discovery.endpoint)")
+	cmd.Flags().BoolVar(&check, "check", false, "check each cache-enabled pool's storage (restore budget; with a cluster: classes, CSI drivers, snapshots) instead of printing objects")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "with --check: the cluster to read storage from (default: $KUBECONFIG; neither: the config alone is checked)")
+	cmd.MarkFlagsMutuallyExclusive("check", "discover")
 	_ = cmd.MarkFlagRequired("file")
 	return cmd
 }
@@ -133,4 +148,22 @@ func printDiscovered(cmd *cobra.Command, cfg *config.Config, region, endpoint st
 		return errInvalidConfig
 	}
 	return nil
+}
+
+// checkCommand runs `render --check`, against the cluster of kubeconfig (else $KUBECONFIG)
+// when one is named.
+func checkCommand(cmd *cobra.Command, cfg *config.Config, kubeconfig, namespace string) error {
+	if kubeconfig == "" {
+		kubeconfig = os.Getenv("KUBECONFIG")
+	}
+	ctx, cancel := contextWithTimeout(cmd, time.Minute)
+	defer cancel()
+	var restCfg *rest.Config
+	if kubeconfig != "" {
+		var err error
+		if restCfg, err = restConfig(kubeconfig); err != nil {
+			return err
+		}
+	}
+	return runCheck(ctx, cfg, restCfg, namespace, cmd.OutOrStdout(), cmd.ErrOrStderr())
 }
