@@ -107,6 +107,7 @@ var (
 		cachectrl.ReasonGuarded: true, cachectrl.ReasonEngineStopped: true, cachectrl.ReasonAwaitingRunners: true,
 		cachectrl.ReasonRunnersOutlived: true, cachectrl.ReasonSaveBaseLost: true, cachectrl.ReasonSnapshotFailed: true,
 		cachectrl.ReasonRestoreCopied: true, cachectrl.ReasonQuarantined: true,
+		cachectrl.ReasonGuardFailed: true, cachectrl.ReasonSaveVolumeResized: true,
 	}
 )
 
