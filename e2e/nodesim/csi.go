@@ -122,7 +122,7 @@ func (p provisioner) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return reconcile.Result{}, err
 	}
-	if err := p.addVolume(pvName, model); err != nil {
+	if err := p.addVolume(req.String(), pvName, model); err != nil {
 		return reconcile.Result{}, fmt.Errorf("provisioning %s: %w", pvName, err)
 	}
 
@@ -321,8 +321,8 @@ func (r volumeReclaimer) Reconcile(ctx context.Context, req reconcile.Request) (
 }
 
 // snapshotter plays the snapshot-controller and the CSI snapshotter sidecar for Driver, with
-// EBS's timing: the snapshot is cut at once (the volume's data is copied to the snapshot dir,
-// status.creationTime set, readyToUse false), and becomes ready only after an upload whose
+// EBS's timing: the snapshot is cut at once (status.creationTime set, readyToUse false; the
+// volume's data is copied to the snapshot dir during the upload), and becomes ready only after an upload whose
 // length is the bytes changed since the snapshot the volume was created from, at the upload
 // rate (Options.SnapshotUploadBytesPerSecond, or the class's ParameterUploadBytesPerSecond).
 // While it is not ready its source PVC carries the pvc-as-source-protection finalizer. A
@@ -403,15 +403,15 @@ func (s snapshotter) cut(ctx context.Context, vs *snapshotv1.VolumeSnapshot, cla
 	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Driver {
 		return reconcile.Result{}, fmt.Errorf("snapshot %s: PV %s is not a %s volume", req, pv.Name, Driver)
 	}
+	// The cut is point-in-time and instant, as EBS's: what it uploads is counted now, and the
+	// data is copied during the upload (upload), from a volume that nothing writes any more
+	// and that pvc-as-source-protection keeps until the snapshot is ready.
 	volume := s.VolumePath(pv.Spec.CSI.VolumeHandle)
-	if err := copyTreeOnce(volume, s.SnapshotPath(handle)); err != nil {
-		return reconcile.Result{}, fmt.Errorf("snapshot %s: copying volume %s: %w", req, pv.Name, err)
-	}
 	base := ""
 	if h := pv.Annotations[annSourceSnapshot]; h != "" {
 		base = s.SnapshotPath(h)
 	}
-	changed, err := ChangedBytes(s.SnapshotPath(handle), base)
+	changed, err := ChangedBytes(volume, base)
 	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("snapshot %s: %w", req, err)
 	}
@@ -483,6 +483,12 @@ func (s snapshotter) upload(ctx context.Context, vs *snapshotv1.VolumeSnapshot, 
 	if content.Status.Error != nil {
 		return reconcile.Result{}, nil // failed for good, as an EBS snapshot in error state
 	}
+	handle := ptr.Deref(content.Status.SnapshotHandle, "")
+	if src := content.Spec.Source.VolumeHandle; src != nil {
+		if err := copyTreeOnce(s.VolumePath(*src), s.SnapshotPath(handle)); err != nil {
+			return reconcile.Result{}, fmt.Errorf("snapshot %s: copying volume %s: %w", req, *src, err)
+		}
+	}
 	changed, _ := strconv.ParseInt(content.Annotations[annUploadBytes], 10, 64)
 	readyAt := time.Unix(0, *content.Status.CreationTime).Add(s.uploadTime(changed, class))
 	if wait := time.Until(readyAt); wait > 0 {
@@ -493,7 +499,6 @@ func (s snapshotter) upload(ctx context.Context, vs *snapshotv1.VolumeSnapshot, 
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	handle := ptr.Deref(content.Status.SnapshotHandle, "")
 	if failure != "" {
 		now := metav1.Now()
 		content.Status.Error = &snapshotv1.VolumeSnapshotError{Time: &now, Message: ptr.To(failure)}

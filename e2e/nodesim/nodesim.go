@@ -142,7 +142,9 @@ type Sim struct {
 	volumes  map[string]*ebsVolume // volume handle -> its model and mount
 	// volumeHistory: what deleted volumes served, for VolumeStats.
 	volumeHistory map[string]VolumeStats
-	provFailed    map[string]bool // PVC UID + message: ProvisioningFailed already reported
+	// claims: namespace/name of a claim -> the volumes provisioned for it (VolumesOf).
+	claims     map[string][]string
+	provFailed map[string]bool // PVC UID + message: ProvisioningFailed already reported
 	// admitted: node -> namespace/name -> pods admitted there (admission.go).
 	admitted    map[string]map[string]*corev1.Pod
 	admissionMu sync.Mutex
@@ -234,6 +236,7 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 	s.ebs = opts.EBS.withDefaults()
 	s.volumes = map[string]*ebsVolume{}
 	s.volumeHistory = map[string]VolumeStats{}
+	s.claims = map[string][]string{}
 	s.provFailed = map[string]bool{}
 	s.admitted = map[string]map[string]*corev1.Pod{}
 	s.csiDelay = opts.CSIRegistrationDelay

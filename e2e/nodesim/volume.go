@@ -11,11 +11,14 @@ func (s *Sim) MountPath(handle string) string { return filepath.Join(s.root, "mo
 
 // addVolume sets up the model of a volume just provisioned (its data already at
 // VolumePath). A volume set up already keeps its model: provisioning is retried.
-func (s *Sim) addVolume(handle string, m volumeModel) error {
+func (s *Sim) addVolume(claim, handle string, m volumeModel) error {
 	s.volMu.Lock()
 	defer s.volMu.Unlock()
 	if _, ok := s.volumes[handle]; ok {
 		return nil
+	}
+	if claim != "" {
+		s.claims[claim] = append(s.claims[claim], handle)
 	}
 	v, err := newEBSVolume(handle, s.VolumePath(handle), s.MountPath(handle), m)
 	if err != nil {
@@ -45,7 +48,7 @@ func (s *Sim) mountVolume(handle string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if err := s.addVolume(handle, m); err != nil {
+		if err := s.addVolume("", handle, m); err != nil {
 			return "", err
 		}
 		s.volMu.Lock()
@@ -98,4 +101,12 @@ func (s *Sim) VolumeStats(handle string) (VolumeStats, bool) {
 	}
 	st, ok := s.volumeHistory[handle]
 	return st, ok
+}
+
+// VolumesOf lists the volumes (handles, oldest first) provisioned for the claims named
+// namespace/name, including deleted ones: a save's claim is gone once its snapshot is cut.
+func (s *Sim) VolumesOf(namespace, name string) []string {
+	s.volMu.Lock()
+	defer s.volMu.Unlock()
+	return append([]string(nil), s.claims[namespace+"/"+name]...)
 }
