@@ -37,8 +37,14 @@ tools: ## Build etcd, kube-apiserver, kube-scheduler, kube-controller-manager, k
 test: tools vet ## Run every test tier: unit, integration (real apiserver) and e2e (real Karpenter).
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
-test-unit: ## Only the tests that need no control plane.
-	$(GO) test -count=1 ./controller/config/... ./controller/scaling/... ./nodepools/... ./volumes/...
+# The packages whose tests start no API server (no envtest, no e2e/cluster) and need nothing in
+# bin/. The others (controller, controller/cache, controller/pools, controller/scaling,
+# controller/queue/arcsuite, cmd/warmpool, deploy/helm, e2e) run under `make test`.
+UNIT_PKGS := ./controller/config/... ./controller/counted/... ./controller/nodewatch/... ./controller/queue \
+	./controller/scaling/policy/... ./controller/scaling/simulate/... ./hack/tracegen/... ./nodepools/... ./volumes/...
+
+test-unit: ## Only the tests that need no control plane (nothing built first).
+	$(GO) test -count=1 $(UNIT_PKGS)
 
 test-e2e: tools ## Only the end-to-end tier.
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/...
@@ -52,8 +58,16 @@ CHAOS_KILLS ?= 24
 chaos: tools ## The chaos test at length: the real controller killed CHAOS_KILLS (24) times through save and restore.
 	WARMPOOL_CHAOS_KILLS=$(CHAOS_KILLS) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run '^TestChaos' ./e2e
 
-fuzz: ## Run each fuzz target for FUZZTIME.
-	$(GO) test ./controller/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+# Every `func FuzzX` in a _test.go file, as <package dir>:<target>; go test fuzzes one target
+# of one package at a time.
+FUZZ_TARGETS = $(shell grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' . | sed -E 's|^(.*)/[^/]+_test\.go:func (Fuzz.*)$$|\1:\2|' | sort -u)
+
+fuzz: ## Run every fuzz target for FUZZTIME each (no control plane needed).
+	@test -n "$(FUZZ_TARGETS)" || { echo "no fuzz targets found"; exit 1; }
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} $${t##*:}"; \
+		$(GO) test "$${t%%:*}" -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
 
 # PKGS includes ./e2e, whose BenchmarkControllerFootprint runs the real controller on the local
 # cluster (built by `make tools`) against 1000 kwok nodes for several minutes, past go test's

@@ -1,4 +1,4 @@
-package queue_test
+package arcsuite_test
 
 import (
 	"fmt"
