@@ -120,6 +120,7 @@ func newEnv(t testing.TB, pools ...string) *env {
 		cleanupCluster(t)
 	})
 	e.start()
+	e.playGuards() // guard_test.go: the kubelet runs guard pods
 	return e
 }
 
