@@ -417,7 +417,7 @@ func (k *chaosKiller) run(ctx context.Context) {
 			sleepCtx(ctx, delay)
 			kill.restart = time.Since(killedAt)
 			victim.start()
-			if target := k.peekNext(order); target != phaseStarting {
+			if i == k.kills || k.peekNext(order) != phaseStarting {
 				if leader := k.awaitLeader(ctx, 2*time.Minute); leader != nil {
 					kill.takeover, kill.takeoverReplica, kill.takeoverAfter = leader.current().name, leader.name, time.Since(killedAt)
 				}
