@@ -10,6 +10,17 @@
 //     began. A snapshot is cut at once (status.creationTime, readyToUse false; its source PVC
 //     keeps pvc-as-source-protection) and becomes ready after an upload of the bytes changed
 //     since the snapshot its volume was created from, as an EBS snapshot does;
+//   - EBS volumes (ebs.go, fuse.go): every volume is served to the pods that mount it through
+//     a FUSE loopback mount whose reads and writes pay a per-volume throughput cap and, for a
+//     volume created from a snapshot, a latency on the first read of each block (lazy
+//     loading), unless the class sets volumeInitializationRate (which EC2 refuses for a
+//     volume without a snapshot: the claim stays Pending with ProvisioningFailed) or the
+//     snapshot has Fast Snapshot Restore. docs/local-tier.md lists the knobs;
+//   - the CSI node plugin's registration (csinode.go): each Ready node's CSINode lists the
+//     driver CSIRegistrationDelay after it became Ready; until then no volume is provisioned
+//     for it or mounted on it;
+//   - the kubelet's admission for every pod (admission.go): a pod that does not fit its node
+//     is rejected (Failed, OutOfcpu, OutOfmemory, OutOfpods, ...), as kubelet v1.35 does;
 //   - the kubelet for cache pods (label warmpool.io/cache-op save|restore|verify): it runs the REAL
 //     warmpool binary with the container's args, mapping each volume mount to a directory
 //     (node hostPaths under <root>/nodes/<node>), as root with exactly the Linux capabilities
@@ -42,10 +53,16 @@
 //   - Options.SnapshotUploadBytesPerSecond (default DefaultSnapshotUploadBytesPerSecond), or
 //     the parameter ParameterUploadBytesPerSecond of a VolumeSnapshotClass for its snapshots:
 //     the upload rate, so readyToUse comes changed-bytes/rate after the cut (ChangedBytes,
-//     UploadTime); a negative Options value makes snapshots ready at their cut.
+//     UploadTime); a negative Options value makes snapshots ready at their cut;
+//   - Options.EBS, and the StorageClass parameters ParameterThroughput and
+//     ParameterVolumeInitializationRate: the volume model; AnnotationFastSnapshotRestore on a
+//     VolumeSnapshot: volumes made from it are loaded at once;
+//   - Options.CSIRegistrationDelay, and AnnotationCSINodePlugin ("absent") on a Node: when
+//     (whether) the driver registers there.
 //
 // Everything it does is recorded as Events (Events, Count) so tests can assert what happened
-// on the "nodes". It needs no kubelet, container runtime or root beyond what the copier needs.
+// on the "nodes". It needs no kubelet or container runtime; it needs root (the copier's
+// capabilities, and mounting FUSE: Start fails, saying so, without /dev/fuse).
 package nodesim
 
 import (
