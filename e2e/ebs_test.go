@@ -37,8 +37,9 @@ import (
 // its files changed.
 //
 // TestCacheOnEBS asserts what is behaviour: the incremental save writes at most 10% of the
-// bytes the full one wrote, starts from the previous snapshot, and every node is released
-// before its snapshot's upload ends. BenchmarkCacheOnEBS runs the same at two modeled
+// bytes the full one wrote, starts from the previous snapshot, every node is released
+// before its snapshot's upload ends, and a snapshot too large for the pool's restore budget
+// starts the next node cold at once. BenchmarkCacheOnEBS runs the same at two modeled
 // throughputs and reports the times (full save, incremental save, hold, restore) and the
 // restore's share of the modeled throughput:
 //
@@ -87,7 +88,7 @@ func (r ebsResult) restoreShare() float64 {
 }
 
 func TestCacheOnEBS(t *testing.T) {
-	r := runEBS(t, 64, ebsCacheMB(t))
+	r := runEBS(t, 64, ebsCacheMB(t), true)
 	t.Logf("EBS model at %d MiB/s, %d MiB cache in %d files: full save %s (%d MiB written), incremental save %s (%d MiB written), holds %v, restore %s (%.0f%% of the modeled throughput, %d first reads)",
 		r.mibps, r.cacheBytes>>20, r.files, r.fullSave, r.fullWritten>>20, r.incrSave, r.incrWritten>>20, r.hold, r.restore, 100*r.restoreShare(), r.restoreFirstReads)
 	if r.incrWritten*10 > r.fullWritten {
@@ -118,7 +119,7 @@ func BenchmarkCacheOnEBS(b *testing.B) {
 		b.Run(fmt.Sprintf("%dMiBps", mibps), func(b *testing.B) {
 			var r ebsResult
 			for range b.N {
-				r = runEBS(b, mibps, ebsCacheMB(b))
+				r = runEBS(b, mibps, ebsCacheMB(b), false)
 			}
 			b.ReportMetric(r.fullSave.Seconds(), "full-save-s")
 			b.ReportMetric(r.incrSave.Seconds(), "incr-save-s")
@@ -160,8 +161,9 @@ func ebsCacheMB(tb testing.TB) int {
 	return 1024
 }
 
-// runEBS runs the scenario at mibps on a cache of about mb MiB.
-func runEBS(tb testing.TB, mibps, mb int) ebsResult {
+// runEBS runs the scenario at mibps on a cache of about mb MiB; with overBudget, a third
+// node then finds the newest snapshot too large for its restore budget.
+func runEBS(tb testing.TB, mibps, mb int, overBudget bool) ebsResult {
 	ctx, kube, sim := tb.Context(), local.Client, local.Nodesim
 	res := ebsResult{mibps: mibps}
 	began := time.Now()
@@ -236,7 +238,38 @@ func runEBS(tb testing.TB, mibps, mb int) ebsResult {
 	if vols := sim.VolumesOf(scenario.Namespace, incr); len(vols) != 1 || !provisionedFromSnapshot(sim, vols[0]) {
 		tb.Errorf("B's save volumes %v: want one, made from A's snapshot", vols)
 	}
+	if overBudget {
+		expectColdOverBudget(tb, mibps, mb)
+	}
 	return res
+}
+
+// expectColdOverBudget: with a restore budget too small for the cache (1 MiB/s for at most a
+// minute of copy), a new node does not attempt the restore: it starts cold at once, with a
+// ColdStart Event that names the budget, and no restore volume is made for it.
+func expectColdOverBudget(tb testing.TB, mibps, mb int) {
+	sim := local.Nodesim
+	config := strings.Replace(ebsConfig(mibps, max(2, 3*mb/1024)), fmt.Sprintf("size: %dGi", max(2, 3*mb/1024)),
+		fmt.Sprintf("size: %dGi\n      restore:\n        throughput: 1Mi\n        maxWait: 2m\n        provisioningSlack: 1m", max(2, 3*mb/1024)), 1)
+	if err := scenario.SetConfig(tb.Context(), local.Client, config); err != nil {
+		tb.Fatal(err)
+	}
+	_, nodeC := runEBSRunner(tb, "ebs-runner-3")
+	await(tb, "the engine on C to start cold", 5*time.Minute, func(context.Context) (bool, error) {
+		return sim.Count(nodesim.EngineColdStart, nodeC) == 1, nil
+	})
+	var ev *corev1.Event
+	await(tb, "a ColdStart Event on C", time.Minute, func(ctx context.Context) (bool, error) {
+		e, err := nodeEventNow(ctx, nodeC, "ColdStart")
+		ev = e
+		return e != nil, err
+	})
+	if !strings.Contains(ev.Message, "over-budget") || !strings.Contains(ev.Message, "1Mi/s") {
+		tb.Errorf("C's ColdStart Event %q: want the over-budget reason with the budget's numbers", ev.Message)
+	}
+	if vols := sim.VolumesOf(scenario.Namespace, volumes.RestoreName(nodeC)); len(vols) != 0 || lastEvent(sim, nodesim.CacheJobStarted, nodeC, volumes.OpRestore+" ") != nil {
+		tb.Errorf("C attempted a restore over its budget (volumes %v)", vols)
+	}
 }
 
 // awaitSaveAndRelease waits for node's save and its node's deletion, checks that the node
@@ -471,7 +504,7 @@ func writeEBSTree(tb testing.TB, root string, target int64) ebsTree {
 	}
 	large := int(min(target*3/10/6, int64(len(buf))))
 	for i := range 6 {
-		rel := fmt.Sprintf("worker/content/blobs/sha256/%064x", 0xa000+i)
+		rel := fmt.Sprintf("worker/content/blobs/sha256/%064x", uint64(0xf000000000000000)+uint64(i)) // no small blob's name
 		write(rel, large)
 		tree.layers[rel] = true
 	}
