@@ -153,8 +153,12 @@ func (w *Webhook) Sweep() {
 // (warmpool_queue_jobs, staleness). No Runner polls a webhook source, so every change is
 // exported here, with the delivery that made it: a gauge set only by Sweep lagged the
 // headroom it explains by up to a sweep interval.
-func (w *Webhook) recordLocked(k Key) {
-	w.tracker.Record(k, w.counts[k], nil)
+//
+// arrivals are the times of the jobs this delivery first saw (see Tracker.RecordArrivals). Jobs
+// a Resync adds are none: their deliveries were lost, so when they were queued is unknown (and
+// the first resync after a start lists every job already waiting).
+func (w *Webhook) recordLocked(k Key, arrivals ...time.Time) {
+	w.tracker.RecordArrivals(k, w.counts[k], arrivals)
 	ObserveSource(w.tracker, k)
 }
 
@@ -218,7 +222,9 @@ func (w *Webhook) apply(delivery string, ev workflowJobEvent) (int, string) {
 	case j == nil:
 		w.jobs[id] = &webhookJob{key: key, rank: rank, since: now}
 		w.count(key, rank, 1)
-		w.recordLocked(key)
+		// A job first seen (queued, or in_progress when its queued delivery was lost or is
+		// late) is an arrival, as of its first delivery.
+		w.recordLocked(key, now)
 		return http.StatusOK, "ok"
 	case rank < j.rank:
 		w.log.V(1).Info("out-of-order workflow_job delivery ignored", "job", id, "action", ev.Action)
