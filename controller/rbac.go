@@ -44,7 +44,10 @@ package controller
 // cache: guard pods, save/restore Jobs and their PVCs, VolumeSnapshots in warmpool's namespace;
 // evicts engine pods (an existingDaemonSet's may run in any namespace); reads snapshot contents
 // (the EBS snapshot id for Fast Snapshot Restore) and NodeClaims (deadlines, disruption
-// reasons); removes the startup taint from Nodes.
+// reasons); removes the startup taint from Nodes. Lists Events of reason SpotInterrupted: Karpenter's
+// interruption controller marks a spot NodeClaim it deletes with that Event and nothing else,
+// and only then is a save cut to the two-minute notice window.
+// +kubebuilder:rbac:groups="",resources=events,verbs=list
 // +kubebuilder:rbac:groups="",namespace=warmpool,resources=pods,verbs=create;delete;patch
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups=batch,namespace=warmpool,resources=jobs,verbs=get;list;watch;create;delete

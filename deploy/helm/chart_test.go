@@ -169,9 +169,11 @@ func TestRenderDefaults(t *testing.T) {
 	rel, objs := render(t, nil)
 	objs = withoutPeopleRoles(objs) // viewer_test.go checks those
 	want := []string{
-		"ClusterRole/warmpool", "ClusterRoleBinding/warmpool", "ConfigMap/warmpool", "ConfigMap/warmpool-dashboard",
+		"ClusterRole/warmpool", "ClusterRole/warmpool-hold", "ClusterRoleBinding/warmpool", "ClusterRoleBinding/warmpool-hold",
+		"ConfigMap/warmpool", "ConfigMap/warmpool-dashboard",
 		"Deployment/warmpool", "PodDisruptionBudget/warmpool", "PriorityClass/warmpool-headroom", "Role/warmpool",
 		"RoleBinding/warmpool", "Service/warmpool-metrics", "Service/warmpool-webhook", "ServiceAccount/warmpool",
+		"ServiceAccount/warmpool-hold",
 	}
 	if got := kinds(objs); !slices.Equal(got, want) {
 		t.Fatalf("rendered objects:\n got %v\nwant %v", got, want)

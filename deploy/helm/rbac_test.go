@@ -80,8 +80,8 @@ func TestRolesHaveNoWildcards(t *testing.T) {
 				}
 			}
 		}
-		if roles != 2 {
-			t.Errorf("%s: %d roles rendered, want a ClusterRole and a Role", name, roles)
+		if roles != 3 {
+			t.Errorf("%s: %d roles rendered, want a ClusterRole and a Role, and the hold's ClusterRole", name, roles)
 		}
 	}
 }
