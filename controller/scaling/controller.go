@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -85,6 +86,11 @@ type poolState struct {
 	recordedDesired int
 	recordedUntil   time.Time
 	recordedAt      time.Time // the record's LastEvaluation
+	recordedSlots   int       // the record's SpareSlots
+	// reportedSpare, reportedFrom and reportedAt are the spare last reported by an Event.
+	reportedSpare int
+	reportedFrom  policy.SpareSource
+	reportedAt    time.Time
 	// headroomHash and headroomGeneration identify the Deployment this controller last applied,
 	// so an unchanged one is not applied again; a hand edit bumps the generation and is reverted.
 	headroomHash       string
@@ -162,6 +168,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	ev := &evaluation{pool: p, jobsPerNode: jobsPerNode, fleet: fleet}
 	ev.counts, ev.known = c.tracker.Pool(name)
+	ev.arrivals = c.tracker.TakeArrivals(name)
 	c.mu.Lock()
 	seeded := ps.seeded
 	c.mu.Unlock()
@@ -211,9 +218,10 @@ func (c *Controller) forget(ctx context.Context, pool string) error {
 	delete(c.pools, pool)
 	c.mu.Unlock()
 	c.cluster.ForgetPool(pool)
-	for _, m := range []interface{ DeleteLabelValues(...string) bool }{desiredNodes, headroomPods, poolNodes, poolBusy} {
+	for _, m := range []interface{ DeleteLabelValues(...string) bool }{desiredNodes, headroomPods, poolNodes, poolBusy, spareNodes, arrivalRate} {
 		m.DeleteLabelValues(pool)
 	}
+	spareFrom.DeletePartialMatch(prometheus.Labels{"pool": pool})
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: nodepools.HeadroomName(pool)}}
 	if err := c.kubeClient.Delete(ctx, d); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("deleting headroom of removed pool %s, %w", pool, err)

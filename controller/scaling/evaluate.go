@@ -22,6 +22,8 @@ type evaluation struct {
 	fleet       fleet
 	counts      queue.Counts
 	known       bool
+	// arrivals are the times jobs were queued since the previous evaluation (queue.Tracker).
+	arrivals []time.Time
 	// resumedFrom says where a pool's first evaluation in this process resumed from ("" after).
 	resumedFrom string
 
@@ -31,7 +33,16 @@ type evaluation struct {
 	prev, busy nodepools.BusyBudget
 	// recorded is the policy state (JSON) to record on the headroom object.
 	recorded string
+	// spareEvent is set when the spare changed and its Event is due (see spareEventDue), with
+	// the spare last reported before it.
+	spareEvent bool
+	prevSpare  int
 }
+
+// spareEventEvery rate-limits the Events of a pool's spare changes: one per pool per this
+// interval, unless what sets the spare (Decision.SpareFrom) changes. A rate hovering at a
+// quantile's edge would otherwise write an Event every few evaluations.
+const spareEventEvery = 5 * time.Minute
 
 // evaluate decides: the desired nodes, the policy state to record, and the busy budget.
 func (c *Controller) evaluate(ps *poolState, ev *evaluation) error {
@@ -42,6 +53,7 @@ func (c *Controller) evaluate(ps *poolState, ev *evaluation) error {
 	defer c.mu.Unlock()
 	decision, state := ps.policy.Decide(policy.Input{
 		Now: c.clk.Now(), Queued: ev.counts.Queued, Running: ev.counts.Running, Known: ev.known,
+		Arrivals: ev.arrivals,
 	}, ps.state)
 	if !ev.known && !ps.known {
 		// No reading since this process started (its sources have not answered yet): the
@@ -53,17 +65,26 @@ func (c *Controller) evaluate(ps *poolState, ev *evaluation) error {
 	ps.known = ps.known || ev.known
 	ev.decision, ev.prevDesired, ev.prev = decision, ps.desired, prev
 	ps.state, ps.desired = state, decision.Desired
+	if decision.Spare != ps.reportedSpare &&
+		(decision.SpareFrom != ps.reportedFrom || !state.LastEvaluation.Before(ps.reportedAt.Add(spareEventEvery))) {
+		ev.spareEvent, ev.prevSpare = true, ps.reportedSpare
+		ps.reportedSpare, ps.reportedFrom, ps.reportedAt = decision.Spare, decision.SpareFrom, state.LastEvaluation
+	}
 	// Recorded on the headroom object with the next apply. Not on every evaluation (each moves
 	// the history's timestamps): when the count or the end of its hold changes, and, while
 	// nodes are desired, once the record is half a window old, so a new process resumes with
-	// the recent demand still holding them (a webhook source restarts knowing no job).
+	// the recent demand still holding them (a webhook source restarts knowing no job). The
+	// state also carries the arrival-rate estimate and the adaptive spare: recorded when the
+	// spare changes too, so a new process holds the spare in force while it re-observes.
 	stale := decision.Desired > 0 && !state.LastEvaluation.Before(ps.recordedAt.Add(ps.policy.Stabilization()/2))
-	if decision.Desired != ps.recordedDesired || !decision.StabilizedUntil.Equal(ps.recordedUntil) || ps.recorded == "" || stale {
+	if decision.Desired != ps.recordedDesired || !decision.StabilizedUntil.Equal(ps.recordedUntil) || ps.recorded == "" || stale ||
+		state.SpareSlots != ps.recordedSlots {
 		raw, err := json.Marshal(state)
 		if err != nil {
 			return fmt.Errorf("encoding the scaling state of pool %s, %w", name, err)
 		}
 		ps.recorded, ps.recordedDesired, ps.recordedUntil, ps.recordedAt = string(raw), decision.Desired, decision.StabilizedUntil, state.LastEvaluation
+		ps.recordedSlots = state.SpareSlots
 	}
 	ev.recorded = ps.recorded
 	// Unknown data changes nothing: not the node count (the policy holds it) and not the
@@ -120,5 +141,7 @@ func PolicyConfig(p *config.Pool, jobsPerNode int) policy.Config {
 		MaxNodes:               maxNodes,
 		ScaleDownStabilization: stabilization,
 		ScaleDownStep:          s.ScaleDownStep,
+		// Warm windows' spares are in WarmWindows; Spare.Max caps them (mode off: none).
+		Spare: policy.SpareFromConfig(s.Spare),
 	}
 }

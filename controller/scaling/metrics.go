@@ -22,6 +22,18 @@ var (
 		Name: "warmpool_pool_busy",
 		Help: "1 while the pool has queued or running jobs or a warm window is open: its NodePool blocks consolidation.",
 	}, []string{"pool"})
+	spareNodes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "warmpool_spare_nodes",
+		Help: "Idle nodes the scaling policy keeps Ready above the queue's demand (scaling.spare), included in warmpool_desired_nodes.",
+	}, []string{"pool"})
+	spareFrom = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "warmpool_spare_from",
+		Help: "1 for what sets the pool's spare now (ArrivalRate, WeekProfile, Held, Constant, WarmWindow, AtMax), 0 for the others; all 0 with no spare.",
+	}, []string{"pool", "from"})
+	arrivalRate = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "warmpool_arrival_rate_per_minute",
+		Help: "The pool's estimated job arrival rate (jobs queued per minute over scaling.spare.window) that sizes the adaptive spare; NaN while unknown (stale source, too little observed).",
+	}, []string{"pool"})
 	decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warmpool_scaling_decisions_total",
 		Help: "Changes of desired nodes by direction (up, down) and the policy's reason.",
@@ -29,5 +41,5 @@ var (
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(desiredNodes, headroomPods, poolNodes, poolBusy, decisions)
+	crmetrics.Registry.MustRegister(desiredNodes, headroomPods, poolNodes, poolBusy, decisions, spareNodes, spareFrom, arrivalRate)
 }

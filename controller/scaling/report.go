@@ -4,6 +4,8 @@ package scaling
 
 import (
 	"context"
+	"fmt"
+	"math"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -23,6 +25,9 @@ const (
 	// ReasonResumed is the Event of a pool's first evaluation in a new process: where its
 	// state came from and what the evaluation made of it.
 	ReasonResumed = "ScalingResumed"
+	// ReasonSpareChanged is the Event of a change of the spare (idle nodes above demand), at
+	// most one per pool per spareEventEvery unless what sets it changes.
+	ReasonSpareChanged = "SpareChanged"
 )
 
 // report sets the pool's gauges and records the evaluation's Events: where a new process
@@ -34,6 +39,21 @@ func (c *Controller) report(ctx context.Context, np *karpv1.NodePool, ev *evalua
 	headroomPods.WithLabelValues(name).Set(float64(headroom))
 	poolNodes.WithLabelValues(name).Set(float64(nodes))
 	poolBusy.WithLabelValues(name).Set(boolFloat(ev.busy.Busy))
+	spareNodes.WithLabelValues(name).Set(float64(d.Spare))
+	for _, from := range policy.SpareSources() {
+		spareFrom.WithLabelValues(name, string(from)).Set(boolFloat(d.SpareFrom == from))
+	}
+	rate := math.NaN()
+	if d.ArrivalsKnown {
+		rate = d.ArrivalRate
+	}
+	arrivalRate.WithLabelValues(name).Set(rate)
+	if ev.spareEvent {
+		c.recorder.Eventf(np, corev1.EventTypeNormal, ReasonSpareChanged, "spare nodes %d -> %d (%s): %s",
+			ev.prevSpare, d.Spare, spareReason(d.SpareFrom), spareDetail(policy.SpareFromConfig(ev.pool.Scaling.Spare), d))
+		log.FromContext(ctx).Info("spare changed", "pool", name, "spare", d.Spare, "previous", ev.prevSpare, "from", d.SpareFrom,
+			"arrivalRatePerMinute", d.ArrivalRate, "arrivalsKnown", d.ArrivalsKnown)
+	}
 	if d.Direction != policy.DirectionNone {
 		decisions.WithLabelValues(name, string(d.Direction), string(d.Reason)).Inc()
 	}
@@ -51,6 +71,27 @@ func (c *Controller) report(ctx context.Context, np *karpv1.NodePool, ev *evalua
 			ev.prevDesired, d.Desired, d.Reason, counts.Queued, counts.Running, nodes, busyNodes, headroom)
 		log.FromContext(ctx).Info("scaling decision", "pool", name, "desired", d.Desired, "previous", ev.prevDesired, "reason", d.Reason, "queued", counts.Queued, "running", counts.Running, "known", ev.known)
 	}
+}
+
+// spareReason names what set the spare; none when there is none.
+func spareReason(from policy.SpareSource) string {
+	if from == "" {
+		return "none"
+	}
+	return string(from)
+}
+
+// spareDetail is the arrival rate and the limits behind a spare, for its Event.
+func spareDetail(s policy.Spare, d policy.Decision) string {
+	rate := "unknown"
+	if d.ArrivalsKnown {
+		rate = fmt.Sprintf("%.1f jobs/min", d.ArrivalRate)
+	}
+	if s.Probability == 0 {
+		return fmt.Sprintf("arrival rate not used (spare mode not adaptive), constant %d, limit %d", s.Constant, s.Max)
+	}
+	return fmt.Sprintf("arrival rate %s over a %s window, boot time %s at %.0f%%, constant %d, limit %d",
+		rate, s.Window, s.BootTime, s.Probability*100, s.Constant, s.Max)
 }
 
 func boolFloat(b bool) float64 {

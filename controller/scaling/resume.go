@@ -21,8 +21,9 @@ import (
 
 // AnnotationState on a pool's headroom object (the placeholder Deployment or the
 // CapacityBuffer) records the scaling policy's state (policy.State as JSON: the desired count
-// and the recommendations still holding it) as of the last change of the desired count or of
-// the end of its stabilization hold, and at least every half window while nodes are desired.
+// and the recommendations still holding it, the arrival-rate estimate and the adaptive spare) as
+// of the last change of the desired count, of the end of its stabilization hold or of the
+// adaptive spare, and at least every half window while nodes are desired.
 // A restarted controller resumes from it, so a restart changes neither the headroom nor when a
 // scale-down in progress completes.
 const AnnotationState = "warmpool.io/scaling-state"
@@ -97,6 +98,7 @@ func (c *Controller) resume(ctx context.Context, p *config.Pool, ps *poolState, 
 	if err == nil && a.state != "" {
 		// Already recorded: the first apply need not write it again.
 		ps.recorded, ps.recordedDesired, ps.recordedAt = a.state, state.Desired, state.LastEvaluation
+		ps.recordedSlots = state.SpareSlots
 	}
 	ps.seeded = true
 	return from, nil
