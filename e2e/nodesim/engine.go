@@ -109,8 +109,10 @@ func (e *engineProc) exit() error {
 // engine pods, so the deletion is confirmed here.
 type engineSim struct{ *Sim }
 
+// isEnginePod selects the pods this part plays: engine pods, and warmpool's hold pods
+// (engine_hooks.go), whose termination is also the kubelet's and not kwok's.
 func isEnginePod(o client.Object) bool {
-	return o.GetLabels()[volumes.LabelEngineName] == volumes.EngineName
+	return o.GetLabels()[volumes.LabelEngineName] == volumes.EngineName || isHoldPod(o)
 }
 
 func (e engineSim) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -135,6 +137,9 @@ func (e engineSim) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 	}
 	if err != nil || pod.Spec.NodeName == "" || !isEnginePod(pod) {
 		return reconcile.Result{}, nil
+	}
+	if isHoldPod(pod) {
+		return e.holdPod(ctx, pod)
 	}
 
 	if pod.DeletionTimestamp != nil {

@@ -135,6 +135,8 @@ type Sim struct {
 	root   string
 	bin    string
 	client client.Client
+	// restConfig reaches the API server, for the hook processes that read it (the hold's).
+	restConfig *rest.Config
 	// uploadRate is Options.SnapshotUploadBytesPerSecond with its default applied.
 	uploadRate float64
 	logf       func(format string, args ...any)
@@ -241,6 +243,7 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 	s := &Sim{
 		root:       opts.Root,
 		bin:        opts.WarmpoolBinary,
+		restConfig: opts.Config,
 		kubelet:    map[string]*cacheRun{},
 		engines:    map[string]*engineProc{},
 		engineSeen: map[string]string{},
