@@ -87,13 +87,16 @@ func TestRenderExample(t *testing.T) {
 	want := []string{
 		"EC2NodeClass/warmpool-dagger-amd64", "NodePool/warmpool-dagger-amd64",
 		"ConfigMap/warmpool-engine-dagger-amd64", "DaemonSet/warmpool-engine-dagger-amd64",
+		// The example's pools save their cache: each has a hold DaemonSet.
+		"DaemonSet/warmpool-hold-dagger-amd64",
 		"EC2NodeClass/warmpool-dagger-arm64", "NodePool/warmpool-dagger-arm64",
 		"ConfigMap/warmpool-engine-dagger-arm64", "DaemonSet/warmpool-engine-dagger-arm64",
+		"DaemonSet/warmpool-hold-dagger-arm64",
 	}
 	if got := kindsAndNames(ds); !reflect.DeepEqual(got, want) {
 		t.Fatalf("documents %v, want %v", got, want)
 	}
-	for _, d := range ds[2:4] {
+	for _, d := range ds[2:5] {
 		if ns := d["metadata"].(map[string]any)["namespace"]; ns != "warmpool" {
 			t.Errorf("%s in namespace %v, want the default warmpool", d["kind"], ns)
 		}
@@ -101,8 +104,8 @@ func TestRenderExample(t *testing.T) {
 
 	// Each document reads back strictly into its type.
 	parts := strings.Split(stdout, "\n---\n")
-	for i, target := range []any{&awsv1.EC2NodeClass{}, &karpv1.NodePool{}, &corev1.ConfigMap{}, &appsv1.DaemonSet{},
-		&awsv1.EC2NodeClass{}, &karpv1.NodePool{}, &corev1.ConfigMap{}, &appsv1.DaemonSet{}} {
+	for i, target := range []any{&awsv1.EC2NodeClass{}, &karpv1.NodePool{}, &corev1.ConfigMap{}, &appsv1.DaemonSet{}, &appsv1.DaemonSet{},
+		&awsv1.EC2NodeClass{}, &karpv1.NodePool{}, &corev1.ConfigMap{}, &appsv1.DaemonSet{}, &appsv1.DaemonSet{}} {
 		if err := yaml.UnmarshalStrict([]byte(parts[i]), target); err != nil {
 			t.Errorf("document %d: %v", i, err)
 		}
@@ -198,8 +201,8 @@ func TestRenderStdin(t *testing.T) {
 	if fromStdin != fromFile {
 		t.Errorf("stdin output differs from file output")
 	}
-	if n := len(docs(t, fromStdin)); n != 8 {
-		t.Errorf("%d documents, want 8", n)
+	if n := len(docs(t, fromStdin)); n != 10 {
+		t.Errorf("%d documents, want 10", n)
 	}
 }
 
@@ -517,7 +520,7 @@ func TestRenderNamespace(t *testing.T) {
 			}
 		}
 	}
-	if engines != 4 {
-		t.Errorf("%d engine documents, want a ConfigMap and a DaemonSet per pool (4)", engines)
+	if engines != 6 {
+		t.Errorf("%d engine documents, want a ConfigMap, an engine and a hold DaemonSet per pool (6)", engines)
 	}
 }

@@ -50,7 +50,9 @@ func engineNames(t *testing.T, namespace string, list client.ObjectList) []strin
 	switch l := list.(type) {
 	case *appsv1.DaemonSetList:
 		for _, o := range l.Items {
-			if o.DeletionTimestamp == nil {
+			// A cache pool's hold DaemonSet carries the engine labels too (so it is pruned with
+			// them); holdNames lists those.
+			if o.DeletionTimestamp == nil && !strings.HasPrefix(o.Name, nodepools.NamePrefix+"hold-") {
 				names = append(names, o.Name)
 			}
 		}
@@ -59,6 +61,23 @@ func engineNames(t *testing.T, namespace string, list client.ObjectList) []strin
 			if o.DeletionTimestamp == nil {
 				names = append(names, o.Name)
 			}
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// holdNames lists the hold DaemonSets in the namespace.
+func holdNames(t *testing.T, namespace string) []string {
+	t.Helper()
+	list := &appsv1.DaemonSetList{}
+	if err := kube.List(t.Context(), list, client.InNamespace(namespace)); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, o := range list.Items {
+		if o.DeletionTimestamp == nil && strings.HasPrefix(o.Name, nodepools.NamePrefix+"hold-") {
+			names = append(names, o.Name)
 		}
 	}
 	sort.Strings(names)
@@ -147,6 +166,19 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 		}
 	}
 	e.waitEvent(pools.ReasonApplied, "pool a", "ConfigMap/warmpool-engine-a", "DaemonSet/warmpool-engine-a")
+	// Only a pool that saves its cache gets a hold DaemonSet, the one nodepools renders.
+	var wantHolds []string
+	for i := range cfg.Pools {
+		if hold := nodepools.HoldDaemonSet(&cfg.Pools[i], e.namespace, image); hold != nil {
+			wantHolds = append(wantHolds, hold.Name)
+		}
+	}
+	eventually(t, fmt.Sprintf("hold DaemonSets %v", wantHolds), func() error {
+		if got := holdNames(t, e.namespace); !slices.Equal(got, wantHolds) {
+			return fmt.Errorf("hold DaemonSets %v", got)
+		}
+		return nil
+	})
 
 	// Applying again changes nothing: no new generation, no write, so no watch event and no
 	// reconcile loop.
