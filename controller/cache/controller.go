@@ -28,6 +28,7 @@ import (
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
+	"warmpool.io/warmpool/volumes/hold"
 )
 
 // Event reasons. Node Events tell a node's cache story; SnapshotPruned is on the snapshot;
@@ -61,7 +62,8 @@ const (
 	// AnnotationSaveOutcome on a Node records that its save concluded (saved, unclean, failed,
 	// timeout, ...). Deletion is irreversible, so a concluded node is never saved twice, even by
 	// a controller that restarted after cleaning up.
-	AnnotationSaveOutcome = "warmpool.io/cache-save"
+	// It is also the hold's release mark (package volumes/hold), hence one constant.
+	AnnotationSaveOutcome = hold.AnnotationSaveOutcome
 	// AnnotationDeadline on a guard pod is the save deadline it was computed with (RFC 3339).
 	AnnotationDeadline = "warmpool.io/deadline"
 	// AnnotationStarted on a save Job or restore PVC is when the operation started, by the
