@@ -9,7 +9,6 @@ import (
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -19,18 +18,6 @@ import (
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
 )
-
-// installHoldServiceAccount creates the hold DaemonSets' ServiceAccount, as the chart does
-// (templates/hold-rbac.yaml): without it the API server refuses their pods. nodesim runs the
-// hold's hook with the harness's own credentials, so the ClusterRole is not needed here; the
-// chart's tests check it.
-func installHoldServiceAccount(t *testing.T) {
-	t.Helper()
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: scenario.Namespace, Name: nodepools.HoldServiceAccount}}
-	if err := local.Client.Create(t.Context(), sa); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-}
 
 // holdPodOn is the hold pod of the cached pool on node, nil when there is none.
 func holdPodOn(ctx context.Context, node string) (*corev1.Pod, error) {
@@ -59,7 +46,6 @@ func TestHoldSavesANodeConsolidatedWhileTheControllerIsDown(t *testing.T) {
 	if err := scenario.SetConfig(ctx, kube, cacheConfig); err != nil {
 		t.Fatal(err)
 	}
-	installHoldServiceAccount(t) // in the namespace SetConfig made
 	logSimEvents(t)
 	first := startController(t, "hold-first")
 	defer cleanupCachedPool(t)

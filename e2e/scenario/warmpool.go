@@ -90,6 +90,12 @@ func ensureNamespace(ctx context.Context, kube client.Client) error {
 	if err := kube.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating namespace %s, %w", Namespace, err)
 	}
+	// The chart creates the hold pods' ServiceAccount; without it the API server refuses every
+	// hold pod, and a scenario would run its cache pools without the hold.
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: nodepools.HoldServiceAccount}}
+	if err := kube.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating service account %s/%s, %w", Namespace, sa.Name, err)
+	}
 	return nil
 }
 
