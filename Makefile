@@ -74,7 +74,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (no control plane needed).
 # default 10m timeout. It runs once at any BENCHTIME: one run takes longer than a second.
 bench: tools ## Run the benchmarks and print them as a table.
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -timeout $(TEST_TIMEOUT) $(PKGS) | ./hack/benchtable.sh
-	$(GO) run ./cmd/warmpool simulate --trace deploy/traces/weekday.csv --trace deploy/traces/spiky.csv
+	$(GO) run ./cmd/warmpool simulate --trace deploy/traces/weekday.csv --trace deploy/traces/spiky.csv --trace deploy/traces/fanout.csv
 
 run: build ## Run the controller against KUBECONFIG (flags: ARGS="--node-class kwok").
 	$(BIN)/warmpool controller --kubeconfig "$${KUBECONFIG:?set KUBECONFIG}" --leader-elect=false $(ARGS)
