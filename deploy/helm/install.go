@@ -98,12 +98,22 @@ func ServiceAccountConfig(ctx context.Context, admin *rest.Config, objs []*unstr
 	if err != nil {
 		return nil, fmt.Errorf("building client, %w", err)
 	}
+	// The chart has more than one ServiceAccount (the hold pods' too): the controller's is the
+	// one its Deployment runs as.
+	controllerSA := ""
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" {
+			if name, _, _ := unstructured.NestedString(o.Object, "spec", "template", "spec", "serviceAccountName"); name != "" {
+				controllerSA = name
+			}
+		}
+	}
 	var sa *unstructured.Unstructured
 	for _, o := range objs {
 		if !identityKinds[o.GetKind()] {
 			continue
 		}
-		if o.GetKind() == "ServiceAccount" {
+		if o.GetKind() == "ServiceAccount" && o.GetName() == controllerSA {
 			sa = o
 		}
 		if err := kube.Create(ctx, o.DeepCopy()); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -111,7 +121,7 @@ func ServiceAccountConfig(ctx context.Context, admin *rest.Config, objs []*unstr
 		}
 	}
 	if sa == nil {
-		return nil, errors.New("the rendered chart has no ServiceAccount (serviceAccount.create=false?)")
+		return nil, fmt.Errorf("the rendered chart has no ServiceAccount %q for the controller's Deployment (serviceAccount.create=false?)", controllerSA)
 	}
 	cs, err := kubernetes.NewForConfig(admin)
 	if err != nil {
