@@ -99,20 +99,25 @@ func (c *SaveController) window() volumes.Window {
 
 // deadline is the one recorded on the guard, else computed from the NodeClaim and recorded.
 func (c *SaveController) deadline(ctx context.Context, s *saveState) (volumes.Deadline, error) {
-	if at := parseStamp(s.guard.Annotations[AnnotationDeadline]); !at.IsZero() {
-		d := volumes.Deadline{At: at, SpotInterruption: s.guard.Annotations[annotationSpot] == "true"}
-		// Karpenter publishes its interruption Event just before it deletes the NodeClaim, and
-		// Events are sent asynchronously: the first look may come before it. Until the notice
-		// window would have run out, look again.
-		if d.SpotInterruption || !c.mayBeInterrupted(s) {
-			return d, nil
+	recorded := volumes.Deadline{At: parseStamp(s.guard.Annotations[AnnotationDeadline]), SpotInterruption: s.guard.Annotations[annotationSpot] == "true"}
+	if !recorded.At.IsZero() && (recorded.SpotInterruption || !c.mayBeInterrupted(s)) {
+		return recorded, nil
+	}
+	// Karpenter publishes its interruption Event just before it deletes the NodeClaim, and
+	// Events are sent asynchronously: the first look may come before it. Until the notice
+	// window would have run out, look again (once per reconcile: the answer serves both the
+	// recorded deadline and the one computed below).
+	interrupted := false
+	if c.mayBeInterrupted(s) {
+		var err error
+		if interrupted, err = c.spotInterrupted(ctx, s); err != nil {
+			return volumes.Deadline{}, err
 		}
-		interrupted, err := c.spotInterrupted(ctx, s)
-		if err != nil || !interrupted {
-			return d, err
+		if !recorded.At.IsZero() && !interrupted {
+			return recorded, nil
 		}
 	}
-	in := volumes.DeadlineInput{Grace: s.pool.TerminationGracePeriod.Duration}
+	in := volumes.DeadlineInput{Grace: s.pool.TerminationGracePeriod.Duration, Spot: interrupted}
 	if cl := s.claim; cl != nil {
 		in.TerminationTimestamp = cl.Annotations[karpv1.NodeClaimTerminationTimestampAnnotationKey]
 		if cl.Spec.TerminationGracePeriod != nil {
@@ -120,13 +125,6 @@ func (c *SaveController) deadline(ctx context.Context, s *saveState) (volumes.De
 		}
 		if cl.DeletionTimestamp != nil {
 			in.Deleted = cl.DeletionTimestamp.Time
-			if c.mayBeInterrupted(s) {
-				interrupted, err := c.spotInterrupted(ctx, s)
-				if err != nil {
-					return volumes.Deadline{}, err
-				}
-				in.Spot = interrupted
-			}
 		}
 	}
 	if in.Deleted.IsZero() && s.node.DeletionTimestamp != nil {
