@@ -27,10 +27,11 @@ import (
 )
 
 // Annotations on a save Job: the snapshot it will make (named from the node's UID, which is
-// gone with the node), and the engine version whose cache it copies.
+// gone with the node), and the engine version whose cache it copies (on the guard and Job; the
+// same key as the label that keys the snapshot, so it is that constant).
 const (
 	annotationSnapshot      = "warmpool.io/snapshot"
-	annotationEngineVersion = "warmpool.io/engine-version"
+	annotationEngineVersion = volumes.LabelEngineVersion
 	// annotationSpot on the guard marks a deadline cut short by a spot interruption notice.
 	annotationSpot = "warmpool.io/spot-interruption"
 	// annotationAwaitingRunners on the guard: since when the engine's stop waits for work pods
