@@ -3,6 +3,7 @@ package volumes
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -245,6 +246,21 @@ func Created(s *snapshotv1.VolumeSnapshot) time.Time {
 		return s.Status.CreationTime.Time
 	}
 	return s.CreationTimestamp.Time
+}
+
+// SnapshotBytes is what a restore of snap reads: the copier's own count of the cache's bytes
+// (AnnotationBytes, written by the save), else the snapshot's restoreSize. restoreSize is the
+// size of the volume it was cut from (the EBS CSI driver reports the volume's size), an upper
+// bound: a lazily loaded volume reads only the blocks the copy touches. ok is false when
+// neither is known; source names which one it is.
+func SnapshotBytes(snap *snapshotv1.VolumeSnapshot) (bytes int64, source string, ok bool) {
+	if n, err := strconv.ParseInt(snap.Annotations[AnnotationBytes], 10, 64); err == nil && n > 0 {
+		return n, "bytes of cache", true
+	}
+	if st := snap.Status; st != nil && st.RestoreSize != nil && st.RestoreSize.Sign() > 0 {
+		return st.RestoreSize.Value(), "restoreSize", true
+	}
+	return 0, "", false
 }
 
 // ChooseSnapshot picks the newest good snapshot of key (ready, not quarantined, not failed), or

@@ -178,11 +178,11 @@ func checkSnapshots(p *config.Pool, fp *field.Path, cluster *clusterStorage) fie
 		if snap == nil {
 			continue
 		}
-		bytes, source := int64(0), "restoreSize"
-		if n, err := strconv.ParseInt(snap.Annotations[volumes.AnnotationBytes], 10, 64); err == nil && n > 0 {
-			bytes, source = n, "bytes of cache"
-		} else if snap.Status.RestoreSize != nil {
-			bytes = snap.Status.RestoreSize.Value()
+		// What the restore controller estimates (controller/cache snapshotBytes), so the check
+		// refuses what a restore would.
+		bytes, source, ok := volumes.SnapshotBytes(snap)
+		if !ok {
+			bytes, source = p.Cache.Size.Value(), "the pool's cache.size"
 		}
 		what := fmt.Sprintf("snapshot %s (%s, %s)", snap.Name, arch, source)
 		if pr := b.OverBudget(what, bytes); pr != nil {

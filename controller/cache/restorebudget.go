@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -30,17 +29,11 @@ const (
 	annotationRestoreBudget = "warmpool.io/restore-budget"
 )
 
-// snapshotBytes is what a restore of snap reads: the copier's own count of the cache's bytes
-// (AnnotationBytes, written by the save), else the snapshot's restoreSize. restoreSize is the
-// size of the volume it was cut from (the EBS CSI driver reports the volume's size), an upper
-// bound: a lazily loaded volume reads only the blocks the copy touches. Without either, the
-// pool's cache.size bounds it.
+// snapshotBytes is what a restore of snap reads (volumes.SnapshotBytes); without either count,
+// the pool's cache.size bounds it.
 func snapshotBytes(snap *snapshotv1.VolumeSnapshot, pool *config.Pool) (int64, string) {
-	if n, err := strconv.ParseInt(snap.Annotations[volumes.AnnotationBytes], 10, 64); err == nil && n > 0 {
-		return n, "bytes of cache"
-	}
-	if st := snap.Status; st != nil && st.RestoreSize != nil && st.RestoreSize.Sign() > 0 {
-		return st.RestoreSize.Value(), "restoreSize"
+	if n, source, ok := volumes.SnapshotBytes(snap); ok {
+		return n, source
 	}
 	return pool.Cache.Size.Value(), "the pool's cache.size"
 }
