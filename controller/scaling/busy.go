@@ -29,10 +29,6 @@ import (
 // each render.
 const BusyFieldManager = "warmpool-scaling"
 
-// AnnotationBusy is state.AnnotationBusy, named here for the readers of what this controller
-// decides (warmpool status).
-const AnnotationBusy = state.AnnotationBusy
-
 // followBusy puts the evaluation's busy budget in force: in the shared state (the pools
 // controller re-renders the NodePool's budgets when it changed) and as an Event when the
 // pool's busy state flips.

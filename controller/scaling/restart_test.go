@@ -21,18 +21,19 @@ import (
 	"warmpool.io/warmpool/controller"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling"
+	"warmpool.io/warmpool/controller/state"
 	"warmpool.io/warmpool/nodepools"
 )
 
 // waitBusyAnnotation waits for the pool's NodePool to record busy as want.
 func waitBusyAnnotation(t testing.TB, pool, want string) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%s=%s on %s", scaling.AnnotationBusy, want, nodepools.Name(pool)), func() error {
+	eventually(t, fmt.Sprintf("%s=%s on %s", state.AnnotationBusy, want, nodepools.Name(pool)), func() error {
 		np, err := nodePool(t, pool)
 		if err != nil {
 			return err
 		}
-		if got := np.Annotations[scaling.AnnotationBusy]; got != want {
+		if got := np.Annotations[state.AnnotationBusy]; got != want {
 			return fmt.Errorf("annotation %q", got)
 		}
 		return nil
@@ -171,7 +172,7 @@ func TestBusyAnnotationOwnedApart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := np.Annotations[scaling.AnnotationBusy]; got != "true" {
+	if got := np.Annotations[state.AnnotationBusy]; got != "true" {
 		t.Errorf("annotation %q after the pools controller applied, want true", got)
 	}
 	for _, f := range np.ManagedFields {

@@ -17,6 +17,7 @@ import (
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/controller/scaling/policy"
+	"warmpool.io/warmpool/controller/state"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
 )
@@ -115,7 +116,7 @@ func (g *gatherer) pool(rd *reads, name string, cp *config.Pool, attributed map[
 func (g *gatherer) nodePool(np *karpv1.NodePool) (*NodePool, error) {
 	out := &NodePool{
 		Name:          np.Name,
-		Busy:          np.Annotations[scaling.AnnotationBusy],
+		Busy:          np.Annotations[state.AnnotationBusy],
 		Consolidation: string(np.Spec.Disruption.ConsolidationPolicy),
 	}
 	if np.Spec.Disruption.ConsolidateAfter.Duration != nil {

@@ -26,6 +26,7 @@ import (
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/controller/scaling/policy"
+	"warmpool.io/warmpool/controller/state"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
@@ -134,7 +135,7 @@ func newStory(t *testing.T) *story {
 		p := &cfg.Pools[i]
 		create(nodepools.NodeClass(cfg, p, opts))
 		np := nodepools.NodePool(p, opts)
-		np.Annotations = map[string]string{scaling.AnnotationBusy: fmt.Sprint(p.Name == s.pool)}
+		np.Annotations = map[string]string{state.AnnotationBusy: fmt.Sprint(p.Name == s.pool)}
 		create(np)
 		t.Cleanup(func() {
 			_ = kube.Delete(context.Background(), np)
@@ -142,12 +143,12 @@ func newStory(t *testing.T) *story {
 		})
 	}
 	// The headroom the scaling controller actuated, with its recorded state.
-	state, err := json.Marshal(policy.State{Desired: 1, LastEvaluation: s.recorded})
+	recordedState, err := json.Marshal(policy.State{Desired: 1, LastEvaluation: s.recorded})
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := nodepools.HeadroomDeployment(&cfg.Pools[0], s.namespace, 0)
-	d.Annotations = map[string]string{scaling.AnnotationState: string(state)}
+	d.Annotations = map[string]string{scaling.AnnotationState: string(recordedState)}
 	create(d)
 
 	// The burst nodes' snapshots: a full save, then one cloned from it; both ready.
