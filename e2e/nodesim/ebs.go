@@ -17,9 +17,12 @@ import (
 // through a FUSE loopback mount (fuse.go) whose read and write paths pay what an EBS volume
 // charges, so the copier (the product) experiences it, not a bookkeeping of it:
 //
-//   - a throughput cap per volume for writes and one for reads (a token bucket each, on the
-//     bytes of every FUSE READ and WRITE): gp3's default is 125 MiB/s, set up to 1000 with the
-//     StorageClass parameter "throughput" (MiB/s), which nodesim honours per class too;
+//   - one throughput cap per volume that reads and writes share (a single token bucket on the
+//     bytes of every FUSE READ and WRITE), as an EBS volume's provisioned throughput bounds
+//     its reads and writes together: gp3's default is 125 MiB/s, set up to 1000 with the
+//     StorageClass parameter "throughput" (MiB/s), which nodesim honours per class too.
+//     A copy that reads and writes the same volume (an incremental save comparing what is
+//     there) splits the cap between them, as on EBS. IOPS (gp3: 3000) are not modelled;
 //   - lazy loading: a volume created from a snapshot has its data in S3 until first read, so
 //     a read that touches a block (BlockSize, EBS's 512 KiB) not loaded yet waits
 //     FirstReadLatency, once per request, and then the blocks it touched are loaded. One
@@ -43,10 +46,10 @@ import (
 // which are scaled to test sizes: a few hundred MiB/s and a few milliseconds, so that the
 // suite's small caches copy in about the time they did before the model.
 type EBSOptions struct {
-	// ReadBytesPerSecond and WriteBytesPerSecond cap each volume's reads and writes. 0 means
-	// DefaultVolumeBytesPerSecond; negative, unlimited. A StorageClass parameter
-	// ParameterThroughput sets both for the volumes of that class.
-	ReadBytesPerSecond, WriteBytesPerSecond float64
+	// BytesPerSecond caps each volume's reads and writes together (one bucket, as an EBS
+	// volume's throughput). 0 means DefaultVolumeBytesPerSecond; negative, unlimited. A
+	// StorageClass parameter ParameterThroughput sets it for the volumes of that class.
+	BytesPerSecond float64
 	// BlockSize is the lazy-loading unit; 0 means DefaultBlockSize.
 	BlockSize int64
 	// FirstReadLatency is what a read touching a block not loaded yet waits; 0 means
@@ -55,7 +58,7 @@ type EBSOptions struct {
 }
 
 const (
-	// DefaultVolumeBytesPerSecond is each volume's read and write cap unless set: 256 MiB/s,
+	// DefaultVolumeBytesPerSecond is each volume's throughput cap unless set: 256 MiB/s,
 	// enough for the suite's small caches not to notice.
 	DefaultVolumeBytesPerSecond = 256 << 20
 	// DefaultBlockSize is EBS's snapshot block size.
@@ -65,7 +68,7 @@ const (
 	DefaultFirstReadLatency = 5 * time.Millisecond
 
 	// ParameterThroughput is the EBS CSI driver's gp3 StorageClass parameter (MiB/s); nodesim
-	// caps reads and writes of the class's volumes at it.
+	// caps the reads and writes (together) of the class's volumes at it.
 	ParameterThroughput = "throughput"
 	// ParameterVolumeInitializationRate is the EBS CSI driver's StorageClass parameter (MiB/s)
 	// for volumes created from snapshots; EC2 accepts 100 to 300.
@@ -78,11 +81,8 @@ const (
 
 // withDefaults fills in the defaults.
 func (o EBSOptions) withDefaults() EBSOptions {
-	if o.ReadBytesPerSecond == 0 {
-		o.ReadBytesPerSecond = DefaultVolumeBytesPerSecond
-	}
-	if o.WriteBytesPerSecond == 0 {
-		o.WriteBytesPerSecond = DefaultVolumeBytesPerSecond
+	if o.BytesPerSecond == 0 {
+		o.BytesPerSecond = DefaultVolumeBytesPerSecond
 	}
 	if o.BlockSize <= 0 {
 		o.BlockSize = DefaultBlockSize
@@ -95,8 +95,8 @@ func (o EBSOptions) withDefaults() EBSOptions {
 
 // volumeModel is what one volume charges, decided when it is provisioned.
 type volumeModel struct {
-	// Read and write caps in bytes per second; <= 0 is unlimited.
-	readRate, writeRate float64
+	// rate caps reads and writes together, in bytes per second; <= 0 is unlimited.
+	rate float64
 	// Lazy loading: latency > 0 for a volume created from a snapshot without FSR.
 	blockSize int64
 	latency   time.Duration
@@ -109,13 +109,13 @@ type volumeModel struct {
 // is an error whose text is what the CSI driver reports.
 func (o EBSOptions) modelFor(params map[string]string, fromSnapshot, fsr bool) (volumeModel, error) {
 	o = o.withDefaults()
-	m := volumeModel{readRate: o.ReadBytesPerSecond, writeRate: o.WriteBytesPerSecond, blockSize: o.BlockSize}
+	m := volumeModel{rate: o.BytesPerSecond, blockSize: o.BlockSize}
 	if v, ok := params[ParameterThroughput]; ok {
 		mib, err := strconv.ParseFloat(v, 64)
 		if err != nil || mib <= 0 {
 			return m, fmt.Errorf("InvalidParameterValue: invalid %s %q: want a positive number of MiB/s", ParameterThroughput, v)
 		}
-		m.readRate, m.writeRate = mib*(1<<20), mib*(1<<20)
+		m.rate = mib * (1 << 20)
 	}
 	if v, ok := params[ParameterVolumeInitializationRate]; ok {
 		if !fromSnapshot {
@@ -393,11 +393,11 @@ type VolumeStats struct {
 	Lazy                                     bool
 	FirstReads, BlocksLoaded, BlocksHydrated int64
 	BlocksLeft                               int64
-	// ReadBytesPerSecond and WriteBytesPerSecond are the volume's caps (0: unlimited);
+	// BytesPerSecond is the volume's cap on reads and writes together (0: unlimited);
 	// FirstReadLatency and InitializationBytesPerSecond its lazy-loading model.
-	ReadBytesPerSecond, WriteBytesPerSecond float64
-	FirstReadLatency                        time.Duration
-	InitializationBytesPerSecond            float64
+	BytesPerSecond               float64
+	FirstReadLatency             time.Duration
+	InitializationBytesPerSecond float64
 }
 
 // mibps formats bytes per second as MiB/s for logs.

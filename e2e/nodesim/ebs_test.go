@@ -52,8 +52,8 @@ func TestModelFor(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m.readRate != tc.read || m.writeRate != tc.read || m.initRate != tc.init || (m.latency > 0) != tc.lazy {
-				t.Errorf("model = %+v, want reads and writes at %v, initialization %v, lazy %v", m, tc.read, tc.init, tc.lazy)
+			if m.rate != tc.read || m.initRate != tc.init || (m.latency > 0) != tc.lazy {
+				t.Errorf("model = %+v, want reads and writes together at %v, initialization %v, lazy %v", m, tc.read, tc.init, tc.lazy)
 			}
 		})
 	}
@@ -130,7 +130,7 @@ func TestCopierRoundTripThroughEBSVolumes(t *testing.T) {
 	dataBytes := buildTree(t, src)
 	want := treeState(t, src)
 
-	save, err := newEBSVolume("save", mkdir(t, dir, "vol-save"), filepath.Join(dir, "mnt-save"), volumeModel{readRate: 64 << 20, writeRate: 64 << 20, blockSize: DefaultBlockSize})
+	save, err := newEBSVolume("save", mkdir(t, dir, "vol-save"), filepath.Join(dir, "mnt-save"), volumeModel{rate: 64 << 20, blockSize: DefaultBlockSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestCopierRoundTripThroughEBSVolumes(t *testing.T) {
 	if out, err := run("cp", "-a", save.backing, snap); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	restore, err := newEBSVolume("restore", snap, filepath.Join(dir, "mnt-restore"), volumeModel{readRate: 64 << 20, writeRate: 64 << 20, blockSize: DefaultBlockSize, latency: 2 * time.Millisecond})
+	restore, err := newEBSVolume("restore", snap, filepath.Join(dir, "mnt-restore"), volumeModel{rate: 64 << 20, blockSize: DefaultBlockSize, latency: 2 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ func BenchmarkRestoreFromLazyVolume(b *testing.B) {
 				if out, err := run("cp", "-a", filepath.Dir(saved), backing); err != nil {
 					b.Fatalf("%v: %s", err, out)
 				}
-				v, err := newEBSVolume("bench", backing, filepath.Join(dir, "mnt"), volumeModel{readRate: capacity, writeRate: capacity, blockSize: DefaultBlockSize, latency: 10 * time.Millisecond})
+				v, err := newEBSVolume("bench", backing, filepath.Join(dir, "mnt"), volumeModel{rate: capacity, blockSize: DefaultBlockSize, latency: 10 * time.Millisecond})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -412,4 +412,27 @@ func writeLazyTree(b *testing.B, root string, target int64) int64 {
 		write(fmt.Sprintf("worker/snapshots/snapshots/%d/fs/d%d/f%d", i%40, i%13, i), 1<<10+(i*7919)%(63<<10))
 	}
 	return total
+}
+
+// TestReadsAndWritesShareOneCap: an EBS volume's throughput bounds its reads and writes
+// together, so bytes written through the mount leave that much less for reads.
+func TestReadsAndWritesShareOneCap(t *testing.T) {
+	if err := checkFUSE(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	v, err := newEBSVolume("shared", mkdir(t, dir, "vol"), filepath.Join(dir, "mnt"), volumeModel{rate: 1 << 20, blockSize: DefaultBlockSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mustNil(t, v.release()) })
+	mustNil(t, v.mount())
+	// FUSE writes through: the whole bucket (1 MiB) is spent on this write.
+	mustNil(t, os.WriteFile(filepath.Join(v.mountpoint, "f"), make([]byte, throttleBurst), 0o644))
+	now := time.Now()
+	r := v.io.l.ReserveN(now, 256<<10)
+	defer r.CancelAt(now)
+	if !r.OK() || r.DelayFrom(now) == 0 {
+		t.Errorf("a read right after a write of the whole burst would not wait: reads and writes do not share the volume's cap")
+	}
 }

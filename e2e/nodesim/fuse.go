@@ -28,7 +28,8 @@ type ebsVolume struct {
 	mountpoint string
 	model      volumeModel
 
-	read, write *throttle
+	// io is the volume's throughput cap, one bucket that reads and writes share.
+	io *throttle
 	// lazy is nil unless the volume loads lazily from its snapshot.
 	lazy *lazyBlocks
 
@@ -48,7 +49,7 @@ func newEBSVolume(handle, backing, mountpoint string, m volumeModel) (*ebsVolume
 	ctx, cancel := context.WithCancel(context.Background())
 	v := &ebsVolume{
 		handle: handle, backing: backing, mountpoint: mountpoint, model: m,
-		read: newThrottle(m.readRate), write: newThrottle(m.writeRate),
+		io:  newThrottle(m.rate),
 		ctx: ctx, cancel: cancel,
 	}
 	if m.latency > 0 {
@@ -111,7 +112,7 @@ func dataRanges(p string, size int64) ([][2]int64, error) {
 func (v *ebsVolume) stats() VolumeStats {
 	st := VolumeStats{
 		BytesRead: v.bytesRead.Load(), BytesWritten: v.bytesWritten.Load(),
-		ReadBytesPerSecond: max(v.model.readRate, 0), WriteBytesPerSecond: max(v.model.writeRate, 0),
+		BytesPerSecond:   max(v.model.rate, 0),
 		FirstReadLatency: v.model.latency, InitializationBytesPerSecond: v.model.initRate,
 	}
 	if l := v.lazy; l != nil {
@@ -312,7 +313,7 @@ func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRe
 	if !status.Ok() {
 		return nil, syscall.Errno(status)
 	}
-	if err := f.vol.read.take(ctx, len(data)); err != nil {
+	if err := f.vol.io.take(ctx, len(data)); err != nil {
 		return nil, errnoOf(err)
 	}
 	f.vol.bytesRead.Add(int64(len(data)))
@@ -322,7 +323,7 @@ func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRe
 func (f *ebsFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	ctx, cancel := f.requestCtx(ctx)
 	defer cancel()
-	if err := f.vol.write.take(ctx, len(data)); err != nil {
+	if err := f.vol.io.take(ctx, len(data)); err != nil {
 		return 0, errnoOf(err)
 	}
 	n, errno := f.lf.Write(ctx, data, off)

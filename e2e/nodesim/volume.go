@@ -25,8 +25,8 @@ func (s *Sim) addVolume(claim, handle string, m volumeModel) error {
 		return err
 	}
 	s.volumes[handle] = v
-	s.logf("volume %s: reads %s, writes %s, lazy loading %s, initialization %s", handle,
-		mibps(m.readRate), mibps(m.writeRate), lazyString(m), mibps(m.initRate))
+	s.logf("volume %s: reads and writes together %s, lazy loading %s, initialization %s", handle,
+		mibps(m.rate), lazyString(m), mibps(m.initRate))
 	return nil
 }
 
