@@ -257,11 +257,7 @@ func instanceTypes(lister pools.InstanceTypes) scaling.InstanceTypes {
 		if !cfg.Discovery.Enabled {
 			return nil, nil
 		}
-		l, err := lister(ctx, cfg.Discovery)
-		if err != nil {
-			return nil, err
-		}
-		return l.List(ctx)
+		return lister.List(ctx, cfg.Discovery)
 	}
 }
 

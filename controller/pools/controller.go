@@ -78,6 +78,15 @@ func (c *Controller) Refresh() {
 // endpoint come from the config, so the lister can change with it).
 type InstanceTypes func(ctx context.Context, d config.Discovery) (discovery.Lister, error)
 
+// List lists the instance types of d's lister.
+func (f InstanceTypes) List(ctx context.Context, d config.Discovery) ([]discovery.InstanceType, error) {
+	lister, err := f(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return lister.List(ctx)
+}
+
 // NewController builds the pools controller for the ConfigMap at key. opts.Busy is set to the
 // shared state's busy budgets.
 func NewController(kubeClient client.Client, recorder record.EventRecorder, cluster *state.Cluster, key types.NamespacedName, opts nodepools.Options, instanceTypes InstanceTypes) *Controller {
@@ -124,7 +133,7 @@ func (c *Controller) load(ctx context.Context, cm *corev1.ConfigMap) (*config.Co
 	if err != nil || c.instanceTypes == nil || !cfg.Discovery.Enabled {
 		return cfg, err
 	}
-	types, err := c.listInstanceTypes(ctx, cfg.Discovery)
+	types, err := c.instanceTypes.List(ctx, cfg.Discovery)
 	if err != nil && len(types) == 0 {
 		// EC2 being unreachable says nothing about the config; apply it and say so.
 		c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonDiscoveryFailed, "could not check pools against EC2 instance types: %v", err)
@@ -137,14 +146,6 @@ func (c *Controller) load(ctx context.Context, cm *corev1.ConfigMap) (*config.Co
 		return nil, &config.Error{Errs: errs}
 	}
 	return cfg, nil
-}
-
-func (c *Controller) listInstanceTypes(ctx context.Context, d config.Discovery) ([]discovery.InstanceType, error) {
-	lister, err := c.instanceTypes(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	return lister.List(ctx)
 }
 
 // reject records why a config was refused. Nothing is applied or pruned: the last good config
