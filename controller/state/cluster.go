@@ -77,9 +77,9 @@ func (c *Cluster) Config() *config.Config {
 }
 
 // SetConfig puts cfg in force when it differs from the config in force (semantically: an
-// equal config keeps the one in force, so what was compiled from it stays valid), tells every
-// follower, in order, and reports true.
-func (c *Cluster) SetConfig(ctx context.Context, cfg *config.Config) bool {
+// equal config keeps the one in force, so what was compiled from it stays valid), and tells
+// every follower, in order.
+func (c *Cluster) SetConfig(ctx context.Context, cfg *config.Config) {
 	c.mu.Lock()
 	changed := c.config == nil || !equality.Semantic.DeepEqual(c.config, cfg)
 	if changed {
@@ -88,12 +88,11 @@ func (c *Cluster) SetConfig(ctx context.Context, cfg *config.Config) bool {
 	followers := c.followers
 	c.mu.Unlock()
 	if !changed {
-		return false
+		return
 	}
 	for _, f := range followers {
 		f.ConfigApplied(ctx, cfg)
 	}
-	return true
 }
 
 // Busy reports whether a pool has work queued or running, or is inside a warm window.
