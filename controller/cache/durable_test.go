@@ -132,12 +132,7 @@ func TestSaveOutcomeReportedOnceAcrossAKill(t *testing.T) {
 		}
 	})
 
-	if got := nodeEvents(t, node, cachectrl.ReasonSaveTimedOut); len(got) != 1 {
-		t.Fatalf("%d CacheSaveTimedOut events after the restart, want 1: %q", len(got), got)
-	}
-	if v := metric(t, "warmpool_cache_lost_total", lost); v != 1 {
-		t.Fatalf("warmpool_cache_lost_total%v = %v, want 1", lost, v)
-	}
+	reportedOnce(t, node, cachectrl.ReasonSaveTimedOut, "warmpool_cache_lost_total", lost)
 	n := &corev1.Node{}
 	get(t, node, "", n)
 	if _, ok := annotation(t, n, "warmpool.io/cache-save-report"); ok {
@@ -177,12 +172,7 @@ func TestSaveReportDeliveredAgainIsNotDuplicated(t *testing.T) {
 	if err := d.reconcile(d.ctrls.Save, node); err != nil {
 		t.Fatal(err)
 	}
-	if got := nodeEvents(t, node, cachectrl.ReasonSaveTimedOut); len(got) != 1 {
-		t.Fatalf("%d CacheSaveTimedOut events, want 1", len(got))
-	}
-	if v := metric(t, "warmpool_cache_lost_total", lost); v != 1 {
-		t.Fatalf("warmpool_cache_lost_total%v = %v, want 1", lost, v)
-	}
+	reportedOnce(t, node, cachectrl.ReasonSaveTimedOut, "warmpool_cache_lost_total", lost)
 }
 
 // A cold start decided (the startup taint removed) just before the controller died is reported
@@ -244,12 +234,7 @@ func TestVerifyVerdictReportedOnceAcrossAKill(t *testing.T) {
 			t.Fatal("the verdict was recorded without its report")
 		}
 	})
-	if got := nodeEvents(t, node, cachectrl.ReasonRestoreUnverified); len(got) != 1 {
-		t.Fatalf("%d CacheRestoreUnverified events, want 1: %q", len(got), got)
-	}
-	if v := metric(t, "warmpool_cache_restores_total", unverified); v != 1 {
-		t.Fatalf("warmpool_cache_restores_total%v = %v, want 1", unverified, v)
-	}
+	reportedOnce(t, node, cachectrl.ReasonRestoreUnverified, "warmpool_cache_restores_total", unverified)
 }
 
 // A snapshot marked failed after its cut just before the controller died is reported by the
@@ -297,12 +282,7 @@ func TestSnapshotFailureReportedOnceAcrossAKill(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := nodeEvents(t, node, cachectrl.ReasonSnapshotFailed); len(got) != 1 {
-		t.Fatalf("%d CacheSnapshotFailed events on the node, want 1", len(got))
-	}
-	if v := metric(t, "warmpool_cache_lost_total", lost); v != 1 {
-		t.Fatalf("warmpool_cache_lost_total%v = %v, want 1", lost, v)
-	}
+	reportedOnce(t, node, cachectrl.ReasonSnapshotFailed, "warmpool_cache_lost_total", lost)
 }
 
 // A node that goes after its snapshot was cut, while no controller runs, was saved: the
@@ -310,11 +290,7 @@ func TestSnapshotFailureReportedOnceAcrossAKill(t *testing.T) {
 func TestSaveNodeGoneAfterTheCutIsSaved(t *testing.T) {
 	pool, node := unique("gonecut"), unique("gonecut-node")
 	e := newEnv(t, poolYAML(pool))
-	newNode(t, node, pool, "amd64")
-	newNodeClaim(t, node, pool, nil)
-	e.newEnginePod(node, pool)
-	commit(t, node)
-	e.finishEviction(node)
+	e.committedAndStopped(node, pool)
 	job := &batchv1.Job{}
 	e.waitExists(volumes.SaveName(node), job)
 	e.runJob(job.Name, 0, volumes.JobResult{Result: volumes.ResultSaved, Bytes: 4096, Files: 3})

@@ -82,11 +82,7 @@ func (e *env) snapshotEvents(name, reason string) []string {
 // PVC and the snapshot the save made (not cut yet).
 func (e *env) saveUntilCopied(node, pool string) (*corev1.PersistentVolumeClaim, snapshotv1.VolumeSnapshot) {
 	e.t.Helper()
-	newNode(e.t, node, pool, "amd64")
-	newNodeClaim(e.t, node, pool, nil)
-	e.newEnginePod(node, pool)
-	commit(e.t, node)
-	e.finishEviction(node)
+	e.committedAndStopped(node, pool)
 	pvc := &corev1.PersistentVolumeClaim{}
 	e.waitExists(volumes.SaveName(node), pvc)
 	e.runJob(volumes.SaveName(node), 0, volumes.JobResult{Result: volumes.ResultSaved, Bytes: 1 << 20, Files: 10, Architecture: "amd64", EngineVersion: engineVersion})

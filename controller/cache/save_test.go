@@ -166,11 +166,7 @@ func TestSaveHappyPath(t *testing.T) {
 func TestSaveUncleanMakesNoSnapshot(t *testing.T) {
 	pool, node := unique("unclean"), unique("unclean-node")
 	e := newEnv(t, poolYAML(pool))
-	newNode(t, node, pool, "amd64")
-	newNodeClaim(t, node, pool, nil)
-	e.newEnginePod(node, pool)
-	commit(t, node)
-	e.finishEviction(node)
+	e.committedAndStopped(node, pool)
 	e.runJob(volumes.SaveName(node), volumes.ExitUnclean, volumes.JobResult{Result: volumes.ResultUnclean, Reason: "engine lock held"})
 
 	e.waitGone(volumes.GuardName(node), &corev1.Pod{})
@@ -304,11 +300,7 @@ func TestSaveSpotInterruptionDoesNotStart(t *testing.T) {
 func TestSaveResumesAfterRestart(t *testing.T) {
 	pool, node := unique("restart"), unique("restart-node")
 	e := newEnv(t, poolYAML(pool))
-	newNode(t, node, pool, "amd64")
-	newNodeClaim(t, node, pool, nil)
-	e.newEnginePod(node, pool)
-	commit(t, node)
-	e.finishEviction(node)
+	e.committedAndStopped(node, pool)
 	job, pvc, guard := &batchv1.Job{}, &corev1.PersistentVolumeClaim{}, &corev1.Pod{}
 	e.waitExists(volumes.SaveName(node), job)
 	e.waitExists(volumes.SaveName(node), pvc)

@@ -347,6 +347,18 @@ func (e *env) newEnginePod(node, pool string) *corev1.Pod {
 	return p
 }
 
+// committedAndStopped makes a node of pool with its NodeClaim and running engine, commits its
+// disruption, and plays the kubelet's part of the engine's eviction: the save goes on to its
+// volume and copy Job.
+func (e *env) committedAndStopped(node, pool string) {
+	e.t.Helper()
+	newNode(e.t, node, pool, "amd64")
+	newNodeClaim(e.t, node, pool, nil)
+	e.newEnginePod(node, pool)
+	commit(e.t, node)
+	e.finishEviction(node)
+}
+
 // finishEviction plays the kubelet once the engine was evicted: the engine exits and the pod goes.
 func (e *env) finishEviction(node string) {
 	e.t.Helper()
@@ -430,6 +442,18 @@ func nodeEvents(t testing.TB, node, reason string) []string {
 		}
 	}
 	return out
+}
+
+// reportedOnce asserts a report was delivered exactly once: one Event of reason on the node and
+// the metric series at 1.
+func reportedOnce(t testing.TB, node, reason, name string, labels map[string]string) {
+	t.Helper()
+	if got := nodeEvents(t, node, reason); len(got) != 1 {
+		t.Fatalf("%d %s events on node %s, want 1: %q", len(got), reason, node, got)
+	}
+	if v := metric(t, name, labels); v != 1 {
+		t.Fatalf("%s%v = %v, want 1", name, labels, v)
+	}
 }
 
 // waitNodeEvent waits for an Event of reason on the Node whose note contains every fragment.
