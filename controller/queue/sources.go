@@ -88,7 +88,7 @@ func sourceNames(cfg *config.Config) map[string][]string {
 }
 
 // Apply builds every source of cfg. A source that cannot be built (a missing Secret) is
-// recorded as failing, so its pool stays unknown rather than reading as an empty
+// recorded as failing, so its pool stays unknown rather than reading as an empty queue.
 func (s *Sources) Apply(ctx context.Context, cfg *config.Config) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
@@ -124,7 +124,7 @@ func (s *Sources) apply(ctx context.Context, cfg *config.Config) error {
 			spec, err := s.pollSpec(ctx, key, src)
 			if err != nil {
 				s.tracker.Record(key, Counts{}, err)
-				ObserveError(key.Pool+"/"+key.Source, ReasonOf(err))
+				ObserveError(SourceLabel(key), ReasonOf(err))
 				errs = append(errs, fmt.Errorf("pool %s source %s: %w", p.Name, src.Name, err))
 				continue
 			}
