@@ -3,6 +3,8 @@ package nodesim
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -18,7 +20,8 @@ import (
 // generalFilter with the scheduler's AdmissionCheck): a pod bound to a node, by the scheduler
 // or with spec.nodeName set by its creator, runs only if it fits next to the pods the kubelet
 // already admitted there (the pod count, then cpu, memory and ephemeral-storage requests
-// against the node's allocatable, as the scheduler counts requests: init containers,
+// against the node's allocatable, then hugepages and the extended resources the node lists,
+// as the scheduler counts requests: init containers,
 // sidecars and overhead included), matches the node's required affinity, and tolerates the
 // node's NoExecute taints (only those: a kubelet admits a pod onto a node tainted
 // karpenter.sh/disrupted:NoSchedule). A pod that does not is rejected: phase Failed, reason
@@ -28,7 +31,7 @@ import (
 //
 // An admitted pod gets the status a kubelet writes first (phase Pending, hostIP): kwok's
 // stages (e2e/cluster/kwokstages) and nodesim's own kubelet start only admitted pods.
-// Host ports are not checked.
+// Host ports are not checked (warmpool's pods ask for none).
 type admission struct{ *Sim }
 
 // admitted reports whether the kubelet admitted the pod (its first status names the host).
@@ -174,6 +177,25 @@ func admit(pod *corev1.Pod, node *corev1.Node, others []*corev1.Pod) (reason, me
 			return r.reason, insufficient(r.name, w, u, c)
 		}
 	}
+	// Then the scalar resources (the scheduler's Fits): hugepages, and the extended resources
+	// the node lists (removeMissingExtendedResources drops those it does not).
+	var scalars []corev1.ResourceName
+	for name := range want {
+		if isScalarResource(name) {
+			scalars = append(scalars, name)
+		}
+	}
+	slices.Sort(scalars)
+	for _, name := range scalars {
+		c, listed := alloc[name]
+		if !listed && !strings.HasPrefix(string(name), corev1.ResourceHugePagesPrefix) {
+			continue
+		}
+		w, u := want[name], used[name]
+		if w.Value() > c.Value()-u.Value() {
+			return "OutOf" + string(name), insufficient(name, w.Value(), u.Value(), c.Value())
+		}
+	}
 	if ok, _ := nodeaffinity.GetRequiredNodeAffinity(pod).Match(node); !ok {
 		return "NodeAffinity", "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
 	}
@@ -183,6 +205,21 @@ func admit(pod *corev1.Pod, node *corev1.Node, others []*corev1.Pod) (reason, me
 		return "TaintToleration", "Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
 	}
 	return "", ""
+}
+
+// isScalarResource is what the scheduler's Fits counts beyond cpu, memory and
+// ephemeral-storage: hugepages-*, and extended resources (a domain other than kubernetes.io,
+// not a quota's "requests." name).
+func isScalarResource(name corev1.ResourceName) bool {
+	n := string(name)
+	switch {
+	case strings.HasPrefix(n, corev1.ResourceHugePagesPrefix):
+		return true
+	case strings.HasPrefix(n, corev1.DefaultResourceRequestsPrefix), !strings.Contains(n, "/"):
+		return false
+	default:
+		return !strings.Contains(strings.SplitN(n, "/", 2)[0], "kubernetes.io")
+	}
 }
 
 // insufficient is the kubelet's InsufficientResourceError message.

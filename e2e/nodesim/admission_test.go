@@ -35,6 +35,13 @@ func TestAdmitAsTheKubelet(t *testing.T) {
 	withInit.Spec.InitContainers = []corev1.Container{{Name: "tools", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1500m")}}}}
 	noExecute := node.DeepCopy()
 	noExecute.Spec.Taints = append(noExecute.Spec.Taints, corev1.Taint{Key: "node.kubernetes.io/unreachable", Effect: corev1.TaintEffectNoExecute})
+	gpu := func(n string) *corev1.Pod {
+		p := pod("", "")
+		p.Spec.Containers[0].Resources.Requests["example.com/gpu"] = resource.MustParse(n)
+		return p
+	}
+	withGPU := node.DeepCopy()
+	withGPU.Status.Allocatable["example.com/gpu"] = resource.MustParse("1")
 	affinity := pod("", "")
 	affinity.Spec.NodeSelector = map[string]string{"pool": "builders"}
 
@@ -57,6 +64,9 @@ func TestAdmitAsTheKubelet(t *testing.T) {
 		{name: "an init container's requests count", pod: withInit, others: []*corev1.Pod{pod("1", "")}, reason: "OutOfcpu"},
 		{name: "an untolerated NoExecute taint", pod: pod("", ""), node: noExecute, reason: "TaintToleration"},
 		{name: "node affinity", pod: affinity, reason: "NodeAffinity"},
+		{name: "out of an extended resource the node lists", pod: gpu("1"), node: withGPU, others: []*corev1.Pod{gpu("1")}, reason: "OutOfexample.com/gpu",
+			msgContain: "example.com/gpu, requested: 1, used: 1, capacity: 1"},
+		{name: "an extended resource the node does not list is not checked", pod: gpu("1")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := node
