@@ -6,6 +6,7 @@ package queue
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -333,7 +334,7 @@ func (w *Webhook) expireLocked(now time.Time, force bool) {
 			w.log.V(1).Info("webhook job expired: its later deliveries were lost", "job", id, "pool", j.key.Pool, "age", age)
 			delete(w.jobs, id)
 			w.count(j.key, j.rank, -1)
-			if !containsKey(changed, j.key) {
+			if !slices.Contains(changed, j.key) {
 				changed = append(changed, j.key)
 			}
 		}
@@ -348,13 +349,4 @@ func orDefault(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-func containsKey(keys []Key, k Key) bool {
-	for _, have := range keys {
-		if have == k {
-			return true
-		}
-	}
-	return false
 }
