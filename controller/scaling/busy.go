@@ -11,9 +11,7 @@ import (
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
@@ -49,23 +47,21 @@ func (c *Controller) followBusy(ctx context.Context, np *karpv1.NodePool, ev *ev
 	}
 }
 
-// persistBusy records busy on the pool's NodePool, once the NodePool exists (the pools
-// controller creates it, rendering its budgets from the shared state, which needs no
-// annotation yet).
-func (c *Controller) persistBusy(ctx context.Context, pool string, ps *poolState, busy bool) error {
+// persistBusy records busy on the pool's NodePool np (as Reconcile read it), once the NodePool
+// exists (the pools controller creates it, rendering its budgets from the shared state, which
+// needs no annotation yet). A NodePool that could not be read has no UID: the annotation is
+// left for the next evaluation.
+func (c *Controller) persistBusy(ctx context.Context, np *karpv1.NodePool, ps *poolState, busy bool) error {
 	want := strconv.FormatBool(busy)
 	c.mu.Lock()
 	done := ps.persisted == want
 	c.mu.Unlock()
-	if done {
-		return nil
-	}
-	if err := c.kubeClient.Get(ctx, types.NamespacedName{Name: nodepools.Name(pool)}, &karpv1.NodePool{}); apierrors.IsNotFound(err) {
+	if done || np.UID == "" {
 		return nil
 	}
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(nodepools.NodePoolGV.WithKind("NodePool"))
-	u.SetName(nodepools.Name(pool))
+	u.SetName(np.Name)
 	u.SetAnnotations(map[string]string{state.AnnotationBusy: want})
 	if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(BusyFieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("recording busy=%s on NodePool %s, %w", want, u.GetName(), err)

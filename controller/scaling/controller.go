@@ -168,7 +168,6 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	ev := &evaluation{pool: p, jobsPerNode: jobsPerNode, fleet: fleet}
 	ev.counts, ev.known = c.tracker.Pool(name)
-	ev.arrivals = c.tracker.TakeArrivals(name)
 	c.mu.Lock()
 	seeded := ps.seeded
 	c.mu.Unlock()
@@ -179,6 +178,9 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			return reconcile.Result{}, err
 		}
 	}
+	// Taken only now, just before the policy folds them in: a resume that fails would
+	// otherwise drop them, and the rate estimate would miss them for good.
+	ev.arrivals = c.tracker.TakeArrivals(name)
 	if err := c.evaluate(ps, ev); err != nil {
 		return reconcile.Result{}, err
 	}
@@ -187,7 +189,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	// state even when the headroom cannot be actuated (a missing CapacityBuffer CRD).
 	np := c.nodePool(ctx, name)
 	c.followBusy(ctx, np, ev)
-	persistErr := c.persistBusy(ctx, name, ps, ev.busy.Busy)
+	persistErr := c.persistBusy(ctx, np, ps, ev.busy.Busy)
 	actErr := c.actuateHeadroom(ctx, np, ps, ev)
 	c.report(ctx, np, ev)
 	if err := errors.Join(actErr, persistErr); err != nil {
