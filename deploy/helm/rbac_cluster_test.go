@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/util/retry"
+
 	"github.com/go-logr/logr"
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -232,8 +234,9 @@ func TestChartRBACSufficesForTheCacheProtocol(t *testing.T) {
 	if err := e.admin.Create(ctx, snap); err != nil {
 		t.Fatal(err)
 	}
-	snap.Status = &snapshotv1.VolumeSnapshotStatus{ReadyToUse: ptr.To(true), RestoreSize: ptr.To(resource.MustParse("10Gi")), CreationTime: ptr.To(metav1.Now())}
-	if err := e.admin.Status().Update(ctx, snap); err != nil {
+	if err := setStatus(ctx, e.admin, snap, func() {
+		snap.Status = &snapshotv1.VolumeSnapshotStatus{ReadyToUse: ptr.To(true), RestoreSize: ptr.To(resource.MustParse("10Gi")), CreationTime: ptr.To(metav1.Now())}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	fresh := &corev1.Node{
@@ -243,8 +246,7 @@ func TestChartRBACSufficesForTheCacheProtocol(t *testing.T) {
 	if err := e.admin.Create(ctx, fresh); err != nil {
 		t.Fatal(err)
 	}
-	fresh.Status.Conditions = ready
-	if err := e.admin.Status().Update(ctx, fresh); err != nil {
+	if err := setStatus(ctx, e.admin, fresh, func() { fresh.Status.Conditions = ready }); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, e.logs, "restore PVC and Job", func() bool {
@@ -274,8 +276,7 @@ func TestChartRBACSufficesForTheCacheProtocol(t *testing.T) {
 	if err := e.admin.Create(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	old.Status.Conditions = ready
-	if err := e.admin.Status().Update(ctx, old); err != nil {
+	if err := setStatus(ctx, e.admin, old, func() { old.Status.Conditions = ready }); err != nil {
 		t.Fatal(err)
 	}
 	engine := &corev1.Pod{
@@ -293,8 +294,7 @@ func TestChartRBACSufficesForTheCacheProtocol(t *testing.T) {
 		return e.admin.Get(ctx, client.ObjectKey{Namespace: namespace, Name: volumes.GuardName("old")}, guard) == nil
 	})
 	// No kubelet: run the guard by hand (the engine is stopped only once the guard runs).
-	guard.Status.Phase = corev1.PodRunning
-	if err := e.admin.Status().Update(ctx, guard); err != nil {
+	if err := setStatus(ctx, e.admin, guard, func() { guard.Status.Phase = corev1.PodRunning }); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, e.logs, "engine pod evicted", func() bool {
@@ -351,4 +351,16 @@ func forbiddenLines(logs string) string {
 func lastLines(logs string, n int) string {
 	lines := strings.Split(strings.TrimSpace(logs), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// setStatus plays a kubelet or CSI controller: it sets obj's status with set, re-reading
+// obj and retrying when the controller under test wrote it meanwhile.
+func setStatus(ctx context.Context, c client.Client, obj client.Object, set func()) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		set()
+		return c.Status().Update(ctx, obj)
+	})
 }
