@@ -367,6 +367,43 @@ func TestSaveFallsBackWhenTheCloneStaysPending(t *testing.T) {
 	})
 }
 
+// The fallback can come before the copy Job exists (its create failed, or a restart came
+// between the two): it still drops the cloned volume and makes an empty one.
+func TestSaveFallsBackBeforeTheCopyJobExists(t *testing.T) {
+	pool, node := unique("pending-nojob"), unique("pending-nojob-node")
+	e := newEnv(t, poolYAML(pool))
+	e.newSnapshot("base", pool, "amd64", engineVersion, e.clk.Now().Add(-time.Hour), true)
+	newNode(t, node, pool, "amd64")
+	newNodeClaim(t, node, pool, nil)
+	commit(t, node)
+	cloned := &corev1.PersistentVolumeClaim{}
+	e.waitExists(volumes.SaveName(node), cloned)
+	e.waitExists(volumes.SaveName(node), &batchv1.Job{})
+
+	// The controller is down; the Job goes; the clone stays Pending past its timeout.
+	e.stopManager()
+	if err := kube.Delete(t.Context(), &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: volumes.SaveName(node)}},
+		client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
+		t.Fatal(err)
+	}
+	e.waitGone(volumes.SaveName(node), &batchv1.Job{})
+	e.clk.Step(cachectrl.DefaultSaveVolumeBindTimeout)
+	e.start()
+
+	waitNodeEvent(t, node, cachectrl.ReasonSaveBaseLost, "was still Pending after 5m")
+	e.releaseVolume(cloned)
+	eventually(t, "an empty save volume", func() error {
+		p := &corev1.PersistentVolumeClaim{}
+		if !exists(t, volumes.SaveName(node), e.namespace, p) || p.UID == cloned.UID {
+			return fmt.Errorf("no new save volume")
+		}
+		if p.Spec.DataSource != nil {
+			return fmt.Errorf("fallback volume dataSource %+v", p.Spec.DataSource)
+		}
+		return nil
+	})
+}
+
 // releaseVolume removes a deleted PVC's finalizers, as kube-controller-manager's pvc-protection
 // controller does once no pod uses it (envtest runs no controller manager).
 func (e *env) releaseVolume(p *corev1.PersistentVolumeClaim) {

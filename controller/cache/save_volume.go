@@ -134,11 +134,16 @@ func (c *SaveController) checkBase(ctx context.Context, s *saveState) (reconcile
 
 // dropVolume deletes the save's Job and volume, for ensureVolume to make the volume anew.
 func (c *SaveController) dropVolume(ctx context.Context, s *saveState) (reconcile.Result, error) {
-	for _, o := range []client.Object{s.job, s.pvc} {
-		if o != nil {
-			if err := c.remove(ctx, o); err != nil {
-				return reconcile.Result{}, err
-			}
+	// Each is checked for nil before it becomes an interface: a nil *Job in a client.Object is
+	// not nil, and removing it panicked when the fallback came before the Job was made.
+	if s.job != nil {
+		if err := c.remove(ctx, s.job); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	if s.pvc != nil {
+		if err := c.remove(ctx, s.pvc); err != nil {
+			return reconcile.Result{}, err
 		}
 	}
 	s.job, s.pvc = nil, nil
