@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -70,6 +71,11 @@ const (
 	outcomeSaved   = volumes.ResultSaved
 	outcomeUnclean = volumes.ResultUnclean
 	outcomeFailed  = volumes.ResultFailed
+
+	// The node went without a save: its pool no longer saves the cache (removed from the
+	// config, or the cache turned off), or it was deleted before its restore let the engine run.
+	outcomeSkippedCacheOff  = "skipped-cache-off"
+	outcomeSkippedRestoring = "skipped-restoring"
 )
 
 // SaveController saves the engine cache of a node that is going away (request name: the node).
@@ -163,10 +169,9 @@ func (c *SaveController) load(ctx context.Context, name string) (*saveState, err
 		s.poolName = s.pvc.Labels[volumes.LabelPool]
 	}
 	s.pool = c.cachePool(s.poolName)
-	if s.pool == nil {
-		return s, nil
-	}
-	if s.node != nil {
+	// The signals are read for a deleting node of a pool that no longer saves too: it still gets
+	// its release mark (withdrawn). The hold reads the Node's deletion, so nothing else matters.
+	if s.node != nil && (s.pool != nil || s.node.DeletionTimestamp != nil) {
 		var err error
 		if s.claim, err = c.nodeClaimOf(ctx, s.poolName, name); err != nil {
 			return nil, err
@@ -179,6 +184,9 @@ func (c *SaveController) load(ctx context.Context, name string) (*saveState, err
 			s.signals.NodeClaimDeleting = s.claim.DeletionTimestamp != nil
 			s.signals.DisruptionReason = s.claim.StatusConditions().Get(karpv1.ConditionTypeDisruptionReason).IsTrue()
 		}
+	}
+	if s.pool == nil {
+		return s, nil
 	}
 	// The snapshot is read even once the Node is gone: a node that went after its snapshot was
 	// cut was saved, and must be reported so (its Job names the snapshot).
@@ -271,11 +279,39 @@ func (c *SaveController) withdrawn(ctx context.Context, s *saveState) (reconcile
 		return reconcile.Result{}, nil
 	}
 	s.done = true
+	if s.trigger() == volumes.TriggerCommitted && s.node.Annotations[AnnotationSaveOutcome] == "" {
+		// The node goes without a save (its pool no longer saves, or it never ran its engine):
+		// the hold on it waits for a save outcome, and without one would keep the node for
+		// its whole termination grace period.
+		why := outcomeSkippedCacheOff
+		if restoring {
+			why = outcomeSkippedRestoring
+		}
+		if err := c.markSkipped(ctx, s, why); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
 	if s.guard == nil && s.job == nil && s.pvc == nil {
 		return reconcile.Result{}, nil
 	}
 	log.FromContext(ctx).Info("releasing node: no longer going away, or its pool no longer saves the cache")
 	return reconcile.Result{}, c.cleanup(ctx, s)
+}
+
+// markSkipped records on a deleting node that no save will be made, which releases its hold.
+// It is not a lost cache (nothing is reported): the pool stopped saving, or the node never ran
+// its engine.
+func (c *SaveController) markSkipped(ctx context.Context, s *saveState, why string) error {
+	patch := client.MergeFrom(s.node.DeepCopy())
+	if s.node.Annotations == nil {
+		s.node.Annotations = map[string]string{}
+	}
+	s.node.Annotations[AnnotationSaveOutcome] = why
+	if err := c.kube.Patch(ctx, s.node, patch); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("recording on node %s that its cache is not saved, %w", s.name, err)
+	}
+	log.FromContext(ctx).Info("node goes without a save, its hold is released", "outcome", why)
+	return nil
 }
 
 // poll is how long to wait before looking again without an event: the poll interval, or less
