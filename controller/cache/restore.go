@@ -111,6 +111,7 @@ func (c *RestoreController) restoreSteps() []func(context.Context, *restoreState
 	return []func(context.Context, *restoreState) (reconcile.Result, error){
 		c.flushReports,
 		c.settled,
+		c.abandoned,
 		c.awaitReady,
 		c.served,
 		c.chooseSnapshot,
@@ -176,6 +177,21 @@ func (c *RestoreController) settled(ctx context.Context, s *restoreState) (recon
 		}
 	}
 	s.done = true
+	return reconcile.Result{}, c.cleanup(ctx, s)
+}
+
+// abandoned stops the restore of a node that is being deleted before its engine ever ran: the
+// copy would outlive it for nothing, and its pods would keep the drain waiting. The startup
+// taint stays; the save controller marks the node skipped so its hold lets it go.
+func (c *RestoreController) abandoned(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	if s.node.DeletionTimestamp == nil {
+		return reconcile.Result{}, nil
+	}
+	s.done = true
+	if s.job == nil && s.pvc == nil {
+		return reconcile.Result{}, nil
+	}
+	log.FromContext(ctx).Info("node deleted while its cache was being restored: restore abandoned")
 	return reconcile.Result{}, c.cleanup(ctx, s)
 }
 

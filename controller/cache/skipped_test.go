@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -51,6 +52,7 @@ func TestSaveNodeDeletedWhileRestoringReleasesHold(t *testing.T) {
 	newNode(t, node, pool, "amd64", startupTaint(), runnerTaint(pool))
 	newNodeClaim(t, node, pool, nil)
 	e.waitExists(volumes.RestoreName(node), &corev1.PersistentVolumeClaim{})
+	e.waitExists(volumes.RestoreName(node), &batchv1.Job{})
 
 	deleteNodeClaim(t, node)
 	deleteNode(t, node)
@@ -60,6 +62,12 @@ func TestSaveNodeDeletedWhileRestoringReleasesHold(t *testing.T) {
 	}
 	if exists(t, volumes.GuardName(node), e.namespace, &corev1.Pod{}) {
 		t.Errorf("a node that never ran its engine was guarded")
+	}
+	// The restore is abandoned: its copy would outlive the node for nothing.
+	e.waitGone(volumes.RestoreName(node), &batchv1.Job{})
+	e.waitGone(volumes.RestoreName(node), &corev1.PersistentVolumeClaim{})
+	if n := nodeEventCount(t, node, cachectrl.ReasonColdStart); n != 0 {
+		t.Errorf("an abandoned restore reported %d cold starts", n)
 	}
 	if v := hold.Decide(n); !v.Release {
 		t.Errorf("the hold keeps the node: %s", v.Reason)
