@@ -5,7 +5,8 @@
 // One reconcile evaluates one pool, in steps that each live in their own file: read the fleet
 // (fleet.go) and the jobs per node (jobspernode.go), resume in a new process (resume.go),
 // decide (evaluate.go), follow and persist the busy state (busy.go), actuate the headroom
-// (headroom.go), report (report.go). What wakes it is in watches.go. The busy state is kept in
+// (headroom.go) with each placeholder's deletion cost so a scale-down keeps the warm nodes
+// (keepwarm.go), report (report.go). What wakes it is in watches.go. The busy state is kept in
 // the shared state.Cluster, where the pools controller reads it.
 package scaling
 
@@ -100,6 +101,10 @@ type poolState struct {
 	// pods-mode pool made sure no CapacityBuffer of it is left.
 	bufferHash string
 	bufferGone bool
+	// worked are the pool's nodes known to have run runner jobs, and costs the deletion costs
+	// this process wrote on placeholders (keepwarm.go), both for the nodes and pods that exist.
+	worked map[types.UID]bool
+	costs  map[types.UID]written
 }
 
 // NewController builds the scaling controller. It reads the config in force from cluster and
@@ -190,9 +195,12 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	np := c.nodePool(ctx, name)
 	c.followBusy(ctx, np, ev)
 	persistErr := c.persistBusy(ctx, np, ps, ev.busy.Busy)
+	// The placeholders' deletion costs before the headroom: a scale-down this evaluation
+	// applies must find the costs of the nodes as they are now.
+	keepErr := c.keepWarm(ctx, ps, ev)
 	actErr := c.actuateHeadroom(ctx, np, ps, ev)
 	c.report(ctx, np, ev)
-	if err := errors.Join(actErr, persistErr); err != nil {
+	if err := errors.Join(actErr, persistErr, keepErr); err != nil {
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{RequeueAfter: c.requeueAfter(ev.decision)}, nil

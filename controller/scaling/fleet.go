@@ -21,6 +21,8 @@ import (
 type fleet struct {
 	nodes, busy int
 	shapes      []corev1.ResourceList
+	// members are the live nodes with what the placeholders' deletion costs need (keepwarm.go).
+	members []member
 }
 
 // poolNodes counts the pool's live nodes, and those running runner work (see isWork).
@@ -42,9 +44,11 @@ func (c *Controller) poolNodes(ctx context.Context, pool string) (fleet, error) 
 		}
 		var daemons []corev1.ResourceList
 		busy := false
+		m := member{node: n}
 		for j := range pods.Items {
 			pod := &pods.Items[j]
 			busy = busy || isWork(pod)
+			m.observe(pod, pool, c.namespace)
 			if isDaemon(pod) && !finished(pod) {
 				daemons = append(daemons, podRequests(pod))
 			}
@@ -52,6 +56,7 @@ func (c *Controller) poolNodes(ctx context.Context, pool string) (fleet, error) 
 		if busy {
 			f.busy++
 		}
+		f.members = append(f.members, m)
 		if ready(n) && len(n.Status.Allocatable) > 0 {
 			f.shapes = append(f.shapes, policy.Available(n.Status.Allocatable, daemons...))
 		}

@@ -89,13 +89,22 @@ func (c *Controller) podPool(ctx context.Context, o client.Object) []reconcile.R
 // churn of a running pod changes nothing, so neither wakes the controller. DaemonSet pods
 // (the engine's included, though warmpool renders it) do: their requests shape what a node
 // offers runner pods.
+//
+// A placeholder landing on a node passes too: it gets its node's deletion cost (keepwarm.go)
+// at once, not at the next periodic evaluation, which a scale-down may come before.
 var podMoved = predicate.Funcs{
-	CreateFunc: func(e event.CreateEvent) bool { return podRelevant(e.Object) },
+	CreateFunc: func(e event.CreateEvent) bool { return podRelevant(e.Object) || placeholderBound(nil, e.Object) },
 	DeleteFunc: func(e event.DeleteEvent) bool { return podRelevant(e.Object) },
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		old, okOld := e.ObjectOld.(*corev1.Pod)
 		cur, okNew := e.ObjectNew.(*corev1.Pod)
-		if !okOld || !okNew || !podRelevant(cur) {
+		if !okOld || !okNew {
+			return false
+		}
+		if placeholderBound(old, cur) {
+			return true
+		}
+		if !podRelevant(cur) {
 			return false
 		}
 		return old.Spec.NodeName != cur.Spec.NodeName || finished(old) != finished(cur) ||
@@ -110,4 +119,14 @@ func podRelevant(o client.Object) bool {
 		return false
 	}
 	return p.Spec.NodeName != "" || p.Spec.NodeSelector[nodepools.LabelPool] != ""
+}
+
+// placeholderBound says whether a placeholder was bound to a node between old (nil: it was
+// just created) and cur.
+func placeholderBound(old *corev1.Pod, cur client.Object) bool {
+	p, ok := cur.(*corev1.Pod)
+	if !ok || p.Labels[nodepools.LabelHeadroom] != "true" || p.Spec.NodeName == "" {
+		return false
+	}
+	return old == nil || old.Spec.NodeName == ""
 }
