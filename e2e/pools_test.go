@@ -44,9 +44,21 @@ func run(m *testing.M) int {
 		// Keep the component logs only when something failed.
 		os.RemoveAll(c.WorkDir)
 	} else {
+		// Only the logs: the simulated volumes and snapshots take gigabytes per run.
+		removeAllBut(c.WorkDir, "logs")
 		fmt.Fprintln(os.Stderr, "component logs:", filepath.Join(c.WorkDir, "logs"))
 	}
 	return code
+}
+
+// removeAllBut removes every entry of dir except keep.
+func removeAllBut(dir, keep string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() != keep {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 func localConfig(t testing.TB) string {
