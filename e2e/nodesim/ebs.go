@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -22,13 +19,21 @@ import (
 //     its reads and writes together: gp3's default is 125 MiB/s, set up to 1000 with the
 //     StorageClass parameter "throughput" (MiB/s), which nodesim honours per class too.
 //     A copy that reads and writes the same volume (an incremental save comparing what is
-//     there) splits the cap between them, as on EBS. IOPS (gp3: 3000) are not modelled;
+//     there) splits the cap between them, as on EBS;
+//   - an IOPS cap, off unless set (Options.EBS.IOPS, or gp3's StorageClass parameter "iops"):
+//     every READ and WRITE request counts one I/O per 256 KiB, as EBS counts an SSD
+//     volume's I/Os. gp3's baseline is 3000, which a cache of small files meets before its
+//     throughput; metadata (lookups, xattrs, the filesystem's journal) is not counted;
 //   - lazy loading: a volume created from a snapshot has its data in S3 until first read, so
 //     a read that touches a block (BlockSize, EBS's 512 KiB) not loaded yet waits
 //     FirstReadLatency, once per request, and then the blocks it touched are loaded. One
 //     request in flight gets at most BlockSize/FirstReadLatency; throughput grows with the
-//     reads in flight until the cap (which is why AWS initializes such a volume with fio and a
-//     deep queue, and why the copier keeps many reads in flight);
+//     reads in flight (which is why AWS initializes such a volume with fio and a deep queue,
+//     and why the copier keeps many reads in flight), but only up to the volume's lazy
+//     loading rate (LazyBytesPerSecond), whatever the queue depth: S3 feeds a volume at tens
+//     of MB/s (eks-realities.md: a 200 GB cache restores lazily in 30 to 110 minutes, 29 to
+//     106 MiB/s), so a lazily loaded volume's reads of new blocks run at the lower of that
+//     rate and its throughput cap;
 //   - an initialization rate (the StorageClass parameter volumeInitializationRate, MiB/s, as
 //     the EBS CSI driver passes it to CreateVolume): the volume loads its blocks in the
 //     background at that rate from creation on, so reads find more and more of them loaded.
@@ -55,6 +60,14 @@ type EBSOptions struct {
 	// FirstReadLatency is what a read touching a block not loaded yet waits; 0 means
 	// DefaultFirstReadLatency, negative none (volumes from snapshots are not lazily loaded).
 	FirstReadLatency time.Duration
+	// LazyBytesPerSecond bounds how fast a lazily loaded volume's first reads load blocks
+	// from S3, however many are in flight (the bytes of the blocks' data, so small files
+	// are not charged a whole block each). 0 means DefaultLazyBytesPerSecond; negative,
+	// unbounded. The StorageClass parameter ParameterLazyLoadBytesPerSecond sets it per class.
+	LazyBytesPerSecond float64
+	// IOPS caps each volume's READ and WRITE requests, one I/O per 256 KiB. 0 or negative is
+	// no cap (the default); gp3's StorageClass parameter ParameterIOPS sets it per class.
+	IOPS float64
 }
 
 const (
@@ -66,6 +79,13 @@ const (
 	// DefaultFirstReadLatency is a first read's wait for its block: with 64 reads of 512 KiB
 	// in flight a lazily loaded volume can reach 6.4 GiB/s, with one 100 MiB/s.
 	DefaultFirstReadLatency = 5 * time.Millisecond
+	// DefaultLazyBytesPerSecond is how fast a lazily loaded volume loads blocks on first read
+	// unless set: 48 MiB/s, a 200 GB cache in 66 minutes, within the 30 to 110 minutes (29 to
+	// 106 MiB/s) that lazily loaded restores take on EBS (eks-realities.md; AWS publishes no
+	// rate). It is not scaled up for tests: the suite's small caches load in milliseconds.
+	DefaultLazyBytesPerSecond = 48 << 20
+	// ioSize is the I/O size EBS counts an SSD volume's IOPS in: a larger request is several.
+	ioSize = 256 << 10
 
 	// ParameterThroughput is the EBS CSI driver's gp3 StorageClass parameter (MiB/s); nodesim
 	// caps the reads and writes (together) of the class's volumes at it.
@@ -73,6 +93,12 @@ const (
 	// ParameterVolumeInitializationRate is the EBS CSI driver's StorageClass parameter (MiB/s)
 	// for volumes created from snapshots; EC2 accepts 100 to 300.
 	ParameterVolumeInitializationRate = "volumeInitializationRate"
+	// ParameterIOPS is the EBS CSI driver's gp3 StorageClass parameter (I/O operations per
+	// second); nodesim caps the class's volumes at it (without it, IOPS are not capped).
+	ParameterIOPS = "iops"
+	// ParameterLazyLoadBytesPerSecond is nodesim's own StorageClass parameter (bytes/s; EBS
+	// has none, its rate is S3's): the lazy loading rate of the class's volumes.
+	ParameterLazyLoadBytesPerSecond = "lazyLoadBytesPerSecond"
 
 	// AnnotationFastSnapshotRestore ("true") on a VolumeSnapshot plays Fast Snapshot Restore
 	// enabled for it in the volume's zone: volumes created from it are fully loaded at once.
@@ -90,6 +116,9 @@ func (o EBSOptions) withDefaults() EBSOptions {
 	if o.FirstReadLatency == 0 {
 		o.FirstReadLatency = DefaultFirstReadLatency
 	}
+	if o.LazyBytesPerSecond == 0 {
+		o.LazyBytesPerSecond = DefaultLazyBytesPerSecond
+	}
 	return o
 }
 
@@ -100,6 +129,10 @@ type volumeModel struct {
 	// Lazy loading: latency > 0 for a volume created from a snapshot without FSR.
 	blockSize int64
 	latency   time.Duration
+	// lazyRate (bytes/s) bounds the loads of first reads; <= 0 is unbounded.
+	lazyRate float64
+	// iops caps READ and WRITE requests (one I/O per ioSize); <= 0 is no cap.
+	iops float64
 	// initRate (bytes/s) loads the blocks in the background; 0 for none.
 	initRate float64
 }
@@ -109,13 +142,20 @@ type volumeModel struct {
 // is an error whose text is what the CSI driver reports.
 func (o EBSOptions) modelFor(params map[string]string, fromSnapshot, fsr bool) (volumeModel, error) {
 	o = o.withDefaults()
-	m := volumeModel{rate: o.BytesPerSecond, blockSize: o.BlockSize}
+	m := volumeModel{rate: o.BytesPerSecond, blockSize: o.BlockSize, iops: o.IOPS}
 	if v, ok := params[ParameterThroughput]; ok {
 		mib, err := strconv.ParseFloat(v, 64)
 		if err != nil || mib <= 0 {
 			return m, fmt.Errorf("InvalidParameterValue: invalid %s %q: want a positive number of MiB/s", ParameterThroughput, v)
 		}
 		m.rate = mib * (1 << 20)
+	}
+	if v, ok := params[ParameterIOPS]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return m, fmt.Errorf("InvalidParameterValue: invalid %s %q: want a positive integer", ParameterIOPS, v)
+		}
+		m.iops = float64(n)
 	}
 	if v, ok := params[ParameterVolumeInitializationRate]; ok {
 		if !fromSnapshot {
@@ -131,6 +171,14 @@ func (o EBSOptions) modelFor(params map[string]string, fromSnapshot, fsr bool) (
 	}
 	if fromSnapshot && !fsr && o.FirstReadLatency > 0 {
 		m.latency = o.FirstReadLatency
+		m.lazyRate = o.LazyBytesPerSecond
+		if v, ok := params[ParameterLazyLoadBytesPerSecond]; ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil || n <= 0 {
+				return m, fmt.Errorf("InvalidParameterValue: invalid %s %q: want a positive number of bytes/s", ParameterLazyLoadBytesPerSecond, v)
+			}
+			m.lazyRate = n
+		}
 	}
 	return m, nil
 }
@@ -148,7 +196,16 @@ func newThrottle(bytesPerSecond float64) *throttle {
 	return &throttle{rate.NewLimiter(rate.Limit(bytesPerSecond), throttleBurst)}
 }
 
-// take waits until n bytes may pass.
+// newOpsThrottle is a bucket of I/Os at iops per second (nil for iops <= 0), whose burst
+// holds the I/Os of the largest request.
+func newOpsThrottle(iops float64) *throttle {
+	if iops <= 0 {
+		return nil
+	}
+	return &throttle{rate.NewLimiter(rate.Limit(iops), throttleBurst/ioSize)}
+}
+
+// take waits until n bytes (or I/Os) may pass.
 func (t *throttle) take(ctx context.Context, n int) error {
 	if t == nil {
 		return nil
@@ -163,226 +220,6 @@ func (t *throttle) take(ctx context.Context, n int) error {
 	return nil
 }
 
-// lazyBlocks tracks which blocks of a lazily loaded volume's files are loaded. Files are
-// keyed by their inode on the backing directory (hardlinks share one); a file not in the
-// map (created after the volume was) is local and loaded.
-type lazyBlocks struct {
-	blockSize int64
-	latency   time.Duration
-
-	mu    sync.Mutex
-	files map[uint64]*lazyFile
-	// left counts blocks not loaded yet.
-	left int64
-
-	// firstReads counts requests that waited for a block; loaded counts blocks loaded by
-	// reads, hydrated those loaded by the initialization rate.
-	firstReads, loaded, hydrated atomic.Int64
-}
-
-type lazyFile struct {
-	bits []uint64 // one bit per block: loaded
-	// loading: blocks a request is fetching now, closed when they are loaded.
-	loading map[int64]chan struct{}
-	blocks  int64
-}
-
-func newLazyBlocks(blockSize int64, latency time.Duration) *lazyBlocks {
-	return &lazyBlocks{blockSize: blockSize, latency: latency, files: map[uint64]*lazyFile{}}
-}
-
-// add registers a file of size bytes from the snapshot, the blocks that hold its data (data:
-// [start, end) byte ranges; nil for all of it) not loaded. The blocks of its holes were never
-// written, so a snapshot does not hold them and reading them costs nothing.
-func (l *lazyBlocks) add(ino uint64, size int64, data [][2]int64) {
-	if size <= 0 {
-		return
-	}
-	n := (size + l.blockSize - 1) / l.blockSize
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, ok := l.files[ino]; ok {
-		return // another name of the same inode
-	}
-	f := &lazyFile{bits: make([]uint64, (n+63)/64), loading: map[int64]chan struct{}{}, blocks: n}
-	if data != nil {
-		for b := range n {
-			f.set(b)
-		}
-		for _, r := range data {
-			first, last := l.blockRange(f, r[0], r[1]-r[0])
-			for b := first; b <= last; b++ {
-				f.bits[b/64] &^= 1 << (b % 64)
-			}
-		}
-	}
-	for b := range n {
-		if !f.has(b) {
-			l.left++
-		}
-	}
-	l.files[ino] = f
-}
-
-// forget drops a file whose inode now belongs to a new file (created on the volume).
-func (l *lazyBlocks) forget(ino uint64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f, ok := l.files[ino]
-	if !ok {
-		return
-	}
-	for b := range f.blocks {
-		if !f.has(b) {
-			l.left--
-		}
-	}
-	delete(l.files, ino)
-}
-
-func (f *lazyFile) has(b int64) bool { return f.bits[b/64]&(1<<(b%64)) != 0 }
-func (f *lazyFile) set(b int64)      { f.bits[b/64] |= 1 << (b % 64) }
-
-// blockRange is the blocks [first, last] that bytes [off, off+n) touch, clamped to the file.
-func (l *lazyBlocks) blockRange(f *lazyFile, off, n int64) (int64, int64) {
-	first := off / l.blockSize
-	last := min((off+max(n, 1)-1)/l.blockSize, f.blocks-1)
-	return first, last
-}
-
-// fetch returns once the blocks that bytes [off, off+n) of ino touch are loaded: at once if
-// they are, after FirstReadLatency if this request has to load some (once per request, for
-// all of them), or when the request already loading them is done.
-func (l *lazyBlocks) fetch(ctx context.Context, ino uint64, off, n int64) error {
-	l.mu.Lock()
-	f, ok := l.files[ino]
-	if !ok {
-		l.mu.Unlock()
-		return nil
-	}
-	first, last := l.blockRange(f, off, n)
-	var mine []int64
-	var waits []chan struct{}
-	done := make(chan struct{})
-	for b := first; b <= last; b++ {
-		switch ch, busy := f.loading[b]; {
-		case f.has(b):
-		case busy:
-			waits = append(waits, ch)
-		default:
-			f.loading[b] = done
-			mine = append(mine, b)
-		}
-	}
-	l.mu.Unlock()
-	if len(mine) > 0 {
-		l.firstReads.Add(1)
-		t := time.NewTimer(l.latency)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			// Give the blocks back unloaded, so another request fetches them.
-			l.mu.Lock()
-			for _, b := range mine {
-				delete(f.loading, b)
-			}
-			l.mu.Unlock()
-			close(done)
-			return ctx.Err()
-		}
-		l.mu.Lock()
-		for _, b := range mine {
-			delete(f.loading, b)
-			if !f.has(b) {
-				f.set(b)
-				l.left--
-				l.loaded.Add(1)
-			}
-		}
-		l.mu.Unlock()
-		close(done)
-	}
-	for _, ch := range waits {
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	// A request we waited for may have been cancelled and left its blocks unloaded.
-	if len(waits) > 0 {
-		return l.fetch(ctx, ino, off, n)
-	}
-	return nil
-}
-
-// written marks the blocks a write covers as loaded: what was written is on the volume.
-func (l *lazyBlocks) written(ino uint64, off, n int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f, ok := l.files[ino]
-	if !ok || n <= 0 {
-		return
-	}
-	first, last := l.blockRange(f, off, n)
-	for b := first; b <= last; b++ {
-		if !f.has(b) {
-			f.set(b)
-			l.left--
-		}
-	}
-}
-
-// remaining is the number of blocks not loaded yet.
-func (l *lazyBlocks) remaining() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.left
-}
-
-// hydrate loads the blocks in the background at bytesPerSecond, file by file in inode
-// order, as a volume with an initialization rate does from its creation on. It returns when
-// every block is loaded or ctx ends.
-func (l *lazyBlocks) hydrate(ctx context.Context, bytesPerSecond float64) {
-	lim := rate.NewLimiter(rate.Limit(bytesPerSecond), int(max(l.blockSize, 1)))
-	l.mu.Lock()
-	inos := make([]uint64, 0, len(l.files))
-	for ino := range l.files {
-		inos = append(inos, ino)
-	}
-	l.mu.Unlock()
-	slices.Sort(inos)
-	for _, ino := range inos {
-		for b := int64(0); ; b++ {
-			l.mu.Lock()
-			f, ok := l.files[ino]
-			if !ok || b >= f.blocks {
-				l.mu.Unlock()
-				break
-			}
-			_, busy := f.loading[b]
-			need := !f.has(b) && !busy
-			l.mu.Unlock()
-			if !need {
-				continue
-			}
-			if err := lim.WaitN(ctx, int(l.blockSize)); err != nil {
-				return
-			}
-			l.mu.Lock()
-			if f.blocks > b && !f.has(b) {
-				if _, busy := f.loading[b]; !busy {
-					f.set(b)
-					l.left--
-					l.hydrated.Add(1)
-				}
-			}
-			l.mu.Unlock()
-		}
-	}
-}
-
 // VolumeStats is what a volume has served since nodesim first mounted it.
 type VolumeStats struct {
 	// BytesRead and BytesWritten count file data through the volume's FUSE mount.
@@ -394,10 +231,24 @@ type VolumeStats struct {
 	FirstReads, BlocksLoaded, BlocksHydrated int64
 	BlocksLeft                               int64
 	// BytesPerSecond is the volume's cap on reads and writes together (0: unlimited);
-	// FirstReadLatency and InitializationBytesPerSecond its lazy-loading model.
+	// FirstReadLatency, LazyBytesPerSecond (0: unbounded) and InitializationBytesPerSecond
+	// its lazy-loading model; IOPS its I/O cap (0: none).
 	BytesPerSecond               float64
 	FirstReadLatency             time.Duration
+	LazyBytesPerSecond           float64
 	InitializationBytesPerSecond float64
+	IOPS                         float64
+}
+
+// ModeledReadBytesPerSecond is the fastest the volume can serve reads of blocks not loaded
+// yet: the lower of its throughput cap and, if it loads lazily, its lazy loading rate (0:
+// unbounded). A restore's share of the modeled throughput is measured against it.
+func (s VolumeStats) ModeledReadBytesPerSecond() float64 {
+	r := s.BytesPerSecond
+	if s.Lazy && s.LazyBytesPerSecond > 0 && (r <= 0 || s.LazyBytesPerSecond < r) {
+		r = s.LazyBytesPerSecond
+	}
+	return r
 }
 
 // mibps formats bytes per second as MiB/s for logs.

@@ -29,15 +29,21 @@ func TestModelFor(t *testing.T) {
 		snap, fsr     bool
 		wantErr       string
 		read, init    float64
+		lazyRate      float64
+		iops          float64
 		lazy          bool
 		wantReadLimit bool
 	}{
 		{name: "defaults", read: DefaultVolumeBytesPerSecond},
-		{name: "from a snapshot: lazy", snap: true, read: DefaultVolumeBytesPerSecond, lazy: true},
+		{name: "from a snapshot: lazy", snap: true, read: DefaultVolumeBytesPerSecond, lazy: true, lazyRate: DefaultLazyBytesPerSecond},
 		{name: "with FSR: loaded at once", snap: true, fsr: true, read: DefaultVolumeBytesPerSecond},
 		{name: "throughput", params: map[string]string{ParameterThroughput: "64"}, read: 64 << 20},
 		{name: "bad throughput", params: map[string]string{ParameterThroughput: "fast"}, wantErr: "InvalidParameterValue"},
-		{name: "initialization rate", params: map[string]string{ParameterVolumeInitializationRate: "200"}, snap: true, read: DefaultVolumeBytesPerSecond, init: 200 << 20, lazy: true},
+		{name: "initialization rate", params: map[string]string{ParameterVolumeInitializationRate: "200"}, snap: true, read: DefaultVolumeBytesPerSecond, init: 200 << 20, lazy: true, lazyRate: DefaultLazyBytesPerSecond},
+		{name: "iops", params: map[string]string{ParameterIOPS: "3000"}, read: DefaultVolumeBytesPerSecond, iops: 3000},
+		{name: "bad iops", params: map[string]string{ParameterIOPS: "0"}, wantErr: "InvalidParameterValue"},
+		{name: "lazy loading rate", params: map[string]string{ParameterLazyLoadBytesPerSecond: "1048576"}, snap: true, read: DefaultVolumeBytesPerSecond, lazy: true, lazyRate: 1 << 20},
+		{name: "bad lazy loading rate", params: map[string]string{ParameterLazyLoadBytesPerSecond: "slow"}, snap: true, wantErr: "InvalidParameterValue"},
 		{name: "initialization rate without a snapshot", params: map[string]string{ParameterVolumeInitializationRate: "200"}, wantErr: "InvalidParameterCombination"},
 		{name: "initialization rate out of range", params: map[string]string{ParameterVolumeInitializationRate: "50"}, snap: true, wantErr: "from 100 to 300"},
 	} {
@@ -52,8 +58,8 @@ func TestModelFor(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m.rate != tc.read || m.initRate != tc.init || (m.latency > 0) != tc.lazy {
-				t.Errorf("model = %+v, want reads and writes together at %v, initialization %v, lazy %v", m, tc.read, tc.init, tc.lazy)
+			if m.rate != tc.read || m.initRate != tc.init || (m.latency > 0) != tc.lazy || m.lazyRate != tc.lazyRate || m.iops != tc.iops {
+				t.Errorf("model = %+v, want reads and writes together at %v, initialization %v, lazy %v at %v, iops %v", m, tc.read, tc.init, tc.lazy, tc.lazyRate, tc.iops)
 			}
 		})
 	}
@@ -63,7 +69,7 @@ func TestModelFor(t *testing.T) {
 // blocks a request touched are loaded after it, a write loads what it covers, and a file
 // created over a deleted file's inode is not lazy.
 func TestLazyBlockLoadsOnce(t *testing.T) {
-	l := newLazyBlocks(1<<20, 20*time.Millisecond)
+	l := newLazyBlocks(1<<20, 20*time.Millisecond, 0)
 	l.add(7, 3<<20+1, nil) // 4 blocks
 	if got := l.remaining(); got != 4 {
 		t.Fatalf("%d blocks left, want 4", got)
@@ -106,8 +112,36 @@ func TestLazyBlockLoadsOnce(t *testing.T) {
 	}
 }
 
+// TestLazyRateBoundsLoads: however many first reads are in flight, a lazily loaded volume
+// loads its blocks no faster than its lazy loading rate, and a small file is charged its
+// bytes, not a whole block. The delays are the model's, computed, not measured.
+func TestLazyRateBoundsLoads(t *testing.T) {
+	const block, rate = 64 << 10, 4 << 20
+	l := newLazyBlocks(block, time.Millisecond, rate)
+	l.add(1, 4<<20, nil) // 64 blocks: a second of the rate
+	l.add(2, 1<<10, nil)
+	f := l.files[1]
+	var last time.Duration
+	for b := range int64(64) {
+		// 64 reads in flight at once, each loading its own block.
+		d, _ := l.loadDelay(f, []int64{b})
+		last = d
+	}
+	if want := 900 * time.Millisecond; last < want {
+		t.Errorf("the 64th of 64 concurrent first reads of 64 KiB blocks at 4 MiB/s waits %s, want at least %s: the lazy loading rate does not bound them", last, want)
+	}
+	small, cancel := l.loadDelay(l.files[2], []int64{0})
+	if small-last > 50*time.Millisecond {
+		t.Errorf("a 1 KiB file's block queued %s behind the 64 others, want about the time of 1 KiB at 4 MiB/s", small-last)
+	}
+	cancel()
+	if unbounded := newLazyBlocks(block, time.Millisecond, 0); unbounded.s3 != nil {
+		t.Errorf("a volume without a lazy loading rate is bounded")
+	}
+}
+
 func TestHydrateLoadsEveryBlock(t *testing.T) {
-	l := newLazyBlocks(64<<10, time.Hour)
+	l := newLazyBlocks(64<<10, time.Hour, 0)
 	l.add(1, 1<<20, nil)
 	l.add(2, 100, nil)
 	l.add(3, 10<<20, [][2]int64{{0, 100}, {5 << 20, 5<<20 + 1}}) // two blocks of data, the rest holes
@@ -412,6 +446,31 @@ func writeLazyTree(b *testing.B, root string, target int64) int64 {
 		write(fmt.Sprintf("worker/snapshots/snapshots/%d/fs/d%d/f%d", i%40, i%13, i), 1<<10+(i*7919)%(63<<10))
 	}
 	return total
+}
+
+// TestIOPSCap: with an IOPS cap a 1 MiB write spends four I/Os (EBS counts 256 KiB as one),
+// so at four I/Os of burst a request right after it waits.
+func TestIOPSCap(t *testing.T) {
+	if err := checkFUSE(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	v, err := newEBSVolume("iops", mkdir(t, dir, "vol"), filepath.Join(dir, "mnt"), volumeModel{rate: -1, iops: 100, blockSize: DefaultBlockSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mustNil(t, v.release()) })
+	mustNil(t, v.mount())
+	mustNil(t, os.WriteFile(filepath.Join(v.mountpoint, "f"), make([]byte, throttleBurst), 0o644))
+	now := time.Now()
+	r := v.ops.l.ReserveN(now, 1)
+	defer r.CancelAt(now)
+	if !r.OK() || r.DelayFrom(now) == 0 {
+		t.Errorf("an I/O right after a 1 MiB write would not wait: the write did not spend its I/Os")
+	}
+	if st := v.stats(); st.IOPS != 100 {
+		t.Errorf("stats report %v IOPS, want 100", st.IOPS)
+	}
 }
 
 // TestReadsAndWritesShareOneCap: an EBS volume's throughput bounds its reads and writes

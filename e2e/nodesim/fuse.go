@@ -29,8 +29,9 @@ type ebsVolume struct {
 	mountpoint string
 	model      volumeModel
 
-	// io is the volume's throughput cap, one bucket that reads and writes share.
-	io *throttle
+	// io is the volume's throughput cap, one bucket that reads and writes share; ops its
+	// IOPS cap (nil: none), in I/Os of up to ioSize.
+	io, ops *throttle
 	// lazy is nil unless the volume loads lazily from its snapshot.
 	lazy *lazyBlocks
 
@@ -51,10 +52,11 @@ func newEBSVolume(handle, backing, mountpoint string, m volumeModel) (*ebsVolume
 	v := &ebsVolume{
 		handle: handle, backing: backing, mountpoint: mountpoint, model: m,
 		io:  newThrottle(m.rate),
+		ops: newOpsThrottle(m.iops),
 		ctx: ctx, cancel: cancel,
 	}
 	if m.latency > 0 {
-		v.lazy = newLazyBlocks(m.blockSize, m.latency)
+		v.lazy = newLazyBlocks(m.blockSize, m.latency, m.lazyRate)
 		err := filepath.WalkDir(backing, func(p string, d fs.DirEntry, err error) error {
 			if err != nil || !d.Type().IsRegular() {
 				return err
@@ -115,9 +117,11 @@ func (v *ebsVolume) stats() VolumeStats {
 		BytesRead: v.bytesRead.Load(), BytesWritten: v.bytesWritten.Load(),
 		BytesPerSecond:   max(v.model.rate, 0),
 		FirstReadLatency: v.model.latency, InitializationBytesPerSecond: v.model.initRate,
+		IOPS: max(v.model.iops, 0),
 	}
 	if l := v.lazy; l != nil {
 		st.Lazy = true
+		st.LazyBytesPerSecond = max(v.model.lazyRate, 0)
 		st.FirstReads, st.BlocksLoaded, st.BlocksHydrated = l.firstReads.Load(), l.loaded.Load(), l.hydrated.Load()
 		st.BlocksLeft = l.remaining()
 	}
@@ -301,6 +305,14 @@ var (
 	_ gofs.FileSetlkwer  = (*ebsFile)(nil)
 )
 
+// charge waits until a request of n bytes may pass the volume's IOPS and throughput caps.
+func (v *ebsVolume) charge(ctx context.Context, n int) error {
+	if err := v.ops.take(ctx, max(1, (n+ioSize-1)/ioSize)); err != nil {
+		return err
+	}
+	return v.io.take(ctx, n)
+}
+
 // errnoOf maps a model wait that ended (the volume released, the request interrupted) to EINTR.
 func errnoOf(err error) syscall.Errno {
 	if err == nil {
@@ -335,7 +347,7 @@ func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRe
 	if !status.Ok() {
 		return nil, syscall.Errno(status)
 	}
-	if err := f.vol.io.take(ctx, len(data)); err != nil {
+	if err := f.vol.charge(ctx, len(data)); err != nil {
 		return nil, errnoOf(err)
 	}
 	f.vol.bytesRead.Add(int64(len(data)))
@@ -345,7 +357,7 @@ func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRe
 func (f *ebsFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	ctx, cancel := f.requestCtx(ctx)
 	defer cancel()
-	if err := f.vol.io.take(ctx, len(data)); err != nil {
+	if err := f.vol.charge(ctx, len(data)); err != nil {
 		return 0, errnoOf(err)
 	}
 	n, errno := f.lf.Write(ctx, data, off)

@@ -1,0 +1,271 @@
+package nodesim
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Lazy loading (see ebs.go): which blocks of a volume created from a snapshot are still in
+// S3, what a first read of them waits, and the background loading of an initialization rate.
+
+// lazyBlocks tracks which blocks of a lazily loaded volume's files are loaded. Files are
+// keyed by their inode on the backing directory (hardlinks share one); a file not in the
+// map (created after the volume was) is local and loaded.
+type lazyBlocks struct {
+	blockSize int64
+	latency   time.Duration
+	// s3 bounds the bytes loaded by first reads per second (nil: unbounded); its burst is
+	// one block, and each block loaded reserves its data's bytes.
+	s3 *rate.Limiter
+
+	mu    sync.Mutex
+	files map[uint64]*lazyFile
+	// left counts blocks not loaded yet.
+	left int64
+
+	// firstReads counts requests that waited for a block; loaded counts blocks loaded by
+	// reads, hydrated those loaded by the initialization rate.
+	firstReads, loaded, hydrated atomic.Int64
+}
+
+type lazyFile struct {
+	bits []uint64 // one bit per block: loaded
+	// loading: blocks a request is fetching now, closed when they are loaded.
+	loading map[int64]chan struct{}
+	blocks  int64
+	size    int64
+}
+
+// newLazyBlocks tracks lazily loaded blocks; bytesPerSecond > 0 bounds how fast first reads
+// load them.
+func newLazyBlocks(blockSize int64, latency time.Duration, bytesPerSecond float64) *lazyBlocks {
+	l := &lazyBlocks{blockSize: blockSize, latency: latency, files: map[uint64]*lazyFile{}}
+	if bytesPerSecond > 0 {
+		l.s3 = rate.NewLimiter(rate.Limit(bytesPerSecond), int(blockSize))
+	}
+	return l
+}
+
+// loadDelay is how long loading blocks of f takes from now: FirstReadLatency, or longer if
+// the volume's lazy loading rate is spent (each block's data is reserved in turn, so
+// concurrent loads queue behind each other). cancel gives back what was reserved.
+func (l *lazyBlocks) loadDelay(f *lazyFile, blocks []int64) (time.Duration, func()) {
+	if l.s3 == nil {
+		return l.latency, func() {}
+	}
+	now := time.Now()
+	delay := l.latency
+	rs := make([]*rate.Reservation, 0, len(blocks))
+	for _, b := range blocks {
+		n := min(l.blockSize, f.size-b*l.blockSize)
+		r := l.s3.ReserveN(now, int(max(n, 1)))
+		rs = append(rs, r)
+		delay = max(delay, r.DelayFrom(now))
+	}
+	return delay, func() {
+		at := time.Now()
+		for i := len(rs) - 1; i >= 0; i-- {
+			rs[i].CancelAt(at)
+		}
+	}
+}
+
+// add registers a file of size bytes from the snapshot, the blocks that hold its data (data:
+// [start, end) byte ranges; nil for all of it) not loaded. The blocks of its holes were never
+// written, so a snapshot does not hold them and reading them costs nothing.
+func (l *lazyBlocks) add(ino uint64, size int64, data [][2]int64) {
+	if size <= 0 {
+		return
+	}
+	n := (size + l.blockSize - 1) / l.blockSize
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.files[ino]; ok {
+		return // another name of the same inode
+	}
+	f := &lazyFile{bits: make([]uint64, (n+63)/64), loading: map[int64]chan struct{}{}, blocks: n, size: size}
+	if data != nil {
+		for b := range n {
+			f.set(b)
+		}
+		for _, r := range data {
+			first, last := l.blockRange(f, r[0], r[1]-r[0])
+			for b := first; b <= last; b++ {
+				f.bits[b/64] &^= 1 << (b % 64)
+			}
+		}
+	}
+	for b := range n {
+		if !f.has(b) {
+			l.left++
+		}
+	}
+	l.files[ino] = f
+}
+
+// forget drops a file whose inode now belongs to a new file (created on the volume).
+func (l *lazyBlocks) forget(ino uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, ok := l.files[ino]
+	if !ok {
+		return
+	}
+	for b := range f.blocks {
+		if !f.has(b) {
+			l.left--
+		}
+	}
+	delete(l.files, ino)
+}
+
+func (f *lazyFile) has(b int64) bool { return f.bits[b/64]&(1<<(b%64)) != 0 }
+func (f *lazyFile) set(b int64)      { f.bits[b/64] |= 1 << (b % 64) }
+
+// blockRange is the blocks [first, last] that bytes [off, off+n) touch, clamped to the file.
+func (l *lazyBlocks) blockRange(f *lazyFile, off, n int64) (int64, int64) {
+	first := off / l.blockSize
+	last := min((off+max(n, 1)-1)/l.blockSize, f.blocks-1)
+	return first, last
+}
+
+// fetch returns once the blocks that bytes [off, off+n) of ino touch are loaded: at once if
+// they are, after FirstReadLatency (or the volume's lazy loading rate, if that is the
+// longer) if this request has to load some (once per request, for all of them), or when
+// the request already loading them is done.
+func (l *lazyBlocks) fetch(ctx context.Context, ino uint64, off, n int64) error {
+	l.mu.Lock()
+	f, ok := l.files[ino]
+	if !ok {
+		l.mu.Unlock()
+		return nil
+	}
+	first, last := l.blockRange(f, off, n)
+	var mine []int64
+	var waits []chan struct{}
+	done := make(chan struct{})
+	for b := first; b <= last; b++ {
+		switch ch, busy := f.loading[b]; {
+		case f.has(b):
+		case busy:
+			waits = append(waits, ch)
+		default:
+			f.loading[b] = done
+			mine = append(mine, b)
+		}
+	}
+	l.mu.Unlock()
+	if len(mine) > 0 {
+		l.firstReads.Add(1)
+		delay, unreserve := l.loadDelay(f, mine)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			unreserve()
+			// Give the blocks back unloaded, so another request fetches them.
+			l.mu.Lock()
+			for _, b := range mine {
+				delete(f.loading, b)
+			}
+			l.mu.Unlock()
+			close(done)
+			return ctx.Err()
+		}
+		l.mu.Lock()
+		for _, b := range mine {
+			delete(f.loading, b)
+			if !f.has(b) {
+				f.set(b)
+				l.left--
+				l.loaded.Add(1)
+			}
+		}
+		l.mu.Unlock()
+		close(done)
+	}
+	for _, ch := range waits {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	// A request we waited for may have been cancelled and left its blocks unloaded.
+	if len(waits) > 0 {
+		return l.fetch(ctx, ino, off, n)
+	}
+	return nil
+}
+
+// written marks the blocks a write covers as loaded: what was written is on the volume.
+func (l *lazyBlocks) written(ino uint64, off, n int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, ok := l.files[ino]
+	if !ok || n <= 0 {
+		return
+	}
+	first, last := l.blockRange(f, off, n)
+	for b := first; b <= last; b++ {
+		if !f.has(b) {
+			f.set(b)
+			l.left--
+		}
+	}
+}
+
+// remaining is the number of blocks not loaded yet.
+func (l *lazyBlocks) remaining() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.left
+}
+
+// hydrate loads the blocks in the background at bytesPerSecond, file by file in inode
+// order, as a volume with an initialization rate does from its creation on. It returns when
+// every block is loaded or ctx ends.
+func (l *lazyBlocks) hydrate(ctx context.Context, bytesPerSecond float64) {
+	lim := rate.NewLimiter(rate.Limit(bytesPerSecond), int(max(l.blockSize, 1)))
+	l.mu.Lock()
+	inos := make([]uint64, 0, len(l.files))
+	for ino := range l.files {
+		inos = append(inos, ino)
+	}
+	l.mu.Unlock()
+	slices.Sort(inos)
+	for _, ino := range inos {
+		for b := int64(0); ; b++ {
+			l.mu.Lock()
+			f, ok := l.files[ino]
+			if !ok || b >= f.blocks {
+				l.mu.Unlock()
+				break
+			}
+			_, busy := f.loading[b]
+			need := !f.has(b) && !busy
+			l.mu.Unlock()
+			if !need {
+				continue
+			}
+			if err := lim.WaitN(ctx, int(l.blockSize)); err != nil {
+				return
+			}
+			l.mu.Lock()
+			if f.blocks > b && !f.has(b) {
+				if _, busy := f.loading[b]; !busy {
+					f.set(b)
+					l.left--
+					l.hydrated.Add(1)
+				}
+			}
+			l.mu.Unlock()
+		}
+	}
+}
