@@ -4,6 +4,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -57,6 +58,9 @@ type Options struct {
 	InstanceTypes pools.InstanceTypes
 
 	MetricsAddr string
+	// PprofAddr serves net/http/pprof ("" or "0" disables it); an address without a host
+	// binds 127.0.0.1, as a heap profile holds whatever the process holds (Secrets included).
+	PprofAddr string
 	// WebhookAddr serves GitHub workflow_job webhooks ("" or "0" disables it).
 	WebhookAddr    string
 	ProbeAddr      string
@@ -140,6 +144,7 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:  opts.ProbeAddr,
+		PprofBindAddress:        loopbackByDefault(opts.PprofAddr),
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        LeaderElectionID,
 		LeaderElectionNamespace: opts.Namespace,
@@ -303,6 +308,16 @@ func informersSynced(mgr ctrl.Manager) healthz.Checker {
 		}
 		return nil
 	}
+}
+
+// loopbackByDefault binds an address given without a host (":6060") to 127.0.0.1 rather than
+// every interface; "" and "0" stay off, an explicit host is kept.
+func loopbackByDefault(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if addr == "" || addr == "0" || err != nil || host != "" {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
 }
 
 func durationOrNil(d time.Duration) *time.Duration {

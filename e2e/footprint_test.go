@@ -39,7 +39,15 @@ const (
 type footprintSize struct {
 	nodes, pools, pods int
 	idle               time.Duration
+	// enginePods lets the engine DaemonSets run a pod on every fleet node. Off by default:
+	// nodesim plays each engine pod on disk (its init container installs a copy of the
+	// binary, ~100 MB), and 1000 of them filled a 90 GB disk. Without them the fleet nodes
+	// carry a taint the engine does not tolerate; the DaemonSets are still applied.
+	enginePods bool
 }
+
+// footprintNoEngine keeps the engine DaemonSets off the fleet nodes unless enginePods is set.
+const footprintNoEngine = "bench.warmpool-e2e.dev/no-engine"
 
 func footprintSizeFromEnv(b *testing.B) footprintSize {
 	b.Helper()
@@ -64,6 +72,7 @@ func footprintSizeFromEnv(b *testing.B) footprintSize {
 		}
 		s.idle = d
 	}
+	s.enginePods = os.Getenv("WARMPOOL_FOOTPRINT_ENGINE_PODS") == "1"
 	if s.nodes < s.pools {
 		b.Fatalf("%d nodes cannot spread over %d pools", s.nodes, s.pools)
 	}
@@ -115,6 +124,8 @@ pools:
 // of kwok nodes with runner pods on them (issue #5): the cold full reconcile of every pool, one
 // full reconcile after a config change touching every pool, the settled RSS and the CPU it
 // burns while idle. It measures one process lifetime whatever b.N; run it with -benchtime 1x.
+// With WARMPOOL_FOOTPRINT_PROFILES=dir it saves the controller's CPU profiles of the cold start,
+// the config change and the idle window, and its heap after the cold start and the idle window.
 //
 // The nodes are created directly, not by Karpenter: they carry neither karpenter.sh/nodepool
 // nor the KWOKNodeClass label and have no NodeClaim, so Karpenter treats them as unmanaged (no
@@ -123,7 +134,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	size := footprintSizeFromEnv(b)
 	ctx := b.Context()
 	kube := local.Client
-	b.Logf("fleet: %d nodes, %d pools, %d pods; idle window %s", size.nodes, size.pools, size.pods, size.idle)
+	b.Logf("fleet: %d nodes, %d pools, %d pods, engine pods %v; idle window %s", size.nodes, size.pools, size.pods, size.enginePods, size.idle)
 
 	if err := scenario.EnsureWebhookSecret(ctx, kube); err != nil {
 		b.Fatal(err)
@@ -135,7 +146,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 
 	start := time.Now()
 	if err := parallel(ctx, size.nodes, 8, func(ctx context.Context, i int) error {
-		return createNode(ctx, kube, i, footprintPool(i%size.pools))
+		return createNode(ctx, kube, i, footprintPool(i%size.pools), size.enginePods)
 	}); err != nil {
 		b.Fatal(err)
 	}
@@ -157,9 +168,11 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	// (a) Cold full reconcile: process start until every pool has its NodePool and has been
 	// evaluated by the scaling controller (a warmpool_desired_nodes series per pool). It
 	// includes taking the (free) leader Lease and filling the informer caches.
+	prof := newProfiler(b)
 	b.ResetTimer()
 	started := time.Now()
-	p := startController(b, "warmpool-footprint")
+	p := startController(b, "warmpool-footprint", prof.args()...)
+	prof.cpu(b, "cpu-cold", 30*time.Second)
 	// Registered after startController so it runs first: the controller removes its 100
 	// NodePools and engine DaemonSets itself before its process is killed.
 	b.Cleanup(func() { restoreConfig(b, size.pools) })
@@ -176,15 +189,23 @@ func BenchmarkControllerFootprint(b *testing.B) {
 		return e == size.pools, fmt.Errorf("%d/%d pools evaluated", e, size.pools)
 	})
 	cold := time.Since(started)
+	coldMetrics, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
+	logReconciles(b, "cold full reconcile", "", coldMetrics)
+	prof.heap(b, "heap-cold")
 
 	// The engine DaemonSets put one engine pod on every node; wait for them so the rest
 	// measures a settled cluster, not the DaemonSet controller's roll-out.
-	settle(b, "an engine pod Running on every node", 10*time.Minute, func(ctx context.Context) (bool, error) {
-		n, err := runningPods(ctx, client.MatchingLabels{volumes.LabelEngineName: volumes.EngineName})
-		return n >= size.nodes, fmt.Errorf("%d/%d engine pods Running (%v)", n, size.nodes, err)
-	})
+	if size.enginePods {
+		settle(b, "an engine pod Running on every node", 10*time.Minute, func(ctx context.Context) (bool, error) {
+			n, err := runningPods(ctx, client.MatchingLabels{volumes.LabelEngineName: volumes.EngineName})
+			return n >= size.nodes, fmt.Errorf("%d/%d engine pods Running (%v)", n, size.nodes, err)
+		})
+	}
 
 	// (b) One full reconcile after a config change touching every pool's NodePool.
+	prof.wait()
+	beforeChange, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
+	prof.cpu(b, "cpu-change", 10*time.Second)
 	changed := time.Now()
 	if err := scenario.SetConfig(ctx, kube, footprintConfig(size.pools, "2")); err != nil {
 		b.Fatal(err)
@@ -194,6 +215,8 @@ func BenchmarkControllerFootprint(b *testing.B) {
 		return n == size.pools, fmt.Errorf("%d/%d NodePools updated (%v)", n, size.pools, err)
 	})
 	full := time.Since(changed)
+	afterChange, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
+	logReconciles(b, "config change", beforeChange, afterChange)
 
 	// (c), (d): let the change's echoes (status updates, requeues) die down, then measure a
 	// window with nothing happening but the cluster's own heartbeats.
@@ -203,7 +226,9 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	prof.wait()
 	cpu0 := procCPU(b, p.PID())
+	prof.cpu(b, "cpu-idle", size.idle)
 	time.Sleep(size.idle)
 	cpu1 := procCPU(b, p.PID())
 	rss, hwm := procMemory(b, p.PID())
@@ -214,12 +239,9 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	b.StopTimer()
 	idleCPU := (cpu1 - cpu0) / size.idle.Minutes()
 	// What the idle CPU went on, for whoever reads the numbers.
-	r0, r1 := reconciles(before), reconciles(after)
-	for name, n := range r1 {
-		if d := n - r0[name]; d > 0 {
-			b.Logf("idle window: %s reconciled %.0f times", name, d)
-		}
-	}
+	logReconciles(b, "idle window", before, after)
+	prof.wait()
+	prof.heap(b, "heap-idle")
 	if log, err := os.ReadFile(p.logPath); err == nil {
 		b.Logf("controller log: %d lines mention client-side throttling", strings.Count(string(log), "client-side throttling"))
 	}
@@ -235,7 +257,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 		cold.Seconds(), full.Seconds(), rss, rssBefore, hwm, idleCPU)
 }
 
-func createNode(ctx context.Context, kube client.Client, i int, pool string) error {
+func createNode(ctx context.Context, kube client.Client, i int, pool string, enginePods bool) error {
 	name := fmt.Sprintf("%s%04d", footprintNode, i)
 	// kwok plays the kubelet of nodes matching its selector.
 	kwokKey, kwokValue, _ := strings.Cut(cluster.KWOKNodeLabelSelector, "=")
@@ -257,6 +279,10 @@ func createNode(ctx context.Context, kube client.Client, i int, pool string) err
 			Annotations: map[string]string{"node.alpha.kubernetes.io/ttl": "0"},
 		},
 		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: config.DefaultTaintKey, Value: pool, Effect: corev1.TaintEffectNoSchedule}}},
+	}
+	if !enginePods {
+		// Runner pods are bound by name and pass; the DaemonSet controller places none.
+		node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: footprintNoEngine, Effect: corev1.TaintEffectNoSchedule})
 	}
 	if err := kube.Create(ctx, node); err != nil {
 		return fmt.Errorf("creating node %s, %w", name, err)

@@ -62,6 +62,7 @@ the gauge warmpool_config_valid at 0; the last good config stays in force.`,
 	f.StringVar(&opts.ConfigMap, "config-map", "warmpool", "name of the ConfigMap whose config.yaml holds the config")
 	f.StringVar(&nodeClass, "node-class", string(nodepools.EC2NodeClass), "node class kind the NodePools reference: ec2 or kwok (local clusters)")
 	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", `Prometheus metrics address ("0" disables)`)
+	f.StringVar(&opts.PprofAddr, "pprof-addr", "", `net/http/pprof address for profiling, e.g. ":6060" (a port alone binds 127.0.0.1; "" disables)`)
 	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	f.StringVar(&opts.WebhookAddr, "webhook-bind-address", ":8082", `GitHub workflow_job webhook address, served on the leader at the config's webhook.path ("0" disables)`)
 	f.DurationVar(&opts.SourceStaleness, "source-staleness", 5*time.Minute, "how long a failing queue source's last value is trusted before its pool is treated as unknown")
