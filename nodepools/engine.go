@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -29,8 +30,11 @@ const (
 	EngineConfigKey  = "engine.json"
 	EngineConfigPath = "/etc/dagger/" + EngineConfigKey
 	// AnnotationEngineConfig carries a checksum of engine.json on the pod template, so a config
-	// change rolls the engine pods (a subPath mount never sees ConfigMap updates).
+	// change makes a new template (a subPath mount never sees ConfigMap updates).
 	AnnotationEngineConfig = "warmpool.io/engine-config-checksum"
+	// AnnotationEngineTemplate on the NodePool's node template is EngineTemplateHash: a change
+	// of the engine drifts the pool's nodes, and Karpenter replaces them gracefully.
+	AnnotationEngineTemplate = "warmpool.io/engine-template"
 	// EngineMetricsEnv makes the engine serve Prometheus metrics, among them
 	// dagger_connected_clients, which the preStop hook polls. Loopback only: nothing else
 	// needs them, and the pod is not on the host network.
@@ -165,6 +169,12 @@ func RunnerToleration(t *corev1.Taint) corev1.Toleration {
 //   - no priorityClassName: system-node-critical would move the engine to Karpenter's last
 //     drain group and change when it stops relative to the pool's other pods.
 //   - no liveness probe: a restart in the middle of a build costs more than a slow engine.
+//   - updateStrategy OnDelete: a rolling update would restart every node's engine in place,
+//     on a node still taking jobs, so clients keep arriving while the drain hook waits for
+//     them to leave, and the grace period ends in SIGKILL and a wiped cache. A changed engine
+//     reaches running nodes instead through the NodePool: its template carries
+//     EngineTemplateHash, so Karpenter sees them drifted and replaces them within the pool's
+//     disruption budgets (taint, drain, the cache saved and restored onto the new node).
 func EngineDaemonSet(p *config.Pool, namespace, toolsImage string) *appsv1.DaemonSet {
 	e := &p.Engine
 	podLabels := EngineSelector(p.Name)
@@ -238,7 +248,8 @@ func EngineDaemonSet(p *config.Pool, namespace, toolsImage string) *appsv1.Daemo
 		TypeMeta:   metav1.TypeMeta{APIVersion: appsv1.SchemeGroupVersion.String(), Kind: "DaemonSet"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: EngineName(p.Name), Labels: engineLabels(p.Name)},
 		Spec: appsv1.DaemonSetSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: EngineSelector(p.Name)},
+			Selector:       &metav1.LabelSelector{MatchLabels: EngineSelector(p.Name)},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.OnDeleteDaemonSetStrategyType},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
 					Labels:      podLabels,
@@ -270,6 +281,21 @@ func EngineDaemonSet(p *config.Pool, namespace, toolsImage string) *appsv1.Daemo
 			},
 		},
 	}
+}
+
+// EngineTemplateHash identifies what the pool's engine pods run: a hash of the engine
+// DaemonSet's pod template, with the tools image left out. The tools init container only
+// installs the drain hook, whose contract stays the same across warmpool releases, so
+// upgrading warmpool does not replace every node; a new engine version, image, config,
+// resources or grace period does.
+func EngineTemplateHash(p *config.Pool) string {
+	tpl := EngineDaemonSet(p, "", "tools").Spec.Template
+	data, err := json.Marshal(tpl)
+	if err != nil {
+		panic(fmt.Sprintf("marshalling the engine pod template: %v", err)) // plain structs: cannot fail
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
 }
 
 // DrainSeconds is how long the preStop hook may wait for clients within a grace period of

@@ -154,6 +154,11 @@ func NodePool(p *config.Pool, opts Options) *karpv1.NodePool {
 	if p.Cache.Enabled {
 		np.Spec.Template.Spec.StartupTaints = []corev1.Taint{StartupTaint}
 	}
+	if p.Engine.ExistingDaemonSet == nil {
+		// The engine DaemonSet is OnDelete (engine.go): a new engine reaches running nodes
+		// through Karpenter's drift, which this annotation triggers.
+		np.Spec.Template.Annotations = map[string]string{AnnotationEngineTemplate: EngineTemplateHash(p)}
+	}
 	return np
 }
 
