@@ -126,6 +126,8 @@ type Manager struct {
 	Tracker *queue.Tracker
 	// Webhook is the GitHub webhook server (its BoundAddr once Bound is closed).
 	Webhook *queue.WebhookServer
+	// stop is closed when Start's context is done (stop.go).
+	stop *stopSignal
 }
 
 // controller is one entry of the manager's flat list: it registers its watches (or runs, as a
@@ -140,8 +142,10 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	stop := newStopSignal()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
+		NewCache:                stop.newCache,
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:  opts.ProbeAddr,
 		PprofBindAddress:        loopbackByDefault(opts.PprofAddr),
@@ -249,10 +253,10 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("adding health check, %w", err)
 	}
-	if err := mgr.AddReadyzCheck("informers", informersSynced(mgr)); err != nil {
+	if err := mgr.AddReadyzCheck("informers", informersSynced(mgr, stop)); err != nil {
 		return nil, fmt.Errorf("adding readiness check, %w", err)
 	}
-	return &Manager{Manager: mgr, State: cluster, Pools: pc, Scaling: sc, Cache: cc, Tracker: tracker, Webhook: webhookServer}, nil
+	return &Manager{Manager: mgr, State: cluster, Pools: pc, Scaling: sc, Cache: cc, Tracker: tracker, Webhook: webhookServer, stop: stop}, nil
 }
 
 // instanceTypes lists the instance types a config's discovery admits, for the scaling
@@ -298,9 +302,12 @@ func (c cacheFollower) ConfigApplied(_ context.Context, cfg *config.Config) {
 }
 
 // informersSynced is ready once the caches have synced: before that, every reconcile would read
-// an empty world.
-func informersSynced(mgr ctrl.Manager) healthz.Checker {
+// an empty world. A stopping manager is not ready either (its cache reports synced to stop).
+func informersSynced(mgr ctrl.Manager, stop *stopSignal) healthz.Checker {
 	return func(req *http.Request) error {
+		if stop.stopped() {
+			return fmt.Errorf("stopping")
+		}
 		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
 		defer cancel()
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
