@@ -52,8 +52,8 @@ func TestEngineChangeReplacesNodesThroughDrift(t *testing.T) {
 		}
 		disrupted := n.DeletionTimestamp != nil || hasTaintKey(n.Spec.Taints, karpv1.DisruptedTaintKey)
 		if !disrupted {
-			if got := enginePodOn(t, nodeA); got.UID != engineA.UID {
-				t.Fatalf("A's engine pod was replaced in place (%s -> %s) before A was disrupted", engineA.UID, got.UID)
+			if got := findEnginePod(t, nodeA); got == nil || got.UID != engineA.UID {
+				t.Fatalf("A's engine pod %s was deleted or replaced in place (now %v) before A was disrupted", engineA.UID, got)
 			}
 		}
 		return disrupted, nil
@@ -90,6 +90,16 @@ func TestEngineChangeReplacesNodesThroughDrift(t *testing.T) {
 // enginePodOn returns the engine pod of the cached pool on node (fails the test if none).
 func enginePodOn(t *testing.T, node string) *corev1.Pod {
 	t.Helper()
+	p := findEnginePod(t, node)
+	if p == nil {
+		t.Fatalf("no engine pod on node %s", node)
+	}
+	return p
+}
+
+// findEnginePod returns the engine pod of the cached pool on node, nil if none.
+func findEnginePod(t *testing.T, node string) *corev1.Pod {
+	t.Helper()
 	pods := &corev1.PodList{}
 	if err := local.Client.List(t.Context(), pods, client.InNamespace(scenario.Namespace), client.MatchingLabels{volumes.LabelEngineName: volumes.EngineName, volumes.LabelPool: cachedPool}); err != nil {
 		t.Fatal(err)
@@ -99,7 +109,6 @@ func enginePodOn(t *testing.T, node string) *corev1.Pod {
 			return &pods.Items[i]
 		}
 	}
-	t.Fatalf("no engine pod on node %s", node)
 	return nil
 }
 
