@@ -113,3 +113,47 @@ func TestVerifyMissingDir(t *testing.T) {
 		t.Fatalf("Verify = %v, want ErrNoManifest", err)
 	}
 }
+
+// TestVerifyReportsTheFirstBadEntry: Verify checks entries in parallel, and still reports the
+// first bad one in manifest order, whichever a worker found first; a checksum mismatch is
+// reported only when every entry's metadata matched.
+func TestVerifyReportsTheFirstBadEntry(t *testing.T) {
+	src := t.TempDir()
+	buildManyFiles(t, src, 300, 7)
+	mustWrite(t, filepath.Join(src, "zz/metadata.db"), []byte("bolt bolt bolt bolt"), 0o600)
+	dst := filepath.Join(t.TempDir(), "dst")
+	m, err := Copy(context.Background(), src, dst, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range m.Entries {
+		if e.Type == TypeFile && e.Link == "" && e.SHA256 == "" {
+			files = append(files, e.Path)
+		}
+	}
+	if len(files) < 200 {
+		t.Fatalf("%d files, want at least 200", len(files))
+	}
+	// A changed database comes last in the manifest; a later entry's damage, then an
+	// earlier one's, must each win over it.
+	must(t, os.WriteFile(filepath.Join(dst, "zz/metadata.db"), []byte("tlob tlob tlob tlob"), 0o600))
+	for _, rel := range []string{files[len(files)-1], files[len(files)/3], files[len(files)/2]} {
+		must(t, os.Chmod(filepath.Join(dst, rel), 0o604))
+	}
+	for range 5 {
+		_, err := Verify(dst)
+		var ce *CorruptError
+		if !errors.As(err, &ce) || ce.Path != files[len(files)/3] {
+			t.Fatalf("Verify = %v, want a *CorruptError for %s, the first bad entry in manifest order", err, files[len(files)/3])
+		}
+	}
+	for _, rel := range []string{files[len(files)-1], files[len(files)/3], files[len(files)/2]} {
+		must(t, os.Chmod(filepath.Join(dst, rel), 0o644))
+	}
+	_, err = Verify(dst)
+	var ce *CorruptError
+	if !errors.As(err, &ce) || ce.Path != "zz/metadata.db" {
+		t.Fatalf("Verify = %v, want the database's checksum mismatch once the metadata matches", err)
+	}
+}
