@@ -13,7 +13,6 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -159,11 +158,9 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 		RetryPeriod:                   durationOrNil(opts.RetryPeriod),
 		Controller:                    ctrlconfig.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only the one ConfigMap is ever read: don't cache every ConfigMap in the cluster.
-			&corev1.ConfigMap{}: {
-				Namespaces: map[string]cache.Config{opts.Namespace: {}},
-				Field:      fields.OneTermEqualSelector("metadata.name", opts.ConfigMap),
-			},
+			// The config and the engine ConfigMaps warmpool renders live in warmpool's namespace:
+			// don't cache every ConfigMap in the cluster.
+			&corev1.ConfigMap{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
 			// Headroom Deployments and credentials live in warmpool's namespace only.
 			&appsv1.Deployment{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
 			&corev1.Secret{}:     {Namespaces: map[string]cache.Config{opts.Namespace: {}}},

@@ -14,7 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/record"
@@ -59,6 +60,13 @@ type Controller struct {
 	// refresh re-runs the reconcile on request (Refresh). A pool's busy budget changing, which
 	// adds, removes or resizes its first budget, comes from the shared state's BusyChanges.
 	refresh chan event.GenericEvent
+
+	// cache and scheme read what exists before an apply, from the manager's typed informers;
+	// set by Register (nil: every read goes to the API server through kubeClient). applied
+	// remembers what this process applied, so an unchanged object is not applied again.
+	cache   client.Reader
+	scheme  *runtime.Scheme
+	applied appliedRenderings
 
 	mu sync.Mutex
 	// engineReports holds, per pool naming an existing engine DaemonSet, the contract
@@ -167,72 +175,6 @@ func (c *Controller) reject(ctx context.Context, cm *corev1.ConfigMap, err error
 	return reconcile.Result{}, nil
 }
 
-// apply server-side-applies every rendered object, then prunes the pools the config dropped,
-// and checks the engine DaemonSets the config names instead of having them generated.
-// Node classes go first on apply and last on prune, so a NodePool never points at a missing one.
-func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *config.Config) error {
-	objs := nodepools.Render(cfg, c.opts)
-	changed := map[string][]string{}
-	var errs []error
-	for _, obj := range objs {
-		pool := obj.GetLabels()[nodepools.LabelPool]
-		updated, err := c.applyOne(ctx, cm, obj)
-		if err != nil {
-			errs = append(errs, err)
-			c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonApplyFailed, "pool %s: %v", pool, err)
-			continue
-		}
-		if updated {
-			changed[pool] = append(changed[pool], fmt.Sprintf("%s/%s", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName()))
-		}
-	}
-	for i := range cfg.Pools {
-		if names := changed[cfg.Pools[i].Name]; len(names) > 0 {
-			poolApplies.WithLabelValues(cfg.Pools[i].Name).Inc()
-			c.recorder.Eventf(cm, corev1.EventTypeNormal, ReasonApplied, "pool %s: applied %s", cfg.Pools[i].Name, strings.Join(names, ", "))
-		}
-	}
-	if err := c.prune(ctx, cm, cfg); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.pruneEngines(ctx, cm, objs); err != nil {
-		errs = append(errs, err)
-	}
-	// A failed check says nothing about the config, which goes in force regardless; the
-	// periodic recheck tries again.
-	if err := c.checkEngines(ctx, cm, cfg); err != nil {
-		log.FromContext(ctx).Error(err, "checking existing engine DaemonSets")
-		c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonEngineCheckFailed, "could not check the engine DaemonSets: %v", err)
-	}
-	return errors.Join(errs...)
-}
-
-// applyOne applies one object and reports whether the server changed it. It never takes over an
-// object of the same name that warmpool did not create.
-func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj client.Object) (bool, error) {
-	u, err := nodepools.ToUnstructured(obj)
-	if err != nil {
-		return false, err
-	}
-	existing := &unstructured.Unstructured{}
-	existing.SetGroupVersionKind(u.GroupVersionKind())
-	before := ""
-	switch err := c.kubeClient.Get(ctx, client.ObjectKeyFromObject(u), existing); {
-	case err == nil:
-		if existing.GetLabels()[nodepools.LabelManagedBy] != nodepools.ManagedBy {
-			c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonOwnershipConflict, "%s %s exists and is not managed by warmpool; leaving it alone", u.GetKind(), u.GetName())
-			return false, fmt.Errorf("%s %s exists and is not managed by warmpool", u.GetKind(), u.GetName())
-		}
-		before = existing.GetResourceVersion()
-	case !apierrors.IsNotFound(err):
-		return false, fmt.Errorf("getting %s %s, %w", u.GetKind(), u.GetName(), err)
-	}
-	if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership); err != nil {
-		return false, fmt.Errorf("applying %s %s, %w", u.GetKind(), u.GetName(), err)
-	}
-	return u.GetResourceVersion() != before, nil
-}
-
 // prune deletes the objects warmpool owns whose pool the config no longer names.
 func (c *Controller) prune(ctx context.Context, cm *corev1.ConfigMap, cfg *config.Config) error {
 	keep := map[string]bool{}
@@ -240,14 +182,11 @@ func (c *Controller) prune(ctx context.Context, cm *corev1.ConfigMap, cfg *confi
 		keep[cfg.Pools[i].Name] = true
 	}
 	var errs []error
-	for _, list := range []client.ObjectList{nodePoolList(), c.nodeClassList()} {
-		if err := c.kubeClient.List(ctx, list, client.MatchingLabels{nodepools.LabelManagedBy: nodepools.ManagedBy}); err != nil {
+	for _, gvk := range []schema.GroupVersionKind{nodePoolGVK(), c.nodeClassGVK()} {
+		items, err := c.list(ctx, gvk, client.MatchingLabels{nodepools.LabelManagedBy: nodepools.ManagedBy})
+		if err != nil {
 			errs = append(errs, fmt.Errorf("listing owned objects, %w", err))
 			continue
-		}
-		items, err := listItems(list)
-		if err != nil {
-			return err
 		}
 		for _, obj := range items {
 			pool := obj.GetLabels()[nodepools.LabelPool]
@@ -258,8 +197,7 @@ func (c *Controller) prune(ctx context.Context, cm *corev1.ConfigMap, cfg *confi
 				errs = append(errs, fmt.Errorf("pruning %s, %w", obj.GetName(), err))
 				continue
 			}
-			c.recorder.Eventf(cm, corev1.EventTypeNormal, ReasonPruned, "pool %s left the config: deleted %s %s",
-				pool, obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName())
+			c.recorder.Eventf(cm, corev1.EventTypeNormal, ReasonPruned, "pool %s left the config: deleted %s %s", pool, gvk.Kind, obj.GetName())
 		}
 	}
 	return errors.Join(errs...)
@@ -273,27 +211,52 @@ func truncate(s string, n int) string {
 }
 
 // Register wires the controller into the manager: it watches the ConfigMap, and the objects it
-// owns so that a hand edit or deletion is put back (the engine ConfigMaps are not watched: the
-// manager caches only the config ConfigMap; the next reconcile puts them back). Engine
-// DaemonSets a config names as existing are checked on each reconcile, and at least every
-// EngineRecheckInterval.
+// owns (NodePools, node classes, engine DaemonSets and ConfigMaps) so that a hand edit or
+// deletion is put back. Only what a reconcile can undo wakes it: status updates, which Karpenter
+// and the DaemonSet controller write all the time, do not. Engine DaemonSets a config names as
+// existing are checked on each reconcile, and at least every EngineRecheckInterval.
 func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
+	c.cache, c.scheme = mgr.GetCache(), mgr.GetScheme()
 	toConfig := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: c.key}}
 	})
 	owned := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetLabels()[nodepools.LabelManagedBy] == nodepools.ManagedBy
-	}))
+	}), specOrLabelsChanged)
+	nodePool, err := object(c.scheme, nodePoolGVK())
+	if err != nil {
+		return err
+	}
+	nodeClass, err := object(c.scheme, c.nodeClassGVK())
+	if err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(controllerName).
 		For(&corev1.ConfigMap{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetNamespace() == c.key.Namespace && o.GetName() == c.key.Name
 		}))).
-		Watches(nodePoolObject(), toConfig, owned).
-		Watches(c.nodeClassObject(), toConfig, owned).
+		Watches(nodePool, toConfig, owned).
+		Watches(nodeClass, toConfig, owned).
 		Watches(&appsv1.DaemonSet{}, toConfig, builder.WithPredicates(c.daemonSetEvents())).
+		Watches(&corev1.ConfigMap{}, toConfig, builder.WithPredicates(c.engineConfigMapEvents())).
 		WatchesRawSource(source.Channel(c.refresh, toConfig)).
 		WatchesRawSource(source.Channel(c.cluster.BusyChanges(), toConfig)).
 		WithOptions(controllerOptions()).
 		Complete(counted.Reconciler(controllerName, c))
 }
+
+// specOrLabelsChanged passes creates, deletes, and updates of what warmpool applies: the spec
+// (the generation), labels, deletion. Status updates pass no more.
+var specOrLabelsChanged = predicate.Or[client.Object](
+	predicate.GenerationChangedPredicate{},
+	predicate.LabelChangedPredicate{},
+	predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return (e.ObjectOld.GetDeletionTimestamp() == nil) != (e.ObjectNew.GetDeletionTimestamp() == nil)
+		},
+	},
+)

@@ -132,16 +132,13 @@ func (c *Controller) pruneEngines(ctx context.Context, cm *corev1.ConfigMap, ren
 	}
 	var errs []error
 	for _, gvk := range []schema.GroupVersionKind{appsv1.SchemeGroupVersion.WithKind("DaemonSet"), corev1.SchemeGroupVersion.WithKind("ConfigMap")} {
-		// Unstructured reads go to the API server: the manager caches only the config ConfigMap.
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := c.kubeClient.List(ctx, list, client.InNamespace(c.opts.Namespace),
-			client.MatchingLabels{nodepools.LabelManagedBy: nodepools.ManagedBy}); err != nil {
+		// From the cache, which holds DaemonSets and ConfigMaps of warmpool's namespace.
+		items, err := c.list(ctx, gvk, client.InNamespace(c.opts.Namespace), client.MatchingLabels{nodepools.LabelManagedBy: nodepools.ManagedBy})
+		if err != nil {
 			errs = append(errs, fmt.Errorf("listing engine %ss, %w", gvk.Kind, err))
 			continue
 		}
-		for i := range list.Items {
-			obj := &list.Items[i]
+		for _, obj := range items {
 			if !nodepools.IsEngineObject(obj.GetLabels()) || keep.Has(gvk.Kind+"/"+obj.GetName()) || obj.GetDeletionTimestamp() != nil {
 				continue
 			}
@@ -173,4 +170,12 @@ func (c *Controller) daemonSetEvents() predicate.Predicate {
 			return changed && (ours(e.ObjectOld) || ours(e.ObjectNew))
 		},
 	}
+}
+
+// engineConfigMapEvents passes the changes to warmpool's engine ConfigMaps (its data has no
+// generation: any update) that a reconcile must undo.
+func (c *Controller) engineConfigMapEvents() predicate.Predicate {
+	return predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return nodepools.IsEngineObject(o.GetLabels()) && o.GetNamespace() == c.opts.Namespace
+	})
 }

@@ -1,0 +1,153 @@
+package pools
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/nodepools"
+)
+
+// applyWorkers bounds the pools applied at once. One pool's objects go one after another (its
+// node class before its NodePool); pools are independent. Serial applies made a config change
+// to 100 pools take 25 s; more workers than this mostly queue in the API server's priority and
+// fairness, which paces a single client anyway.
+const applyWorkers = 8
+
+// apply server-side-applies every rendered object, then prunes the pools the config dropped,
+// and checks the engine DaemonSets the config names instead of having them generated.
+// Node classes go first on apply and last on prune, so a NodePool never points at a missing one.
+func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *config.Config) error {
+	objs := nodepools.Render(cfg, c.opts)
+	byPool := map[string][]client.Object{}
+	for _, obj := range objs {
+		pool := obj.GetLabels()[nodepools.LabelPool]
+		byPool[pool] = append(byPool[pool], obj)
+	}
+	var (
+		mu      sync.Mutex
+		changed = map[string][]string{}
+		errs    []error
+		wg      sync.WaitGroup
+		slots   = make(chan struct{}, applyWorkers)
+	)
+	for pool, objs := range byPool {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			for _, obj := range objs {
+				updated, err := c.applyOne(ctx, cm, obj)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else if updated {
+					changed[pool] = append(changed[pool], fmt.Sprintf("%s/%s", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName()))
+				}
+				mu.Unlock()
+				if err != nil {
+					c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonApplyFailed, "pool %s: %v", pool, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range cfg.Pools {
+		if names := changed[cfg.Pools[i].Name]; len(names) > 0 {
+			poolApplies.WithLabelValues(cfg.Pools[i].Name).Inc()
+			c.recorder.Eventf(cm, corev1.EventTypeNormal, ReasonApplied, "pool %s: applied %s", cfg.Pools[i].Name, strings.Join(names, ", "))
+		}
+	}
+	if err := c.prune(ctx, cm, cfg); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.pruneEngines(ctx, cm, objs); err != nil {
+		errs = append(errs, err)
+	}
+	// A failed check says nothing about the config, which goes in force regardless; the
+	// periodic recheck tries again.
+	if err := c.checkEngines(ctx, cm, cfg); err != nil {
+		log.FromContext(ctx).Error(err, "checking existing engine DaemonSets")
+		c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonEngineCheckFailed, "could not check the engine DaemonSets: %v", err)
+	}
+	return errors.Join(errs...)
+}
+
+// applyOne applies one object and reports whether the server changed it. It never takes over an
+// object of the same name that warmpool did not create, and skips the apply when the object
+// already is what this process last applied (unchanged.go).
+func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj client.Object) (bool, error) {
+	u, err := nodepools.ToUnstructured(obj)
+	if err != nil {
+		return false, err
+	}
+	id := objectID(u)
+	d, err := digest(u)
+	if err != nil {
+		return false, fmt.Errorf("digesting %s %s, %w", u.GetKind(), u.GetName(), err)
+	}
+	existing, err := c.existing(ctx, u)
+	if err != nil {
+		return false, err
+	}
+	before := ""
+	if existing != nil {
+		if existing.GetLabels()[nodepools.LabelManagedBy] != nodepools.ManagedBy {
+			c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonOwnershipConflict, "%s %s exists and is not managed by warmpool; leaving it alone", u.GetKind(), u.GetName())
+			return false, fmt.Errorf("%s %s exists and is not managed by warmpool", u.GetKind(), u.GetName())
+		}
+		if c.applied.same(id, d) && covers(existing.Object, u.Object) {
+			return false, nil
+		}
+		before = existing.GetResourceVersion()
+	}
+	if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership); err != nil {
+		c.applied.forget(id)
+		return false, fmt.Errorf("applying %s %s, %w", u.GetKind(), u.GetName(), err)
+	}
+	c.applied.record(id, d)
+	return u.GetResourceVersion() != before, nil
+}
+
+// existing reads the object u names, nil when there is none. It reads the manager's cache (the
+// typed informers the watches fill) and, when the cache has none, the API server: the cache may
+// not have seen an object someone else just created, which must not be taken over.
+func (c *Controller) existing(ctx context.Context, u *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	key := client.ObjectKeyFromObject(u)
+	if c.cache != nil {
+		if o, err := c.scheme.New(u.GroupVersionKind()); err == nil {
+			if typed, ok := o.(client.Object); ok {
+				err := c.cache.Get(ctx, key, typed)
+				switch {
+				case err == nil:
+					found, err := nodepools.ToUnstructured(typed)
+					if err != nil {
+						return nil, err
+					}
+					found.SetGroupVersionKind(u.GroupVersionKind())
+					return found, nil
+				case !apierrors.IsNotFound(err):
+					return nil, fmt.Errorf("getting %s %s from the cache, %w", u.GetKind(), u.GetName(), err)
+				}
+			}
+		}
+	}
+	// Unstructured reads go to the API server.
+	found := &unstructured.Unstructured{}
+	found.SetGroupVersionKind(u.GroupVersionKind())
+	switch err := c.kubeClient.Get(ctx, key, found); {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("getting %s %s, %w", u.GetKind(), u.GetName(), err)
+	}
+	return found, nil
+}
