@@ -157,7 +157,10 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 		RenewDeadline:                 durationOrNil(opts.RenewDeadline),
 		RetryPeriod:                   durationOrNil(opts.RetryPeriod),
 		Controller:                    ctrlconfig.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+		Cache: cache.Options{DefaultTransform: stripManagedFields, ByObject: map[client.Object]cache.ByObject{
+			// Every Pod and Node is cached: keep only what the controllers read (transform.go).
+			&corev1.Pod{}:  {Transform: trimPod},
+			&corev1.Node{}: {Transform: trimNode},
 			// The config and the engine ConfigMaps warmpool renders live in warmpool's namespace:
 			// don't cache every ConfigMap in the cluster.
 			&corev1.ConfigMap{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
