@@ -447,14 +447,12 @@ func (c *RestoreController) Register(mgr ctrl.Manager) error {
 	restoreOp := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 		op := o.GetLabels()[volumes.LabelOp]
 		return o.GetNamespace() == c.namespace() && (op == volumes.OpRestore || op == volumes.OpVerify) ||
-			o.GetLabels()[volumes.LabelEngineName] == volumes.EngineName // the verify waits for the engine to be Ready
+			o.GetLabels()[volumes.LabelEngineName] == volumes.EngineName && c.servesPool(o) // the verify waits for the engine to be Ready
 	}))
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("cache-restore").
-		WatchesRawSource(source.Channel(c.kick, handler.EnqueueRequestsFromMapFunc(c.allPoolNodes))).
-		Watches(&corev1.Node{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			return o.GetLabels()[volumes.LabelPool] != ""
-		}), nodewatch.Changed)).
+		WatchesRawSource(source.Channel(c.kick, handler.EnqueueRequestsFromMapFunc(c.servedNodes))).
+		Watches(&corev1.Node{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(c.servesNode), nodewatch.Changed)).
 		Watches(&batchv1.Job{}, toNode, restoreOp).
 		Watches(&corev1.PersistentVolumeClaim{}, toNode, restoreOp).
 		Watches(&corev1.Pod{}, toNode, restoreOp).

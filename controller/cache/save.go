@@ -342,14 +342,12 @@ func (c *SaveController) Register(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("cache-save").
-		WatchesRawSource(source.Channel(c.kick, handler.EnqueueRequestsFromMapFunc(c.allPoolNodes))).
-		Watches(&corev1.Node{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			return o.GetLabels()[volumes.LabelPool] != ""
-		}), nodewatch.Changed)).
-		Watches(&karpv1.NodeClaim{}, toNode).
+		WatchesRawSource(source.Channel(c.kick, handler.EnqueueRequestsFromMapFunc(c.servedNodes))).
+		Watches(&corev1.Node{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(c.servesNode), nodewatch.Changed)).
+		Watches(&karpv1.NodeClaim{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(c.servesNodeClaim))).
 		Watches(&corev1.Pod{}, toNode, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			l := o.GetLabels()
-			return l[volumes.LabelEngineName] == volumes.EngineName ||
+			return l[volumes.LabelEngineName] == volumes.EngineName && c.servesPool(o) ||
 				o.GetNamespace() == c.namespace() && (l[volumes.LabelOp] == volumes.OpGuard || l[volumes.LabelOp] == volumes.OpSave)
 		}))).
 		Watches(&batchv1.Job{}, toNode, ours(volumes.OpSave)).
