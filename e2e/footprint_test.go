@@ -171,7 +171,10 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	prof := newProfiler(b)
 	b.ResetTimer()
 	started := time.Now()
-	p := startController(b, "warmpool-footprint", prof.args()...)
+	// A Lease that survives a slow API server: on a loaded machine the default 10 s renew
+	// deadline ran out and the controller exited mid-benchmark (leader election lost).
+	args := append([]string{"--leader-elect-lease-duration=2m", "--leader-elect-renew-deadline=90s"}, prof.args()...)
+	p := startController(b, "warmpool-footprint", args...)
 	prof.cpu(b, "cpu-cold", 30*time.Second)
 	// Registered after startController so it runs first: the controller removes its 100
 	// NodePools and engine DaemonSets itself before its process is killed.
