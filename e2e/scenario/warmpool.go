@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -95,6 +96,28 @@ func ensureNamespace(ctx context.Context, kube client.Client) error {
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: nodepools.HoldServiceAccount}}
 	if err := kube.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating service account %s/%s, %w", Namespace, sa.Name, err)
+	}
+	return ensureHoldRBAC(ctx, kube)
+}
+
+// ensureHoldRBAC grants the hold's ServiceAccount what the chart grants it
+// (deploy/helm/warmpool/templates/hold-rbac.yaml: get on nodes, nothing else). nodesim runs
+// the hold's preStop as that ServiceAccount, so a hold that needs more fails here too.
+func ensureHoldRBAC(ctx context.Context, kube client.Client) error {
+	const name = "warmpool-e2e-hold"
+	for _, o := range []client.Object{
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: []rbacv1.PolicyRule{{
+			APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"},
+		}}},
+		&rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: Namespace, Name: nodepools.HoldServiceAccount}},
+		},
+	} {
+		if err := kube.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating the hold's RBAC %s, %w", o.GetName(), err)
+		}
 	}
 	return nil
 }
