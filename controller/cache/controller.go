@@ -273,6 +273,15 @@ func (b *base) servesNode(o client.Object) bool {
 		hasTaint(n, karpv1.DisruptedTaintKey, karpv1.DisruptedNoScheduleTaint.Effect))
 }
 
+// servedCSINode maps a CSINode to its node (named alike) when servesNode passes that node.
+func (b *base) servedCSINode(ctx context.Context, o client.Object) []reconcile.Request {
+	n, err := b.getNode(ctx, o.GetName(), false)
+	if err != nil || n == nil || !b.servesNode(n) {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: n.Name}}}
+}
+
 // servesPool passes objects labelled with a pool that has the cache on: the engine pods of
 // other pools change nothing the cache controllers do.
 func (b *base) servesPool(o client.Object) bool {

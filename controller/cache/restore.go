@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -457,10 +456,8 @@ func (c *RestoreController) Register(mgr ctrl.Manager) error {
 		Watches(&corev1.PersistentVolumeClaim{}, toNode, restoreOp).
 		Watches(&corev1.Pod{}, toNode, restoreOp).
 		// A restore waiting for its CSI driver goes on when the kubelet registers it (a CSINode
-		// is named after its node).
-		Watches(&storagev1.CSINode{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetName()}}}
-		})).
+		// is named after its node), if the restore controller serves that node at all.
+		Watches(&storagev1.CSINode{}, handler.EnqueueRequestsFromMapFunc(c.servedCSINode)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(counted.Reconciler("cache-restore", c))
 }
