@@ -281,12 +281,7 @@ func TestSnapshotNeverReadyIsFailedThenPruned(t *testing.T) {
 func TestSaveFallsBackWhenTheBaseVanishesMidClone(t *testing.T) {
 	pool, node := unique("fallback"), unique("fallback-node")
 	e := newEnv(t, poolYAML(pool))
-	e.newSnapshot("base", pool, "amd64", engineVersion, e.clk.Now().Add(-time.Hour), true)
-	newNode(t, node, pool, "amd64")
-	newNodeClaim(t, node, pool, nil)
-	commit(t, node)
-	cloned := &corev1.PersistentVolumeClaim{}
-	e.waitExists(volumes.SaveName(node), cloned)
+	cloned := e.clonedSaveVolume(node, pool)
 	if volumes.SnapshotSourceOf(cloned) != "base" {
 		t.Fatalf("save volume dataSource %+v, want base", cloned.Spec.DataSource)
 	}
@@ -331,12 +326,7 @@ func TestSaveFallsBackWhenTheBaseVanishesMidClone(t *testing.T) {
 func TestSaveFallsBackWhenTheCloneStaysPending(t *testing.T) {
 	pool, node := unique("pending"), unique("pending-node")
 	e := newEnv(t, poolYAML(pool))
-	e.newSnapshot("base", pool, "amd64", engineVersion, e.clk.Now().Add(-time.Hour), true)
-	newNode(t, node, pool, "amd64")
-	newNodeClaim(t, node, pool, nil)
-	commit(t, node)
-	cloned := &corev1.PersistentVolumeClaim{}
-	e.waitExists(volumes.SaveName(node), cloned)
+	cloned := e.clonedSaveVolume(node, pool)
 
 	e.clk.Step(cachectrl.DefaultSaveVolumeBindTimeout)
 	touch(t, node)
@@ -372,12 +362,7 @@ func TestSaveFallsBackWhenTheCloneStaysPending(t *testing.T) {
 func TestSaveFallsBackBeforeTheCopyJobExists(t *testing.T) {
 	pool, node := unique("pending-nojob"), unique("pending-nojob-node")
 	e := newEnv(t, poolYAML(pool))
-	e.newSnapshot("base", pool, "amd64", engineVersion, e.clk.Now().Add(-time.Hour), true)
-	newNode(t, node, pool, "amd64")
-	newNodeClaim(t, node, pool, nil)
-	commit(t, node)
-	cloned := &corev1.PersistentVolumeClaim{}
-	e.waitExists(volumes.SaveName(node), cloned)
+	cloned := e.clonedSaveVolume(node, pool)
 	e.waitExists(volumes.SaveName(node), &batchv1.Job{})
 
 	// The controller is down; the Job goes; the clone stays Pending past its timeout.
@@ -402,6 +387,19 @@ func TestSaveFallsBackBeforeTheCopyJobExists(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// clonedSaveVolume commits the disruption of a new node of pool while a ready snapshot "base"
+// exists, and returns the save volume cloned from it.
+func (e *env) clonedSaveVolume(node, pool string) *corev1.PersistentVolumeClaim {
+	e.t.Helper()
+	e.newSnapshot("base", pool, "amd64", engineVersion, e.clk.Now().Add(-time.Hour), true)
+	newNode(e.t, node, pool, "amd64")
+	newNodeClaim(e.t, node, pool, nil)
+	commit(e.t, node)
+	cloned := &corev1.PersistentVolumeClaim{}
+	e.waitExists(volumes.SaveName(node), cloned)
+	return cloned
 }
 
 // releaseVolume removes a deleted PVC's finalizers, as kube-controller-manager's pvc-protection
