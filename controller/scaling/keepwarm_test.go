@@ -2,16 +2,15 @@ package scaling_test
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachectrl "warmpool.io/warmpool/controller/cache"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling/policy"
+	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
 )
@@ -163,29 +162,13 @@ func costOf(t *testing.T, p *corev1.Pod) int64 {
 	return c
 }
 
-// podPatches is the API server's count of PATCH requests on pods (apiserver_request_total),
-// from its /metrics. Tests run one at a time, and nothing else in this suite patches pods.
+// podPatches is the API server's count of PATCH requests on pods (apiserver_request_total).
+// Tests run one at a time, and nothing else in this suite patches pods.
 func podPatches(t *testing.T) float64 {
 	t.Helper()
-	cs, err := kubernetes.NewForConfig(restConfig)
+	n, err := cluster.Requests(t.Context(), restConfig, map[string]string{"verb": "PATCH", "resource": "pods", "subresource": ""})
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := cs.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for line := range strings.Lines(string(raw)) {
-		if !strings.HasPrefix(line, "apiserver_request_total{") || !strings.Contains(line, `resource="pods"`) ||
-			!strings.Contains(line, `verb="PATCH"`) || !strings.Contains(line, `subresource=""`) {
-			continue
-		}
-		var v float64
-		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
-			t.Fatalf("parsing %q: %v", line, err)
-		}
-		sum += v
-	}
-	return sum
+	return n
 }
