@@ -38,7 +38,7 @@ test: tools vet ## Run every test tier: unit, integration (real apiserver) and e
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 # The packages whose tests start no API server (no envtest, no e2e/cluster) and need nothing in
-# bin/. The others (controller, controller/cache, controller/pools, controller/scaling,
+# bin/. The others (controller/operator, controller/enginecache, controller/pools, controller/scaling,
 # controller/queue/arcsuite, cmd/warmpool, deploy/helm, e2e) run under `make test`.
 UNIT_PKGS := ./controller/config/... ./controller/counted/... ./controller/nodewatch/... ./controller/queue \
 	./controller/scaling/policy/... ./controller/scaling/simulate/... ./hack/tracegen/... ./nodepools/... ./volumes/...
@@ -90,7 +90,7 @@ vet: ## go vet, and fail on files gofmt would change.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n "$$unformatted" ]]; then echo "not gofmt-ed: $$unformatted"; exit 1; fi
 
 manifests: tools ## Regenerate the chart's RBAC rules from the kubebuilder markers in controller/ (controller-gen).
-	$(BIN)/controller-gen rbac:roleName=warmpool paths=./controller output:rbac:dir=$(CHART)/files/rbac
+	$(BIN)/controller-gen rbac:roleName=warmpool paths=./controller/operator output:rbac:dir=$(CHART)/files/rbac
 
 image-binary: ## Build the static, stripped linux/amd64 and linux/arm64 binaries the Dockerfile copies (bin/linux/<arch>/warmpool).
 	for arch in $(IMAGE_ARCHES); do \

@@ -12,7 +12,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/e2e/scenario"
 )
 
@@ -35,7 +35,7 @@ func TestControllerBinary(t *testing.T) {
 	}
 	lease := &coordinationv1.Lease{}
 	waitFor(t, "the leader Lease held by the process", func(ctx context.Context) (bool, error) {
-		err := local.Client.Get(ctx, client.ObjectKey{Namespace: scenario.Namespace, Name: controller.LeaderElectionID}, lease)
+		err := local.Client.Get(ctx, client.ObjectKey{Namespace: scenario.Namespace, Name: operator.LeaderElectionID}, lease)
 		return err == nil && lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "", err
 	})
 	waitFor(t, "metrics with the config accepted", func(ctx context.Context) (bool, error) {

@@ -20,8 +20,8 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller"
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/operator"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/e2e/nodesim"
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/nodepools"
@@ -73,7 +73,7 @@ func startCacheWarmpool(t *testing.T) { startCacheWarmpoolWith(t, cacheConfig, n
 
 // startCacheWarmpoolWith is startCacheWarmpool with another config, and tune (if not nil)
 // adjusting the manager's options.
-func startCacheWarmpoolWith(t *testing.T, config string, tune func(*controller.Options)) {
+func startCacheWarmpoolWith(t *testing.T, config string, tune func(*operator.Options)) {
 	t.Helper()
 	ctx := t.Context()
 	expectNodesStayReady(t) // every cache scenario (here and in engine_test.go) holds nodes
@@ -86,7 +86,7 @@ func startCacheWarmpoolWith(t *testing.T, config string, tune func(*controller.O
 		t.Fatal(err)
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(logFile)))
-	opts := controller.Options{
+	opts := operator.Options{
 		Namespace:                    scenario.Namespace,
 		ConfigMap:                    "warmpool",
 		NodeClass:                    nodepools.KWOKNodeClass,
@@ -98,7 +98,7 @@ func startCacheWarmpoolWith(t *testing.T, config string, tune func(*controller.O
 	if tune != nil {
 		tune(&opts)
 	}
-	mgr, err := controller.New(local.Config, opts)
+	mgr, err := operator.New(local.Config, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestCacheSurvivesConsolidation(t *testing.T) {
 	waitFor(t, "the engine on A to start cold", func(context.Context) (bool, error) {
 		return sim.Count(nodesim.EngineColdStart, nodeA) == 1, nil
 	})
-	expectNodeEvent(t, nodeA, cachectrl.ReasonColdStart)
+	expectNodeEvent(t, nodeA, enginecache.ReasonColdStart)
 	claimA := nodeClaimOf(t, nodeA)
 
 	// Karpenter consolidates A; the guard holds it.
@@ -219,7 +219,7 @@ func TestCacheSurvivesConsolidation(t *testing.T) {
 	if n := restoresOn(sim, nodeB, volumes.ResultRestored); n != 1 {
 		t.Fatalf("%d restores on B, want 1", n)
 	}
-	expectNodeEvent(t, nodeB, cachectrl.ReasonRestored)
+	expectNodeEvent(t, nodeB, enginecache.ReasonRestored)
 	waitFor(t, "the engine on B to start warm from the restored cache", func(context.Context) (bool, error) {
 		return sim.Count(nodesim.EngineWarmStart, nodeB) == 1, nil
 	})
@@ -297,7 +297,7 @@ func TestCacheUncleanEngineIsNotSnapshotted(t *testing.T) {
 	if n := simCount(nodesim.EngineKilled, engine); n != 1 {
 		t.Errorf("engine %s: %d unclean stops, want 1", engine.Name, n)
 	}
-	expectNodeEvent(t, node, cachectrl.ReasonUnclean)
+	expectNodeEvent(t, node, enginecache.ReasonUnclean)
 	waitFor(t, "the node to be gone", func(ctx context.Context) (bool, error) {
 		err := kube.Get(ctx, client.ObjectKey{Name: node}, &corev1.Node{})
 		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
@@ -339,7 +339,7 @@ func TestCacheSaveDeadlineReleasesNode(t *testing.T) {
 	if !strings.Contains(cacheDeadlineConfig, "terminationGracePeriod: 6m") {
 		t.Fatal("cacheDeadlineConfig: no engine section in cacheConfig to add grace periods to")
 	}
-	startCacheWarmpoolWith(t, cacheDeadlineConfig, func(o *controller.Options) {
+	startCacheWarmpoolWith(t, cacheDeadlineConfig, func(o *operator.Options) {
 		o.SaveMargin = deadlineGrace - deadlineWindow
 		o.MinSaveTime = 5 * time.Second
 	})
@@ -376,11 +376,11 @@ func TestCacheSaveDeadlineReleasesNode(t *testing.T) {
 	}
 	// The deadline is Karpenter's, the Job is bounded by what is left of the window.
 	karpDeadline := claim.Annotations[karpv1.NodeClaimTerminationTimestampAnnotationKey]
-	if karpDeadline == "" || guard.Annotations[cachectrl.AnnotationDeadline] != karpDeadline {
+	if karpDeadline == "" || guard.Annotations[enginecache.AnnotationDeadline] != karpDeadline {
 		t.Errorf("guard deadline %q, want the NodeClaim's termination timestamp %q",
-			guard.Annotations[cachectrl.AnnotationDeadline], karpDeadline)
+			guard.Annotations[enginecache.AnnotationDeadline], karpDeadline)
 	}
-	deadline, err := time.Parse(time.RFC3339, guard.Annotations[cachectrl.AnnotationDeadline])
+	deadline, err := time.Parse(time.RFC3339, guard.Annotations[enginecache.AnnotationDeadline])
 	if err != nil {
 		t.Fatalf("guard deadline: %v", err)
 	}
@@ -403,7 +403,7 @@ func TestCacheSaveDeadlineReleasesNode(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	timedOut := nodeEvent(t, node, cachectrl.ReasonSaveTimedOut)
+	timedOut := nodeEvent(t, node, enginecache.ReasonSaveTimedOut)
 	// Events and the deadline have whole seconds; the release is not early.
 	if at := timedOut.FirstTimestamp.Time; at.Before(effective) {
 		t.Errorf("%s at %s, before the effective deadline %s", timedOut.Reason, at.UTC().Format(time.RFC3339), effective.Format(time.RFC3339))
@@ -411,8 +411,8 @@ func TestCacheSaveDeadlineReleasesNode(t *testing.T) {
 	nodeObj := &corev1.Node{}
 	if err := kube.Get(ctx, client.ObjectKey{Name: node}, nodeObj); client.IgnoreNotFound(err) != nil {
 		t.Fatal(err)
-	} else if err == nil && nodeObj.Annotations[cachectrl.AnnotationSaveOutcome] != volumes.LostTimeout {
-		t.Errorf("node save outcome %q, want %q", nodeObj.Annotations[cachectrl.AnnotationSaveOutcome], volumes.LostTimeout)
+	} else if err == nil && nodeObj.Annotations[enginecache.AnnotationSaveOutcome] != volumes.LostTimeout {
+		t.Errorf("node save outcome %q, want %q", nodeObj.Annotations[enginecache.AnnotationSaveOutcome], volumes.LostTimeout)
 	}
 	if got := cacheLost(t, cachedPool, volumes.LostTimeout) - lostBefore; got != 1 {
 		t.Errorf("warmpool_cache_lost_total{reason=%q} rose by %v, want 1", volumes.LostTimeout, got)
@@ -453,7 +453,7 @@ func TestCacheSaveDeadlineReleasesNode(t *testing.T) {
 	if n := savesOn(sim, node, volumes.ResultSaved); n != 0 {
 		t.Errorf("%d completed saves on the node, want 0", n)
 	}
-	for _, reason := range []string{cachectrl.ReasonSaved, cachectrl.ReasonSaveFailed} {
+	for _, reason := range []string{enginecache.ReasonSaved, enginecache.ReasonSaveFailed} {
 		if e := findNodeEvent(t, node, reason); e != nil {
 			t.Errorf("Event %s on the node: %s", reason, e.Message)
 		}

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/volumes"
@@ -261,7 +261,7 @@ func (o *chaosObserver) checkGuard(p *corev1.Pod, now time.Time) {
 	if p.Labels[volumes.LabelOp] != volumes.OpGuard || p.Labels[volumes.LabelPool] != o.pool || p.DeletionTimestamp != nil {
 		return
 	}
-	at, err := time.Parse(time.RFC3339, p.Annotations[cachectrl.AnnotationDeadline])
+	at, err := time.Parse(time.RFC3339, p.Annotations[enginecache.AnnotationDeadline])
 	if err != nil || !now.After(at) {
 		return
 	}
@@ -346,12 +346,12 @@ func phaseOf(n *corev1.Node, guards []corev1.Pod, jobs []batchv1.Job, snaps []sn
 		disrupted = disrupted || claims[i].Status.NodeName == n.Name && claims[i].DeletionTimestamp != nil
 	}
 	if !disrupted {
-		if n.Annotations[cachectrl.AnnotationRestore] == "verifying" {
+		if n.Annotations[enginecache.AnnotationRestore] == "verifying" {
 			return phaseVerifying
 		}
 		return phaseRunning
 	}
-	if n.Annotations[cachectrl.AnnotationSaveOutcome] != "" {
+	if n.Annotations[enginecache.AnnotationSaveOutcome] != "" {
 		return phaseConcluded
 	}
 	guarded := slices.ContainsFunc(guards, func(p corev1.Pod) bool {

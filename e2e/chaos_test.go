@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/e2e/nodesim"
 	"warmpool.io/warmpool/e2e/scenario"
 )
@@ -248,7 +248,7 @@ func (r *chaosRun) round(n int) {
 		// patch, so this reads the verdict's state, not a stale Node.
 		r.wait("the restore on "+node+" to be verified", 3*time.Minute, func(ctx context.Context) (bool, error) {
 			err := local.Client.Get(ctx, client.ObjectKey{Name: node}, obj)
-			return err == nil && obj.Annotations[cachectrl.AnnotationRestore] != "verifying", err
+			return err == nil && obj.Annotations[enginecache.AnnotationRestore] != "verifying", err
 		})
 	}
 	for _, pod := range runners {

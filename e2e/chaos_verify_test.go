@@ -13,7 +13,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/e2e/nodesim"
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/volumes"
@@ -22,9 +22,9 @@ import (
 // The Event reasons that report a node's save outcome, and its restore outcome.
 var (
 	saveOutcomeReasons = []string{
-		cachectrl.ReasonSaved, cachectrl.ReasonUnclean, cachectrl.ReasonSaveFailed, cachectrl.ReasonSaveTimedOut, cachectrl.ReasonLost,
+		enginecache.ReasonSaved, enginecache.ReasonUnclean, enginecache.ReasonSaveFailed, enginecache.ReasonSaveTimedOut, enginecache.ReasonLost,
 	}
-	restoreOutcomeReasons = []string{cachectrl.ReasonRestored, cachectrl.ReasonColdStart, cachectrl.ReasonRestoreUnverified}
+	restoreOutcomeReasons = []string{enginecache.ReasonRestored, enginecache.ReasonColdStart, enginecache.ReasonRestoreUnverified}
 )
 
 // The checks, in the order they are reported: issue #11's list.
@@ -106,19 +106,19 @@ func judgeChaos(f chaosFacts) map[string][]string {
 		switch {
 		case restoreReports != 1:
 			add(checkFalse, "node %s: restore outcome reported %d times (%s), want once", n.name, restoreReports, reasons(n.events, restoreOutcomeReasons))
-		case n.warmRestores > 0 && n.wipes == 0 && n.events[cachectrl.ReasonRestored] != 1:
+		case n.warmRestores > 0 && n.wipes == 0 && n.events[enginecache.ReasonRestored] != 1:
 			add(checkFalse, "node %s: its engine kept the restored cache, but the report is %s", n.name, reasons(n.events, restoreOutcomeReasons))
-		case n.warmRestores == 0 && n.coldStarts > 0 && n.events[cachectrl.ReasonColdStart] != 1:
+		case n.warmRestores == 0 && n.coldStarts > 0 && n.events[enginecache.ReasonColdStart] != 1:
 			add(checkFalse, "node %s: its engine started cold, but the report is %s", n.name, reasons(n.events, restoreOutcomeReasons))
 		}
-		if n.warmRestores > 0 && n.events[cachectrl.ReasonRestoreCopied] != 1 {
-			add(checkFalse, "node %s: %d %s Events for one restore, want 1", n.name, n.events[cachectrl.ReasonRestoreCopied], cachectrl.ReasonRestoreCopied)
+		if n.warmRestores > 0 && n.events[enginecache.ReasonRestoreCopied] != 1 {
+			add(checkFalse, "node %s: %d %s Events for one restore, want 1", n.name, n.events[enginecache.ReasonRestoreCopied], enginecache.ReasonRestoreCopied)
 		}
 		if n.reportedFrom != "" && n.restoredFrom != "" && n.reportedFrom != n.restoredFrom {
 			add(checkFalse, "node %s: reported restored from %s, but its volume was made from %s", n.name, n.reportedFrom, n.restoredFrom)
 		}
-		if g := n.events[cachectrl.ReasonGuarded]; g > 1 {
-			add(checkFalse, "node %s: %d %s Events for one hold, want 1", n.name, g, cachectrl.ReasonGuarded)
+		if g := n.events[enginecache.ReasonGuarded]; g > 1 {
+			add(checkFalse, "node %s: %d %s Events for one hold, want 1", n.name, g, enginecache.ReasonGuarded)
 		}
 
 		if n.alive {
@@ -142,10 +142,10 @@ func judgeChaos(f chaosFacts) map[string][]string {
 		case saveReports > 1:
 			add(checkFalse, "node %s: save outcome reported %d times (%s), want once", n.name, saveReports, reasons(n.events, saveOutcomeReasons))
 		}
-		if n.events[cachectrl.ReasonSaved] > 0 && len(cut) == 0 {
-			add(checkFalse, "node %s: reported %s, but no snapshot of it was cut", n.name, cachectrl.ReasonSaved)
+		if n.events[enginecache.ReasonSaved] > 0 && len(cut) == 0 {
+			add(checkFalse, "node %s: reported %s, but no snapshot of it was cut", n.name, enginecache.ReasonSaved)
 		}
-		if len(ready) > 0 && saveReports > 0 && n.events[cachectrl.ReasonSaved] == 0 {
+		if len(ready) > 0 && saveReports > 0 && n.events[enginecache.ReasonSaved] == 0 {
 			add(checkFalse, "node %s: its snapshot %v is ready, but the save was reported as %s", n.name, ready, reasons(n.events, saveOutcomeReasons))
 		}
 
@@ -296,8 +296,8 @@ func (r *chaosRun) gather(ctx context.Context, nodes []string) chaosFacts {
 		n := chaosNodeFacts{
 			name: name, run: r.nodes[name], gone: rec.gone, alive: !rec.gone,
 			snapshots: r.obs.snapshotsFrom(name), cuts: map[string]int{}, restoredFrom: rec.restoredFrom,
-			events: events[name], saveOutcome: rec.annotations[cachectrl.AnnotationSaveOutcome],
-			reportedFrom: rec.annotations[cachectrl.AnnotationRestoreSnapshot],
+			events: events[name], saveOutcome: rec.annotations[enginecache.AnnotationSaveOutcome],
+			reportedFrom: rec.annotations[enginecache.AnnotationRestoreSnapshot],
 		}
 		if n.events == nil {
 			n.events = map[string]int{}

@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/e2e/nodesim"
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/nodepools"
@@ -492,7 +492,7 @@ func startWarmpoolTB(tb testing.TB, config string) {
 		tb.Fatal(err)
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(logFile)))
-	mgr, err := controller.New(local.Config, controller.Options{
+	mgr, err := operator.New(local.Config, operator.Options{
 		Namespace: scenario.Namespace, ConfigMap: "warmpool", NodeClass: nodepools.KWOKNodeClass,
 		MetricsAddr: "0", ProbeAddr: "0", SkipControllerNameValidation: true,
 		CopierImage: "ghcr.io/warmpool/warmpool:e2e",

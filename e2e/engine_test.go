@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/e2e/nodesim"
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/volumes"
@@ -107,7 +107,7 @@ func runCycles(t *testing.T, pool, hostPath string, c engine.Contract, n int) in
 				return sim.Count(nodesim.EngineColdStart, node) == 1, nil
 			})
 		} else {
-			ev := nodeEvent(t, node, cachectrl.ReasonRestored)
+			ev := nodeEvent(t, node, enginecache.ReasonRestored)
 			if !strings.Contains(ev.Message, "kept it") {
 				t.Fatalf("cycle %d: %s", i, ev.Message)
 			}
@@ -246,7 +246,7 @@ func TestCacheEngineStopsOnlyAfterTheRunner(t *testing.T) {
 	if err := kube.Delete(ctx, claim); err != nil {
 		t.Fatal(err)
 	}
-	expectNodeEvent(t, node, cachectrl.ReasonAwaitingRunners)
+	expectNodeEvent(t, node, enginecache.ReasonAwaitingRunners)
 	// The job goes on for a while; nothing may stop the engine meanwhile.
 	time.Sleep(5 * time.Second)
 	if n := sim.Count(nodesim.EnginePreStop, node) + sim.Count(nodesim.EngineStopped, node) + sim.Count(nodesim.EngineKilled, node); n != 0 {
@@ -293,7 +293,7 @@ func TestCacheWithoutCapSysAdminMakesNoSnapshot(t *testing.T) {
 	if err := kube.Delete(ctx, runner); err != nil {
 		t.Fatal(err)
 	}
-	ev := nodeEvent(t, node, cachectrl.ReasonSaveFailed)
+	ev := nodeEvent(t, node, enginecache.ReasonSaveFailed)
 	if !strings.Contains(ev.Message, "CAP_SYS_ADMIN") {
 		t.Errorf("CacheSaveFailed says %q, want it to name CAP_SYS_ADMIN", ev.Message)
 	}
@@ -333,7 +333,7 @@ func TestCacheSnapshotTheEngineWipesIsQuarantined(t *testing.T) {
 	// Node B restores it warm; then, while B's engine runs, a snapshot its results name goes
 	// (as an engine GC racing its persistence would leave it). B stops cleanly and is saved.
 	r2, b := runPoolRunner(t, cachedPool, "quarantine-2")
-	nodeEvent(t, b, cachectrl.ReasonRestored)
+	nodeEvent(t, b, enginecache.ReasonRestored)
 	snaps, err := os.ReadDir(filepath.Join(dir(b), "worker/snapshots/snapshots"))
 	if err != nil || len(snaps) == 0 {
 		t.Fatalf("B's snapshots: %v (%d)", err, len(snaps))
@@ -349,14 +349,14 @@ func TestCacheSnapshotTheEngineWipesIsQuarantined(t *testing.T) {
 
 	// Node C restores the newest snapshot; its engine discards it at start.
 	r3, c := runPoolRunner(t, cachedPool, "quarantine-3")
-	ev := nodeEvent(t, c, cachectrl.ReasonColdStart)
-	if !strings.Contains(ev.Message, cachectrl.ColdWiped) || !strings.Contains(ev.Message, bad.Name) {
-		t.Errorf("C's ColdStart: %q, want %s of %s", ev.Message, cachectrl.ColdWiped, bad.Name)
+	ev := nodeEvent(t, c, enginecache.ReasonColdStart)
+	if !strings.Contains(ev.Message, enginecache.ColdWiped) || !strings.Contains(ev.Message, bad.Name) {
+		t.Errorf("C's ColdStart: %q, want %s of %s", ev.Message, enginecache.ColdWiped, bad.Name)
 	}
 	if sim.Count(nodesim.EngineWiped, c) != 1 {
 		t.Errorf("C's engine wiped %d times, want once", sim.Count(nodesim.EngineWiped, c))
 	}
-	expectNodeEvent(t, c, cachectrl.ReasonQuarantined)
+	expectNodeEvent(t, c, enginecache.ReasonQuarantined)
 	if err := kube.Get(ctx, client.ObjectKeyFromObject(bad), bad); err != nil {
 		t.Fatal(err)
 	}
@@ -367,9 +367,9 @@ func TestCacheSnapshotTheEngineWipesIsQuarantined(t *testing.T) {
 	// While C still runs (its own save would make a newer good snapshot), node D comes: it
 	// must get the older good snapshot, never the quarantined one.
 	_, d := runPoolRunner(t, cachedPool, "quarantine-4")
-	nodeEvent(t, d, cachectrl.ReasonRestored)
+	nodeEvent(t, d, enginecache.ReasonRestored)
 	pvcSource := ""
-	for _, e := range nodeEventsOf(t, d, cachectrl.ReasonRestored) {
+	for _, e := range nodeEventsOf(t, d, enginecache.ReasonRestored) {
 		pvcSource = e
 	}
 	if !strings.Contains(pvcSource, good.Name) {

@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/nodepools"
 )
@@ -83,7 +83,7 @@ func TestLeaderFailover(t *testing.T) {
 func leaseHolder(t *testing.T) string {
 	t.Helper()
 	l := &coordinationv1.Lease{}
-	key := client.ObjectKey{Namespace: scenario.Namespace, Name: controller.LeaderElectionID}
+	key := client.ObjectKey{Namespace: scenario.Namespace, Name: operator.LeaderElectionID}
 	if err := local.Client.Get(t.Context(), key, l); err != nil || l.Spec.HolderIdentity == nil {
 		return ""
 	}

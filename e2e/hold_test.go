@@ -12,7 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/e2e/nodesim"
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/nodepools"
@@ -102,8 +102,8 @@ func TestHoldSavesANodeConsolidatedWhileTheControllerIsDown(t *testing.T) {
 	if !released {
 		t.Error("A's hold was not released by the save's outcome")
 	}
-	expectNodeEvent(t, nodeA, cachectrl.ReasonSaved)
-	if e := findNodeEvent(t, nodeA, cachectrl.ReasonLost); e != nil {
+	expectNodeEvent(t, nodeA, enginecache.ReasonSaved)
+	if e := findNodeEvent(t, nodeA, enginecache.ReasonLost); e != nil {
 		t.Errorf("CacheLost on A: %s", e.Message)
 	}
 	snaps := &snapshotv1.VolumeSnapshotList{}
@@ -125,6 +125,6 @@ func TestHoldSavesANodeConsolidatedWhileTheControllerIsDown(t *testing.T) {
 	waitFor(t, "the engine on B to start warm from the restored cache", func(context.Context) (bool, error) {
 		return sim.Count(nodesim.EngineWarmStart, nodeB) == 1, nil
 	})
-	expectNodeEvent(t, nodeB, cachectrl.ReasonRestored)
+	expectNodeEvent(t, nodeB, enginecache.ReasonRestored)
 	sameFiles(t, "B's cache", cacheDigest(t, sim.NodePath(nodeB, cachedHostPath)), filesA)
 }

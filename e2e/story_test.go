@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/deploy/helm"
@@ -108,7 +108,7 @@ func TestWholeStoryWithChartIdentity(t *testing.T) {
 
 	// The Events say it in words, with the reasons the docs list.
 	for _, reason := range []string{pools.ReasonApplied, scaling.ReasonScaledUp, scaling.ReasonScaledDown,
-		cachectrl.ReasonColdStart, cachectrl.ReasonSaved, cachectrl.ReasonRestored} {
+		enginecache.ReasonColdStart, enginecache.ReasonSaved, enginecache.ReasonRestored} {
 		waitFor(t, "an Event with reason "+reason, func(ctx context.Context) (bool, error) {
 			return hasEvent(ctx, reason)
 		})

@@ -1,6 +1,6 @@
 // Package volumes holds the names, labels and result format shared by the three
 // parties of the cache protocol: the controller that plans saves and restores
-// (controller/cache), the Jobs that run the copier on a node (warmpool cache
+// (controller/enginecache), the Jobs that run the copier on a node (warmpool cache
 // save|restore), and anything that plays a node's part in tests (e2e/nodesim).
 // Keeping them in one place is what lets a restarted controller find the objects
 // an earlier one made.

@@ -15,14 +15,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"warmpool.io/warmpool/controller"
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/operator"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/nodepools"
 )
 
 func controllerCommand() *cobra.Command {
 	var (
-		opts       controller.Options
+		opts       operator.Options
 		kubeconfig string
 		nodeClass  string
 		zapOpts    = zap.Options{}
@@ -47,11 +47,11 @@ the gauge warmpool_config_valid at 0; the last good config stays in force.`,
 			if err != nil {
 				return err
 			}
-			mgr, err := controller.New(restConfig, opts)
+			mgr, err := operator.New(restConfig, opts)
 			if err != nil {
 				return err
 			}
-			controller.RegisterBuildInfo(buildVersion())
+			operator.RegisterBuildInfo(buildVersion())
 			ctrl.Log.Info("starting warmpool", "version", buildVersion(), "namespace", opts.Namespace, "configMap", opts.ConfigMap, "nodeClass", kind)
 			return mgr.Start(ctrl.SetupSignalHandler())
 		},
@@ -71,14 +71,14 @@ the gauge warmpool_config_valid at 0; the last good config stays in force.`,
 	f.DurationVar(&opts.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before giving up")
 	f.DurationVar(&opts.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire the Lease")
 	f.StringVar(&opts.CopierImage, "copier-image", defaultCopierImage(), "image of the cache save/restore Jobs (runs `warmpool cache save|restore`)")
-	f.StringVar(&opts.GuardImage, "guard-image", cachectrl.DefaultGuardImage, "image of the guard pods that hold a node while its cache is saved")
+	f.StringVar(&opts.GuardImage, "guard-image", enginecache.DefaultGuardImage, "image of the guard pods that hold a node while its cache is saved")
 	// Replaced by each pool's cache.restore budget; still accepted so an upgrade with the old
 	// flag starts, and pflag warns whoever passes it.
 	var restoreTimeout time.Duration
 	f.DurationVar(&restoreTimeout, "cache-restore-timeout", 0, "no effect: a restore is bounded by its pool's cache.restore budget")
 	_ = f.MarkDeprecated("cache-restore-timeout", "a restore is bounded by its pool's cache.restore.maxWait and derived from the snapshot's size and cache.restore.throughput; set those in the config")
-	f.DurationVar(&opts.VerifyTimeout, "cache-verify-timeout", cachectrl.DefaultVerifyTimeout, "how long after a restore warmpool waits for the engine to be Ready and say whether it kept the cache, before reporting the restore unverified")
-	f.DurationVar(&opts.SaveMargin, "cache-save-margin", cachectrl.DefaultSaveMargin, "time kept free before a node's termination deadline: the save gives up and releases the node this early")
+	f.DurationVar(&opts.VerifyTimeout, "cache-verify-timeout", enginecache.DefaultVerifyTimeout, "how long after a restore warmpool waits for the engine to be Ready and say whether it kept the cache, before reporting the restore unverified")
+	f.DurationVar(&opts.SaveMargin, "cache-save-margin", enginecache.DefaultSaveMargin, "time kept free before a node's termination deadline: the save gives up and releases the node this early")
 	f.StringVar(&opts.PodName, "pod-name", os.Getenv("POD_NAME"), "this replica's pod; when set, the leader labels it warmpool.io/leader=true so the webhook Service reaches the leader only")
 	goFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
 	zapOpts.BindFlags(goFlags)

@@ -178,7 +178,7 @@ func checkSnapshots(p *config.Pool, fp *field.Path, cluster *clusterStorage) fie
 		if snap == nil {
 			continue
 		}
-		// What the restore controller estimates (controller/cache snapshotBytes), so the check
+		// What the restore controller estimates (controller/enginecache snapshotBytes), so the check
 		// refuses what a restore would.
 		bytes, source, ok := volumes.SnapshotBytes(snap)
 		if !ok {

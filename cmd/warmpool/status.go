@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"warmpool.io/warmpool/cmd/warmpool/status"
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 )
 
 // clusterFlags are how the read-only tools (status, snapshots) reach a cluster: kubectl's
@@ -49,7 +49,7 @@ func (f *clusterFlags) client() (client.Client, string, error) {
 	}
 	cfg.Timeout = f.timeout
 	unthrottled(cfg)
-	scheme, err := controller.Scheme()
+	scheme, err := operator.Scheme()
 	if err != nil {
 		return nil, "", err
 	}

@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -49,7 +49,7 @@ func BenchmarkConfigChangeToNodePools(b *testing.B) {
 
 func runConfigChanges(b *testing.B, pools, changes int) []time.Duration {
 	b.Helper()
-	e := newEnv(b, manyPools(pools, 100), controller.Options{})
+	e := newEnv(b, manyPools(pools, 100), operator.Options{})
 	defer func() {
 		e.stopManager()
 		cleanupOwned(b)

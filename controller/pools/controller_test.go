@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/e2e/cluster"
@@ -73,7 +73,7 @@ func nvmeRequirement(np *karpv1.NodePool) string {
 }
 
 func TestAppliesEveryPool(t *testing.T) {
-	e := newEnv(t, twoPools(100, poolB), controller.Options{})
+	e := newEnv(t, twoPools(100, poolB), operator.Options{})
 	eventually(t, "NodePools applied", func() error {
 		if got := owned(t, "NodePool"); !slices.Equal(got, []string{"warmpool-a", "warmpool-b"}) {
 			return fmt.Errorf("NodePools %v", got)
@@ -131,7 +131,7 @@ func TestAppliesEveryPool(t *testing.T) {
 }
 
 func TestConfigUpdateChangesNodePools(t *testing.T) {
-	e := newEnv(t, twoPools(100, ""), controller.Options{})
+	e := newEnv(t, twoPools(100, ""), operator.Options{})
 	eventually(t, "pool a applied", func() error {
 		if owned(t, "NodePool") == nil {
 			return fmt.Errorf("no NodePool yet")
@@ -148,7 +148,7 @@ func TestConfigUpdateChangesNodePools(t *testing.T) {
 }
 
 func TestRemovedPoolIsPruned(t *testing.T) {
-	e := newEnv(t, twoPools(100, poolB), controller.Options{})
+	e := newEnv(t, twoPools(100, poolB), operator.Options{})
 	eventually(t, "both pools applied", func() error {
 		if n := len(owned(t, "NodePool")); n != 2 {
 			return fmt.Errorf("%d NodePools", n)
@@ -186,7 +186,7 @@ func TestRemovedPoolIsPruned(t *testing.T) {
 }
 
 func TestInvalidUpdateLeavesPoolsUntouched(t *testing.T) {
-	e := newEnv(t, twoPools(100, poolB), controller.Options{})
+	e := newEnv(t, twoPools(100, poolB), operator.Options{})
 	eventually(t, "both pools applied", func() error {
 		if n := len(owned(t, "NodePool")); n != 2 {
 			return fmt.Errorf("%d NodePools", n)
@@ -230,7 +230,7 @@ func TestInvalidUpdateLeavesPoolsUntouched(t *testing.T) {
 }
 
 func TestStartWithInvalidConfigAppliesNothing(t *testing.T) {
-	e := newEnv(t, "apiVersion: warmpool.io/v1alpha1\nkind: WarmpoolConfig\npools:\n  - name: Bad_Name\n    nvme: {minSizeGB: 10}\n    bogus: true\n", controller.Options{})
+	e := newEnv(t, "apiVersion: warmpool.io/v1alpha1\nkind: WarmpoolConfig\npools:\n  - name: Bad_Name\n    nvme: {minSizeGB: 10}\n    bogus: true\n", operator.Options{})
 	note := e.waitEvent(pools.ReasonRejected, "no pools were applied yet", "pools[0].bogus")
 	t.Logf("rejection event: %s", note)
 	if got := owned(t, "NodePool"); len(got) != 0 {
@@ -245,7 +245,7 @@ func TestStartWithInvalidConfigAppliesNothing(t *testing.T) {
 }
 
 func TestRestartKeepsLastGoodPools(t *testing.T) {
-	e := newEnv(t, twoPools(100, poolB), controller.Options{})
+	e := newEnv(t, twoPools(100, poolB), operator.Options{})
 	eventually(t, "both pools applied", func() error {
 		if n := len(owned(t, "NodePool")); n != 2 {
 			return fmt.Errorf("%d NodePools", n)
@@ -255,7 +255,7 @@ func TestRestartKeepsLastGoodPools(t *testing.T) {
 	e.stopManager()
 	e.setConfig("not: [valid")
 	state := poolState(getNodePool(t, "warmpool-b"))
-	e.start(controller.Options{})
+	e.start(operator.Options{})
 	e.waitEvent(pools.ReasonRejected, "malformed YAML")
 	if got := poolState(getNodePool(t, "warmpool-b")); got != state {
 		t.Errorf("pool b changed across a restart with an invalid config")
@@ -277,7 +277,7 @@ func TestForeignObjectIsNotTakenOver(t *testing.T) {
 	}
 	// t.Context() is already cancelled when cleanups run.
 	t.Cleanup(func() { _ = kube.Delete(context.Background(), foreign) })
-	e := newEnv(t, twoPools(100, ""), controller.Options{})
+	e := newEnv(t, twoPools(100, ""), operator.Options{})
 	e.waitEvent(pools.ReasonOwnershipConflict, "EC2NodeClass warmpool-a exists and is not managed by warmpool")
 	got := &awsv1.EC2NodeClass{}
 	if err := kube.Get(t.Context(), client.ObjectKeyFromObject(foreign), got); err != nil {
@@ -289,7 +289,7 @@ func TestForeignObjectIsNotTakenOver(t *testing.T) {
 }
 
 func TestHandEditIsReverted(t *testing.T) {
-	newEnv(t, twoPools(100, ""), controller.Options{})
+	newEnv(t, twoPools(100, ""), operator.Options{})
 	eventually(t, "pool a applied", func() error {
 		if owned(t, "NodePool") == nil {
 			return fmt.Errorf("no NodePool yet")
@@ -326,7 +326,7 @@ func TestDiscoveryRejectsPoolWithoutInstanceTypes(t *testing.T) {
     nvme: {minSizeGB: 1000000}
     engine: {version: v0.19.7}
 `
-	e := newEnv(t, twoPools(100, huge)+discoveryBlock, controller.Options{})
+	e := newEnv(t, twoPools(100, huge)+discoveryBlock, operator.Options{})
 	note := e.waitEvent(pools.ReasonRejected, "pools[1]", `"huge"`, "no instance type in the region")
 	t.Logf("rejection event: %s", note)
 	if got := owned(t, "NodePool"); len(got) != 0 {

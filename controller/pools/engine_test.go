@@ -17,7 +17,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/nodepools"
@@ -121,7 +121,7 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 	// The engine pods install their drain hook from warmpool's own image: the one the cache
 	// Jobs run.
 	const image = "ghcr.io/warmpool/warmpool:pools-test"
-	e := newEnv(t, doc, controller.Options{CopierImage: image})
+	e := newEnv(t, doc, operator.Options{CopierImage: image})
 	waitEngines(t, e.namespace, "warmpool-engine-a", "warmpool-engine-b")
 	cfg, err := config.Parse([]byte(doc))
 	if err != nil {
@@ -229,7 +229,7 @@ func reconcileTotal(t *testing.T) float64 {
 }
 
 func TestEngineConfigChangeRollsPods(t *testing.T) {
-	e := newEnv(t, engineConfig("{version: v0.19.7}", ""), controller.Options{})
+	e := newEnv(t, engineConfig("{version: v0.19.7}", ""), operator.Options{})
 	waitEngines(t, e.namespace, "warmpool-engine-a")
 	before := getDaemonSet(t, e.namespace, "warmpool-engine-a").Spec.Template.Annotations[nodepools.AnnotationEngineConfig]
 	e.setConfig(engineConfig("{version: v0.19.7, gc: {maxUsedSpace: 80%}}", ""))
@@ -252,7 +252,7 @@ func TestEngineConfigChangeRollsPods(t *testing.T) {
 }
 
 func TestEnginePruned(t *testing.T) {
-	e := newEnv(t, engineConfig("{version: v0.19.7}", poolB), controller.Options{})
+	e := newEnv(t, engineConfig("{version: v0.19.7}", poolB), operator.Options{})
 	waitEngines(t, e.namespace, "warmpool-engine-a", "warmpool-engine-b")
 	// Something else warmpool owns in its namespace is not an engine, and is never pruned.
 	other := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: "warmpool-other",
@@ -279,7 +279,7 @@ func TestEnginePruned(t *testing.T) {
 }
 
 func TestHandEditedEngineDaemonSetReverted(t *testing.T) {
-	e := newEnv(t, engineConfig("{version: v0.19.7}", ""), controller.Options{})
+	e := newEnv(t, engineConfig("{version: v0.19.7}", ""), operator.Options{})
 	waitEngines(t, e.namespace, "warmpool-engine-a")
 	ds := getDaemonSet(t, e.namespace, "warmpool-engine-a")
 	ds.Spec.Template.Spec.Tolerations = append(ds.Spec.Template.Spec.Tolerations, corev1.Toleration{Operator: corev1.TolerationOpExists})
@@ -315,7 +315,7 @@ func TestExistingDaemonSetContract(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e := newEnv(t, doc, controller.Options{})
+	e := newEnv(t, doc, operator.Options{})
 	e.waitEvent(pools.ReasonApplied, "pool a", "NodePool/warmpool-a")
 	if got := engineNames(t, e.namespace, &appsv1.DaemonSetList{}); len(got) != 0 {
 		t.Errorf("engine DaemonSets generated for a pool with its own: %v", got)
@@ -416,7 +416,7 @@ func TestExistingChartDaemonSetReported(t *testing.T) {
 		t.Fatalf("test premise: the chart DaemonSet has %d violations, want several: %q", len(want), want)
 	}
 
-	e := newEnv(t, doc, controller.Options{})
+	e := newEnv(t, doc, operator.Options{})
 	for _, w := range want {
 		e.waitEvent(pools.ReasonEngineContractViolation, w)
 	}

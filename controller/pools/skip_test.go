@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/e2e/cluster"
 )
 
@@ -14,7 +14,7 @@ import (
 // this process last applied).
 func TestUnchangedConfigIsNotAppliedAgain(t *testing.T) {
 	const labelled = "  - name: b\n    architectures: [arm64]\n    nvme: {minSizeGB: 50}\n    labels: {team: ci}\n    engine: {version: v0.19.7}\n"
-	e := newEnv(t, twoPools(100, labelled), controller.Options{})
+	e := newEnv(t, twoPools(100, labelled), operator.Options{})
 	eventually(t, "both pools applied", func() error {
 		if n := len(owned(t, "NodePool")); n != 2 {
 			return fmt.Errorf("%d NodePools", n)

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"
 )
@@ -38,14 +38,14 @@ type env struct {
 	t         testing.TB
 	namespace string
 	cm        *corev1.ConfigMap
-	mgr       *controller.Manager
+	mgr       *operator.Manager
 	stop      context.CancelFunc
 	done      chan error
 }
 
 // newEnv creates a namespace and a ConfigMap holding cfg, and starts the manager on them.
 // Tests run one at a time: every manager prunes the cluster-scoped objects it owns.
-func newEnv(t testing.TB, cfg string, opts controller.Options) *env {
+func newEnv(t testing.TB, cfg string, opts operator.Options) *env {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-"}}
 	if err := kube.Create(t.Context(), ns); err != nil {
@@ -67,7 +67,7 @@ func newEnv(t testing.TB, cfg string, opts controller.Options) *env {
 	return e
 }
 
-func (e *env) start(opts controller.Options) {
+func (e *env) start(opts operator.Options) {
 	e.t.Helper()
 	opts.Namespace, opts.ConfigMap = e.namespace, "warmpool"
 	opts.MetricsAddr, opts.ProbeAddr = "0", "0"
@@ -75,7 +75,7 @@ func (e *env) start(opts controller.Options) {
 	if opts.NodeClass == "" {
 		opts.NodeClass = nodepools.EC2NodeClass
 	}
-	mgr, err := controller.New(restConfig, opts)
+	mgr, err := operator.New(restConfig, opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/nodepools"
 )
@@ -67,7 +67,7 @@ func BenchmarkWebhookToHeadroom(b *testing.B) {
 // nothing but the delivery itself can have made the change within the test.
 func TestEveryDeliveryMovesHeadroom(t *testing.T) {
 	h := newHeadroomFollower(t, poolName("webhook-follow"), "follow-runner", "follow-webhook-secret",
-		func(o *controller.Options) { o.ScalingInterval = time.Hour })
+		func(o *operator.Options) { o.ScalingInterval = time.Hour })
 	for i := range 60 {
 		h.flip(i)
 	}
@@ -87,7 +87,7 @@ type headroomFollower struct {
 // newHeadroomFollower starts a manager whose pool (jobsPerNode 1, no warm minimum, a 1 ms
 // stabilization window) counts the webhook's jobs labelled label, and waits until the
 // endpoint accepts signed deliveries.
-func newHeadroomFollower(tb testing.TB, pool, label, secret string, options func(*controller.Options)) *headroomFollower {
+func newHeadroomFollower(tb testing.TB, pool, label, secret string, options func(*operator.Options)) *headroomFollower {
 	tb.Helper()
 	e := newWebhookEnv(tb, secret, configYAMLWithWebhook(poolYAML(pool,
 		"queue: {sources: [{name: gh, githubWebhook: {labels: [self-hosted, "+label+"]}}]}",
@@ -133,7 +133,7 @@ func configYAMLWithWebhook(pools ...string) string {
 
 // newWebhookEnv is newEnv with the webhook endpoint on 127.0.0.1 and the Secret holding its
 // HMAC key: the suite's env starts its manager without the endpoint.
-func newWebhookEnv(b testing.TB, secret, cfg string, options func(*controller.Options)) *env {
+func newWebhookEnv(b testing.TB, secret, cfg string, options func(*operator.Options)) *env {
 	b.Helper()
 	ctx := b.Context()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-scaling-"}}
@@ -155,14 +155,14 @@ func newWebhookEnv(b testing.TB, secret, cfg string, options func(*controller.Op
 	if err := kube.Create(ctx, e.cm); err != nil {
 		b.Fatal(err)
 	}
-	opts := controller.Options{
+	opts := operator.Options{
 		Namespace: ns.Name, ConfigMap: "warmpool", NodeClass: nodepools.EC2NodeClass,
 		MetricsAddr: "0", ProbeAddr: "0", WebhookAddr: "127.0.0.1:0", SkipControllerNameValidation: true,
 	}
 	if options != nil {
 		options(&opts)
 	}
-	mgr, err := controller.New(restConfig, opts)
+	mgr, err := operator.New(restConfig, opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/nodepools"
@@ -58,7 +58,7 @@ func nodeCache(n *corev1.Node, worked bool) policy.NodeCache {
 	if worked {
 		return policy.CacheWorked
 	}
-	switch verdict := n.Annotations[cachectrl.AnnotationRestore]; verdict {
+	switch verdict := n.Annotations[enginecache.AnnotationRestore]; verdict {
 	case volumes.ResultWarm:
 		return policy.CacheWarm
 	case "", volumes.ResultWiped:

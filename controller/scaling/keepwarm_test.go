@@ -7,7 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/e2e/cluster"
@@ -31,7 +31,7 @@ func (e *env) placeholderOn(pool, node string) *corev1.Pod {
 func setVerdict(t *testing.T, n *corev1.Node, verdict string) {
 	t.Helper()
 	patch := client.MergeFrom(n.DeepCopy())
-	n.Annotations = map[string]string{cachectrl.AnnotationRestore: verdict}
+	n.Annotations = map[string]string{enginecache.AnnotationRestore: verdict}
 	if err := kube.Patch(t.Context(), n, patch); err != nil {
 		t.Fatal(err)
 	}

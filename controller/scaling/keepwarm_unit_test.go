@@ -8,7 +8,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
@@ -33,7 +33,7 @@ func TestNodeCache(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n := &corev1.Node{}
 			if tc.verdict != "" {
-				n.Annotations = map[string]string{cachectrl.AnnotationRestore: tc.verdict}
+				n.Annotations = map[string]string{enginecache.AnnotationRestore: tc.verdict}
 			}
 			if got := nodeCache(n, tc.worked); got != tc.want {
 				t.Errorf("nodeCache = %v, want %v", got, tc.want)

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/controller/state"
@@ -191,7 +191,7 @@ func TestBusyAnnotationOwnedApart(t *testing.T) {
 func TestRunnerPodUpdatesHeadroomAtOnce(t *testing.T) {
 	pool := poolName("podwatch")
 	e := newEnvWith(t, configYAML(poolYAML(pool, ciSource, "scaling: {jobsPerNode: 1}")),
-		func(o *controller.Options) { o.ScalingInterval = time.Hour }, nil)
+		func(o *operator.Options) { o.ScalingInterval = time.Hour }, nil)
 	node := pool + "-1"
 	newNode(t, node, pool)
 	e.record(pool, queue.Counts{Queued: 3}, nil)

@@ -22,7 +22,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"
@@ -54,7 +54,7 @@ nodeClass:
 pools:
 `
 
-// ciSource is a queue source the manager never polls (no runner is wired in controller.New):
+// ciSource is a queue source the manager never polls (no runner is wired in operator.New):
 // it only declares the source, so the tracker knows the pool's data is unknown until a test
 // records into it.
 const ciSource = `queue: {sources: [{name: ci, prometheus: {url: "http://127.0.0.1:1", query: q}}]}`
@@ -94,11 +94,11 @@ type env struct {
 	t         testing.TB
 	namespace string
 	cm        *corev1.ConfigMap
-	mgr       *controller.Manager
+	mgr       *operator.Manager
 	stop      context.CancelFunc
 	done      chan error
 	// options, when set, adjusts the manager's options before each start.
-	options func(*controller.Options)
+	options func(*operator.Options)
 }
 
 // newEnv creates a namespace and a ConfigMap holding cfg, and starts the manager on them.
@@ -112,7 +112,7 @@ func newEnv(t testing.TB, cfg string) *env {
 
 // newEnvWith is newEnv with the manager's options adjusted by options (on every start), and
 // setup run in the namespace before the manager first starts (Secrets the config refers to).
-func newEnvWith(t testing.TB, cfg string, options func(*controller.Options), setup func(namespace string)) *env {
+func newEnvWith(t testing.TB, cfg string, options func(*operator.Options), setup func(namespace string)) *env {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-scaling-"}}
 	if err := kube.Create(t.Context(), ns); err != nil {
@@ -139,14 +139,14 @@ func newEnvWith(t testing.TB, cfg string, options func(*controller.Options), set
 
 func (e *env) start() {
 	e.t.Helper()
-	opts := controller.Options{
+	opts := operator.Options{
 		Namespace: e.namespace, ConfigMap: "warmpool", NodeClass: nodepools.EC2NodeClass,
 		MetricsAddr: "0", ProbeAddr: "0", SkipControllerNameValidation: true,
 	}
 	if e.options != nil {
 		e.options(&opts)
 	}
-	mgr, err := controller.New(restConfig, opts)
+	mgr, err := operator.New(restConfig, opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -22,11 +22,11 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/config"
 )
 
-const leaderLabel = controller.LeaderLabel
+const leaderLabel = operator.LeaderLabel
 
 // checkConfigParses asserts the controller's own parser accepts the rendered config.yaml.
 func checkConfigParses(t *testing.T, rendered string) {

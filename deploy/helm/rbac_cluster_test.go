@@ -32,7 +32,7 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 	"sigs.k8s.io/yaml"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
@@ -70,7 +70,7 @@ type chartEnv struct {
 // startWithChartRBAC runs the controller with nothing but the chart's ServiceAccount token, so
 // every request goes through the apiserver's RBAC authorizer with the chart's roles. The config
 // is deploy/examples/local.yaml with its pool's cache on; edit may change it further.
-func startWithChartRBAC(t *testing.T, opts controller.Options) *chartEnv {
+func startWithChartRBAC(t *testing.T, opts operator.Options) *chartEnv {
 	t.Helper()
 	logs := &syncBuffer{}
 	logger := zap.New(zap.WriteTo(logs))
@@ -140,7 +140,7 @@ func startWithChartRBAC(t *testing.T, opts controller.Options) *chartEnv {
 	opts.MetricsAddr, opts.ProbeAddr, opts.WebhookAddr = "0", "0", "127.0.0.1:0"
 	opts.LeaderElection, opts.PodName, opts.SkipControllerNameValidation = true, pod.Name, true
 	opts.CopierImage = "ghcr.io/warmpool/warmpool:test"
-	mgr, err := controller.New(saConfig, opts)
+	mgr, err := operator.New(saConfig, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func (e *chartEnv) checkNoRefusals(t *testing.T) {
 // pod, applies the NodePool, node class, engine DaemonSet, headroom Deployment and
 // PriorityClass, and records Events. Any "forbidden" in its logs (or client-go's) fails it.
 func TestChartRBACSufficesForTheController(t *testing.T) {
-	e := startWithChartRBAC(t, controller.Options{})
+	e := startWithChartRBAC(t, operator.Options{})
 	ctx := t.Context()
 	type want struct {
 		what string
@@ -184,8 +184,8 @@ func TestChartRBACSufficesForTheController(t *testing.T) {
 	nodeClass := &unstructured.Unstructured{}
 	nodeClass.SetGroupVersionKind(nodepools.KWOKNodeClassGV.WithKind("KWOKNodeClass"))
 	for _, w := range []want{
-		{"leader Lease", &coordinationv1.Lease{}, client.ObjectKey{Namespace: namespace, Name: controller.LeaderElectionID}, exists},
-		{"leader label", &corev1.Pod{}, client.ObjectKeyFromObject(e.pod), func(o client.Object) bool { return o.GetLabels()[controller.LeaderLabel] == "true" }},
+		{"leader Lease", &coordinationv1.Lease{}, client.ObjectKey{Namespace: namespace, Name: operator.LeaderElectionID}, exists},
+		{"leader label", &corev1.Pod{}, client.ObjectKeyFromObject(e.pod), func(o client.Object) bool { return o.GetLabels()[operator.LeaderLabel] == "true" }},
 		{"NodePool", nodePool, client.ObjectKey{Name: nodepools.Name(e.pool)}, exists},
 		{"KWOKNodeClass", nodeClass, client.ObjectKey{Name: nodepools.Name(e.pool)}, exists},
 		{"engine DaemonSet", &appsv1.DaemonSet{}, client.ObjectKey{Namespace: namespace, Name: nodepools.EngineName(e.pool)}, exists},
@@ -206,7 +206,7 @@ func TestChartRBACSufficesForTheController(t *testing.T) {
 // save (guard pod create, engine pod eviction, PVC and Job create). No kubelet runs here, so the
 // Jobs never run: the test stops at each protocol's copy step.
 func TestChartRBACSufficesForTheCacheProtocol(t *testing.T) {
-	e := startWithChartRBAC(t, controller.Options{})
+	e := startWithChartRBAC(t, operator.Options{})
 	ctx := t.Context()
 	// The cluster's CSI storage, which the controller checks (reads) before it makes a volume:
 	// the classes the pool names, and the driver registered on both nodes below.

@@ -27,7 +27,7 @@ func TestRBACIsUpToDate(t *testing.T) {
 		t.Fatalf("%s is missing: run `make tools` (%v)", gen, err)
 	}
 	out := t.TempDir()
-	cmd := exec.Command(gen, "rbac:roleName=warmpool", "paths=./controller", "output:rbac:dir="+out)
+	cmd := exec.Command(gen, "rbac:roleName=warmpool", "paths=./controller/operator", "output:rbac:dir="+out)
 	cmd.Dir = root
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("controller-gen: %v\n%s", err, msg)

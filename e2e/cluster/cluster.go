@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/e2e/nodesim"
 )
 
@@ -87,7 +87,7 @@ type Cluster struct {
 func Scheme() *runtime.Scheme {
 	// warmpool's own scheme, so tests read objects exactly as the controller does, plus the
 	// CRD types the cluster installs.
-	s, err := controller.Scheme()
+	s, err := operator.Scheme()
 	utilruntime.Must(err)
 	utilruntime.Must(apiextensionsv1.AddToScheme(s))
 	return s

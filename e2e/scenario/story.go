@@ -14,7 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/e2e/nodesim"
 	"warmpool.io/warmpool/volumes"
 )
@@ -196,9 +196,9 @@ func (s *Story) Run(ctx context.Context) (StoryResult, error) {
 		}
 		for _, e := range events.Items {
 			if e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == res.WarmNode &&
-				(e.Reason == cachectrl.ReasonRestored || e.Reason == cachectrl.ReasonColdStart || e.Reason == cachectrl.ReasonRestoreUnverified) {
+				(e.Reason == enginecache.ReasonRestored || e.Reason == enginecache.ReasonColdStart || e.Reason == enginecache.ReasonRestoreUnverified) {
 				verdict = e.Reason + ": " + e.Message
-				return e.Reason == cachectrl.ReasonRestored, nil
+				return e.Reason == enginecache.ReasonRestored, nil
 			}
 		}
 		return false, nil

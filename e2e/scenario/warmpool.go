@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"warmpool.io/warmpool/controller"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/nodepools"
 )
@@ -29,7 +29,7 @@ const Namespace = "warmpool"
 
 // Warmpool is a controller manager running in this process against a local cluster.
 type Warmpool struct {
-	*controller.Manager
+	*operator.Manager
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -59,7 +59,7 @@ func StartWarmpool(ctx context.Context, restConfig *rest.Config, kube client.Cli
 	if metricsAddr == "" {
 		metricsAddr = "0"
 	}
-	mgr, err := controller.New(restConfig, controller.Options{
+	mgr, err := operator.New(restConfig, operator.Options{
 		Namespace:   Namespace,
 		ConfigMap:   "warmpool",
 		NodeClass:   nodepools.KWOKNodeClass,

@@ -29,7 +29,7 @@ import (
 
 // AnnotationSaveOutcome on a Node records that warmpool's save of its cache concluded (saved,
 // unclean, failed, timeout, ...): the hold's release mark. The save controller writes it
-// (controller/cache), once, and never removes it.
+// (controller/enginecache), once, and never removes it.
 const AnnotationSaveOutcome = "warmpool.io/cache-save"
 
 // Verdict is what one read of the Node means for the hold.

@@ -1,6 +1,6 @@
 // Package storagecheck decides, from objects already read, whether the storage a cache save or
 // restore is about to use can work, and whether a restore fits its time budget. It makes no
-// client calls: the controller (controller/cache) and `warmpool render --check` read the
+// client calls: the controller (controller/enginecache) and `warmpool render --check` read the
 // StorageClasses, VolumeSnapshotClasses, CSINodes and Nodes and pass them in, so every check
 // is a table test here.
 //

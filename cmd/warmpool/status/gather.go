@@ -20,8 +20,8 @@ import (
 
 	// The annotation keys and Event reasons are the controllers' own constants, imported so
 	// that status can never disagree with what the controllers write. They live in the
-	// reconciler packages today (controller/cache, controller/scaling).
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	// reconciler packages today (controller/enginecache, controller/scaling).
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
@@ -78,27 +78,27 @@ func (e *PoolNotFoundError) Error() string {
 	return fmt.Sprintf("pool %q not found: the pools are %s", e.Pool, strings.Join(e.Known, ", "))
 }
 
-// Event reasons of a node's save and restore (controller/cache), by what they say.
+// Event reasons of a node's save and restore (controller/enginecache), by what they say.
 var (
 	saveReasons = map[string]string{
-		cachectrl.ReasonSaved:        "saved",
-		cachectrl.ReasonUnclean:      "unclean",
-		cachectrl.ReasonSaveFailed:   "failed",
-		cachectrl.ReasonSaveTimedOut: "timeout",
-		cachectrl.ReasonLost:         "lost",
+		enginecache.ReasonSaved:        "saved",
+		enginecache.ReasonUnclean:      "unclean",
+		enginecache.ReasonSaveFailed:   "failed",
+		enginecache.ReasonSaveTimedOut: "timeout",
+		enginecache.ReasonLost:         "lost",
 	}
 	restoreReasons = map[string]string{
-		cachectrl.ReasonRestored:          volumes.ResultWarm,
-		cachectrl.ReasonRestoreUnverified: "unverified",
-		cachectrl.ReasonColdStart:         "cold",
+		enginecache.ReasonRestored:          volumes.ResultWarm,
+		enginecache.ReasonRestoreUnverified: "unverified",
+		enginecache.ReasonColdStart:         "cold",
 	}
 	// cacheReasons are every Event reason the cache controllers put on nodes: such an Event on
 	// a node that is gone still belongs to some pool's story.
 	cacheReasons = map[string]bool{
-		cachectrl.ReasonGuarded: true, cachectrl.ReasonEngineStopped: true, cachectrl.ReasonAwaitingRunners: true,
-		cachectrl.ReasonRunnersOutlived: true, cachectrl.ReasonSaveBaseLost: true, cachectrl.ReasonSnapshotFailed: true,
-		cachectrl.ReasonRestoreCopied: true, cachectrl.ReasonQuarantined: true,
-		cachectrl.ReasonGuardFailed: true, cachectrl.ReasonSaveVolumeResized: true,
+		enginecache.ReasonGuarded: true, enginecache.ReasonEngineStopped: true, enginecache.ReasonAwaitingRunners: true,
+		enginecache.ReasonRunnersOutlived: true, enginecache.ReasonSaveBaseLost: true, enginecache.ReasonSnapshotFailed: true,
+		enginecache.ReasonRestoreCopied: true, enginecache.ReasonQuarantined: true,
+		enginecache.ReasonGuardFailed: true, enginecache.ReasonSaveVolumeResized: true,
 	}
 )
 
@@ -111,7 +111,7 @@ func init() {
 	}
 }
 
-// coldStartPrefix starts the ColdStart Event's message (controller/cache restore.go and
+// coldStartPrefix starts the ColdStart Event's message (controller/enginecache restore.go and
 // verify.go); the reason follows in parentheses.
 const coldStartPrefix = "engine starts without a restored cache ("
 

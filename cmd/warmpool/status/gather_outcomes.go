@@ -11,8 +11,8 @@ import (
 
 	// The annotation keys and Event reasons are the controllers' own constants, imported so
 	// that status can never disagree with what the controllers write. They live in the
-	// reconciler packages today (controller/cache, controller/scaling).
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	// reconciler packages today (controller/enginecache, controller/scaling).
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
@@ -32,12 +32,12 @@ func (g *gatherer) outcomes(p *Pool, rd *reads, poolNodes []*corev1.Node, snaps 
 	var saves []Outcome
 	restores := map[string]*Outcome{}
 	for _, n := range poolNodes {
-		if o := n.Annotations[cachectrl.AnnotationSaveOutcome]; o != "" {
+		if o := n.Annotations[enginecache.AnnotationSaveOutcome]; o != "" {
 			saves = append(saves, Outcome{Node: n.Name, Result: o, Snapshot: savedTo(n.Name)})
 		}
-		if v := n.Annotations[cachectrl.AnnotationRestore]; v != "" {
-			at, _ := time.Parse(time.RFC3339, n.Annotations[cachectrl.AnnotationRestoreReleased])
-			restores[n.Name] = &Outcome{Node: n.Name, Result: v, Snapshot: n.Annotations[cachectrl.AnnotationRestoreSnapshot], At: at}
+		if v := n.Annotations[enginecache.AnnotationRestore]; v != "" {
+			at, _ := time.Parse(time.RFC3339, n.Annotations[enginecache.AnnotationRestoreReleased])
+			restores[n.Name] = &Outcome{Node: n.Name, Result: v, Snapshot: n.Annotations[enginecache.AnnotationRestoreSnapshot], At: at}
 		}
 	}
 	for _, e := range rd.nodeEvents {
@@ -59,10 +59,10 @@ func (g *gatherer) outcomes(p *Pool, rd *reads, poolNodes []*corev1.Node, snaps 
 		if !ok {
 			continue
 		}
-		if e.Reason == cachectrl.ReasonColdStart {
+		if e.Reason == enginecache.ReasonColdStart {
 			why := coldReason(e.Message)
 			p.Cache.ColdStarts = append(p.Cache.ColdStarts, Outcome{Node: node, Result: why, At: at, Reason: e.Reason, Message: e.Message})
-			if why == cachectrl.ColdWiped {
+			if why == enginecache.ColdWiped {
 				result = volumes.ResultWiped
 			}
 		}

@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"warmpool.io/warmpool/cmd/warmpool/status"
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/deploy/helm"
 	"warmpool.io/warmpool/nodepools"
@@ -101,17 +101,17 @@ func TestStatusNamesWhatTheStoryDid(t *testing.T) {
 		t.Errorf("last save %+v", c.LastSave)
 	}
 	if c.LastRestore == nil || c.LastRestore.Result != "warm" || c.LastRestore.Node != s.warmNode || c.LastRestore.Snapshot != s.snapshots[1] ||
-		c.LastRestore.Reason != cachectrl.ReasonRestored {
+		c.LastRestore.Reason != enginecache.ReasonRestored {
 		t.Errorf("last restore %+v", c.LastRestore)
 	}
-	if len(c.ColdStarts) != 1 || c.ColdStarts[0].Node != s.burst[0] || c.ColdStarts[0].Result != cachectrl.ColdNoSnapshot {
+	if len(c.ColdStarts) != 1 || c.ColdStarts[0].Node != s.burst[0] || c.ColdStarts[0].Result != enginecache.ColdNoSnapshot {
 		t.Errorf("cold starts %+v", c.ColdStarts)
 	}
 	var reasons []string
 	for _, e := range p.Events {
 		reasons = append(reasons, e.Reason)
 	}
-	for _, want := range []string{scaling.ReasonScaledUp, cachectrl.ReasonSaved, cachectrl.ReasonRestored, cachectrl.ReasonColdStart, "FailedDraining"} {
+	for _, want := range []string{scaling.ReasonScaledUp, enginecache.ReasonSaved, enginecache.ReasonRestored, enginecache.ReasonColdStart, "FailedDraining"} {
 		if !slices.Contains(reasons, want) {
 			t.Errorf("events %v lack %s", reasons, want)
 		}
@@ -134,7 +134,7 @@ func TestStatusNamesWhatTheStoryDid(t *testing.T) {
 	}
 	contains(t, out.String(), "Pool "+s.pool, nodepools.Name(s.pool), "KWOKNodeClass/"+nodepools.Name(s.pool),
 		"1 current (1 Ready), 1 desired, 0 spare", s.snapshots[0], s.snapshots[1],
-		"warm on node "+s.warmNode, "VolumeSnapshot "+s.namespace+"/"+s.snapshots[1], s.burst[0]+" ("+cachectrl.ColdNoSnapshot+")", "ScaledUp", "github-webhook")
+		"warm on node "+s.warmNode, "VolumeSnapshot "+s.namespace+"/"+s.snapshots[1], s.burst[0]+" ("+enginecache.ColdNoSnapshot+")", "ScaledUp", "github-webhook")
 	t.Log("\n" + out.String())
 
 	// One pool only; an unknown one is an error that lists the known ones.

@@ -22,7 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	cachectrl "warmpool.io/warmpool/controller/cache"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/controller/scaling/policy"
@@ -177,10 +177,10 @@ func newStory(t *testing.T) *story {
 		Name:   s.warmNode,
 		Labels: map[string]string{nodepools.LabelPool: s.pool, corev1.LabelArchStable: "amd64"},
 		Annotations: map[string]string{
-			cachectrl.AnnotationRestore:         volumes.ResultWarm,
-			cachectrl.AnnotationRestoreSnapshot: newest,
-			cachectrl.AnnotationRestoreID:       newest + "@uid",
-			cachectrl.AnnotationRestoreReleased: time.Now().Add(-40 * time.Second).UTC().Format(time.RFC3339),
+			enginecache.AnnotationRestore:         volumes.ResultWarm,
+			enginecache.AnnotationRestoreSnapshot: newest,
+			enginecache.AnnotationRestoreID:       newest + "@uid",
+			enginecache.AnnotationRestoreReleased: time.Now().Add(-40 * time.Second).UTC().Format(time.RFC3339),
 		},
 	}}
 	create(node)
@@ -195,15 +195,15 @@ func newStory(t *testing.T) *story {
 	gone := func(name string) *corev1.Node { return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}} }
 	np := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: nodepools.NodePoolGV.String(), Kind: "NodePool"}, ObjectMeta: metav1.ObjectMeta{Name: nodepools.Name(s.pool)}}
 	recordEvent(t, t0, np, corev1.EventTypeNormal, scaling.ReasonScaledUp, "desired nodes 0 -> 2 (queue): 2 queued, 0 running jobs, 0 nodes, 0 busy, 2 headroom pods")
-	recordEvent(t, t0.Add(time.Second), gone(s.burst[0]), corev1.EventTypeWarning, cachectrl.ReasonColdStart, "engine starts without a restored cache (no-snapshot): no ready snapshot of pool "+s.pool)
+	recordEvent(t, t0.Add(time.Second), gone(s.burst[0]), corev1.EventTypeWarning, enginecache.ReasonColdStart, "engine starts without a restored cache (no-snapshot): no ready snapshot of pool "+s.pool)
 	for i, n := range s.burst {
-		recordEvent(t, t0.Add(time.Duration(2+i)*time.Minute), gone(n), corev1.EventTypeNormal, cachectrl.ReasonSaved,
+		recordEvent(t, t0.Add(time.Duration(2+i)*time.Minute), gone(n), corev1.EventTypeNormal, enginecache.ReasonSaved,
 			fmt.Sprintf("cache saved to VolumeSnapshot %s/%s (a full copy onto an empty volume): %d bytes, 100 files, copy 1s, save 3s; snapshot cut, node released, upload continues", s.namespace, s.snapshots[i], (i+1)<<30))
 	}
 	// Karpenter's own: a Normal per status condition, and a Warning.
 	recordEventAs(t, "karpenter", time.Now().Add(-50*time.Second), np, corev1.EventTypeNormal, "NodeRegistrationHealthy", "Status condition transitioned, Type: NodeRegistrationHealthy, Status: Unknown -> True")
 	recordEventAs(t, "karpenter", time.Now().Add(-45*time.Second), node, corev1.EventTypeWarning, "FailedDraining", "Failed to drain node")
-	recordEvent(t, time.Now().Add(-30*time.Second), node, corev1.EventTypeNormal, cachectrl.ReasonRestored,
+	recordEvent(t, time.Now().Add(-30*time.Second), node, corev1.EventTypeNormal, enginecache.ReasonRestored,
 		fmt.Sprintf("cache restored from VolumeSnapshot %s/%s: the engine started on it and kept it", s.namespace, newest))
 	return s
 }

@@ -1,0 +1,247 @@
+package enginecache
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"warmpool.io/warmpool/nodepools"
+	"warmpool.io/warmpool/volumes"
+)
+
+// Annotations on a Node that record its restore's verification: the state, and what it
+// verifies. They are set in the patch that removes the startup taint, so the verification
+// survives a controller restart and runs once.
+const (
+	// AnnotationRestore is the restore's verdict: restoreVerifying until the engine told,
+	// then volumes.ResultWarm, volumes.ResultWiped or restoreUnverified.
+	AnnotationRestore         = "warmpool.io/cache-restore-verdict"
+	AnnotationRestoreSnapshot = "warmpool.io/cache-restore-snapshot"
+	AnnotationRestoreID       = "warmpool.io/cache-restore-id"
+	// AnnotationRestoreReleased is when the node was released to its engine (RFC 3339).
+	AnnotationRestoreReleased = "warmpool.io/cache-restore-released"
+)
+
+const (
+	restoreVerifying  = "verifying"
+	restoreUnverified = "unverified"
+	// DefaultVerifyTimeout bounds the wait for the engine to become Ready on a restored cache
+	// and tell whether it kept it. A large cache takes a while to open, but an engine that is
+	// not Ready after this long is not waited for: the restore is reported unverified.
+	DefaultVerifyTimeout = 15 * time.Minute
+)
+
+// More Event reasons of the restore.
+const (
+	// ReasonRestoreCopied: the copy is in place and the engine starts on it.
+	ReasonRestoreCopied = "CacheRestoreCopied"
+	// ReasonRestoreUnverified: the engine did not tell in time whether it kept the cache.
+	ReasonRestoreUnverified = "CacheRestoreUnverified"
+	// ReasonQuarantined (on the snapshot and the node): the engine discarded a restored copy;
+	// the snapshot is never restored again.
+	ReasonQuarantined = "CacheSnapshotQuarantined"
+	// ColdWiped: the engine discarded the restored cache at start.
+	ColdWiped = "engine-wiped"
+)
+
+// restoreID names one restore of one snapshot onto one node (a node UID is never reused).
+func restoreID(n *corev1.Node, snapshot string) string {
+	return snapshot + "@" + string(n.UID)
+}
+
+// verifying says the node was released on a restored cache whose verdict is still due.
+func (s *restoreState) verifying() bool {
+	return s.node != nil && s.node.Annotations[AnnotationRestore] == restoreVerifying &&
+		!hasTaint(s.node, nodepools.StartupTaintKey, nodepools.StartupTaint.Effect)
+}
+
+// verifySteps ask the engine, once it runs on the restored cache, whether it kept it.
+func (c *RestoreController) verifySteps() []func(context.Context, *restoreState) (reconcile.Result, error) {
+	return []func(context.Context, *restoreState) (reconcile.Result, error){
+		c.flushReports,
+		c.awaitEngineReady,
+		c.ensureVerify,
+		c.awaitVerify,
+	}
+}
+
+// verifyLeft is the time before the verification gives up.
+func (c *RestoreController) verifyLeft(s *restoreState) time.Duration {
+	released := parseStamp(s.node.Annotations[AnnotationRestoreReleased])
+	if released.IsZero() {
+		return 0
+	}
+	return released.Add(c.opts.VerifyTimeout).Sub(c.clk.Now())
+}
+
+// awaitEngineReady waits for the node's engine pod to be Ready: the engine decides to keep or
+// wipe its cache before it serves, and it is Ready only once it serves.
+func (c *RestoreController) awaitEngineReady(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	if s.verify != nil {
+		return reconcile.Result{}, nil
+	}
+	if s.pool == nil {
+		return reconcile.Result{}, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("pool %q no longer has the cache enabled", s.poolName))
+	}
+	engines, err := c.enginePods(ctx, s.pool, s.name)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	for _, p := range engines {
+		if podReady(p) {
+			return reconcile.Result{}, nil
+		}
+	}
+	left := c.verifyLeft(s)
+	if left <= 0 {
+		return reconcile.Result{}, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("the engine was not Ready within %s of the restore", c.opts.VerifyTimeout))
+	}
+	return reconcile.Result{RequeueAfter: min(pollInterval, left)}, nil
+}
+
+// ensureVerify starts the Job that reads the restore marker the engine would have wiped.
+func (c *RestoreController) ensureVerify(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	if s.verify != nil {
+		return reconcile.Result{}, nil
+	}
+	left := c.verifyLeft(s)
+	if left <= 0 {
+		return reconcile.Result{}, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("no time left to verify within %s of the restore", c.opts.VerifyTimeout))
+	}
+	job := volumes.VerifyJob(c.target(s.pool, s.name, s.arch), s.node.Annotations[AnnotationRestoreID], int64(left/time.Second))
+	if err := c.create(ctx, job); err != nil {
+		return reconcile.Result{}, err
+	}
+	s.verify = job
+	return reconcile.Result{RequeueAfter: min(pollInterval, max(left, time.Second))}, nil
+}
+
+// awaitVerify reads the verdict: warm, or wiped (the snapshot is then quarantined).
+func (c *RestoreController) awaitVerify(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	r, done, err := c.jobResult(ctx, s.verify)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !done {
+		if left := c.verifyLeft(s); left <= -pollInterval {
+			// The Job's own deadline should have ended it by now; do not wait on a lost pod.
+			return reconcile.Result{}, c.concludeVerify(ctx, s, restoreUnverified, "the verify Job did not finish in time")
+		}
+		return reconcile.Result{RequeueAfter: pollInterval}, nil
+	}
+	switch r.Result {
+	case volumes.ResultWarm:
+		return reconcile.Result{}, c.concludeVerify(ctx, s, volumes.ResultWarm, "")
+	case volumes.ResultWiped:
+		events, err := c.quarantine(ctx, s, r.Reason)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		return reconcile.Result{}, c.concludeVerify(ctx, s, volumes.ResultWiped, r.Reason, events...)
+	}
+	return reconcile.Result{}, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("verify %s: %s", r.Result, r.Reason))
+}
+
+// quarantine marks the snapshot the engine discarded, so no node restores it again and
+// retention keeps the previous good one. Its Events are returned for the verdict's report: a
+// snapshot quarantined by a controller that died before the verdict is reported with it.
+func (c *RestoreController) quarantine(ctx context.Context, s *restoreState, reason string) ([]reportEvent, error) {
+	name := s.node.Annotations[AnnotationRestoreSnapshot]
+	snap := &snapshotv1.VolumeSnapshot{}
+	ok, err := c.get(ctx, name, snap)
+	if err != nil || !ok {
+		return nil, err
+	}
+	if !volumes.Quarantined(snap) {
+		patch := client.MergeFrom(snap.DeepCopy())
+		volumes.Quarantine(snap, fmt.Sprintf("node %s: %s", s.name, reason))
+		if err := c.kube.Patch(ctx, snap, patch); err != nil {
+			return nil, fmt.Errorf("quarantining snapshot %s, %w", name, err)
+		}
+	}
+	return []reportEvent{
+		objectEvent(snap, snapshotv1.SchemeGroupVersion.String(), "VolumeSnapshot", corev1.EventTypeWarning, ReasonQuarantined,
+			fmt.Sprintf("the engine on node %s discarded the cache restored from this snapshot (%s): it is never restored again", s.name, reason)),
+		nodeEvent(s.name, s.node.UID, corev1.EventTypeWarning, ReasonQuarantined, fmt.Sprintf("quarantined VolumeSnapshot %s/%s: %s", c.namespace(), name, reason)),
+	}, nil
+}
+
+// concludeVerify records the verdict on the Node with its report (after which the
+// verification never runs again), delivers the report, and removes the verify Job. extra are
+// more Events of the report (the quarantine's).
+func (c *RestoreController) concludeVerify(ctx context.Context, s *restoreState, verdict, detail string, extra ...reportEvent) error {
+	r := c.verifyReport(s, verdict, detail, extra)
+	patch := client.MergeFrom(s.node.DeepCopy())
+	s.node.Annotations[AnnotationRestore] = verdict
+	setReport(s.node.Annotations, annotationVerifyReport, r)
+	if err := c.kube.Patch(ctx, s.node, patch); err != nil {
+		return fmt.Errorf("recording restore verdict on node %s, %w", s.name, err)
+	}
+	if err := c.deliver(ctx, r); err != nil {
+		return err
+	}
+	if err := c.clearReport(ctx, s.node, annotationVerifyReport); err != nil {
+		return err
+	}
+	s.done = true
+	if s.verify != nil {
+		return c.remove(ctx, s.verify)
+	}
+	return nil
+}
+
+// verifyReport is what a restore's verdict tells. It is named by the restore it judges.
+func (c *RestoreController) verifyReport(s *restoreState, verdict, detail string, extra []reportEvent) *report {
+	snap := s.node.Annotations[AnnotationRestoreSnapshot]
+	id := s.node.Annotations[AnnotationRestoreID]
+	if id == "" {
+		id = restoreID(s.node, snap)
+	}
+	r := &report{ID: "verify/" + id, Log: "restore verified", LogValues: []string{"verdict", verdict, "snapshot", snap, "detail", detail}}
+	event := func(eventType, reason, message string) {
+		r.event(nodeEvent(s.name, s.node.UID, eventType, reason, message))
+	}
+	r.count("warmpool_cache_restores_total", s.poolName, verdict)
+	switch verdict {
+	case volumes.ResultWarm:
+		event(corev1.EventTypeNormal, ReasonRestored, fmt.Sprintf("cache restored from VolumeSnapshot %s/%s: the engine started on it and kept it", c.namespace(), snap))
+	case volumes.ResultWiped:
+		r.count("warmpool_cold_starts_total", s.poolName, ColdWiped)
+		event(corev1.EventTypeWarning, ReasonColdStart, fmt.Sprintf("engine starts without a restored cache (%s): it discarded the copy of %s/%s at start: %s", ColdWiped, c.namespace(), snap, detail))
+	default:
+		event(corev1.EventTypeWarning, ReasonRestoreUnverified, fmt.Sprintf("cache copied from VolumeSnapshot %s/%s, but whether the engine kept it is unknown: %s", c.namespace(), snap, detail))
+	}
+	r.Events = append(r.Events, extra...)
+	return r
+}
+
+// flushReports delivers the reports a controller that died after a restore's decision left on
+// the Node: the release's (warm copy or cold start) and the verdict's. It is the first step of
+// both the restore and the verification, so a report is delivered before anything else happens
+// to the node.
+func (c *RestoreController) flushReports(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+	if s.node == nil {
+		return reconcile.Result{}, nil
+	}
+	for _, key := range []string{annotationRestoreReport, annotationVerifyReport} {
+		if err := c.flushReport(ctx, s.node, key); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+// podReady says whether a pod's Ready condition is true.
+func podReady(p *corev1.Pod) bool {
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodReady {
+			return cond.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

@@ -1,0 +1,88 @@
+package operator
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+)
+
+// Informer transforms: what the manager's cache keeps of each object. Every Pod and Node of
+// the cluster is cached (runner pods live in any namespace; the scaling and cache controllers
+// must see every node of a pool and the pods on it), and most of what the API server sends
+// for them is never read by warmpool. Dropping it at the informer keeps the cache a fraction of
+// the size. Nothing may write back a transformed object whole (Update): warmpool patches what
+// it changes, and a merge patch between two transformed copies carries only the change.
+
+// lastApplied is kubectl's copy of the whole object in an annotation, never read by warmpool.
+const lastApplied = corev1.LastAppliedConfigAnnotation
+
+// stripManagedFields drops the server-side apply bookkeeping of every cached object: often
+// the largest part of an object's metadata, and read by no controller.
+func stripManagedFields(in any) (any, error) {
+	if o, err := meta.Accessor(in); err == nil {
+		o.SetManagedFields(nil)
+	}
+	return in, nil
+}
+
+// trimPod keeps what the scaling controller (the pod's node, its pool's nodeSelector, owners,
+// phase, what the scheduler reserves for it: resourcehelper.PodRequests) and the cache
+// controllers (labels, annotations, phase, conditions, container statuses and their
+// termination messages) read. Volumes, environment, commands, probes, affinity and the like go.
+func trimPod(in any) (any, error) {
+	p, ok := in.(*corev1.Pod)
+	if !ok {
+		return stripManagedFields(in)
+	}
+	trimMeta(&p.ObjectMeta)
+	s := &p.Spec
+	s.Volumes = nil
+	s.Affinity = nil
+	s.TopologySpreadConstraints = nil
+	s.SecurityContext = nil
+	s.HostAliases = nil
+	s.ImagePullSecrets = nil
+	s.ReadinessGates = nil
+	s.DNSConfig = nil
+	s.EphemeralContainers = nil
+	trimContainers(s.Containers)
+	trimContainers(s.InitContainers)
+	return p, nil
+}
+
+// trimContainers keeps each container's name, image, resources and restart policy (a
+// sidecar's requests count differently).
+func trimContainers(cs []corev1.Container) {
+	for i := range cs {
+		c := &cs[i]
+		cs[i] = corev1.Container{
+			Name: c.Name, Image: c.Image, Resources: c.Resources, ResizePolicy: c.ResizePolicy, RestartPolicy: c.RestartPolicy,
+		}
+	}
+}
+
+// trimNode keeps a Node's metadata, spec and status but for the image list (up to 50 images,
+// often the bulk of a Node), the volumes in use and attached, which nothing reads.
+func trimNode(in any) (any, error) {
+	n, ok := in.(*corev1.Node)
+	if !ok {
+		return stripManagedFields(in)
+	}
+	trimMeta(&n.ObjectMeta)
+	n.Status.Images = nil
+	n.Status.VolumesInUse = nil
+	n.Status.VolumesAttached = nil
+	return n, nil
+}
+
+func trimMeta(m *metav1.ObjectMeta) {
+	m.ManagedFields = nil
+	delete(m.Annotations, lastApplied)
+}
+
+var (
+	_ toolscache.TransformFunc = stripManagedFields
+	_ toolscache.TransformFunc = trimPod
+	_ toolscache.TransformFunc = trimNode
+)
