@@ -20,8 +20,8 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/enginecache"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/e2e/nodesim"
 	"warmpool.io/warmpool/e2e/scenario"
 	"warmpool.io/warmpool/nodepools"

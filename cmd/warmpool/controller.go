@@ -15,8 +15,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/enginecache"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/nodepools"
 )
 

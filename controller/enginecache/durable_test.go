@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
 )

@@ -20,9 +20,9 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"warmpool.io/warmpool/controller/operator"
-	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/enginecache"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
 )

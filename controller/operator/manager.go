@@ -32,8 +32,8 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"k8s.io/utils/clock"
-	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling"

@@ -17,8 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"

@@ -17,8 +17,8 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/nodepools"
 )

@@ -23,8 +23,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 
-	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/nodepools"
 )
 

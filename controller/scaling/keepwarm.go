@@ -16,8 +16,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"

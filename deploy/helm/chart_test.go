@@ -22,8 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/operator"
 )
 
 const leaderLabel = operator.LeaderLabel

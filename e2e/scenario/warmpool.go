@@ -19,8 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/nodepools"
 )
 

@@ -21,8 +21,8 @@ import (
 	// The annotation keys and Event reasons are the controllers' own constants, imported so
 	// that status can never disagree with what the controllers write. They live in the
 	// reconciler packages today (controller/enginecache, controller/scaling).
-	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
 )

@@ -22,8 +22,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/controller/state"
