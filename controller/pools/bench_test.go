@@ -10,7 +10,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -49,9 +48,9 @@ func BenchmarkConfigChangeToNodePools(b *testing.B) {
 
 func runConfigChanges(b *testing.B, pools, changes int) []time.Duration {
 	b.Helper()
-	e := newEnv(b, manyPools(pools, 100), operator.Options{})
+	e := newEnv(b, manyPools(pools, 100), nil)
 	defer func() {
-		e.stopManager()
+		e.Stop()
 		cleanupOwned(b)
 	}()
 	waitAll(b, pools, "Gt 100")
@@ -59,7 +58,7 @@ func runConfigChanges(b *testing.B, pools, changes int) []time.Duration {
 	for i := range changes {
 		want := 101 + i
 		began := time.Now()
-		e.setConfig(manyPools(pools, want))
+		e.SetConfig(manyPools(pools, want))
 		waitAll(b, pools, fmt.Sprintf("Gt %d", want))
 		latencies = append(latencies, time.Since(began))
 	}

@@ -18,7 +18,6 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/config"
-	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"
@@ -73,7 +72,7 @@ func nvmeRequirement(np *karpv1.NodePool) string {
 }
 
 func TestAppliesEveryPool(t *testing.T) {
-	e := newEnv(t, twoPools(100, poolB), operator.Options{})
+	e := newEnv(t, twoPools(100, poolB), nil)
 	eventually(t, "NodePools applied", func() error {
 		if got := owned(t, "NodePool"); !slices.Equal(got, []string{"warmpool-a", "warmpool-b"}) {
 			return fmt.Errorf("NodePools %v", got)
@@ -131,14 +130,14 @@ func TestAppliesEveryPool(t *testing.T) {
 }
 
 func TestConfigUpdateChangesNodePools(t *testing.T) {
-	e := newEnv(t, twoPools(100, ""), operator.Options{})
+	e := newEnv(t, twoPools(100, ""), nil)
 	eventually(t, "pool a applied", func() error {
 		if owned(t, "NodePool") == nil {
 			return fmt.Errorf("no NodePool yet")
 		}
 		return nil
 	})
-	e.setConfig(twoPools(400, ""))
+	e.SetConfig(twoPools(400, ""))
 	eventually(t, "NVMe requirement updated", func() error {
 		if got := nvmeRequirement(getNodePool(t, "warmpool-a")); got != "Gt 400" {
 			return fmt.Errorf("requirement %q", got)
@@ -148,7 +147,7 @@ func TestConfigUpdateChangesNodePools(t *testing.T) {
 }
 
 func TestRemovedPoolIsPruned(t *testing.T) {
-	e := newEnv(t, twoPools(100, poolB), operator.Options{})
+	e := newEnv(t, twoPools(100, poolB), nil)
 	eventually(t, "both pools applied", func() error {
 		if n := len(owned(t, "NodePool")); n != 2 {
 			return fmt.Errorf("%d NodePools", n)
@@ -169,7 +168,7 @@ func TestRemovedPoolIsPruned(t *testing.T) {
 	// t.Context() is already cancelled when cleanups run.
 	t.Cleanup(func() { _ = kube.Delete(context.Background(), foreign) })
 
-	e.setConfig(twoPools(100, ""))
+	e.SetConfig(twoPools(100, ""))
 	eventually(t, "pool b pruned", func() error {
 		if got := owned(t, "NodePool"); !slices.Equal(got, []string{"warmpool-a"}) {
 			return fmt.Errorf("NodePools %v", got)
@@ -186,7 +185,7 @@ func TestRemovedPoolIsPruned(t *testing.T) {
 }
 
 func TestInvalidUpdateLeavesPoolsUntouched(t *testing.T) {
-	e := newEnv(t, twoPools(100, poolB), operator.Options{})
+	e := newEnv(t, twoPools(100, poolB), nil)
 	eventually(t, "both pools applied", func() error {
 		if n := len(owned(t, "NodePool")); n != 2 {
 			return fmt.Errorf("%d NodePools", n)
@@ -198,7 +197,7 @@ func TestInvalidUpdateLeavesPoolsUntouched(t *testing.T) {
 		before[name] = poolState(getNodePool(t, name))
 	}
 	// Invalid: minSizeGB 0, and pool b removed (which would prune it if the config were taken).
-	e.setConfig(twoPools(0, ""))
+	e.SetConfig(twoPools(0, ""))
 	note := e.waitEvent(pools.ReasonRejected, "pools[0].nvme.minSizeGB: must be >= 1, got 0", "the last good config (2 pools) stays in force")
 	t.Logf("rejection event: %s", note)
 	eventually(t, "gauge at 0", func() error {
@@ -212,12 +211,12 @@ func TestInvalidUpdateLeavesPoolsUntouched(t *testing.T) {
 			t.Errorf("%s changed (%s -> %s) by a rejected config", name, state, got)
 		}
 	}
-	if cur := e.mgr.State.Config(); cur == nil || len(cur.Pools) != 2 {
+	if cur := e.Mgr.State.Config(); cur == nil || len(cur.Pools) != 2 {
 		t.Errorf("config in force after rejection: %+v, want the 2-pool config", cur)
 	}
 
 	// Fixing the config applies it and the gauge recovers.
-	e.setConfig(twoPools(300, ""))
+	e.SetConfig(twoPools(300, ""))
 	eventually(t, "fixed config applied", func() error {
 		if got := owned(t, "NodePool"); !slices.Equal(got, []string{"warmpool-a"}) {
 			return fmt.Errorf("NodePools %v", got)
@@ -230,13 +229,13 @@ func TestInvalidUpdateLeavesPoolsUntouched(t *testing.T) {
 }
 
 func TestStartWithInvalidConfigAppliesNothing(t *testing.T) {
-	e := newEnv(t, "apiVersion: warmpool.io/v1alpha1\nkind: WarmpoolConfig\npools:\n  - name: Bad_Name\n    nvme: {minSizeGB: 10}\n    bogus: true\n", operator.Options{})
+	e := newEnv(t, "apiVersion: warmpool.io/v1alpha1\nkind: WarmpoolConfig\npools:\n  - name: Bad_Name\n    nvme: {minSizeGB: 10}\n    bogus: true\n", nil)
 	note := e.waitEvent(pools.ReasonRejected, "no pools were applied yet", "pools[0].bogus")
 	t.Logf("rejection event: %s", note)
 	if got := owned(t, "NodePool"); len(got) != 0 {
 		t.Errorf("NodePools created from an invalid config: %v", got)
 	}
-	if e.mgr.State.Config() != nil {
+	if e.Mgr.State.Config() != nil {
 		t.Errorf("a config is in force after an invalid start")
 	}
 	if v := gauge(t, "warmpool_config_valid"); v != 0 {
@@ -245,17 +244,17 @@ func TestStartWithInvalidConfigAppliesNothing(t *testing.T) {
 }
 
 func TestRestartKeepsLastGoodPools(t *testing.T) {
-	e := newEnv(t, twoPools(100, poolB), operator.Options{})
+	e := newEnv(t, twoPools(100, poolB), nil)
 	eventually(t, "both pools applied", func() error {
 		if n := len(owned(t, "NodePool")); n != 2 {
 			return fmt.Errorf("%d NodePools", n)
 		}
 		return nil
 	})
-	e.stopManager()
-	e.setConfig("not: [valid")
+	e.Stop()
+	e.SetConfig("not: [valid")
 	state := poolState(getNodePool(t, "warmpool-b"))
-	e.start(operator.Options{})
+	e.Start()
 	e.waitEvent(pools.ReasonRejected, "malformed YAML")
 	if got := poolState(getNodePool(t, "warmpool-b")); got != state {
 		t.Errorf("pool b changed across a restart with an invalid config")
@@ -277,7 +276,7 @@ func TestForeignObjectIsNotTakenOver(t *testing.T) {
 	}
 	// t.Context() is already cancelled when cleanups run.
 	t.Cleanup(func() { _ = kube.Delete(context.Background(), foreign) })
-	e := newEnv(t, twoPools(100, ""), operator.Options{})
+	e := newEnv(t, twoPools(100, ""), nil)
 	e.waitEvent(pools.ReasonOwnershipConflict, "EC2NodeClass warmpool-a exists and is not managed by warmpool")
 	got := &awsv1.EC2NodeClass{}
 	if err := kube.Get(t.Context(), client.ObjectKeyFromObject(foreign), got); err != nil {
@@ -289,7 +288,7 @@ func TestForeignObjectIsNotTakenOver(t *testing.T) {
 }
 
 func TestHandEditIsReverted(t *testing.T) {
-	newEnv(t, twoPools(100, ""), operator.Options{})
+	newEnv(t, twoPools(100, ""), nil)
 	eventually(t, "pool a applied", func() error {
 		if owned(t, "NodePool") == nil {
 			return fmt.Errorf("no NodePool yet")
@@ -326,7 +325,7 @@ func TestDiscoveryRejectsPoolWithoutInstanceTypes(t *testing.T) {
     nvme: {minSizeGB: 1000000}
     engine: {version: v0.19.7}
 `
-	e := newEnv(t, twoPools(100, huge)+discoveryBlock, operator.Options{})
+	e := newEnv(t, twoPools(100, huge)+discoveryBlock, nil)
 	note := e.waitEvent(pools.ReasonRejected, "pools[1]", `"huge"`, "no instance type in the region")
 	t.Logf("rejection event: %s", note)
 	if got := owned(t, "NodePool"); len(got) != 0 {
@@ -336,7 +335,7 @@ func TestDiscoveryRejectsPoolWithoutInstanceTypes(t *testing.T) {
 		t.Errorf("the fake EC2 endpoint was never asked")
 	}
 
-	e.setConfig(twoPools(100, "") + discoveryBlock)
+	e.SetConfig(twoPools(100, "") + discoveryBlock)
 	eventually(t, "admissible config applied", func() error {
 		if got := owned(t, "NodePool"); !slices.Equal(got, []string{"warmpool-a"}) {
 			return fmt.Errorf("NodePools %v", got)

@@ -14,11 +14,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/operator"
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/nodepools"
 )
@@ -121,16 +121,16 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 	// The engine pods install their drain hook from warmpool's own image: the one the cache
 	// Jobs run.
 	const image = "ghcr.io/warmpool/warmpool:pools-test"
-	e := newEnv(t, doc, operator.Options{CopierImage: image})
-	waitEngines(t, e.namespace, "warmpool-engine-a", "warmpool-engine-b")
+	e := newEnv(t, doc, func(o *operator.Options) { o.CopierImage = image })
+	waitEngines(t, e.Namespace, "warmpool-engine-a", "warmpool-engine-b")
 	cfg, err := config.Parse([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range cfg.Pools {
 		p := &cfg.Pools[i]
-		want := nodepools.EngineDaemonSet(p, e.namespace, image)
-		got := getDaemonSet(t, e.namespace, want.Name)
+		want := nodepools.EngineDaemonSet(p, e.Namespace, image)
+		got := getDaemonSet(t, e.Namespace, want.Name)
 		if !equality.Semantic.DeepEqual(got.Labels, want.Labels) || !equality.Semantic.DeepEqual(got.Spec.Selector, want.Spec.Selector) {
 			t.Errorf("%s labels %v selector %v, want %v %v", got.Name, got.Labels, got.Spec.Selector, want.Labels, want.Spec.Selector)
 		}
@@ -158,7 +158,7 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 			t.Errorf("%s was not server-side applied by field manager warmpool: %v", got.Name, mf)
 		}
 		cm := &corev1.ConfigMap{}
-		if err := kube.Get(t.Context(), client.ObjectKey{Namespace: e.namespace, Name: want.Name}, cm); err != nil {
+		if err := kube.Get(t.Context(), client.ObjectKey{Namespace: e.Namespace, Name: want.Name}, cm); err != nil {
 			t.Fatal(err)
 		}
 		if cm.Data["engine.json"] != nodepools.EngineConfigJSON(p) || cm.Labels[nodepools.LabelManagedBy] != nodepools.ManagedBy {
@@ -169,12 +169,12 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 	// Only a pool that saves its cache gets a hold DaemonSet, the one nodepools renders.
 	var wantHolds []string
 	for i := range cfg.Pools {
-		if hold := nodepools.HoldDaemonSet(&cfg.Pools[i], e.namespace, image); hold != nil {
+		if hold := nodepools.HoldDaemonSet(&cfg.Pools[i], e.Namespace, image); hold != nil {
 			wantHolds = append(wantHolds, hold.Name)
 		}
 	}
 	eventually(t, fmt.Sprintf("hold DaemonSets %v", wantHolds), func() error {
-		if got := holdNames(t, e.namespace); !slices.Equal(got, wantHolds) {
+		if got := holdNames(t, e.Namespace); !slices.Equal(got, wantHolds) {
 			return fmt.Errorf("hold DaemonSets %v", got)
 		}
 		return nil
@@ -184,14 +184,14 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 	// reconcile loop.
 	before := map[string]string{}
 	for _, name := range []string{"warmpool-engine-a", "warmpool-engine-b"} {
-		ds := getDaemonSet(t, e.namespace, name)
+		ds := getDaemonSet(t, e.Namespace, name)
 		if ds.Generation != 1 {
 			t.Errorf("%s generation %d, want 1: a re-apply changed its spec", name, ds.Generation)
 		}
 		before[name] = ds.ResourceVersion
 	}
 	reconciles := reconcileTotal(t)
-	e.mgr.Pools.Refresh()
+	e.Mgr.Pools.Refresh()
 	eventually(t, "another reconcile", func() error {
 		if n := reconcileTotal(t); n <= reconciles {
 			return fmt.Errorf("%v reconciles", n)
@@ -199,7 +199,7 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 		return nil
 	})
 	for name, rv := range before {
-		if got := getDaemonSet(t, e.namespace, name).ResourceVersion; got != rv {
+		if got := getDaemonSet(t, e.Namespace, name).ResourceVersion; got != rv {
 			t.Errorf("%s written again by an unchanged config (resourceVersion %s -> %s)", name, rv, got)
 		}
 	}
@@ -208,34 +208,17 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 // reconcileTotal is controller-runtime's count of finished pools reconciles.
 func reconcileTotal(t *testing.T) float64 {
 	t.Helper()
-	families, err := crmetrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-	for _, f := range families {
-		if f.GetName() != "controller_runtime_reconcile_total" {
-			continue
-		}
-		for _, m := range f.Metric {
-			for _, l := range m.Label {
-				if l.GetName() == "controller" && l.GetValue() == "pools" {
-					total += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return total
+	return operatortest.MetricSum(t, "controller_runtime_reconcile_total", map[string]string{"controller": "pools"})
 }
 
 func TestEngineConfigChangeRollsPods(t *testing.T) {
-	e := newEnv(t, engineConfig("{version: v0.19.7}", ""), operator.Options{})
-	waitEngines(t, e.namespace, "warmpool-engine-a")
-	before := getDaemonSet(t, e.namespace, "warmpool-engine-a").Spec.Template.Annotations[nodepools.AnnotationEngineConfig]
-	e.setConfig(engineConfig("{version: v0.19.7, gc: {maxUsedSpace: 80%}}", ""))
+	e := newEnv(t, engineConfig("{version: v0.19.7}", ""), nil)
+	waitEngines(t, e.Namespace, "warmpool-engine-a")
+	before := getDaemonSet(t, e.Namespace, "warmpool-engine-a").Spec.Template.Annotations[nodepools.AnnotationEngineConfig]
+	e.SetConfig(engineConfig("{version: v0.19.7, gc: {maxUsedSpace: 80%}}", ""))
 	eventually(t, "engine.json updated", func() error {
 		cm := &corev1.ConfigMap{}
-		if err := kube.Get(t.Context(), client.ObjectKey{Namespace: e.namespace, Name: "warmpool-engine-a"}, cm); err != nil {
+		if err := kube.Get(t.Context(), client.ObjectKey{Namespace: e.Namespace, Name: "warmpool-engine-a"}, cm); err != nil {
 			return err
 		}
 		if !strings.Contains(cm.Data["engine.json"], `"maxUsedSpace": "80%"`) {
@@ -244,7 +227,7 @@ func TestEngineConfigChangeRollsPods(t *testing.T) {
 		return nil
 	})
 	eventually(t, "pod template changed", func() error {
-		if after := getDaemonSet(t, e.namespace, "warmpool-engine-a").Spec.Template.Annotations[nodepools.AnnotationEngineConfig]; after == before {
+		if after := getDaemonSet(t, e.Namespace, "warmpool-engine-a").Spec.Template.Annotations[nodepools.AnnotationEngineConfig]; after == before {
 			return fmt.Errorf("checksum annotation still %s", after)
 		}
 		return nil
@@ -252,23 +235,23 @@ func TestEngineConfigChangeRollsPods(t *testing.T) {
 }
 
 func TestEnginePruned(t *testing.T) {
-	e := newEnv(t, engineConfig("{version: v0.19.7}", poolB), operator.Options{})
-	waitEngines(t, e.namespace, "warmpool-engine-a", "warmpool-engine-b")
+	e := newEnv(t, engineConfig("{version: v0.19.7}", poolB), nil)
+	waitEngines(t, e.Namespace, "warmpool-engine-a", "warmpool-engine-b")
 	// Something else warmpool owns in its namespace is not an engine, and is never pruned.
-	other := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: "warmpool-other",
+	other := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: "warmpool-other",
 		Labels: map[string]string{nodepools.LabelManagedBy: nodepools.ManagedBy, nodepools.LabelPool: "b"}}}
 	if err := kube.Create(t.Context(), other); err != nil {
 		t.Fatal(err)
 	}
 
-	e.setConfig(engineConfig("{version: v0.19.7}", ""))
-	waitEngines(t, e.namespace, "warmpool-engine-a")
+	e.SetConfig(engineConfig("{version: v0.19.7}", ""))
+	waitEngines(t, e.Namespace, "warmpool-engine-a")
 	e.waitEvent(pools.ReasonPruned, "pool b no longer has a generated engine: deleted DaemonSet warmpool-engine-b")
 	e.waitEvent(pools.ReasonPruned, "pool b no longer has a generated engine: deleted ConfigMap warmpool-engine-b")
 
 	// Pool a now names its own engine DaemonSet: warmpool's goes.
-	e.setConfig(engineConfig("{version: v0.19.7, existingDaemonSet: {matchLabels: {app: none-such}}}", ""))
-	waitEngines(t, e.namespace)
+	e.SetConfig(engineConfig("{version: v0.19.7, existingDaemonSet: {matchLabels: {app: none-such}}}", ""))
+	waitEngines(t, e.Namespace)
 	e.waitEvent(pools.ReasonPruned, "pool a no longer has a generated engine: deleted DaemonSet warmpool-engine-a")
 	if got := owned(t, "NodePool"); !slices.Equal(got, []string{"warmpool-a"}) {
 		t.Errorf("NodePools %v, want pool a's kept", got)
@@ -279,15 +262,15 @@ func TestEnginePruned(t *testing.T) {
 }
 
 func TestHandEditedEngineDaemonSetReverted(t *testing.T) {
-	e := newEnv(t, engineConfig("{version: v0.19.7}", ""), operator.Options{})
-	waitEngines(t, e.namespace, "warmpool-engine-a")
-	ds := getDaemonSet(t, e.namespace, "warmpool-engine-a")
+	e := newEnv(t, engineConfig("{version: v0.19.7}", ""), nil)
+	waitEngines(t, e.Namespace, "warmpool-engine-a")
+	ds := getDaemonSet(t, e.Namespace, "warmpool-engine-a")
 	ds.Spec.Template.Spec.Tolerations = append(ds.Spec.Template.Spec.Tolerations, corev1.Toleration{Operator: corev1.TolerationOpExists})
 	if err := kube.Update(t.Context(), ds); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "blanket toleration removed", func() error {
-		if tols := getDaemonSet(t, e.namespace, "warmpool-engine-a").Spec.Template.Spec.Tolerations; len(tols) != 1 {
+		if tols := getDaemonSet(t, e.Namespace, "warmpool-engine-a").Spec.Template.Spec.Tolerations; len(tols) != 1 {
 			return fmt.Errorf("tolerations %v", tols)
 		}
 		return nil
@@ -315,9 +298,9 @@ func TestExistingDaemonSetContract(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e := newEnv(t, doc, operator.Options{})
+	e := newEnv(t, doc, nil)
 	e.waitEvent(pools.ReasonApplied, "pool a", "NodePool/warmpool-a")
-	if got := engineNames(t, e.namespace, &appsv1.DaemonSetList{}); len(got) != 0 {
+	if got := engineNames(t, e.Namespace, &appsv1.DaemonSetList{}); len(got) != 0 {
 		t.Errorf("engine DaemonSets generated for a pool with its own: %v", got)
 	}
 
@@ -328,7 +311,7 @@ func TestExistingDaemonSetContract(t *testing.T) {
 	if err := kube.Update(t.Context(), ds); err != nil {
 		t.Fatal(err)
 	}
-	e.mgr.Pools.Refresh()
+	e.Mgr.Pools.Refresh()
 	prefix := fmt.Sprintf("pool a: DaemonSet %s/dagger-engine: ", ns.Name)
 	want := []string{
 		prefix + "spec.template.spec.terminationGracePeriodSeconds: is 300, want >= 330 (engine.stopSeconds 300 + 30 s to exit): the engine does not bound its own stop, so one still stopping when the grace period ends is SIGKILLed and loses its cache",
@@ -349,24 +332,24 @@ func TestExistingDaemonSetContract(t *testing.T) {
 	if err := kube.Update(t.Context(), ds); err != nil {
 		t.Fatal(err)
 	}
-	e.mgr.Pools.Refresh()
+	e.Mgr.Pools.Refresh()
 	e.waitEvent(pools.ReasonEngineContractMet, "pool a: the engine DaemonSet now keeps the engine contract")
 
 	// Gone: nothing runs the engine on the pool's nodes.
 	if err := kube.Delete(t.Context(), ds); err != nil {
 		t.Fatal(err)
 	}
-	e.mgr.Pools.Refresh()
+	e.Mgr.Pools.Refresh()
 	e.waitEvent(pools.ReasonEngineContractViolation, "pool a: no DaemonSet matches engine.existingDaemonSet (app="+app+")")
 
 	// Not watched (it may be in any namespace), so the config is reconciled again on a timer.
-	res, err := e.mgr.Pools.Reconcile(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.cm)})
+	res, err := e.Mgr.Pools.Reconcile(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.ConfigMap)})
 	if err != nil || res.RequeueAfter != pools.EngineRecheckInterval {
 		t.Errorf("Reconcile = %+v, %v; want a requeue after %v", res, err, pools.EngineRecheckInterval)
 	}
-	e.setConfig(engineConfig("{version: v0.19.7}", ""))
-	waitEngines(t, e.namespace, "warmpool-engine-a")
-	if res, err := e.mgr.Pools.Reconcile(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.cm)}); err != nil || res.RequeueAfter != 0 {
+	e.SetConfig(engineConfig("{version: v0.19.7}", ""))
+	waitEngines(t, e.Namespace, "warmpool-engine-a")
+	if res, err := e.Mgr.Pools.Reconcile(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.ConfigMap)}); err != nil || res.RequeueAfter != 0 {
 		t.Errorf("Reconcile without existing DaemonSets = %+v, %v; want no requeue", res, err)
 	}
 }
@@ -416,7 +399,7 @@ func TestExistingChartDaemonSetReported(t *testing.T) {
 		t.Fatalf("test premise: the chart DaemonSet has %d violations, want several: %q", len(want), want)
 	}
 
-	e := newEnv(t, doc, operator.Options{})
+	e := newEnv(t, doc, nil)
 	for _, w := range want {
 		e.waitEvent(pools.ReasonEngineContractViolation, w)
 	}
@@ -428,7 +411,7 @@ func TestExistingChartDaemonSetReported(t *testing.T) {
 	if after := getDaemonSet(t, ns.Name, chart.Name); after.Generation != stored.Generation {
 		t.Errorf("the user's DaemonSet was modified (generation %d -> %d)", stored.Generation, after.Generation)
 	}
-	if err := kube.Get(t.Context(), client.ObjectKey{Namespace: e.namespace, Name: "warmpool-engine-a"}, &appsv1.DaemonSet{}); !apierrors.IsNotFound(err) {
+	if err := kube.Get(t.Context(), client.ObjectKey{Namespace: e.Namespace, Name: "warmpool-engine-a"}, &appsv1.DaemonSet{}); !apierrors.IsNotFound(err) {
 		t.Errorf("warmpool-engine-a: %v, want not found", err)
 	}
 }
@@ -437,7 +420,7 @@ func TestExistingChartDaemonSetReported(t *testing.T) {
 func assertWarnings(t *testing.T, e *env) {
 	t.Helper()
 	list := &corev1.EventList{}
-	if err := kube.List(t.Context(), list, client.InNamespace(e.namespace)); err != nil {
+	if err := kube.List(t.Context(), list, client.InNamespace(e.Namespace)); err != nil {
 		t.Fatal(err)
 	}
 	for _, ev := range list.Items {

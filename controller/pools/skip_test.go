@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/e2e/cluster"
 )
 
@@ -14,7 +13,7 @@ import (
 // this process last applied).
 func TestUnchangedConfigIsNotAppliedAgain(t *testing.T) {
 	const labelled = "  - name: b\n    architectures: [arm64]\n    nvme: {minSizeGB: 50}\n    labels: {team: ci}\n    engine: {version: v0.19.7}\n"
-	e := newEnv(t, twoPools(100, labelled), operator.Options{})
+	e := newEnv(t, twoPools(100, labelled), nil)
 	eventually(t, "both pools applied", func() error {
 		if n := len(owned(t, "NodePool")); n != 2 {
 			return fmt.Errorf("%d NodePools", n)
@@ -28,7 +27,7 @@ func TestUnchangedConfigIsNotAppliedAgain(t *testing.T) {
 	// config must apply nothing.
 	eventually(t, "a reconcile without an apply", func() error {
 		applies, reconciles := applyCount(t), reconcileTotal(t)
-		e.mgr.Pools.Refresh()
+		e.Mgr.Pools.Refresh()
 		eventually(t, "a reconcile", func() error {
 			if reconcileTotal(t) <= reconciles {
 				return fmt.Errorf("no reconcile yet")
@@ -42,7 +41,7 @@ func TestUnchangedConfigIsNotAppliedAgain(t *testing.T) {
 	})
 
 	before := applyCount(t)
-	e.setConfig(twoPools(100, poolB))
+	e.SetConfig(twoPools(100, poolB))
 	eventually(t, "pool b's label removed", func() error {
 		if v, ok := getNodePool(t, "warmpool-b").Spec.Template.Labels["team"]; ok {
 			return fmt.Errorf("team label still %q", v)

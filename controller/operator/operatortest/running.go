@@ -1,0 +1,46 @@
+package operatortest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"warmpool.io/warmpool/controller/operator"
+)
+
+// stopGrace is how long Stop waits before dumping every goroutine: a manager that has not
+// returned by then is about to fail the test at controller-runtime's 30 s graceful shutdown
+// timeout, and the dump names the runnable that hangs.
+const stopGrace = 25 * time.Second
+
+// Running is a manager started in the background by Start.
+type Running struct {
+	*operator.Manager
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start builds a manager from opts (operator.New) and runs it until Stop. It does not wait for
+// the caches to sync: tests wait for what they observe.
+func Start(cfg *rest.Config, opts operator.Options) (*Running, error) {
+	mgr, err := operator.New(cfg, opts)
+	if err != nil {
+		return nil, fmt.Errorf("building the manager, %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Running{Manager: mgr, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- mgr.Start(ctx) }()
+	return r, nil
+}
+
+// Stop cancels the manager and waits for Start to return, with its error.
+func (r *Running) Stop() error {
+	r.cancel()
+	dump := time.AfterFunc(stopGrace, func() { _ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1) })
+	defer dump.Stop()
+	return <-r.done
+}
