@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
-	"google.golang.org/protobuf/proto"
 )
 
 func TestPoolRendersFieldsAtThePoolsIndentation(t *testing.T) {
@@ -25,7 +24,7 @@ func TestUniqueNumbersRepeatedNames(t *testing.T) {
 }
 
 func TestLabelsMatchExactlyOrBySubset(t *testing.T) {
-	pairs := []*dto.LabelPair{{Name: proto.String("pool"), Value: proto.String("a")}, {Name: proto.String("reason"), Value: proto.String("x")}}
+	pairs := []*dto.LabelPair{{Name: ptr("pool"), Value: ptr("a")}, {Name: ptr("reason"), Value: ptr("x")}}
 	for _, c := range []struct {
 		want           map[string]string
 		equal, include bool
@@ -44,3 +43,5 @@ func TestLabelsMatchExactlyOrBySubset(t *testing.T) {
 		}
 	}
 }
+
+func ptr(s string) *string { return &s }
