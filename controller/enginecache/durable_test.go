@@ -296,14 +296,14 @@ func TestSaveNodeGoneAfterTheCutIsSaved(t *testing.T) {
 	e.runJob(job.Name, 0, volumes.JobResult{Result: volumes.ResultSaved, Bytes: 4096, Files: 3})
 	snap := e.waitSnapshot(node)
 
-	e.stopManager()
+	e.Stop()
 	// Meanwhile the snapshot is cut and the instance goes.
 	e.setSnapshotStatus(snap.Name, false, e.clk.Now())
 	update(t, &corev1.Node{}, node, func(n *corev1.Node) { n.Finalizers = nil })
 	if err := kube.Delete(t.Context(), nodeObj(node)); client.IgnoreNotFound(err) != nil {
 		t.Fatal(err)
 	}
-	e.start()
+	e.Start()
 
 	waitNodeEvent(t, node, enginecache.ReasonSaved, snap.Name, "the node had gone already")
 	waitMetric(t, "warmpool_cache_saves_total", map[string]string{"pool": pool, "result": "saved"}, 1)
@@ -314,7 +314,7 @@ func TestSaveNodeGoneAfterTheCutIsSaved(t *testing.T) {
 	if v := metric(t, "warmpool_cache_lost_total", map[string]string{"pool": pool, "reason": "node-gone"}); v != 0 {
 		t.Fatalf("counted lost (node-gone) %v times", v)
 	}
-	if !exists(t, snap.Name, e.namespace, &snapshotv1.VolumeSnapshot{}) {
+	if !exists(t, snap.Name, e.Namespace, &snapshotv1.VolumeSnapshot{}) {
 		t.Fatal("the cut snapshot was deleted")
 	}
 }
@@ -325,7 +325,7 @@ func TestSaveNodeGoneAfterTheCutIsSaved(t *testing.T) {
 func TestSaveOfANodeAlreadyDrainingWhenTheControllerStarts(t *testing.T) {
 	pool, node := unique("failover"), unique("failover-node")
 	e := newEnv(t, poolYAML(pool))
-	e.stopManager()
+	e.Stop()
 	newNode(t, node, pool, "amd64")
 	newNodeClaim(t, node, pool, nil)
 	// Karpenter: NodeClaim and Node deleted, node tainted, DaemonSet pods evicted and gone.
@@ -333,7 +333,7 @@ func TestSaveOfANodeAlreadyDrainingWhenTheControllerStarts(t *testing.T) {
 	if err := kube.Delete(t.Context(), nodeObj(node)); err != nil {
 		t.Fatal(err)
 	}
-	e.start()
+	e.Start()
 
 	guard := &corev1.Pod{}
 	e.waitExists(volumes.GuardName(node), guard)
@@ -374,7 +374,7 @@ func TestRefusedGuardIsReplacedBeforeTheEngineStops(t *testing.T) {
 	waitNodeEvent(t, node, enginecache.ReasonGuardFailed, "OutOfpods")
 	var replacement corev1.Pod
 	eventually(t, "guard replaced", func() error {
-		if !exists(t, volumes.GuardName(node), e.namespace, &replacement) {
+		if !exists(t, volumes.GuardName(node), e.Namespace, &replacement) {
 			return fmt.Errorf("no guard")
 		}
 		if replacement.Status.Phase != corev1.PodFailed {
@@ -386,7 +386,7 @@ func TestRefusedGuardIsReplacedBeforeTheEngineStops(t *testing.T) {
 	e.clk.Step(10 * time.Second)
 	touch(t, node)
 	eventually(t, "guard replaced twice", func() error {
-		if !exists(t, volumes.GuardName(node), e.namespace, &replacement) {
+		if !exists(t, volumes.GuardName(node), e.Namespace, &replacement) {
 			return fmt.Errorf("no guard")
 		}
 		if replacement.Annotations["warmpool.io/guard-replacements"] != "2" {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"warmpool.io/warmpool/controller/enginecache"
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/nodepools/discovery"
 	"warmpool.io/warmpool/nodepools/discovery/ec2fake"
 	"warmpool.io/warmpool/volumes"
@@ -27,29 +28,29 @@ import (
 // bindSnapshot plays the snapshot controller: a VolumeSnapshotContent with the EBS snapshot id
 // as its handle, bound to the snapshot.
 func (e *env) bindSnapshot(name, handle string) {
-	e.t.Helper()
+	e.T.Helper()
 	content := &snapshotv1.VolumeSnapshotContent{
-		ObjectMeta: metav1.ObjectMeta{Name: "content-" + e.namespace + "-" + name, Labels: map[string]string{testLabel: "true"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "content-" + e.Namespace + "-" + name, Labels: map[string]string{testLabel: "true"}},
 		Spec: snapshotv1.VolumeSnapshotContentSpec{
-			VolumeSnapshotRef: corev1.ObjectReference{Namespace: e.namespace, Name: name},
+			VolumeSnapshotRef: corev1.ObjectReference{Namespace: e.Namespace, Name: name},
 			DeletionPolicy:    snapshotv1.VolumeSnapshotContentDelete,
 			Driver:            "ebs.csi.aws.com",
 			Source:            snapshotv1.VolumeSnapshotContentSource{SnapshotHandle: ptr.To(handle)},
 		},
 	}
-	if err := kube.Create(e.t.Context(), content); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Create(e.T.Context(), content); err != nil {
+		e.T.Fatal(err)
 	}
-	e.t.Cleanup(func() { _ = kube.Delete(context.Background(), content) })
+	e.T.Cleanup(func() { _ = kube.Delete(context.Background(), content) })
 	content.Status = &snapshotv1.VolumeSnapshotContentStatus{SnapshotHandle: ptr.To(handle), ReadyToUse: ptr.To(true)}
-	if err := kube.Status().Update(e.t.Context(), content); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Status().Update(e.T.Context(), content); err != nil {
+		e.T.Fatal(err)
 	}
 	s := &snapshotv1.VolumeSnapshot{}
-	get(e.t, name, e.namespace, s)
+	get(e.T, name, e.Namespace, s)
 	s.Status.BoundVolumeSnapshotContentName = ptr.To(content.Name)
-	if err := kube.Status().Update(e.t.Context(), s); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Status().Update(e.T.Context(), s); err != nil {
+		e.T.Fatal(err)
 	}
 }
 
@@ -68,7 +69,7 @@ func TestFastSnapshotRestoreFollowsNewestSnapshot(t *testing.T) {
 	if err := kube.Create(t.Context(), ns); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, namespace: ns.Name, clk: clocktesting.NewFakeClock(time.Now())}
+	e := &env{Env: &operatortest.Env{T: t, Namespace: ns.Name}, clk: clocktesting.NewFakeClock(time.Now())}
 	now := e.clk.Now()
 	e.newSnapshot("old", pool, "amd64", engineVersion, now.Add(-2*time.Hour), true)
 	e.bindSnapshot("old", "snap-0123456789abcdef0")

@@ -23,6 +23,7 @@ import (
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/operator"
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
 )
@@ -104,7 +105,7 @@ func TestRetentionAndOrphans(t *testing.T) {
 	if err := kube.Create(t.Context(), ns); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, namespace: ns.Name, clk: clocktesting.NewFakeClock(time.Now())}
+	e := &env{Env: &operatortest.Env{T: t, Namespace: ns.Name}, clk: clocktesting.NewFakeClock(time.Now())}
 	now := e.clk.Now()
 	h := time.Hour
 	day := 24 * h

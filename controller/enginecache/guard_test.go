@@ -33,12 +33,12 @@ func (e *env) playGuards() {
 	e.setGuardKubelet(runGuard)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	e.t.Cleanup(func() { cancel(); <-done })
+	e.T.Cleanup(func() { cancel(); <-done })
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
 			pods := &corev1.PodList{}
-			if err := kube.List(ctx, pods, client.InNamespace(e.namespace), client.MatchingLabels{
+			if err := kube.List(ctx, pods, client.InNamespace(e.Namespace), client.MatchingLabels{
 				volumes.LabelOp: volumes.OpGuard, nodepools.LabelManagedBy: nodepools.ManagedBy,
 			}); err == nil {
 				v, _ := guardKubelets.Load(e)

@@ -21,7 +21,7 @@ import (
 // setSnapshotCut plays the CSI snapshotter at the cut: creationTime set, not ready yet (the
 // upload to S3 goes on), restoreSize known.
 func (e *env) setSnapshotCut(name string, created time.Time) {
-	e.t.Helper()
+	e.T.Helper()
 	e.setSnapshotStatusWith(name, func(st *snapshotv1.VolumeSnapshotStatus) {
 		st.CreationTime = ptr.To(metav1.NewTime(created))
 		st.ReadyToUse = ptr.To(false)
@@ -31,17 +31,17 @@ func (e *env) setSnapshotCut(name string, created time.Time) {
 
 // setSnapshotStatusWith changes a snapshot's status as the snapshotter would.
 func (e *env) setSnapshotStatusWith(name string, mutate func(*snapshotv1.VolumeSnapshotStatus)) {
-	e.t.Helper()
-	eventually(e.t, "snapshot status of "+name, func() error {
+	e.T.Helper()
+	eventually(e.T, "snapshot status of "+name, func() error {
 		s := &snapshotv1.VolumeSnapshot{}
-		if err := kube.Get(e.t.Context(), types.NamespacedName{Namespace: e.namespace, Name: name}, s); err != nil {
+		if err := kube.Get(e.T.Context(), types.NamespacedName{Namespace: e.Namespace, Name: name}, s); err != nil {
 			return err
 		}
 		if s.Status == nil {
 			s.Status = &snapshotv1.VolumeSnapshotStatus{}
 		}
 		mutate(s.Status)
-		return kube.Status().Update(e.t.Context(), s)
+		return kube.Status().Update(e.T.Context(), s)
 	})
 }
 
@@ -64,10 +64,10 @@ func nodeEventCount(t testing.TB, node, reason string) int {
 
 // snapshotEvents lists the notes of Events of reason on a snapshot of the test namespace.
 func (e *env) snapshotEvents(name, reason string) []string {
-	e.t.Helper()
+	e.T.Helper()
 	list := &corev1.EventList{}
-	if err := kube.List(e.t.Context(), list, client.InNamespace(e.namespace)); err != nil {
-		e.t.Fatal(err)
+	if err := kube.List(e.T.Context(), list, client.InNamespace(e.Namespace)); err != nil {
+		e.T.Fatal(err)
 	}
 	var out []string
 	for _, ev := range list.Items {
@@ -81,7 +81,7 @@ func (e *env) snapshotEvents(name, reason string) []string {
 // saveUntilCopied takes node through commit, engine stop and the copy Job, and returns the save
 // PVC and the snapshot the save made (not cut yet).
 func (e *env) saveUntilCopied(node, pool string) (*corev1.PersistentVolumeClaim, snapshotv1.VolumeSnapshot) {
-	e.t.Helper()
+	e.T.Helper()
 	e.committedAndStopped(node, pool)
 	pvc := &corev1.PersistentVolumeClaim{}
 	e.waitExists(volumes.SaveName(node), pvc)
@@ -113,11 +113,11 @@ func TestSaveClonesThePreviousSnapshotOfItsKey(t *testing.T) {
 	// Newer snapshots of the same key that must not be cloned.
 	now := e.clk.Now()
 	e.newSnapshot("newer-quarantined", pool, "amd64", engineVersion, now.Add(-30*time.Minute), true)
-	update(t, &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace}}, "newer-quarantined", func(s *snapshotv1.VolumeSnapshot) {
+	update(t, &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace}}, "newer-quarantined", func(s *snapshotv1.VolumeSnapshot) {
 		volumes.Quarantine(s, "the engine discarded it")
 	})
 	e.newSnapshot("newer-failed", pool, "amd64", engineVersion, now.Add(-20*time.Minute), true)
-	update(t, &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace}}, "newer-failed", func(s *snapshotv1.VolumeSnapshot) {
+	update(t, &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace}}, "newer-failed", func(s *snapshotv1.VolumeSnapshot) {
 		s.Annotations = map[string]string{volumes.AnnotationSnapshotFailed: "failed after its cut"}
 	})
 	e.newSnapshot("newer-uploading", pool, "amd64", engineVersion, now.Add(-10*time.Minute), false)
@@ -132,7 +132,7 @@ func TestSaveClonesThePreviousSnapshotOfItsKey(t *testing.T) {
 		t.Fatalf("second save volume %s, want the base's restoreSize 20Gi (the pool's is 10Gi)", got)
 	}
 	job := &batchv1.Job{}
-	get(t, volumes.SaveName(second), e.namespace, job)
+	get(t, volumes.SaveName(second), e.Namespace, job)
 	if pvc2.Annotations[volumes.AnnotationBaseSnapshot] != snap1.Name || job.Annotations[volumes.AnnotationBaseSnapshot] != snap1.Name || snap2.Annotations[volumes.AnnotationBaseSnapshot] != snap1.Name {
 		t.Fatalf("base not recorded: pvc %v, job %v, snapshot %v", pvc2.Annotations, job.Annotations, snap2.Annotations)
 	}
@@ -154,7 +154,7 @@ func TestSaveReleasesAtTheCutAndReportsALaterFailure(t *testing.T) {
 	pvc, snap := e.saveUntilCopied(node, pool)
 	guard := volumes.GuardName(node)
 	consistently(t, "the guard holds until the cut", func() error {
-		if !exists(t, guard, e.namespace, &corev1.Pod{}) {
+		if !exists(t, guard, e.Namespace, &corev1.Pod{}) {
 			return fmt.Errorf("guard released before the snapshot was cut")
 		}
 		return nil
@@ -172,7 +172,7 @@ func TestSaveReleasesAtTheCutAndReportsALaterFailure(t *testing.T) {
 		t.Fatalf("node outcome %q, want saved at the cut", n.Annotations[enginecache.AnnotationSaveOutcome])
 	}
 	s := &snapshotv1.VolumeSnapshot{}
-	if !exists(t, snap.Name, e.namespace, s) || volumes.Ready(s) {
+	if !exists(t, snap.Name, e.Namespace, s) || volumes.Ready(s) {
 		t.Fatalf("the snapshot must be kept, still uploading: %+v", s.Status)
 	}
 
@@ -181,7 +181,7 @@ func TestSaveReleasesAtTheCutAndReportsALaterFailure(t *testing.T) {
 		st.Error = &snapshotv1.VolumeSnapshotError{Time: ptr.To(metav1.NewTime(e.clk.Now())), Message: ptr.To("Failed to check and update snapshot content: snapshot in error state")}
 	})
 	eventually(t, "snapshot marked failed", func() error {
-		get(t, snap.Name, e.namespace, s)
+		get(t, snap.Name, e.Namespace, s)
 		if !volumes.Failed(s) {
 			return fmt.Errorf("annotations %v", s.Annotations)
 		}
@@ -211,7 +211,7 @@ func TestSaveReleasesAtTheCutAndReportsALaterFailure(t *testing.T) {
 	e.poke(snap.Name)
 	consistently(t, "retention keeps the only good snapshot while the newer one failed", func() error {
 		for _, name := range []string{"older-good", snap.Name} {
-			if !exists(t, name, e.namespace, &snapshotv1.VolumeSnapshot{}) {
+			if !exists(t, name, e.Namespace, &snapshotv1.VolumeSnapshot{}) {
 				return fmt.Errorf("%s deleted", name)
 			}
 		}
@@ -230,10 +230,10 @@ func TestSaveReleasesAtTheCutAndReportsALaterFailure(t *testing.T) {
 // a clock step: a fake clock fires no requeue). A snapshot already gone needs no poke: a watch
 // event of the controllers' own writes woke them first.
 func (e *env) poke(name string) {
-	e.t.Helper()
-	eventually(e.t, "poking snapshot "+name, func() error {
+	e.T.Helper()
+	eventually(e.T, "poking snapshot "+name, func() error {
 		s := &snapshotv1.VolumeSnapshot{}
-		err := kube.Get(e.t.Context(), types.NamespacedName{Namespace: e.namespace, Name: name}, s)
+		err := kube.Get(e.T.Context(), types.NamespacedName{Namespace: e.Namespace, Name: name}, s)
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -244,7 +244,7 @@ func (e *env) poke(name string) {
 			s.Annotations = map[string]string{}
 		}
 		s.Annotations["cache.test.warmpool.io/poke"] = fmt.Sprint(time.Now().UnixNano())
-		return client.IgnoreNotFound(kube.Update(e.t.Context(), s))
+		return client.IgnoreNotFound(kube.Update(e.T.Context(), s))
 	})
 }
 
@@ -288,7 +288,7 @@ func TestSaveFallsBackWhenTheBaseVanishesMidClone(t *testing.T) {
 	job := &batchv1.Job{}
 	e.waitExists(volumes.SaveName(node), job)
 
-	if err := kube.Delete(t.Context(), &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: "base"}}); err != nil {
+	if err := kube.Delete(t.Context(), &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: "base"}}); err != nil {
 		t.Fatal(err)
 	}
 	touch(t, node)
@@ -299,7 +299,7 @@ func TestSaveFallsBackWhenTheBaseVanishesMidClone(t *testing.T) {
 
 	empty := &corev1.PersistentVolumeClaim{}
 	eventually(t, "an empty save volume", func() error {
-		if !exists(t, volumes.SaveName(node), e.namespace, empty) {
+		if !exists(t, volumes.SaveName(node), e.Namespace, empty) {
 			return fmt.Errorf("no save volume")
 		}
 		if empty.UID == cloned.UID {
@@ -334,7 +334,7 @@ func TestSaveFallsBackWhenTheCloneStaysPending(t *testing.T) {
 	e.releaseVolume(cloned)
 	empty := &corev1.PersistentVolumeClaim{}
 	eventually(t, "an empty save volume", func() error {
-		if !exists(t, volumes.SaveName(node), e.namespace, empty) || empty.UID == cloned.UID {
+		if !exists(t, volumes.SaveName(node), e.Namespace, empty) || empty.UID == cloned.UID {
 			return fmt.Errorf("no new save volume")
 		}
 		return nil
@@ -350,7 +350,7 @@ func TestSaveFallsBackWhenTheCloneStaysPending(t *testing.T) {
 			return fmt.Errorf("%d fallback events", got)
 		}
 		p := &corev1.PersistentVolumeClaim{}
-		if !exists(t, volumes.SaveName(node), e.namespace, p) || p.UID != empty.UID {
+		if !exists(t, volumes.SaveName(node), e.Namespace, p) || p.UID != empty.UID {
 			return fmt.Errorf("the empty save volume was replaced")
 		}
 		return nil
@@ -366,20 +366,20 @@ func TestSaveFallsBackBeforeTheCopyJobExists(t *testing.T) {
 	e.waitExists(volumes.SaveName(node), &batchv1.Job{})
 
 	// The controller is down; the Job goes; the clone stays Pending past its timeout.
-	e.stopManager()
-	if err := kube.Delete(t.Context(), &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: volumes.SaveName(node)}},
+	e.Stop()
+	if err := kube.Delete(t.Context(), &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: volumes.SaveName(node)}},
 		client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
 		t.Fatal(err)
 	}
 	e.waitGone(volumes.SaveName(node), &batchv1.Job{})
 	e.clk.Step(enginecache.DefaultSaveVolumeBindTimeout)
-	e.start()
+	e.Start()
 
 	waitNodeEvent(t, node, enginecache.ReasonSaveBaseLost, "was still Pending after 5m")
 	e.releaseVolume(cloned)
 	eventually(t, "an empty save volume", func() error {
 		p := &corev1.PersistentVolumeClaim{}
-		if !exists(t, volumes.SaveName(node), e.namespace, p) || p.UID == cloned.UID {
+		if !exists(t, volumes.SaveName(node), e.Namespace, p) || p.UID == cloned.UID {
 			return fmt.Errorf("no new save volume")
 		}
 		if p.Spec.DataSource != nil {
@@ -392,11 +392,11 @@ func TestSaveFallsBackBeforeTheCopyJobExists(t *testing.T) {
 // clonedSaveVolume commits the disruption of a new node of pool while a ready snapshot "base"
 // exists, and returns the save volume cloned from it.
 func (e *env) clonedSaveVolume(node, pool string) *corev1.PersistentVolumeClaim {
-	e.t.Helper()
+	e.T.Helper()
 	e.newSnapshot("base", pool, "amd64", engineVersion, e.clk.Now().Add(-time.Hour), true)
-	newNode(e.t, node, pool, "amd64")
-	newNodeClaim(e.t, node, pool, nil)
-	commit(e.t, node)
+	newNode(e.T, node, pool, "amd64")
+	newNodeClaim(e.T, node, pool, nil)
+	commit(e.T, node)
 	cloned := &corev1.PersistentVolumeClaim{}
 	e.waitExists(volumes.SaveName(node), cloned)
 	return cloned
@@ -405,10 +405,10 @@ func (e *env) clonedSaveVolume(node, pool string) *corev1.PersistentVolumeClaim 
 // releaseVolume removes a deleted PVC's finalizers, as kube-controller-manager's pvc-protection
 // controller does once no pod uses it (envtest runs no controller manager).
 func (e *env) releaseVolume(p *corev1.PersistentVolumeClaim) {
-	e.t.Helper()
-	eventually(e.t, "save volume "+p.Name+" deleted", func() error {
+	e.T.Helper()
+	eventually(e.T, "save volume "+p.Name+" deleted", func() error {
 		cur := &corev1.PersistentVolumeClaim{}
-		if err := kube.Get(e.t.Context(), client.ObjectKeyFromObject(p), cur); err != nil {
+		if err := kube.Get(e.T.Context(), client.ObjectKeyFromObject(p), cur); err != nil {
 			return client.IgnoreNotFound(err)
 		}
 		if cur.UID != p.UID {
@@ -418,7 +418,7 @@ func (e *env) releaseVolume(p *corev1.PersistentVolumeClaim) {
 			return fmt.Errorf("not deleted yet")
 		}
 		cur.Finalizers = nil
-		return kube.Update(e.t.Context(), cur)
+		return kube.Update(e.T.Context(), cur)
 	})
 }
 

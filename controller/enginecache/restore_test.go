@@ -23,16 +23,16 @@ import (
 // newSnapshot creates a VolumeSnapshot as a save would have, then gives it the status the
 // snapshotter would (ready or not, taken at created).
 func (e *env) newSnapshot(name, pool, arch, version string, created time.Time, ready bool) {
-	e.t.Helper()
+	e.T.Helper()
 	s := &snapshotv1.VolumeSnapshot{
-		ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: name, Labels: map[string]string{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: name, Labels: map[string]string{
 			nodepools.LabelManagedBy: nodepools.ManagedBy, volumes.LabelPool: pool, volumes.LabelArch: arch,
 			volumes.LabelEngineVersion: version, volumes.LabelSourceNode: "old-" + name,
 		}},
 		Spec: snapshotv1.VolumeSnapshotSpec{Source: snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To("warmpool-save-old-" + name)}},
 	}
-	if err := kube.Create(e.t.Context(), s); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Create(e.T.Context(), s); err != nil {
+		e.T.Fatal(err)
 	}
 	e.setSnapshotStatus(name, ready, created)
 }
@@ -125,7 +125,7 @@ func TestRestoreColdStarts(t *testing.T) {
 		waitReleased(t, node)
 		waitNodeEvent(t, node, enginecache.ReasonColdStart, "no-snapshot")
 		waitMetric(t, "warmpool_cold_starts_total", map[string]string{"pool": empty, "reason": enginecache.ColdNoSnapshot}, 1)
-		if exists(t, volumes.RestoreName(node), e.namespace, &corev1.PersistentVolumeClaim{}) {
+		if exists(t, volumes.RestoreName(node), e.Namespace, &corev1.PersistentVolumeClaim{}) {
 			t.Fatal("a restore volume was made without a snapshot")
 		}
 	})

@@ -26,19 +26,19 @@ func runnerTaint(pool string) corev1.Taint {
 
 // snapshotsOf lists the test namespace's snapshots saved from node.
 func (e *env) snapshotsOf(node string) []snapshotv1.VolumeSnapshot {
-	e.t.Helper()
+	e.T.Helper()
 	list := &snapshotv1.VolumeSnapshotList{}
-	if err := kube.List(e.t.Context(), list, client.InNamespace(e.namespace), client.MatchingLabels{volumes.LabelSourceNode: node}); err != nil {
-		e.t.Fatal(err)
+	if err := kube.List(e.T.Context(), list, client.InNamespace(e.Namespace), client.MatchingLabels{volumes.LabelSourceNode: node}); err != nil {
+		e.T.Fatal(err)
 	}
 	return list.Items
 }
 
 // waitSnapshot waits for the one snapshot saved from node.
 func (e *env) waitSnapshot(node string) snapshotv1.VolumeSnapshot {
-	e.t.Helper()
+	e.T.Helper()
 	var s snapshotv1.VolumeSnapshot
-	eventually(e.t, "snapshot of "+node, func() error {
+	eventually(e.T, "snapshot of "+node, func() error {
 		list := e.snapshotsOf(node)
 		if len(list) != 1 {
 			return fmt.Errorf("%d snapshots", len(list))
@@ -64,10 +64,10 @@ func commit(t testing.TB, node string) {
 }
 
 func (e *env) noSaveObjects(node string) error {
-	if exists(e.t, volumes.SaveName(node), e.namespace, &corev1.PersistentVolumeClaim{}) {
+	if exists(e.T, volumes.SaveName(node), e.Namespace, &corev1.PersistentVolumeClaim{}) {
 		return fmt.Errorf("save PVC exists")
 	}
-	if exists(e.t, volumes.SaveName(node), e.namespace, &batchv1.Job{}) {
+	if exists(e.T, volumes.SaveName(node), e.Namespace, &batchv1.Job{}) {
 		return fmt.Errorf("save Job exists")
 	}
 	if n := len(e.snapshotsOf(node)); n != 0 {
@@ -78,7 +78,7 @@ func (e *env) noSaveObjects(node string) error {
 
 func engineRunning(e *env, node string) error {
 	p := &corev1.Pod{}
-	if !exists(e.t, "engine-"+node, e.namespace, p) {
+	if !exists(e.T, "engine-"+node, e.Namespace, p) {
 		return fmt.Errorf("engine pod of %s was evicted", node)
 	}
 	return nil
@@ -131,7 +131,7 @@ func TestSaveHappyPath(t *testing.T) {
 		t.Fatalf("snapshot labels %v annotations %v spec %+v", snap.Labels, snap.Annotations, snap.Spec)
 	}
 	consistently(t, "the guard holds until the snapshot is cut", func() error {
-		if !exists(t, guard.Name, e.namespace, &corev1.Pod{}) {
+		if !exists(t, guard.Name, e.Namespace, &corev1.Pod{}) {
 			return fmt.Errorf("guard released before the snapshot was cut")
 		}
 		return nil
@@ -153,10 +153,10 @@ func TestSaveHappyPath(t *testing.T) {
 	// The node is still terminating: the concluded save must not start again.
 	touch(t, node)
 	consistently(t, "a concluded save never restarts", func() error {
-		if exists(t, guard.Name, e.namespace, &corev1.Pod{}) || exists(t, pvc.Name, e.namespace, &corev1.PersistentVolumeClaim{}) {
+		if exists(t, guard.Name, e.Namespace, &corev1.Pod{}) || exists(t, pvc.Name, e.Namespace, &corev1.PersistentVolumeClaim{}) {
 			return fmt.Errorf("save objects came back")
 		}
-		if s := e.snapshotsOf(node); len(s) != 1 || !exists(t, s[0].Name, e.namespace, &snapshotv1.VolumeSnapshot{}) {
+		if s := e.snapshotsOf(node); len(s) != 1 || !exists(t, s[0].Name, e.Namespace, &snapshotv1.VolumeSnapshot{}) {
 			return fmt.Errorf("snapshots %d", len(s))
 		}
 		return nil
@@ -237,7 +237,7 @@ func TestSaveWithdrawnReleasesGuard(t *testing.T) {
 		if err := engineRunning(e, node); err != nil {
 			return err
 		}
-		if exists(t, volumes.GuardName(node), e.namespace, &corev1.Pod{}) {
+		if exists(t, volumes.GuardName(node), e.Namespace, &corev1.Pod{}) {
 			return fmt.Errorf("guard came back")
 		}
 		return e.noSaveObjects(node)
@@ -307,14 +307,14 @@ func TestSaveResumesAfterRestart(t *testing.T) {
 	e.waitExists(volumes.GuardName(node), guard)
 
 	// Restart with the Job running.
-	e.stopManager()
-	e.start()
+	e.Stop()
+	e.Start()
 	e.runJob(job.Name, 0, volumes.JobResult{Result: volumes.ResultSaved, Bytes: 100, Files: 1})
 	snap := e.waitSnapshot(node)
 
 	// Restart with the snapshot being cut.
-	e.stopManager()
-	e.start()
+	e.Stop()
+	e.Start()
 	touch(t, node)
 	consistently(t, "a restarted controller reuses what exists", func() error {
 		for _, o := range []struct {
@@ -325,7 +325,7 @@ func TestSaveResumesAfterRestart(t *testing.T) {
 			if _, ok := o.obj.(*corev1.Pod); ok {
 				name = volumes.GuardName(node)
 			}
-			get(t, name, e.namespace, o.obj)
+			get(t, name, e.Namespace, o.obj)
 			if string(o.obj.GetUID()) != o.uid {
 				return fmt.Errorf("%T %s was recreated", o.obj, name)
 			}
@@ -370,17 +370,17 @@ func nodeObj(name string) *corev1.Node {
 
 // newRunnerPod creates a running CI job pod on node, as a runner controller would.
 func (e *env) newRunnerPod(name, node string) {
-	e.t.Helper()
+	e.T.Helper()
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: name, Labels: map[string]string{"app": "ci-runner"}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: name, Labels: map[string]string{"app": "ci-runner"}},
 		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "runner", Image: "runner"}}},
 	}
-	if err := kube.Create(e.t.Context(), p); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Create(e.T.Context(), p); err != nil {
+		e.T.Fatal(err)
 	}
 	p.Status.Phase = corev1.PodRunning
-	if err := kube.Status().Update(e.t.Context(), p); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Status().Update(e.T.Context(), p); err != nil {
+		e.T.Fatal(err)
 	}
 }
 
@@ -403,7 +403,7 @@ func TestSaveStopsTheEngineOnlyAfterTheJobsOnTheNode(t *testing.T) {
 
 	// The job ends: the engine is stopped, and the save goes on.
 	p := &corev1.Pod{}
-	get(t, node+"-job", e.namespace, p)
+	get(t, node+"-job", e.Namespace, p)
 	p.Status.Phase = corev1.PodSucceeded
 	if err := kube.Status().Update(t.Context(), p); err != nil {
 		t.Fatal(err)

@@ -60,7 +60,7 @@ func TestSaveNodeDeletedWhileRestoringReleasesHold(t *testing.T) {
 	if got := n.Annotations[enginecache.AnnotationSaveOutcome]; got != "skipped-restoring" {
 		t.Errorf("save outcome %q, want skipped-restoring", got)
 	}
-	if exists(t, volumes.GuardName(node), e.namespace, &corev1.Pod{}) {
+	if exists(t, volumes.GuardName(node), e.Namespace, &corev1.Pod{}) {
 		t.Errorf("a node that never ran its engine was guarded")
 	}
 	// The restore is abandoned: its copy would outlive the node for nothing.
@@ -85,8 +85,8 @@ func deleteNode(t *testing.T, node string) {
 
 // setPools replaces the pools of the test's config, as a user editing the ConfigMap does.
 func (e *env) setPools(pools ...string) {
-	e.t.Helper()
-	update(e.t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace}}, "warmpool", func(cm *corev1.ConfigMap) {
+	e.T.Helper()
+	update(e.T, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace}}, "warmpool", func(cm *corev1.ConfigMap) {
 		cm.Data["config.yaml"] = configHeader + strings.Join(pools, "")
 	})
 }

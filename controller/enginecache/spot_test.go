@@ -43,10 +43,10 @@ func spotClaim(nc *karpv1.NodeClaim) {
 // waitGuardDeadline waits for the guard to record a deadline and returns it and whether it is
 // the spot notice window.
 func (e *env) waitGuardDeadline(node string) (time.Time, bool) {
-	e.t.Helper()
+	e.T.Helper()
 	guard := &corev1.Pod{}
 	var at time.Time
-	eventually(e.t, "guard deadline recorded", func() error {
+	eventually(e.T, "guard deadline recorded", func() error {
 		e.waitExists(volumes.GuardName(node), guard)
 		var err error
 		at, err = time.Parse(time.RFC3339, guard.Annotations[enginecache.AnnotationDeadline])
@@ -88,13 +88,13 @@ func TestSaveSpotInterruptionSeenAfterTheDeletion(t *testing.T) {
 	newNode(t, node, pool, "amd64")
 	newNodeClaim(t, node, pool, spotClaim)
 	e.newEnginePod(node, pool)
-	update(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace}}, "engine-"+node, func(p *corev1.Pod) {
+	update(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace}}, "engine-"+node, func(p *corev1.Pod) {
 		// The engine's stop takes a while: the save is still waiting for it when the notice comes.
 		p.Finalizers = append(p.Finalizers, "cache.test.warmpool.io/stopping")
 	})
 	t.Cleanup(func() {
 		p := &corev1.Pod{}
-		if err := kube.Get(context.Background(), types.NamespacedName{Namespace: e.namespace, Name: "engine-" + node}, p); err == nil {
+		if err := kube.Get(context.Background(), types.NamespacedName{Namespace: e.Namespace, Name: "engine-" + node}, p); err == nil {
 			p.Finalizers = nil
 			_ = kube.Update(context.Background(), p)
 		}

@@ -86,16 +86,16 @@ func newUnregisteredNode(t testing.TB, name, pool string, mutate func(*corev1.No
 // newSnapshotOf creates a ready snapshot of pool (amd64) whose save counted bytes of cache
 // (volumes.AnnotationBytes, as the save records it), with a restoreSize of 20Gi.
 func (e *env) newSnapshotOf(name, pool string, bytes int64) {
-	e.t.Helper()
+	e.T.Helper()
 	s := &snapshotv1.VolumeSnapshot{
-		ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: name, Labels: map[string]string{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: name, Labels: map[string]string{
 			nodepools.LabelManagedBy: nodepools.ManagedBy, volumes.LabelPool: pool, volumes.LabelArch: "amd64",
 			volumes.LabelEngineVersion: engineVersion, volumes.LabelSourceNode: "old-" + name,
 		}, Annotations: map[string]string{volumes.AnnotationBytes: fmt.Sprint(bytes)}},
 		Spec: snapshotv1.VolumeSnapshotSpec{Source: snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To("warmpool-save-old-" + name)}},
 	}
-	if err := kube.Create(e.t.Context(), s); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Create(e.T.Context(), s); err != nil {
+		e.T.Fatal(err)
 	}
 	e.setSnapshotStatus(name, true, e.clk.Now().Add(-time.Hour))
 }
@@ -114,7 +114,7 @@ func TestRestoreOverBudgetStartsColdAtOnce(t *testing.T) {
 			t.Errorf("cold start note %q lacks %q", note, want)
 		}
 	}
-	if exists(t, volumes.RestoreName(node), e.namespace, &corev1.PersistentVolumeClaim{}) {
+	if exists(t, volumes.RestoreName(node), e.Namespace, &corev1.PersistentVolumeClaim{}) {
 		t.Fatal("a restore volume was made for a snapshot over the budget")
 	}
 	waitMetric(t, "warmpool_cold_starts_total", map[string]string{"pool": pool, "reason": enginecache.ColdOverBudget}, 1)
@@ -160,7 +160,7 @@ func TestRestoreWaitsForTheCSIDriver(t *testing.T) {
 	newUnregisteredNode(t, never, pool, nil, startupTaint())
 	consistently(t, "no restore volume before the driver registers", func() error {
 		for _, n := range []string{late, never} {
-			if exists(t, volumes.RestoreName(n), e.namespace, &corev1.PersistentVolumeClaim{}) {
+			if exists(t, volumes.RestoreName(n), e.Namespace, &corev1.PersistentVolumeClaim{}) {
 				return fmt.Errorf("restore volume made for %s", n)
 			}
 			node := &corev1.Node{}
@@ -179,7 +179,7 @@ func TestRestoreWaitsForTheCSIDriver(t *testing.T) {
 	touch(t, never)
 	waitReleased(t, never)
 	waitNodeEvent(t, never, enginecache.ReasonColdStart, enginecache.ColdNoCSIDriver, "has no CSINode", testDriver, "waited 6m", "the restore's whole budget")
-	if exists(t, volumes.RestoreName(never), e.namespace, &corev1.PersistentVolumeClaim{}) {
+	if exists(t, volumes.RestoreName(never), e.Namespace, &corev1.PersistentVolumeClaim{}) {
 		t.Fatal("a restore volume was made for a node without the CSI driver")
 	}
 	waitMetric(t, "warmpool_cache_storage_check_failures_total", map[string]string{"pool": pool, "op": "restore", "check": storagecheck.CheckCSINode}, 1)
@@ -215,7 +215,7 @@ func TestRestoreRefusedForStorageReportedOnce(t *testing.T) {
 	if got := metric(t, "warmpool_cache_storage_check_failures_total", map[string]string{"pool": bad, "op": "restore", "check": storagecheck.CheckNotCSI}); got != 1 {
 		t.Fatalf("storage check failures %v, want 1", got)
 	}
-	if exists(t, volumes.RestoreName(node), e.namespace, &corev1.PersistentVolumeClaim{}) {
+	if exists(t, volumes.RestoreName(node), e.Namespace, &corev1.PersistentVolumeClaim{}) {
 		t.Fatal("a restore volume was made in an in-tree class")
 	}
 
@@ -283,7 +283,7 @@ func TestSaveVolumeSizedToFitTheCache(t *testing.T) {
 	e.releaseVolume(first)
 	eventually(t, "a save volume of 58Gi", func() error {
 		p := &corev1.PersistentVolumeClaim{}
-		if !exists(t, volumes.SaveName(node), e.namespace, p) || p.UID == first.UID {
+		if !exists(t, volumes.SaveName(node), e.Namespace, p) || p.UID == first.UID {
 			return fmt.Errorf("no new save volume")
 		}
 		if got := p.Spec.Resources.Requests.Storage().String(); got != "58Gi" {
@@ -295,7 +295,7 @@ func TestSaveVolumeSizedToFitTheCache(t *testing.T) {
 	// deleted here, as the Job's background deletion would.)
 	eventually(t, "a new save job", func() error {
 		j := &batchv1.Job{}
-		if !exists(t, volumes.SaveName(node), e.namespace, j) || j.UID == firstJob.UID {
+		if !exists(t, volumes.SaveName(node), e.Namespace, j) || j.UID == firstJob.UID {
 			return fmt.Errorf("no new save job")
 		}
 		return nil
@@ -310,15 +310,15 @@ func TestSaveVolumeSizedToFitTheCache(t *testing.T) {
 // runGuardOf plays the kubelet starting a node's guard pod (the engine is stopped only once it
 // runs). A local function, not an env method: the save tests own the guard's helpers.
 var runGuardOf = func(e *env, node string) {
-	e.t.Helper()
+	e.T.Helper()
 	g := &corev1.Pod{}
 	e.waitExists(volumes.GuardName(node), g)
-	eventually(e.t, "guard running", func() error {
-		if err := kube.Get(e.t.Context(), client.ObjectKeyFromObject(g), g); err != nil {
+	eventually(e.T, "guard running", func() error {
+		if err := kube.Get(e.T.Context(), client.ObjectKeyFromObject(g), g); err != nil {
 			return err
 		}
 		g.Status.Phase = corev1.PodRunning
-		return kube.Status().Update(e.t.Context(), g)
+		return kube.Status().Update(e.T.Context(), g)
 	})
 }
 
@@ -329,8 +329,8 @@ func poolYAMLWith(name, cacheFields string) string {
 
 // deletePod deletes a pod of the test namespace at once, if it exists.
 func (e *env) deletePod(name string) {
-	e.t.Helper()
-	if err := kube.Delete(e.t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: name}}, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
-		e.t.Fatal(err)
+	e.T.Helper()
+	if err := kube.Delete(e.T.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: name}}, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
+		e.T.Fatal(err)
 	}
 }

@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
-	dto "github.com/prometheus/client_model/go"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,10 +21,10 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/operator"
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
@@ -54,126 +52,47 @@ func TestMain(m *testing.M) {
 	}))
 }
 
-const configHeader = `apiVersion: warmpool.io/v1alpha1
-kind: WarmpoolConfig
-nodeClass:
-  role: KarpenterNodeRole-test
-  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: test}}]
-  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: test}}]
-pools:
-`
-
 // poolYAML is a cache-enabled pool; extra lines are pool fields.
 func poolYAML(name string, extra ...string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "  - name: %s\n    architectures: [amd64, arm64]\n    nvme: {minSizeGB: 100}\n    engine: {version: %s}\n", name, engineVersion)
-	fmt.Fprintf(&b, "    cache: {enabled: true, storageClassName: sim, snapshotClassName: sim-snap, size: 10Gi, retention: {keep: 2, maxAge: 168h}}\n")
-	for _, l := range extra {
-		b.WriteString("    " + l + "\n")
-	}
-	return b.String()
+	return operatortest.Pool(name, append([]string{
+		"architectures: [amd64, arm64]",
+		"nvme: {minSizeGB: 100}",
+		"engine: {version: " + engineVersion + "}",
+		"cache: {enabled: true, storageClassName: sim, snapshotClassName: sim-snap, size: 10Gi, retention: {keep: 2, maxAge: 168h}}",
+	}, extra...)...)
 }
 
 var (
-	namesMu sync.Mutex
-	names   = map[string]int{}
+	configHeader = operatortest.ConfigHeader
+	unique       = operatortest.Unique
+	eventually   = operatortest.Eventually
 )
 
-// unique returns base, then base-2, ...: pools and nodes are cluster-wide, and so are their
-// Events and metric series, so a test run again (-count) gets names of its own.
-func unique(base string) string {
-	namesMu.Lock()
-	defer namesMu.Unlock()
-	names[base]++
-	if n := names[base]; n > 1 {
-		return fmt.Sprintf("%s-%d", base, n)
-	}
-	return base
-}
-
-// env is one test's namespace, config, fake clock and running manager.
-type env struct {
-	t         testing.TB
-	namespace string
-	clk       *clocktesting.FakeClock
-	mgr       *operator.Manager
-	stop      context.CancelFunc
-	done      chan error
-}
-
-func newEnv(t testing.TB, pools ...string) *env {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-cache-"}}
-	if err := kube.Create(t.Context(), ns); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, namespace: ns.Name, clk: clocktesting.NewFakeClock(time.Now())}
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "warmpool"},
-		Data:       map[string]string{"config.yaml": configHeader + strings.Join(pools, "")},
-	}
-	if err := kube.Create(t.Context(), cm); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.stopManager()
-		cleanupCluster(t)
-	})
-	e.start()
-	e.playGuards() // guard_test.go: the kubelet runs guard pods
-	return e
-}
-
-func (e *env) start() {
-	e.t.Helper()
-	mgr, err := operator.New(restConfig, operator.Options{
-		Namespace: e.namespace, ConfigMap: "warmpool", NodeClass: nodepools.EC2NodeClass,
-		MetricsAddr: "0", ProbeAddr: "0", WebhookAddr: "0", SkipControllerNameValidation: true,
-		CopierImage: "copier:test", GuardImage: "pause:test", Clock: e.clk,
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.mgr, e.stop, e.done = mgr, cancel, make(chan error, 1)
-	go func() { e.done <- mgr.Start(ctx) }()
-}
-
-func (e *env) stopManager() {
-	if e.stop == nil {
-		return
-	}
-	e.stop()
-	if err := <-e.done; err != nil {
-		e.t.Errorf("manager: %v", err)
-	}
-	e.stop = nil
-}
-
-// eventually polls cond until it returns nil, failing the test with its last error.
-func eventually(t testing.TB, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// consistently checks cond stays nil for a while (the controller had every chance to act).
+// consistently checks cond stays nil for a second (the controller had every chance to act).
 func consistently(t testing.TB, what string, cond func() error) {
 	t.Helper()
-	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if err := cond(); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	operatortest.Consistently(t, what, time.Second, cond)
+}
+
+// env is one test's namespace, config and running manager (operatortest.Env) on a fake clock.
+type env struct {
+	*operatortest.Env
+	clk *clocktesting.FakeClock
+}
+
+// newEnv starts a manager on a config of pools, with the kubelet's part for guard pods played.
+func newEnv(t testing.TB, pools ...string) *env {
+	t.Helper()
+	e := &env{clk: clocktesting.NewFakeClock(time.Now())}
+	e.Env = operatortest.NewEnv(t, restConfig, kube, operatortest.Config(pools...), operatortest.EnvOptions{
+		NamespacePrefix: "warmpool-cache-",
+		Options: func(o *operator.Options) {
+			o.WebhookAddr, o.CopierImage, o.GuardImage, o.Clock = "0", "copier:test", "pause:test", e.clk
+		},
+		Cleanup: cleanupCluster,
+	})
+	e.playGuards() // guard_test.go: the kubelet runs guard pods
+	return e
 }
 
 // --- playing Karpenter and the kubelet -------------------------------------------------------
@@ -302,9 +221,9 @@ func exists(t testing.TB, name, namespace string, obj client.Object) bool {
 }
 
 func (e *env) waitExists(name string, obj client.Object) {
-	e.t.Helper()
-	eventually(e.t, fmt.Sprintf("%T %s exists", obj, name), func() error {
-		if !exists(e.t, name, e.namespace, obj) {
+	e.T.Helper()
+	eventually(e.T, fmt.Sprintf("%T %s exists", obj, name), func() error {
+		if !exists(e.T, name, e.Namespace, obj) {
 			return fmt.Errorf("not found")
 		}
 		return nil
@@ -312,9 +231,9 @@ func (e *env) waitExists(name string, obj client.Object) {
 }
 
 func (e *env) waitGone(name string, obj client.Object) {
-	e.t.Helper()
-	eventually(e.t, fmt.Sprintf("%T %s gone", obj, name), func() error {
-		if exists(e.t, name, e.namespace, obj) {
+	e.T.Helper()
+	eventually(e.T, fmt.Sprintf("%T %s gone", obj, name), func() error {
+		if exists(e.T, name, e.Namespace, obj) {
 			return fmt.Errorf("still there")
 		}
 		return nil
@@ -330,19 +249,19 @@ func touch(t testing.TB, node string) {
 
 // newEnginePod creates the node's running engine pod, as the DaemonSet controller would.
 func (e *env) newEnginePod(node, pool string) *corev1.Pod {
-	e.t.Helper()
+	e.T.Helper()
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: "engine-" + node, Labels: map[string]string{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: "engine-" + node, Labels: map[string]string{
 			volumes.LabelEngineName: volumes.EngineName, volumes.LabelPool: pool, volumes.LabelEngineVersion: engineVersion,
 		}},
 		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: volumes.EngineContainer, Image: "engine"}}},
 	}
-	if err := kube.Create(e.t.Context(), p); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Create(e.T.Context(), p); err != nil {
+		e.T.Fatal(err)
 	}
 	p.Status.Phase = corev1.PodRunning
-	if err := kube.Status().Update(e.t.Context(), p); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Status().Update(e.T.Context(), p); err != nil {
+		e.T.Fatal(err)
 	}
 	return p
 }
@@ -351,21 +270,21 @@ func (e *env) newEnginePod(node, pool string) *corev1.Pod {
 // disruption, and plays the kubelet's part of the engine's eviction: the save goes on to its
 // volume and copy Job.
 func (e *env) committedAndStopped(node, pool string) {
-	e.t.Helper()
-	newNode(e.t, node, pool, "amd64")
-	newNodeClaim(e.t, node, pool, nil)
+	e.T.Helper()
+	newNode(e.T, node, pool, "amd64")
+	newNodeClaim(e.T, node, pool, nil)
 	e.newEnginePod(node, pool)
-	commit(e.t, node)
+	commit(e.T, node)
 	e.finishEviction(node)
 }
 
 // finishEviction plays the kubelet once the engine was evicted: the engine exits and the pod goes.
 func (e *env) finishEviction(node string) {
-	e.t.Helper()
+	e.T.Helper()
 	name := "engine-" + node
-	eventually(e.t, "engine pod evicted", func() error {
+	eventually(e.T, "engine pod evicted", func() error {
 		p := &corev1.Pod{}
-		if err := kube.Get(e.t.Context(), types.NamespacedName{Namespace: e.namespace, Name: name}, p); err != nil {
+		if err := kube.Get(e.T.Context(), types.NamespacedName{Namespace: e.Namespace, Name: name}, p); err != nil {
 			return err
 		}
 		if p.DeletionTimestamp == nil {
@@ -373,15 +292,15 @@ func (e *env) finishEviction(node string) {
 		}
 		return nil
 	})
-	if err := kube.Delete(e.t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: name}}, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
-		e.t.Fatal(err)
+	if err := kube.Delete(e.T.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: name}}, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
+		e.T.Fatal(err)
 	}
 }
 
 // runJob plays the Job controller and the kubelet: the Job's pod is created and terminates with
 // the result as its termination message.
 func (e *env) runJob(name string, exitCode int32, r volumes.JobResult) {
-	e.t.Helper()
+	e.T.Helper()
 	job := &batchv1.Job{}
 	e.waitExists(name, job)
 	labels := map[string]string{batchv1.ControllerUidLabel: string(job.UID), batchv1.JobNameLabel: job.Name}
@@ -389,16 +308,16 @@ func (e *env) runJob(name string, exitCode int32, r volumes.JobResult) {
 		labels[k] = v
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: name + "-pod", Labels: labels, Annotations: job.Spec.Template.Annotations,
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: name + "-pod", Labels: labels, Annotations: job.Spec.Template.Annotations,
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: ptr.To(true)}}},
 		Spec: job.Spec.Template.Spec,
 	}
-	if err := kube.Create(e.t.Context(), pod); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Create(e.T.Context(), pod); err != nil {
+		e.T.Fatal(err)
 	}
 	msg, err := json.Marshal(r)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	phase := corev1.PodSucceeded
 	if exitCode != 0 {
@@ -408,21 +327,21 @@ func (e *env) runJob(name string, exitCode int32, r volumes.JobResult) {
 		Name: volumes.CopierContainer, Image: "copier:test",
 		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: exitCode, Message: string(msg)}},
 	}}}
-	if err := kube.Status().Update(e.t.Context(), pod); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Status().Update(e.T.Context(), pod); err != nil {
+		e.T.Fatal(err)
 	}
 }
 
 // setSnapshotStatus plays the CSI snapshotter.
 func (e *env) setSnapshotStatus(name string, ready bool, created time.Time) {
-	e.t.Helper()
-	eventually(e.t, "snapshot status of "+name, func() error {
+	e.T.Helper()
+	eventually(e.T, "snapshot status of "+name, func() error {
 		s := &snapshotv1.VolumeSnapshot{}
-		if err := kube.Get(e.t.Context(), types.NamespacedName{Namespace: e.namespace, Name: name}, s); err != nil {
+		if err := kube.Get(e.T.Context(), types.NamespacedName{Namespace: e.Namespace, Name: name}, s); err != nil {
 			return err
 		}
 		s.Status = &snapshotv1.VolumeSnapshotStatus{ReadyToUse: ptr.To(ready), CreationTime: ptr.To(metav1.NewTime(created)), RestoreSize: ptr.To(resourceQuantity("20Gi"))}
-		return kube.Status().Update(e.t.Context(), s)
+		return kube.Status().Update(e.T.Context(), s)
 	})
 }
 
@@ -480,41 +399,8 @@ func waitNodeEvent(t testing.TB, node, reason string, fragments ...string) strin
 // metric reads a counter or gauge series (0 when absent), or a histogram's sample count.
 func metric(t testing.TB, name string, labels map[string]string) float64 {
 	t.Helper()
-	families, err := crmetrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.Metric {
-			if !labelsEqual(m.GetLabel(), labels) {
-				continue
-			}
-			switch f.GetType() {
-			case dto.MetricType_COUNTER:
-				return m.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				return m.GetGauge().GetValue()
-			case dto.MetricType_HISTOGRAM:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return 0
-}
-
-func labelsEqual(pairs []*dto.LabelPair, want map[string]string) bool {
-	if len(pairs) != len(want) {
-		return false
-	}
-	for _, p := range pairs {
-		if v, ok := want[p.GetName()]; !ok || v != p.GetValue() {
-			return false
-		}
-	}
-	return true
+	v, _ := operatortest.Metric(t, name, labels)
+	return v
 }
 
 func waitMetric(t testing.TB, name string, labels map[string]string, want float64) {

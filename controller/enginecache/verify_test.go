@@ -25,48 +25,48 @@ func argAfter(args []string, flag string) string {
 
 // setReady plays the kubelet's readiness probe on a pod.
 func (e *env) setReady(name string, ready bool) {
-	e.t.Helper()
+	e.T.Helper()
 	status := corev1.ConditionFalse
 	if ready {
 		status = corev1.ConditionTrue
 	}
 	p := &corev1.Pod{}
-	get(e.t, name, e.namespace, p)
+	get(e.T, name, e.Namespace, p)
 	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
-	if err := kube.Status().Update(e.t.Context(), p); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Status().Update(e.T.Context(), p); err != nil {
+		e.T.Fatal(err)
 	}
 }
 
 // restoreOnto runs a restore of the pool's newest snapshot onto a new node up to its release:
 // the copy Job succeeds, the taint goes, and the node waits for the engine's verdict.
 func (e *env) restoreOnto(pool, node, wantSnapshot string) {
-	e.t.Helper()
-	newNode(e.t, node, pool, "amd64", startupTaint(), runnerTaint(pool))
+	e.T.Helper()
+	newNode(e.T, node, pool, "amd64", startupTaint(), runnerTaint(pool))
 	pvc := &corev1.PersistentVolumeClaim{}
 	e.waitExists(volumes.RestoreName(node), pvc)
 	if pvc.Spec.DataSource == nil || pvc.Spec.DataSource.Name != wantSnapshot {
-		e.t.Fatalf("node %s restores from %+v, want %s", node, pvc.Spec.DataSource, wantSnapshot)
+		e.T.Fatalf("node %s restores from %+v, want %s", node, pvc.Spec.DataSource, wantSnapshot)
 	}
 	e.runJob(volumes.RestoreName(node), 0, volumes.JobResult{Result: volumes.ResultRestored, Bytes: 4096, Files: 9, DurationSeconds: 2})
-	waitReleased(e.t, node)
+	waitReleased(e.T, node)
 	n := &corev1.Node{}
-	get(e.t, node, "", n)
+	get(e.T, node, "", n)
 	if n.Annotations[enginecache.AnnotationRestore] != "verifying" || n.Annotations[enginecache.AnnotationRestoreSnapshot] != wantSnapshot {
-		e.t.Fatalf("released node annotations %v", n.Annotations)
+		e.T.Fatalf("released node annotations %v", n.Annotations)
 	}
 }
 
 // verifyJob waits for the node's verify Job and checks it reads this restore's marker.
 func (e *env) verifyJob(node string) *batchv1.Job {
-	e.t.Helper()
+	e.T.Helper()
 	job := &batchv1.Job{}
 	e.waitExists(volumes.VerifyName(node), job)
 	n := &corev1.Node{}
-	get(e.t, node, "", n)
+	get(e.T, node, "", n)
 	args := job.Spec.Template.Spec.Containers[0].Args
 	if !slices.Contains(args, "verify") || argAfter(args, "--restore-id") != n.Annotations[enginecache.AnnotationRestoreID] || job.Spec.Template.Spec.NodeName != node {
-		e.t.Fatalf("verify job args %v on %q, node annotations %v", args, job.Spec.Template.Spec.NodeName, n.Annotations)
+		e.T.Fatalf("verify job args %v on %q, node annotations %v", args, job.Spec.Template.Spec.NodeName, n.Annotations)
 	}
 	return job
 }
@@ -80,7 +80,7 @@ func TestRestoreCountsWarmOnlyWhenTheEngineKeptIt(t *testing.T) {
 	// The engine starts but is not Ready yet: its verdict is not on disk, so nothing is asked.
 	engine := e.newEnginePod(node, pool)
 	consistently(t, "no verify before the engine is Ready", func() error {
-		if exists(t, volumes.VerifyName(node), e.namespace, &batchv1.Job{}) {
+		if exists(t, volumes.VerifyName(node), e.Namespace, &batchv1.Job{}) {
 			return fmt.Errorf("verify job created while the engine starts")
 		}
 		return nil
@@ -97,13 +97,13 @@ func TestRestoreCountsWarmOnlyWhenTheEngineKeptIt(t *testing.T) {
 		t.Fatalf("verdict %q", n.Annotations[enginecache.AnnotationRestore])
 	}
 	s := &snapshotv1.VolumeSnapshot{}
-	get(t, "snap", e.namespace, s)
+	get(t, "snap", e.Namespace, s)
 	if volumes.Quarantined(s) {
 		t.Fatal("a snapshot the engine kept was quarantined")
 	}
 	touch(t, node)
 	consistently(t, "a concluded verification never runs again", func() error {
-		if exists(t, job.Name, e.namespace, &batchv1.Job{}) {
+		if exists(t, job.Name, e.Namespace, &batchv1.Job{}) {
 			return fmt.Errorf("verify job came back")
 		}
 		return nil
@@ -127,7 +127,7 @@ func TestRestoreWipedByTheEngineQuarantinesTheSnapshot(t *testing.T) {
 	waitMetric(t, "warmpool_cold_starts_total", map[string]string{"pool": pool, "reason": enginecache.ColdWiped}, 1)
 	eventually(t, "snapshot bad quarantined", func() error {
 		s := &snapshotv1.VolumeSnapshot{}
-		get(t, "bad", e.namespace, s)
+		get(t, "bad", e.Namespace, s)
 		if !volumes.Quarantined(s) || !strings.Contains(s.Annotations[volumes.AnnotationQuarantineReason], "worker/ was reset") {
 			return fmt.Errorf("labels %v annotations %v", s.Labels, s.Annotations)
 		}
@@ -153,11 +153,11 @@ func TestRestoreUnverifiedWhenTheEngineNeverGetsReady(t *testing.T) {
 	waitNodeEvent(t, node, enginecache.ReasonRestoreUnverified, "not Ready")
 	waitMetric(t, "warmpool_cache_restores_total", map[string]string{"pool": pool, "result": "unverified"}, 1)
 	s := &snapshotv1.VolumeSnapshot{}
-	get(t, "snap", e.namespace, s)
+	get(t, "snap", e.Namespace, s)
 	if volumes.Quarantined(s) {
 		t.Fatal("a snapshot was quarantined without the engine's verdict")
 	}
-	if exists(t, volumes.VerifyName(node), e.namespace, &batchv1.Job{}) {
+	if exists(t, volumes.VerifyName(node), e.Namespace, &batchv1.Job{}) {
 		t.Fatal("verify job started after the verification gave up")
 	}
 }
