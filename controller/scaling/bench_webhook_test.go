@@ -94,8 +94,8 @@ func newHeadroomFollower(tb testing.TB, pool, label, secret string, options func
 		"scaling: {jobsPerNode: 1, warmMinimum: 0, scaleDownStabilization: 1ms}")), options)
 	h := &headroomFollower{
 		tb: tb, client: &http.Client{Timeout: 30 * time.Second}, label: label, secret: secret,
-		url:      "http://" + e.mgr.Webhook.BoundAddr + config.DefaultWebhookPath,
-		replicas: watchHeadroom(tb, e.namespace, nodepools.HeadroomName(pool)),
+		url:      "http://" + e.Mgr.Webhook.BoundAddr + config.DefaultWebhookPath,
+		replicas: watchHeadroom(tb, e.Namespace, nodepools.HeadroomName(pool)),
 	}
 	// The config's route records the pool at 0 jobs: the headroom exists at 0 first.
 	waitFor(tb, h.replicas, 0)
@@ -135,48 +135,24 @@ func configYAMLWithWebhook(pools ...string) string {
 // HMAC key: the suite's env starts its manager without the endpoint.
 func newWebhookEnv(b testing.TB, secret, cfg string, options func(*operator.Options)) *env {
 	b.Helper()
-	ctx := b.Context()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-scaling-"}}
-	if err := kube.Create(ctx, ns); err != nil {
-		b.Fatal(err)
-	}
-	sec := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "warmpool-github"},
-		Data:       map[string][]byte{"webhook-secret": []byte(secret)},
-	}
-	if err := kube.Create(ctx, sec); err != nil {
-		b.Fatal(err)
-	}
-	e := &env{t: b, namespace: ns.Name}
-	e.cm = &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "warmpool"},
-		Data:       map[string]string{"config.yaml": cfg},
-	}
-	if err := kube.Create(ctx, e.cm); err != nil {
-		b.Fatal(err)
-	}
-	opts := operator.Options{
-		Namespace: ns.Name, ConfigMap: "warmpool", NodeClass: nodepools.EC2NodeClass,
-		MetricsAddr: "0", ProbeAddr: "0", WebhookAddr: "127.0.0.1:0", SkipControllerNameValidation: true,
-	}
-	if options != nil {
-		options(&opts)
-	}
-	mgr, err := operator.New(restConfig, opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	e.mgr, e.stop, e.done = mgr, cancel, make(chan error, 1)
-	go func() { e.done <- mgr.Start(runCtx) }()
-	b.Cleanup(func() {
-		e.stopManager()
-		cleanupCluster(b)
+	e := newEnvWith(b, cfg, func(o *operator.Options) {
+		o.WebhookAddr = "127.0.0.1:0"
+		if options != nil {
+			options(o)
+		}
+	}, func(namespace string) {
+		sec := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "warmpool-github"},
+			Data:       map[string][]byte{"webhook-secret": []byte(secret)},
+		}
+		if err := kube.Create(b.Context(), sec); err != nil {
+			b.Fatal(err)
+		}
 	})
 	select {
-	case <-mgr.Webhook.Bound:
-	case err := <-e.done:
-		b.Fatalf("manager stopped before the webhook endpoint was up: %v", err)
+	case <-e.Mgr.Webhook.Bound:
+	case <-e.Running().Exited():
+		b.Fatalf("manager stopped before the webhook endpoint was up: %v", e.Running().Err())
 	case <-time.After(30 * time.Second):
 		b.Fatal("webhook endpoint not up after 30s")
 	}

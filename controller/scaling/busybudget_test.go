@@ -64,7 +64,7 @@ func TestBusyBudgetSurplus(t *testing.T) {
 			waitGauge(t, nodesGauge, pool, s.wantPoolSize)
 		}
 		waitBudgets(t, surplus, busyWith(s.wantSurplus, defaultBudgets))
-		if got := e.mgr.State.BusyBudget(surplus); got != (nodepools.BusyBudget{Busy: true, Disruptable: s.wantSurplus}) {
+		if got := e.Mgr.State.BusyBudget(surplus); got != (nodepools.BusyBudget{Busy: true, Disruptable: s.wantSurplus}) {
 			t.Errorf("%s: BusyBudget(%s) = %+v, want busy with %d disruptable", s.what, surplus, got, s.wantSurplus)
 		}
 		// The block pool was evaluated on the same inputs (its gauges above): "0" throughout.
@@ -73,7 +73,7 @@ func TestBusyBudgetSurplus(t *testing.T) {
 			waitBudgets(t, block, busyWith(0, defaultBudgets))
 		}
 		checkBudgets(t, block, busyWith(0, defaultBudgets))
-		if got := e.mgr.State.BusyBudget(block); got != (nodepools.BusyBudget{Busy: true}) {
+		if got := e.Mgr.State.BusyBudget(block); got != (nodepools.BusyBudget{Busy: true}) {
 			t.Errorf("%s: BusyBudget(%s) = %+v, want busy with 0 disruptable", s.what, block, got)
 		}
 	}

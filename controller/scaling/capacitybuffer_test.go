@@ -19,15 +19,15 @@ import (
 func (e *env) buffer(pool string) (*unstructured.Unstructured, error) {
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(nodepools.CapacityBufferGV.WithKind("CapacityBuffer"))
-	err := kube.Get(e.t.Context(), client.ObjectKey{Namespace: e.namespace, Name: nodepools.HeadroomName(pool)}, u)
+	err := kube.Get(e.T.Context(), client.ObjectKey{Namespace: e.Namespace, Name: nodepools.HeadroomName(pool)}, u)
 	return u, err
 }
 
 // waitBuffer waits for the pool's CapacityBuffer to ask for exactly n chunks.
 func (e *env) waitBuffer(pool string, n int64) *unstructured.Unstructured {
-	e.t.Helper()
+	e.T.Helper()
 	var u *unstructured.Unstructured
-	eventually(e.t, fmt.Sprintf("CapacityBuffer of pool %s at %d replicas", pool, n), func() error {
+	eventually(e.T, fmt.Sprintf("CapacityBuffer of pool %s at %d replicas", pool, n), func() error {
 		var err error
 		if u, err = e.buffer(pool); err != nil {
 			return err
@@ -43,9 +43,9 @@ func (e *env) waitBuffer(pool string, n int64) *unstructured.Unstructured {
 
 // waitGone waits for obj to be deleted (or marked so: envtest runs no garbage collector).
 func (e *env) waitGone(what string, obj client.Object) {
-	e.t.Helper()
-	eventually(e.t, what+" deleted", func() error {
-		err := kube.Get(e.t.Context(), client.ObjectKeyFromObject(obj), obj)
+	e.T.Helper()
+	eventually(e.T, what+" deleted", func() error {
+		err := kube.Get(e.T.Context(), client.ObjectKeyFromObject(obj), obj)
 		switch {
 		case apierrors.IsNotFound(err):
 			return nil
@@ -71,7 +71,7 @@ func TestCapacityBufferActuator(t *testing.T) {
 	e.record(pool, queue.Counts{Queued: 3}, nil)
 	deployment := e.waitReplicas(pool, 3)
 
-	e.setConfig(withActuator("capacityBuffer"))
+	e.SetConfig(withActuator("capacityBuffer"))
 	buf := e.waitBuffer(pool, 3)
 	e.waitGone("placeholder Deployment", deployment)
 	if ref, _, _ := unstructured.NestedString(buf.Object, "spec", "podTemplateRef", "name"); ref != nodepools.HeadroomName(pool) {
@@ -81,7 +81,7 @@ func TestCapacityBufferActuator(t *testing.T) {
 		t.Errorf("provisioningStrategy %q", s)
 	}
 	tpl := &corev1.PodTemplate{}
-	if err := kube.Get(t.Context(), client.ObjectKey{Namespace: e.namespace, Name: nodepools.HeadroomName(pool)}, tpl); err != nil {
+	if err := kube.Get(t.Context(), client.ObjectKey{Namespace: e.Namespace, Name: nodepools.HeadroomName(pool)}, tpl); err != nil {
 		t.Fatal(err)
 	}
 	if got := tpl.Template.Spec.NodeSelector; !equality.Semantic.DeepEqual(got, map[string]string{nodepools.LabelPool: pool}) {
@@ -100,7 +100,7 @@ func TestCapacityBufferActuator(t *testing.T) {
 	waitGauge(t, headroomGauge, pool, 5)
 
 	// Back to placeholder pods.
-	e.setConfig(withActuator("pods"))
+	e.SetConfig(withActuator("pods"))
 	e.waitReplicas(pool, 5)
 	e.waitGone("CapacityBuffer", buf)
 	e.waitGone("PodTemplate", tpl)
@@ -117,8 +117,8 @@ func TestCapacityBufferResumes(t *testing.T) {
 		t.Errorf("CapacityBuffer carries no %s", scaling.AnnotationState)
 	}
 
-	e.stopManager()
-	e.start()
+	e.Stop()
+	e.Start()
 	waitEvent(t, pool, scaling.ReasonResumed, "resumed at desired nodes 4 from the state recorded on CapacityBuffer", "now 4")
 	after := e.waitBuffer(pool, 4)
 	if after.GetGeneration() != before.GetGeneration() {

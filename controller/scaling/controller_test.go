@@ -115,8 +115,8 @@ func TestQueuedJobsCreateHeadroom(t *testing.T) {
 	sized := e.waitReplicas(sizedPool, 3)
 	plain := e.waitReplicas(plainPool, 2)
 
-	if want := "warmpool-headroom-" + sizedPool; sized.Namespace != e.namespace || sized.Name != want {
-		t.Errorf("Deployment %s/%s, want %s/%s", sized.Namespace, sized.Name, e.namespace, want)
+	if want := "warmpool-headroom-" + sizedPool; sized.Namespace != e.Namespace || sized.Name != want {
+		t.Errorf("Deployment %s/%s, want %s/%s", sized.Namespace, sized.Name, e.Namespace, want)
 	}
 	selector := map[string]string{nodepools.LabelPool: sizedPool, nodepools.LabelHeadroom: "true"}
 	if sized.Labels[nodepools.LabelManagedBy] != nodepools.ManagedBy || sized.Labels[nodepools.LabelPool] != sizedPool {
@@ -224,7 +224,7 @@ func TestBudgetsFollowBusyState(t *testing.T) {
 
 	e.record(pool, queue.Counts{Queued: 2}, nil)
 	waitBudgets(t, pool, blocking)
-	if !e.mgr.State.Busy(pool) {
+	if !e.Mgr.State.Busy(pool) {
 		t.Errorf("Busy(%s) = false with 2 queued", pool)
 	}
 
@@ -242,7 +242,7 @@ func TestBudgetsFollowBusyState(t *testing.T) {
 	if got := e.replicas(pool); got != 3 {
 		t.Errorf("headroom replicas %d right after the queue drained, want 3 (stabilizing)", got)
 	}
-	if e.mgr.State.Busy(pool) {
+	if e.Mgr.State.Busy(pool) {
 		t.Errorf("Busy(%s) = true with an idle queue", pool)
 	}
 	if n := eventCount(t, pool, scaling.ReasonBudgetsBlocked); n != 1 {
@@ -344,14 +344,14 @@ func TestUnknownDataHolds(t *testing.T) {
 	e.waitReplicas(pool, 1)
 	waitGauge(t, desiredGauge, pool, 1)
 	checkGauge(t, busyGauge, pool, 0)
-	if e.mgr.State.Busy(pool) {
+	if e.Mgr.State.Busy(pool) {
 		t.Errorf("Busy(%s) = true without any reading", pool)
 	}
 	checkBudgets(t, pool, defaultBudgets)
 	if n := eventCount(t, pool, scaling.ReasonBudgetsBlocked); n != 0 {
 		t.Errorf("%d %s events without any reading", n, scaling.ReasonBudgetsBlocked)
 	}
-	if _, known := e.mgr.Tracker.Pool(pool); known {
+	if _, known := e.Mgr.Tracker.Pool(pool); known {
 		t.Errorf("tracker says pool %s is known before its source answered", pool)
 	}
 
@@ -373,7 +373,7 @@ func TestUnknownDataHolds(t *testing.T) {
 	if n := eventCount(t, pool, scaling.ReasonBudgetsRestored); n != 0 {
 		t.Errorf("%d %s events after a failed reading, want 0", n, scaling.ReasonBudgetsRestored)
 	}
-	c, staleness, err := e.mgr.Tracker.Source(queue.Key{Pool: pool, Source: "ci"})
+	c, staleness, err := e.Mgr.Tracker.Source(queue.Key{Pool: pool, Source: "ci"})
 	if c != (queue.Counts{Queued: 4}) || staleness < 0 || err == nil {
 		t.Errorf("tracker source = %+v, %v, %v; want the last good counts and the error", c, staleness, err)
 	}
@@ -439,7 +439,7 @@ func TestRemovedPoolLosesHeadroom(t *testing.T) {
 	e.waitReplicas(gone, 1)
 	waitGauge(t, desiredGauge, gone, 1)
 
-	e.setConfig(configYAML(poolYAML(stay, "scaling: {warmMinimum: 1}")))
+	e.SetConfig(configYAML(poolYAML(stay, "scaling: {warmMinimum: 1}")))
 	eventually(t, "headroom of the removed pool deleted", func() error {
 		d, err := e.headroom(gone)
 		switch {
@@ -493,12 +493,12 @@ func TestRestartKeepsHeadroom(t *testing.T) {
 
 	// Restart with a config that cannot be put in force: no pool is known to the new manager,
 	// while the informers replay the existing headroom Deployment to the scaling controller.
-	e.stopManager()
-	e.setConfig("not: [valid")
-	e.start()
+	e.Stop()
+	e.SetConfig("not: [valid")
+	e.Start()
 	e.waitRejected()
 	// The config comes back; the new manager resumes the pool where the last one left it.
-	e.setConfig(cfg)
+	e.SetConfig(cfg)
 	waitEvent(t, pool, scaling.ReasonResumed, "resumed at desired nodes 2 from the state recorded on Deployment", "now 2")
 	if n := eventCount(t, pool, scaling.ReasonScaledUp); n != 1 {
 		t.Errorf("%d %s events, want the first manager's only", n, scaling.ReasonScaledUp)
@@ -511,14 +511,14 @@ func TestRestartKeepsHeadroom(t *testing.T) {
 
 // waitRejected waits for the pools controller to reject the test's config.
 func (e *env) waitRejected() {
-	e.t.Helper()
-	eventually(e.t, "config rejected", func() error {
+	e.T.Helper()
+	eventually(e.T, "config rejected", func() error {
 		list := &corev1.EventList{}
-		if err := kube.List(e.t.Context(), list, client.InNamespace(e.namespace)); err != nil {
+		if err := kube.List(e.T.Context(), list, client.InNamespace(e.Namespace)); err != nil {
 			return err
 		}
 		for _, ev := range list.Items {
-			if ev.Reason == pools.ReasonRejected && ev.InvolvedObject.Name == e.cm.Name {
+			if ev.Reason == pools.ReasonRejected && ev.InvolvedObject.Name == e.ConfigMap.Name {
 				return nil
 			}
 		}
@@ -537,11 +537,11 @@ func TestPoolRemovedWhileDownLosesHeadroom(t *testing.T) {
 	e.waitReplicas(stay, 1)
 	e.waitReplicas(gone, 1)
 
-	e.stopManager()
-	e.setConfig("not: [valid")
-	e.start()
+	e.Stop()
+	e.SetConfig("not: [valid")
+	e.Start()
 	e.waitRejected()
-	e.setConfig(configYAML(poolYAML(stay, "scaling: {warmMinimum: 1}")))
+	e.SetConfig(configYAML(poolYAML(stay, "scaling: {warmMinimum: 1}")))
 	eventually(t, "headroom of the removed pool deleted", func() error {
 		d, err := e.headroom(gone)
 		switch {

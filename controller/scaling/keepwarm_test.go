@@ -19,7 +19,7 @@ import (
 // Deployment's pods are (envtest runs no ReplicaSet controller to make them). Its phase is
 // left alone: the controller may write its cost at once, and the cost does not depend on it.
 func (e *env) placeholderOn(pool, node string) *corev1.Pod {
-	e.t.Helper()
+	e.T.Helper()
 	return e.newPod("placeholder-"+node, node, func(p *corev1.Pod) {
 		p.Labels = map[string]string{nodepools.LabelManagedBy: nodepools.ManagedBy, nodepools.LabelPool: pool, nodepools.LabelHeadroom: "true"}
 		p.Spec.NodeSelector = map[string]string{nodepools.LabelPool: pool}
@@ -137,8 +137,8 @@ func TestPlaceholdersCarryTheirNodesValue(t *testing.T) {
 	if err := kube.Delete(t.Context(), runner); err != nil {
 		t.Fatal(err)
 	}
-	e.stopManager()
-	e.start()
+	e.Stop()
+	e.Start()
 	late := newNode(t, pool+"-late", pool)
 	waitCost(t, e.placeholderOn(pool, late.Name), wantCost(late, policy.CacheCold))
 	// The headroom moves only once this process evaluated, after it wrote the costs.

@@ -106,18 +106,18 @@ func TestRestartKeepsBudgetsBlocking(t *testing.T) {
 	}
 	bw := watchBudgets(t, pool, np.ResourceVersion)
 
-	e.stopManager()
-	e.start()
+	e.Stop()
+	e.Start()
 	// The new manager's first evaluation tells: it resumes at 2 and, without data, holds them.
 	waitEvent(t, pool, scaling.ReasonResumed, "resumed at desired nodes 2", "now 2", "known: false")
-	if _, known := e.mgr.Tracker.Pool(pool); known {
+	if _, known := e.Mgr.Tracker.Pool(pool); known {
 		t.Fatal("the new manager knows the queue already; the test would prove nothing")
 	}
-	if !e.mgr.State.Busy(pool) {
+	if !e.Mgr.State.Busy(pool) {
 		t.Errorf("Busy(%s) = false after the restart with no queue data", pool)
 	}
 	// Make the new manager render the NodePool again, busy state and all.
-	e.setConfig(cfg(20))
+	e.SetConfig(cfg(20))
 	eventually(t, "NodePool re-rendered by the new manager", func() error {
 		np, err := nodePool(t, pool)
 		if err != nil {
@@ -157,7 +157,7 @@ func TestBusyAnnotationOwnedApart(t *testing.T) {
 	e.record(pool, queue.Counts{Running: 1}, nil)
 	waitBusyAnnotation(t, pool, "true")
 	// A config edit re-applies the NodePool as the pools controller's manager.
-	e.setConfig(configYAML(poolYAML(pool, ciSource, "weight: 30", "scaling: {jobsPerNode: 1}")))
+	e.SetConfig(configYAML(poolYAML(pool, ciSource, "weight: 30", "scaling: {jobsPerNode: 1}")))
 	eventually(t, "weight applied", func() error {
 		np, err := nodePool(t, pool)
 		if err != nil {
@@ -231,26 +231,26 @@ func TestRunnerPodUpdatesHeadroomAtOnce(t *testing.T) {
 // restart stops the manager and starts a new one, and waits for the new one to resume the
 // pool at desired nodes (its first evaluation's Event).
 func (e *env) restart(pool string, desired int) string {
-	e.t.Helper()
-	before := eventCount(e.t, pool, scaling.ReasonResumed)
-	e.stopManager()
-	e.start()
-	eventually(e.t, "pool resumed by the new manager", func() error {
-		if n := eventCount(e.t, pool, scaling.ReasonResumed); n <= before {
+	e.T.Helper()
+	before := eventCount(e.T, pool, scaling.ReasonResumed)
+	e.Stop()
+	e.Start()
+	eventually(e.T, "pool resumed by the new manager", func() error {
+		if n := eventCount(e.T, pool, scaling.ReasonResumed); n <= before {
 			return fmt.Errorf("%d %s events", n, scaling.ReasonResumed)
 		}
 		return nil
 	})
-	return waitEvent(e.t, pool, scaling.ReasonResumed, fmt.Sprintf("resumed at desired nodes %d from the state recorded on Deployment", desired))
+	return waitEvent(e.T, pool, scaling.ReasonResumed, fmt.Sprintf("resumed at desired nodes %d from the state recorded on Deployment", desired))
 }
 
 // headroomGeneration is the generation of the pool's headroom Deployment: any change of its
 // spec (replicas) bumps it, so an unchanged generation proves no placeholder came or went.
 func (e *env) headroomGeneration(pool string) int64 {
-	e.t.Helper()
+	e.T.Helper()
 	d, err := e.headroom(pool)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	return d.Generation
 }
@@ -289,7 +289,7 @@ func TestRestartWithoutHeadroomPinsNothing(t *testing.T) {
 	if !strings.Contains(msg, "now 0") {
 		t.Errorf("first evaluation after the restart: %q, want desired 0", msg)
 	}
-	if e.mgr.State.Busy(pool) {
+	if e.Mgr.State.Busy(pool) {
 		t.Errorf("Busy(%s) = true after the restart of an idle pool", pool)
 	}
 	// Fresh data (idle), then a third node forces an evaluation that has it.

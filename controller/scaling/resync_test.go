@@ -76,7 +76,7 @@ func TestWebhookResyncWired(t *testing.T) {
 		}
 	})
 	e.waitReplicas(pool, 2)
-	c, staleness, err := e.mgr.Tracker.Source(queue.Key{Pool: pool, Source: "github-webhook"})
+	c, staleness, err := e.Mgr.Tracker.Source(queue.Key{Pool: pool, Source: "github-webhook"})
 	if c != (queue.Counts{Queued: 2}) || staleness < 0 || err != nil {
 		t.Errorf("webhook source = %+v, %v, %v; want 2 queued from the resync", c, staleness, err)
 	}
@@ -99,11 +99,11 @@ func TestSecretCreatedLateStartsSource(t *testing.T) {
 	e := newEnv(t, cfg)
 	e.waitReplicas(pool, 0)
 	key := queue.Key{Pool: pool, Source: "github-webhook"}
-	if c, _, _ := e.mgr.Tracker.Source(key); c != (queue.Counts{}) {
+	if c, _, _ := e.Mgr.Tracker.Source(key); c != (queue.Counts{}) {
 		t.Fatalf("webhook source counts %+v before its Secret exists", c)
 	}
 
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: "github-late"},
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: "github-late"},
 		Data: map[string][]byte{"token": []byte(token), "webhook": []byte("hook-secret")}}
 	if err := kube.Create(t.Context(), sec); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/controller/scaling/policy"
@@ -156,7 +157,7 @@ func TestSpareFromWebhookArrivals(t *testing.T) {
 			changed = append(changed, e)
 		}
 	}
-	if len(changed) == 0 || !containsAll(changed[len(changed)-1], "ArrivalRate", "jobs/min", "limit 14") {
+	if len(changed) == 0 || !operatortest.ContainsAll(changed[len(changed)-1], "ArrivalRate", "jobs/min", "limit 14") {
 		t.Errorf("SpareChanged Events %q, want one naming ArrivalRate, the rate and the limit", changed)
 	}
 	// No flapping: a steady stream keeps the spare where it is.

@@ -4,13 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime/pprof"
-	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
@@ -19,10 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/operator"
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"
@@ -44,67 +39,28 @@ func TestMain(m *testing.M) {
 	os.Exit(cluster.RunTests(m, func(api *cluster.APIServer) { restConfig, kube = api.Config, api.Client }))
 }
 
-// configHeader is the cluster-wide part of every test config; pools follow.
-const configHeader = `apiVersion: warmpool.io/v1alpha1
-kind: WarmpoolConfig
-nodeClass:
-  role: KarpenterNodeRole-test
-  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: test}}]
-  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: test}}]
-pools:
-`
-
 // ciSource is a queue source the manager never polls (no runner is wired in operator.New):
 // it only declares the source, so the tracker knows the pool's data is unknown until a test
 // records into it.
 const ciSource = `queue: {sources: [{name: ci, prometheus: {url: "http://127.0.0.1:1", query: q}}]}`
 
-// poolYAML renders one pool; each line is a pool field written at the pool's indentation.
+// poolYAML renders one pool with the suite's NVMe and engine; each line is a pool field.
 func poolYAML(name string, lines ...string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "  - name: %s\n    nvme: {minSizeGB: 100}\n    engine: {version: v0.19.7}\n", name)
-	for _, l := range lines {
-		b.WriteString("    " + l + "\n")
-	}
-	return b.String()
+	return operatortest.Pool(name, append([]string{"nvme: {minSizeGB: 100}", "engine: {version: v0.19.7}"}, lines...)...)
 }
-
-func configYAML(pools ...string) string { return configHeader + strings.Join(pools, "") }
 
 var (
-	poolNamesMu sync.Mutex
-	poolNames   = map[string]int{}
+	configYAML = operatortest.Config
+	poolName   = operatortest.Unique
+	eventually = operatortest.Eventually
 )
 
-// poolName returns base the first time, then base-2, base-3...: a test run again in the same
-// process (-count) gets pools of its own, since Events on NodePools and metric series outlive a
-// test.
-func poolName(base string) string {
-	poolNamesMu.Lock()
-	defer poolNamesMu.Unlock()
-	poolNames[base]++
-	if n := poolNames[base]; n > 1 {
-		return fmt.Sprintf("%s-%d", base, n)
-	}
-	return base
-}
-
-// env is one test's namespace, ConfigMap and running manager.
-type env struct {
-	t         testing.TB
-	namespace string
-	cm        *corev1.ConfigMap
-	mgr       *operator.Manager
-	stop      context.CancelFunc
-	done      chan error
-	// options, when set, adjusts the manager's options before each start.
-	options func(*operator.Options)
-}
+// env is one test's namespace, ConfigMap and running manager (operatortest.Env).
+type env struct{ *operatortest.Env }
 
 // newEnv creates a namespace and a ConfigMap holding cfg, and starts the manager on them.
-// Tests run one at a time: every manager prunes the cluster-scoped objects it owns. Each test
-// uses its own pool names, so Events (on cluster-scoped NodePools) and metric series (global
-// registry) of earlier tests never match.
+// Each test uses its own pool names, so Events (on cluster-scoped NodePools) and metric series
+// (global registry) of earlier tests never match.
 func newEnv(t testing.TB, cfg string) *env {
 	t.Helper()
 	return newEnvWith(t, cfg, nil, nil)
@@ -114,109 +70,28 @@ func newEnv(t testing.TB, cfg string) *env {
 // setup run in the namespace before the manager first starts (Secrets the config refers to).
 func newEnvWith(t testing.TB, cfg string, options func(*operator.Options), setup func(namespace string)) *env {
 	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-scaling-"}}
-	if err := kube.Create(t.Context(), ns); err != nil {
-		t.Fatal(err)
-	}
-	if setup != nil {
-		setup(ns.Name)
-	}
-	e := &env{t: t, namespace: ns.Name, options: options}
-	e.cm = &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "warmpool"},
-		Data:       map[string]string{"config.yaml": cfg},
-	}
-	if err := kube.Create(t.Context(), e.cm); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.stopManager()
-		cleanupCluster(t)
-	})
-	e.start()
-	return e
-}
-
-func (e *env) start() {
-	e.t.Helper()
-	opts := operator.Options{
-		Namespace: e.namespace, ConfigMap: "warmpool", NodeClass: nodepools.EC2NodeClass,
-		MetricsAddr: "0", ProbeAddr: "0", SkipControllerNameValidation: true,
-	}
-	if e.options != nil {
-		e.options(&opts)
-	}
-	mgr, err := operator.New(restConfig, opts)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.mgr, e.stop, e.done = mgr, cancel, make(chan error, 1)
-	go func() { e.done <- mgr.Start(ctx) }()
-}
-
-func (e *env) stopManager() {
-	if e.stop == nil {
-		return
-	}
-	e.stop()
-	// A manager that does not stop within its 30 s grace period fails the test; dump the
-	// goroutines first so the runnable that hangs is named.
-	dump := time.AfterFunc(25*time.Second, func() { _ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1) })
-	err := <-e.done
-	dump.Stop()
-	if err != nil {
-		e.t.Errorf("manager: %v", err)
-	}
-	e.stop = nil
-}
-
-// setConfig replaces the ConfigMap's config.
-func (e *env) setConfig(cfg string) {
-	e.t.Helper()
-	cm := &corev1.ConfigMap{}
-	if err := kube.Get(e.t.Context(), client.ObjectKeyFromObject(e.cm), cm); err != nil {
-		e.t.Fatal(err)
-	}
-	cm.Data = map[string]string{"config.yaml": cfg}
-	if err := kube.Update(e.t.Context(), cm); err != nil {
-		e.t.Fatal(err)
-	}
+	return &env{operatortest.NewEnv(t, restConfig, kube, cfg, operatortest.EnvOptions{
+		NamespacePrefix: "warmpool-scaling-", Options: options, Setup: setup, Cleanup: cleanupCluster,
+	})}
 }
 
 // record stores a reading of the pool's ci source, as a poller would.
 func (e *env) record(pool string, c queue.Counts, err error) {
-	e.mgr.Tracker.Record(queue.Key{Pool: pool, Source: "ci"}, c, err)
-}
-
-// eventually polls cond until it returns nil, failing the test with its last error.
-func eventually(t testing.TB, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	e.Mgr.Tracker.Record(queue.Key{Pool: pool, Source: "ci"}, c, err)
 }
 
 // headroom returns the pool's placeholder Deployment as the API server stores it.
 func (e *env) headroom(pool string) (*appsv1.Deployment, error) {
 	d := &appsv1.Deployment{}
-	err := kube.Get(e.t.Context(), client.ObjectKey{Namespace: e.namespace, Name: nodepools.HeadroomName(pool)}, d)
+	err := kube.Get(e.T.Context(), client.ObjectKey{Namespace: e.Namespace, Name: nodepools.HeadroomName(pool)}, d)
 	return d, err
 }
 
 // waitReplicas waits for the pool's headroom Deployment to ask for exactly n replicas.
 func (e *env) waitReplicas(pool string, n int32) *appsv1.Deployment {
-	e.t.Helper()
+	e.T.Helper()
 	var d *appsv1.Deployment
-	eventually(e.t, fmt.Sprintf("headroom of pool %s at %d replicas", pool, n), func() error {
+	eventually(e.T, fmt.Sprintf("headroom of pool %s at %d replicas", pool, n), func() error {
 		var err error
 		if d, err = e.headroom(pool); err != nil {
 			return err
@@ -234,13 +109,13 @@ func (e *env) waitReplicas(pool string, n int32) *appsv1.Deployment {
 
 // replicas reads the pool's headroom replicas now.
 func (e *env) replicas(pool string) int32 {
-	e.t.Helper()
+	e.T.Helper()
 	d, err := e.headroom(pool)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	if d.Spec.Replicas == nil {
-		e.t.Fatalf("headroom of pool %s has no replicas", pool)
+		e.T.Fatalf("headroom of pool %s has no replicas", pool)
 	}
 	return *d.Spec.Replicas
 }
@@ -292,7 +167,7 @@ func waitEvent(t testing.TB, pool, reason string, fragments ...string) string {
 	eventually(t, "event "+reason+" on "+nodepools.Name(pool), func() error {
 		evs := events(t, pool, reason)
 		for _, ev := range evs {
-			if containsAll(ev.Message, fragments...) {
+			if operatortest.ContainsAll(ev.Message, fragments...) {
 				found = ev.Message
 				return nil
 			}
@@ -302,53 +177,9 @@ func waitEvent(t testing.TB, pool, reason string, fragments ...string) string {
 	return found
 }
 
-func containsAll(s string, fragments ...string) bool {
-	for _, f := range fragments {
-		if !strings.Contains(s, f) {
-			return false
-		}
-	}
-	return true
-}
-
 // metric reads the gauge or counter series of name with exactly these labels from the registry
 // the manager serves on /metrics.
-func metric(t testing.TB, name string, labels map[string]string) (float64, bool) {
-	t.Helper()
-	families, err := crmetrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.Metric {
-			if !labelsEqual(m.GetLabel(), labels) {
-				continue
-			}
-			switch f.GetType() {
-			case dto.MetricType_GAUGE:
-				return m.GetGauge().GetValue(), true
-			case dto.MetricType_COUNTER:
-				return m.GetCounter().GetValue(), true
-			}
-		}
-	}
-	return 0, false
-}
-
-func labelsEqual(pairs []*dto.LabelPair, want map[string]string) bool {
-	if len(pairs) != len(want) {
-		return false
-	}
-	for _, p := range pairs {
-		if v, ok := want[p.GetName()]; !ok || v != p.GetValue() {
-			return false
-		}
-	}
-	return true
-}
+var metric = operatortest.Metric
 
 // poolMetric reads a per-pool gauge (warmpool_desired_nodes, _headroom_pods, _pool_busy).
 func poolMetric(t testing.TB, name, pool string) (float64, bool) {
@@ -412,9 +243,9 @@ func newNodeWith(t testing.TB, name, pool string, allocatable corev1.ResourceLis
 
 // newPod creates a pod bound to node (spec.nodeName, as the scheduler would bind it).
 func (e *env) newPod(name, node string, mutate func(*corev1.Pod)) *corev1.Pod {
-	e.t.Helper()
+	e.T.Helper()
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: name},
 		Spec: corev1.PodSpec{
 			NodeName:   node,
 			Containers: []corev1.Container{{Name: "c", Image: nodepools.PauseImage}},
@@ -424,13 +255,13 @@ func (e *env) newPod(name, node string, mutate func(*corev1.Pod)) *corev1.Pod {
 		mutate(p)
 	}
 	status := p.Status
-	if err := kube.Create(e.t.Context(), p); err != nil {
-		e.t.Fatal(err)
+	if err := kube.Create(e.T.Context(), p); err != nil {
+		e.T.Fatal(err)
 	}
 	if status.Phase != "" {
 		p.Status = status
-		if err := kube.Status().Update(e.t.Context(), p); err != nil {
-			e.t.Fatal(err)
+		if err := kube.Status().Update(e.T.Context(), p); err != nil {
+			e.T.Fatal(err)
 		}
 	}
 	return p

@@ -20,11 +20,11 @@ func TestBadWarmWindowIsRejectedWithTheConfig(t *testing.T) {
 	e := newEnv(t, configYAML(poolYAML(pool, "scaling: {warmMinimum: 1}")))
 	e.waitReplicas(pool, 1)
 
-	e.setConfig(configYAML(poolYAML(pool, `scaling: {warmMinimum: 1, warmWindows: [{schedule: "@every 1h", duration: 1h, minimum: 2}]}`)))
+	e.SetConfig(configYAML(poolYAML(pool, `scaling: {warmMinimum: 1, warmWindows: [{schedule: "@every 1h", duration: 1h, minimum: 2}]}`)))
 	var msg string
 	eventually(t, "config rejected", func() error {
 		list := &corev1.EventList{}
-		if err := kube.List(t.Context(), list, client.InNamespace(e.namespace)); err != nil {
+		if err := kube.List(t.Context(), list, client.InNamespace(e.Namespace)); err != nil {
 			return err
 		}
 		for _, ev := range list.Items {

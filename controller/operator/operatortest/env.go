@@ -102,6 +102,9 @@ func (e *Env) Start() {
 	e.running, e.Mgr = r, r.Manager
 }
 
+// Running is the manager started last; nil before the first start and after Stop.
+func (e *Env) Running() *Running { return e.running }
+
 // Stop stops the manager, if one runs, and waits for it; an error from it fails the test.
 func (e *Env) Stop() {
 	if e.running == nil {

@@ -21,7 +21,8 @@ const stopGrace = 25 * time.Second
 type Running struct {
 	*operator.Manager
 	cancel context.CancelFunc
-	done   chan error
+	exited chan struct{} // closed when Start returned, with its error in err
+	err    error
 }
 
 // Start builds a manager from opts (operator.New) and runs it until Stop. It does not wait for
@@ -32,15 +33,25 @@ func Start(cfg *rest.Config, opts operator.Options) (*Running, error) {
 		return nil, fmt.Errorf("building the manager, %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Running{Manager: mgr, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- mgr.Start(ctx) }()
+	r := &Running{Manager: mgr, cancel: cancel, exited: make(chan struct{})}
+	go func() {
+		r.err = mgr.Start(ctx)
+		close(r.exited)
+	}()
 	return r, nil
 }
+
+// Exited is closed once the manager returned, on Stop or on its own (a failed start).
+func (r *Running) Exited() <-chan struct{} { return r.exited }
+
+// Err is what the manager returned; valid once Exited is closed.
+func (r *Running) Err() error { return r.err }
 
 // Stop cancels the manager and waits for Start to return, with its error.
 func (r *Running) Stop() error {
 	r.cancel()
 	dump := time.AfterFunc(stopGrace, func() { _ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1) })
 	defer dump.Stop()
-	return <-r.done
+	<-r.exited
+	return r.err
 }
