@@ -257,8 +257,8 @@ func (b *base) servedNodes(ctx context.Context, _ client.Object) []reconcile.Req
 // with the cache on; nodes still carrying the restore's startup taint (their pool may have
 // turned the cache off since: the restore controller releases them); and nodes going away,
 // whatever their pool, as one of a pool that turned the cache off may still run a hold waiting
-// for its save outcome (withdrawn). The rest, the nodes of pools without the cache in their
-// ordinary life, wake nothing. Before a config is in force only nodes going away pass:
+// for its save outcome (releaseWithdrawn). The rest, the nodes of pools without the cache in
+// their ordinary life, wake nothing. Before a config is in force only nodes going away pass:
 // putting the first one in force kicks every served node (servedNodes).
 func (b *base) servesNode(o client.Object) bool {
 	pool := o.GetLabels()[volumes.LabelPool]

@@ -22,6 +22,7 @@ import (
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/counted"
+	"warmpool.io/warmpool/controller/enginecache/steps"
 	"warmpool.io/warmpool/controller/nodewatch"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
@@ -103,7 +104,6 @@ type saveState struct {
 	snapshot *snapshotv1.VolumeSnapshot
 	deadline volumes.Deadline
 	result   volumes.JobResult
-	done     bool
 }
 
 func (s *saveState) trigger() volumes.Trigger { return volumes.SaveTrigger(s.signals) }
@@ -120,29 +120,30 @@ func (c *SaveController) Reconcile(ctx context.Context, req reconcile.Request) (
 		return reconcile.Result{}, err
 	}
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("node", s.name, "pool", s.poolName))
-	for _, step := range []func(context.Context, *saveState) (reconcile.Result, error){
-		c.settled,
-		c.withdrawn,
-		c.ensureGuard,
-		c.replaceFailedGuard,
-		c.awaitCommitment,
-		c.checkDeadline,
-		c.awaitGuardRunning,
-		c.awaitRunners,
-		c.stopEngine,
-		c.ensureVolume,
-		c.checkBase,
-		c.ensureCopy,
-		c.awaitCopy,
-		c.ensureSnapshot,
-		c.awaitSnapshot,
-	} {
-		res, err := step(ctx, s)
-		if err != nil || !res.IsZero() || s.done {
-			return res, err
-		}
+	return c.saveSteps().Run(ctx, s)
+}
+
+// saveSteps are the save protocol, in order. Each step either goes on (steps.Next) or ends the
+// reconcile: to wait (steps.WaitFor, or steps.Stop until a watch event), or because the save
+// concluded or let go of the node (steps.Stop).
+func (c *SaveController) saveSteps() steps.List[saveState] {
+	return steps.List[saveState]{
+		{Name: "cleanUpConcluded", Run: c.cleanUpConcluded},
+		{Name: "releaseWithdrawn", Run: c.releaseWithdrawn},
+		{Name: "holdNode", Run: c.holdNode},
+		{Name: "replaceFailedGuard", Run: c.replaceFailedGuard},
+		{Name: "awaitCommitment", Run: c.awaitCommitment},
+		{Name: "checkDeadline", Run: c.checkDeadline},
+		{Name: "awaitGuardRunning", Run: c.awaitGuardRunning},
+		{Name: "awaitRunners", Run: c.awaitRunners},
+		{Name: "stopEngine", Run: c.stopEngine},
+		{Name: "makeVolume", Run: c.makeVolume},
+		{Name: "checkBase", Run: c.checkBase},
+		{Name: "startCopy", Run: c.startCopy},
+		{Name: "awaitCopy", Run: c.awaitCopy},
+		{Name: "cutSnapshot", Run: c.cutSnapshot},
+		{Name: "awaitCut", Run: c.awaitCut},
 	}
-	return reconcile.Result{}, nil
 }
 
 func (c *SaveController) load(ctx context.Context, name string) (*saveState, error) {
@@ -170,7 +171,8 @@ func (c *SaveController) load(ctx context.Context, name string) (*saveState, err
 	}
 	s.pool = c.cachePool(s.poolName)
 	// The signals are read for a deleting node of a pool that no longer saves too: it still gets
-	// its release mark (withdrawn). The hold reads the Node's deletion, so nothing else matters.
+	// its release mark (releaseWithdrawn). The hold reads the Node's deletion, so nothing else
+	// matters.
 	if s.node != nil && (s.pool != nil || s.node.DeletionTimestamp != nil) {
 		var err error
 		if s.claim, err = c.nodeClaimOf(ctx, s.poolName, name); err != nil {
@@ -242,43 +244,42 @@ func (c *SaveController) snapshotName(s *saveState) string {
 	return ""
 }
 
-// settled cleans up after a save that concluded: the outcome is on the Node, or the Node is gone
-// and nothing of the save runs any more.
-func (c *SaveController) settled(ctx context.Context, s *saveState) (reconcile.Result, error) {
+// cleanUpConcluded cleans up after a save that concluded: the outcome is on the Node, or the
+// Node is gone and nothing of the save runs any more.
+func (c *SaveController) cleanUpConcluded(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.node != nil && s.node.Annotations[AnnotationSaveOutcome] == "" {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	if s.node != nil {
 		// The outcome was recorded with its report; a controller that died before delivering
 		// it delivers it now, before the cleanup that would lose what it reads.
 		if err := c.flushReport(ctx, s.node, annotationSaveReport); err != nil {
-			return reconcile.Result{}, err
+			return steps.Stop, err
 		}
 	}
 	if s.node == nil && (s.guard != nil || s.job != nil) {
 		// The node vanished mid-save: what can finish without it still does (below).
 		if s.pool == nil {
-			s.done = true
-			return reconcile.Result{}, c.cleanup(ctx, s)
+			return steps.Stop, c.cleanup(ctx, s)
 		}
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
-	s.done = true
-	return reconcile.Result{}, c.cleanup(ctx, s)
+	return steps.Stop, c.cleanup(ctx, s)
 }
 
-// withdrawn lets go of a node that is not (or no longer) going away, or whose pool no longer
-// saves its cache. Karpenter withdraws the disrupted taint when a disruption command fails.
-func (c *SaveController) withdrawn(ctx context.Context, s *saveState) (reconcile.Result, error) {
+// releaseWithdrawn lets go of a node that is not (or no longer) going away, or whose pool no
+// longer saves its cache. Karpenter withdraws the disrupted taint when a disruption command
+// fails.
+func (c *SaveController) releaseWithdrawn(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.node == nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	// A node that still waits for its restore never ran its engine: there is nothing to save.
 	restoring := hasTaint(s.node, nodepools.StartupTaintKey, nodepools.StartupTaint.Effect)
 	if s.pool != nil && s.trigger() != volumes.TriggerNone && !restoring {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
-	s.done = true
+	// From here on the save is over: the node is let go of whatever happens below.
 	if s.trigger() == volumes.TriggerCommitted && s.node.Annotations[AnnotationSaveOutcome] == "" {
 		// The node goes without a save (its pool no longer saves, or it never ran its engine):
 		// the hold on it waits for a save outcome, and without one would keep the node for
@@ -288,14 +289,14 @@ func (c *SaveController) withdrawn(ctx context.Context, s *saveState) (reconcile
 			why = outcomeSkippedRestoring
 		}
 		if err := c.markSkipped(ctx, s, why); err != nil {
-			return reconcile.Result{}, err
+			return steps.Stop, err
 		}
 	}
 	if s.guard == nil && s.job == nil && s.pvc == nil {
-		return reconcile.Result{}, nil
+		return steps.Stop, nil
 	}
 	log.FromContext(ctx).Info("releasing node: no longer going away, or its pool no longer saves the cache")
-	return reconcile.Result{}, c.cleanup(ctx, s)
+	return steps.Stop, c.cleanup(ctx, s)
 }
 
 // markSkipped records on a deleting node that no save will be made, which releases its hold.

@@ -10,18 +10,18 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"warmpool.io/warmpool/controller/enginecache/steps"
 	"warmpool.io/warmpool/volumes"
 )
 
-// ensureCopy starts the save Job, bounded by the time left.
-func (c *SaveController) ensureCopy(ctx context.Context, s *saveState) (reconcile.Result, error) {
+// startCopy starts the save Job, bounded by the time left.
+func (c *SaveController) startCopy(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.job != nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	if s.node == nil {
-		return reconcile.Result{}, c.conclude(ctx, s, volumes.LostNodeGone, "the node went before the copy started")
+		return steps.Stop, c.conclude(ctx, s, volumes.LostNodeGone, "the node went before the copy started")
 	}
 	now := c.clk.Now()
 	t := c.saveTarget(s)
@@ -35,41 +35,41 @@ func (c *SaveController) ensureCopy(ctx context.Context, s *saveState) (reconcil
 		job.Annotations[volumes.AnnotationBaseSnapshot] = base
 	}
 	if err := c.create(ctx, job); err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	s.job = job
-	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+	return steps.WaitFor(c.poll(s)), nil
 }
 
 // awaitCopy reads the Job's result: only a saved cache goes on to a snapshot.
-func (c *SaveController) awaitCopy(ctx context.Context, s *saveState) (reconcile.Result, error) {
+func (c *SaveController) awaitCopy(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.snapshot != nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	r, done, err := c.jobResult(ctx, s.job)
 	if err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	if !done {
 		if s.node == nil {
-			return reconcile.Result{}, c.conclude(ctx, s, volumes.LostNodeGone, "the node went before the copy finished")
+			return steps.Stop, c.conclude(ctx, s, volumes.LostNodeGone, "the node went before the copy finished")
 		}
-		return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+		return steps.WaitFor(c.poll(s)), nil
 	}
 	switch r.Result {
 	case volumes.ResultSaved:
 		s.result = r
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	case volumes.ResultUnclean:
-		return reconcile.Result{}, c.conclude(ctx, s, outcomeUnclean, r.Reason)
+		return steps.Stop, c.conclude(ctx, s, outcomeUnclean, r.Reason)
 	}
 	if jobOutOfTime(s.job, c.clk.Now()) {
 		// The Job's activeDeadlineSeconds is the time left, rounded down, counted from its own
 		// start: the Job controller may stop the copy a moment before checkDeadline would. A
 		// copy stopped for running out of time is a timeout, not a broken save.
-		return reconcile.Result{}, c.conclude(ctx, s, volumes.LostTimeout, fmt.Sprintf("save job %s ran out of time before the deadline %s: %s", s.job.Name, stamp(s.deadline.At), r.Reason))
+		return steps.Stop, c.conclude(ctx, s, volumes.LostTimeout, fmt.Sprintf("save job %s ran out of time before the deadline %s: %s", s.job.Name, stamp(s.deadline.At), r.Reason))
 	}
-	return reconcile.Result{}, c.conclude(ctx, s, outcomeFailed, fmt.Sprintf("%s: %s", r.Result, r.Reason))
+	return steps.Stop, c.conclude(ctx, s, outcomeFailed, fmt.Sprintf("%s: %s", r.Result, r.Reason))
 }
 
 // jobOutOfTime tells whether the Job was, or was about to be, stopped by its active deadline.
@@ -85,10 +85,10 @@ func jobOutOfTime(job *batchv1.Job, now time.Time) bool {
 	return !now.Before(job.Status.StartTime.Add(time.Duration(*job.Spec.ActiveDeadlineSeconds) * time.Second))
 }
 
-// ensureSnapshot snapshots the saved volume.
-func (c *SaveController) ensureSnapshot(ctx context.Context, s *saveState) (reconcile.Result, error) {
+// cutSnapshot asks for the snapshot of the saved volume (the CSI snapshotter cuts it).
+func (c *SaveController) cutSnapshot(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.snapshot != nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	t := c.saveTarget(s)
 	if s.result.Architecture != "" {
@@ -96,21 +96,21 @@ func (c *SaveController) ensureSnapshot(ctx context.Context, s *saveState) (reco
 	}
 	snap := volumes.Snapshot(t, s.job.Annotations[annotationSnapshot], s.pool.Cache.SnapshotClassName, s.job.Annotations[volumes.AnnotationBaseSnapshot], s.result)
 	if snap.Name == "" {
-		return reconcile.Result{}, c.conclude(ctx, s, outcomeFailed, "save job "+s.job.Name+" names no snapshot")
+		return steps.Stop, c.conclude(ctx, s, outcomeFailed, "save job "+s.job.Name+" names no snapshot")
 	}
 	if err := c.create(ctx, snap); err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	s.snapshot = snap
-	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+	return steps.WaitFor(c.poll(s)), nil
 }
 
-// awaitSnapshot waits for the snapshot to be cut (status.creationTime set); the save is then
+// awaitCut waits for the snapshot to be cut (status.creationTime set); the save is then
 // done and the node released. An EBS snapshot is point-in-time from its creation: the upload to
 // S3 that readyToUse waits for needs neither the node nor (for EBS) the volume, so holding the
 // node for it would only cost time and a disruption budget slot. Whether the upload succeeds
 // is the GC controller's to watch (watchUploads), from the snapshot alone.
-func (c *SaveController) awaitSnapshot(ctx context.Context, s *saveState) (reconcile.Result, error) {
+func (c *SaveController) awaitCut(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if !volumes.Cut(s.snapshot) {
 		if st := s.snapshot.Status; st != nil && st.Error != nil && st.Error.Message != nil {
 			log.FromContext(ctx).Info("snapshot reports an error before its cut, waiting for the snapshotter to retry", "snapshot", s.snapshot.Name, "error", *st.Error.Message)
@@ -119,12 +119,12 @@ func (c *SaveController) awaitSnapshot(ctx context.Context, s *saveState) (recon
 			// A detached volume can still be snapshotted, so the cut is awaited without the
 			// node; but no longer than the deadline the guard recorded.
 			if at := parseStamp(s.guard.Annotations[AnnotationDeadline]); !at.IsZero() && !c.clk.Now().Before(at) {
-				return reconcile.Result{}, c.conclude(ctx, s, volumes.LostNodeGone, fmt.Sprintf("the node went and snapshot %s was not cut by the deadline %s", s.snapshot.Name, stamp(at)))
+				return steps.Stop, c.conclude(ctx, s, volumes.LostNodeGone, fmt.Sprintf("the node went and snapshot %s was not cut by the deadline %s", s.snapshot.Name, stamp(at)))
 			}
 		}
-		return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+		return steps.WaitFor(c.poll(s)), nil
 	}
-	return reconcile.Result{}, c.conclude(ctx, s, outcomeSaved, "")
+	return steps.Stop, c.conclude(ctx, s, outcomeSaved, "")
 }
 
 // resultOf reads the copier's figures back from a snapshot's annotations.

@@ -13,9 +13,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/enginecache/steps"
 	"warmpool.io/warmpool/volumes"
 )
 
@@ -26,24 +26,27 @@ import (
 // Karpenter evicts these pods first (DaemonSet pods go last), so the wait is normally short; it
 // is bounded by the latest moment the engine can still stop and leave time for a copy. Past
 // that the engine is stopped anyway and the outcome (unclean, most likely) is reported.
-func (c *SaveController) awaitRunners(ctx context.Context, s *saveState) (reconcile.Result, error) {
+func (c *SaveController) awaitRunners(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.job != nil || s.pvc != nil || s.node == nil || !volumes.EngineStoppable(s.signals) {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	engines, err := c.enginePods(ctx, s.pool, s.name)
-	if err != nil || len(engines) == 0 {
-		return reconcile.Result{}, err
+	if err != nil {
+		return steps.Stop, err
+	}
+	if len(engines) == 0 {
+		return steps.Next, nil
 	}
 	for _, p := range engines {
 		if p.DeletionTimestamp != nil {
-			return reconcile.Result{}, nil // already told to stop: waiting now changes nothing
+			return steps.Next, nil // already told to stop: waiting now changes nothing
 		}
 	}
 	pods := &corev1.PodList{}
 	// Read live with the API server's own spec.nodeName selector: this runs only for nodes
 	// being saved, and needs no pod index in the cache.
 	if err := c.live.List(ctx, pods, client.MatchingFields{"spec.nodeName": s.name}); err != nil {
-		return reconcile.Result{}, fmt.Errorf("listing pods on node %s, %w", s.name, err)
+		return steps.Stop, fmt.Errorf("listing pods on node %s, %w", s.name, err)
 	}
 	var busy []string
 	for i := range pods.Items {
@@ -52,7 +55,7 @@ func (c *SaveController) awaitRunners(ctx context.Context, s *saveState) (reconc
 		}
 	}
 	if len(busy) == 0 {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	now := c.clk.Now()
 	by := c.window().EngineStopBy(s.deadline, engineStopReserve(s.pool))
@@ -60,19 +63,19 @@ func (c *SaveController) awaitRunners(ctx context.Context, s *saveState) (reconc
 		c.recorder.Eventf(s.node, corev1.EventTypeWarning, ReasonRunnersOutlived,
 			"stopping the engine although %d pods still run on the node (%s): the save must start by %s; an engine stopped under a job may be killed before it exits cleanly",
 			len(busy), strings.Join(firstN(busy, 3), ", "), stamp(by))
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	if s.guard.Annotations[annotationAwaitingRunners] == "" {
 		patch := client.MergeFrom(s.guard.DeepCopy())
 		s.guard.Annotations[annotationAwaitingRunners] = stamp(now)
 		if err := c.kube.Patch(ctx, s.guard, patch); err != nil {
-			return reconcile.Result{}, fmt.Errorf("recording the wait for runners on guard %s, %w", s.guard.Name, err)
+			return steps.Stop, fmt.Errorf("recording the wait for runners on guard %s, %w", s.guard.Name, err)
 		}
 		c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonAwaitingRunners,
 			"waiting for %d pods to finish before stopping the engine (%s), until %s at the latest", len(busy), strings.Join(firstN(busy, 3), ", "), stamp(by))
 	}
 	log.FromContext(ctx).V(1).Info("waiting for work pods before stopping the engine", "pods", busy, "until", by)
-	return reconcile.Result{RequeueAfter: min(runnerPoll, max(by.Sub(now), time.Second))}, nil
+	return steps.WaitFor(min(runnerPoll, max(by.Sub(now), time.Second))), nil
 }
 
 // engineStopReserve is the time the engine's own stop needs once no client is attached (prune,
@@ -93,30 +96,30 @@ func firstN(s []string, n int) []string {
 // shutdown marker, and waits until it is gone. Karpenter would not evict it while the guard
 // holds the drain (DaemonSet pods go in a later drain group), and the DaemonSet controller does
 // not put it back because it does not tolerate the disrupted taint.
-func (c *SaveController) stopEngine(ctx context.Context, s *saveState) (reconcile.Result, error) {
+func (c *SaveController) stopEngine(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.job != nil || s.pvc != nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	if s.node == nil {
-		return reconcile.Result{}, c.conclude(ctx, s, volumes.LostNodeGone, "the node went before its engine stopped")
+		return steps.Stop, c.conclude(ctx, s, volumes.LostNodeGone, "the node went before its engine stopped")
 	}
 	if !volumes.EngineStoppable(s.signals) {
 		// Karpenter taints the node as soon as its finalizer runs.
-		return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+		return steps.WaitFor(c.poll(s)), nil
 	}
 	engines, err := c.enginePods(ctx, s.pool, s.name)
 	if err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	if len(engines) == 0 {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	if v := engines[0].Labels[volumes.LabelEngineVersion]; v != "" && s.guard.Annotations[annotationEngineVersion] != v {
 		// The cache is the running engine's, which may predate a config change of the version.
 		patch := client.MergeFrom(s.guard.DeepCopy())
 		s.guard.Annotations[annotationEngineVersion] = v
 		if err := c.kube.Patch(ctx, s.guard, patch); err != nil {
-			return reconcile.Result{}, fmt.Errorf("recording engine version on guard %s, %w", s.guard.Name, err)
+			return steps.Stop, fmt.Errorf("recording engine version on guard %s, %w", s.guard.Name, err)
 		}
 	}
 	for _, p := range engines {
@@ -130,10 +133,10 @@ func (c *SaveController) stopEngine(ctx context.Context, s *saveState) (reconcil
 				continue
 			}
 			if !apierrors.IsNotFound(err) {
-				return reconcile.Result{}, fmt.Errorf("evicting engine pod %s/%s, %w", p.Namespace, p.Name, err)
+				return steps.Stop, fmt.Errorf("evicting engine pod %s/%s, %w", p.Namespace, p.Name, err)
 			}
 		}
 		c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonEngineStopped, "evicted engine pod %s/%s so it shuts down cleanly before the save", p.Namespace, p.Name)
 	}
-	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+	return steps.WaitFor(c.poll(s)), nil
 }

@@ -11,26 +11,25 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
+	"warmpool.io/warmpool/controller/enginecache/steps"
 	"warmpool.io/warmpool/volumes"
 )
 
-// ensureGuard holds the node with a do-not-disrupt pod until the save concludes.
-func (c *SaveController) ensureGuard(ctx context.Context, s *saveState) (reconcile.Result, error) {
+// holdNode holds the node with a do-not-disrupt pod until the save concludes.
+func (c *SaveController) holdNode(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.guard != nil || s.node == nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	// The cached Node may lag the outcome of a save that just concluded (and deleted its guard):
 	// ask the API server before holding the node again.
 	live, err := c.getNode(ctx, s.name, true)
 	if err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	if live == nil || live.Annotations[AnnotationSaveOutcome] != "" {
-		s.done = true
-		return reconcile.Result{}, nil
+		return steps.Stop, nil
 	}
 	var tolerations []corev1.Toleration
 	if t := s.pool.Taint; t != nil {
@@ -40,57 +39,57 @@ func (c *SaveController) ensureGuard(ctx context.Context, s *saveState) (reconci
 	guard.Annotations[annotationNodeUID] = string(live.UID)
 	created, err := c.createNew(ctx, guard)
 	if err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	s.guard = guard
 	if !created {
 		// The guard exists and the cache has not seen it yet: this hold was reported when it
 		// was created. Read it, so the steps below see its recorded deadline.
 		if _, err := c.getFrom(ctx, c.live, guard.Name, s.guard); err != nil {
-			return reconcile.Result{}, err
+			return steps.Stop, err
 		}
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	why := "node is being deleted"
 	if s.trigger() == volumes.TriggerTentative {
 		why = "disruption " + s.claim.StatusConditions().Get(karpv1.ConditionTypeDisruptionReason).Reason
 	}
 	c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonGuarded, "holding the node with pod %s/%s to save its engine cache (%s)", guard.Namespace, guard.Name, why)
-	return reconcile.Result{}, nil
+	return steps.Next, nil
 }
 
 // awaitCommitment holds a tentatively disrupted node without touching its engine: the taint
 // alone can still be withdrawn. The deletion (a watch event) wakes the save.
-func (c *SaveController) awaitCommitment(_ context.Context, s *saveState) (reconcile.Result, error) {
+func (c *SaveController) awaitCommitment(_ context.Context, s *saveState) (steps.Exit, error) {
 	if s.node != nil && s.trigger() != volumes.TriggerCommitted {
-		s.done = true
+		return steps.Stop, nil
 	}
-	return reconcile.Result{}, nil
+	return steps.Next, nil
 }
 
 // checkDeadline bounds the save: past the deadline (minus the margin) the node goes without its
 // cache; a save that has not started yet does not start without enough time.
-func (c *SaveController) checkDeadline(ctx context.Context, s *saveState) (reconcile.Result, error) {
+func (c *SaveController) checkDeadline(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.node == nil {
 		// The instance is gone: no deadline holds anything any more.
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	d, err := c.deadline(ctx, s)
 	if err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	s.deadline = d
 	w := c.window()
 	now := c.clk.Now()
 	if w.Expired(now, d) {
-		return reconcile.Result{}, c.conclude(ctx, s, volumes.LostTimeout, fmt.Sprintf("deadline %s (margin %s) passed", stamp(d.At), w.Margin))
+		return steps.Stop, c.conclude(ctx, s, volumes.LostTimeout, fmt.Sprintf("deadline %s (margin %s) passed", stamp(d.At), w.Margin))
 	}
 	if s.job == nil {
 		if ok, reason := w.CanStart(now, d); !ok {
-			return reconcile.Result{}, c.conclude(ctx, s, reason, fmt.Sprintf("%s left before the deadline %s, need %s", w.Left(now, d).Round(time.Second), stamp(d.At), w.Minimum))
+			return steps.Stop, c.conclude(ctx, s, reason, fmt.Sprintf("%s left before the deadline %s, need %s", w.Left(now, d).Round(time.Second), stamp(d.At), w.Minimum))
 		}
 	}
-	return reconcile.Result{}, nil
+	return steps.Next, nil
 }
 
 func (c *SaveController) window() volumes.Window {
@@ -186,18 +185,18 @@ func (c *SaveController) spotInterrupted(ctx context.Context, s *saveState) (boo
 // failed one recorded (deadline, engine version, base fallback), so the save goes on where it
 // was. A guard refused again is replaced at most every guardReplacePace; the first
 // replacement of a hold is an Event, later ones are logged.
-func (c *SaveController) replaceFailedGuard(ctx context.Context, s *saveState) (reconcile.Result, error) {
+func (c *SaveController) replaceFailedGuard(ctx context.Context, s *saveState) (steps.Exit, error) {
 	g := s.guard
 	if g == nil || s.node == nil || g.Status.Phase != corev1.PodFailed {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	if since := c.clk.Since(parseStamp(g.Annotations[annotationGuardReplaced])); since < guardReplacePace {
-		return reconcile.Result{RequeueAfter: guardReplacePace - since}, nil
+		return steps.WaitFor(guardReplacePace - since), nil
 	}
 	why := strings.TrimSpace(g.Status.Reason + ": " + g.Status.Message)
 	// Grace 0: the failed pod runs nothing, and its name must be free for the replacement.
 	if err := c.kube.Delete(ctx, g, client.GracePeriodSeconds(0), client.Preconditions{UID: &g.UID}); client.IgnoreNotFound(err) != nil {
-		return reconcile.Result{}, fmt.Errorf("deleting failed guard %s, %w", g.Name, err)
+		return steps.Stop, fmt.Errorf("deleting failed guard %s, %w", g.Name, err)
 	}
 	replacement := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
 		Namespace: g.Namespace, Name: g.Name, Labels: g.Labels, Annotations: map[string]string{},
@@ -209,7 +208,7 @@ func (c *SaveController) replaceFailedGuard(ctx context.Context, s *saveState) (
 	replacement.Annotations[annotationGuardReplacements] = strconv.Itoa(n + 1)
 	replacement.Annotations[annotationGuardReplaced] = stamp(c.clk.Now())
 	if _, err := c.createNew(ctx, replacement); err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	s.guard = replacement
 	if n == 0 {
@@ -217,17 +216,17 @@ func (c *SaveController) replaceFailedGuard(ctx context.Context, s *saveState) (
 			"guard pod %s/%s failed (%s), so it held nothing: replaced it; the engine is stopped only once a guard runs", g.Namespace, g.Name, why)
 	}
 	log.FromContext(ctx).Info("replaced a failed guard", "guard", g.Name, "why", why, "replacements", n+1)
-	return reconcile.Result{RequeueAfter: time.Second}, nil
+	return steps.WaitFor(time.Second), nil
 }
 
 // awaitGuardRunning keeps the engine running, and the copy from starting, until the guard runs:
 // a guard the kubelet has not started (or refused, above) holds nothing, and an engine stopped
 // before the node is held could be gone with the node before its cache is copied. The guard's
 // status change (a watch event) wakes the save.
-func (c *SaveController) awaitGuardRunning(ctx context.Context, s *saveState) (reconcile.Result, error) {
+func (c *SaveController) awaitGuardRunning(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.guard == nil || s.node == nil || s.job != nil || s.guard.Status.Phase == corev1.PodRunning {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	log.FromContext(ctx).V(1).Info("waiting for the guard to run", "guard", s.guard.Name, "phase", s.guard.Status.Phase)
-	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+	return steps.WaitFor(c.poll(s)), nil
 }

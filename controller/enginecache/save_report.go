@@ -14,10 +14,10 @@ import (
 )
 
 // conclude records the outcome on the Node, with its report (the commit point: after it the
-// save never runs again), delivers the report, and cleans up. Without the Node, the save's
-// guard, PVC and Job are the record: they are removed only after the report was delivered, so a
-// restarted controller concludes again and delivers the same report (its Events exist by then,
-// and nothing is counted twice).
+// save never runs again), delivers the report, and cleans up; the step that calls it stops.
+// Without the Node, the save's guard, PVC and Job are the record: they are removed only after
+// the report was delivered, so a restarted controller concludes again and delivers the same
+// report (its Events exist by then, and nothing is counted twice).
 func (c *SaveController) conclude(ctx context.Context, s *saveState, outcome, detail string) error {
 	r := c.report(s, outcome, detail)
 	if s.node != nil {
@@ -39,7 +39,6 @@ func (c *SaveController) conclude(ctx context.Context, s *saveState, outcome, de
 			return err
 		}
 	}
-	s.done = true
 	return c.cleanup(ctx, s)
 }
 

@@ -12,43 +12,40 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"warmpool.io/warmpool/controller/enginecache/steps"
 	"warmpool.io/warmpool/volumes"
 )
 
-// ensureVolume creates the PVC the cache is copied onto: cloned from the newest good snapshot
+// makeVolume creates the PVC the cache is copied onto: cloned from the newest good snapshot
 // of the same key when there is one (the copy then writes only what changed since, and the EBS
 // snapshot uploads only the changed blocks), else empty. A save that already fell back
 // (annotationBaseFallback) starts empty. Before it is made, its storage is checked
 // (checkSaveStorage); a volume the cache turned out not to fit is made anew to fit (checkFit).
-func (c *SaveController) ensureVolume(ctx context.Context, s *saveState) (reconcile.Result, error) {
+func (c *SaveController) makeVolume(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.pvc != nil {
-		if res, moved, err := c.checkFit(ctx, s); moved || err != nil {
-			return res, err
-		}
-		return reconcile.Result{}, nil
+		return c.checkFit(ctx, s)
 	}
 	if s.job != nil || s.snapshot != nil {
-		return reconcile.Result{}, c.conclude(ctx, s, outcomeFailed, "the save volume was deleted mid-save")
+		return steps.Stop, c.conclude(ctx, s, outcomeFailed, "the save volume was deleted mid-save")
 	}
 	// The volume a fallback deleted may still be going (its finalizers wait for the pod of the
 	// Job deleted with it): a create would find it and take it for the new one.
 	old := &corev1.PersistentVolumeClaim{}
 	if err := c.live.Get(ctx, types.NamespacedName{Namespace: c.namespace(), Name: volumes.SaveName(s.name)}, old); err == nil {
-		return reconcile.Result{RequeueAfter: time.Second}, nil
+		return steps.WaitFor(time.Second), nil
 	} else if !apierrors.IsNotFound(err) {
-		return reconcile.Result{}, fmt.Errorf("reading save volume %s, %w", volumes.SaveName(s.name), err)
+		return steps.Stop, fmt.Errorf("reading save volume %s, %w", volumes.SaveName(s.name), err)
 	}
 	if ok, err := c.checkSaveStorage(ctx, s); !ok || err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	t := c.saveTarget(s)
 	var base *snapshotv1.VolumeSnapshot
 	if s.guard.Annotations[annotationBaseFallback] == "" {
 		var err error
 		if base, err = c.baseSnapshot(ctx, t); err != nil {
-			return reconcile.Result{}, err
+			return steps.Stop, err
 		}
 	}
 	baseName := ""
@@ -58,13 +55,13 @@ func (c *SaveController) ensureVolume(ctx context.Context, s *saveState) (reconc
 	pvc := volumes.SavePVC(t, s.pool.Cache.StorageClassName, c.saveVolumeSize(s, base), baseName)
 	pvc.Annotations[AnnotationStarted] = stamp(c.clk.Now())
 	if err := c.create(ctx, pvc); err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	s.pvc = pvc
 	if base != nil {
 		log.FromContext(ctx).Info("save volume cloned from the previous snapshot", "base", base.Name)
 	}
-	return reconcile.Result{}, nil
+	return steps.Next, nil
 }
 
 // baseSnapshot is the snapshot a save of t clones: the one a restore of that key would choose.
@@ -88,12 +85,12 @@ func (c *SaveController) baseSnapshot(ctx context.Context, t volumes.Target) (*s
 // is being deleted" unless its own volumesnapshot-as-source-protection finalizer is on it), or
 // the volume stayed Pending past SaveVolumeBindTimeout. Either way the PVC would stay Pending
 // and the copy never start, holding the node until the deadline for nothing. The Job (whose pod
-// cannot have run without the volume) and the PVC are deleted; ensureVolume makes an empty one.
-func (c *SaveController) checkBase(ctx context.Context, s *saveState) (reconcile.Result, error) {
+// cannot have run without the volume) and the PVC are deleted; makeVolume makes an empty one.
+func (c *SaveController) checkBase(ctx context.Context, s *saveState) (steps.Exit, error) {
 	base := volumes.SnapshotSourceOf(s.pvc)
 	if base == "" || s.node == nil || s.snapshot != nil || s.pvc.Status.Phase == corev1.ClaimBound || s.pvc.Spec.VolumeName != "" {
 		// Without its node the save cannot copy anything any more: awaitCopy concludes it.
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	if s.guard.Annotations[annotationBaseFallback] != "" {
 		// Decided and reported already (a crash came before the deletions below).
@@ -106,7 +103,7 @@ func (c *SaveController) checkBase(ctx context.Context, s *saveState) (reconcile
 	case apierrors.IsNotFound(err):
 		why = fmt.Sprintf("its base snapshot %s was deleted before the volume was provisioned", base)
 	case err != nil:
-		return reconcile.Result{}, fmt.Errorf("reading base snapshot %s, %w", base, err)
+		return steps.Stop, fmt.Errorf("reading base snapshot %s, %w", base, err)
 	case snap.DeletionTimestamp != nil && !slices.Contains(snap.Finalizers, provisionerSourceProtection):
 		why = fmt.Sprintf("its base snapshot %s is being deleted and the provisioner had not started cloning it", base)
 	}
@@ -117,14 +114,14 @@ func (c *SaveController) checkBase(ctx context.Context, s *saveState) (reconcile
 		}
 		pending := c.clk.Since(started)
 		if pending < c.opts.SaveVolumeBindTimeout {
-			return reconcile.Result{}, nil
+			return steps.Next, nil
 		}
 		why = fmt.Sprintf("the volume cloned from %s was still Pending after %s", base, pending.Round(time.Second))
 	}
 	patch := client.MergeFrom(s.guard.DeepCopy())
 	s.guard.Annotations[annotationBaseFallback] = why
 	if err := c.kube.Patch(ctx, s.guard, patch); err != nil {
-		return reconcile.Result{}, fmt.Errorf("recording the base fallback on guard %s, %w", s.guard.Name, err)
+		return steps.Stop, fmt.Errorf("recording the base fallback on guard %s, %w", s.guard.Name, err)
 	}
 	c.recorder.Eventf(nodeRef(s.name, s.node), corev1.EventTypeWarning, ReasonSaveBaseLost,
 		"save volume not cloned: %s; copying the whole cache onto an empty volume instead (a full copy and a full snapshot)", why)
@@ -132,22 +129,22 @@ func (c *SaveController) checkBase(ctx context.Context, s *saveState) (reconcile
 	return c.dropVolume(ctx, s)
 }
 
-// dropVolume deletes the save's Job and volume, for ensureVolume to make the volume anew.
-func (c *SaveController) dropVolume(ctx context.Context, s *saveState) (reconcile.Result, error) {
+// dropVolume deletes the save's Job and volume, for makeVolume to make the volume anew.
+func (c *SaveController) dropVolume(ctx context.Context, s *saveState) (steps.Exit, error) {
 	// Each is checked for nil before it becomes an interface: a nil *Job in a client.Object is
 	// not nil, and removing it panicked when the fallback came before the Job was made.
 	if s.job != nil {
 		if err := c.remove(ctx, s.job); err != nil {
-			return reconcile.Result{}, err
+			return steps.Stop, err
 		}
 	}
 	if s.pvc != nil {
 		if err := c.remove(ctx, s.pvc); err != nil {
-			return reconcile.Result{}, err
+			return steps.Stop, err
 		}
 	}
 	s.job, s.pvc = nil, nil
-	return reconcile.Result{RequeueAfter: time.Second}, nil
+	return steps.WaitFor(time.Second), nil
 }
 
 // saveTarget is the node's target with the engine version of the cache being saved.

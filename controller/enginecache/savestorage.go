@@ -10,7 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"warmpool.io/warmpool/controller/enginecache/steps"
 
 	"warmpool.io/warmpool/volumes"
 	"warmpool.io/warmpool/volumes/storagecheck"
@@ -89,30 +90,31 @@ func (c *SaveController) saveVolumeSize(s *saveState, base *snapshotv1.VolumeSna
 // checkFit acts on a save Job that refused to copy because the cache does not fit its volume
 // (volumes.ResultNoSpace, decided before anything was copied): the first time, the volume is
 // made anew at a size that fits (storagecheck.VolumeSize of what the Job measured); a cache that
-// does not fit that either is not saved. moved reports that the save moved on (the volume was
-// dropped or the save concluded).
-func (c *SaveController) checkFit(ctx context.Context, s *saveState) (res reconcile.Result, moved bool, err error) {
+// does not fit that either is not saved. Otherwise (the Job has not refused) the save goes on.
+func (c *SaveController) checkFit(ctx context.Context, s *saveState) (steps.Exit, error) {
 	if s.job == nil || s.snapshot != nil {
-		return res, false, nil
+		return steps.Next, nil
 	}
 	r, finished, err := c.jobResult(ctx, s.job)
-	if err != nil || !finished || r.Result != volumes.ResultNoSpace {
-		return res, false, err
+	if err != nil {
+		return steps.Stop, err
+	}
+	if !finished || r.Result != volumes.ResultNoSpace {
+		return steps.Next, nil
 	}
 	need := storagecheck.VolumeSize(storagecheck.Usage{Bytes: r.Bytes, Inodes: r.Files})
 	have := s.pvc.Spec.Resources.Requests[corev1.ResourceStorage]
 	if s.guard == nil || s.guard.Annotations[annotationSaveSize] != "" || need.Cmp(have) <= 0 {
-		return res, true, c.conclude(ctx, s, outcomeNoSpace, fmt.Sprintf("the cache does not fit its save volume of %s: %s", have.String(), r.Reason))
+		return steps.Stop, c.conclude(ctx, s, outcomeNoSpace, fmt.Sprintf("the cache does not fit its save volume of %s: %s", have.String(), r.Reason))
 	}
 	patch := client.MergeFrom(s.guard.DeepCopy())
 	s.guard.Annotations[annotationSaveSize] = need.String()
 	if err := c.kube.Patch(ctx, s.guard, patch); err != nil {
-		return res, false, fmt.Errorf("recording the save volume size on guard %s, %w", s.guard.Name, err)
+		return steps.Stop, fmt.Errorf("recording the save volume size on guard %s, %w", s.guard.Name, err)
 	}
 	c.recorder.Eventf(nodeRef(s.name, s.node), corev1.EventTypeNormal, ReasonSaveVolumeResized,
 		"the cache (%s in %d inodes) does not fit the save volume of %s; making one of %s (raise the pool's cache.size to skip this step)",
 		storagecheck.FormatBytes(r.Bytes), r.Files, have.String(), need.String())
 	log.FromContext(ctx).Info("save volume too small, making a larger one", "have", have.String(), "need", need.String())
-	res, err = c.dropVolume(ctx, s)
-	return res, true, err
+	return c.dropVolume(ctx, s)
 }
