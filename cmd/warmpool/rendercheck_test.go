@@ -155,15 +155,7 @@ func TestRenderCheckWithoutACluster(t *testing.T) {
 // Against a real API server, --check reads the classes, the pool's nodes and CSINodes and the
 // snapshots, and reports each problem on stderr with exit 1.
 func TestRenderCheckAgainstACluster(t *testing.T) {
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := api.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	api := cluster.StartTestAPIServer(t)
 	kubeconfig := writeKubeconfig(t, api)
 	file := writeTemp(t, "config.yaml", checkConfig)
 	ctx := t.Context()

@@ -74,11 +74,7 @@ func TestStatusWithoutACluster(t *testing.T) {
 // neither quarantined (without --force) nor deleted. A viewer alone may not quarantine. status
 // against a namespace without warmpool fails with a clear message.
 func TestSnapshotsCommandsWithTheChartRoles(t *testing.T) {
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = api.Stop() })
+	api := cluster.StartTestAPIServer(t)
 	ctx := t.Context()
 	kube := api.Client
 

@@ -3,6 +3,7 @@ package operator_test
 import (
 	"context"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"warmpool.io/warmpool/controller/operator"
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"
 )
@@ -24,15 +26,7 @@ import (
 // and the label moves with it.
 func TestLeaderLabelFollowsLease(t *testing.T) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := api.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	api := cluster.StartTestAPIServer(t)
 	kube := api.Client
 	ctx := t.Context()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-"}}
@@ -51,7 +45,7 @@ func TestLeaderLabelFollowsLease(t *testing.T) {
 	}
 
 	start := func(pod string) (stop func()) {
-		mgr, err := operator.New(api.Config, operator.Options{
+		r, err := operatortest.Start(api.Config, operator.Options{
 			Namespace: ns.Name, ConfigMap: "warmpool", NodeClass: nodepools.KWOKNodeClass,
 			MetricsAddr: "0", ProbeAddr: "0", WebhookAddr: "",
 			LeaderElection: true, LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 200 * time.Millisecond,
@@ -60,20 +54,11 @@ func TestLeaderLabelFollowsLease(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		runCtx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- mgr.Start(runCtx) }()
-		stopped := false
-		stop = func() {
-			if stopped {
-				return
-			}
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
+		stop = sync.OnceFunc(func() {
+			if err := r.Stop(); err != nil {
 				t.Errorf("manager of %s: %v", pod, err)
 			}
-		}
+		})
 		t.Cleanup(stop)
 		return stop
 	}
@@ -96,15 +81,7 @@ func TestLeaderLabelFollowsLease(t *testing.T) {
 // its pod stayed) is unlabelled by the next leader, so the Service never reaches two pods.
 func TestLeaderLabelNewLeaderClearsOthers(t *testing.T) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := api.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	api := cluster.StartTestAPIServer(t)
 	kube := api.Client
 	ctx := t.Context()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-"}}

@@ -23,15 +23,7 @@ import (
 // controller-runtime's start-up wait (stop.go). The bound is the test's own deadline.
 func TestStartReturnsWhenInformersNeverSync(t *testing.T) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := api.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	api := cluster.StartTestAPIServer(t)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-"}}
 	if err := api.Client.Create(t.Context(), ns); err != nil {
 		t.Fatal(err)

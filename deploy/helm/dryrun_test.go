@@ -16,15 +16,7 @@ import (
 // Every object the chart renders, for the default and the full values, is accepted by a real
 // kube-apiserver (server-side dry-run) that serves the Karpenter and VolumeSnapshot CRDs.
 func TestRenderedObjectsPassServerDryRun(t *testing.T) {
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := api.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	api := cluster.StartTestAPIServer(t)
 	// The Prometheus Operator's CRDs are not in this module's dependencies, so the
 	// ServiceMonitor is checked against a stand-in CRD: the apiserver checks its kind, group,
 	// version and metadata; its spec is checked by TestRenderFullValues.

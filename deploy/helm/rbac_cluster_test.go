@@ -79,15 +79,7 @@ func startWithChartRBAC(t *testing.T, opts operator.Options) *chartEnv {
 	klog.SetLogger(logger)
 	t.Cleanup(func() { klog.SetLogger(logr.Discard()) })
 
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := api.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	api := cluster.StartTestAPIServer(t)
 	admin := api.Client
 	ctx := t.Context()
 	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {

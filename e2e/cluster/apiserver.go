@@ -49,6 +49,22 @@ func StartAPIServer() (*APIServer, error) {
 // Stop stops etcd and kube-apiserver.
 func (a *APIServer) Stop() error { return a.env.Stop() }
 
+// StartTestAPIServer is StartAPIServer for one test: the test fails if it cannot start, and
+// the server stops when the test ends (a failure to stop fails the test too).
+func StartTestAPIServer(t testing.TB) *APIServer {
+	t.Helper()
+	api, err := StartAPIServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := api.Stop(); err != nil {
+			t.Errorf("stopping etcd+kube-apiserver: %v", err)
+		}
+	})
+	return api
+}
+
 // RunTests runs a test package against one APIServer shared by all its tests, as its
 // TestMain: os.Exit(cluster.RunTests(m, func(api *cluster.APIServer) { kube = api.Client })).
 // controller-runtime's logger is silenced, since tests provoke errors on purpose;

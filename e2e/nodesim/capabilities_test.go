@@ -32,15 +32,7 @@ func TestCachePodsRunWithTheirSecurityContextCapabilities(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "warmpool.io/warmpool/cmd/warmpool").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := api.Stop(); err != nil {
-			t.Errorf("stopping the apiserver: %v", err)
-		}
-	})
+	api := cluster.StartTestAPIServer(t)
 	sim, err := nodesim.Start(ctx, nodesim.Options{Config: api.Config, Root: t.TempDir(), WarmpoolBinary: bin})
 	if err != nil {
 		t.Fatal(err)

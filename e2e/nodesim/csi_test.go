@@ -93,15 +93,7 @@ func TestUploadTime(t *testing.T) {
 // to fail does, after its cut, and is never ready.
 func TestSnapshotsAreCutThenUploaded(t *testing.T) {
 	ctx := t.Context()
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := api.Stop(); err != nil {
-			t.Errorf("stopping the apiserver: %v", err)
-		}
-	})
+	api := cluster.StartTestAPIServer(t)
 	sim, err := nodesim.Start(ctx, nodesim.Options{Config: api.Config, Root: t.TempDir(), WarmpoolBinary: "/nonexistent/warmpool"})
 	if err != nil {
 		t.Fatal(err)

@@ -24,15 +24,7 @@ import (
 // rejected by the kubelet (Failed, OutOfcpu) while one that fits is admitted.
 func TestStorageAndAdmissionAsOnEKS(t *testing.T) {
 	ctx := t.Context()
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := api.Stop(); err != nil {
-			t.Errorf("stopping the apiserver: %v", err)
-		}
-	})
+	api := cluster.StartTestAPIServer(t)
 	const delay = 3 * time.Second
 	sim, err := nodesim.Start(ctx, nodesim.Options{Config: api.Config, Root: t.TempDir(), WarmpoolBinary: "/nonexistent/warmpool", CSIRegistrationDelay: delay})
 	if err != nil {

@@ -30,15 +30,7 @@ const engineHostPath = "/mnt/k8s-disks/0/dagger"
 // An engine version outside the table starts no engine.
 func TestEngineStopWaitsForClients(t *testing.T) {
 	ctx := t.Context()
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := api.Stop(); err != nil {
-			t.Errorf("stopping the apiserver: %v", err)
-		}
-	})
+	api := cluster.StartTestAPIServer(t)
 	sim, err := nodesim.Start(ctx, nodesim.Options{Config: api.Config, Root: t.TempDir(), WarmpoolBinary: "/nonexistent/warmpool"})
 	if err != nil {
 		t.Fatal(err)

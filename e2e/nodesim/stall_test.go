@@ -22,15 +22,7 @@ import (
 // Against a real kube-apiserver, with nodesim playing the kubelet.
 func TestStalledCachePodEndsAtItsGracePeriod(t *testing.T) {
 	ctx := t.Context()
-	api, err := cluster.StartAPIServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := api.Stop(); err != nil {
-			t.Errorf("stopping the apiserver: %v", err)
-		}
-	})
+	api := cluster.StartTestAPIServer(t)
 	sim, err := nodesim.Start(ctx, nodesim.Options{
 		Config: api.Config,
 		Root:   t.TempDir(),

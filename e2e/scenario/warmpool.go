@@ -21,6 +21,7 @@ import (
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/operator"
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -28,11 +29,7 @@ import (
 const Namespace = "warmpool"
 
 // Warmpool is a controller manager running in this process against a local cluster.
-type Warmpool struct {
-	*operator.Manager
-	cancel context.CancelFunc
-	done   chan error
-}
+type Warmpool struct{ *operatortest.Running }
 
 // Options for StartWarmpool.
 type Options struct {
@@ -59,7 +56,7 @@ func StartWarmpool(ctx context.Context, restConfig *rest.Config, kube client.Cli
 	if metricsAddr == "" {
 		metricsAddr = "0"
 	}
-	mgr, err := operator.New(restConfig, operator.Options{
+	r, err := operatortest.Start(restConfig, operator.Options{
 		Namespace:   Namespace,
 		ConfigMap:   "warmpool",
 		NodeClass:   nodepools.KWOKNodeClass,
@@ -74,16 +71,7 @@ func StartWarmpool(ctx context.Context, restConfig *rest.Config, kube client.Cli
 	if err != nil {
 		return nil, err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	w := &Warmpool{Manager: mgr, cancel: cancel, done: make(chan error, 1)}
-	go func() { w.done <- mgr.Start(runCtx) }()
-	return w, nil
-}
-
-// Stop stops the manager and waits for it to return.
-func (w *Warmpool) Stop() error {
-	w.cancel()
-	return <-w.done
+	return &Warmpool{r}, nil
 }
 
 func ensureNamespace(ctx context.Context, kube client.Client) error {

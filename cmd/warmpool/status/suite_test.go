@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/enginecache"
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/controller/state"
@@ -46,21 +46,7 @@ func TestMain(m *testing.M) {
 	os.Exit(cluster.RunTests(m, func(api *cluster.APIServer) { restConfig, kube = api.Config, api.Client }))
 }
 
-var (
-	namesMu sync.Mutex
-	names   = map[string]int{}
-)
-
-// unique returns base, base-2, ...: pools and nodes are cluster-wide.
-func unique(base string) string {
-	namesMu.Lock()
-	defer namesMu.Unlock()
-	names[base]++
-	if n := names[base]; n > 1 {
-		return fmt.Sprintf("%s-%d", base, n)
-	}
-	return base
-}
+var unique = operatortest.Unique
 
 const engineVersion = "v0.21.8"
 
@@ -76,30 +62,18 @@ type story struct {
 }
 
 func configYAML(pool, idle string) string {
-	return `apiVersion: warmpool.io/v1alpha1
-kind: WarmpoolConfig
-nodeClass:
-  role: KarpenterNodeRole-test
-  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: test}}]
-  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: test}}]
-webhook:
-  secretRef: {name: warmpool-github, key: webhook-secret}
-pools:
-  - name: ` + pool + `
-    architectures: [amd64]
-    nvme: {minSizeGB: 200}
-    limits: {nodes: 4}
-    engine: {version: ` + engineVersion + `}
-    cache: {enabled: true, storageClassName: sim, snapshotClassName: sim, size: 1Gi}
-    queue:
-      sources:
-        - githubWebhook: {labels: [self-hosted, story]}
-    scaling: {jobsPerNode: 1}
-  - name: ` + idle + `
-    architectures: [amd64]
-    nvme: {minSizeGB: 200}
-    engine: {version: ` + engineVersion + `}
-`
+	header := strings.Replace(operatortest.ConfigHeader, "pools:\n", "webhook:\n  secretRef: {name: warmpool-github, key: webhook-secret}\npools:\n", 1)
+	return header + operatortest.Pool(pool,
+		"architectures: [amd64]",
+		"nvme: {minSizeGB: 200}",
+		"limits: {nodes: 4}",
+		"engine: {version: "+engineVersion+"}",
+		"cache: {enabled: true, storageClassName: sim, snapshotClassName: sim, size: 1Gi}",
+		"queue:",
+		"  sources:",
+		"    - githubWebhook: {labels: [self-hosted, story]}",
+		"scaling: {jobsPerNode: 1}",
+	) + operatortest.Pool(idle, "architectures: [amd64]", "nvme: {minSizeGB: 200}", "engine: {version: "+engineVersion+"}")
 }
 
 // newStory writes the story's objects into a namespace of its own.
