@@ -23,6 +23,7 @@ import (
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/counted"
+	"warmpool.io/warmpool/controller/enginecache/steps"
 	"warmpool.io/warmpool/controller/nodewatch"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
@@ -76,7 +77,6 @@ type restoreState struct {
 	restoreSize *resource.Quantity
 	// deadline is when the restore's budget runs out (planBudget), zero before it is planned.
 	deadline time.Time
-	done     bool
 }
 
 // Reconcile runs the restore steps for one node until one must wait or the node was released.
@@ -90,36 +90,28 @@ func (c *RestoreController) Reconcile(ctx context.Context, req reconcile.Request
 	}
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("node", s.name, "pool", s.poolName))
 	if s.verifying() {
-		return c.runSteps(ctx, s, c.verifySteps())
+		return c.verifySteps().Run(ctx, s)
 	}
-	return c.runSteps(ctx, s, c.restoreSteps())
-}
-
-func (c *RestoreController) runSteps(ctx context.Context, s *restoreState, steps []func(context.Context, *restoreState) (reconcile.Result, error)) (reconcile.Result, error) {
-	for _, step := range steps {
-		res, err := step(ctx, s)
-		if err != nil || !res.IsZero() || s.done {
-			return res, err
-		}
-	}
-	return reconcile.Result{}, nil
+	return c.restoreSteps().Run(ctx, s)
 }
 
 // restoreSteps copy the snapshot onto the node while its startup taint holds the engine off.
-func (c *RestoreController) restoreSteps() []func(context.Context, *restoreState) (reconcile.Result, error) {
-	return []func(context.Context, *restoreState) (reconcile.Result, error){
-		c.flushReports,
-		c.settled,
-		c.abandoned,
-		c.awaitReady,
-		c.served,
-		c.chooseSnapshot,
-		c.planBudget,
-		c.checkStorage,
-		c.checkTimeout,
-		c.ensureVolume,
-		c.ensureCopy,
-		c.awaitCopy,
+// Each step goes on (steps.Next) or ends the reconcile: to wait (steps.WaitFor, or steps.Stop
+// until a watch event), or because the node was released or let go (steps.Stop).
+func (c *RestoreController) restoreSteps() steps.List[restoreState] {
+	return steps.List[restoreState]{
+		{Name: "deliverReports", Run: c.deliverReports},
+		{Name: "cleanUpReleased", Run: c.cleanUpReleased},
+		{Name: "abandonDeleted", Run: c.abandonDeleted},
+		{Name: "awaitNodeReady", Run: c.awaitNodeReady},
+		{Name: "releaseUnserved", Run: c.releaseUnserved},
+		{Name: "chooseSnapshot", Run: c.chooseSnapshot},
+		{Name: "planBudget", Run: c.planBudget},
+		{Name: "checkStorage", Run: c.checkStorage},
+		{Name: "checkTimeout", Run: c.checkTimeout},
+		{Name: "makeVolume", Run: c.makeVolume},
+		{Name: "startCopy", Run: c.startCopy},
+		{Name: "awaitCopy", Run: c.awaitCopy},
 	}
 }
 
@@ -165,81 +157,79 @@ func (c *RestoreController) load(ctx context.Context, name string) (*restoreStat
 	return s, nil
 }
 
-// settled cleans up once the node no longer waits for a restore (or is gone).
-func (c *RestoreController) settled(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+// cleanUpReleased cleans up once the node no longer waits for a restore (or is gone).
+func (c *RestoreController) cleanUpReleased(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if s.node != nil && hasTaint(s.node, nodepools.StartupTaintKey, nodepools.StartupTaint.Effect) {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	if s.verify != nil {
 		if err := c.remove(ctx, s.verify); err != nil {
-			return reconcile.Result{}, err
+			return steps.Stop, err
 		}
 	}
-	s.done = true
-	return reconcile.Result{}, c.cleanup(ctx, s)
+	return steps.Stop, c.cleanup(ctx, s)
 }
 
-// abandoned stops the restore of a node that is being deleted before its engine ever ran: the
-// copy would outlive it for nothing, and its pods would keep the drain waiting. The startup
+// abandonDeleted stops the restore of a node that is being deleted before its engine ever ran:
+// the copy would outlive it for nothing, and its pods would keep the drain waiting. The startup
 // taint stays; the save controller marks the node skipped so its hold lets it go.
-func (c *RestoreController) abandoned(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+func (c *RestoreController) abandonDeleted(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if s.node.DeletionTimestamp == nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
-	s.done = true
 	if s.job == nil && s.pvc == nil {
-		return reconcile.Result{}, nil
+		return steps.Stop, nil
 	}
 	log.FromContext(ctx).Info("node deleted while its cache was being restored: restore abandoned")
-	return reconcile.Result{}, c.cleanup(ctx, s)
+	return steps.Stop, c.cleanup(ctx, s)
 }
 
-// awaitReady waits for the node to be Ready: before that no pod of ours would run on it.
-func (c *RestoreController) awaitReady(_ context.Context, s *restoreState) (reconcile.Result, error) {
+// awaitNodeReady waits for the node to be Ready: before that no pod of ours would run on it.
+func (c *RestoreController) awaitNodeReady(_ context.Context, s *restoreState) (steps.Exit, error) {
 	for _, cond := range s.node.Status.Conditions {
 		if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-			return reconcile.Result{}, nil
+			return steps.Next, nil
 		}
 	}
-	s.done = true // the Node's status update wakes us
-	return reconcile.Result{}, nil
+	return steps.Stop, nil // the Node's status update wakes us
 }
 
-// served releases a node whose pool no longer restores a cache (cache disabled, pool removed)
-// or whose architecture is unknown: the taint would otherwise keep its engine off for good.
-func (c *RestoreController) served(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+// releaseUnserved releases a node whose pool no longer restores a cache (cache disabled, pool
+// removed) or whose architecture is unknown: the taint would otherwise keep its engine off for
+// good.
+func (c *RestoreController) releaseUnserved(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if s.pool == nil {
-		return reconcile.Result{}, c.cold(ctx, s, ColdCacheDisabled, fmt.Sprintf("pool %q does not have the cache enabled", s.poolName))
+		return steps.Stop, c.cold(ctx, s, ColdCacheDisabled, fmt.Sprintf("pool %q does not have the cache enabled", s.poolName))
 	}
 	if s.arch == "" {
-		return reconcile.Result{}, c.cold(ctx, s, ColdUnknownArch, "node has no "+corev1.LabelArchStable+" label")
+		return steps.Stop, c.cold(ctx, s, ColdUnknownArch, "node has no "+corev1.LabelArchStable+" label")
 	}
-	return reconcile.Result{}, nil
+	return steps.Next, nil
 }
 
 // chooseSnapshot picks the newest ready snapshot of the node's pool, architecture and engine
 // version; a restore under way keeps the one its volume was made from, or that its budget was
 // planned for while it waits for the CSI driver (if that one is still good).
-func (c *RestoreController) chooseSnapshot(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+func (c *RestoreController) chooseSnapshot(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if s.pvc != nil && s.pvc.Spec.DataSource != nil {
 		s.snapshot = s.pvc.Spec.DataSource.Name
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	if c.opts.NoSnapshotAPI {
-		return reconcile.Result{}, c.cold(ctx, s, ColdNoSnapshotAPI, "the cluster serves no snapshot.storage.k8s.io/v1 VolumeSnapshot API: install the CSI snapshotter's CRDs and controller, then restart warmpool")
+		return steps.Stop, c.cold(ctx, s, ColdNoSnapshotAPI, "the cluster serves no snapshot.storage.k8s.io/v1 VolumeSnapshot API: install the CSI snapshotter's CRDs and controller, then restart warmpool")
 	}
 	if planned := s.node.Annotations[annotationRestoreFrom]; planned != "" {
 		snap := &snapshotv1.VolumeSnapshot{}
 		ok, err := c.get(ctx, planned, snap)
 		if err != nil {
-			return reconcile.Result{}, err
+			return steps.Stop, err
 		}
 		if ok && volumes.Good(snap) {
 			s.snapshot, s.snap, s.restoreSize = snap.Name, snap, nil
 			if snap.Status != nil {
 				s.restoreSize = snap.Status.RestoreSize
 			}
-			return reconcile.Result{}, nil
+			return steps.Next, nil
 		}
 		// Deleted, quarantined or failed since: choose again; the budget's start stays.
 	}
@@ -248,17 +238,17 @@ func (c *RestoreController) chooseSnapshot(ctx context.Context, s *restoreState)
 	if err := c.kube.List(ctx, list, client.InNamespace(c.namespace()), client.MatchingLabels{
 		volumes.LabelPool: key.Pool, volumes.LabelArch: key.Arch, volumes.LabelEngineVersion: key.EngineVersion,
 	}); err != nil {
-		return reconcile.Result{}, fmt.Errorf("listing snapshots of %+v, %w", key, err)
+		return steps.Stop, fmt.Errorf("listing snapshots of %+v, %w", key, err)
 	}
 	snap := volumes.ChooseSnapshot(list.Items, key)
 	if snap == nil {
-		return reconcile.Result{}, c.cold(ctx, s, ColdNoSnapshot, fmt.Sprintf("no ready snapshot of pool %s, arch %s, engine %s", key.Pool, key.Arch, key.EngineVersion))
+		return steps.Stop, c.cold(ctx, s, ColdNoSnapshot, fmt.Sprintf("no ready snapshot of pool %s, arch %s, engine %s", key.Pool, key.Arch, key.EngineVersion))
 	}
 	s.snapshot, s.snap, s.restoreSize = snap.Name, snap, nil
 	if st := snap.Status; st != nil {
 		s.restoreSize = st.RestoreSize
 	}
-	return reconcile.Result{}, nil
+	return steps.Next, nil
 }
 
 // left is the time before the restore's budget runs out (0 before it is planned).
@@ -282,19 +272,19 @@ func (c *RestoreController) elapsed(s *restoreState) time.Duration {
 }
 
 // checkTimeout starts the node cold once the restore used up its budget.
-func (c *RestoreController) checkTimeout(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+func (c *RestoreController) checkTimeout(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if !s.deadline.IsZero() && c.left(s) <= 0 {
-		return reconcile.Result{}, c.cold(ctx, s, ColdTimeout, fmt.Sprintf("restore from %s did not finish within its budget (until %s: %s)",
+		return steps.Stop, c.cold(ctx, s, ColdTimeout, fmt.Sprintf("restore from %s did not finish within its budget (until %s: %s)",
 			s.snapshot, stamp(s.deadline), s.node.Annotations[annotationRestoreBudget]))
 	}
-	return reconcile.Result{}, nil
+	return steps.Next, nil
 }
 
-// ensureVolume makes the volume to copy from out of the chosen snapshot, in the pool's restore
+// makeVolume makes the volume to copy from out of the chosen snapshot, in the pool's restore
 // StorageClass (where volumeInitializationRate belongs: every restore volume has a snapshot).
-func (c *RestoreController) ensureVolume(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+func (c *RestoreController) makeVolume(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if s.pvc != nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	// Size the volume for the snapshot even if the pool's size shrank since.
 	size := s.pool.Cache.Size.DeepCopy()
@@ -304,43 +294,43 @@ func (c *RestoreController) ensureVolume(ctx context.Context, s *restoreState) (
 	pvc := volumes.RestorePVC(c.target(s.pool, s.name, s.arch), s.pool.Cache.RestoreStorageClassName, size, s.snapshot)
 	pvc.Annotations[AnnotationStarted] = stamp(c.clk.Now())
 	if err := c.create(ctx, pvc); err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	s.pvc = pvc
-	return reconcile.Result{}, nil
+	return steps.Next, nil
 }
 
-// ensureCopy starts the restore Job, bounded by the time left.
-func (c *RestoreController) ensureCopy(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+// startCopy starts the restore Job, bounded by the time left.
+func (c *RestoreController) startCopy(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if s.job != nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	t := c.target(s.pool, s.name, s.arch)
 	t.RestoreID = restoreID(s.node, s.snapshot)
 	job := volumes.RestoreJob(t, int64(c.left(s)/time.Second))
 	if err := c.create(ctx, job); err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	s.job = job
-	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+	return steps.WaitFor(c.poll(s)), nil
 }
 
 // awaitCopy reads the Job's result and releases the node, warm or cold.
-func (c *RestoreController) awaitCopy(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+func (c *RestoreController) awaitCopy(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	r, done, err := c.jobResult(ctx, s.job)
 	if err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	if !done {
-		return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+		return steps.WaitFor(c.poll(s)), nil
 	}
 	switch r.Result {
 	case volumes.ResultRestored:
-		return reconcile.Result{}, c.warm(ctx, s, r)
+		return steps.Stop, c.warm(ctx, s, r)
 	case volumes.ResultNoCache:
-		return reconcile.Result{}, c.cold(ctx, s, ColdNoCache, "snapshot "+s.snapshot+" holds no complete cache: "+r.Reason)
+		return steps.Stop, c.cold(ctx, s, ColdNoCache, "snapshot "+s.snapshot+" holds no complete cache: "+r.Reason)
 	}
-	return reconcile.Result{}, c.cold(ctx, s, ColdFailed, fmt.Sprintf("restore from %s %s: %s", s.snapshot, r.Result, r.Reason))
+	return steps.Stop, c.cold(ctx, s, ColdFailed, fmt.Sprintf("restore from %s %s: %s", s.snapshot, r.Result, r.Reason))
 }
 
 func (c *RestoreController) poll(s *restoreState) time.Duration {
@@ -371,7 +361,7 @@ func restoreReportID(s *restoreState) string { return "restore/" + string(s.node
 
 // releaseReported releases the node with its report recorded in the same patch, delivers the
 // report, and cleans up: a controller that dies in between delivers it on its next look at
-// the node (flushReports).
+// the node (deliverReports). The step that calls it stops.
 func (c *RestoreController) releaseReported(ctx context.Context, s *restoreState, annotations map[string]string, rep *report) error {
 	if annotations == nil {
 		annotations = map[string]string{}
@@ -386,7 +376,6 @@ func (c *RestoreController) releaseReported(ctx context.Context, s *restoreState
 	if err := c.clearReport(ctx, s.node, annotationRestoreReport); err != nil {
 		return err
 	}
-	s.done = true
 	return c.cleanup(ctx, s)
 }
 

@@ -8,9 +8,9 @@ import (
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/enginecache/steps"
 	"warmpool.io/warmpool/volumes"
 	"warmpool.io/warmpool/volumes/storagecheck"
 )
@@ -43,28 +43,28 @@ func snapshotBytes(snap *snapshotv1.VolumeSnapshot, pool *config.Pool) (int64, s
 // whose estimate exceeds MaxWait is not attempted: the node starts cold at once, with the
 // numbers. The plan is recorded on the Node, so the budget starts once: at the first plan,
 // before the wait for the CSI driver (that wait is part of the slack).
-func (c *RestoreController) planBudget(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+func (c *RestoreController) planBudget(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if s.pvc != nil {
 		if at := parseStamp(s.node.Annotations[annotationRestoreDeadline]); !at.IsZero() {
 			s.deadline = at
-			return reconcile.Result{}, nil
+			return steps.Next, nil
 		}
 		// A volume made before the budget was recorded (a controller upgraded mid-restore):
 		// the pool's cap from the volume's start bounds it.
 		s.deadline = parseStamp(s.pvc.Annotations[AnnotationStarted]).Add(s.pool.Cache.Restore.MaxWait.Duration)
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	if s.node.Annotations[annotationRestoreFrom] == s.snapshot {
 		if at := parseStamp(s.node.Annotations[annotationRestoreDeadline]); !at.IsZero() {
 			s.deadline = at
-			return reconcile.Result{}, nil
+			return steps.Next, nil
 		}
 	}
 	budget := s.pool.Cache.Restore.Budget()
 	bytes, source := snapshotBytes(s.snap, s.pool)
 	what := fmt.Sprintf("snapshot %s (%s)", s.snapshot, source)
 	if p := budget.OverBudget(what, bytes); p != nil {
-		return reconcile.Result{}, c.refuse(ctx, s, ColdOverBudget, *p)
+		return steps.Stop, c.refuse(ctx, s, ColdOverBudget, *p)
 	}
 	now := c.clk.Now()
 	started := parseStamp(s.node.Annotations[annotationRestoreStarted])
@@ -83,10 +83,10 @@ func (c *RestoreController) planBudget(ctx context.Context, s *restoreState) (re
 	s.node.Annotations[annotationRestoreDeadline] = stamp(s.deadline)
 	s.node.Annotations[annotationRestoreBudget] = how
 	if err := c.kube.Patch(ctx, s.node, patch); err != nil {
-		return reconcile.Result{}, fmt.Errorf("recording the restore budget on node %s, %w", s.name, err)
+		return steps.Stop, fmt.Errorf("recording the restore budget on node %s, %w", s.name, err)
 	}
 	log.FromContext(ctx).Info("restore planned", "snapshot", s.snapshot, "deadline", s.deadline, "budget", how)
-	return reconcile.Result{}, nil
+	return steps.Next, nil
 }
 
 // checkStorage checks, before the restore volume is made, that it can be: the restore
@@ -95,37 +95,37 @@ func (c *RestoreController) planBudget(ctx context.Context, s *restoreState) (re
 // budget: the node plugin registers seconds to a minute after the node is Ready). A failure
 // starts the node cold at once, with the reason; a driver that never registers, at the
 // deadline.
-func (c *RestoreController) checkStorage(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+func (c *RestoreController) checkStorage(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if s.pvc != nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	vol, problems, err := c.checkVolume(ctx, storagecheck.RoleRestore, s.pool)
 	if err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	if len(problems) > 0 {
-		return reconcile.Result{}, c.refuse(ctx, s, ColdStorage, problems...)
+		return steps.Stop, c.refuse(ctx, s, ColdStorage, problems...)
 	}
 	bytes, source := snapshotBytes(s.snap, s.pool)
 	if p := storagecheck.NodeDiskProblem(s.node, fmt.Sprintf("snapshot %s (%s)", s.snapshot, source), bytes); p != nil {
-		return reconcile.Result{}, c.refuse(ctx, s, ColdNodeDisk, *p)
+		return steps.Stop, c.refuse(ctx, s, ColdNodeDisk, *p)
 	}
 	csi, err := c.csiNode(ctx, s.name)
 	if err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	if storagecheck.DriverRegistered(csi, vol.Driver) {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	p := storagecheck.CSINodeProblem(s.name, csi, vol.Driver)
 	if c.left(s) <= 0 {
 		started := parseStamp(s.node.Annotations[annotationRestoreStarted])
 		p.Message += fmt.Sprintf(" (waited %s, the restore's whole budget)", c.clk.Since(started).Round(time.Second))
-		return reconcile.Result{}, c.refuse(ctx, s, ColdNoCSIDriver, *p)
+		return steps.Stop, c.refuse(ctx, s, ColdNoCSIDriver, *p)
 	}
 	// The CSINode watch wakes the restore when the driver registers.
 	log.FromContext(ctx).Info("waiting for the CSI driver to register on the node", "driver", vol.Driver, "left", c.left(s).Round(time.Second))
-	return reconcile.Result{RequeueAfter: c.poll(s)}, nil
+	return steps.WaitFor(c.poll(s)), nil
 }
 
 // refuse starts the node cold without attempting the restore, counting each failed check.

@@ -8,8 +8,8 @@ import (
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"warmpool.io/warmpool/controller/enginecache/steps"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
 )
@@ -61,12 +61,12 @@ func (s *restoreState) verifying() bool {
 }
 
 // verifySteps ask the engine, once it runs on the restored cache, whether it kept it.
-func (c *RestoreController) verifySteps() []func(context.Context, *restoreState) (reconcile.Result, error) {
-	return []func(context.Context, *restoreState) (reconcile.Result, error){
-		c.flushReports,
-		c.awaitEngineReady,
-		c.ensureVerify,
-		c.awaitVerify,
+func (c *RestoreController) verifySteps() steps.List[restoreState] {
+	return steps.List[restoreState]{
+		{Name: "deliverReports", Run: c.deliverReports},
+		{Name: "awaitEngineReady", Run: c.awaitEngineReady},
+		{Name: "startVerify", Run: c.startVerify},
+		{Name: "awaitVerify", Run: c.awaitVerify},
 	}
 }
 
@@ -81,70 +81,70 @@ func (c *RestoreController) verifyLeft(s *restoreState) time.Duration {
 
 // awaitEngineReady waits for the node's engine pod to be Ready: the engine decides to keep or
 // wipe its cache before it serves, and it is Ready only once it serves.
-func (c *RestoreController) awaitEngineReady(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+func (c *RestoreController) awaitEngineReady(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if s.verify != nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	if s.pool == nil {
-		return reconcile.Result{}, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("pool %q no longer has the cache enabled", s.poolName))
+		return steps.Stop, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("pool %q no longer has the cache enabled", s.poolName))
 	}
 	engines, err := c.enginePods(ctx, s.pool, s.name)
 	if err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	for _, p := range engines {
 		if podReady(p) {
-			return reconcile.Result{}, nil
+			return steps.Next, nil
 		}
 	}
 	left := c.verifyLeft(s)
 	if left <= 0 {
-		return reconcile.Result{}, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("the engine was not Ready within %s of the restore", c.opts.VerifyTimeout))
+		return steps.Stop, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("the engine was not Ready within %s of the restore", c.opts.VerifyTimeout))
 	}
-	return reconcile.Result{RequeueAfter: min(pollInterval, left)}, nil
+	return steps.WaitFor(min(pollInterval, left)), nil
 }
 
-// ensureVerify starts the Job that reads the restore marker the engine would have wiped.
-func (c *RestoreController) ensureVerify(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+// startVerify starts the Job that reads the restore marker the engine would have wiped.
+func (c *RestoreController) startVerify(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if s.verify != nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	left := c.verifyLeft(s)
 	if left <= 0 {
-		return reconcile.Result{}, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("no time left to verify within %s of the restore", c.opts.VerifyTimeout))
+		return steps.Stop, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("no time left to verify within %s of the restore", c.opts.VerifyTimeout))
 	}
 	job := volumes.VerifyJob(c.target(s.pool, s.name, s.arch), s.node.Annotations[AnnotationRestoreID], int64(left/time.Second))
 	if err := c.create(ctx, job); err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	s.verify = job
-	return reconcile.Result{RequeueAfter: min(pollInterval, max(left, time.Second))}, nil
+	return steps.WaitFor(min(pollInterval, max(left, time.Second))), nil
 }
 
 // awaitVerify reads the verdict: warm, or wiped (the snapshot is then quarantined).
-func (c *RestoreController) awaitVerify(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+func (c *RestoreController) awaitVerify(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	r, done, err := c.jobResult(ctx, s.verify)
 	if err != nil {
-		return reconcile.Result{}, err
+		return steps.Stop, err
 	}
 	if !done {
 		if left := c.verifyLeft(s); left <= -pollInterval {
 			// The Job's own deadline should have ended it by now; do not wait on a lost pod.
-			return reconcile.Result{}, c.concludeVerify(ctx, s, restoreUnverified, "the verify Job did not finish in time")
+			return steps.Stop, c.concludeVerify(ctx, s, restoreUnverified, "the verify Job did not finish in time")
 		}
-		return reconcile.Result{RequeueAfter: pollInterval}, nil
+		return steps.WaitFor(pollInterval), nil
 	}
 	switch r.Result {
 	case volumes.ResultWarm:
-		return reconcile.Result{}, c.concludeVerify(ctx, s, volumes.ResultWarm, "")
+		return steps.Stop, c.concludeVerify(ctx, s, volumes.ResultWarm, "")
 	case volumes.ResultWiped:
 		events, err := c.quarantine(ctx, s, r.Reason)
 		if err != nil {
-			return reconcile.Result{}, err
+			return steps.Stop, err
 		}
-		return reconcile.Result{}, c.concludeVerify(ctx, s, volumes.ResultWiped, r.Reason, events...)
+		return steps.Stop, c.concludeVerify(ctx, s, volumes.ResultWiped, r.Reason, events...)
 	}
-	return reconcile.Result{}, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("verify %s: %s", r.Result, r.Reason))
+	return steps.Stop, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("verify %s: %s", r.Result, r.Reason))
 }
 
 // quarantine marks the snapshot the engine discarded, so no node restores it again and
@@ -172,8 +172,8 @@ func (c *RestoreController) quarantine(ctx context.Context, s *restoreState, rea
 }
 
 // concludeVerify records the verdict on the Node with its report (after which the
-// verification never runs again), delivers the report, and removes the verify Job. extra are
-// more Events of the report (the quarantine's).
+// verification never runs again), delivers the report, and removes the verify Job; the step that
+// calls it stops. extra are more Events of the report (the quarantine's).
 func (c *RestoreController) concludeVerify(ctx context.Context, s *restoreState, verdict, detail string, extra ...reportEvent) error {
 	r := c.verifyReport(s, verdict, detail, extra)
 	patch := client.MergeFrom(s.node.DeepCopy())
@@ -188,7 +188,6 @@ func (c *RestoreController) concludeVerify(ctx context.Context, s *restoreState,
 	if err := c.clearReport(ctx, s.node, annotationVerifyReport); err != nil {
 		return err
 	}
-	s.done = true
 	if s.verify != nil {
 		return c.remove(ctx, s.verify)
 	}
@@ -220,20 +219,20 @@ func (c *RestoreController) verifyReport(s *restoreState, verdict, detail string
 	return r
 }
 
-// flushReports delivers the reports a controller that died after a restore's decision left on
+// deliverReports delivers the reports a controller that died after a restore's decision left on
 // the Node: the release's (warm copy or cold start) and the verdict's. It is the first step of
 // both the restore and the verification, so a report is delivered before anything else happens
 // to the node.
-func (c *RestoreController) flushReports(ctx context.Context, s *restoreState) (reconcile.Result, error) {
+func (c *RestoreController) deliverReports(ctx context.Context, s *restoreState) (steps.Exit, error) {
 	if s.node == nil {
-		return reconcile.Result{}, nil
+		return steps.Next, nil
 	}
 	for _, key := range []string{annotationRestoreReport, annotationVerifyReport} {
 		if err := c.flushReport(ctx, s.node, key); err != nil {
-			return reconcile.Result{}, err
+			return steps.Stop, err
 		}
 	}
-	return reconcile.Result{}, nil
+	return steps.Next, nil
 }
 
 // podReady says whether a pod's Ready condition is true.
