@@ -17,8 +17,9 @@ import (
 // and lazy loading off, through the real copier: a full save into a fresh mount, an
 // incremental save of the unchanged tree through a fresh mount of that volume (a new save
 // Job mounts its volume anew, so the kernel's caches start cold: this is the walk of the
-// unchanged files), and a restore out of a fresh mount. The tree is writeLazyTree's
-// (WARMPOOL_LAZY_MB MiB, default 256: 30% in four layers, the rest 1-64 KiB files).
+// unchanged files, one directory at a time and DefaultWalkDirs at once), and a restore out
+// of a fresh mount. The tree is writeLazyTree's (WARMPOOL_LAZY_MB MiB, default 256: 30% in
+// four layers, the rest 1-64 KiB files).
 //
 //	go test -run '^$' -bench FUSEPath -benchtime 1x ./e2e/nodesim/
 func BenchmarkFUSEPath(b *testing.B) {
@@ -73,6 +74,11 @@ func BenchmarkFUSEPath(b *testing.B) {
 			m, err = copier.Copy(context.Background(), src, filepath.Join(mnt, "cache"), copier.Options{})
 			return err
 		})
+		// The walk of the unchanged files, one directory at a time and DefaultWalkDirs at once.
+		incrSerial := mounted(func(mnt string) error {
+			_, err := copier.Copy(context.Background(), src, filepath.Join(mnt, "cache"), copier.Options{Previous: &m, WalkDirs: 1})
+			return err
+		})
 		incr := mounted(func(mnt string) error {
 			_, err := copier.Copy(context.Background(), src, filepath.Join(mnt, "cache"), copier.Options{Previous: &m})
 			return err
@@ -88,12 +94,15 @@ func BenchmarkFUSEPath(b *testing.B) {
 		b.ReportMetric(mibps(save.wall), "save-MiB/s")
 		b.ReportMetric(mibps(save.cpu), "save-MiB/cpu-s")
 		b.ReportMetric(perFile(incr.cpu), "unchanged-cpu-µs/file")
+		b.ReportMetric(perFile(incr.wall), "unchanged-µs/file")
+		b.ReportMetric(perFile(incrSerial.wall), "unchanged-serial-walk-µs/file")
 		b.ReportMetric(mibps(restore.wall), "restore-MiB/s")
 		b.ReportMetric(mibps(restore.cpu), "restore-MiB/cpu-s")
-		b.Logf("%d MiB in %d files, caps off: full save %s (%.0f MiB/s; %s CPU, %.0f MiB per CPU second), unchanged incremental %s (%s CPU, %.0f µs a file), restore %s (%.0f MiB/s; %s CPU, %.0f MiB per CPU second)",
+		b.Logf("%d MiB in %d files, caps off: full save %s (%.0f MiB/s; %s CPU, %.0f MiB per CPU second), unchanged incremental %s (%s CPU, %.0f µs a file; walking one directory at a time %s, %s CPU), restore %s (%.0f MiB/s; %s CPU, %.0f MiB per CPU second)",
 			total>>20, m.Totals.Files,
 			save.wall.Round(time.Millisecond), mibps(save.wall), save.cpu.Round(time.Millisecond), mibps(save.cpu),
 			incr.wall.Round(time.Millisecond), incr.cpu.Round(time.Millisecond), perFile(incr.cpu),
+			incrSerial.wall.Round(time.Millisecond), incrSerial.cpu.Round(time.Millisecond),
 			restore.wall.Round(time.Millisecond), mibps(restore.wall), restore.cpu.Round(time.Millisecond), mibps(restore.cpu))
 	}
 }

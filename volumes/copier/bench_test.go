@@ -258,3 +258,39 @@ func BenchmarkIncrementalCopy(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(copied)/float64(b.N)/(1<<20), "copiedMB/op")
 }
+
+// BenchmarkWalk re-copies the unchanged tree, so it measures the walk alone (every file kept
+// after a look at its copy, no data copied), listing one directory at a time and
+// DefaultWalkDirs at once. On a local disk with warm caches this is the walk's CPU cost and
+// what two cores gain in parallel; through a FUSE mount, where each look is a round trip,
+// see BenchmarkFUSEPath in e2e/nodesim.
+func BenchmarkWalk(b *testing.B) {
+	src, _ := benchTree(b)
+	dst := filepath.Join(benchDir, "walk")
+	defer os.RemoveAll(dst)
+	if _, err := Copy(context.Background(), src, dst, Options{}); err != nil {
+		b.Fatal(err)
+	}
+	for _, walkDirs := range []int{1, DefaultWalkDirs} {
+		b.Run(fmt.Sprintf("dirs=%d", walkDirs), func(b *testing.B) {
+			var entries int
+			for range b.N {
+				b.StopTimer()
+				prev, err := ReadManifest(dst)
+				if err != nil {
+					b.Fatal(err)
+				}
+				entries = len(prev.Entries)
+				b.StartTimer()
+				m, err := Copy(context.Background(), src, dst, Options{Previous: &prev, WalkDirs: walkDirs})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if m.Stats.CopiedFiles != 0 {
+					b.Fatalf("the unchanged tree's re-copy copied %d files", m.Stats.CopiedFiles)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/float64(entries), "µs/entry")
+		})
+	}
+}

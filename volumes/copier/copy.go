@@ -42,6 +42,11 @@ type Options struct {
 	// whose checksum is recorded are always read in order.
 	RangeReads int
 
+	// WalkDirs is how many source directories are listed at once (default
+	// DefaultWalkDirs; 1 walks one directory at a time). The manifest is
+	// the same whatever it is.
+	WalkDirs int
+
 	// Recorded in the manifest: restores must match engine version and
 	// architecture, since a different engine may wipe the cache.
 	EngineVersion string
@@ -123,6 +128,13 @@ const (
 	// DefaultRangeReads is the default number of ranges of one large file
 	// copied at once.
 	DefaultRangeReads = 8
+	// DefaultWalkDirs is the default number of directories listed at once.
+	// An unchanged file costs an incremental save its listing and a look at
+	// its copy, each a round trip through a FUSE mount or a wait on S3 on a
+	// lazily loaded volume; walked one directory at a time, 22k unchanged
+	// files cost an incremental save over nodesim's loopback more than the
+	// 5% of them that changed.
+	DefaultWalkDirs = 16
 )
 
 // ErrSourceChanged reports a source file that changed while it was copied:
@@ -171,9 +183,8 @@ type copier struct {
 	noCFR    atomic.Bool
 	start    time.Time
 
-	// Walker-only state (one goroutine).
+	// The walk's result, set when it ends (see walker).
 	totals  Totals
-	inodes  map[[2]uint64]string
 	links   []linkJob
 	dirs    []dirJob
 	entries []Entry
@@ -224,17 +235,19 @@ func newCopier(src, dst string, opts Options) (*copier, error) {
 	if opts.RangeReads <= 0 {
 		opts.RangeReads = DefaultRangeReads
 	}
+	if opts.WalkDirs <= 0 {
+		opts.WalkDirs = DefaultWalkDirs
+	}
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 5 * time.Second
 	}
 	c := &copier{
-		src:    src,
-		dst:    dst,
-		opts:   opts,
-		globs:  append(slices.Clone(DefaultChecksumGlobs), opts.ChecksumGlobs...),
-		chunk:  copyChunk,
-		euid:   os.Geteuid(),
-		inodes: make(map[[2]uint64]string),
+		src:   src,
+		dst:   dst,
+		opts:  opts,
+		globs: append(slices.Clone(DefaultChecksumGlobs), opts.ChecksumGlobs...),
+		chunk: copyChunk,
+		euid:  os.Geteuid(),
 	}
 	for _, g := range c.globs {
 		if _, err := filepath.Match(g, ""); err != nil {
@@ -367,7 +380,7 @@ func (c *copier) run(ctx context.Context) (m Manifest, err error) {
 			}
 		}()
 	}
-	if err := c.walk(ctx, "", dstExisted, jobs); err != nil {
+	if err := c.walk(ctx, dstExisted, jobs); err != nil {
 		cancel(err)
 	}
 	close(jobs)

@@ -8,14 +8,156 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
 
-// walk lists src/rel, creates the directories it finds (so a worker never
-// writes into a missing parent), records hardlink secondaries for later and
-// hands every other non-directory to the workers.
-func (c *copier) walk(ctx context.Context, rel string, dstExisted bool, jobs chan<- job) error {
+// The walk lists the source tree, creates its directories at dst, and hands
+// every non-directory to the copy workers. It lists up to Options.WalkDirs
+// directories at once: an unchanged entry costs an incremental save nothing
+// but its listing and a look at its copy, and over a FUSE mount or a volume
+// lazily loaded from an EBS snapshot each of those waits on a round trip, so
+// a walk of one directory at a time, not the data, bounded an incremental
+// save of a cache of many small files.
+//
+// Its result is the serial walk's, whatever the order the walkers ran in:
+// directories are put back in walk order (depth first, names in byte order)
+// after the walk, and so is every regular file with more than one link,
+// because the first of a hardlink group's names in walk order is the one
+// copied (the primary) and the others are linked to it. Those files are
+// copied once the walk is done; the rest as they are found. The first error
+// of any walker, or of a copy worker, stops every walker and fails the walk.
+
+// walker is one walk's shared state. The walkers merge what they found under
+// mu, once per directory.
+type walker struct {
+	c      *copier
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	jobs   chan<- job
+	// slots bounds the walkers beyond the first: a directory found while
+	// every slot is taken is walked by its finder, depth first.
+	slots chan struct{}
+	wg    sync.WaitGroup
+
+	mu     sync.Mutex
+	totals Totals
+	dirs   []dirJob
+	dirEnt []Entry
+	// linked are the regular files with more than one link.
+	linked []job
+}
+
+// walk walks the whole source tree into jobs and returns once every entry
+// was handed out, or with the first error.
+func (c *copier) walk(ctx context.Context, dstExisted bool, jobs chan<- job) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w := &walker{c: c, ctx: ctx, cancel: cancel, jobs: jobs, slots: make(chan struct{}, c.opts.WalkDirs-1)}
+	w.dir("", dstExisted)
+	w.wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	c.totals = w.totals
+	c.entries = append(c.entries, w.dirEnt...)
+	c.dirs = w.dirs
+	// Walk order: finishDirs applies them in reverse, children first.
+	slices.SortFunc(c.dirs, func(a, b dirJob) int { return compareWalkOrder(a.rel, b.rel) })
+	return c.assignLinks(ctx, w.linked, jobs)
+}
+
+// assignLinks makes the first name of each hardlink group in walk order its
+// primary, which is copied, and records the others for finishLinks, as a
+// serial walk would have met them.
+func (c *copier) assignLinks(ctx context.Context, linked []job, jobs chan<- job) error {
+	slices.SortFunc(linked, func(a, b job) int { return compareWalkOrder(a.rel, b.rel) })
+	inodes := make(map[[2]uint64]string, len(linked))
+	for _, j := range linked {
+		key := [2]uint64{uint64(j.st.Dev), j.st.Ino} //nolint:unconvert // Dev is 32 bits on some platforms
+		if primary, ok := inodes[key]; ok {
+			c.totals.Hardlinks++
+			c.links = append(c.links, linkJob{rel: j.rel, primary: primary, st: j.st, dstMayExist: j.dstMayExist})
+			continue
+		}
+		inodes[key] = j.rel
+		c.countFile(&c.totals, &j.st)
+		select {
+		case jobs <- j:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	return nil
+}
+
+func (c *copier) countFile(t *Totals, st *unix.Stat_t) {
+	t.Files++
+	t.Bytes += st.Size
+	c.filesTotal.Add(1)
+	c.bytesTotal.Add(st.Size)
+}
+
+// compareWalkOrder orders slash-separated paths as a depth-first walk that
+// lists names in byte order meets them: component by component, so "a/c"
+// comes before "a.b". A name holds neither '/' nor NUL, so comparing with
+// '/' taken as the smallest byte does it.
+func compareWalkOrder(a, b string) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		x, y := a[i], b[i]
+		if x == y {
+			continue
+		}
+		if x == '/' {
+			x = 0
+		}
+		if y == '/' {
+			y = 0
+		}
+		if x < y {
+			return -1
+		}
+		return 1
+	}
+	switch {
+	case len(a) < len(b):
+		return -1
+	case len(a) > len(b):
+		return 1
+	}
+	return 0
+}
+
+// dir walks src/rel, and the subdirectories it has no free walker for; the
+// first error cancels the whole walk.
+func (w *walker) dir(rel string, dstExisted bool) {
+	if err := w.list(rel, dstExisted); err != nil {
+		w.cancel(err)
+	}
+}
+
+// spawn walks a subdirectory on a walker of its own if one is free, and
+// here (depth first) if not.
+func (w *walker) spawn(rel string, existed bool) {
+	select {
+	case w.slots <- struct{}{}:
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			defer func() { <-w.slots }()
+			w.dir(rel, existed)
+		}()
+	default:
+		w.dir(rel, existed)
+	}
+}
+
+// list lists src/rel, creates the directories it finds (so a worker never
+// writes into a missing parent), sets regular files with several links aside
+// (see walker) and hands every other non-directory to the copy workers.
+func (w *walker) list(rel string, dstExisted bool) error {
+	c, ctx := w.c, w.ctx
 	if err := c.hook("walk", rel); err != nil {
 		return fmt.Errorf("listing %s: %w", c.srcPath(rel), err)
 	}
@@ -39,6 +181,25 @@ func (c *copier) walk(ctx context.Context, rel string, dstExisted bool, jobs cha
 			return err
 		}
 	}
+	// What this directory adds to the walk's result, merged once at the end.
+	var (
+		t       Totals
+		dirs    []dirJob
+		dirEnt  []Entry
+		linked  []job
+		subdirs []dirJob
+	)
+	defer func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.totals.Files += t.Files
+		w.totals.Bytes += t.Bytes
+		w.totals.Dirs += t.Dirs
+		w.totals.Symlinks += t.Symlinks
+		w.dirs = append(w.dirs, dirs...)
+		w.dirEnt = append(w.dirEnt, dirEnt...)
+		w.linked = append(w.linked, linked...)
+	}()
 	for i, name := range ents {
 		if err := ctx.Err(); err != nil {
 			return context.Cause(ctx)
@@ -51,39 +212,38 @@ func (c *copier) walk(ctx context.Context, rel string, dstExisted bool, jobs cha
 			if err != nil {
 				return err
 			}
-			c.totals.Dirs++
-			c.dirs = append(c.dirs, dirJob{rel: crel, st: st, existed: existed})
-			c.entries = append(c.entries, entryFromStat(crel, TypeDir, &st))
-			if err := c.walk(ctx, crel, existed, jobs); err != nil {
-				return err
-			}
+			t.Dirs++
+			d := dirJob{rel: crel, st: st, existed: existed}
+			dirs = append(dirs, d)
+			dirEnt = append(dirEnt, entryFromStat(crel, TypeDir, &st))
+			subdirs = append(subdirs, d)
 			continue
 		case unix.S_IFREG:
 			if st.Nlink > 1 {
-				key := [2]uint64{uint64(st.Dev), st.Ino}
-				if primary, ok := c.inodes[key]; ok {
-					c.totals.Hardlinks++
-					c.links = append(c.links, linkJob{rel: crel, primary: primary, st: st, dstMayExist: dstExisted})
-					continue
-				}
-				c.inodes[key] = crel
+				linked = append(linked, job{rel: crel, st: st, dstMayExist: dstExisted})
+				continue
 			}
-			c.totals.Files++
-			c.totals.Bytes += st.Size
-			c.filesTotal.Add(1)
-			c.bytesTotal.Add(st.Size)
+			c.countFile(&t, &st)
 		case unix.S_IFLNK:
-			c.totals.Symlinks++
+			t.Symlinks++
 		case unix.S_IFSOCK:
 			// A socket is an endpoint of a process that no longer runs.
 			c.skippedSpecial.Add(1)
 			continue
 		}
 		select {
-		case jobs <- job{rel: crel, st: st, dstMayExist: dstExisted}:
+		case w.jobs <- job{rel: crel, st: st, dstMayExist: dstExisted}:
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
+	}
+	// Subdirectories after the files: the workers get this directory's
+	// files at once, and an inline walk of a subtree holds nothing up.
+	for _, d := range subdirs {
+		if err := ctx.Err(); err != nil {
+			return context.Cause(ctx)
+		}
+		w.spawn(d.rel, d.existed)
 	}
 	return nil
 }
