@@ -31,47 +31,6 @@ import (
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
-	"warmpool.io/warmpool/volumes/hold"
-)
-
-// Event reasons. Node Events tell a node's cache story; SnapshotPruned is on the snapshot;
-// CacheGCFailed on the ConfigMap.
-const (
-	ReasonGuarded       = "CacheGuarded"
-	ReasonSaved         = "CacheSaved"
-	ReasonUnclean       = "CacheUnclean"
-	ReasonSaveFailed    = "CacheSaveFailed"
-	ReasonSaveTimedOut  = "CacheSaveTimedOut"
-	ReasonLost          = "CacheLost"
-	ReasonRestored      = "CacheRestored"
-	ReasonColdStart     = "ColdStart"
-	ReasonPruned        = "SnapshotPruned"
-	ReasonGCFailed      = "CacheGCFailed"
-	ReasonEngineStopped = "CacheEngineStopped"
-	// ReasonAwaitingRunners: the engine keeps running until the node's CI pods are done.
-	ReasonAwaitingRunners = "CacheAwaitingRunners"
-	// ReasonRunnersOutlived: work pods still ran when the engine had to stop for the save.
-	ReasonRunnersOutlived = "CacheRunnersOutlived"
-	// ReasonSaveBaseLost: the snapshot a save volume was cloned from could not be cloned; the
-	// save copies onto an empty volume instead.
-	ReasonSaveBaseLost = "CacheSaveBaseLost"
-	// ReasonSnapshotFailed (on the snapshot and, while it exists, its source node): a snapshot
-	// failed after its cut, when its node was already released. It is never restored.
-	ReasonSnapshotFailed = "CacheSnapshotFailed"
-)
-
-// Annotations warmpool writes to record progress on the objects themselves.
-const (
-	// AnnotationSaveOutcome on a Node records that its save concluded (saved, unclean, failed,
-	// timeout, ...). Deletion is irreversible, so a concluded node is never saved twice, even by
-	// a controller that restarted after cleaning up.
-	// It is also the hold's release mark (package volumes/hold), hence one constant.
-	AnnotationSaveOutcome = hold.AnnotationSaveOutcome
-	// AnnotationDeadline on a guard pod is the save deadline it was computed with (RFC 3339).
-	AnnotationDeadline = "warmpool.io/deadline"
-	// AnnotationStarted on a save Job or restore PVC is when the operation started, by the
-	// controller's clock (RFC 3339), for durations.
-	AnnotationStarted = "warmpool.io/started"
 )
 
 // Defaults of Options.

@@ -20,9 +20,6 @@ import (
 	"warmpool.io/warmpool/volumes"
 )
 
-// ReasonFastRestore is the Event on a snapshot whose fast snapshot restore was switched.
-const ReasonFastRestore = "FastSnapshotRestore"
-
 // FastRestorer is the part of the EC2 API fast snapshot restore uses.
 type FastRestorer interface {
 	EnableFastSnapshotRestores(ctx context.Context, in *ec2.EnableFastSnapshotRestoresInput, opts ...func(*ec2.Options)) (*ec2.EnableFastSnapshotRestoresOutput, error)
@@ -131,7 +128,7 @@ func (c *GCController) switchFastRestore(ctx context.Context, ec2c FastRestorer,
 	if err := c.kube.Patch(ctx, snap, patch); err != nil {
 		return fmt.Errorf("recording fast snapshot restore on %s, %w", snap.Name, err)
 	}
-	c.recorder.Eventf(snap, corev1.EventTypeNormal, ReasonFastRestore, "fast snapshot restore %s for EBS snapshot %s in %s", verb, id, strings.Join(ch.Zones, ", "))
+	c.recorder.Eventf(snap, corev1.EventTypeNormal, ReasonFastRestore, msgFastRestore, verb, id, strings.Join(ch.Zones, ", "))
 	log.FromContext(ctx).Info("fast snapshot restore "+verb, "snapshot", snap.Name, "id", id, "zones", ch.Zones)
 	return nil
 }

@@ -67,7 +67,7 @@ func (c *GCController) Reconcile(ctx context.Context, _ reconcile.Request) (reco
 		if gerr := c.kube.Get(ctx, c.opts.ConfigMap, cm); gerr != nil {
 			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: c.opts.ConfigMap.Namespace, Name: c.opts.ConfigMap.Name}}
 		}
-		c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonGCFailed, "cache garbage collection: %v", err)
+		c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonGCFailed, msgGCFailed, err)
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{RequeueAfter: c.opts.GCInterval}, nil
@@ -126,7 +126,7 @@ func (c *GCController) retain(ctx context.Context) error {
 					break
 				}
 				prunes = append(prunes, pr)
-				c.recorder.Eventf(&list[i], corev1.EventTypeNormal, ReasonPruned, "deleted cache snapshot of pool %s, arch %s, engine %s: %s (keep %d, max age %s)",
+				c.recorder.Eventf(&list[i], corev1.EventTypeNormal, ReasonPruned, msgPruned,
 					pr.Key.Pool, pr.Key.Arch, pr.Key.EngineVersion, pr.Reason, r.Keep, r.MaxAge)
 				log.FromContext(ctx).Info("pruned cache snapshot", "snapshot", pr.Name, "reason", pr.Reason)
 			}
@@ -200,7 +200,7 @@ func (c *GCController) snapshotFailedReport(ctx context.Context, s *snapshotv1.V
 	r := &report{ID: "snapshot-failed/" + string(s.UID), Log: "cache snapshot failed after its cut",
 		LogValues: []string{"snapshot", s.Name, "node", source, "reason", reason}}
 	r.event(objectEvent(s, snapshotv1.SchemeGroupVersion.String(), "VolumeSnapshot", corev1.EventTypeWarning, ReasonSnapshotFailed,
-		fmt.Sprintf("snapshot failed after its cut: %s; it is never restored, and the previous good snapshot of its key is kept", reason)))
+		fmt.Sprintf(msgSnapshotFailedOnSnapshot, reason)))
 	r.count("warmpool_cache_lost_total", s.Labels[volumes.LabelPool], lostSnapshotFailed)
 	if source == "" {
 		return r, nil
@@ -211,7 +211,7 @@ func (c *GCController) snapshotFailedReport(ctx context.Context, s *snapshotv1.V
 	}
 	if n != nil {
 		r.event(nodeEvent(n.Name, n.UID, corev1.EventTypeWarning, ReasonSnapshotFailed,
-			fmt.Sprintf("the cache saved from this node is lost: VolumeSnapshot %s/%s failed after its cut: %s", s.Namespace, s.Name, reason)))
+			fmt.Sprintf(msgSnapshotFailed, s.Namespace, s.Name, reason)))
 	}
 	return r, nil
 }

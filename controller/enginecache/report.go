@@ -29,18 +29,6 @@ import (
 // Event whose TTL (the API server's --event-ttl, 1 h by default) ran out before a redelivery
 // would be created again, which cannot happen while the record is removed right after.
 
-// Annotations holding a report not yet delivered.
-const (
-	// annotationSaveReport on a Node: the report of its save's outcome.
-	annotationSaveReport = "warmpool.io/cache-save-report"
-	// annotationRestoreReport on a Node: the report of its release (warm copy or cold start).
-	annotationRestoreReport = "warmpool.io/cache-restore-report"
-	// annotationVerifyReport on a Node: the report of its restore's verdict.
-	annotationVerifyReport = "warmpool.io/cache-verify-report"
-	// annotationSnapshotReport on a VolumeSnapshot: the report of its failure after the cut.
-	annotationSnapshotReport = "warmpool.io/snapshot-failed-report"
-)
-
 // report is what one decision tells, recorded as data so any process can deliver it.
 type report struct {
 	// ID names the decision (a node's save, a restore, a snapshot's failure) across restarts;

@@ -29,28 +29,6 @@ import (
 	"warmpool.io/warmpool/volumes"
 )
 
-// Cold start reasons (the ColdStart Event's note and the warmpool_cold_starts_total label).
-const (
-	ColdNoSnapshot    = "no-snapshot"
-	ColdFailed        = "restore-failed"
-	ColdTimeout       = "restore-timeout"
-	ColdNoCache       = volumes.ResultNoCache
-	ColdCacheDisabled = "cache-disabled"
-	ColdUnknownArch   = "unknown-arch"
-	ColdNoSnapshotAPI = "no-snapshot-api"
-	// ColdOverBudget: the newest snapshot cannot be restored within the pool's
-	// cache.restore.maxWait at its cache.restore.throughput; the restore is not attempted.
-	ColdOverBudget = "over-budget"
-	// ColdStorage: the restore StorageClass or the VolumeSnapshotClass cannot work (missing,
-	// in-tree, another driver); the restore is not attempted.
-	ColdStorage = "storage-misconfigured"
-	// ColdNodeDisk: the snapshot's cache does not fit on the node's NVMe.
-	ColdNodeDisk = "snapshot-too-large-for-node"
-	// ColdNoCSIDriver: the node's CSINode never listed the restore class's CSI driver within
-	// the restore's budget, so no volume could be attached to it.
-	ColdNoCSIDriver = "csi-driver-not-registered"
-)
-
 // RestoreController restores the newest matching cache onto a new node before its engine starts
 // (request name: the node). The pool's startup taint keeps the engine DaemonSet off the node;
 // removing it is the last step whatever happened, so a node is never held for its cache beyond
@@ -345,8 +323,7 @@ func (c *RestoreController) warm(ctx context.Context, s *restoreState, r volumes
 	took := c.elapsed(s)
 	rep := &report{ID: restoreReportID(s), Log: "cache copied, engine starting", LogValues: []string{"snapshot", s.snapshot}}
 	rep.observe("warmpool_cache_restore_duration_seconds", took.Seconds(), s.poolName)
-	rep.event(nodeEvent(s.name, s.node.UID, corev1.EventTypeNormal, ReasonRestoreCopied, fmt.Sprintf(
-		"cache copied from VolumeSnapshot %s/%s: %d bytes, %d files, copy %.0fs, restore %s; the engine starts on it now and warmpool checks it kept it",
+	rep.event(nodeEvent(s.name, s.node.UID, corev1.EventTypeNormal, ReasonRestoreCopied, fmt.Sprintf(msgRestoreCopied,
 		c.namespace(), s.snapshot, r.Bytes, r.Files, r.DurationSeconds, took.Round(time.Second))))
 	return c.releaseReported(ctx, s, map[string]string{
 		AnnotationRestore:         restoreVerifying,
@@ -389,7 +366,7 @@ func (c *RestoreController) cold(ctx context.Context, s *restoreState, reason, d
 		}
 	}
 	rep.count("warmpool_cold_starts_total", s.poolName, reason)
-	rep.event(nodeEvent(s.name, s.node.UID, corev1.EventTypeWarning, ReasonColdStart, fmt.Sprintf("engine starts without a restored cache (%s): %s", reason, detail)))
+	rep.event(nodeEvent(s.name, s.node.UID, corev1.EventTypeWarning, ReasonColdStart, fmt.Sprintf(msgColdStart, reason, detail)))
 	return c.releaseReported(ctx, s, nil, rep)
 }
 

@@ -15,20 +15,6 @@ import (
 	"warmpool.io/warmpool/volumes/storagecheck"
 )
 
-// Annotations on a Node waiting for its restore: the plan its budget was computed for, so a
-// restarted controller (or a config change) neither extends nor restarts it.
-const (
-	// annotationRestoreFrom is the snapshot the budget was planned for.
-	annotationRestoreFrom = "warmpool.io/restore-from"
-	// annotationRestoreStarted is when the restore's budget started (RFC 3339): the first
-	// choice of a snapshot that fits the budget, before the wait for the CSI driver.
-	annotationRestoreStarted = "warmpool.io/restore-started"
-	// annotationRestoreDeadline is when the budget runs out (RFC 3339).
-	annotationRestoreDeadline = "warmpool.io/restore-deadline"
-	// annotationRestoreBudget says how the deadline was derived, for Events and people.
-	annotationRestoreBudget = "warmpool.io/restore-budget"
-)
-
 // snapshotBytes is what a restore of snap reads (volumes.SnapshotBytes); without either count,
 // the pool's cache.size bounds it.
 func snapshotBytes(snap *snapshotv1.VolumeSnapshot, pool *config.Pool) (int64, string) {

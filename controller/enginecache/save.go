@@ -28,41 +28,6 @@ import (
 	"warmpool.io/warmpool/volumes"
 )
 
-// Annotations on a save Job: the snapshot it will make (named from the node's UID, which is
-// gone with the node), and the engine version whose cache it copies (on the guard and Job; the
-// same key as the label that keys the snapshot, so it is that constant).
-const (
-	annotationSnapshot      = "warmpool.io/snapshot"
-	annotationEngineVersion = volumes.LabelEngineVersion
-	// annotationSpot on the guard marks a deadline cut short by a spot interruption notice.
-	annotationSpot = "warmpool.io/spot-interruption"
-	// annotationAwaitingRunners on the guard: since when the engine's stop waits for work pods
-	// (set once, so the Event is recorded once).
-	annotationAwaitingRunners = "warmpool.io/awaiting-runners"
-	// annotationBaseFallback on the guard: the save volume's base snapshot could not be cloned
-	// (why), so this save copies onto an empty volume. Set once, before the volume made from
-	// the base is deleted: the save falls back once and never picks a base again.
-	annotationBaseFallback = "warmpool.io/base-fallback"
-	// annotationNodeUID on the guard: the UID of the Node it holds, which names the save's
-	// report (its Events) even once the Node is gone.
-	annotationNodeUID = "warmpool.io/node-uid"
-	// annotationGuardReplaced on the guard: when a guard the kubelet refused or ended was
-	// replaced by this one, and how many times (for the replacement's pace and its Event).
-	annotationGuardReplaced     = "warmpool.io/guard-replaced"
-	annotationGuardReplacements = "warmpool.io/guard-replacements"
-)
-
-// Karpenter's interruption controller (aws/karpenter-provider-aws v1.14,
-// pkg/controllers/interruption) marks a NodeClaim it deletes for an EC2 spot interruption
-// warning with nothing but this Event, on the NodeClaim and on its Node, published just before
-// the deletion (events.SpotInterrupted); a spot NodeClaim deleted for any other reason has its
-// whole termination grace period.
-const reasonSpotInterrupted = "SpotInterrupted"
-
-// ReasonGuardFailed: the kubelet refused or ended a guard pod (a Failed pod holds nothing); it
-// was replaced.
-const ReasonGuardFailed = "CacheGuardFailed"
-
 // guardReplacePace is the least time between two replacements of a guard the kubelet keeps
 // refusing (OutOfpods on a full node), so the controller does not spin on it.
 const guardReplacePace = 5 * time.Second

@@ -60,8 +60,7 @@ func (c *SaveController) awaitRunners(ctx context.Context, s *saveState) (steps.
 	now := c.clk.Now()
 	by := c.window().EngineStopBy(s.deadline, engineStopReserve(s.pool))
 	if !now.Before(by) {
-		c.recorder.Eventf(s.node, corev1.EventTypeWarning, ReasonRunnersOutlived,
-			"stopping the engine although %d pods still run on the node (%s): the save must start by %s; an engine stopped under a job may be killed before it exits cleanly",
+		c.recorder.Eventf(s.node, corev1.EventTypeWarning, ReasonRunnersOutlived, msgRunnersOutlived,
 			len(busy), strings.Join(firstN(busy, 3), ", "), stamp(by))
 		return steps.Next, nil
 	}
@@ -71,8 +70,8 @@ func (c *SaveController) awaitRunners(ctx context.Context, s *saveState) (steps.
 		if err := c.kube.Patch(ctx, s.guard, patch); err != nil {
 			return steps.Stop, fmt.Errorf("recording the wait for runners on guard %s, %w", s.guard.Name, err)
 		}
-		c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonAwaitingRunners,
-			"waiting for %d pods to finish before stopping the engine (%s), until %s at the latest", len(busy), strings.Join(firstN(busy, 3), ", "), stamp(by))
+		c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonAwaitingRunners, msgAwaitingRunners,
+			len(busy), strings.Join(firstN(busy, 3), ", "), stamp(by))
 	}
 	log.FromContext(ctx).V(1).Info("waiting for work pods before stopping the engine", "pods", busy, "until", by)
 	return steps.WaitFor(min(runnerPoll, max(by.Sub(now), time.Second))), nil
@@ -136,7 +135,7 @@ func (c *SaveController) stopEngine(ctx context.Context, s *saveState) (steps.Ex
 				return steps.Stop, fmt.Errorf("evicting engine pod %s/%s, %w", p.Namespace, p.Name, err)
 			}
 		}
-		c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonEngineStopped, "evicted engine pod %s/%s so it shuts down cleanly before the save", p.Namespace, p.Name)
+		c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonEngineStopped, msgEngineStopped, p.Namespace, p.Name)
 	}
 	return steps.WaitFor(c.poll(s)), nil
 }

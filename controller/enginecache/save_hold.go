@@ -54,7 +54,7 @@ func (c *SaveController) holdNode(ctx context.Context, s *saveState) (steps.Exit
 	if s.trigger() == volumes.TriggerTentative {
 		why = "disruption " + s.claim.StatusConditions().Get(karpv1.ConditionTypeDisruptionReason).Reason
 	}
-	c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonGuarded, "holding the node with pod %s/%s to save its engine cache (%s)", guard.Namespace, guard.Name, why)
+	c.recorder.Eventf(s.node, corev1.EventTypeNormal, ReasonGuarded, msgGuarded, guard.Namespace, guard.Name, why)
 	return steps.Next, nil
 }
 
@@ -212,8 +212,7 @@ func (c *SaveController) replaceFailedGuard(ctx context.Context, s *saveState) (
 	}
 	s.guard = replacement
 	if n == 0 {
-		c.recorder.Eventf(s.node, corev1.EventTypeWarning, ReasonGuardFailed,
-			"guard pod %s/%s failed (%s), so it held nothing: replaced it; the engine is stopped only once a guard runs", g.Namespace, g.Name, why)
+		c.recorder.Eventf(s.node, corev1.EventTypeWarning, ReasonGuardFailed, msgGuardFailed, g.Namespace, g.Name, why)
 	}
 	log.FromContext(ctx).Info("replaced a failed guard", "guard", g.Name, "why", why, "replacements", n+1)
 	return steps.WaitFor(time.Second), nil

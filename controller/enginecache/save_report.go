@@ -85,26 +85,26 @@ func (c *SaveController) report(s *saveState, outcome, detail string) *report {
 			}
 		}
 		r.observe("warmpool_cache_save_bytes", float64(res.Bytes), pool)
-		from := "a full copy onto an empty volume"
+		from := msgSavedFull
 		if base := s.snapshot.Annotations[volumes.AnnotationBaseSnapshot]; base != "" {
-			from = "incremental, cloned from " + base
+			from = fmt.Sprintf(msgSavedIncremental, base)
 		}
 		released := "node released"
 		if s.node == nil {
 			released = "the node had gone already"
 		}
-		event(corev1.EventTypeNormal, ReasonSaved, fmt.Sprintf("cache saved to VolumeSnapshot %s/%s (%s): %d bytes, %d files, copy %.0fs, save %s; snapshot cut, %s, upload continues",
+		event(corev1.EventTypeNormal, ReasonSaved, fmt.Sprintf(msgSaved,
 			s.snapshot.Namespace, s.snapshot.Name, from, res.Bytes, res.Files, res.DurationSeconds, took.Round(time.Second), released))
 		r.event(objectEvent(s.snapshot, snapshotv1.SchemeGroupVersion.String(), "VolumeSnapshot", corev1.EventTypeNormal, ReasonSaved,
-			fmt.Sprintf("saved from node %s (%s): %d bytes, %d files", s.name, from, res.Bytes, res.Files)))
+			fmt.Sprintf(msgSavedOnSnapshot, s.name, from, res.Bytes, res.Files)))
 	case outcomeUnclean:
-		event(corev1.EventTypeWarning, ReasonUnclean, fmt.Sprintf("engine cache not saved: the engine did not shut down cleanly (%s); a copy would restore cold", detail))
+		event(corev1.EventTypeWarning, ReasonUnclean, fmt.Sprintf(msgUnclean, detail))
 	case outcomeFailed:
-		event(corev1.EventTypeWarning, ReasonSaveFailed, "engine cache not saved: "+detail)
+		event(corev1.EventTypeWarning, ReasonSaveFailed, fmt.Sprintf(msgSaveFailed, detail))
 	case volumes.LostTimeout:
-		event(corev1.EventTypeWarning, ReasonSaveTimedOut, fmt.Sprintf("engine cache not saved: %s; released the node", detail))
+		event(corev1.EventTypeWarning, ReasonSaveTimedOut, fmt.Sprintf(msgSaveTimedOut, detail))
 	default:
-		event(corev1.EventTypeWarning, ReasonLost, fmt.Sprintf("engine cache not saved (%s): %s", outcome, detail))
+		event(corev1.EventTypeWarning, ReasonLost, fmt.Sprintf(msgLost, outcome, detail))
 	}
 	return r
 }

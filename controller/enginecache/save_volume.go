@@ -123,8 +123,7 @@ func (c *SaveController) checkBase(ctx context.Context, s *saveState) (steps.Exi
 	if err := c.kube.Patch(ctx, s.guard, patch); err != nil {
 		return steps.Stop, fmt.Errorf("recording the base fallback on guard %s, %w", s.guard.Name, err)
 	}
-	c.recorder.Eventf(nodeRef(s.name, s.node), corev1.EventTypeWarning, ReasonSaveBaseLost,
-		"save volume not cloned: %s; copying the whole cache onto an empty volume instead (a full copy and a full snapshot)", why)
+	c.recorder.Eventf(nodeRef(s.name, s.node), corev1.EventTypeWarning, ReasonSaveBaseLost, msgSaveBaseLost, why)
 	log.FromContext(ctx).Info("falling back to an empty save volume", "reason", why)
 	return c.dropVolume(ctx, s)
 }

@@ -28,14 +28,6 @@ const (
 	outcomeNoSpace = volumes.ResultNoSpace
 )
 
-// annotationSaveSize on the guard: the size of the save volume made to fit a cache that did
-// not fit the first one (set once: a cache that does not fit that either is not saved).
-const annotationSaveSize = "warmpool.io/save-volume-size"
-
-// ReasonSaveVolumeResized (Normal, on the node): the save measured a cache larger than its
-// volume and made a larger one.
-const ReasonSaveVolumeResized = "CacheSaveVolumeResized"
-
 // checkSaveStorage checks, before the save volume is made, that it can be: the save class is a
 // CSI class without volumeInitializationRate, the snapshot class shares its driver, and the
 // node's CSINode lists that driver. The node is going away, so nothing is waited for: a save
@@ -112,8 +104,7 @@ func (c *SaveController) checkFit(ctx context.Context, s *saveState) (steps.Exit
 	if err := c.kube.Patch(ctx, s.guard, patch); err != nil {
 		return steps.Stop, fmt.Errorf("recording the save volume size on guard %s, %w", s.guard.Name, err)
 	}
-	c.recorder.Eventf(nodeRef(s.name, s.node), corev1.EventTypeNormal, ReasonSaveVolumeResized,
-		"the cache (%s in %d inodes) does not fit the save volume of %s; making one of %s (raise the pool's cache.size to skip this step)",
+	c.recorder.Eventf(nodeRef(s.name, s.node), corev1.EventTypeNormal, ReasonSaveVolumeResized, msgSaveVolumeResized,
 		storagecheck.FormatBytes(r.Bytes), r.Files, have.String(), need.String())
 	log.FromContext(ctx).Info("save volume too small, making a larger one", "have", have.String(), "need", need.String())
 	return c.dropVolume(ctx, s)

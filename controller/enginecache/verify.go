@@ -14,40 +14,10 @@ import (
 	"warmpool.io/warmpool/volumes"
 )
 
-// Annotations on a Node that record its restore's verification: the state, and what it
-// verifies. They are set in the patch that removes the startup taint, so the verification
-// survives a controller restart and runs once.
-const (
-	// AnnotationRestore is the restore's verdict: restoreVerifying until the engine told,
-	// then volumes.ResultWarm, volumes.ResultWiped or restoreUnverified.
-	AnnotationRestore         = "warmpool.io/cache-restore-verdict"
-	AnnotationRestoreSnapshot = "warmpool.io/cache-restore-snapshot"
-	AnnotationRestoreID       = "warmpool.io/cache-restore-id"
-	// AnnotationRestoreReleased is when the node was released to its engine (RFC 3339).
-	AnnotationRestoreReleased = "warmpool.io/cache-restore-released"
-)
-
-const (
-	restoreVerifying  = "verifying"
-	restoreUnverified = "unverified"
-	// DefaultVerifyTimeout bounds the wait for the engine to become Ready on a restored cache
-	// and tell whether it kept it. A large cache takes a while to open, but an engine that is
-	// not Ready after this long is not waited for: the restore is reported unverified.
-	DefaultVerifyTimeout = 15 * time.Minute
-)
-
-// More Event reasons of the restore.
-const (
-	// ReasonRestoreCopied: the copy is in place and the engine starts on it.
-	ReasonRestoreCopied = "CacheRestoreCopied"
-	// ReasonRestoreUnverified: the engine did not tell in time whether it kept the cache.
-	ReasonRestoreUnverified = "CacheRestoreUnverified"
-	// ReasonQuarantined (on the snapshot and the node): the engine discarded a restored copy;
-	// the snapshot is never restored again.
-	ReasonQuarantined = "CacheSnapshotQuarantined"
-	// ColdWiped: the engine discarded the restored cache at start.
-	ColdWiped = "engine-wiped"
-)
+// DefaultVerifyTimeout bounds the wait for the engine to become Ready on a restored cache and
+// tell whether it kept it. A large cache takes a while to open, but an engine that is not Ready
+// after this long is not waited for: the restore is reported unverified.
+const DefaultVerifyTimeout = 15 * time.Minute
 
 // restoreID names one restore of one snapshot onto one node (a node UID is never reused).
 func restoreID(n *corev1.Node, snapshot string) string {
@@ -166,8 +136,8 @@ func (c *RestoreController) quarantine(ctx context.Context, s *restoreState, rea
 	}
 	return []reportEvent{
 		objectEvent(snap, snapshotv1.SchemeGroupVersion.String(), "VolumeSnapshot", corev1.EventTypeWarning, ReasonQuarantined,
-			fmt.Sprintf("the engine on node %s discarded the cache restored from this snapshot (%s): it is never restored again", s.name, reason)),
-		nodeEvent(s.name, s.node.UID, corev1.EventTypeWarning, ReasonQuarantined, fmt.Sprintf("quarantined VolumeSnapshot %s/%s: %s", c.namespace(), name, reason)),
+			fmt.Sprintf(msgQuarantinedOnSnapshot, s.name, reason)),
+		nodeEvent(s.name, s.node.UID, corev1.EventTypeWarning, ReasonQuarantined, fmt.Sprintf(msgQuarantined, c.namespace(), name, reason)),
 	}, nil
 }
 
@@ -208,12 +178,12 @@ func (c *RestoreController) verifyReport(s *restoreState, verdict, detail string
 	r.count("warmpool_cache_restores_total", s.poolName, verdict)
 	switch verdict {
 	case volumes.ResultWarm:
-		event(corev1.EventTypeNormal, ReasonRestored, fmt.Sprintf("cache restored from VolumeSnapshot %s/%s: the engine started on it and kept it", c.namespace(), snap))
+		event(corev1.EventTypeNormal, ReasonRestored, fmt.Sprintf(msgRestored, c.namespace(), snap))
 	case volumes.ResultWiped:
 		r.count("warmpool_cold_starts_total", s.poolName, ColdWiped)
-		event(corev1.EventTypeWarning, ReasonColdStart, fmt.Sprintf("engine starts without a restored cache (%s): it discarded the copy of %s/%s at start: %s", ColdWiped, c.namespace(), snap, detail))
+		event(corev1.EventTypeWarning, ReasonColdStart, fmt.Sprintf(msgColdStartWiped, ColdWiped, c.namespace(), snap, detail))
 	default:
-		event(corev1.EventTypeWarning, ReasonRestoreUnverified, fmt.Sprintf("cache copied from VolumeSnapshot %s/%s, but whether the engine kept it is unknown: %s", c.namespace(), snap, detail))
+		event(corev1.EventTypeWarning, ReasonRestoreUnverified, fmt.Sprintf(msgRestoreUnverified, c.namespace(), snap, detail))
 	}
 	r.Events = append(r.Events, extra...)
 	return r
