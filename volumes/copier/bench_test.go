@@ -1,13 +1,18 @@
 package copier
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -293,4 +298,45 @@ func BenchmarkWalk(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/float64(entries), "µs/entry")
 		})
 	}
+}
+
+// BenchmarkManifest encodes and parses the manifest of a cache of 22k entries, as a save
+// writes it and an incremental save and a restore read it (the restore three times: the Job,
+// Verify of the volume, Verify of the staging copy).
+func BenchmarkManifest(b *testing.B) {
+	m := Manifest{FormatVersion: FormatVersion, EngineVersion: "v0.21.8", Architecture: "amd64"}
+	dirs := map[string]bool{}
+	for i := range 22000 {
+		p := fmt.Sprintf("worker/snapshots/snapshots/bench-%d/fs/usr/lib/d%d/f%06d.so", i%97, i%13, i)
+		m.Entries = append(m.Entries, Entry{Path: p, Type: TypeFile, Size: int64(1024 + i), Mode: 0o644, MtimeNs: 1764800000123456789 + int64(i)})
+		for d := path.Dir(p); d != "." && !dirs[d]; d = path.Dir(d) {
+			dirs[d] = true
+			m.Entries = append(m.Entries, Entry{Path: d, Type: TypeDir, Mode: 0o755, MtimeNs: 1764800000123456789})
+		}
+	}
+	slices.SortFunc(m.Entries, func(a, b Entry) int { return strings.Compare(a.Path, b.Path) })
+	var buf bytes.Buffer
+	encode := func() {
+		buf.Reset()
+		w := bufio.NewWriter(&buf)
+		if err := encodeManifest(w, &m); err != nil {
+			b.Fatal(err)
+		}
+		w.Flush()
+	}
+	b.Run("encode", func(b *testing.B) {
+		for range b.N {
+			encode()
+		}
+		b.SetBytes(int64(buf.Len()))
+	})
+	encode()
+	b.Run("parse", func(b *testing.B) {
+		b.SetBytes(int64(buf.Len()))
+		for range b.N {
+			if _, err := ParseManifest(buf.Bytes()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
