@@ -41,6 +41,7 @@ test: tools vet ## Run every test tier: unit, integration (real apiserver) and e
 # bin/. The others (controller/operator, controller/enginecache, controller/pools, controller/scaling,
 # controller/queue/arcsuite, cmd/warmpool, deploy/helm, e2e) run under `make test`.
 UNIT_PKGS := ./controller/config/... ./controller/counted/... ./controller/nodewatch/... ./controller/queue \
+	./controller/enginecache/steps/... ./controller/operator/operatortest/... \
 	./controller/scaling/policy/... ./controller/scaling/simulate/... ./hack/tracegen/... ./nodepools/... ./volumes/...
 
 test-unit: ## Only the tests that need no control plane (nothing built first).
