@@ -6,8 +6,10 @@
 // (fleet.go) and the jobs per node (jobspernode.go), resume in a new process (resume.go),
 // decide (evaluate.go), follow and persist the busy state (busy.go), actuate the headroom
 // (headroom.go) with each placeholder's deletion cost so a scale-down keeps the warm nodes
-// (keepwarm.go), report (report.go). What wakes it is in watches.go. The busy state is kept in
-// the shared state.Cluster, where the pools controller reads it.
+// (keepwarm.go), report (report.go). What wakes it is in watches.go and wake.go, and when it
+// must look again on the clock alone in next.go: an idle pool is not evaluated at all until
+// something it depends on changes or its policy's next change is due. The busy state is kept
+// in the shared state.Cluster, where the pools controller reads it.
 package scaling
 
 import (
@@ -26,7 +28,6 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
@@ -38,8 +39,10 @@ import (
 	"warmpool.io/warmpool/nodepools"
 )
 
-// DefaultInterval is how often every pool is re-evaluated even when nothing changed: warm
-// windows open and close, and stabilization windows run out, on the clock alone.
+// DefaultInterval is how often a pool is evaluated again while it has queued jobs, while a
+// step-limited scale-down is under way (scaleDownStep counts nodes per evaluation), and while
+// an evaluation left something to retry. Any other pool is evaluated when something it depends
+// on changes, or when its policy's next change on the clock is due (next.go).
 const DefaultInterval = 10 * time.Second
 
 // Controller evaluates one pool per reconcile (the request name is the pool name).
@@ -57,7 +60,13 @@ type Controller struct {
 	// deriving jobsPerNode of a pool that has no node yet; nil or empty: none known.
 	instanceTypes InstanceTypes
 
-	events chan event.GenericEvent
+	// wake is what Enqueue feeds (wake.go); ageOut holds each pool's timer for its queue
+	// reading ageing out (ageout.go).
+	wake   *wakeups
+	ageOut ageOutTimers
+	// nodesIndexed is set once Register indexed Nodes by pool; a controller driven without a
+	// manager reads the pool's nodes by label from its client instead.
+	nodesIndexed bool
 	// priorityClassApplied is set once the shared PriorityClass was applied by this process.
 	priorityClassApplied atomic.Bool
 
@@ -81,6 +90,12 @@ type poolState struct {
 	persisted string
 	// known is set once the pool's queue data was known in this process.
 	known bool
+	// held is set once this process recorded a recommendation of the pool: heldTarget, in
+	// force until the next evaluation or at most until heldUntil, the policy's next change on
+	// the clock (zero: none). See heldState.
+	held       bool
+	heldTarget int
+	heldUntil  time.Time
 	// recorded is the policy state (JSON) the headroom object carries as AnnotationState, with
 	// the desired count and end of hold it was recorded for.
 	recorded        string
@@ -112,12 +127,12 @@ type poolState struct {
 func NewController(kubeClient client.Client, recorder record.EventRecorder, clk clock.Clock, tracker *queue.Tracker, cluster *state.Cluster, namespace string) *Controller {
 	return &Controller{
 		kubeClient: kubeClient, recorder: recorder, clk: clk, tracker: tracker, cluster: cluster, namespace: namespace,
-		interval: DefaultInterval, events: make(chan event.GenericEvent, 1024), pools: map[string]*poolState{},
+		interval: DefaultInterval, wake: &wakeups{}, pools: map[string]*poolState{},
 	}
 }
 
-// SetInterval sets how often each pool is re-evaluated without any event (DefaultInterval).
-// Call it before the manager starts.
+// SetInterval sets how often a busy pool is evaluated again (DefaultInterval). Call it before
+// the manager starts.
 func (c *Controller) SetInterval(d time.Duration) {
 	if d > 0 {
 		c.interval = d
@@ -125,18 +140,26 @@ func (c *Controller) SetInterval(d time.Duration) {
 }
 
 // Enqueue asks for a pool to be evaluated now (a queue reading changed, the config changed).
-func (c *Controller) Enqueue(pool string) {
-	select {
-	case c.events <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: pool}}}:
-	default:
-		// The queue is full of pending evaluations; this pool's periodic requeue picks it up.
-	}
-}
+func (c *Controller) Enqueue(pool string) { c.wake.add(pool) }
 
-// ConfigApplied evaluates every pool of a config put in force.
+// ConfigApplied evaluates every pool of a config put in force, and every pool this process
+// evaluated that the config dropped, so its headroom goes (forget).
 func (c *Controller) ConfigApplied(_ context.Context, cfg *config.Config) {
+	kept := map[string]bool{}
 	for i := range cfg.Pools {
+		kept[cfg.Pools[i].Name] = true
 		c.Enqueue(cfg.Pools[i].Name)
+	}
+	c.mu.Lock()
+	var dropped []string
+	for pool := range c.pools {
+		if !kept[pool] {
+			dropped = append(dropped, pool)
+		}
+	}
+	c.mu.Unlock()
+	for _, pool := range dropped {
+		c.Enqueue(pool)
 	}
 }
 
@@ -160,7 +183,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	jobsPerNode, from := c.jobsPerNode(ctx, cfg, p, fleet.shapes)
+	jobsPerNode, from, jobsRetry := c.jobsPerNode(ctx, cfg, p, fleet.shapes)
 	ps, err := c.poolState(p, jobsPerNode)
 	if err != nil {
 		np := c.nodePool(ctx, name)
@@ -171,7 +194,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		ps.jobsFrom = from
 		log.FromContext(ctx).Info("jobs per node", "pool", name, "jobsPerNode", jobsPerNode, "from", from)
 	}
-	ev := &evaluation{pool: p, jobsPerNode: jobsPerNode, fleet: fleet}
+	ev := &evaluation{pool: p, jobsPerNode: jobsPerNode, fleet: fleet, retry: jobsRetry}
 	ev.counts, ev.known = c.tracker.Pool(name)
 	c.mu.Lock()
 	seeded := ps.seeded
@@ -195,6 +218,9 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	np := c.nodePool(ctx, name)
 	c.followBusy(ctx, np, ev)
 	persistErr := c.persistBusy(ctx, np, ps, ev.busy.Busy)
+	// A reading that ages out on the clock alone wakes the pool (ageout.go); a new one
+	// wakes it through the tracker's OnChange.
+	ev.ageOut = c.watchAgeOut(name)
 	// The placeholders' deletion costs before the headroom: a scale-down this evaluation
 	// applies must find the costs of the nodes as they are now.
 	keepErr := c.keepWarm(ctx, ps, ev)
@@ -203,23 +229,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := errors.Join(actErr, persistErr, keepErr); err != nil {
 		return reconcile.Result{}, err
 	}
-	return reconcile.Result{RequeueAfter: c.requeueAfter(ev.decision)}, nil
-}
-
-// minRequeue is the requeue of a hold whose window already ran out: as soon as possible, but
-// positive (a zero RequeueAfter means no requeue at all).
-const minRequeue = time.Millisecond
-
-// requeueAfter is when the pool must be evaluated again without any event: when the
-// stabilization window holding it above its target runs out, else at the periodic interval.
-// The window may run out while this evaluation actuates (a short window, a slow apply): the
-// pool is then evaluated again at once. Requeueing only for a window still ahead left such a
-// hold, and so the scale-down a delivery asked for, to the next periodic evaluation.
-func (c *Controller) requeueAfter(decision policy.Decision) time.Duration {
-	if decision.StabilizedUntil.IsZero() {
-		return c.interval
-	}
-	return min(c.interval, max(decision.StabilizedUntil.Sub(c.clk.Now()), minRequeue))
+	return reconcile.Result{RequeueAfter: c.requeueAfter(ev)}, nil
 }
 
 // forget drops a pool that left the config: its headroom goes, its state is cleared.
@@ -227,6 +237,7 @@ func (c *Controller) forget(ctx context.Context, pool string) error {
 	c.mu.Lock()
 	delete(c.pools, pool)
 	c.mu.Unlock()
+	c.ageOut.stop(pool)
 	c.cluster.ForgetPool(pool)
 	for _, m := range []interface{ DeleteLabelValues(...string) bool }{desiredNodes, headroomPods, poolNodes, poolBusy, spareNodes, arrivalRate} {
 		m.DeleteLabelValues(pool)

@@ -6,6 +6,7 @@ package scaling
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"warmpool.io/warmpool/controller/config"
@@ -26,6 +27,12 @@ type evaluation struct {
 	arrivals []time.Time
 	// resumedFrom says where a pool's first evaluation in this process resumed from ("" after).
 	resumedFrom string
+	// retry is set when a step could not finish and should be tried again soon (the instance
+	// types to derive jobs per node from were unavailable).
+	retry bool
+	// at is the evaluation's time; next is when it must run again without any event (next.go;
+	// zero: never), and ageOut when the pool's queue reading ages out if no timer watches that.
+	at, next, ageOut time.Time
 
 	decision    policy.Decision
 	prevDesired int
@@ -51,10 +58,11 @@ func (c *Controller) evaluate(ps *poolState, ev *evaluation) error {
 	prev := c.cluster.BusyBudget(name)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	ev.at = c.clk.Now()
 	decision, state := ps.policy.Decide(policy.Input{
-		Now: c.clk.Now(), Queued: ev.counts.Queued, Running: ev.counts.Running, Known: ev.known,
+		Now: ev.at, Queued: ev.counts.Queued, Running: ev.counts.Running, Known: ev.known,
 		Arrivals: ev.arrivals,
-	}, ps.state)
+	}, ps.heldState(ev.at))
 	if !ev.known && !ps.known {
 		// No reading since this process started (its sources have not answered yet): the
 		// policy holds the resumed count, but its hold is not recorded as a recommendation.
@@ -87,6 +95,7 @@ func (c *Controller) evaluate(ps *poolState, ev *evaluation) error {
 		ps.recordedSlots = state.SpareSlots
 	}
 	ev.recorded = ps.recorded
+	ev.next = c.nextEvaluation(ps, ev, state)
 	// Unknown data changes nothing: not the node count (the policy holds it) and not the
 	// budgets, which stay as they were.
 	ev.busy.Busy = prev.Busy
@@ -97,6 +106,29 @@ func (c *Controller) evaluate(ps *poolState, ev *evaluation) error {
 		ev.busy.Disruptable = policy.Surplus(ev.pool.Scaling.BusyBudget == config.BusyBudgetSurplus, ev.fleet.nodes, decision.Desired)
 	}
 	return nil
+}
+
+// heldState is the policy state to decide from at now: the state of the previous evaluation,
+// with its recommendation (Target) recorded once more as still in force at now, or at the
+// previous evaluation's next change if that came first. A pool is evaluated when an input
+// changes (watches.go) or when its policy's next change comes (next.go), not every few seconds,
+// so without this the last recommendation of a high target could be from long before it fell
+// (a warm window's start, hours before its end) and the scale-down stabilization would hold
+// nothing: it is a window over the targets in force, and until now the previous one was. A pool
+// evaluated every interval (jobs, a step) gets no such entry, as before: its recommendations
+// are at most an interval old. Nor does the state resumed in a new process (what held while no
+// process ran is not known, see policy.Decide), nor one before any queue data was known.
+func (ps *poolState) heldState(now time.Time) policy.State {
+	s := ps.state
+	if !ps.held {
+		return s
+	}
+	at := now
+	if !ps.heldUntil.IsZero() && ps.heldUntil.Before(now) {
+		at = ps.heldUntil
+	}
+	s.History = append(slices.Clip(s.History), policy.Recommendation{At: at, Target: ps.heldTarget})
+	return s
 }
 
 // poolState returns the pool's state, recompiling the policy when the pool's config or its

@@ -34,28 +34,31 @@ const (
 // jobsPerNode is the configured scaling.jobsPerNode, or, when it is 0 and runnerRequests are
 // set, derived from what one node offers: the pool's Ready nodes (their allocatable minus
 // their DaemonSet pods), else the instance types the pool admits (estimated allocatable minus
-// the engine's requests), else 1.
-func (c *Controller) jobsPerNode(ctx context.Context, cfg *config.Config, p *config.Pool, nodeShapes []corev1.ResourceList) (int, string) {
+// the engine's requests), else 1. retry is set when the instance types were asked for and
+// could not be listed: no event says when they can, so the pool looks again soon.
+func (c *Controller) jobsPerNode(ctx context.Context, cfg *config.Config, p *config.Pool, nodeShapes []corev1.ResourceList) (n int, from string, retry bool) {
 	s := &p.Scaling
 	switch {
 	case s.JobsPerNode > 0:
-		return s.JobsPerNode, jobsConfigured
+		return s.JobsPerNode, jobsConfigured, false
 	case len(s.RunnerRequests) == 0:
-		return 1, jobsNoRequests
+		return 1, jobsNoRequests, false
 	}
 	if n, ok := policy.DeriveJobsPerNode(s.RunnerRequests, nodeShapes); ok {
-		return n, jobsNodes
+		return n, jobsNodes, false
 	}
-	if n, ok := policy.DeriveJobsPerNode(s.RunnerRequests, c.instanceTypeShapes(ctx, cfg, p)); ok {
-		return n, jobsInstanceTypes
+	shapes, err := c.instanceTypeShapes(ctx, cfg, p)
+	if n, ok := policy.DeriveJobsPerNode(s.RunnerRequests, shapes); ok {
+		return n, jobsInstanceTypes, err != nil
 	}
-	return 1, jobsUnknown
+	return 1, jobsUnknown, err != nil
 }
 
-// instanceTypeShapes estimates what a new node of each instance type the pool admits offers.
-func (c *Controller) instanceTypeShapes(ctx context.Context, cfg *config.Config, p *config.Pool) []corev1.ResourceList {
+// instanceTypeShapes estimates what a new node of each instance type the pool admits offers,
+// and says whether listing the instance types failed.
+func (c *Controller) instanceTypeShapes(ctx context.Context, cfg *config.Config, p *config.Pool) ([]corev1.ResourceList, error) {
 	if c.instanceTypes == nil {
-		return nil
+		return nil, nil
 	}
 	types, err := c.instanceTypes(ctx, cfg)
 	if err != nil {
@@ -73,5 +76,5 @@ func (c *Controller) instanceTypeShapes(ctx context.Context, cfg *config.Config,
 	for _, it := range discovery.Filter(nodepools.DiscoveryRequirements(p), types) {
 		shapes = append(shapes, policy.Available(policy.EstimateAllocatable(it.VCPU, it.MemoryMiB, maxPods), engine))
 	}
-	return shapes
+	return shapes, err
 }

@@ -17,13 +17,14 @@ import (
 // stabilization window, and the window runs out while the evaluation actuates (the clock steps
 // inside the read of the headroom Deployment, as a slow apiserver would make it). The
 // evaluation must ask to run again at once, not at the next periodic evaluation (an hour
-// here); the next one then scales down.
+// here); the next one then scales down. The spare is off: its arrival-rate estimate has
+// deadlines of its own (policy.NextChange), which this test is not about.
 func TestHoldThatRunsOutWhileActuatingRequeuesAtOnce(t *testing.T) {
 	const window = time.Minute
 	// stepOnRead, when set, is how far the clock moves during the next read of the headroom.
 	var stepOnRead atomic.Int64
 	var d *direct
-	d = newDirect(t, poolName("requeue"), "scaling: {jobsPerNode: 1, scaleDownStabilization: 1m}", &interceptor.Funcs{
+	d = newDirect(t, poolName("requeue"), `scaling: {jobsPerNode: 1, scaleDownStabilization: 1m, spare: {mode: "off"}}`, &interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			if _, ok := obj.(*appsv1.Deployment); ok {
 				d.clk.Step(time.Duration(stepOnRead.Swap(0)))

@@ -1,7 +1,8 @@
 package scaling
 
-// What wakes the controller: Enqueue (queue readings and config changes), the pool's nodes,
-// its headroom Deployment and the pods on its nodes changing, and each reconcile's requeue.
+// What wakes the controller: Enqueue (queue readings and config changes, wake.go), the pool's
+// nodes, its headroom Deployment and the pods on its nodes changing, its NodePool appearing,
+// and each reconcile's requeue at the pool's next change on the clock (next.go).
 
 import (
 	"context"
@@ -10,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -18,7 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/source"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/counted"
 	"warmpool.io/warmpool/controller/nodewatch"
@@ -28,21 +30,28 @@ import (
 // nodeNameField indexes pods by node, so counting a pool's busy nodes reads only its pods.
 const nodeNameField = "spec.nodeName"
 
+// nodePoolField indexes nodes by their pool label, so reading a pool's nodes does not walk
+// every node of the cluster (a label selector on the cache does).
+const nodePoolField = "metadata.labels.pool"
+
 // Register wires the controller: requests come from Enqueue (queue changes, config changes),
-// from the pool's nodes, its headroom Deployment and the pods on its nodes changing, and from
-// each reconcile's requeue.
+// from the pool's nodes, its headroom Deployment and the pods on its nodes changing, from its
+// NodePool appearing, and from each reconcile's requeue.
 func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, nodeNameField, func(o client.Object) []string {
 		return []string{o.(*corev1.Pod).Spec.NodeName}
 	}); err != nil {
 		return fmt.Errorf("indexing pods by node, %w", err)
 	}
-	toPool := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Node{}, nodePoolField, func(o client.Object) []string {
 		if pool := o.GetLabels()[nodepools.LabelPool]; pool != "" {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: pool}}}
+			return []string{pool}
 		}
 		return nil
-	})
+	}); err != nil {
+		return fmt.Errorf("indexing nodes by pool, %w", err)
+	}
+	c.nodesIndexed = true
 	hasPool := builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel))
 	// Pods: a runner pod landing on (or leaving) a node changes the pool's busy nodes, so its
 	// headroom should follow at once, not on the next periodic evaluation. This reuses the
@@ -50,17 +59,60 @@ func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
 	// owners, all namespaces: runners live anywhere), so it costs no second cache. A
 	// metadata-only watch would add an informer of its own and still could not tell which node
 	// a pod is on; a label filter cannot name runner pods, which carry no warmpool label.
+	//
+	// NodePools: the busy state is recorded on the pool's NodePool once it exists, and the
+	// pools controller may create it after the pool's first evaluation. Only creations wake
+	// the pool; the informer is the one the pools controller already runs.
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("scaling").
-		WatchesRawSource(source.Channel(c.events, &handler.EnqueueRequestForObject{})).
-		Watches(&corev1.Node{}, toPool, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), nodewatch.Changed)).
-		Watches(&appsv1.Deployment{}, toPool, hasPool).
+		WatchesRawSource(c.wake).
+		Watches(&corev1.Node{}, toPools, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), nodewatch.Changed)).
+		Watches(&appsv1.Deployment{}, toPools, hasPool).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(c.podPool), builder.WithPredicates(podMoved)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
+		Watches(&karpv1.NodePool{}, toPools, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), created)).
+		// Pools are independent (each one's state is its own, the shared parts lock): a cold
+		// start or a config change evaluates every pool, each waiting on a few API round trips.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
 		Complete(counted.Reconciler("scaling", c))
 }
 
 func hasPoolLabel(o client.Object) bool { return o.GetLabels()[nodepools.LabelPool] != "" }
+
+// toPools wakes the pool an object is labelled with, and on an update also the pool it was
+// labelled with before: a node relabelled out of a pool leaves that pool's fleet, and nothing
+// else would tell it.
+var toPools = handler.Funcs{
+	CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		addPool(q, e.Object)
+	},
+	UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		addPool(q, e.ObjectOld)
+		addPool(q, e.ObjectNew)
+	},
+	DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		addPool(q, e.Object)
+	},
+	GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		addPool(q, e.Object)
+	},
+}
+
+func addPool(q workqueue.TypedRateLimitingInterface[reconcile.Request], o client.Object) {
+	if o == nil {
+		return
+	}
+	if pool := o.GetLabels()[nodepools.LabelPool]; pool != "" {
+		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: pool}})
+	}
+}
+
+// created passes creations only.
+var created = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return true },
+	UpdateFunc:  func(event.UpdateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
 
 // podPool maps a pod to its pool: the pool label of the node it is bound to, or, before it is
 // bound, the pool its nodeSelector asks for.
@@ -73,7 +125,7 @@ func (c *Controller) podPool(ctx context.Context, o client.Object) []reconcile.R
 	if p.Spec.NodeName != "" {
 		// The typed Node informer this controller already watches answers this.
 		n := &corev1.Node{}
-		if err := c.kubeClient.Get(ctx, types.NamespacedName{Name: p.Spec.NodeName}, n); err == nil {
+		if err := c.kubeClient.Get(ctx, types.NamespacedName{Name: p.Spec.NodeName}, n, client.UnsafeDisableDeepCopy); err == nil {
 			pool = n.GetLabels()[nodepools.LabelPool]
 		}
 	}
