@@ -65,6 +65,8 @@ the gauge warmpool_config_valid at 0; the last good config stays in force.`,
 	f.StringVar(&opts.PprofAddr, "pprof-addr", "", `net/http/pprof address for profiling, e.g. ":6060" (a port alone binds 127.0.0.1; "" disables)`)
 	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	f.StringVar(&opts.WebhookAddr, "webhook-bind-address", ":8082", `GitHub workflow_job webhook address, served on the leader at the config's webhook.path ("0" disables)`)
+	f.Float32Var(&opts.KubeAPIQPS, "kube-api-qps", operator.DefaultKubeAPIQPS, "client-side limit of requests per second to the API server (negative: none, the API server's priority and fairness alone paces warmpool)")
+	f.IntVar(&opts.KubeAPIBurst, "kube-api-burst", operator.DefaultKubeAPIBurst, "requests allowed at once above --kube-api-qps before the limit applies")
 	f.DurationVar(&opts.SourceStaleness, "source-staleness", 5*time.Minute, "how long a failing queue source's last value is trusted before its pool is treated as unknown")
 	f.BoolVar(&opts.LeaderElection, "leader-elect", true, "elect one active replica through a Lease")
 	f.DurationVar(&opts.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a Lease is held without renewal before another replica takes over")
