@@ -52,3 +52,28 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "warmpool.leaderLabel" -}}
 warmpool.io/leader
 {{- end }}
+
+{{/*
+GOMEMLIMIT for goMemLimit: "auto" is 90% of resources.limits.memory in MiB (a Kubernetes quantity
+of whole units: plain bytes, k/M/G/T or Ki/Mi/Gi/Ti), nothing without a memory limit; any other
+value as is. A limit the template cannot read fails the install, naming the value to set.
+*/}}
+{{- define "warmpool.goMemLimit" -}}
+{{- $v := .Values.goMemLimit | default "" | toString -}}
+{{- if ne $v "auto" -}}
+{{- $v -}}
+{{- else -}}
+{{- $limit := "" -}}
+{{- with .Values.resources }}{{ with .limits }}{{ $limit = .memory | default "" | toString }}{{ end }}{{ end -}}
+{{- if $limit -}}
+{{- $m := regexFindAll "^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$" $limit 1 -}}
+{{- if not $m -}}
+{{- fail (printf "goMemLimit auto cannot read resources.limits.memory %q: set goMemLimit to a Go memory size (e.g. 400MiB) or \"\"" $limit) -}}
+{{- end -}}
+{{- $n := regexFind "^[0-9]+" $limit | atoi -}}
+{{- $unit := trimPrefix (toString $n) $limit -}}
+{{- $mult := get (dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776) $unit -}}
+{{- printf "%dMiB" (div (mul $n $mult 9) 10485760) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
