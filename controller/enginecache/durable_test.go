@@ -13,22 +13,18 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/record"
-	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
 )
 
 // These tests kill the controller between a decision and its report: no manager runs, the
-// reconcilers are called directly (as Karpenter's suites do), and a write the controller makes
+// reconcilers are called directly (expect_test.go), and a write the controller makes
 // fails as if the process had died just before it. Calling the reconciler again is the
 // restarted controller.
 
@@ -48,53 +44,19 @@ func (c *crashingClient) Create(ctx context.Context, obj client.Object, opts ...
 	return c.Client.Create(ctx, obj, opts...)
 }
 
-// direct is one test's namespace, config, fake clock and reconcilers, without a manager.
-type direct struct {
-	t         *testing.T
-	namespace string
-	clk       *clocktesting.FakeClock
-	kube      *crashingClient
-	ctrls     *enginecache.Controllers
-}
-
-func newDirect(t *testing.T, pools ...string) *direct {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "warmpool-durable-"}}
-	if err := kube.Create(t.Context(), ns); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse([]byte(configHeader + strings.Join(pools, "")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &direct{t: t, namespace: ns.Name, clk: clocktesting.NewFakeClock(time.Now()), kube: &crashingClient{Client: kube}}
-	d.ctrls = enginecache.New(d.kube, kube, &record.FakeRecorder{}, d.clk, func() *config.Config { return cfg }, enginecache.Options{
-		ConfigMap: types.NamespacedName{Namespace: ns.Name, Name: "warmpool"}, CopierImage: "copier:test", GuardImage: "pause:test",
-	})
-	t.Cleanup(func() { cleanupCluster(t) })
-	return d
-}
-
-// reconcile runs r for node once, returning its error.
-func (d *direct) reconcile(r reconcile.Reconciler, node string) error {
-	d.t.Helper()
-	_, err := r.Reconcile(d.t.Context(), reconcile.Request{NamespacedName: types.NamespacedName{Name: node}})
-	return err
-}
-
 // killedThenRestarted reconciles with the process dying at its report (which must fail), then
 // again as the restarted process, then once more.
 func (d *direct) killedThenRestarted(r reconcile.Reconciler, node string, between func()) {
-	d.t.Helper()
+	d.T.Helper()
 	d.kube.crash.Store(true)
-	if err := d.reconcile(r, node); !errors.Is(err, errKilled) {
-		d.t.Fatalf("first reconcile = %v, want it killed at its report", err)
+	if _, err := d.reconcile(r, node); !errors.Is(err, errKilled) {
+		d.T.Fatalf("first reconcile = %v, want it killed at its report", err)
 	}
 	d.kube.crash.Store(false)
 	between()
 	for i := 0; i < 2; i++ {
-		if err := d.reconcile(r, node); err != nil {
-			d.t.Fatalf("reconcile after the restart: %v", err)
+		if _, err := d.reconcile(r, node); err != nil {
+			d.T.Fatalf("reconcile after the restart: %v", err)
 		}
 	}
 }
@@ -138,7 +100,7 @@ func TestSaveOutcomeReportedOnceAcrossAKill(t *testing.T) {
 	if _, ok := annotation(t, n, "warmpool.io/cache-save-report"); ok {
 		t.Error("the delivered report was left on the Node")
 	}
-	if exists(t, volumes.GuardName(node), d.namespace, &corev1.Pod{}) {
+	if exists(t, volumes.GuardName(node), d.Namespace, &corev1.Pod{}) {
 		t.Error("guard left after the save concluded")
 	}
 }
@@ -157,19 +119,19 @@ func TestSaveReportDeliveredAgainIsNotDuplicated(t *testing.T) {
 	lost := map[string]string{"pool": pool, "reason": "timeout"}
 
 	d.kube.crash.Store(true)
-	if err := d.reconcile(d.ctrls.Save, node); !errors.Is(err, errKilled) {
+	if _, err := d.reconcile(d.ctrls.Save, node); !errors.Is(err, errKilled) {
 		t.Fatalf("first reconcile = %v", err)
 	}
 	n := &corev1.Node{}
 	get(t, node, "", n)
 	record := n.Annotations["warmpool.io/cache-save-report"]
 	d.kube.crash.Store(false)
-	if err := d.reconcile(d.ctrls.Save, node); err != nil {
+	if _, err := d.reconcile(d.ctrls.Save, node); err != nil {
 		t.Fatal(err)
 	}
 	// The record comes back as it was when the process died after delivering it.
 	update(t, &corev1.Node{}, node, func(n *corev1.Node) { n.Annotations["warmpool.io/cache-save-report"] = record })
-	if err := d.reconcile(d.ctrls.Save, node); err != nil {
+	if _, err := d.reconcile(d.ctrls.Save, node); err != nil {
 		t.Fatal(err)
 	}
 	reportedOnce(t, node, enginecache.ReasonSaveTimedOut, "warmpool_cache_lost_total", lost)
@@ -244,7 +206,7 @@ func TestSnapshotFailureReportedOnceAcrossAKill(t *testing.T) {
 	d := newDirect(t, poolYAML(pool))
 	newNode(t, node, pool, "amd64")
 	snap := &snapshotv1.VolumeSnapshot{
-		ObjectMeta: metav1.ObjectMeta{Namespace: d.namespace, Name: "warmpool-" + pool + "-broken", Labels: map[string]string{
+		ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: "warmpool-" + pool + "-broken", Labels: map[string]string{
 			volumes.LabelPool: pool, volumes.LabelArch: "amd64", volumes.LabelEngineVersion: engineVersion,
 			volumes.LabelSourceNode: node, nodepools.LabelManagedBy: nodepools.ManagedBy,
 		}},
@@ -265,11 +227,11 @@ func TestSnapshotFailureReportedOnceAcrossAKill(t *testing.T) {
 	// The GC controller records its failure as an Event on the ConfigMap too, which the kill
 	// also fails: only the snapshot's mark matters here.
 	d.kube.crash.Store(true)
-	if err := d.reconcile(gc, "cache-gc"); err == nil {
+	if _, err := d.reconcile(gc, "cache-gc"); err == nil {
 		t.Fatal("first GC pass did not fail at its report")
 	}
 	got := &snapshotv1.VolumeSnapshot{}
-	get(t, snap.Name, d.namespace, got)
+	get(t, snap.Name, d.Namespace, got)
 	if !volumes.Failed(got) {
 		t.Fatal("snapshot not marked failed before the kill")
 	}
@@ -278,7 +240,7 @@ func TestSnapshotFailureReportedOnceAcrossAKill(t *testing.T) {
 	}
 	d.kube.crash.Store(false)
 	for i := 0; i < 2; i++ {
-		if err := d.reconcile(gc, "cache-gc"); err != nil {
+		if _, err := d.reconcile(gc, "cache-gc"); err != nil {
 			t.Fatal(err)
 		}
 	}
