@@ -3,12 +3,10 @@ package enginecache_test
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -56,115 +54,6 @@ func waitReleased(t testing.TB, node string, keep ...corev1.Taint) {
 			}
 		}
 		return nil
-	})
-}
-
-func TestRestorePicksNewestMatchingSnapshot(t *testing.T) {
-	pool, node := unique("restore"), unique("restore-node")
-	e := newEnv(t, poolYAML(pool))
-	now := e.clk.Now()
-	e.newSnapshot("older", pool, "amd64", engineVersion, now.Add(-2*time.Hour), true)
-	e.newSnapshot("newest", pool, "amd64", engineVersion, now.Add(-time.Hour), true)
-	e.newSnapshot("other-arch", pool, "arm64", engineVersion, now.Add(-10*time.Minute), true)
-	e.newSnapshot("other-version", pool, "amd64", "v0.20.0", now.Add(-5*time.Minute), true)
-	e.newSnapshot("not-ready", pool, "amd64", engineVersion, now.Add(-time.Minute), false)
-
-	runner := runnerTaint(pool)
-	newNode(t, node, pool, "amd64", startupTaint(), runner)
-	pvc := &corev1.PersistentVolumeClaim{}
-	e.waitExists(volumes.RestoreName(node), pvc)
-	if pvc.Spec.DataSource == nil || pvc.Spec.DataSource.Name != "newest" {
-		t.Fatalf("restore PVC data source %+v, want snapshot newest", pvc.Spec.DataSource)
-	}
-	// The snapshot's restore size (20Gi) beats the pool's 10Gi.
-	if got := pvc.Spec.Resources.Requests.Storage().String(); got != "20Gi" || pvc.Annotations[volumes.SelectedNodeAnnotation] != node {
-		t.Fatalf("restore PVC size %s annotations %v", got, pvc.Annotations)
-	}
-	job := &batchv1.Job{}
-	e.waitExists(volumes.RestoreName(node), job)
-	if args := job.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "restore") || !slices.Contains(args, "/host/dagger-"+pool) {
-		t.Fatalf("restore args %v", args)
-	}
-	consistently(t, "the node stays tainted while restoring", func() error {
-		n := &corev1.Node{}
-		get(t, node, "", n)
-		if !slices.ContainsFunc(n.Spec.Taints, func(tt corev1.Taint) bool { return tt.Key == nodepools.StartupTaintKey }) {
-			return fmt.Errorf("taint removed before the restore finished")
-		}
-		return nil
-	})
-
-	if id := argAfter(job.Spec.Template.Spec.Containers[0].Args, "--restore-id"); !strings.HasPrefix(id, "newest@") {
-		t.Fatalf("restore id %q, want the snapshot and the node's UID", id)
-	}
-	e.runJob(job.Name, 0, volumes.JobResult{Result: volumes.ResultRestored, Bytes: 2048, Files: 7, DurationSeconds: 3})
-	waitReleased(t, node, runner)
-	waitNodeEvent(t, node, enginecache.ReasonRestoreCopied, "newest", "2048 bytes")
-	e.waitGone(job.Name, &batchv1.Job{})
-	e.waitGone(pvc.Name, &corev1.PersistentVolumeClaim{})
-	waitMetric(t, "warmpool_cache_restore_duration_seconds", map[string]string{"pool": pool}, 1)
-	// Copied is not warm: only the engine's verdict counts (verify_test.go).
-	if got := metric(t, "warmpool_cache_restores_total", map[string]string{"pool": pool, "result": volumes.ResultWarm}); got != 0 || len(nodeEvents(t, node, enginecache.ReasonRestored)) != 0 {
-		t.Fatalf("restore counted warm (%v) before the engine said so", got)
-	}
-	if got := metric(t, "warmpool_cold_starts_total", map[string]string{"pool": pool, "reason": enginecache.ColdNoSnapshot}); got != 0 {
-		t.Fatalf("cold start counted for a warm restore")
-	}
-}
-
-func TestRestoreColdStarts(t *testing.T) {
-	warm, empty := unique("cold"), unique("cold-empty")
-	e := newEnv(t, poolYAML(warm), poolYAML(empty))
-	e.newSnapshot("cache", warm, "amd64", engineVersion, e.clk.Now().Add(-time.Hour), true)
-	// Only another architecture has a snapshot in the empty pool.
-	e.newSnapshot("arm-only", empty, "arm64", engineVersion, e.clk.Now().Add(-time.Hour), true)
-
-	t.Run("no snapshot", func(t *testing.T) {
-		node := unique("cold-none")
-		newNode(t, node, empty, "amd64", startupTaint())
-		waitReleased(t, node)
-		waitNodeEvent(t, node, enginecache.ReasonColdStart, "no-snapshot")
-		waitMetric(t, "warmpool_cold_starts_total", map[string]string{"pool": empty, "reason": enginecache.ColdNoSnapshot}, 1)
-		if exists(t, volumes.RestoreName(node), e.Namespace, &corev1.PersistentVolumeClaim{}) {
-			t.Fatal("a restore volume was made without a snapshot")
-		}
-	})
-
-	t.Run("failure", func(t *testing.T) {
-		node := unique("cold-fail")
-		newNode(t, node, warm, "amd64", startupTaint())
-		e.runJob(volumes.RestoreName(node), 1, volumes.JobResult{Result: volumes.ResultFailed, Reason: "checksum mismatch"})
-		waitReleased(t, node)
-		waitNodeEvent(t, node, enginecache.ReasonColdStart, "restore-failed", "checksum mismatch")
-		e.waitGone(volumes.RestoreName(node), &corev1.PersistentVolumeClaim{})
-		waitMetric(t, "warmpool_cold_starts_total", map[string]string{"pool": warm, "reason": enginecache.ColdFailed}, 1)
-		waitMetric(t, "warmpool_cache_restores_total", map[string]string{"pool": warm, "result": "failed"}, 1)
-	})
-
-	t.Run("no cache in the volume", func(t *testing.T) {
-		node := unique("cold-nocache")
-		newNode(t, node, warm, "amd64", startupTaint())
-		e.runJob(volumes.RestoreName(node), volumes.ExitNoCache, volumes.JobResult{Result: volumes.ResultNoCache, Reason: "no manifest"})
-		waitReleased(t, node)
-		waitNodeEvent(t, node, enginecache.ReasonColdStart, "no-cache", "no manifest")
-	})
-
-	t.Run("timeout", func(t *testing.T) {
-		node := unique("cold-timeout")
-		newNode(t, node, warm, "amd64", startupTaint())
-		job := &batchv1.Job{}
-		e.waitExists(volumes.RestoreName(node), job)
-		// The snapshot's 20Gi at the default 125 MiB/s: 163.84 s, 245.76 s with headroom, plus
-		// 2 min of provisioning slack.
-		if ads := *job.Spec.ActiveDeadlineSeconds; ads > 366 || ads < 355 {
-			t.Fatalf("restore activeDeadlineSeconds %d, want the restore's 366 s budget", ads)
-		}
-		e.clk.Step(7 * time.Minute)
-		touch(t, node)
-		waitReleased(t, node)
-		waitNodeEvent(t, node, enginecache.ReasonColdStart, "restore-timeout")
-		e.waitGone(volumes.RestoreName(node), &batchv1.Job{})
-		e.waitGone(volumes.RestoreName(node), &corev1.PersistentVolumeClaim{})
 	})
 }
 

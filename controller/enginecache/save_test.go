@@ -2,7 +2,6 @@ package enginecache_test
 
 import (
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -82,85 +81,6 @@ func engineRunning(e *env, node string) error {
 		return fmt.Errorf("engine pod of %s was evicted", node)
 	}
 	return nil
-}
-
-func TestSaveHappyPath(t *testing.T) {
-	pool, node := unique("save"), unique("save-node")
-	e := newEnv(t, poolYAML(pool))
-	newNode(t, node, pool, "arm64", runnerTaint(pool))
-	newNodeClaim(t, node, pool, nil)
-	e.newEnginePod(node, pool)
-
-	// Disruption marked, not committed: the node is held, its engine left alone.
-	markDisrupted(t, node)
-	guard := &corev1.Pod{}
-	e.waitExists(volumes.GuardName(node), guard)
-	if guard.Spec.NodeName != node || guard.Annotations[karpv1.DoNotDisruptAnnotationKey] != "true" || guard.Spec.Containers[0].Image != "pause:test" {
-		t.Fatalf("guard %s: node %q annotations %v image %s", guard.Name, guard.Spec.NodeName, guard.Annotations, guard.Spec.Containers[0].Image)
-	}
-	waitNodeEvent(t, node, enginecache.ReasonGuarded, "disruption Empty")
-	consistently(t, "tentative disruption touches nothing but the guard", func() error {
-		if err := engineRunning(e, node); err != nil {
-			return err
-		}
-		return e.noSaveObjects(node)
-	})
-
-	// Committed: the engine is evicted, and only once it is gone does the copy start.
-	deleteNodeClaim(t, node)
-	e.finishEviction(node)
-	pvc := &corev1.PersistentVolumeClaim{}
-	e.waitExists(volumes.SaveName(node), pvc)
-	if *pvc.Spec.StorageClassName != "sim" || pvc.Annotations[volumes.SelectedNodeAnnotation] != node || pvc.Spec.Resources.Requests.Storage().String() != "10Gi" {
-		t.Fatalf("save PVC %+v", pvc)
-	}
-	job := &batchv1.Job{}
-	e.waitExists(volumes.SaveName(node), job)
-	args := job.Spec.Template.Spec.Containers[0].Args
-	if !slices.Contains(args, "arm64") || !slices.Contains(args, engineVersion) || job.Spec.Template.Spec.Containers[0].Image != "copier:test" {
-		t.Fatalf("save job args %v image %s", args, job.Spec.Template.Spec.Containers[0].Image)
-	}
-	if ads := *job.Spec.ActiveDeadlineSeconds; ads > 3600 || ads < 3400 {
-		t.Fatalf("activeDeadlineSeconds %d, want about an hour (the pool's grace) minus the margin", ads)
-	}
-
-	e.runJob(job.Name, 0, volumes.JobResult{Result: volumes.ResultSaved, Bytes: 1 << 30, Files: 1234, DurationSeconds: 42, Architecture: "arm64", EngineVersion: engineVersion})
-	snap := e.waitSnapshot(node)
-	if snap.Labels[volumes.LabelPool] != pool || snap.Labels[volumes.LabelArch] != "arm64" || snap.Labels[volumes.LabelEngineVersion] != engineVersion ||
-		snap.Annotations[volumes.AnnotationBytes] != "1073741824" || *snap.Spec.Source.PersistentVolumeClaimName != pvc.Name || *snap.Spec.VolumeSnapshotClassName != "sim-snap" {
-		t.Fatalf("snapshot labels %v annotations %v spec %+v", snap.Labels, snap.Annotations, snap.Spec)
-	}
-	consistently(t, "the guard holds until the snapshot is cut", func() error {
-		if !exists(t, guard.Name, e.Namespace, &corev1.Pod{}) {
-			return fmt.Errorf("guard released before the snapshot was cut")
-		}
-		return nil
-	})
-
-	e.setSnapshotStatus(snap.Name, true, e.clk.Now())
-	e.waitGone(guard.Name, &corev1.Pod{})
-	e.waitGone(job.Name, &batchv1.Job{})
-	e.waitGone(pvc.Name, &corev1.PersistentVolumeClaim{})
-	waitNodeEvent(t, node, enginecache.ReasonSaved, snap.Name, "1073741824 bytes", "1234 files")
-	waitMetric(t, "warmpool_cache_saves_total", map[string]string{"pool": pool, "result": "saved"}, 1)
-	waitMetric(t, "warmpool_cache_save_bytes", map[string]string{"pool": pool}, 1)
-	waitMetric(t, "warmpool_cache_save_duration_seconds", map[string]string{"pool": pool}, 1)
-	n := &corev1.Node{}
-	get(t, node, "", n)
-	if n.Annotations[enginecache.AnnotationSaveOutcome] != "saved" {
-		t.Fatalf("node outcome annotation %q", n.Annotations[enginecache.AnnotationSaveOutcome])
-	}
-	// The node is still terminating: the concluded save must not start again.
-	touch(t, node)
-	consistently(t, "a concluded save never restarts", func() error {
-		if exists(t, guard.Name, e.Namespace, &corev1.Pod{}) || exists(t, pvc.Name, e.Namespace, &corev1.PersistentVolumeClaim{}) {
-			return fmt.Errorf("save objects came back")
-		}
-		if s := e.snapshotsOf(node); len(s) != 1 || !exists(t, s[0].Name, e.Namespace, &snapshotv1.VolumeSnapshot{}) {
-			return fmt.Errorf("snapshots %d", len(s))
-		}
-		return nil
-	})
 }
 
 func TestSaveUncleanMakesNoSnapshot(t *testing.T) {
@@ -244,36 +164,6 @@ func TestSaveWithdrawnReleasesGuard(t *testing.T) {
 	})
 	if got := metric(t, "warmpool_cache_lost_total", map[string]string{"pool": pool, "reason": "timeout"}); got != 0 {
 		t.Fatalf("a withdrawn disruption counted a lost cache")
-	}
-}
-
-func TestSaveDeadlineReleasesNode(t *testing.T) {
-	pool, node := unique("deadline"), unique("deadline-node")
-	e := newEnv(t, poolYAML(pool))
-	newNode(t, node, pool, "amd64")
-	deadline := e.clk.Now().Add(10 * time.Minute)
-	newNodeClaim(t, node, pool, func(nc *karpv1.NodeClaim) {
-		nc.Annotations = map[string]string{karpv1.NodeClaimTerminationTimestampAnnotationKey: deadline.UTC().Format(time.RFC3339)}
-	})
-	e.newEnginePod(node, pool)
-	commit(t, node)
-	e.finishEviction(node)
-	job := &batchv1.Job{}
-	e.waitExists(volumes.SaveName(node), job)
-	// Bounded by Karpenter's termination timestamp minus the 30 s margin.
-	if ads := *job.Spec.ActiveDeadlineSeconds; ads > 570 || ads < 500 {
-		t.Fatalf("activeDeadlineSeconds %d, want just under 570", ads)
-	}
-
-	e.clk.Step(10 * time.Minute)
-	touch(t, node)
-	e.waitGone(volumes.GuardName(node), &corev1.Pod{})
-	e.waitGone(volumes.SaveName(node), &batchv1.Job{})
-	waitNodeEvent(t, node, enginecache.ReasonSaveTimedOut, "deadline")
-	waitMetric(t, "warmpool_cache_lost_total", map[string]string{"pool": pool, "reason": "timeout"}, 1)
-	waitMetric(t, "warmpool_cache_saves_total", map[string]string{"pool": pool, "result": "timeout"}, 1)
-	if n := len(e.snapshotsOf(node)); n != 0 {
-		t.Fatalf("%d snapshots after a timeout", n)
 	}
 }
 

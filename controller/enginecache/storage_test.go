@@ -100,54 +100,6 @@ func (e *env) newSnapshotOf(name, pool string, bytes int64) {
 	e.setSnapshotStatus(name, true, e.clk.Now().Add(-time.Hour))
 }
 
-// A snapshot that cannot be restored within the pool's cap is not attempted: the node starts
-// cold at once, with the numbers, and no volume is made.
-func TestRestoreOverBudgetStartsColdAtOnce(t *testing.T) {
-	pool, node := unique("overbudget"), unique("overbudget-node")
-	e := newEnv(t, poolYAMLWith(pool, "restore: {throughput: 10Mi, maxWait: 3m, provisioningSlack: 1m}"))
-	e.newSnapshotOf("big", pool, 5<<30)
-	newNode(t, node, pool, "amd64", startupTaint())
-	waitReleased(t, node)
-	note := waitNodeEvent(t, node, enginecache.ReasonColdStart, enginecache.ColdOverBudget)
-	for _, want := range []string{"snapshot big (bytes of cache) holds 5Gi", "10Mi/s", "8m32s", "cap of 3m0s", "cache.restore.maxWait"} {
-		if !strings.Contains(note, want) {
-			t.Errorf("cold start note %q lacks %q", note, want)
-		}
-	}
-	if exists(t, volumes.RestoreName(node), e.Namespace, &corev1.PersistentVolumeClaim{}) {
-		t.Fatal("a restore volume was made for a snapshot over the budget")
-	}
-	waitMetric(t, "warmpool_cold_starts_total", map[string]string{"pool": pool, "reason": enginecache.ColdOverBudget}, 1)
-	waitMetric(t, "warmpool_cache_storage_check_failures_total", map[string]string{"pool": pool, "op": "restore", "check": storagecheck.CheckOverBudget}, 1)
-}
-
-// The restore's timeout is derived from the snapshot: slack plus its transfer with headroom,
-// within the cap; past it the node starts cold.
-func TestRestoreTimeoutFromBudget(t *testing.T) {
-	pool, node := unique("budget"), unique("budget-node")
-	e := newEnv(t, poolYAMLWith(pool, "restore: {throughput: 100Mi, maxWait: 10m, provisioningSlack: 1m}"))
-	// 10000 MiB at 100 MiB/s: 100 s, 150 s with headroom, plus 60 s of slack.
-	e.newSnapshotOf("cache", pool, 10000<<20)
-	newNode(t, node, pool, "amd64", startupTaint())
-	job := &batchv1.Job{}
-	e.waitExists(volumes.RestoreName(node), job)
-	pvc := &corev1.PersistentVolumeClaim{}
-	e.waitExists(volumes.RestoreName(node), pvc)
-	if ads := *job.Spec.ActiveDeadlineSeconds; ads > 210 || ads < 200 {
-		t.Fatalf("restore activeDeadlineSeconds %d, want the budget's 210 s", ads)
-	}
-	n := &corev1.Node{}
-	get(t, node, "", n)
-	if n.Annotations["warmpool.io/restore-from"] != "cache" || !strings.Contains(n.Annotations["warmpool.io/restore-budget"], "9.8Gi at 100Mi/s takes 1m40s") {
-		t.Fatalf("node annotations %v", n.Annotations)
-	}
-	e.clk.Step(211 * time.Second)
-	touch(t, node)
-	waitReleased(t, node)
-	waitNodeEvent(t, node, enginecache.ReasonColdStart, enginecache.ColdTimeout, "did not finish within its budget")
-	e.waitGone(volumes.RestoreName(node), &corev1.PersistentVolumeClaim{})
-}
-
 // The restore volume is not made before the node's CSINode lists the driver; the wait is part
 // of the budget, and a driver that never registers starts the node cold at the deadline.
 func TestRestoreWaitsForTheCSIDriver(t *testing.T) {
