@@ -203,3 +203,72 @@ func TestSaveDeadlineReleasesNode(t *testing.T) {
 	d.expectEvent(node, enginecache.ReasonSaveTimedOut)
 	expectMetric(t, "warmpool_cache_lost_total", map[string]string{"pool": pool, "reason": "timeout"}, 1)
 }
+
+// A cache measured larger than its save volume gets a volume that fits, once, made only once the
+// first one is gone; a cache that does not fit that either is not saved.
+func TestSaveVolumeSizedToFitTheCache(t *testing.T) {
+	pool, node := unique("savefit"), unique("savefit-node")
+	d := newDirect(t, poolYAML(pool))
+	newNode(t, node, pool, "amd64", runnerTaint(pool))
+	newNodeClaim(t, node, pool, nil)
+	d.newEnginePod(node, pool)
+	commit(t, node)
+	expectRequeued(t, d.save(node), 15*time.Second) // guarded
+	d.runGuard(node)
+	expectRequeued(t, d.save(node), 15*time.Second) // engine evicted
+	d.finishEviction(node)
+	expectRequeued(t, d.save(node), 15*time.Second) // volume and Job made
+	first := &corev1.PersistentVolumeClaim{}
+	d.expectExists(volumes.SaveName(node), first)
+	if got := first.Spec.Resources.Requests.Storage().String(); got != "10Gi" {
+		t.Fatalf("first save volume %s, want the pool's 10Gi", got)
+	}
+	firstJob := &batchv1.Job{}
+	d.expectExists(volumes.SaveName(node), firstJob)
+
+	// The Job measured 50 GiB in 100000 inodes and refused to copy: the size that fits is
+	// recorded on the guard, and the Job and the volume go.
+	d.runJob(firstJob.Name, volumes.ExitNoSpace, volumes.JobResult{Result: volumes.ResultNoSpace, Reason: "does not fit", Bytes: 50 << 30, Files: 100000})
+	expectRequeued(t, d.save(node), time.Second)
+	d.expectEvent(node, enginecache.ReasonSaveVolumeResized, "50Gi", "100000 inodes", "save volume of 10Gi", "making one of 58Gi")
+	guard := &corev1.Pod{}
+	d.expectExists(volumes.GuardName(node), guard)
+	if got := guard.Annotations["warmpool.io/save-volume-size"]; got != "58Gi" {
+		t.Fatalf("save size on the guard %q, want 58Gi", got)
+	}
+	d.expectGone(firstJob.Name, &batchv1.Job{})
+	d.expectGone(first.Name, &corev1.PersistentVolumeClaim{})
+
+	// The first volume is still going (its protection finalizer): no new one is made under its
+	// name until it is gone.
+	expectRequeued(t, d.save(node), time.Second)
+	cur := &corev1.PersistentVolumeClaim{}
+	get(t, first.Name, d.Namespace, cur)
+	if cur.UID != first.UID {
+		t.Fatal("a new save volume was made while the first one was still being deleted")
+	}
+	d.releaseVolume(first)
+	expectRequeued(t, d.save(node), 15*time.Second)
+	second := &corev1.PersistentVolumeClaim{}
+	d.expectExists(volumes.SaveName(node), second)
+	if got := second.Spec.Resources.Requests.Storage().String(); second.UID == first.UID || got != "58Gi" {
+		t.Fatalf("save volume %s (uid %s, first %s), want a new one of 58Gi", got, second.UID, first.UID)
+	}
+	secondJob := &batchv1.Job{}
+	d.expectExists(volumes.SaveName(node), secondJob)
+	if secondJob.UID == firstJob.UID {
+		t.Fatal("no new save job")
+	}
+
+	// The new Job refuses again. (envtest runs no garbage collector: the first Job's pod is
+	// deleted here, as the Job's background deletion would.)
+	d.deletePod(firstJob.Name + "-pod")
+	d.runJob(secondJob.Name, volumes.ExitNoSpace, volumes.JobResult{Result: volumes.ResultNoSpace, Reason: "still does not fit", Bytes: 80 << 30, Files: 100000})
+	expectNotRequeued(t, d.save(node))
+	d.expectEvent(node, enginecache.ReasonLost, "no-space", "58Gi", "still does not fit")
+	d.expectEvent(node, enginecache.ReasonSaveVolumeResized) // still the one
+	d.expectGone(volumes.GuardName(node), &corev1.Pod{})
+	d.expectGone(volumes.SaveName(node), &batchv1.Job{})
+	d.expectAnnotation(node, enginecache.AnnotationSaveOutcome, "no-space")
+	expectMetric(t, "warmpool_cache_lost_total", map[string]string{"pool": pool, "reason": "no-space"}, 1)
+}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -209,54 +208,6 @@ func TestSaveRefusedForStorage(t *testing.T) {
 	if n := len(nodeEvents(t, node, enginecache.ReasonLost)); n != 1 {
 		t.Fatalf("%d Events, want one", n)
 	}
-}
-
-// A cache measured larger than its save volume gets a volume that fits, once; a cache that does
-// not fit that either is not saved.
-func TestSaveVolumeSizedToFitTheCache(t *testing.T) {
-	pool, node := unique("savefit"), unique("savefit-node")
-	e := newEnv(t, poolYAML(pool))
-	newNode(t, node, pool, "amd64", runnerTaint(pool))
-	newNodeClaim(t, node, pool, nil)
-	e.newEnginePod(node, pool)
-	commit(t, node)
-	runGuardOf(e, node)
-	e.finishEviction(node)
-	first := &corev1.PersistentVolumeClaim{}
-	e.waitExists(volumes.SaveName(node), first)
-	if got := first.Spec.Resources.Requests.Storage().String(); got != "10Gi" {
-		t.Fatalf("first save volume %s, want the pool's 10Gi", got)
-	}
-	firstJob := &batchv1.Job{}
-	e.waitExists(volumes.SaveName(node), firstJob)
-	// The Job measured 50 GiB in 100000 inodes and refused to copy.
-	e.runJob(volumes.SaveName(node), volumes.ExitNoSpace, volumes.JobResult{Result: volumes.ResultNoSpace, Reason: "does not fit", Bytes: 50 << 30, Files: 100000})
-	waitNodeEvent(t, node, enginecache.ReasonSaveVolumeResized, "making one of 58Gi")
-	e.releaseVolume(first)
-	eventually(t, "a save volume of 58Gi", func() error {
-		p := &corev1.PersistentVolumeClaim{}
-		if !exists(t, volumes.SaveName(node), e.Namespace, p) || p.UID == first.UID {
-			return fmt.Errorf("no new save volume")
-		}
-		if got := p.Spec.Resources.Requests.Storage().String(); got != "58Gi" {
-			return fmt.Errorf("save volume %s", got)
-		}
-		return nil
-	})
-	// The new Job refuses again. (envtest runs no garbage collector: the first Job's pod is
-	// deleted here, as the Job's background deletion would.)
-	eventually(t, "a new save job", func() error {
-		j := &batchv1.Job{}
-		if !exists(t, volumes.SaveName(node), e.Namespace, j) || j.UID == firstJob.UID {
-			return fmt.Errorf("no new save job")
-		}
-		return nil
-	})
-	e.deletePod(volumes.SaveName(node) + "-pod")
-	e.runJob(volumes.SaveName(node), volumes.ExitNoSpace, volumes.JobResult{Result: volumes.ResultNoSpace, Reason: "still does not fit", Bytes: 80 << 30, Files: 100000})
-	waitNodeEvent(t, node, enginecache.ReasonLost, "no-space", "58Gi", "still does not fit")
-	e.waitGone(volumes.GuardName(node), &corev1.Pod{})
-	waitMetric(t, "warmpool_cache_lost_total", map[string]string{"pool": pool, "reason": "no-space"}, 1)
 }
 
 // runGuardOf plays the kubelet starting a node's guard pod (the engine is stopped only once it
