@@ -34,7 +34,8 @@ import (
 // and VolumeSnapshot CRDs. Nothing else runs: the tests play Karpenter (taints, conditions,
 // deletions), the kubelet (pod status, evictions), the Job controller (a Job's pod) and the CSI
 // snapshotter (readyToUse), by writing exactly the objects those would write. Deadlines run on
-// a fake clock.
+// a fake clock. Tests of the protocol's steps call the reconcilers directly instead
+// (expect_test.go: newDirect); those that need a manager (watches, restarts) use newEnv.
 var (
 	restConfig *rest.Config
 	kube       client.Client
