@@ -23,7 +23,6 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/counted"
-	"warmpool.io/warmpool/controller/nodewatch"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -66,7 +65,7 @@ func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("scaling").
 		WatchesRawSource(c.wake).
-		Watches(&corev1.Node{}, toPools, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), nodewatch.Changed)).
+		Watches(&corev1.Node{}, toPools, builder.WithPredicates(nodeChanged)).
 		Watches(&appsv1.Deployment{}, toPools, hasPool).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(c.podPool), builder.WithPredicates(podMoved)).
 		Watches(&karpv1.NodePool{}, toPools, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), created)).
