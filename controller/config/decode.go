@@ -138,8 +138,12 @@ func trimYAMLPrefix(msg string) string {
 // unmarshalers (quantities, durations), so the value is located again with locate.
 func decodeError(js []byte, err error) *field.Error {
 	if fp, raw, t, ok := locate(js, reflect.TypeFor[Config](), nil); ok && fp != nil {
-		return &field.Error{Type: field.ErrorTypeInvalid, Field: fp.String(),
-			Detail: fmt.Sprintf("%s, got %s", expected(t, raw), describeJSON(raw))}
+		detail := fmt.Sprintf("%s, got %s", expected(t, raw), describeJSON(raw))
+		if t.Kind() == reflect.String && (string(raw) == "true" || string(raw) == "false") {
+			// YAML 1.1 reads an unquoted yes/no/on/off as a boolean: `mode: off` is false.
+			detail += ` (unquoted yes, no, on and off are YAML booleans: quote the value, e.g. "off")`
+		}
+		return &field.Error{Type: field.ErrorTypeInvalid, Field: fp.String(), Detail: detail}
 	}
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) {
