@@ -24,6 +24,9 @@ import (
 )
 
 // scalingConfig has a webhook-driven pool, a Prometheus-driven pool and a pool with no queue.
+// The queue-fed pools keep no spare: the default adaptive spare starts sizing itself from the
+// arrival rate two minutes after the controller starts, so on a loaded machine it would keep the
+// drained pools above their floor (TestSpareNodesAheadOfArrivals covers the spare).
 func scalingConfig(promURL string) string {
 	return fmt.Sprintf(`apiVersion: warmpool.io/v1alpha1
 kind: WarmpoolConfig
@@ -48,6 +51,7 @@ pools:
       runnerRequests: {cpu: "1", memory: 2Gi}
       warmMinimum: 1
       scaleDownStabilization: 15s
+      spare: {mode: "off"}
   - name: metered
     architectures: [amd64]
     nvme: {minSizeGB: 200}
@@ -59,6 +63,7 @@ pools:
           prometheus: {url: %q, query: "sum(ci_queued_jobs)", pollInterval: 5s}
     scaling:
       scaleDownStabilization: 10s
+      spare: {mode: "off"}
   - name: quiet
     architectures: [amd64]
     nvme: {minSizeGB: 200}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/client-go/util/retry"
+
 	awsv1 "github.com/aws/karpenter-provider-aws/pkg/apis/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -295,9 +297,14 @@ func TestHandEditIsReverted(t *testing.T) {
 		}
 		return nil
 	})
-	np := getNodePool(t, "warmpool-a")
-	np.Spec.Template.Spec.Requirements[0].Values = []string{"1"}
-	if err := kube.Update(t.Context(), np); err != nil {
+	// The controller may still be applying the NodePool (a reconcile already queued when the
+	// first apply landed): edit the newest version, as kubectl edit does on a conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		np := getNodePool(t, "warmpool-a")
+		np.Spec.Template.Spec.Requirements[0].Values = []string{"1"}
+		return kube.Update(t.Context(), np)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "hand edit reverted", func() error {

@@ -23,7 +23,9 @@ import (
 const StoryPool = "story"
 
 // StoryConfig is a cache-enabled pool fed by GitHub webhooks, on nodesim's storage and snapshot
-// classes: one job per node, no warm minimum, short windows so the story fits in minutes.
+// classes: one job per node, no warm minimum, short windows so the story fits in minutes. It
+// keeps no spare, so the drained pool is consolidated however long the story took to get there
+// (an adaptive spare sizes itself once two minutes of arrivals were seen).
 const StoryConfig = `apiVersion: warmpool.io/v1alpha1
 kind: WarmpoolConfig
 nodeClass:
@@ -53,6 +55,7 @@ pools:
       jobsPerNode: 1
       runnerRequests: {cpu: "1", memory: 2Gi}
       scaleDownStabilization: 10s
+      spare: {mode: "off"}
 `
 
 // Story plays warmpool's whole story on a local cluster, as a user would see it: a queue burst
