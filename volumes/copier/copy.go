@@ -59,11 +59,14 @@ type copier struct {
 	opts     Options
 	globs    []string
 	prev     map[string]*Entry
-	limiter  *rate.Limiter
-	chunk    int
-	euid     int
-	noCFR    atomic.Bool
-	start    time.Time
+	// expect, set by Restore, is the source's manifest, checked as the
+	// source is walked and read (see expectation).
+	expect  *expectation
+	limiter *rate.Limiter
+	chunk   int
+	euid    int
+	noCFR   atomic.Bool
+	start   time.Time
 
 	// The walk's result, set when it ends (see walker).
 	totals  Totals
@@ -268,8 +271,20 @@ func (c *copier) run(ctx context.Context) (m Manifest, err error) {
 	close(jobs)
 	wg.Wait()
 	c.scanDone.Store(true)
+	if c.expect != nil {
+		// A mismatch is what the restore reports, rather than the
+		// cancellation it caused in the other workers.
+		if err := c.expect.failure(); err != nil {
+			return Manifest{}, err
+		}
+	}
 	if err := context.Cause(ctx); err != nil {
 		return Manifest{}, err
+	}
+	if c.expect != nil {
+		if err := c.expect.unhashed(c.src); err != nil {
+			return Manifest{}, err
+		}
 	}
 
 	for _, r := range results {

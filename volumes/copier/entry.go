@@ -115,7 +115,13 @@ func (c *copier) copyFile(ctx context.Context, j job) (Entry, error) {
 		}
 	}()
 	var h hash.Hash
-	if c.wantsChecksum(j.rel) {
+	// A restore hashes what its source's manifest records a checksum for,
+	// whatever its own globs, and checks it below.
+	want := -1
+	if c.expect != nil {
+		want = c.expect.wantsHash(j.rel)
+	}
+	if want >= 0 || c.wantsChecksum(j.rel) {
 		h = sha256.New()
 	}
 	data, err := c.copyContents(ctx, sfd, dfd, j.st.Size, j.st.Blocks, h)
@@ -131,6 +137,11 @@ func (c *copier) copyFile(ctx context.Context, j job) (Entry, error) {
 	}
 	if h != nil {
 		e.SHA256 = hex.EncodeToString(h.Sum(nil))
+	}
+	if want >= 0 {
+		if err := c.expect.hashedAs(want, e.SHA256); err != nil {
+			return e, err
+		}
 	}
 	// Order matters: chown clears setuid/setgid and security.capability,
 	// so ownership goes first, then xattrs, then the mode. Calls that would
@@ -188,6 +199,11 @@ func (c *copier) copySymlink(j job) (Entry, error) {
 		return e, err
 	}
 	e.Target = target
+	if c.expect != nil {
+		if err := c.expect.symlink(j.rel, target); err != nil {
+			return e, err
+		}
+	}
 	if err := c.hook("symlink", j.rel); err != nil {
 		return e, fmt.Errorf("creating symlink %s: %w", dp, err)
 	}

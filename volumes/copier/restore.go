@@ -21,11 +21,14 @@ var ErrIncompatible = errors.New("cache copy is for a different engine")
 //     before src is even read): without it the copy would silently lose the
 //     trusted.overlay.* attributes on src. Copy then probes stagingDir's
 //     filesystem for trusted.* support before writing into it.
-//  1. Verify(src): a volume without a valid manifest is never restored.
+//  1. ReadManifest(src): a volume without a valid manifest is never
+//     restored.
 //  2. If opts.EngineVersion or opts.Architecture is set, it must match the
 //     manifest's (ErrIncompatible otherwise).
 //  3. Copy src into stagingDir (removed first if an earlier attempt left it),
-//     then Verify(stagingDir).
+//     checking src against its manifest as it is walked and read, with
+//     Verify's checks and reasons (see expectation): a source that does not
+//     match is refused with a *CorruptError. Then Verify(stagingDir).
 //  4. Swap stagingDir into finalDir: an atomic RENAME_EXCHANGE when finalDir
 //     exists (so finalDir is never missing, even for an instant), a plain
 //     rename when it does not, then delete the old contents.
@@ -38,12 +41,16 @@ var ErrIncompatible = errors.New("cache copy is for a different engine")
 // architecture and source node default to the saved manifest's.
 func Restore(ctx context.Context, src, stagingDir, finalDir string, opts Options) (Manifest, error) {
 	// First, so a Job without the capability fails at once instead of after
-	// verifying (hashing) the whole volume. What is missing leads the
-	// message, as it does for Copy.
+	// copying the whole volume. What is missing leads the message, as it
+	// does for Copy.
 	if err := checkCapability(); err != nil {
 		return Manifest{}, fmt.Errorf("%w (refusing to restore from %s)", err, src)
 	}
-	saved, err := Verify(src)
+	// The source is checked against this manifest by the copy itself, not
+	// by a Verify(src) before it: on a volume lazily loaded from a snapshot
+	// that pass cost a walk of every entry and a read of every database,
+	// each waiting on S3, and the copy then walked and read them again.
+	saved, err := ReadManifest(src)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("refusing to restore from %s: %w", src, err)
 	}
@@ -84,7 +91,17 @@ func Restore(ctx context.Context, src, stagingDir, finalDir string, opts Options
 		}
 	}
 
-	m, err := Copy(ctx, src, stagingDir, opts)
+	c, err := newCopier(src, stagingDir, opts)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("restoring %s into %s: %w", src, stagingDir, err)
+	}
+	c.expect = newExpectation(&saved)
+	m, err := c.run(ctx)
+	if errors.Is(err, ErrCorrupt) {
+		// Only the check of src makes the copy fail so.
+		_ = os.RemoveAll(stagingDir)
+		return Manifest{}, fmt.Errorf("refusing to restore from %s: %w", src, err)
+	}
 	if err == nil {
 		_, err = Verify(stagingDir)
 	}

@@ -126,11 +126,8 @@ func verifyEntry(dir string, e *Entry) (string, error) {
 		}
 		return "", err
 	}
-	if got := typeOf(st.Mode); got != e.Type {
-		return fmt.Sprintf("is a %s, manifest says %s", got, e.Type), nil
-	}
-	if got := st.Mode & 0o7777; got != e.Mode {
-		return fmt.Sprintf("mode %04o, manifest says %04o", got, e.Mode), nil
+	if reason := statMismatch(&st, e); reason != "" {
+		return reason, nil
 	}
 	switch e.Type {
 	case TypeSymlink:
@@ -138,28 +135,63 @@ func verifyEntry(dir string, e *Entry) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if target != e.Target {
-			return fmt.Sprintf("symlink target %q, manifest says %q", target, e.Target), nil
-		}
-	case TypeChar, TypeBlock:
-		if uint64(st.Rdev) != e.Rdev {
-			return fmt.Sprintf("device %#x, manifest says %#x", st.Rdev, e.Rdev), nil
+		if reason := targetMismatch(target, e); reason != "" {
+			return reason, nil
 		}
 	case TypeFile:
-		if st.Size != e.Size {
-			return fmt.Sprintf("size %d, manifest says %d", st.Size, e.Size), nil
-		}
-		if st.Mtim.Nano() != e.MtimeNs {
-			return fmt.Sprintf("mtime %d, manifest says %d", st.Mtim.Nano(), e.MtimeNs), nil
-		}
 		if e.Link != "" {
 			var ps unix.Stat_t
 			if err := unix.Lstat(filepath.Join(dir, filepath.FromSlash(e.Link)), &ps); err != nil || ps.Ino != st.Ino || ps.Dev != st.Dev {
-				return fmt.Sprintf("not a hardlink of %s", e.Link), nil
+				return notHardlink(e), nil
 			}
 		}
 	}
 	return "", nil
+}
+
+// statMismatch compares what lstat says of an entry with its manifest entry:
+// type, mode, and a device's number or a file's size and mtime, in that
+// order. A symlink's target and a file's hardlink sharing need more than its
+// own stat and are the caller's (targetMismatch, notHardlink). Verify and a
+// restore's copy (expectation) share it, so both refuse the same trees with
+// the same reasons.
+func statMismatch(st *unix.Stat_t, e *Entry) string {
+	if got := typeOf(st.Mode); got != e.Type {
+		return fmt.Sprintf("is a %s, manifest says %s", got, e.Type)
+	}
+	if got := st.Mode & 0o7777; got != e.Mode {
+		return fmt.Sprintf("mode %04o, manifest says %04o", got, e.Mode)
+	}
+	switch e.Type {
+	case TypeChar, TypeBlock:
+		if uint64(st.Rdev) != e.Rdev {
+			return fmt.Sprintf("device %#x, manifest says %#x", st.Rdev, e.Rdev)
+		}
+	case TypeFile:
+		if st.Size != e.Size {
+			return fmt.Sprintf("size %d, manifest says %d", st.Size, e.Size)
+		}
+		if st.Mtim.Nano() != e.MtimeNs {
+			return fmt.Sprintf("mtime %d, manifest says %d", st.Mtim.Nano(), e.MtimeNs)
+		}
+	}
+	return ""
+}
+
+func targetMismatch(target string, e *Entry) string {
+	if target != e.Target {
+		return fmt.Sprintf("symlink target %q, manifest says %q", target, e.Target)
+	}
+	return ""
+}
+
+func notHardlink(e *Entry) string { return fmt.Sprintf("not a hardlink of %s", e.Link) }
+
+func checksumMismatch(sum string, e *Entry) string {
+	if sum != e.SHA256 {
+		return fmt.Sprintf("sha256 %s, manifest says %s", sum, e.SHA256)
+	}
+	return ""
 }
 
 // verifyChecksum hashes a file whose entry records a SHA-256, once its
@@ -172,10 +204,7 @@ func verifyChecksum(dir string, e *Entry) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if sum != e.SHA256 {
-		return fmt.Sprintf("sha256 %s, manifest says %s", sum, e.SHA256), nil
-	}
-	return "", nil
+	return checksumMismatch(sum, e), nil
 }
 
 func typeOf(mode uint32) EntryType {

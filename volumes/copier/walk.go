@@ -60,6 +60,11 @@ func (c *copier) walk(ctx context.Context, dstExisted bool, jobs chan<- job) err
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
+	if c.expect != nil {
+		if err := c.expect.walked(w.linked); err != nil {
+			return err
+		}
+	}
 	c.totals = w.totals
 	c.entries = append(c.entries, w.dirEnt...)
 	c.dirs = w.dirs
@@ -206,6 +211,13 @@ func (w *walker) list(rel string, dstExisted bool) error {
 		}
 		crel := filepath.Join(rel, name)
 		st := stats[i]
+		if c.expect != nil {
+			// Before the switch: a socket where the manifest has an
+			// entry is a mismatch, although no socket is copied.
+			if err := c.expect.listed(crel, &st); err != nil {
+				return err
+			}
+		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
 			existed, err := c.makeDir(crel, dstExisted)
