@@ -105,6 +105,9 @@ func TestRestartKeepsBudgetsBlocking(t *testing.T) {
 		t.Fatal(err)
 	}
 	bw := watchBudgets(t, pool, np.ResourceVersion)
+	// The headroom (and the state recorded with it) is applied after the NodePool: a restart
+	// before it lands would resume from nothing actuated.
+	e.waitReplicas(pool, 2)
 
 	e.Stop()
 	e.Start()
