@@ -103,6 +103,7 @@ type poolState struct {
 	recordedUntil   time.Time
 	recordedAt      time.Time // the record's LastEvaluation
 	recordedSlots   int       // the record's SpareSlots
+	recordedSpare   int       // the record's Spare
 	// reportedSpare, reportedFrom and reportedAt are the spare last reported by an Event.
 	reportedSpare int
 	reportedFrom  policy.SpareSource

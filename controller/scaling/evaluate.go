@@ -83,16 +83,17 @@ func (c *Controller) evaluate(ps *poolState, ev *evaluation) error {
 	// nodes are desired, once the record is half a window old, so a new process resumes with
 	// the recent demand still holding them (a webhook source restarts knowing no job). The
 	// state also carries the arrival-rate estimate and the adaptive spare: recorded when the
-	// spare changes too, so a new process holds the spare in force while it re-observes.
+	// spare changes too, so a new process holds the spare in force while it re-observes (and
+	// warmpool status shows the spare in force).
 	stale := decision.Desired > 0 && !state.LastEvaluation.Before(ps.recordedAt.Add(ps.policy.Stabilization()/2))
 	if decision.Desired != ps.recordedDesired || !decision.StabilizedUntil.Equal(ps.recordedUntil) || ps.recorded == "" || stale ||
-		state.SpareSlots != ps.recordedSlots {
+		state.SpareSlots != ps.recordedSlots || state.Spare != ps.recordedSpare {
 		raw, err := json.Marshal(state)
 		if err != nil {
 			return fmt.Errorf("encoding the scaling state of pool %s, %w", name, err)
 		}
 		ps.recorded, ps.recordedDesired, ps.recordedUntil, ps.recordedAt = string(raw), decision.Desired, decision.StabilizedUntil, state.LastEvaluation
-		ps.recordedSlots = state.SpareSlots
+		ps.recordedSlots, ps.recordedSpare = state.SpareSlots, state.Spare
 	}
 	ev.recorded = ps.recorded
 	ev.next = c.nextEvaluation(ps, ev, state)

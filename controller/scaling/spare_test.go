@@ -181,6 +181,10 @@ func TestSpareFromWebhookArrivals(t *testing.T) {
 	if recorded.SpareSlots <= 0 || len(recorded.Arrivals.Buckets) == 0 {
 		t.Fatalf("recorded state %s keeps no arrivals or spare", dep.Annotations[scaling.AnnotationState])
 	}
+	// warmpool status reads the spare in force from the recorded state.
+	if recorded.Spare != spare {
+		t.Errorf("recorded state's spare %d, want the gauge's %d", recorded.Spare, spare)
+	}
 
 	// A restart: a new process whose webhook ledger knows no job resumes the spare.
 	p = startSpare(d)

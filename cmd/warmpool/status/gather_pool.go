@@ -247,7 +247,7 @@ func (g *gatherer) headroomBuffer(p *Pool, cp *config.Pool) func(string) (bool, 
 // recorded fills the pool's scaling state from its headroom object.
 func (g *gatherer) recorded(p *Pool, object, state string, replicas *int) {
 	p.Scaling.Headroom = object
-	p.Scaling.Spare = replicas
+	p.Scaling.HeadroomReplicas = replicas
 	if state == "" {
 		p.Scaling.StateError = fmt.Sprintf("%s records no %s (written by a controller before states were recorded)", object, scaling.AnnotationState)
 		return
@@ -257,8 +257,8 @@ func (g *gatherer) recorded(p *Pool, object, state string, replicas *int) {
 		p.Scaling.StateError = fmt.Sprintf("reading %s of %s, %v", scaling.AnnotationState, object, err)
 		return
 	}
-	d := s.Desired
-	p.Scaling.Desired = &d
+	d, spare := s.Desired, s.Spare
+	p.Scaling.Desired, p.Scaling.Spare = &d, &spare
 	if !s.LastEvaluation.IsZero() {
 		at := s.LastEvaluation.UTC()
 		p.Scaling.RecordedAt = &at

@@ -84,7 +84,8 @@ func TestStatusNamesWhatTheStoryDid(t *testing.T) {
 	if p.Nodes.Current != 1 || p.Nodes.Ready != 1 || !slices.Equal(p.Nodes.Names, []string{s.warmNode}) {
 		t.Errorf("nodes %+v", p.Nodes)
 	}
-	if p.Scaling.Desired == nil || *p.Scaling.Desired != 1 || p.Scaling.Spare == nil || *p.Scaling.Spare != 0 ||
+	if p.Scaling.Desired == nil || *p.Scaling.Desired != 1 || p.Scaling.Spare == nil || *p.Scaling.Spare != 1 ||
+		p.Scaling.HeadroomReplicas == nil || *p.Scaling.HeadroomReplicas != 0 ||
 		p.Scaling.RecordedAt == nil || !p.Scaling.RecordedAt.Equal(s.recorded) {
 		t.Errorf("scaling %+v", p.Scaling)
 	}
@@ -133,7 +134,7 @@ func TestStatusNamesWhatTheStoryDid(t *testing.T) {
 		t.Fatal(err)
 	}
 	contains(t, out.String(), "Pool "+s.pool, nodepools.Name(s.pool), "KWOKNodeClass/"+nodepools.Name(s.pool),
-		"1 current (1 Ready), 1 desired, 0 spare", s.snapshots[0], s.snapshots[1],
+		"1 current (1 Ready), 1 desired (1 spare), headroom 0", s.snapshots[0], s.snapshots[1],
 		"warm on node "+s.warmNode, "VolumeSnapshot "+s.namespace+"/"+s.snapshots[1], s.burst[0]+" ("+enginecache.ColdNoSnapshot+")", "ScaledUp", "github-webhook")
 	t.Log("\n" + out.String())
 

@@ -154,7 +154,8 @@ func renderPool(b *strings.Builder, p *Pool, now time.Time, metrics string) {
 		}
 		nodes += ")"
 	}
-	nodes += ", " + optInt(p.Scaling.Desired, unknown("scaling")) + " desired, " + optInt(p.Scaling.Spare, unknown("scaling")) + " spare"
+	nodes += ", " + optInt(p.Scaling.Desired, unknown("scaling")) + " desired (" + optInt(p.Scaling.Spare, unknown("scaling")) + " spare), headroom " +
+		optInt(p.Scaling.HeadroomReplicas, unknown("scaling"))
 	row("Nodes", nodes)
 	switch {
 	case unknown("scaling"):

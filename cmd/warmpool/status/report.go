@@ -116,9 +116,13 @@ type Scaling struct {
 	// Desired nodes as last recorded (nil: unknown), at RecordedAt (the evaluation that wrote it).
 	Desired    *int       `json:"desired,omitempty"`
 	RecordedAt *time.Time `json:"recordedAt,omitempty"`
-	// Spare nodes kept booted ahead of jobs: the headroom's replicas (placeholder pods or
-	// CapacityBuffer replicas), which are desired minus the busy nodes when last actuated.
+	// Spare is the idle nodes the last evaluation kept above the queue's demand (scaling.spare:
+	// adaptive, constant or a warm window's), as recorded with Desired; nil when unknown.
 	Spare *int `json:"spare,omitempty"`
+	// HeadroomReplicas are the headroom's replicas (placeholder pods or CapacityBuffer
+	// replicas): the desired nodes not busy with work when the controller last actuated, the
+	// spare included.
+	HeadroomReplicas *int `json:"headroomReplicas,omitempty"`
 	// StateError says why the recorded state could not be read ("" when it was).
 	StateError string `json:"stateError,omitempty"`
 }

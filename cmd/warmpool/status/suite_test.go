@@ -117,7 +117,7 @@ func newStory(t *testing.T) *story {
 		})
 	}
 	// The headroom the scaling controller actuated, with its recorded state.
-	recordedState, err := json.Marshal(policy.State{Desired: 1, LastEvaluation: s.recorded})
+	recordedState, err := json.Marshal(policy.State{Desired: 1, LastEvaluation: s.recorded, Spare: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,9 @@ type State struct {
 	// SpareSlots is the adaptive spare in job slots decided last: held while the arrival rate
 	// is unknown, and the anchor of its hysteresis.
 	SpareSlots int `json:"spareSlots,omitempty"`
+	// Spare is the last decision's spare in nodes (Decision.Spare), recorded for whoever reads
+	// the state (warmpool status); Decide does not read it back.
+	Spare int `json:"spare,omitempty"`
 }
 
 // Recommendation is one evaluation's target, as in the HPA's scale-down stabilization.
