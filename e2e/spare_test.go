@@ -174,7 +174,8 @@ func TestSpareNodesAheadOfArrivals(t *testing.T) {
 }
 
 // checkKeptWarm: of the nodes that held placeholders before the headroom last shrank, the one
-// left is the most valuable by its placeholder's deletion cost, and it ran jobs when any did.
+// left is one of the most valuable by its placeholder's deletion cost, and it ran jobs when any
+// did.
 func checkKeptWarm(t *testing.T, before []placeholderAt, survivor string, ran map[string]bool) {
 	t.Helper()
 	t.Logf("placeholders before the last shrink: %v; kept %s", before, survivor)
@@ -191,8 +192,10 @@ func checkKeptWarm(t *testing.T, before []placeholderAt, survivor string, ran ma
 			t.Errorf("placeholder on %s, which ran jobs, costs %s (%v), want the worked tier", p.node, p.costText, tier)
 		}
 	}
-	if survivor != best.node {
-		t.Errorf("kept %s, want %s, whose placeholder cost most (%v)", survivor, best.node, before)
+	// Nodes of one cache tier created in the same minute cost the same (policy.DeletionCost):
+	// the ReplicaSet controller breaks the tie, and any of them is right.
+	if !slices.ContainsFunc(before, func(p placeholderAt) bool { return p.node == survivor && p.cost == best.cost }) {
+		t.Errorf("kept %s, want %s or another whose placeholder cost as much (%v)", survivor, best.node, before)
 	}
 	if anyRan && !ran[survivor] {
 		t.Errorf("kept %s, which ran no job, though placeholders sat on nodes that did (%v)", survivor, before)
