@@ -162,7 +162,7 @@ func Restore(ctx context.Context, o RestoreOptions) (volumes.JobResult, error) {
 		logf("%v", err)
 		return withReason(res, err), err
 	}
-	// Checked here too (copier.Restore also does) so the mismatch is reported before any
+	// Checked here too (copier.RestoreSaved also does) so the mismatch is reported before any
 	// work, with both sides named.
 	if o.EngineVersion != "" && saved.EngineVersion != o.EngineVersion {
 		err := fmt.Errorf("%w: volume holds engine version %q, node runs %q", copier.ErrIncompatible, saved.EngineVersion, o.EngineVersion)
@@ -184,7 +184,7 @@ func Restore(ctx context.Context, o RestoreOptions) (volumes.JobResult, error) {
 	}
 	logf("restoring %s (saved from node %s at %s, %d files, %d bytes) into %s via %s",
 		o.VolumeDir, saved.SourceNode, saved.Created.Format(time.RFC3339), saved.Totals.Files, saved.Totals.Bytes, o.CacheDir, staging)
-	m, err := copier.Restore(ctx, o.VolumeDir, staging, o.CacheDir, o.copierOptions())
+	m, err := copier.RestoreSaved(ctx, o.VolumeDir, &saved, staging, o.CacheDir, o.copierOptions())
 	if err != nil {
 		return copyFailed(res, logf, "restoring into "+o.CacheDir, err)
 	}

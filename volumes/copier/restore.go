@@ -54,6 +54,22 @@ func Restore(ctx context.Context, src, stagingDir, finalDir string, opts Options
 	if err != nil {
 		return Manifest{}, fmt.Errorf("refusing to restore from %s: %w", src, err)
 	}
+	return RestoreSaved(ctx, src, &saved, stagingDir, finalDir, opts)
+}
+
+// RestoreSaved is Restore for a caller that has already read src's
+// manifest with ReadManifest (to check it or report it before any work):
+// saved must be that manifest, and the copy checks src against it. It
+// spares a second read and decode of the manifest, which for a large cache
+// on a lazily loaded volume is a noticeable part of a restore outside its
+// copy.
+func RestoreSaved(ctx context.Context, src string, saved *Manifest, stagingDir, finalDir string, opts Options) (Manifest, error) {
+	if err := checkCapability(); err != nil {
+		return Manifest{}, fmt.Errorf("%w (refusing to restore from %s)", err, src)
+	}
+	if saved == nil {
+		return Manifest{}, fmt.Errorf("refusing to restore from %s: no manifest", src)
+	}
 	if opts.EngineVersion != "" && saved.EngineVersion != opts.EngineVersion {
 		return Manifest{}, fmt.Errorf("%w: %s holds engine %q, want %q", ErrIncompatible, src, saved.EngineVersion, opts.EngineVersion)
 	}
@@ -71,7 +87,7 @@ func Restore(ctx context.Context, src, stagingDir, finalDir string, opts Options
 		opts.SourceNode = saved.SourceNode
 	}
 
-	stagingDir, err = filepath.Abs(stagingDir)
+	stagingDir, err := filepath.Abs(stagingDir)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("resolving staging dir: %w", err)
 	}
@@ -95,7 +111,7 @@ func Restore(ctx context.Context, src, stagingDir, finalDir string, opts Options
 	if err != nil {
 		return Manifest{}, fmt.Errorf("restoring %s into %s: %w", src, stagingDir, err)
 	}
-	c.expect = newExpectation(&saved)
+	c.expect = newExpectation(saved)
 	m, err := c.run(ctx)
 	if errors.Is(err, ErrCorrupt) {
 		// Only the check of src makes the copy fail so.

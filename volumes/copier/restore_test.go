@@ -153,3 +153,54 @@ func TestRestoreCleansLeftovers(t *testing.T) {
 		t.Error("old leftover not removed")
 	}
 }
+
+// RestoreSaved checks the source against the manifest its caller read, not against one it reads
+// again: a manifest that no longer describes the volume refuses the restore, and no manifest at
+// all is refused before anything is written.
+func TestRestoreSavedChecksAgainstTheCallersManifest(t *testing.T) {
+	_, volume := saved(t)
+	m, err := ReadManifest(volume)
+	must(t, err)
+
+	t.Run("matching manifest", func(t *testing.T) {
+		final := filepath.Join(t.TempDir(), "dagger")
+		got, err := RestoreSaved(context.Background(), volume, &m, filepath.Join(filepath.Dir(final), "staging"), final, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Totals != m.Totals {
+			t.Errorf("restored %+v, manifest says %+v", got.Totals, m.Totals)
+		}
+	})
+	t.Run("manifest of another copy", func(t *testing.T) {
+		other := m
+		other.Entries = append([]Entry(nil), m.Entries...)
+		for i := range other.Entries {
+			if other.Entries[i].Type == TypeFile && other.Entries[i].Size > 0 {
+				other.Entries[i].Size++
+				break
+			}
+		}
+		final, before := oldCache(t)
+		staging := filepath.Join(filepath.Dir(final), "staging")
+		_, err := RestoreSaved(context.Background(), volume, &other, staging, final, Options{})
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("RestoreSaved = %v, want %v", err, ErrCorrupt)
+		}
+		compareTrees(t, before, snapshot(t, final), compareOpts{})
+		if _, err := os.Lstat(staging); !errors.Is(err, os.ErrNotExist) {
+			t.Error("staging dir left behind after a refused restore")
+		}
+	})
+	t.Run("no manifest", func(t *testing.T) {
+		final, before := oldCache(t)
+		staging := filepath.Join(filepath.Dir(final), "staging")
+		if _, err := RestoreSaved(context.Background(), volume, nil, staging, final, Options{}); err == nil {
+			t.Fatal("RestoreSaved without a manifest succeeded")
+		}
+		compareTrees(t, before, snapshot(t, final), compareOpts{})
+		if _, err := os.Lstat(staging); !errors.Is(err, os.ErrNotExist) {
+			t.Error("staging dir created without a manifest")
+		}
+	})
+}
