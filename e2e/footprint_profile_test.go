@@ -124,3 +124,25 @@ func logReconciles(b *testing.B, phase, before, after string) {
 	}
 	b.Logf("%s: reconciles: %s", phase, strings.Join(lines, ", "))
 }
+
+// logGoMemory logs what the Go runtime says the controller's memory is made of, from its
+// /metrics: what the RSS is beyond the live heap (the collector's headroom up to its goal,
+// memory not yet returned to the OS, stacks) is where GOGC and GOMEMLIMIT act.
+func logGoMemory(b *testing.B, phase, metrics string) {
+	b.Helper()
+	var parts []string
+	for _, name := range []string{
+		"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
+		"go_memstats_next_gc_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_gc_gomemlimit_bytes",
+	} {
+		for _, line := range strings.Split(metrics, "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				var f float64
+				if _, err := fmt.Sscanf(v, "%g", &f); err == nil {
+					parts = append(parts, fmt.Sprintf("%s %.1f MiB", strings.TrimSuffix(strings.TrimPrefix(name, "go_"), "_bytes"), f/(1<<20)))
+				}
+			}
+		}
+	}
+	b.Logf("%s: Go memory: %s", phase, strings.Join(parts, ", "))
+}

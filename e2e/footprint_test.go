@@ -194,6 +194,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	cold := time.Since(started)
 	coldMetrics, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	logReconciles(b, "cold full reconcile", "", coldMetrics)
+	logGoMemory(b, "cold full reconcile", coldMetrics)
 	prof.heap(b, "heap-cold")
 
 	// The engine DaemonSets put one engine pod on every node; wait for them so the rest
@@ -224,7 +225,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	// (c), (d): let the change's echoes (status updates, requeues) die down, then measure a
 	// window with nothing happening but the cluster's own heartbeats.
 	time.Sleep(30 * time.Second)
-	rssBefore, _ := procMemory(b, p.PID())
+	memBefore := procMemory(b, p.PID())
 	before, err := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	if err != nil {
 		b.Fatal(err)
@@ -234,7 +235,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	prof.cpu(b, "cpu-idle", size.idle)
 	time.Sleep(size.idle)
 	cpu1 := procCPU(b, p.PID())
-	rss, hwm := procMemory(b, p.PID())
+	mem := procMemory(b, p.PID())
 	after, err := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	if err != nil {
 		b.Fatal(err)
@@ -243,6 +244,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	idleCPU := (cpu1 - cpu0) / size.idle.Minutes()
 	// What the idle CPU went on, for whoever reads the numbers.
 	logReconciles(b, "idle window", before, after)
+	logGoMemory(b, "idle window", after)
 	prof.wait()
 	prof.heap(b, "heap-idle")
 	if log, err := os.ReadFile(p.logPath); err == nil {
@@ -253,11 +255,11 @@ func BenchmarkControllerFootprint(b *testing.B) {
 
 	b.ReportMetric(cold.Seconds(), "reconcile_s")
 	b.ReportMetric(full.Seconds(), "full_reconcile_s")
-	b.ReportMetric(rss, "rss_MiB")
-	b.ReportMetric(hwm, "rss_peak_MiB")
+	b.ReportMetric(mem.rss, "rss_MiB")
+	b.ReportMetric(mem.hwm, "rss_peak_MiB")
 	b.ReportMetric(idleCPU, "idle_cpu_s/min")
-	b.Logf("cold full reconcile %.2fs, full reconcile after a config change %.2fs, RSS %.1f MiB (%.1f MiB before the idle window, peak %.1f MiB), idle CPU %.3f s/min",
-		cold.Seconds(), full.Seconds(), rss, rssBefore, hwm, idleCPU)
+	b.Logf("cold full reconcile %.2fs, full reconcile after a config change %.2fs, RSS %s (%s before the idle window, peak %.1f MiB), idle CPU %.3f s/min",
+		cold.Seconds(), full.Seconds(), mem, memBefore, mem.hwm, idleCPU)
 }
 
 func createNode(ctx context.Context, kube client.Client, i int, pool string, enginePods bool) error {
@@ -455,32 +457,39 @@ func procCPU(b *testing.B, pid int) float64 {
 	return ticks / clockTicks
 }
 
-// procMemory reads VmRSS (resident now) and VmHWM (peak resident) in MiB.
-func procMemory(b *testing.B, pid int) (rss, hwm float64) {
+// memory is a process's resident memory in MiB, from /proc/<pid>/status: rss is resident now
+// (anon, the heap, stacks and runtime, plus file, the binary's pages it touched), hwm the peak.
+type memory struct{ rss, anon, file, hwm float64 }
+
+func (m memory) String() string {
+	return fmt.Sprintf("%.1f MiB (anon %.1f, file %.1f)", m.rss, m.anon, m.file)
+}
+
+// procMemory reads VmRSS, RssAnon, RssFile and VmHWM.
+func procMemory(b *testing.B, pid int) memory {
 	b.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
+	var m memory
+	fields := map[string]*float64{"VmRSS": &m.rss, "RssAnon": &m.anon, "RssFile": &m.file, "VmHWM": &m.hwm}
 	for _, line := range strings.Split(string(data), "\n") {
 		key, val, ok := strings.Cut(line, ":")
-		if !ok || (key != "VmRSS" && key != "VmHWM") {
+		dst := fields[key]
+		if !ok || dst == nil {
 			continue
 		}
 		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(val), " kB"), 64)
 		if err != nil {
 			b.Fatalf("/proc/%d/status %s: %v", pid, key, err)
 		}
-		if key == "VmRSS" {
-			rss = kb / 1024
-		} else {
-			hwm = kb / 1024
-		}
+		*dst = kb / 1024
 	}
-	if rss == 0 {
+	if m.rss == 0 {
 		b.Fatalf("/proc/%d/status has no VmRSS", pid)
 	}
-	return rss, hwm
+	return m
 }
 
 // checkFleetUntouched fails if anything (Karpenter above all) disrupted the unmanaged nodes.
