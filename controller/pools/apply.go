@@ -86,17 +86,17 @@ func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *confi
 
 // applyOne applies one object and reports whether the server changed it. It never takes over an
 // object of the same name that warmpool did not create, and skips the apply when the object
-// already is what this process last applied (unchanged.go).
+// already is what was last applied (unchanged.go).
 func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj client.Object) (bool, error) {
 	u, err := nodepools.ToUnstructured(obj)
 	if err != nil {
 		return false, err
 	}
-	id := objectID(u)
 	d, err := digest(u)
 	if err != nil {
 		return false, fmt.Errorf("digesting %s %s, %w", u.GetKind(), u.GetName(), err)
 	}
+	stamp(u, d)
 	existing, err := c.existing(ctx, u)
 	if err != nil {
 		return false, err
@@ -107,16 +107,14 @@ func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj cli
 			c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonOwnershipConflict, "%s %s exists and is not managed by warmpool; leaving it alone", u.GetKind(), u.GetName())
 			return false, fmt.Errorf("%s %s exists and is not managed by warmpool", u.GetKind(), u.GetName())
 		}
-		if c.applied.same(id, d) && covers(existing.Object, u.Object) {
+		if appliedFrom(existing, d) && covers(existing.Object, u.Object) {
 			return false, nil
 		}
 		before = existing.GetResourceVersion()
 	}
 	if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership); err != nil {
-		c.applied.forget(id)
 		return false, fmt.Errorf("applying %s %s, %w", u.GetKind(), u.GetName(), err)
 	}
-	c.applied.record(id, d)
 	return u.GetResourceVersion() != before, nil
 }
 

@@ -62,11 +62,9 @@ type Controller struct {
 	refresh chan event.GenericEvent
 
 	// cache and scheme read what exists before an apply, from the manager's typed informers;
-	// set by Register (nil: every read goes to the API server through kubeClient). applied
-	// remembers what this process applied, so an unchanged object is not applied again.
-	cache   client.Reader
-	scheme  *runtime.Scheme
-	applied appliedRenderings
+	// set by Register (nil: every read goes to the API server through kubeClient).
+	cache  client.Reader
+	scheme *runtime.Scheme
 
 	mu sync.Mutex
 	// engineReports holds, per pool naming an existing engine DaemonSet, the contract

@@ -4,13 +4,15 @@ import (
 	"fmt"
 	"testing"
 
+	"warmpool.io/warmpool/controller/pools"
+	"warmpool.io/warmpool/controller/state"
 	"warmpool.io/warmpool/e2e/cluster"
 )
 
 // TestUnchangedConfigIsNotAppliedAgain: a reconcile of a config whose objects are already in
 // place sends the API server no apply at all (each one cost a round trip and a merge), and a
 // field the config stops setting is still removed (the apply is skipped only for the rendering
-// this process last applied).
+// the object was last applied from).
 func TestUnchangedConfigIsNotAppliedAgain(t *testing.T) {
 	const labelled = "  - name: b\n    architectures: [arm64]\n    nvme: {minSizeGB: 50}\n    labels: {team: ci}\n    engine: {version: v0.19.7}\n"
 	e := newEnv(t, twoPools(100, labelled), nil)
@@ -62,4 +64,72 @@ func applyCount(t *testing.T) float64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestRestartAppliesOnlyWhatChanged: a new process (an upgrade, a rescheduled pod, a new leader)
+// finds every object already applied from the rendering it would apply (the digest on the
+// object, AnnotationRendering) and sends the API server no apply for them; a config changed
+// while it was down is applied on start, and a field the new rendering drops is removed.
+func TestRestartAppliesOnlyWhatChanged(t *testing.T) {
+	const labelled = "  - name: b\n    architectures: [arm64]\n    nvme: {minSizeGB: 50}\n    labels: {team: ci}\n    engine: {version: v0.19.7}\n"
+	e := newEnv(t, twoPools(100, labelled), nil)
+	// Until the config is in force and the scaling controller recorded each pool's busy
+	// state, an apply may still be under way when the manager stops.
+	eventually(t, "both pools applied, in force and their busy state recorded", func() error {
+		if e.Mgr.State.Config() == nil {
+			return fmt.Errorf("no config in force")
+		}
+		for _, name := range []string{"warmpool-a", "warmpool-b"} {
+			np := getNodePool(t, name)
+			if np.Annotations[pools.AnnotationRendering] == "" {
+				return fmt.Errorf("NodePool %s has no rendering digest", name)
+			}
+			if np.Annotations[state.AnnotationBusy] == "" {
+				return fmt.Errorf("NodePool %s has no busy state", name)
+			}
+		}
+		return nil
+	})
+	e.Stop()
+
+	before := poolApplies(t)
+	e.Start()
+	eventually(t, "the config in force again", func() error {
+		if e.Mgr.State.Config() == nil {
+			return fmt.Errorf("no config in force")
+		}
+		return nil
+	})
+	if n := poolApplies(t) - before; n != 0 {
+		t.Errorf("a restart with an unchanged config sent %v applies of the objects pools render", n)
+	}
+
+	e.Stop()
+	e.SetConfig(twoPools(100, poolB))
+	before = poolApplies(t)
+	e.Start()
+	eventually(t, "pool b's label removed by the restarted controller", func() error {
+		if v, ok := getNodePool(t, "warmpool-b").Spec.Template.Labels["team"]; ok {
+			return fmt.Errorf("team label still %q", v)
+		}
+		return nil
+	})
+	if n := poolApplies(t) - before; n == 0 {
+		t.Errorf("a config changed while the controller was down was applied, yet the API server counted no apply")
+	}
+}
+
+// poolApplies counts the API server's server-side applies of the kinds the pools controller
+// renders (the scaling controller's headroom Deployments are not among them).
+func poolApplies(t *testing.T) float64 {
+	t.Helper()
+	total := 0.0
+	for _, resource := range []string{"nodepools", "ec2nodeclasses", "daemonsets", "configmaps"} {
+		n, err := cluster.Requests(t.Context(), restConfig, map[string]string{"verb": "APPLY", "resource": resource})
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	return total
 }

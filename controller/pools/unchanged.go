@@ -4,32 +4,28 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"sync"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // Skipping applies that would change nothing. A server-side apply of an unchanged object
 // still costs a round trip and the API server's merge; with four objects per pool, each
-// reconcile of a 100-pool config (one per busy-state change) cost some 400 of them.
+// reconcile of a 100-pool config (one per busy-state change) cost some 400 of them, and so did
+// every start of the controller (an upgrade, a rescheduled pod, a new leader).
 //
 // An apply is skipped when two things hold: the object in the cache already has every field
 // the rendered one sets, with the same values (so a hand edit of one of them is put back), and
-// this process last applied exactly this rendering (so a field the previous rendering set and
+// it was last applied from exactly this rendering (so a field the previous rendering set and
 // this one drops is still removed by the apply, as server-side apply removes the fields its
-// manager stops sending). A new process applies everything once.
+// manager stops sending). The second is recorded on the object itself, as a digest of the
+// rendering in AnnotationRendering that every apply sends, so it survives a restart: a new
+// process applies only what changed while it was away.
 
-// appliedRenderings remembers, per object, a digest of the rendering this process last applied.
-type appliedRenderings struct {
-	mu      sync.Mutex
-	digests map[string]string
-}
+// AnnotationRendering is a digest of the rendering an object warmpool generates was last
+// applied from.
+const AnnotationRendering = "warmpool.io/rendering"
 
-func objectID(u *unstructured.Unstructured) string {
-	return u.GroupVersionKind().String() + "/" + u.GetNamespace() + "/" + u.GetName()
-}
-
-// digest is a stable digest of u (encoding/json sorts map keys).
+// digest is a stable digest of u (encoding/json sorts map keys). Taken before stamp.
 func digest(u *unstructured.Unstructured) (string, error) {
 	raw, err := json.Marshal(u.Object)
 	if err != nil {
@@ -39,27 +35,19 @@ func digest(u *unstructured.Unstructured) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// same reports whether d is the digest last applied for the object.
-func (a *appliedRenderings) same(id, d string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.digests[id] == d
-}
-
-func (a *appliedRenderings) record(id, d string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.digests == nil {
-		a.digests = map[string]string{}
+// stamp records the rendering's digest d on u, so that it is applied with it.
+func stamp(u *unstructured.Unstructured, d string) {
+	a := u.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
 	}
-	a.digests[id] = d
+	a[AnnotationRendering] = d
+	u.SetAnnotations(a)
 }
 
-// forget drops an object that was pruned or failed to apply.
-func (a *appliedRenderings) forget(id string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	delete(a.digests, id)
+// appliedFrom reports whether existing was last applied from the rendering of digest d.
+func appliedFrom(existing *unstructured.Unstructured, d string) bool {
+	return existing.GetAnnotations()[AnnotationRendering] == d
 }
 
 // covers reports whether existing holds every field rendered sets, with an equal value.

@@ -53,9 +53,9 @@ func TestCovers(t *testing.T) {
 	}
 }
 
-// The digest tells one rendering from another, and appliedRenderings remembers the last one
-// applied per object until it is forgotten.
-func TestAppliedRenderings(t *testing.T) {
+// The digest tells one rendering from another, and the object stamped with it counts as
+// applied from that rendering only.
+func TestRenderingDigest(t *testing.T) {
 	obj := func(label string) *unstructured.Unstructured {
 		u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"labels": map[string]any{"l": label}}}}
 		u.SetAPIVersion("karpenter.sh/v1")
@@ -71,17 +71,16 @@ func TestAppliedRenderings(t *testing.T) {
 	if again, _ := digest(obj("1")); again != d1 || d1 == d2 {
 		t.Fatalf("digests: %s, %s again, %s for another rendering", d1, again, d2)
 	}
-	var a appliedRenderings
-	id := objectID(obj("1"))
-	if a.same(id, d1) {
-		t.Error("nothing applied yet, but the rendering counts as applied")
+	existing := obj("1")
+	if appliedFrom(existing, d1) {
+		t.Error("an object without the annotation counts as applied from a rendering")
 	}
-	a.record(id, d1)
-	if !a.same(id, d1) || a.same(id, d2) {
-		t.Errorf("after applying rendering 1: same(1) %v, same(2) %v", a.same(id, d1), a.same(id, d2))
+	existing.SetAnnotations(map[string]string{"someone": "else"})
+	stamp(existing, d1)
+	if !appliedFrom(existing, d1) || appliedFrom(existing, d2) {
+		t.Errorf("stamped with rendering 1: from 1 %v, from 2 %v", appliedFrom(existing, d1), appliedFrom(existing, d2))
 	}
-	a.forget(id)
-	if a.same(id, d1) {
-		t.Error("a forgotten object still counts as applied")
+	if existing.GetAnnotations()["someone"] != "else" {
+		t.Error("stamp dropped another annotation")
 	}
 }
