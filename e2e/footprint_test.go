@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -251,15 +252,44 @@ func BenchmarkControllerFootprint(b *testing.B) {
 		b.Logf("controller log: %d lines mention client-side throttling", strings.Count(string(log), "client-side throttling"))
 	}
 
+	// (e) A restart, as an upgrade's rollout or a new leader makes one: SIGTERM (the Lease is
+	// released), a new process, until every pool is evaluated again. The objects are already
+	// applied from the config in force, so it should apply nothing (pools/unchanged.go).
+	appliesBefore := applyRequests(b)
+	b.StartTimer()
+	if err := p.terminate(b); err != nil {
+		b.Fatalf("controller exit on SIGTERM: %v", err)
+	}
+	restarted := time.Now()
+	p = startController(b, "warmpool-footprint-restarted", args...)
+	// Runs before this process is killed, as the first one's did (that one then finds nothing
+	// left to wait for).
+	b.Cleanup(func() { restoreConfig(b, size.pools) })
+	settle(b, "every pool evaluated by the restarted controller", 10*time.Minute, func(ctx context.Context) (bool, error) {
+		body, err := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
+		if err != nil {
+			return false, err
+		}
+		e := evaluatedPools(body)
+		return e == size.pools, fmt.Errorf("%d/%d pools evaluated", e, size.pools)
+	})
+	restart := time.Since(restarted)
+	b.StopTimer()
+	restartMetrics, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
+	logReconciles(b, "restart", "", restartMetrics)
+	b.Logf("restart: server-side applies by resource: %s", appliesSince(appliesBefore, applyRequests(b)))
+	b.Logf("restart: %s until every pool was evaluated, %d NodePools of the config in force", restart.Round(10*time.Millisecond), mustNodePools(b, size.pools, "2"))
+
 	checkFleetUntouched(b, size.nodes)
 
 	b.ReportMetric(cold.Seconds(), "reconcile_s")
 	b.ReportMetric(full.Seconds(), "full_reconcile_s")
+	b.ReportMetric(restart.Seconds(), "restart_s")
 	b.ReportMetric(mem.rss, "rss_MiB")
 	b.ReportMetric(mem.hwm, "rss_peak_MiB")
 	b.ReportMetric(idleCPU, "idle_cpu_s/min")
-	b.Logf("cold full reconcile %.2fs, full reconcile after a config change %.2fs, RSS %s (%s before the idle window, peak %.1f MiB), idle CPU %.3f s/min",
-		cold.Seconds(), full.Seconds(), mem, memBefore, mem.hwm, idleCPU)
+	b.Logf("cold full reconcile %.2fs, full reconcile after a config change %.2fs, RSS %s (%s before the idle window, peak %.1f MiB), idle CPU %.3f s/min, restart %.2fs",
+		cold.Seconds(), full.Seconds(), mem, memBefore, mem.hwm, idleCPU, restart.Seconds())
 }
 
 func createNode(ctx context.Context, kube client.Client, i int, pool string, enginePods bool) error {
@@ -463,6 +493,39 @@ type memory struct{ rss, anon, file, hwm float64 }
 
 func (m memory) String() string {
 	return fmt.Sprintf("%.1f MiB (anon %.1f, file %.1f)", m.rss, m.anon, m.file)
+}
+
+// applyRequests is the API server's count of server-side applies, by resource.
+func applyRequests(b *testing.B) map[string]float64 {
+	b.Helper()
+	out := map[string]float64{}
+	for _, r := range []string{"nodepools", "kwoknodeclasses", "ec2nodeclasses", "daemonsets", "configmaps", "deployments"} {
+		n, err := cluster.Requests(b.Context(), local.Config, map[string]string{"verb": "APPLY", "resource": r})
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[r] = n
+	}
+	return out
+}
+
+func appliesSince(before, after map[string]float64) string {
+	var parts []string
+	for r, n := range after {
+		parts = append(parts, fmt.Sprintf("%s %.0f", r, n-before[r]))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+// mustNodePools counts the benchmark's NodePools of the given round.
+func mustNodePools(b *testing.B, pools int, round string) int {
+	b.Helper()
+	n, err := nodePoolsWithRound(b.Context(), pools, round)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
 
 // procMemory reads VmRSS, RssAnon, RssFile and VmHWM.

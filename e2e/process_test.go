@@ -79,7 +79,7 @@ func (p *controllerProcess) kill() {
 }
 
 // terminate sends SIGTERM and returns the exit error, or fails the test after a minute.
-func (p *controllerProcess) terminate(t *testing.T) error {
+func (p *controllerProcess) terminate(t testing.TB) error {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
