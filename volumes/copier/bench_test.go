@@ -301,8 +301,8 @@ func BenchmarkWalk(b *testing.B) {
 }
 
 // BenchmarkManifest encodes and parses the manifest of a cache of 22k entries, as a save
-// writes it and an incremental save and a restore read it (the restore three times: the Job,
-// Verify of the volume, Verify of the staging copy).
+// writes it and an incremental save and a restore read it (the restore twice: the Job, which
+// hands it to RestoreSaved, and Verify of the staging copy).
 func BenchmarkManifest(b *testing.B) {
 	m := Manifest{FormatVersion: FormatVersion, EngineVersion: "v0.21.8", Architecture: "amd64"}
 	dirs := map[string]bool{}
