@@ -107,7 +107,8 @@ func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj cli
 			c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonOwnershipConflict, "%s %s exists and is not managed by warmpool; leaving it alone", u.GetKind(), u.GetName())
 			return false, fmt.Errorf("%s %s exists and is not managed by warmpool", u.GetKind(), u.GetName())
 		}
-		if appliedFrom(existing, d) && covers(existing.Object, u.Object) {
+		// u carries its rendering's digest (stamp), so covering it means being applied from it.
+		if covers(existing.Object, u.Object) {
 			return false, nil
 		}
 		before = existing.GetResourceVersion()

@@ -9,13 +9,26 @@ import (
 	"warmpool.io/warmpool/e2e/cluster"
 )
 
+// poolBLabelled is poolB with a template label that poolB drops: switching to poolB must remove it.
+const poolBLabelled = "  - name: b\n    architectures: [arm64]\n    nvme: {minSizeGB: 50}\n    labels: {team: ci}\n    engine: {version: v0.19.7}\n"
+
+// waitTeamLabelRemoved waits until pool b's NodePool no longer carries poolBLabelled's label.
+func waitTeamLabelRemoved(t *testing.T) {
+	t.Helper()
+	eventually(t, "pool b's label removed", func() error {
+		if v, ok := getNodePool(t, "warmpool-b").Spec.Template.Labels["team"]; ok {
+			return fmt.Errorf("team label still %q", v)
+		}
+		return nil
+	})
+}
+
 // TestUnchangedConfigIsNotAppliedAgain: a reconcile of a config whose objects are already in
 // place sends the API server no apply at all (each one cost a round trip and a merge), and a
 // field the config stops setting is still removed (the apply is skipped only for the rendering
 // the object was last applied from).
 func TestUnchangedConfigIsNotAppliedAgain(t *testing.T) {
-	const labelled = "  - name: b\n    architectures: [arm64]\n    nvme: {minSizeGB: 50}\n    labels: {team: ci}\n    engine: {version: v0.19.7}\n"
-	e := newEnv(t, twoPools(100, labelled), nil)
+	e := newEnv(t, twoPools(100, poolBLabelled), nil)
 	eventually(t, "both pools applied", func() error {
 		if n := len(owned(t, "NodePool")); n != 2 {
 			return fmt.Errorf("%d NodePools", n)
@@ -44,12 +57,7 @@ func TestUnchangedConfigIsNotAppliedAgain(t *testing.T) {
 
 	before := applyCount(t)
 	e.SetConfig(twoPools(100, poolB))
-	eventually(t, "pool b's label removed", func() error {
-		if v, ok := getNodePool(t, "warmpool-b").Spec.Template.Labels["team"]; ok {
-			return fmt.Errorf("team label still %q", v)
-		}
-		return nil
-	})
+	waitTeamLabelRemoved(t)
 	// The count the check above reads does see applies: the change was one.
 	if n := applyCount(t) - before; n == 0 {
 		t.Errorf("a changed config was applied, yet the API server counted no apply")
@@ -71,8 +79,7 @@ func applyCount(t *testing.T) float64 {
 // object, AnnotationRendering) and sends the API server no apply for them; a config changed
 // while it was down is applied on start, and a field the new rendering drops is removed.
 func TestRestartAppliesOnlyWhatChanged(t *testing.T) {
-	const labelled = "  - name: b\n    architectures: [arm64]\n    nvme: {minSizeGB: 50}\n    labels: {team: ci}\n    engine: {version: v0.19.7}\n"
-	e := newEnv(t, twoPools(100, labelled), nil)
+	e := newEnv(t, twoPools(100, poolBLabelled), nil)
 	// Until the config is in force and the scaling controller recorded each pool's busy
 	// state, an apply may still be under way when the manager stops.
 	eventually(t, "both pools applied, in force and their busy state recorded", func() error {
@@ -108,12 +115,7 @@ func TestRestartAppliesOnlyWhatChanged(t *testing.T) {
 	e.SetConfig(twoPools(100, poolB))
 	before = poolApplies(t)
 	e.Start()
-	eventually(t, "pool b's label removed by the restarted controller", func() error {
-		if v, ok := getNodePool(t, "warmpool-b").Spec.Template.Labels["team"]; ok {
-			return fmt.Errorf("team label still %q", v)
-		}
-		return nil
-	})
+	waitTeamLabelRemoved(t)
 	if n := poolApplies(t) - before; n == 0 {
 		t.Errorf("a config changed while the controller was down was applied, yet the API server counted no apply")
 	}

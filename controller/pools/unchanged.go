@@ -17,9 +17,10 @@ import (
 // the rendered one sets, with the same values (so a hand edit of one of them is put back), and
 // it was last applied from exactly this rendering (so a field the previous rendering set and
 // this one drops is still removed by the apply, as server-side apply removes the fields its
-// manager stops sending). The second is recorded on the object itself, as a digest of the
-// rendering in AnnotationRendering that every apply sends, so it survives a restart: a new
-// process applies only what changed while it was away.
+// manager stops sending). The second is recorded on the object itself: every apply sends a
+// digest of its rendering in AnnotationRendering (stamp), so the rendered object carries it and
+// covers checks it with every other field. It survives a restart: a new process applies only
+// what changed while it was away.
 
 // AnnotationRendering is a digest of the rendering an object warmpool generates was last
 // applied from.
@@ -43,11 +44,6 @@ func stamp(u *unstructured.Unstructured, d string) {
 	}
 	a[AnnotationRendering] = d
 	u.SetAnnotations(a)
-}
-
-// appliedFrom reports whether existing was last applied from the rendering of digest d.
-func appliedFrom(existing *unstructured.Unstructured, d string) bool {
-	return existing.GetAnnotations()[AnnotationRendering] == d
 }
 
 // covers reports whether existing holds every field rendered sets, with an equal value.

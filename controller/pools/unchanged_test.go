@@ -71,14 +71,25 @@ func TestRenderingDigest(t *testing.T) {
 	if again, _ := digest(obj("1")); again != d1 || d1 == d2 {
 		t.Fatalf("digests: %s, %s again, %s for another rendering", d1, again, d2)
 	}
+	// What applyOne compares: the rendering stamped with its digest against what exists.
+	rendered := func(label, d string) *unstructured.Unstructured {
+		u := obj(label)
+		stamp(u, d)
+		return u
+	}
 	existing := obj("1")
-	if appliedFrom(existing, d1) {
-		t.Error("an object without the annotation counts as applied from a rendering")
+	if covers(existing.Object, rendered("1", d1).Object) {
+		t.Error("an object without the digest counts as applied from a rendering")
 	}
 	existing.SetAnnotations(map[string]string{"someone": "else"})
 	stamp(existing, d1)
-	if !appliedFrom(existing, d1) || appliedFrom(existing, d2) {
-		t.Errorf("stamped with rendering 1: from 1 %v, from 2 %v", appliedFrom(existing, d1), appliedFrom(existing, d2))
+	if !covers(existing.Object, rendered("1", d1).Object) {
+		t.Error("an object stamped with rendering 1 does not cover rendering 1")
+	}
+	// A rendering that sets the same fields as one the object was applied from but is not it
+	// (it drops a field the first set) still has to be applied, to remove that field.
+	if covers(existing.Object, rendered("1", d2).Object) {
+		t.Error("an object applied from rendering 1 covers another rendering's digest")
 	}
 	if existing.GetAnnotations()["someone"] != "else" {
 		t.Error("stamp dropped another annotation")
