@@ -69,18 +69,11 @@ func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
 		Watches(&appsv1.Deployment{}, toPools, hasPool).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(c.podPool), builder.WithPredicates(podMoved)).
 		Watches(&karpv1.NodePool{}, toPools, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), created)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: evaluateWorkers}).
+		// Pools are independent (each one's state is its own, the shared parts lock): a cold
+		// start or a config change evaluates every pool, each waiting on a few API round trips.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
 		Complete(counted.Reconciler("scaling", c))
 }
-
-// evaluateWorkers is how many pools are evaluated at once. Pools are independent (each one's
-// state is its own, the shared parts lock), and a cold start or a config change evaluates every
-// pool, each spending most of its time on a few API round trips (the busy annotation, the
-// headroom), not on CPU: in the footprint benchmark's cold start the controller used well under
-// a core while 100 evaluations, 8 at a time, waited on a loaded API server. The pools controller
-// applies as many pools at once (applyWorkers), and the client-side rate limit still bounds
-// the burst.
-const evaluateWorkers = 32
 
 func hasPoolLabel(o client.Object) bool { return o.GetLabels()[nodepools.LabelPool] != "" }
 
