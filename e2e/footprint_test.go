@@ -185,12 +185,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 		if err != nil || n < size.pools {
 			return false, fmt.Errorf("%d/%d NodePools (%v)", n, size.pools, err)
 		}
-		body, err := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
-		if err != nil {
-			return false, err
-		}
-		e := evaluatedPools(body)
-		return e == size.pools, fmt.Errorf("%d/%d pools evaluated", e, size.pools)
+		return p.evaluatedAll(ctx, size.pools)
 	})
 	cold := time.Since(started)
 	coldMetrics, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
@@ -266,12 +261,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	// left to wait for).
 	b.Cleanup(func() { restoreConfig(b, size.pools) })
 	settle(b, "every pool evaluated by the restarted controller", 10*time.Minute, func(ctx context.Context) (bool, error) {
-		body, err := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
-		if err != nil {
-			return false, err
-		}
-		e := evaluatedPools(body)
-		return e == size.pools, fmt.Errorf("%d/%d pools evaluated", e, size.pools)
+		return p.evaluatedAll(ctx, size.pools)
 	})
 	restart := time.Since(restarted)
 	b.StopTimer()
@@ -452,6 +442,17 @@ func nodePoolsWithRound(ctx context.Context, pools int, round string) (int, erro
 
 // evaluatedPools counts the benchmark's pools with a warmpool_desired_nodes series: the
 // scaling controller sets it at the end of a pool's first evaluation.
+// evaluatedAll reports whether the process has evaluated all n of the benchmark's pools, for
+// settle.
+func (p *controllerProcess) evaluatedAll(ctx context.Context, n int) (bool, error) {
+	body, err := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
+	if err != nil {
+		return false, err
+	}
+	e := evaluatedPools(body)
+	return e == n, fmt.Errorf("%d/%d pools evaluated", e, n)
+}
+
 func evaluatedPools(metrics string) int {
 	n := 0
 	for _, line := range strings.Split(metrics, "\n") {
