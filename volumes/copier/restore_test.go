@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -175,12 +176,11 @@ func TestRestoreSavedChecksAgainstTheCallersManifest(t *testing.T) {
 	t.Run("manifest of another copy", func(t *testing.T) {
 		other := m
 		other.Entries = append([]Entry(nil), m.Entries...)
-		for i := range other.Entries {
-			if other.Entries[i].Type == TypeFile && other.Entries[i].Size > 0 {
-				other.Entries[i].Size++
-				break
-			}
+		i := slices.IndexFunc(other.Entries, func(e Entry) bool { return e.Type == TypeFile && e.Size > 0 })
+		if i < 0 {
+			t.Fatal("the saved tree has no non-empty file to misdescribe")
 		}
+		other.Entries[i].Size++
 		final, before := oldCache(t)
 		staging := filepath.Join(filepath.Dir(final), "staging")
 		_, err := RestoreSaved(context.Background(), volume, &other, staging, final, Options{})
