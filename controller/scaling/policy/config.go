@@ -36,6 +36,8 @@ type Config struct {
 	ScaleDownStep int
 	// Spare keeps idle nodes above demand (see Spare); the zero value keeps none.
 	Spare Spare
+	// BurstHold keeps a share of a recent burst's nodes (see BurstHold); the zero value keeps none.
+	BurstHold BurstHold
 }
 
 // stabilization returns the effective scale-down stabilization window.
@@ -69,6 +71,7 @@ func (c Config) Validate(path *field.Path) field.ErrorList {
 		errs = append(errs, w.Validate(path.Child("warmWindows").Index(i))...)
 	}
 	errs = append(errs, c.validateSpare(path)...)
+	errs = append(errs, c.BurstHold.Validate(path.Child("burstHold"))...)
 	return errs
 }
 

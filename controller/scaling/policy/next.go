@@ -22,7 +22,8 @@ import (
 //     evaluation (Arrivals), so an adaptive pool is evaluated at least every coverageRefresh of
 //     its window; between bucket edges the rate still drifts down as the span it is counted
 //     over grows, which can cross a hysteresis bound; and with TimeOfWeek it learns the hour of each evaluation and sizes for the
-//     hour BootTime ahead, so it is evaluated at every hour edge of either.
+//     hour BootTime ahead, so it is evaluated at every hour edge of either;
+//   - the burst hold's peak leaving its window (the head of State.Peaks): the hold falls then.
 //
 // The scale-down history needs nothing of its own: it only holds nodes while Desired is above
 // Target, which StabilizedUntil (or a step) already covers.
@@ -44,6 +45,9 @@ func (p *Policy) NextChange(now time.Time, d Decision, s State) time.Time {
 	}
 	if p.cfg.Spare.adaptive() {
 		earliest(p.nextEstimate(now, s))
+	}
+	if p.cfg.BurstHold.on() && len(s.Peaks) > 0 {
+		earliest(s.Peaks[0].At.Add(p.cfg.BurstHold.Window))
 	}
 	return next
 }

@@ -67,6 +67,13 @@ func TestNextChange(t *testing.T) {
 			want: utc("2026-06-01T12:03:00Z"),
 		},
 		{
+			name: "a burst held: when its peak leaves the hold's window",
+			cfg:  Config{JobsPerNode: 1, MaxNodes: 10, ScaleDownStabilization: time.Second, BurstHold: BurstHold{Percent: 50, Window: 20 * time.Minute}},
+			at:   mon("12:00"), in: Input{Known: true},
+			prev: State{Desired: 3, LastEvaluation: mon("11:59"), Peaks: []Recommendation{{At: mon("11:50"), Target: 6}, {At: mon("11:55"), Target: 2}}},
+			want: mon("12:10"),
+		},
+		{
 			name: "a step-limited scale-down: the next evaluation",
 			cfg:  Config{JobsPerNode: 1, MaxNodes: 10, ScaleDownStabilization: time.Second, ScaleDownStep: 1},
 			at:   mon("12:00"), in: Input{Known: true},

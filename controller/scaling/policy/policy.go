@@ -45,12 +45,15 @@ const (
 	ReasonSteady Reason = "Steady"
 	// ReasonSpare: the spare (idle nodes above demand, see Spare) raised the count.
 	ReasonSpare Reason = "Spare"
+	// ReasonBurstHold: the burst hold (a share of the recent peak, see BurstHold) raised or
+	// holds the count.
+	ReasonBurstHold Reason = "BurstHold"
 )
 
 // Reasons lists every Reason, so metrics can pre-register their label values.
 func Reasons() []Reason {
 	return []Reason{ReasonQueueGrew, ReasonWarmMinimum, ReasonWarmWindow, ReasonQueueDrained,
-		ReasonStabilizing, ReasonAtMax, ReasonUnknownQueue, ReasonStepLimited, ReasonSteady, ReasonSpare}
+		ReasonStabilizing, ReasonAtMax, ReasonUnknownQueue, ReasonStepLimited, ReasonSteady, ReasonSpare, ReasonBurstHold}
 }
 
 // Input is one evaluation's observations.
@@ -97,6 +100,9 @@ type Decision struct {
 	// (both zero unless the spare is adaptive).
 	ArrivalRate   float64
 	ArrivalsKnown bool
+	// BurstHold is the nodes the burst hold keeps this evaluation (see BurstHold), MaxNodes not
+	// applied; 0 when it is off or no peak is remembered.
+	BurstHold int
 }
 
 // Policy is a Config whose warm windows are parsed once. It is immutable and safe for concurrent use.
@@ -200,10 +206,18 @@ func (p *Policy) Decide(in Input, prev State) (Decision, State) {
 
 	sp := p.spare(in, prev, max(in.Queued, 0)+max(in.Running, 0))
 	d.Spare, d.SpareFrom, d.ArrivalRate, d.ArrivalsKnown = sp.nodes, sp.from, sp.perMin, sp.known
-	demand := 0 // the queue's nodes plus the spare
+	demand := 0 // the queue's nodes plus the spare, or the burst hold if higher
 	if in.Known {
 		d.QueueNodes = queueNodes(in.Queued, in.Running, p.cfg.JobsPerNode)
+	}
+	var peaks []Recommendation
+	d.BurstHold, peaks = p.burstHold(now, prev.Peaks, d.QueueNodes, in.Known)
+	held := false // the burst hold, not the queue and spare, sets demand
+	if in.Known {
 		demand = satAdd(d.QueueNodes, sp.nodes)
+		if d.BurstHold > demand {
+			demand, held = d.BurstHold, true
+		}
 		d.Target = min(max(demand, floor), maxNodes)
 	} else {
 		// Hold: a stale source is no evidence either way. Only the warm floor may raise it.
@@ -219,6 +233,8 @@ func (p *Policy) Decide(in Input, prev State) (Decision, State) {
 			d.Reason = floorReason
 		case demand > maxNodes:
 			d.Reason = ReasonAtMax
+		case demand >= floor && held:
+			d.Reason = ReasonBurstHold
 		case demand >= floor && d.QueueNodes <= prevDesired:
 			d.Reason = ReasonSpare
 		case demand >= floor:
@@ -235,6 +251,8 @@ func (p *Policy) Decide(in Input, prev State) (Decision, State) {
 			d.Reason = ReasonAtMax
 		case demand < floor:
 			d.Reason = floorReason
+		case held:
+			d.Reason = ReasonBurstHold
 		default:
 			d.Reason = ReasonSteady
 		}
@@ -266,7 +284,7 @@ func (p *Policy) Decide(in Input, prev State) (Decision, State) {
 		d.Direction = DirectionNone
 	}
 
-	return d, State{Desired: d.Desired, History: h, LastEvaluation: now, Arrivals: sp.arrivals, SpareSlots: sp.slots, Spare: d.Spare}
+	return d, State{Desired: d.Desired, History: h, LastEvaluation: now, Arrivals: sp.arrivals, SpareSlots: sp.slots, Spare: d.Spare, Peaks: peaks}
 }
 
 // queueNodes is ceil((queued+running)/jobsPerNode), saturating instead of overflowing on absurd

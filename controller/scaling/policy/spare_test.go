@@ -530,8 +530,8 @@ func TestSpareFromConfig(t *testing.T) {
 		in   config.Spare
 		want Spare
 	}{
-		{"defaults", config.DefaultSpare(), Spare{Probability: 0.9, BootTime: 3 * time.Minute, Window: 10 * time.Minute, Max: 14}},
-		{"not defaulted reads the defaults", config.Spare{}, Spare{Probability: 0.9, BootTime: 3 * time.Minute, Window: 10 * time.Minute, Max: 14}},
+		{"defaults", config.DefaultSpare(), Spare{Probability: 0.9, BootTime: time.Minute, Window: 10 * time.Minute, Max: 14}},
+		{"not defaulted reads the defaults", config.Spare{}, Spare{Probability: 0.9, BootTime: time.Minute, Window: 10 * time.Minute, Max: 14}},
 		{"adaptive, set", config.Spare{Mode: config.SpareModeAdaptive, Probability: ptrInt(99), BootTime: &boot, Window: &boot, Constant: 2, Max: ptrInt(4), TimeOfWeek: true},
 			Spare{Probability: 0.99, BootTime: time.Minute, Window: time.Minute, Constant: 2, Max: 4, TimeOfWeek: true}},
 		{"constant", config.Spare{Mode: config.SpareModeConstant, Constant: 20}, Spare{Constant: 20, Max: 20}},

@@ -30,6 +30,9 @@ type State struct {
 	// Spare is the last decision's spare in nodes (Decision.Spare), recorded for whoever reads
 	// the state (warmpool status); Decide does not read it back.
 	Spare int `json:"spare,omitempty"`
+	// Peaks are the queue demands (Decision.QueueNodes) still inside the burst hold's window,
+	// kept as History is (a sliding-window maximum); empty when the hold is off.
+	Peaks []Recommendation `json:"peaks,omitempty"`
 }
 
 // Recommendation is one evaluation's target, as in the HPA's scale-down stabilization.
