@@ -72,6 +72,15 @@ const (
 	// (seconds to a minute after Ready), the volume created from the snapshot and attached, and
 	// the restore pod started.
 	DefaultRestoreProvisioningSlack = 2 * time.Minute
+	// WhenJobsWaitCold and WhenJobsWaitRestore are cache.restore.whenJobsWait's values. A job
+	// that waits for a new node waits for its boot either way; with restore it then also waits
+	// for the restore, which on the bursty traces of `warmpool simulate` made the p95 wait a boot
+	// plus a restore (180 s against Karpenter alone's 60 s). cold starts such a node at once,
+	// and the spare and the burst hold keep restored nodes for the jobs they can foresee
+	// (docs/scaling.md).
+	WhenJobsWaitCold    = "cold"
+	WhenJobsWaitRestore = "restore"
+	DefaultWhenJobsWait = WhenJobsWaitCold
 )
 
 // Default fills every unset field with its documented default. It is idempotent.
@@ -167,7 +176,8 @@ func defaultPool(p *Pool) {
 	if s.BusyBudget == "" {
 		s.BusyBudget = DefaultBusyBudget
 	}
-	defaultSpare(&s.Spare) // validate_spare.go
+	defaultSpare(&s.Spare)         // validate_spare.go
+	defaultBurstHold(&s.BurstHold) // validate_burst.go
 }
 
 func defaultSource(s *Source) {
@@ -239,6 +249,9 @@ func defaultCacheRestore(p *Pool) {
 	}
 	if r.ProvisioningSlack == nil {
 		r.ProvisioningSlack = &metav1.Duration{Duration: DefaultRestoreProvisioningSlack}
+	}
+	if r.WhenJobsWait == "" {
+		r.WhenJobsWait = DefaultWhenJobsWait
 	}
 	if !c.Enabled || !r.SizeGCToBudget || p.Engine.ExistingDaemonSet != nil {
 		return

@@ -277,6 +277,10 @@ type CacheRestore struct {
 	// ProvisioningSlack), so the engine keeps its cache small enough to be restored in time.
 	// It cannot be combined with an explicit engine.gc.maxUsedSpace.
 	SizeGCToBudget bool `json:"sizeGCToBudget,omitempty"`
+	// WhenJobsWait is what a new node does when the pool has jobs waiting that its usable
+	// nodes cannot take: cold (default) releases it at once with a cold cache, since a restore
+	// would keep those jobs waiting for it too; restore restores it anyway.
+	WhenJobsWait string `json:"whenJobsWait,omitempty"`
 }
 
 // Budget is the pool's restore budget, for volumes/storagecheck. Call it on a defaulted config.
@@ -428,6 +432,17 @@ type Scaling struct {
 	BusyBudget string `json:"busyBudget,omitempty"`
 	// Spare keeps idle nodes Ready above the queue's demand (see Spare).
 	Spare Spare `json:"spare,omitzero"`
+	// BurstHold keeps a share of a recent burst's nodes for the next one (see BurstHold).
+	BurstHold BurstHold `json:"burstHold,omitzero"`
+}
+
+// BurstHold keeps, after a burst, Percent% of the highest queue demand (in nodes) of the last
+// Window. Defaults and validation: validate_burst.go.
+type BurstHold struct {
+	// Percent is the share of the peak kept; 0 turns the hold off.
+	Percent *int `json:"percent,omitempty"`
+	// Window is how long a peak is remembered.
+	Window *metav1.Duration `json:"window,omitempty"`
 }
 
 // Spare is the pool's headroom above demand: idle nodes kept Ready for the jobs that are queued

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
@@ -44,6 +45,8 @@ func validateCache(p *Pool, fp *field.Path) field.ErrorList {
 	return errs
 }
 
+var whenJobsWait = sets.New(WhenJobsWaitCold, WhenJobsWaitRestore)
+
 // validateCacheRestore checks the restore budget, and that a GC size derived from it is the
 // only one.
 func validateCacheRestore(p *Pool, fp *field.Path) field.ErrorList {
@@ -61,6 +64,9 @@ func validateCacheRestore(p *Pool, fp *field.Path) field.ErrorList {
 	case r.MaxWait.Duration > 0 && slack >= r.MaxWait.Duration:
 		errs = append(errs, field.Invalid(fp.Child("provisioningSlack"), slack.String(),
 			fmt.Sprintf("must be below maxWait (%s): no time would be left to copy, so no cache would ever be restored", r.MaxWait.Duration)))
+	}
+	if !whenJobsWait.Has(r.WhenJobsWait) {
+		errs = append(errs, field.NotSupported(fp.Child("whenJobsWait"), r.WhenJobsWait, sets.List(whenJobsWait)))
 	}
 	if !r.SizeGCToBudget || len(errs) > 0 {
 		return errs

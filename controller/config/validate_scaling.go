@@ -55,6 +55,7 @@ func validateScaling(p *Pool, fp *field.Path) field.ErrorList {
 	if !busyBudgets.Has(s.BusyBudget) {
 		errs = append(errs, field.NotSupported(fp.Child("busyBudget"), s.BusyBudget, sets.List(busyBudgets)))
 	}
-	errs = append(errs, validateSpare(p, fp)...) // validate_spare.go
+	errs = append(errs, validateSpare(p, fp)...)                                          // validate_spare.go
+	errs = append(errs, ValidateBurstHoldSettings(s.BurstHold, fp.Child("burstHold"))...) // validate_burst.go
 	return errs
 }

@@ -22,9 +22,10 @@ const (
 	// DefaultSpareProbability is the chance, in percent, that the jobs queued during one boot
 	// all find a Ready node.
 	DefaultSpareProbability = 90
-	// DefaultSpareBootTime is a node's launch, Ready and cache restore: about a minute to Ready
-	// on EKS, and the restore's two minutes of provisioning (cache.restore.provisioningSlack).
-	DefaultSpareBootTime = 3 * time.Minute
+	// DefaultSpareBootTime is how long a job that finds no Ready node waits for one: a node's
+	// launch to Ready, about a minute on EKS. Not the restore too: with cache.restore.whenJobsWait
+	// cold (the default) a node a job already waits for skips its restore.
+	DefaultSpareBootTime = time.Minute
 	// DefaultSpareWindow is how far back arrivals are counted.
 	DefaultSpareWindow = 10 * time.Minute
 	// DefaultSpareMax caps the spare.

@@ -11,7 +11,7 @@ import (
 
 func TestSpareDefaults(t *testing.T) {
 	s := DefaultSpare()
-	if s.Mode != SpareModeAdaptive || *s.Probability != 90 || s.BootTime.Duration != 3*time.Minute ||
+	if s.Mode != SpareModeAdaptive || *s.Probability != 90 || s.BootTime.Duration != time.Minute ||
 		s.Window.Duration != 10*time.Minute || s.Constant != 0 || *s.Max != 14 || s.TimeOfWeek {
 		t.Fatalf("DefaultSpare() = %+v", s)
 	}
