@@ -60,6 +60,9 @@ type Options struct {
 	CopierImage string
 	// GuardImage is the guard pod's image (a pause image).
 	GuardImage string
+	// Jobs is each pool's job demand as the scaling controller last read it (state.Cluster);
+	// nil never skips a restore for waiting jobs (cache.restore.whenJobsWait).
+	Jobs JobDemand
 	// VerifyTimeout bounds the wait for the engine's verdict on a restored cache.
 	VerifyTimeout time.Duration
 	// SaveMargin is kept free before a node's deadline.

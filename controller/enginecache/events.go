@@ -122,6 +122,10 @@ const (
 	ColdNoCSIDriver = "csi-driver-not-registered"
 	// ColdWiped: the engine discarded the restored cache at start.
 	ColdWiped = "engine-wiped"
+	// ColdJobsWaiting: the pool had jobs waiting that its usable nodes could not take, so the
+	// node skipped its restore (cache.restore.whenJobsWait cold): those jobs already waited for
+	// its boot and would have waited for the copy too.
+	ColdJobsWaiting = "jobs-waiting"
 )
 
 // Retention, uploads and fast snapshot restore (GCController).

@@ -19,6 +19,7 @@ import (
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/operator/operatortest"
+	"warmpool.io/warmpool/controller/state"
 	"warmpool.io/warmpool/volumes"
 )
 
@@ -43,6 +44,9 @@ type direct struct {
 	kube   *crashingClient
 	events *eventLog
 	ctrls  *enginecache.Controllers
+	// jobs is the pools' job demand the restore controller reads, as the scaling controller
+	// would record it (empty: no reading yet).
+	jobs *state.Cluster
 }
 
 func newDirect(t *testing.T, pools ...string) *direct {
@@ -64,11 +68,13 @@ func newDirect(t *testing.T, pools ...string) *direct {
 		env:    &env{Env: &operatortest.Env{T: t, Namespace: ns.Name}, clk: clocktesting.NewFakeClock(time.Now().Truncate(time.Second))},
 		kube:   &crashingClient{Client: kube},
 		events: &eventLog{},
+		jobs:   state.NewCluster(kube),
 	}
 	// live is the plain client too: without a cache, the reconcilers' cached and live reads are
 	// the same reads.
 	d.ctrls = enginecache.New(d.kube, kube, d.events, d.clk, func() *config.Config { return cfg }, enginecache.Options{
 		ConfigMap: types.NamespacedName{Namespace: ns.Name, Name: operatortest.ConfigMapName}, CopierImage: "copier:test", GuardImage: "pause:test",
+		Jobs: d.jobs,
 	})
 	t.Cleanup(func() { cleanupCluster(t) })
 	return d

@@ -72,7 +72,7 @@ func InitMetrics(cfg *config.Config) {
 		for _, r := range []string{volumes.ResultWarm, volumes.ResultWiped, restoreUnverified, volumes.ResultFailed, volumes.ResultNoCache, "timeout"} {
 			restoresTotal.WithLabelValues(p.Name, r)
 		}
-		for _, r := range []string{ColdNoSnapshot, ColdFailed, ColdTimeout, ColdNoCache, ColdWiped} {
+		for _, r := range []string{ColdNoSnapshot, ColdFailed, ColdTimeout, ColdNoCache, ColdWiped, ColdJobsWaiting} {
 			coldStarts.WithLabelValues(p.Name, r)
 		}
 		for _, r := range []string{volumes.LostTimeout, volumes.LostSpotInterruption, volumes.LostNoTime, volumes.LostNodeGone, lostSnapshotFailed} {

@@ -37,6 +37,8 @@ import (
 type RestoreController struct {
 	base
 	kick chan event.GenericEvent
+	// waiting serializes the decisions to skip a restore for waiting jobs (restore_jobs.go).
+	waiting waitingJobs
 }
 
 type restoreState struct {
@@ -84,6 +86,7 @@ func (c *RestoreController) restoreSteps() steps.List[restoreState] {
 		{Name: "awaitNodeReady", Run: c.awaitNodeReady},
 		{Name: "releaseUnserved", Run: c.releaseUnserved},
 		{Name: "chooseSnapshot", Run: c.chooseSnapshot},
+		{Name: "skipForWaitingJobs", Run: c.skipForWaitingJobs},
 		{Name: "planBudget", Run: c.planBudget},
 		{Name: "checkStorage", Run: c.checkStorage},
 		{Name: "checkTimeout", Run: c.checkTimeout},

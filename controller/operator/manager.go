@@ -236,6 +236,7 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	cc := enginecache.New(mgr.GetClient(), mgr.GetAPIReader(), recorder, cacheClock, cluster.Config, enginecache.Options{
 		ConfigMap: key, CopierImage: opts.CopierImage, GuardImage: opts.GuardImage,
 		VerifyTimeout: opts.VerifyTimeout, SaveMargin: opts.SaveMargin, MinSaveTime: opts.MinSaveTime, NoSnapshotAPI: snapErr != nil,
+		Jobs: cluster,
 	})
 
 	// A new queue reading re-evaluates its pool.

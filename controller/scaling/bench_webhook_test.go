@@ -91,7 +91,7 @@ func newHeadroomFollower(tb testing.TB, pool, label, secret string, options func
 	tb.Helper()
 	e := newWebhookEnv(tb, secret, configYAMLWithWebhook(poolYAML(pool,
 		"queue: {sources: [{name: gh, githubWebhook: {labels: [self-hosted, "+label+"]}}]}",
-		"scaling: {jobsPerNode: 1, warmMinimum: 0, scaleDownStabilization: 1ms}")), options)
+		"scaling: {burstHold: {percent: 0}, jobsPerNode: 1, warmMinimum: 0, scaleDownStabilization: 1ms}")), options)
 	h := &headroomFollower{
 		tb: tb, client: &http.Client{Timeout: 30 * time.Second}, label: label, secret: secret,
 		url:      "http://" + e.Mgr.Webhook.BoundAddr + config.DefaultWebhookPath,

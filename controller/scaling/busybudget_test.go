@@ -27,8 +27,8 @@ func TestBusyBudgetSurplus(t *testing.T) {
 	surplus, block := poolName("surplus"), poolName("block")
 	// No stabilization window (0s) lets desired follow the queue down at once.
 	e := newEnv(t, configYAML(
-		poolYAML(surplus, ciSource, "scaling: {jobsPerNode: 1, scaleDownStabilization: 0s, busyBudget: surplus}"),
-		poolYAML(block, ciSource, "scaling: {jobsPerNode: 1, scaleDownStabilization: 0s, busyBudget: block}"),
+		poolYAML(surplus, ciSource, "scaling: {burstHold: {percent: 0}, jobsPerNode: 1, scaleDownStabilization: 0s, busyBudget: surplus}"),
+		poolYAML(block, ciSource, "scaling: {burstHold: {percent: 0}, jobsPerNode: 1, scaleDownStabilization: 0s, busyBudget: block}"),
 	))
 	e.waitReplicas(surplus, 0)
 	e.waitReplicas(block, 0)

@@ -197,6 +197,9 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	ev := &evaluation{pool: p, jobsPerNode: jobsPerNode, fleet: fleet, retry: jobsRetry}
 	ev.counts, ev.known = c.tracker.Pool(name)
+	// For the restore controller: a new node of a pool whose jobs wait skips its restore.
+	c.cluster.SetJobs(name, state.Jobs{Needed: max(ev.counts.Queued, 0) + max(ev.counts.Running, 0),
+		PerNode: max(jobsPerNode, 1), Known: ev.known, At: c.clk.Now()})
 	c.mu.Lock()
 	seeded := ps.seeded
 	c.mu.Unlock()
@@ -240,7 +243,7 @@ func (c *Controller) forget(ctx context.Context, pool string) error {
 	c.mu.Unlock()
 	c.ageOut.stop(pool)
 	c.cluster.ForgetPool(pool)
-	for _, m := range []interface{ DeleteLabelValues(...string) bool }{desiredNodes, headroomPods, poolNodes, poolBusy, spareNodes, arrivalRate} {
+	for _, m := range []interface{ DeleteLabelValues(...string) bool }{desiredNodes, headroomPods, poolNodes, poolBusy, spareNodes, arrivalRate, burstHoldNodes} {
 		m.DeleteLabelValues(pool)
 	}
 	spareFrom.DeletePartialMatch(prometheus.Labels{"pool": pool})

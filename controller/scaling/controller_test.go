@@ -403,7 +403,7 @@ func TestWarmMinimum(t *testing.T) {
 // stabilization window, then lets them go.
 func TestScaleDownWaitsForStabilization(t *testing.T) {
 	pool := poolName("down")
-	e := newEnv(t, configYAML(poolYAML(pool, ciSource, "scaling: {jobsPerNode: 1, scaleDownStabilization: 20s}")))
+	e := newEnv(t, configYAML(poolYAML(pool, ciSource, "scaling: {burstHold: {percent: 0}, jobsPerNode: 1, scaleDownStabilization: 20s}")))
 	e.waitReplicas(pool, 0)
 
 	e.record(pool, queue.Counts{Queued: 4}, nil)

@@ -175,6 +175,7 @@ func PolicyConfig(p *config.Pool, jobsPerNode int) policy.Config {
 		ScaleDownStabilization: stabilization,
 		ScaleDownStep:          s.ScaleDownStep,
 		// Warm windows' spares are in WarmWindows; Spare.Max caps them (mode off: none).
-		Spare: policy.SpareFromConfig(s.Spare),
+		Spare:     policy.SpareFromConfig(s.Spare),
+		BurstHold: policy.BurstHoldFromConfig(s.BurstHold),
 	}
 }

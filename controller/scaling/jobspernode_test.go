@@ -47,7 +47,7 @@ func TestJobsPerNodeDerived(t *testing.T) {
 	cfg := configYAML(poolYAML(pool, ciSource,
 		"engine: {version: v0.19.7, resources: {requests: {cpu: \"1\", memory: 2Gi}}}",
 		"instance: {families: {in: [c6id]}}",
-		`scaling: {runnerRequests: {cpu: "2", memory: 4Gi}, scaleDownStabilization: 1s}`,
+		`scaling: {burstHold: {percent: 0}, runnerRequests: {cpu: "2", memory: 4Gi}, scaleDownStabilization: 1s}`,
 	))
 	cfg = replaceOnce(t, cfg, "    nvme: {minSizeGB: 100}\n", "    nvme: {minSizeGB: 400}\n")
 	cfg = replaceOnce(t, cfg, "    engine: {version: v0.19.7}\n", "")

@@ -34,6 +34,10 @@ var (
 		Name: "warmpool_arrival_rate_per_minute",
 		Help: "The pool's estimated job arrival rate (jobs queued per minute over scaling.spare.window) that sizes the adaptive spare; NaN while unknown (stale source, too little observed).",
 	}, []string{"pool"})
+	burstHoldNodes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "warmpool_burst_hold_nodes",
+		Help: "Nodes the burst hold keeps (scaling.burstHold: a share of the highest queue demand of its window), before maxNodes; warmpool_desired_nodes is at least this.",
+	}, []string{"pool"})
 	decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warmpool_scaling_decisions_total",
 		Help: "Changes of desired nodes by direction (up, down) and the policy's reason.",
@@ -41,5 +45,5 @@ var (
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(desiredNodes, headroomPods, poolNodes, poolBusy, decisions, spareNodes, spareFrom, arrivalRate)
+	crmetrics.Registry.MustRegister(desiredNodes, headroomPods, poolNodes, poolBusy, decisions, spareNodes, spareFrom, arrivalRate, burstHoldNodes)
 }

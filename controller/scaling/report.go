@@ -40,6 +40,7 @@ func (c *Controller) report(ctx context.Context, np *karpv1.NodePool, ev *evalua
 	poolNodes.WithLabelValues(name).Set(float64(nodes))
 	poolBusy.WithLabelValues(name).Set(boolFloat(ev.busy.Busy))
 	spareNodes.WithLabelValues(name).Set(float64(d.Spare))
+	burstHoldNodes.WithLabelValues(name).Set(float64(d.BurstHold))
 	for _, from := range policy.SpareSources() {
 		spareFrom.WithLabelValues(name, string(from)).Set(boolFloat(d.SpareFrom == from))
 	}

@@ -24,7 +24,7 @@ func TestHoldThatRunsOutWhileActuatingRequeuesAtOnce(t *testing.T) {
 	// stepOnRead, when set, is how far the clock moves during the next read of the headroom.
 	var stepOnRead atomic.Int64
 	var d *direct
-	d = newDirect(t, poolName("requeue"), `scaling: {jobsPerNode: 1, scaleDownStabilization: 1m, spare: {mode: "off"}}`, &interceptor.Funcs{
+	d = newDirect(t, poolName("requeue"), `scaling: {burstHold: {percent: 0}, jobsPerNode: 1, scaleDownStabilization: 1m, spare: {mode: "off"}}`, &interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			if _, ok := obj.(*appsv1.Deployment); ok {
 				d.clk.Step(time.Duration(stepOnRead.Swap(0)))

@@ -12,7 +12,7 @@ import (
 // meanwhile and however long each new process waits for its first queue reading. Each restart
 // resumes the count and the hold recorded on the headroom Deployment.
 func TestRestartsDoNotStretchAHold(t *testing.T) {
-	d := newDirect(t, poolName("crashloop"), "scaling: {jobsPerNode: 1, scaleDownStabilization: 5m}", nil)
+	d := newDirect(t, poolName("crashloop"), "scaling: {burstHold: {percent: 0}, jobsPerNode: 1, scaleDownStabilization: 5m}", nil)
 	d.record(queue.Counts{Queued: 3})
 	d.wantReplicas("three queued jobs", 3)
 
@@ -46,7 +46,7 @@ func TestRestartsDoNotStretchAHold(t *testing.T) {
 // knows nothing yet (a webhook restarts with no job) does not drop the nodes at once, but only
 // once the window has passed with no demand.
 func TestRestartAfterSteadyDemandKeepsTheHold(t *testing.T) {
-	d := newDirect(t, poolName("steady"), "scaling: {jobsPerNode: 1, scaleDownStabilization: 5m}", nil)
+	d := newDirect(t, poolName("steady"), "scaling: {burstHold: {percent: 0}, jobsPerNode: 1, scaleDownStabilization: 5m}", nil)
 	d.record(queue.Counts{Queued: 3})
 	d.wantReplicas("three queued jobs", 3)
 	for range 10 {

@@ -107,7 +107,7 @@ func spareGauge(t testing.TB, pool string) int {
 // after the stabilization window, so does the headroom.
 func TestSpareFromWebhookArrivals(t *testing.T) {
 	pool := poolName("spare")
-	d := newDirect(t, pool, "scaling: {jobsPerNode: 1, scaleDownStabilization: 2m, spare: {mode: adaptive, window: 10m, bootTime: 60s, probability: 90, max: 14}}", nil)
+	d := newDirect(t, pool, "scaling: {burstHold: {percent: 0}, jobsPerNode: 1, scaleDownStabilization: 2m, spare: {mode: adaptive, window: 10m, bootTime: 60s, probability: 90, max: 14}}", nil)
 	p := startSpare(d)
 	const step = 10 * time.Second
 	var id int64

@@ -5,7 +5,9 @@
 //   - the config in force, which the pools controller puts in force after applying it and every
 //     other controller reads (ConfigFollowers are told, in order, as it changes);
 //   - each pool's busy budget, which the scaling controller decides and the pools controller
-//     renders into the pool's NodePool (it watches BusyChanges to re-render).
+//     renders into the pool's NodePool (it watches BusyChanges to re-render);
+//   - each pool's job demand as the scaling controller last read it, which the restore
+//     controller weighs against a restore (cache.restore.whenJobsWait).
 package state
 
 import (
@@ -51,13 +53,28 @@ type Cluster struct {
 	// busy holds the budgets decided (or seeded) in this process; a pool absent from it
 	// answers from its NodePool's AnnotationBusy.
 	busy map[string]nodepools.BusyBudget
+	// jobs holds each pool's last job demand read by the scaling controller in this process.
+	jobs map[string]Jobs
 
 	busyChanged chan event.GenericEvent
 }
 
+// Jobs is a pool's job demand as the scaling controller last read it.
+type Jobs struct {
+	// Needed is the jobs that need a slot: queued plus running.
+	Needed int
+	// PerNode is how many jobs one of the pool's nodes runs at once (>= 1).
+	PerNode int
+	// Known is false while the pool's queue sources are stale or failed: Needed is then no
+	// evidence of anything.
+	Known bool
+	// At is when it was read.
+	At time.Time
+}
+
 // NewCluster returns an empty state: no config in force, no pool's busy state decided.
 func NewCluster(kube client.Reader) *Cluster {
-	return &Cluster{kube: kube, busy: map[string]nodepools.BusyBudget{}, busyChanged: make(chan event.GenericEvent, 1)}
+	return &Cluster{kube: kube, busy: map[string]nodepools.BusyBudget{}, jobs: map[string]Jobs{}, busyChanged: make(chan event.GenericEvent, 1)}
 }
 
 // Follow adds followers of the config in force, told in the order given. Call it before the
@@ -163,6 +180,23 @@ func (c *Cluster) ForgetPool(pool string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.busy, pool)
+	delete(c.jobs, pool)
+}
+
+// SetJobs records the job demand the scaling controller read for a pool.
+func (c *Cluster) SetJobs(pool string, j Jobs) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.jobs[pool] = j
+}
+
+// Jobs returns the pool's last job demand; ok is false before the scaling controller read any
+// in this process.
+func (c *Cluster) Jobs(pool string) (j Jobs, ok bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	j, ok = c.jobs[pool]
+	return j, ok
 }
 
 // BusyChanges receives an event (naming the pool) whenever a pool's busy budget changed. One

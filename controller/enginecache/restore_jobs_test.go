@@ -1,0 +1,78 @@
+package enginecache_test
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"warmpool.io/warmpool/controller/enginecache"
+	"warmpool.io/warmpool/controller/state"
+	"warmpool.io/warmpool/volumes"
+)
+
+// TestRestoreSkippedForWaitingJobs: with cache.restore.whenJobsWait cold (the default), a new
+// node whose pool has more jobs than its usable nodes have slots starts cold at once, before any
+// volume is made: those jobs waited for its boot and would wait for the copy too. A node nobody
+// waits for still restores, as does every node of a pool set to restore, or whose demand is
+// unknown, or whose restore already started.
+func TestRestoreSkippedForWaitingJobs(t *testing.T) {
+	pool, keen := unique("jobs"), unique("jobs-restore")
+	d := newDirect(t, poolYAML(pool), poolYAMLWith(keen, "restore: {whenJobsWait: restore}"))
+	for _, p := range []string{pool, keen} {
+		d.newSnapshot("cache-"+p, p, "amd64", engineVersion, d.clk.Now().Add(-time.Hour), true)
+	}
+	// One usable node runs one job of the two the pool needs slots for (1 job per node).
+	newNode(t, unique("jobs-busy"), pool, "amd64")
+	d.jobs.SetJobs(pool, state.Jobs{Needed: 2, PerNode: 1, Known: true, At: d.clk.Now()})
+
+	first := unique("jobs-first")
+	newNode(t, first, pool, "amd64", startupTaint())
+	expectNotRequeued(t, d.restore(first))
+	d.expectTainted(first, false)
+	d.expectEvent(first, enginecache.ReasonColdStart, enginecache.ColdJobsWaiting, "2 jobs of pool "+pool, "1 usable nodes have 1",
+		"cache-"+pool, "whenJobsWait: restore")
+	d.expectGone(volumes.RestoreName(first), &corev1.PersistentVolumeClaim{})
+	expectMetric(t, "warmpool_cold_starts_total", map[string]string{"pool": pool, "reason": enginecache.ColdJobsWaiting}, 1)
+
+	// The first node took the waiting job: the next one is not waited for, and restores.
+	second := unique("jobs-second")
+	newNode(t, second, pool, "amd64", startupTaint())
+	expectRequeued(t, d.restore(second), 15*time.Second)
+	d.expectTainted(second, true)
+	d.expectExists(volumes.RestoreName(second), &corev1.PersistentVolumeClaim{})
+
+	// Jobs that wait after the restore started do not abandon it: the copy is under way.
+	d.jobs.SetJobs(pool, state.Jobs{Needed: 10, PerNode: 1, Known: true, At: d.clk.Now()})
+	expectRequeued(t, d.restore(second), 15*time.Second)
+	d.expectTainted(second, true)
+
+	t.Run("unknown demand restores", func(t *testing.T) {
+		d := d.in(t)
+		d.jobs.SetJobs(pool, state.Jobs{Needed: 10, PerNode: 1, Known: false, At: d.clk.Now()})
+		node := unique("jobs-unknown")
+		newNode(t, node, pool, "amd64", startupTaint())
+		expectRequeued(t, d.restore(node), 15*time.Second)
+		d.expectTainted(node, true)
+		d.expectExists(volumes.RestoreName(node), &corev1.PersistentVolumeClaim{})
+	})
+	t.Run("whenJobsWait restore restores", func(t *testing.T) {
+		d := d.in(t)
+		d.jobs.SetJobs(keen, state.Jobs{Needed: 10, PerNode: 1, Known: true, At: d.clk.Now()})
+		node := unique("jobs-keen")
+		newNode(t, node, keen, "amd64", startupTaint())
+		expectRequeued(t, d.restore(node), 15*time.Second)
+		d.expectTainted(node, true)
+		d.expectExists(volumes.RestoreName(node), &corev1.PersistentVolumeClaim{})
+	})
+	t.Run("slots per node count", func(t *testing.T) {
+		// Two nodes are usable (the busy one and first; second still restores), at 4 jobs
+		// each: 8 slots for 8 jobs, so nobody waits for the new node.
+		d := d.in(t)
+		d.jobs.SetJobs(pool, state.Jobs{Needed: 8, PerNode: 4, Known: true, At: d.clk.Now()})
+		node := unique("jobs-slots")
+		newNode(t, node, pool, "amd64", startupTaint())
+		expectRequeued(t, d.restore(node), 15*time.Second)
+		d.expectTainted(node, true)
+	})
+}
