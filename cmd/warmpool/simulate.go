@@ -23,6 +23,8 @@ func simulateCommand() *cobra.Command {
 	busyBudget := config.DefaultBusyBudget
 	// The spare flags start from the config's defaults, as a pool that sets nothing gets them.
 	spare := config.DefaultSpare()
+	burst := config.DefaultBurstHold()
+	whenJobsWait := config.DefaultWhenJobsWait
 	cmd := &cobra.Command{
 		Use:   "simulate --trace FILE",
 		Short: "Replay a CI job trace and compare Karpenter alone, Karpenter with cache restores, a static warm pool and warmpool",
@@ -38,8 +40,9 @@ The cache: a node of Karpenter alone (or one Karpenter adds above a static pool)
 warm once a job finished on it; a job on a cold cache runs --cold-cost longer. With warmpool's
 cache restore a new node restores the pool's cache for --restore after it boots, taking no job
 meanwhile, and is warm; a node that ran a job is saved for --save when Karpenter removes it. A
-static pool's nodes and warmpool's warm floor ran before the trace: warm. --cold-when-waiting
-models a queue-aware restore that starts a node cold at once when a job already waits for it.
+static pool's nodes and warmpool's warm floor ran before the trace: warm. --when-jobs-wait is the
+config's cache.restore.whenJobsWait: cold (its default) starts a new node cold at once when jobs
+already wait that the usable nodes cannot take, restore restores it anyway.
 
 Every policy runs the same NodePool: consolidationPolicy WhenEmpty, --consolidate-after, and
 Karpenter's validation delay before it deletes an empty node. warmpool adds its placeholder
@@ -75,6 +78,16 @@ t=0 is --start.`,
 				return fmt.Errorf("spare flags: %w", errs.ToAggregate())
 			}
 			c.Policy.Spare = policy.SpareFromConfig(spare)
+			if errs := config.ValidateBurstHoldSettings(burst, field.NewPath("scaling", "burstHold")); len(errs) > 0 {
+				return fmt.Errorf("burst hold flags: %w", errs.ToAggregate())
+			}
+			c.Policy.BurstHold = policy.BurstHoldFromConfig(burst)
+			switch whenJobsWait {
+			case config.WhenJobsWaitCold, config.WhenJobsWaitRestore:
+				c.ColdWhenWaiting = whenJobsWait == config.WhenJobsWaitCold
+			default:
+				return fmt.Errorf("--when-jobs-wait %q: must be %q or %q", whenJobsWait, config.WhenJobsWaitCold, config.WhenJobsWaitRestore)
+			}
 			if err := c.Validate(); err != nil {
 				return err
 			}
@@ -118,10 +131,12 @@ t=0 is --start.`,
 	f.IntVar(&spare.Constant, "spare-constant", spare.Constant, "scaling.spare.constant: spare nodes kept whatever the arrivals")
 	f.DurationVar(&spare.Window.Duration, "spare-window", spare.Window.Duration, "scaling.spare.window: how far back arrivals are counted")
 	f.DurationVar(&spare.BootTime.Duration, "spare-boot-time", spare.BootTime.Duration, "scaling.spare.bootTime: launch, Ready and cache restore, as the policy assumes it")
+	f.IntVar(burst.Percent, "burst-hold-percent", *burst.Percent, "scaling.burstHold.percent: percent of the recent peak demand kept after a burst (0: off)")
+	f.DurationVar(&burst.Window.Duration, "burst-hold-window", burst.Window.Duration, "scaling.burstHold.window: how long a peak is remembered")
 	f.DurationVar(&c.ColdCost, "cold-cost", c.ColdCost, "extra build time of a job on a cold cache")
 	f.DurationVar(&c.Restore, "restore", c.Restore, "time a new node of a restoring strategy takes, after booting, to restore the pool's cache")
 	f.DurationVar(&c.Save, "save", c.Save, "time warmpool's save keeps a node Karpenter removes, when it ran a job")
-	f.BoolVar(&c.ColdWhenWaiting, "cold-when-waiting", c.ColdWhenWaiting, "model a queue-aware restore: a node a job already waits for starts cold at once")
+	f.StringVar(&whenJobsWait, "when-jobs-wait", whenJobsWait, "cache.restore.whenJobsWait: cold (a new node jobs already wait for skips its restore) or restore")
 	return cmd
 }
 

@@ -27,7 +27,7 @@ func runSimulate(t *testing.T, args ...string) (string, error) {
 
 // mechanics are the flags of the model before the cache and the spare: no cold cost, instant
 // restores and saves, no spare, the block budget, a warm minimum of 1.
-var mechanics = []string{"--cold-cost", "0s", "--restore", "0s", "--save", "0s", "--spare", "off", "--busy-budget", "block", "--warm-min", "1"}
+var mechanics = []string{"--cold-cost", "0s", "--restore", "0s", "--save", "0s", "--spare", "off", "--burst-hold-percent", "0", "--busy-budget", "block", "--warm-min", "1"}
 
 // tableRow returns the cells of the table row whose label starts with label (the label's own words
 // excluded), or nil.
@@ -65,14 +65,22 @@ func TestSimulateOneJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Karpenter alone waits one boot and runs cold (300 s + 300 s cold: lost 360 s); with the
-	// restore the job waits boot and restore, warm; the static node ran before the trace.
-	// warmpool's defaults keep no warm minimum and the arrival rate is unknown at t=0, so
-	// its one job waits like Karpenter with the restore.
+	// Karpenter alone waits one boot and runs cold (300 s + 300 s cold: lost 360 s); the static
+	// node ran before the trace. With the restore, the job already waits for the node it boots,
+	// so by default (--when-jobs-wait cold) that node skips its restore: the job waits a boot and
+	// runs cold, as with Karpenter alone. warmpool's defaults keep no warm minimum and the
+	// arrival rate is unknown at t=0, so its one job does the same.
 	wantRow(t, out, "karpenter alone", "1", "60", "60", "60", "60", "100.0%", "100.0%")
-	wantRow(t, out, "karpenter + restore", "1", "180", "180", "180", "180", "100.0%", "0.0%")
+	wantRow(t, out, "karpenter + restore", "1", "60", "60", "60", "60", "100.0%", "100.0%")
 	wantRow(t, out, "static N=1", "1", "0", "0", "0", "0", "0.0%", "0.0%")
-	wantRow(t, out, "warmpool warm-min 0 spare p90 max 14 surplus budget", "1", "180", "180", "180", "180", "100.0%", "0.0%")
+	wantRow(t, out, "warmpool warm-min 0 spare p90 max 14 hold 45% 25m surplus budget", "1", "60", "60", "60", "60", "100.0%", "100.0%")
+	// With --when-jobs-wait restore it waits for the boot and the restore, and runs warm.
+	out, err = runSimulate(t, "--trace", trace, "--when-jobs-wait", "restore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRow(t, out, "karpenter + restore", "1", "180", "180", "180", "180", "100.0%", "0.0%")
+	wantRow(t, out, "warmpool warm-min 0 spare p90 max 14 hold 45% 25m surplus budget", "1", "180", "180", "180", "180", "100.0%", "0.0%")
 	if !strings.HasPrefix(out, "trace "+trace+" (pools: runners)\n") {
 		t.Errorf("output does not start by naming the trace:\n%s", out)
 	}
@@ -105,15 +113,15 @@ func TestSimulateFlags(t *testing.T) {
 	wantRow(t, out, "static N=0", "2", "30")
 	wantRow(t, out, "warmpool warm-min 0", "2", "30")
 
-	out, err = runSimulate(t, "--trace", trace, "--cold-cost", "1m", "--restore", "30s", "--save", "0s", "--spare", "constant", "--spare-constant", "3", "--cold-when-waiting")
+	out, err = runSimulate(t, "--trace", trace, "--cold-cost", "1m", "--restore", "30s", "--save", "0s", "--spare", "constant", "--spare-constant", "3", "--burst-hold-percent", "0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := "cache: a cold start costs 1m0s, a restore 30s after boot, a save 0s"; !strings.Contains(out, want) {
 		t.Errorf("output lacks %q:\n%s", want, out)
 	}
-	// Both jobs wait for nodes that boot while they wait: with --cold-when-waiting those start
-	// cold, as Karpenter alone's do.
+	// Both jobs wait for nodes that boot while they wait: with --when-jobs-wait cold (the
+	// default) those start cold, as Karpenter alone's do.
 	wantRow(t, out, "karpenter + restore", "2", "60", "60", "60", "60", "100.0%", "100.0%")
 	wantRow(t, out, "warmpool warm-min 0 spare 3 surplus budget", "2", "60")
 }
@@ -172,7 +180,7 @@ func TestSimulateShippedTraces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Count(out, "warmpool warm-min 0 spare p90 max 14 surplus budget") != 3 || strings.Count(out, "karpenter + restore") != 3 {
+	if strings.Count(out, "warmpool warm-min 0 spare p90 max 14 hold 45% 25m surplus budget") != 3 || strings.Count(out, "karpenter + restore") != 3 {
 		t.Errorf("want a table per shipped trace:\n%s", out)
 	}
 }
@@ -183,7 +191,7 @@ func TestSimulateShippedTraces(t *testing.T) {
 // simulate.TestSurplusBudgetKeepsDesired), about 1.4 node-hours. Waits do not change.
 func TestSimulateBusyBudget(t *testing.T) {
 	trace := writeTemp(t, "burst.csv", "arrival_seconds,duration_seconds,pool\n0,3600,p\n0,300,p\n0,300,p\n")
-	base := []string{"--trace", trace, "--cold-cost", "0s", "--restore", "0s", "--save", "0s", "--spare", "off", "--warm-min", "0"}
+	base := []string{"--trace", trace, "--cold-cost", "0s", "--restore", "0s", "--save", "0s", "--spare", "off", "--burst-hold-percent", "0", "--warm-min", "0"}
 	tests := []struct {
 		args  []string
 		label string
@@ -229,6 +237,9 @@ func TestSimulateErrors(t *testing.T) {
 		{"spare window too short", []string{"--trace", bad, "--spare-window", "1s"}, "scaling.spare.window"},
 		{"negative cold cost", []string{"--trace", bad, "--cold-cost", "-1s"}, "cold cost"},
 		{"negative restore", []string{"--trace", bad, "--restore", "-1s"}, "restore"},
+		{"burst hold above 100%", []string{"--trace", bad, "--burst-hold-percent", "101"}, "scaling.burstHold.percent"},
+		{"burst hold window too short", []string{"--trace", bad, "--burst-hold-window", "10s"}, "scaling.burstHold.window"},
+		{"bad when-jobs-wait", []string{"--trace", bad, "--when-jobs-wait", "wait"}, `--when-jobs-wait "wait": must be "cold" or "restore"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

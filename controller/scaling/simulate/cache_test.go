@@ -12,6 +12,7 @@ func cacheConfig() Config {
 	c.ColdCost, c.Restore, c.Save = 300*time.Second, 120*time.Second, 60*time.Second
 	c.Policy.WarmMinimum = 0
 	c.StaticNodes = 0
+	c.ColdWhenWaiting = false // the restore's own mechanics; TestColdWhenWaiting turns it on
 	return c
 }
 

@@ -77,8 +77,8 @@ type Config struct {
 	// Save is how long warmpool's cache save keeps a node Karpenter removes, when the node ran a
 	// job since its restore (>= 0): billed, but no job can use the node meanwhile.
 	Save time.Duration
-	// ColdWhenWaiting models a queue-aware restore: a node that boots while jobs wait that no
-	// usable node can take skips the restore and starts cold at once.
+	// ColdWhenWaiting models cache.restore.whenJobsWait cold: a node that boots while jobs wait
+	// that no usable node can take skips the restore and starts cold at once.
 	ColdWhenWaiting bool
 }
 
@@ -103,10 +103,11 @@ var DefaultStart = time.Date(2026, time.March, 2, 0, 0, 0, 0, time.UTC)
 // DefaultConfig is what `warmpool simulate` runs without flags: nodes Ready 60 s after they are
 // requested, one job per node, consolidationPolicy WhenEmpty with consolidateAfter 90 s and
 // Karpenter's 15 s validation, a static pool at the p95 of demand, no node limit, the cache
-// model's defaults (DefaultColdCost, DefaultRestore, DefaultSave; restores always on a new
-// node's critical path, as the restore controller does today), and warmpool evaluating every
-// 10 s with the scaling defaults of a pool that configures nothing: no warm minimum, the
-// policy's scale-down stabilization, config.DefaultSpare and config.DefaultBusyBudget.
+// model's defaults (DefaultColdCost, DefaultRestore, DefaultSave; the restore skipped by a node
+// a job already waits for, as cache.restore.whenJobsWait's default does), and warmpool
+// evaluating every 10 s with the scaling defaults of a pool that configures nothing: no warm
+// minimum, the policy's scale-down stabilization, config.DefaultSpare, config.DefaultBurstHold
+// and config.DefaultBusyBudget.
 func DefaultConfig() Config {
 	return Config{
 		Boot:             60 * time.Second,
@@ -115,12 +116,16 @@ func DefaultConfig() Config {
 		ValidationDelay:  DefaultValidationDelay,
 		StaticNodes:      AutoStatic,
 		Interval:         10 * time.Second,
-		Policy:           policy.Config{Spare: policy.SpareFromConfig(config.DefaultSpare())},
-		SurplusBudget:    config.DefaultBusyBudget == config.BusyBudgetSurplus,
-		Start:            DefaultStart,
-		ColdCost:         DefaultColdCost,
-		Restore:          DefaultRestore,
-		Save:             DefaultSave,
+		Policy: policy.Config{
+			Spare:     policy.SpareFromConfig(config.DefaultSpare()),
+			BurstHold: policy.BurstHoldFromConfig(config.DefaultBurstHold()),
+		},
+		SurplusBudget:   config.DefaultBusyBudget == config.BusyBudgetSurplus,
+		Start:           DefaultStart,
+		ColdCost:        DefaultColdCost,
+		Restore:         DefaultRestore,
+		Save:            DefaultSave,
+		ColdWhenWaiting: config.DefaultWhenJobsWait == config.WhenJobsWaitCold,
 	}
 }
 

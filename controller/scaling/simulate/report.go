@@ -290,6 +290,9 @@ func (r Report) label(s Strategy) string {
 		case sp.Constant > 0 && sp.Max > 0:
 			label += fmt.Sprintf(" spare %d", min(sp.Constant, sp.Max))
 		}
+		if b := r.Config.Policy.BurstHold; b.Percent > 0 && b.Window > 0 {
+			label += fmt.Sprintf(" hold %d%% %s", b.Percent, shortDuration(b.Window))
+		}
 		if r.Config.SurplusBudget {
 			label += " surplus budget"
 		}
@@ -299,3 +302,15 @@ func (r Report) label(s Strategy) string {
 }
 
 func seconds(d time.Duration) string { return formatSeconds(d.Round(100 * time.Millisecond)) }
+
+// shortDuration prints d without zero trailing units: 25m rather than 25m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

@@ -130,7 +130,8 @@ func TestShippedTraces(t *testing.T) {
 			}
 			k := result(t, rep, KarpenterAlone)
 			for _, s := range []Strategy{KarpenterRestore, Warmpool} {
-				if r := result(t, rep, s); r.Lost >= k.Lost || r.WarmStarts != r.Starts {
+				// A node a job already waits for starts cold (whenJobsWait cold); the others restore.
+				if r := result(t, rep, s); r.Lost >= k.Lost || r.WarmStarts == 0 {
 					t.Errorf("%s: lost %s (Karpenter alone %s), %d of %d starts warm", s, r.Lost, k.Lost, r.WarmStarts, r.Starts)
 				}
 			}
