@@ -24,9 +24,10 @@ import (
 )
 
 // scalingConfig has a webhook-driven pool, a Prometheus-driven pool and a pool with no queue.
-// The queue-fed pools keep no spare: the default adaptive spare starts sizing itself from the
-// arrival rate two minutes after the controller starts, so on a loaded machine it would keep the
-// drained pools above their floor (TestSpareNodesAheadOfArrivals covers the spare).
+// The queue-fed pools keep no spare and no burst hold: the default adaptive spare starts sizing
+// itself from the arrival rate two minutes after the controller starts, and the default burst
+// hold keeps 45% of a burst's nodes for 25 minutes, so either would keep the drained pools above
+// their floor (TestSpareNodesAheadOfArrivals covers the spare, the policy's tests the hold).
 func scalingConfig(promURL string) string {
 	return fmt.Sprintf(`apiVersion: warmpool.io/v1alpha1
 kind: WarmpoolConfig
@@ -52,6 +53,7 @@ pools:
       warmMinimum: 1
       scaleDownStabilization: 15s
       spare: {mode: "off"}
+      burstHold: {percent: 0}
   - name: metered
     architectures: [amd64]
     nvme: {minSizeGB: 200}
@@ -64,6 +66,7 @@ pools:
     scaling:
       scaleDownStabilization: 10s
       spare: {mode: "off"}
+      burstHold: {percent: 0}
   - name: quiet
     architectures: [amd64]
     nvme: {minSizeGB: 200}

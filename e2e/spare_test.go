@@ -53,6 +53,7 @@ pools:
       warmMinimum: 1
       scaleDownStabilization: 10s
       spare: {mode: adaptive, window: 1m, bootTime: 6s, probability: 50, max: 3}
+      burstHold: {percent: 0}
 `
 
 var spareLabels = []string{"self-hosted", sparePool, "linux"}

@@ -24,8 +24,11 @@ const StoryPool = "story"
 
 // StoryConfig is a cache-enabled pool fed by GitHub webhooks, on nodesim's storage and snapshot
 // classes: one job per node, no warm minimum, short windows so the story fits in minutes. It
-// keeps no spare, so the drained pool is consolidated however long the story took to get there
-// (an adaptive spare sizes itself once two minutes of arrivals were seen).
+// keeps no spare and no burst hold, so the drained pool is consolidated however long the story
+// took to get there (an adaptive spare sizes itself once two minutes of arrivals were seen; the
+// default hold keeps 45% of the burst's nodes for 25 minutes). Its second burst's node restores
+// although its job already waits for it (whenJobsWait: restore): by default that node would start
+// cold at once rather than keep the job waiting for the copy, and the story shows the restore.
 const StoryConfig = `apiVersion: warmpool.io/v1alpha1
 kind: WarmpoolConfig
 nodeClass:
@@ -48,6 +51,7 @@ pools:
       storageClassName: ` + nodesim.ClassName + `
       snapshotClassName: ` + nodesim.ClassName + `
       size: 1Gi
+      restore: {whenJobsWait: restore}
     queue:
       sources:
         - githubWebhook: {labels: [self-hosted, story]}
@@ -56,6 +60,7 @@ pools:
       runnerRequests: {cpu: "1", memory: 2Gi}
       scaleDownStabilization: 10s
       spare: {mode: "off"}
+      burstHold: {percent: 0}
 `
 
 // Story plays warmpool's whole story on a local cluster, as a user would see it: a queue burst
