@@ -78,7 +78,13 @@ func localConfig(t testing.TB) string {
 // consolidation delays are tens of seconds; no duration is asserted, only the outcome.
 func waitFor(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	waitForWithin(t, 3*time.Minute, what, cond)
+}
+
+// waitForWithin is waitFor with its own bound, for a step made of several (a drain, a save).
+func waitForWithin(t *testing.T, within time.Duration, what string, cond func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), within)
 	defer cancel()
 	var lastErr error
 	for {

@@ -130,6 +130,45 @@ func TestWholeStoryWithChartIdentity(t *testing.T) {
 	if err := story.Finish(ctx); err != nil {
 		t.Error(err)
 	}
+
+	// --- A node a job waits for skips its restore (issue 13, cache.restore.whenJobsWait's
+	// default): with the pool drained, a queued job's new node starts cold at once although a
+	// snapshot is ready, rather than keep the job waiting for the copy.
+	if err := scenario.SetConfig(ctx, kube, strings.Replace(scenario.StoryConfig, "whenJobsWait: restore", "whenJobsWait: cold", 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitForWithin(t, 5*time.Minute, "the story pool drained (its last node saved and gone)", func(ctx context.Context) (bool, error) {
+		nodes := &corev1.NodeList{}
+		err := kube.List(ctx, nodes, client.MatchingLabels{nodepools.LabelPool: scenario.StoryPool})
+		return err == nil && len(nodes.Items) == 0, err
+	})
+	if err := gh.Job(ctx, 4, "queued", "self-hosted", scenario.StoryPool, "linux"); err != nil {
+		t.Fatal(err)
+	}
+	var cold string
+	waitFor(t, "the new node waited for by a job to start cold (jobs-waiting)", func(ctx context.Context) (bool, error) {
+		events := &corev1.EventList{}
+		if err := kube.List(ctx, events, client.MatchingFields{"reason": enginecache.ReasonColdStart}); err != nil {
+			return false, err
+		}
+		for _, e := range events.Items {
+			if e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name != res.WarmNode && !slices.Contains(res.BurstNodes, e.InvolvedObject.Name) &&
+				strings.Contains(e.Message, enginecache.ColdJobsWaiting) {
+				cold = e.InvolvedObject.Name + ": " + e.Message
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	t.Logf("cold start for a waiting job: %s", cold)
+	for _, want := range []string{"1 jobs of pool " + scenario.StoryPool, "its 0 usable nodes have 0", "whenJobsWait: restore"} {
+		if !strings.Contains(cold, want) {
+			t.Errorf("the cold start's note %q does not say %q", cold, want)
+		}
+	}
+	if err := gh.Job(ctx, 4, "completed", "self-hosted", scenario.StoryPool, "linux"); err != nil {
+		t.Error(err)
+	}
 }
 
 // checkDashboard runs every query of deploy/dashboards/warmpool.json against prom, with the

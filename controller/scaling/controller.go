@@ -104,6 +104,7 @@ type poolState struct {
 	recordedAt      time.Time // the record's LastEvaluation
 	recordedSlots   int       // the record's SpareSlots
 	recordedSpare   int       // the record's Spare
+	recordedHold    int       // the record's BurstHold
 	// reportedSpare, reportedFrom and reportedAt are the spare last reported by an Event.
 	reportedSpare int
 	reportedFrom  policy.SpareSource

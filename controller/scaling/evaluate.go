@@ -87,13 +87,13 @@ func (c *Controller) evaluate(ps *poolState, ev *evaluation) error {
 	// warmpool status shows the spare in force).
 	stale := decision.Desired > 0 && !state.LastEvaluation.Before(ps.recordedAt.Add(ps.policy.Stabilization()/2))
 	if decision.Desired != ps.recordedDesired || !decision.StabilizedUntil.Equal(ps.recordedUntil) || ps.recorded == "" || stale ||
-		state.SpareSlots != ps.recordedSlots || state.Spare != ps.recordedSpare {
+		state.SpareSlots != ps.recordedSlots || state.Spare != ps.recordedSpare || state.BurstHold != ps.recordedHold {
 		raw, err := json.Marshal(state)
 		if err != nil {
 			return fmt.Errorf("encoding the scaling state of pool %s, %w", name, err)
 		}
 		ps.recorded, ps.recordedDesired, ps.recordedUntil, ps.recordedAt = string(raw), decision.Desired, decision.StabilizedUntil, state.LastEvaluation
-		ps.recordedSlots, ps.recordedSpare = state.SpareSlots, state.Spare
+		ps.recordedSlots, ps.recordedSpare, ps.recordedHold = state.SpareSlots, state.Spare, state.BurstHold
 	}
 	ev.recorded = ps.recorded
 	ev.next = c.nextEvaluation(ps, ev, state)

@@ -257,8 +257,8 @@ func (g *gatherer) recorded(p *Pool, object, state string, replicas *int) {
 		p.Scaling.StateError = fmt.Sprintf("reading %s of %s, %v", scaling.AnnotationState, object, err)
 		return
 	}
-	d, spare := s.Desired, s.Spare
-	p.Scaling.Desired, p.Scaling.Spare = &d, &spare
+	d, spare, hold := s.Desired, s.Spare, s.BurstHold
+	p.Scaling.Desired, p.Scaling.Spare, p.Scaling.BurstHold = &d, &spare, &hold
 	if !s.LastEvaluation.IsZero() {
 		at := s.LastEvaluation.UTC()
 		p.Scaling.RecordedAt = &at

@@ -154,7 +154,11 @@ func renderPool(b *strings.Builder, p *Pool, now time.Time, metrics string) {
 		}
 		nodes += ")"
 	}
-	nodes += ", " + optInt(p.Scaling.Desired, unknown("scaling")) + " desired (" + optInt(p.Scaling.Spare, unknown("scaling")) + " spare), headroom " +
+	held := ""
+	if h := p.Scaling.BurstHold; h != nil && *h > 0 {
+		held = fmt.Sprintf(", at least %d held after a burst", *h)
+	}
+	nodes += ", " + optInt(p.Scaling.Desired, unknown("scaling")) + " desired (" + optInt(p.Scaling.Spare, unknown("scaling")) + " spare" + held + "), headroom " +
 		optInt(p.Scaling.HeadroomReplicas, unknown("scaling"))
 	row("Nodes", nodes)
 	switch {

@@ -56,7 +56,7 @@ func sampleReport() *status.Report {
 			},
 			Nodes:   status.Nodes{Current: 2, Ready: 1, Names: []string{"ip-10-0-1-7", "ip-10-0-1-9"}},
 			Unknown: []string{"nodeClaims"},
-			Scaling: status.Scaling{Headroom: "Deployment warmpool/warmpool-headroom-story", Desired: ref(3), Spare: ref(1), HeadroomReplicas: ref(2), RecordedAt: ref(at.Add(-12 * time.Second))},
+			Scaling: status.Scaling{Headroom: "Deployment warmpool/warmpool-headroom-story", Desired: ref(3), Spare: ref(1), BurstHold: ref(2), HeadroomReplicas: ref(2), RecordedAt: ref(at.Add(-12 * time.Second))},
 			Sources: []status.Source{
 				{Name: "github-webhook", Kind: "githubWebhook", Queued: ref(2), Running: ref(1), StalenessSeconds: ref(3.0)},
 				{Name: "gitlab", Kind: "gitlab", StalenessSeconds: ref(-1.0)},

@@ -119,6 +119,9 @@ type Scaling struct {
 	// Spare is the idle nodes the last evaluation kept above the queue's demand (scaling.spare:
 	// adaptive, constant or a warm window's), as recorded with Desired; nil when unknown.
 	Spare *int `json:"spare,omitempty"`
+	// BurstHold is the nodes the burst hold kept (scaling.burstHold: a share of the recent peak
+	// demand), as recorded with Desired; nil when unknown.
+	BurstHold *int `json:"burstHold,omitempty"`
 	// HeadroomReplicas are the headroom's replicas (placeholder pods or CapacityBuffer
 	// replicas): the desired nodes not busy with work when the controller last actuated, the
 	// spare included.

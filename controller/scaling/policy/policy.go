@@ -284,7 +284,7 @@ func (p *Policy) Decide(in Input, prev State) (Decision, State) {
 		d.Direction = DirectionNone
 	}
 
-	return d, State{Desired: d.Desired, History: h, LastEvaluation: now, Arrivals: sp.arrivals, SpareSlots: sp.slots, Spare: d.Spare, Peaks: peaks}
+	return d, State{Desired: d.Desired, History: h, LastEvaluation: now, Arrivals: sp.arrivals, SpareSlots: sp.slots, Spare: d.Spare, BurstHold: d.BurstHold, Peaks: peaks}
 }
 
 // queueNodes is ceil((queued+running)/jobsPerNode), saturating instead of overflowing on absurd

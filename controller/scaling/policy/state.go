@@ -30,6 +30,9 @@ type State struct {
 	// Spare is the last decision's spare in nodes (Decision.Spare), recorded for whoever reads
 	// the state (warmpool status); Decide does not read it back.
 	Spare int `json:"spare,omitempty"`
+	// BurstHold is the last decision's burst hold in nodes (Decision.BurstHold), recorded like
+	// Spare for whoever reads the state; Decide does not read it back.
+	BurstHold int `json:"burstHold,omitempty"`
 	// Peaks are the queue demands (Decision.QueueNodes) still inside the burst hold's window,
 	// kept as History is (a sliding-window maximum); empty when the hold is off.
 	Peaks []Recommendation `json:"peaks,omitempty"`
