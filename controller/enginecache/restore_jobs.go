@@ -67,12 +67,12 @@ func (c *RestoreController) skipForWaitingJobs(ctx context.Context, s *restoreSt
 		w.released = map[string]time.Time{}
 	}
 	w.released[s.name] = now
-	bytes, source := snapshotBytes(s.snap, s.pool)
+	bytes, _ := snapshotBytes(s.snap, s.pool)
 	budget := s.pool.Cache.Restore.Budget()
 	return steps.Stop, c.cold(ctx, s, ColdJobsWaiting, fmt.Sprintf(
-		"%d jobs of pool %s need a slot and its %d usable nodes have %d: restoring snapshot %s (%s, %s, about %s at %s/s plus provisioning) would keep the waiting jobs waiting for it; set cache.restore.whenJobsWait: restore to restore anyway",
-		jobs.Needed, s.poolName, usable, slots, s.snapshot, storagecheck.FormatBytes(bytes), source,
-		budget.Transfer(bytes).Round(time.Second), storagecheck.FormatBytes(budget.Throughput)))
+		"%d jobs of pool %s need a slot and its %d usable nodes have %d: restoring snapshot %s (%s: about %s at %s/s, plus provisioning) would keep the waiting jobs waiting for it; set cache.restore.whenJobsWait: restore to restore anyway",
+		jobs.Needed, s.poolName, usable, slots, s.snapshot, storagecheck.FormatBytes(bytes),
+		max(budget.Transfer(bytes), time.Second).Round(time.Second), storagecheck.FormatBytes(budget.Throughput)))
 }
 
 // usableNodes counts the pool's nodes a job can run on now: Ready, without the startup taint
