@@ -153,3 +153,21 @@ func TestPropertyBurstHold(t *testing.T) {
 		}
 	}
 }
+
+// TestBurstHoldAfterClockJump: a peak stamped in the future (the clock went back, another
+// replica's clock) is taken as seen now, so it expires one window later instead of holding nodes
+// until its stamp; a jump forward past the window drops it.
+func TestBurstHoldAfterClockJump(t *testing.T) {
+	p := mustCompile(t, burstConfig(50, 10*time.Minute))
+	prev := State{Desired: 4, LastEvaluation: t0.Add(2 * time.Hour), Peaks: []Recommendation{{At: t0.Add(2 * time.Hour), Target: 8}}}
+	d, s := p.Decide(Input{Now: t0, Known: true}, prev)
+	if d.BurstHold != 4 || len(s.Peaks) != 1 || !s.Peaks[0].At.Equal(t0) {
+		t.Fatalf("after the clock went back: hold %d, peaks %v; want 4, one peak at now", d.BurstHold, s.Peaks)
+	}
+	if d, _ := p.Decide(Input{Now: t0.Add(10 * time.Minute), Known: true}, s); d.BurstHold != 0 {
+		t.Errorf("one window later: hold %d, want 0", d.BurstHold)
+	}
+	if d, _ := p.Decide(Input{Now: t0.Add(3 * time.Hour), Known: true}, State{Desired: 4, LastEvaluation: t0, Peaks: []Recommendation{{At: t0, Target: 8}}}); d.BurstHold != 0 {
+		t.Errorf("after a jump forward past the window: hold %d, want 0", d.BurstHold)
+	}
+}
