@@ -98,7 +98,10 @@ func (c *Controller) resume(ctx context.Context, p *config.Pool, ps *poolState, 
 	if err == nil && a.state != "" {
 		// Already recorded: the first apply need not write it again.
 		ps.recorded, ps.recordedDesired, ps.recordedAt = a.state, state.Desired, state.LastEvaluation
-		ps.recordedSlots = state.SpareSlots
+		// What the record says of the spare and the burst hold, too: a first evaluation that
+		// decides the same must not rewrite the record (on a Deployment any annotation change
+		// bumps its generation).
+		ps.recordedSlots, ps.recordedSpare, ps.recordedHold = state.SpareSlots, state.Spare, state.BurstHold
 	}
 	ps.seeded = true
 	return from, nil
