@@ -14,6 +14,8 @@ func BenchmarkDecideSpare(b *testing.B) {
 	}{
 		{"adaptive", func(*Config) {}},
 		{"adaptive with week profile", func(c *Config) { c.Spare.TimeOfWeek = true }},
+		// A pool's defaults: the adaptive spare and the burst hold (45% for 25m).
+		{"adaptive with burst hold", func(c *Config) { c.BurstHold = BurstHold{Percent: 45, Window: 25 * time.Minute} }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			c := adaptiveConfig()
