@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/enginecache/steps"
@@ -75,9 +76,10 @@ func (c *RestoreController) skipForWaitingJobs(ctx context.Context, s *restoreSt
 		max(budget.Transfer(bytes), time.Second).Round(time.Second), storagecheck.FormatBytes(budget.Throughput)))
 }
 
-// usableNodes counts the pool's nodes a job can run on now: Ready, without the startup taint
-// and not being deleted, plus those this controller released for waiting jobs within
-// releasedFor that the cache does not show released yet. Called with w.mu held.
+// usableNodes counts the pool's nodes a job can run on now: Ready, without the startup taint,
+// schedulable and not on their way out (deleting, or tainted by Karpenter's disruption), plus
+// those this controller released for waiting jobs within releasedFor that the cache does not
+// show released yet. Called with w.mu held.
 func (c *RestoreController) usableNodes(ctx context.Context, pool string, now time.Time) (int, error) {
 	list := &corev1.NodeList{}
 	if err := c.kube.List(ctx, list, client.MatchingLabels{volumes.LabelPool: pool}, client.UnsafeDisableDeepCopy); err != nil {
@@ -92,7 +94,7 @@ func (c *RestoreController) usableNodes(ctx context.Context, pool string, now ti
 	n := 0
 	for i := range list.Items {
 		node := &list.Items[i]
-		if node.DeletionTimestamp != nil {
+		if node.DeletionTimestamp != nil || node.Spec.Unschedulable || hasTaint(node, karpv1.DisruptedTaintKey, karpv1.DisruptedNoScheduleTaint.Effect) {
 			continue
 		}
 		_, releasing := w.released[node.Name]

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/state"
@@ -22,8 +23,15 @@ func TestRestoreSkippedForWaitingJobs(t *testing.T) {
 	for _, p := range []string{pool, keen} {
 		d.newSnapshot("cache-"+p, p, "amd64", engineVersion, d.clk.Now().Add(-time.Hour), true)
 	}
-	// One usable node runs one job of the two the pool needs slots for (1 job per node).
+	// One usable node runs one job of the two the pool needs slots for (1 job per node). A node
+	// Karpenter is disrupting and a cordoned one take no new job: they do not count.
 	newNode(t, unique("jobs-busy"), pool, "amd64")
+	newNode(t, unique("jobs-disrupted"), pool, "amd64", karpv1.DisruptedNoScheduleTaint)
+	cordoned := newNode(t, unique("jobs-cordoned"), pool, "amd64")
+	cordoned.Spec.Unschedulable = true
+	if err := kube.Update(t.Context(), cordoned); err != nil {
+		t.Fatal(err)
+	}
 	d.jobs.SetJobs(pool, state.Jobs{Needed: 2, PerNode: 1, Known: true, At: d.clk.Now()})
 
 	first := unique("jobs-first")
