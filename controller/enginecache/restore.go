@@ -167,10 +167,8 @@ func (c *RestoreController) abandonDeleted(ctx context.Context, s *restoreState)
 
 // awaitNodeReady waits for the node to be Ready: before that no pod of ours would run on it.
 func (c *RestoreController) awaitNodeReady(_ context.Context, s *restoreState) (steps.Exit, error) {
-	for _, cond := range s.node.Status.Conditions {
-		if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-			return steps.Next, nil
-		}
+	if nodewatch.Ready(s.node) {
+		return steps.Next, nil
 	}
 	return steps.Stop, nil // the Node's status update wakes us
 }

@@ -12,6 +12,7 @@ import (
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/enginecache/steps"
+	"warmpool.io/warmpool/controller/nodewatch"
 	"warmpool.io/warmpool/controller/state"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
@@ -98,18 +99,9 @@ func (c *RestoreController) usableNodes(ctx context.Context, pool string, now ti
 			continue
 		}
 		_, releasing := w.released[node.Name]
-		if releasing || nodeReady(node) && !hasTaint(node, nodepools.StartupTaintKey, nodepools.StartupTaint.Effect) {
+		if releasing || nodewatch.Ready(node) && !hasTaint(node, nodepools.StartupTaintKey, nodepools.StartupTaint.Effect) {
 			n++
 		}
 	}
 	return n, nil
-}
-
-func nodeReady(n *corev1.Node) bool {
-	for _, cond := range n.Status.Conditions {
-		if cond.Type == corev1.NodeReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

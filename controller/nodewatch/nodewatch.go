@@ -1,4 +1,5 @@
-// Package nodewatch filters Node events down to the changes warmpool's controllers act on.
+// Package nodewatch filters Node events down to the changes warmpool's controllers act on, and
+// reads the one Node condition they share (Ready).
 // A kubelet re-posts its Node's status periodically (at least every nodeStatusReportFrequency,
 // 5 min by default) just to renew heartbeat times; reconciling on each of those costs CPU in
 // proportion to the fleet and decides nothing.
@@ -49,4 +50,15 @@ func conditionStatuses(n *corev1.Node) string {
 		s += string(c.Type) + "=" + string(c.Status) + ";"
 	}
 	return s
+}
+
+// Ready reports whether the Node's Ready condition is True: the one status condition the
+// controllers and warmpool status read.
+func Ready(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }

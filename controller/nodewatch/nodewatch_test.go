@@ -57,3 +57,22 @@ func TestChanged(t *testing.T) {
 		t.Error("creates and deletes must pass")
 	}
 }
+
+func TestReady(t *testing.T) {
+	with := func(conds ...corev1.NodeCondition) *corev1.Node {
+		return &corev1.Node{Status: corev1.NodeStatus{Conditions: conds}}
+	}
+	for name, tt := range map[string]struct {
+		node *corev1.Node
+		want bool
+	}{
+		"Ready True":             {with(corev1.NodeCondition{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse}, corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue}), true},
+		"Ready False":            {with(corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionFalse}), false},
+		"Ready Unknown":          {with(corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionUnknown}), false},
+		"no Ready condition yet": {with(), false},
+	} {
+		if got := Ready(tt.node); got != tt.want {
+			t.Errorf("%s: Ready %v, want %v", name, got, tt.want)
+		}
+	}
+}

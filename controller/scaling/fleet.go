@@ -11,6 +11,7 @@ import (
 	resourcehelper "k8s.io/component-helpers/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"warmpool.io/warmpool/controller/nodewatch"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/volumes"
@@ -66,20 +67,11 @@ func (c *Controller) poolNodes(ctx context.Context, pool string) (fleet, error) 
 			f.busy++
 		}
 		f.members = append(f.members, m)
-		if ready(n) && len(n.Status.Allocatable) > 0 {
+		if nodewatch.Ready(n) && len(n.Status.Allocatable) > 0 {
 			f.shapes = append(f.shapes, policy.Available(n.Status.Allocatable, daemons...))
 		}
 	}
 	return f, nil
-}
-
-func ready(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func isDaemon(p *corev1.Pod) bool {

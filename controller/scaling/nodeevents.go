@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"warmpool.io/warmpool/controller/enginecache"
+	"warmpool.io/warmpool/controller/nodewatch"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -38,7 +39,7 @@ var nodeChanged = predicate.Funcs{
 func nodeReadChanged(old, cur *corev1.Node) bool {
 	return old.Labels[nodepools.LabelPool] != cur.Labels[nodepools.LabelPool] ||
 		(old.DeletionTimestamp == nil) != (cur.DeletionTimestamp == nil) ||
-		ready(old) != ready(cur) ||
+		nodewatch.Ready(old) != nodewatch.Ready(cur) ||
 		!equality.Semantic.DeepEqual(old.Status.Allocatable, cur.Status.Allocatable) ||
 		old.Annotations[enginecache.AnnotationRestore] != cur.Annotations[enginecache.AnnotationRestore]
 }

@@ -206,15 +206,6 @@ func first[T any](s []T, n int) []T {
 	return s
 }
 
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 func hasSources(cfg *config.Config) bool {
 	if cfg == nil {
 		return false

@@ -15,6 +15,7 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/nodewatch"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/controller/state"
@@ -56,7 +57,7 @@ func (g *gatherer) pool(rd *reads, name string, cp *config.Pool, attributed map[
 		if n.DeletionTimestamp != nil {
 			p.Nodes.Deleting++
 		}
-		if nodeReady(n) {
+		if nodewatch.Ready(n) {
 			p.Nodes.Ready++
 		}
 	}
