@@ -32,7 +32,7 @@ func TestRestoreSkippedForWaitingJobs(t *testing.T) {
 	if err := kube.Update(t.Context(), cordoned); err != nil {
 		t.Fatal(err)
 	}
-	d.jobs.SetJobs(pool, state.Jobs{Needed: 2, PerNode: 1, Known: true, At: d.clk.Now()})
+	d.jobs.SetJobs(pool, state.Jobs{Needed: 2, PerNode: 1, Known: true})
 
 	first := unique("jobs-first")
 	newNode(t, first, pool, "amd64", startupTaint())
@@ -51,36 +51,29 @@ func TestRestoreSkippedForWaitingJobs(t *testing.T) {
 	d.expectExists(volumes.RestoreName(second), &corev1.PersistentVolumeClaim{})
 
 	// Jobs that wait after the restore started do not abandon it: the copy is under way.
-	d.jobs.SetJobs(pool, state.Jobs{Needed: 10, PerNode: 1, Known: true, At: d.clk.Now()})
+	d.jobs.SetJobs(pool, state.Jobs{Needed: 10, PerNode: 1, Known: true})
 	expectRequeued(t, d.restore(second), 15*time.Second)
 	d.expectTainted(second, true)
 
-	t.Run("unknown demand restores", func(t *testing.T) {
-		d := d.in(t)
-		d.jobs.SetJobs(pool, state.Jobs{Needed: 10, PerNode: 1, Known: false, At: d.clk.Now()})
-		node := unique("jobs-unknown")
-		newNode(t, node, pool, "amd64", startupTaint())
-		expectRequeued(t, d.restore(node), 15*time.Second)
-		d.expectTainted(node, true)
-		d.expectExists(volumes.RestoreName(node), &corev1.PersistentVolumeClaim{})
-	})
-	t.Run("whenJobsWait restore restores", func(t *testing.T) {
-		d := d.in(t)
-		d.jobs.SetJobs(keen, state.Jobs{Needed: 10, PerNode: 1, Known: true, At: d.clk.Now()})
-		node := unique("jobs-keen")
-		newNode(t, node, keen, "amd64", startupTaint())
-		expectRequeued(t, d.restore(node), 15*time.Second)
-		d.expectTainted(node, true)
-		d.expectExists(volumes.RestoreName(node), &corev1.PersistentVolumeClaim{})
-	})
-	t.Run("slots per node count", func(t *testing.T) {
-		// Two nodes are usable (the busy one and first; second still restores), at 4 jobs
-		// each: 8 slots for 8 jobs, so nobody waits for the new node.
-		d := d.in(t)
-		d.jobs.SetJobs(pool, state.Jobs{Needed: 8, PerNode: 4, Known: true, At: d.clk.Now()})
-		node := unique("jobs-slots")
-		newNode(t, node, pool, "amd64", startupTaint())
-		expectRequeued(t, d.restore(node), 15*time.Second)
-		d.expectTainted(node, true)
-	})
+	// Each of these restores although jobs wait by the first measure: the demand is unknown,
+	// the pool prefers the restore, or the usable nodes' slots (2 nodes: the busy one and
+	// first, second still restoring; 4 jobs each) take every job.
+	for _, tt := range []struct {
+		name, pool string
+		jobs       state.Jobs
+	}{
+		{"unknown demand", pool, state.Jobs{Needed: 10, PerNode: 1, Known: false}},
+		{"whenJobsWait restore", keen, state.Jobs{Needed: 10, PerNode: 1, Known: true}},
+		{"slots per node count", pool, state.Jobs{Needed: 8, PerNode: 4, Known: true}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := d.in(t)
+			d.jobs.SetJobs(tt.pool, tt.jobs)
+			node := unique("jobs-restores")
+			newNode(t, node, tt.pool, "amd64", startupTaint())
+			expectRequeued(t, d.restore(node), 15*time.Second)
+			d.expectTainted(node, true)
+			d.expectExists(volumes.RestoreName(node), &corev1.PersistentVolumeClaim{})
+		})
+	}
 }

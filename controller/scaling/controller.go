@@ -200,7 +200,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	ev.counts, ev.known = c.tracker.Pool(name)
 	// For the restore controller: a new node of a pool whose jobs wait skips its restore.
 	c.cluster.SetJobs(name, state.Jobs{Needed: max(ev.counts.Queued, 0) + max(ev.counts.Running, 0),
-		PerNode: max(jobsPerNode, 1), Known: ev.known, At: c.clk.Now()})
+		PerNode: max(jobsPerNode, 1), Known: ev.known})
 	c.mu.Lock()
 	seeded := ps.seeded
 	c.mu.Unlock()

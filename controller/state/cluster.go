@@ -68,8 +68,6 @@ type Jobs struct {
 	// Known is false while the pool's queue sources are stale or failed: Needed is then no
 	// evidence of anything.
 	Known bool
-	// At is when it was read.
-	At time.Time
 }
 
 // NewCluster returns an empty state: no config in force, no pool's busy state decided.
