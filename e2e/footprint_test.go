@@ -440,8 +440,6 @@ func nodePoolsWithRound(ctx context.Context, pools int, round string) (int, erro
 	return n, nil
 }
 
-// evaluatedPools counts the benchmark's pools with a warmpool_desired_nodes series: the
-// scaling controller sets it at the end of a pool's first evaluation.
 // evaluatedAll reports whether the process has evaluated all n of the benchmark's pools, for
 // settle.
 func (p *controllerProcess) evaluatedAll(ctx context.Context, n int) (bool, error) {
@@ -453,6 +451,8 @@ func (p *controllerProcess) evaluatedAll(ctx context.Context, n int) (bool, erro
 	return e == n, fmt.Errorf("%d/%d pools evaluated", e, n)
 }
 
+// evaluatedPools counts the benchmark's pools with a warmpool_desired_nodes series: the
+// scaling controller sets it at the end of a pool's first evaluation.
 func evaluatedPools(metrics string) int {
 	n := 0
 	for _, line := range strings.Split(metrics, "\n") {

@@ -142,7 +142,7 @@ func TestWholeStoryWithChartIdentity(t *testing.T) {
 		err := kube.List(ctx, nodes, client.MatchingLabels{nodepools.LabelPool: scenario.StoryPool})
 		return err == nil && len(nodes.Items) == 0, err
 	})
-	if err := gh.Job(ctx, 4, "queued", "self-hosted", scenario.StoryPool, "linux"); err != nil {
+	if err := gh.Job(ctx, 4, "queued", scenario.StoryLabels...); err != nil {
 		t.Fatal(err)
 	}
 	var cold string
@@ -166,7 +166,7 @@ func TestWholeStoryWithChartIdentity(t *testing.T) {
 			t.Errorf("the cold start's note %q does not say %q", cold, want)
 		}
 	}
-	if err := gh.Job(ctx, 4, "completed", "self-hosted", scenario.StoryPool, "linux"); err != nil {
+	if err := gh.Job(ctx, 4, "completed", scenario.StoryLabels...); err != nil {
 		t.Error(err)
 	}
 }

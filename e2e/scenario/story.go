@@ -89,19 +89,20 @@ type StoryResult struct {
 // storyWait bounds each step; Karpenter's batching and consolidation take tens of seconds.
 const storyWait = 4 * time.Minute
 
-var storyLabels = []string{"self-hosted", StoryPool, "linux"}
+// StoryLabels are the runner labels of the story's jobs.
+var StoryLabels = []string{"self-hosted", StoryPool, "linux"}
 
 // Run plays the story once. It leaves the second burst's job queued and its node up.
 func (s *Story) Run(ctx context.Context) (StoryResult, error) {
 	var res StoryResult
 	s.say("A burst: GitHub sends 2 queued workflow_job webhooks for pool %q (1 job per node)", StoryPool)
 	for id := int64(1); id <= 2; id++ {
-		if err := s.GitHub.Job(ctx, id, "queued", storyLabels...); err != nil {
+		if err := s.GitHub.Job(ctx, id, "queued", StoryLabels...); err != nil {
 			return res, err
 		}
 	}
 	bad := &GitHub{URL: s.GitHub.URL, Secret: "not-the-secret"}
-	if err := bad.Job(ctx, 99, "queued", storyLabels...); err == nil {
+	if err := bad.Job(ctx, 99, "queued", StoryLabels...); err == nil {
 		return res, fmt.Errorf("a wrongly signed delivery was accepted")
 	}
 	s.note("github", "2 jobs queued (and 1 forged delivery rejected)")
@@ -124,7 +125,7 @@ func (s *Story) Run(ctx context.Context) (StoryResult, error) {
 		if err := s.Kube.Create(ctx, RunnerPod(StoryPool, storyRunner(id))); err != nil {
 			return res, err
 		}
-		if err := s.GitHub.Job(ctx, id, "in_progress", storyLabels...); err != nil {
+		if err := s.GitHub.Job(ctx, id, "in_progress", StoryLabels...); err != nil {
 			return res, err
 		}
 	}
@@ -142,7 +143,7 @@ func (s *Story) Run(ctx context.Context) (StoryResult, error) {
 
 	s.say("The jobs complete and the queue drains: Karpenter consolidates the nodes; each is held until its cache is saved")
 	for id := int64(1); id <= 2; id++ {
-		if err := s.GitHub.Job(ctx, id, "completed", storyLabels...); err != nil {
+		if err := s.GitHub.Job(ctx, id, "completed", StoryLabels...); err != nil {
 			return res, err
 		}
 		err := s.Kube.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: storyRunner(id)}})
@@ -173,7 +174,7 @@ func (s *Story) Run(ctx context.Context) (StoryResult, error) {
 	// The simulator is shared with other tests' pools: only this pool's engines, started
 	// after this burst, count.
 	since := len(s.Sim.Events())
-	if err := s.GitHub.Job(ctx, 3, "queued", storyLabels...); err != nil {
+	if err := s.GitHub.Job(ctx, 3, "queued", StoryLabels...); err != nil {
 		return res, err
 	}
 	s.note("github", "1 job queued")
@@ -220,7 +221,7 @@ func (s *Story) Run(ctx context.Context) (StoryResult, error) {
 
 // Finish completes the second burst's job so the pool can drain.
 func (s *Story) Finish(ctx context.Context) error {
-	return s.GitHub.Job(ctx, 3, "completed", storyLabels...)
+	return s.GitHub.Job(ctx, 3, "completed", StoryLabels...)
 }
 
 func (s *Story) readySnapshots(ctx context.Context) ([]string, error) {
