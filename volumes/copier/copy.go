@@ -32,6 +32,10 @@ const maxWarnings = 100
 type hooks struct {
 	at   func(point, rel string) error
 	euid *int
+	// flushEvery replaces flushEvery; flush runs before each background
+	// sync, and its error is that sync's (see flusher).
+	flushEvery int64
+	flush      func() error
 }
 
 type job struct {
@@ -242,6 +246,8 @@ func (c *copier) run(ctx context.Context) (m Manifest, err error) {
 
 	stopProgress := c.startProgress()
 	defer stopProgress()
+	flush := c.startFlusher(dstFD, cancel)
+	defer flush.wait()
 
 	jobs := make(chan job, c.opts.Workers*4)
 	results := make([][]Entry, c.opts.Workers)
@@ -301,7 +307,11 @@ func (c *copier) run(ctx context.Context) (m Manifest, err error) {
 	}
 	// One syncfs makes every file and directory of the copy durable with
 	// a single journal commit; fsyncing each of a million small files would
-	// cost a commit apiece. It also returns writeback errors (Linux ≥ 5.8).
+	// cost a commit apiece. It also returns writeback errors (Linux ≥ 5.8),
+	// as the flusher does for those its syncs saw.
+	if err := flush.wait(); err != nil {
+		return Manifest{}, fmt.Errorf("syncing filesystem of %s: %w", c.dst, err)
+	}
 	if err := unix.Syncfs(dstFD); err != nil {
 		return Manifest{}, fmt.Errorf("syncing filesystem of %s: %w", c.dst, err)
 	}
