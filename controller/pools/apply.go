@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/unchanged"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -86,17 +87,15 @@ func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *confi
 
 // applyOne applies one object and reports whether the server changed it. It never takes over an
 // object of the same name that warmpool did not create, and skips the apply when the object
-// already is what was last applied (unchanged.go).
+// already is what was last applied (package unchanged).
 func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj client.Object) (bool, error) {
 	u, err := nodepools.ToUnstructured(obj)
 	if err != nil {
 		return false, err
 	}
-	d, err := digest(u)
-	if err != nil {
-		return false, fmt.Errorf("digesting %s %s, %w", u.GetKind(), u.GetName(), err)
+	if err := unchanged.Stamp(u); err != nil {
+		return false, err
 	}
-	stamp(u, d)
 	existing, err := c.existing(ctx, u)
 	if err != nil {
 		return false, err
@@ -107,8 +106,8 @@ func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj cli
 			c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonOwnershipConflict, "%s %s exists and is not managed by warmpool; leaving it alone", u.GetKind(), u.GetName())
 			return false, fmt.Errorf("%s %s exists and is not managed by warmpool", u.GetKind(), u.GetName())
 		}
-		// u carries its rendering's digest (stamp), so covering it means being applied from it.
-		if covers(existing.Object, u.Object) {
+		// u carries its rendering's digest (Stamp), so covering it means being applied from it.
+		if unchanged.Covers(existing.Object, u.Object) {
 			return false, nil
 		}
 		before = existing.GetResourceVersion()

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"testing"
 
-	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/controller/state"
+	"warmpool.io/warmpool/controller/unchanged"
 	"warmpool.io/warmpool/e2e/cluster"
 )
 
@@ -88,7 +88,7 @@ func TestRestartAppliesOnlyWhatChanged(t *testing.T) {
 		}
 		for _, name := range []string{"warmpool-a", "warmpool-b"} {
 			np := getNodePool(t, name)
-			if np.Annotations[pools.AnnotationRendering] == "" {
+			if np.Annotations[unchanged.AnnotationRendering] == "" {
 				return fmt.Errorf("NodePool %s has no rendering digest", name)
 			}
 			if np.Annotations[state.AnnotationBusy] == "" {

@@ -21,6 +21,7 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/unchanged"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -127,9 +128,11 @@ func (c *Controller) deleteBuffer(ctx context.Context, pool string) error {
 
 // applyHeadroom server-side-applies the pool's placeholder Deployment at the given size. Every
 // pool is evaluated every few seconds, so an apply that would change nothing is skipped: when
-// the cached Deployment is the generation this controller last wrote with the same rendered
-// spec. (actuate applies the shared PriorityClass once per process: it is not read back, a
-// watch on PriorityClasses for one object is not worth its informer.)
+// the cached Deployment is the generation this controller last wrote from the same rendering,
+// or, in a process that has not written it yet (a restart, a new leader), when it carries
+// every rendered field and was applied from this rendering (package unchanged). (actuate
+// applies the shared PriorityClass once per process: it is not read back, a watch on
+// PriorityClasses for one object is not worth its informer.)
 func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, ps *poolState, replicas int32, state string) error {
 	d := nodepools.HeadroomDeployment(p, c.namespace, replicas)
 	// On the Deployment, not its pod template: a new state must not replace the placeholders.
@@ -138,21 +141,31 @@ func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, ps *pool
 	if err != nil {
 		return err
 	}
-	spec, err := json.Marshal([]any{u.Object["spec"], state})
-	if err != nil {
-		return fmt.Errorf("hashing headroom spec, %w", err)
+	if err := unchanged.Stamp(u); err != nil {
+		return err
 	}
-	sum := sha256.Sum256(spec)
-	hash := hex.EncodeToString(sum[:8])
+	rendering := u.GetAnnotations()[unchanged.AnnotationRendering]
 	cur := &appsv1.Deployment{}
-	if err := c.kubeClient.Get(ctx, client.ObjectKeyFromObject(d), cur); err == nil && ps.headroomHash == hash && cur.Generation == ps.headroomGeneration {
-		return nil
+	if err := c.kubeClient.Get(ctx, client.ObjectKeyFromObject(d), cur); err == nil {
+		if ps.headroomHash == rendering && cur.Generation == ps.headroomGeneration {
+			return nil
+		}
+		if cur.Annotations[unchanged.AnnotationRendering] == rendering && cur.DeletionTimestamp == nil {
+			existing, err := nodepools.ToUnstructured(cur)
+			if err != nil {
+				return err
+			}
+			if unchanged.Covers(existing.Object, u.Object) {
+				ps.headroomHash, ps.headroomGeneration = rendering, cur.Generation
+				return nil
+			}
+		}
 	}
-	applied, err := c.apply(ctx, d)
+	applied, err := c.apply(ctx, u)
 	if err != nil {
 		return err
 	}
-	ps.headroomHash, ps.headroomGeneration = hash, applied.GetGeneration()
+	ps.headroomHash, ps.headroomGeneration = rendering, applied.GetGeneration()
 	return nil
 }
 

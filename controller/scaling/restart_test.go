@@ -22,6 +22,7 @@ import (
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/controller/state"
+	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"
 )
 
@@ -318,6 +319,7 @@ func TestRestartKeepsHeadroomOfBootingNodes(t *testing.T) {
 	e.record(pool, queue.Counts{Queued: 3}, nil)
 	e.waitReplicas(pool, 3)
 	gen := e.headroomGeneration(pool)
+	applies := deploymentApplies(t)
 
 	msg := e.restart(pool, 3)
 	if !strings.Contains(msg, "now 3") || !strings.Contains(msg, "known: false") {
@@ -331,9 +333,24 @@ func TestRestartKeepsHeadroomOfBootingNodes(t *testing.T) {
 	if g := e.headroomGeneration(pool); g != gen || e.replicas(pool) != 3 {
 		t.Errorf("headroom changed across the restart: generation %d -> %d, replicas %d", gen, g, e.replicas(pool))
 	}
+	// The new process finds the Deployment applied from the rendering it would apply.
+	if n := deploymentApplies(t) - applies; n != 0 {
+		t.Errorf("the restarted controller sent %v applies of an unchanged headroom Deployment", n)
+	}
 	if n := eventCount(t, pool, scaling.ReasonScaledDown); n != 0 {
 		t.Errorf("%d %s events across the restart", n, scaling.ReasonScaledDown)
 	}
+}
+
+// deploymentApplies counts the API server's server-side applies of Deployments: only the
+// scaling controller's headroom applies them.
+func deploymentApplies(t *testing.T) float64 {
+	t.Helper()
+	n, err := cluster.Requests(t.Context(), restConfig, map[string]string{"verb": "APPLY", "resource": "deployments"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestRestartPoolWithoutSourceIsNotHeld: a pool with no queue source and no warm minimum, with

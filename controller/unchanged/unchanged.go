@@ -1,17 +1,8 @@
-package pools
-
-import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-)
-
-// Skipping applies that would change nothing. A server-side apply of an unchanged object
-// still costs a round trip and the API server's merge; with four objects per pool, each
-// reconcile of a 100-pool config (one per busy-state change) cost some 400 of them, and so did
-// every start of the controller (an upgrade, a rescheduled pod, a new leader).
+// Package unchanged tells when a server-side apply would change nothing, so it can be skipped.
+// A server-side apply of an unchanged object still costs a round trip and the API server's
+// merge; with four objects per pool and a placeholder Deployment, each reconcile of a 100-pool
+// config (one per busy-state change) cost some 500 of them, and so did every start of the
+// controller (an upgrade, a rescheduled pod, a new leader).
 //
 // An apply is skipped when two things hold: the object in the cache already has every field
 // the rendered one sets, with the same values (so a hand edit of one of them is put back), and
@@ -19,12 +10,33 @@ import (
 // this one drops is still removed by the apply, as server-side apply removes the fields its
 // manager stops sending). The second is recorded on the object itself: every apply sends a
 // digest of its rendering in AnnotationRendering (stamp), so the rendered object carries it and
-// covers checks it with every other field. It survives a restart: a new process applies only
+// Covers checks it with every other field. It survives a restart: a new process applies only
 // what changed while it was away.
+package unchanged
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
 
 // AnnotationRendering is a digest of the rendering an object warmpool generates was last
 // applied from.
 const AnnotationRendering = "warmpool.io/rendering"
+
+// Stamp records the digest of the rendering u on u, in AnnotationRendering, so that it is
+// applied with it. Call it on the object about to be applied, then compare with Covers.
+func Stamp(u *unstructured.Unstructured) error {
+	d, err := digest(u)
+	if err != nil {
+		return fmt.Errorf("digesting %s %s, %w", u.GetKind(), u.GetName(), err)
+	}
+	stamp(u, d)
+	return nil
+}
 
 // digest is a stable digest of u (encoding/json sorts map keys). Taken before stamp.
 func digest(u *unstructured.Unstructured) (string, error) {
@@ -46,14 +58,14 @@ func stamp(u *unstructured.Unstructured, d string) {
 	u.SetAnnotations(a)
 }
 
-// covers reports whether existing holds every field rendered sets, with an equal value.
+// Covers reports whether existing holds every field rendered sets, with an equal value.
 // Objects are compared member by member, so what the API server or other managers add
 // (defaults, status, annotations) does not count; lists element by element and only at equal
 // length, so an element added by hand (a blanket toleration) counts as a change. An empty map
 // or list rendered matches an absent one: the API server drops those. Numbers compare by
 // value, whatever their Go type. The comparison errs towards "changed": a false "changed" costs
 // one apply, a false "covered" would leave an object wrong.
-func covers(existing, rendered any) bool {
+func Covers(existing, rendered any) bool {
 	switch r := rendered.(type) {
 	case map[string]any:
 		e, ok := existing.(map[string]any)
@@ -68,7 +80,7 @@ func covers(existing, rendered any) bool {
 				}
 				return false
 			}
-			if !covers(ev, rv) {
+			if !Covers(ev, rv) {
 				return false
 			}
 		}
@@ -82,7 +94,7 @@ func covers(existing, rendered any) bool {
 			return false
 		}
 		for i := range r {
-			if !covers(e[i], r[i]) {
+			if !Covers(e[i], r[i]) {
 				return false
 			}
 		}

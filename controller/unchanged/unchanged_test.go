@@ -1,4 +1,4 @@
-package pools
+package unchanged
 
 import (
 	"testing"
@@ -47,7 +47,7 @@ func TestCovers(t *testing.T) {
 			"spec":     map[string]any{"weight": float64(10), "taints": []any{map[string]any{"key": "k", "effect": "NoSchedule"}}},
 		}, false},
 	} {
-		if got := covers(tc.existing, rendered); got != tc.want {
+		if got := Covers(tc.existing, rendered); got != tc.want {
 			t.Errorf("%s: covers = %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -78,17 +78,17 @@ func TestRenderingDigest(t *testing.T) {
 		return u
 	}
 	existing := obj("1")
-	if covers(existing.Object, rendered("1", d1).Object) {
+	if Covers(existing.Object, rendered("1", d1).Object) {
 		t.Error("an object without the digest counts as applied from a rendering")
 	}
 	existing.SetAnnotations(map[string]string{"someone": "else"})
 	stamp(existing, d1)
-	if !covers(existing.Object, rendered("1", d1).Object) {
+	if !Covers(existing.Object, rendered("1", d1).Object) {
 		t.Error("an object stamped with rendering 1 does not cover rendering 1")
 	}
 	// A rendering that sets the same fields as one the object was applied from but is not it
 	// (it drops a field the first set) still has to be applied, to remove that field.
-	if covers(existing.Object, rendered("1", d2).Object) {
+	if Covers(existing.Object, rendered("1", d2).Object) {
 		t.Error("an object applied from rendering 1 covers another rendering's digest")
 	}
 	if existing.GetAnnotations()["someone"] != "else" {
