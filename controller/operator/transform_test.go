@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	resourcehelper "k8s.io/component-helpers/resource"
 	"k8s.io/utils/ptr"
+
+	"warmpool.io/warmpool/controller/nodewatch"
 )
 
 // A trimmed Pod keeps every field the controllers read, and what the scheduler reserves for
@@ -39,9 +41,18 @@ func TestTrimPodKeepsWhatControllersRead(t *testing.T) {
 			TerminationGracePeriodSeconds: ptr.To[int64](30),
 		},
 		Status: corev1.PodStatus{
-			Phase:             corev1.PodRunning,
-			Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
-			ContainerStatuses: []corev1.ContainerStatus{{Name: "runner", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Message: "result"}}}},
+			Phase:      corev1.PodFailed,
+			Reason:     "Evicted",
+			Message:    "The node was low on resource: ephemeral-storage.",
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, Reason: "PodCompleted", Message: "long"}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "runner", Ready: true, RestartCount: 2,
+				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Message: "result", ExitCode: 3, Reason: "Error"}},
+				Image: "registry/runner:1", ImageID: "sha256:abc", ContainerID: "containerd://1",
+				VolumeMounts: []corev1.VolumeMountStatus{{Name: "work", MountPath: "/w"}}}},
+			InitContainerStatuses: []corev1.ContainerStatus{{Name: "sidecar", Image: "s"}},
+			PodIP:                 "10.0.0.1",
+			PodIPs:                []corev1.PodIP{{IP: "10.0.0.1"}},
+			HostIP:                "10.1.0.1",
 		},
 	}
 	want := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
@@ -56,15 +67,19 @@ func TestTrimPodKeepsWhatControllersRead(t *testing.T) {
 		t.Errorf("requests after trimming %v, before %v", r, want)
 	}
 	kept := map[string]bool{
-		"labels":       equality.Semantic.DeepEqual(got.Labels, full.Labels),
-		"deadline":     got.Annotations["warmpool.io/deadline"] == full.Annotations["warmpool.io/deadline"],
-		"owners":       equality.Semantic.DeepEqual(got.OwnerReferences, full.OwnerReferences),
-		"finalizers":   equality.Semantic.DeepEqual(got.Finalizers, full.Finalizers),
-		"nodeName":     got.Spec.NodeName == "node-1",
-		"nodeSelector": equality.Semantic.DeepEqual(got.Spec.NodeSelector, full.Spec.NodeSelector),
-		"tolerations":  equality.Semantic.DeepEqual(got.Spec.Tolerations, full.Spec.Tolerations),
-		"images":       got.Spec.Containers[0].Image == "r" && got.Spec.InitContainers[0].Image == "s",
-		"status":       equality.Semantic.DeepEqual(got.Status, full.Status),
+		"labels":           equality.Semantic.DeepEqual(got.Labels, full.Labels),
+		"deadline":         got.Annotations["warmpool.io/deadline"] == full.Annotations["warmpool.io/deadline"],
+		"owners":           equality.Semantic.DeepEqual(got.OwnerReferences, full.OwnerReferences),
+		"finalizers":       equality.Semantic.DeepEqual(got.Finalizers, full.Finalizers),
+		"nodeName":         got.Spec.NodeName == "node-1",
+		"nodeSelector":     equality.Semantic.DeepEqual(got.Spec.NodeSelector, full.Spec.NodeSelector),
+		"tolerations":      equality.Semantic.DeepEqual(got.Spec.Tolerations, full.Spec.Tolerations),
+		"images":           got.Spec.Containers[0].Image == "r" && got.Spec.InitContainers[0].Image == "s",
+		"phase and reason": got.Status.Phase == full.Status.Phase && got.Status.Reason == full.Status.Reason && got.Status.Message == full.Status.Message,
+		"ready condition":  len(got.Status.Conditions) == 1 && got.Status.Conditions[0].Type == corev1.PodReady && got.Status.Conditions[0].Status == corev1.ConditionTrue,
+		"container state": len(got.Status.ContainerStatuses) == 1 && got.Status.ContainerStatuses[0].Name == "runner" &&
+			equality.Semantic.DeepEqual(got.Status.ContainerStatuses[0].State, full.Status.ContainerStatuses[0].State) &&
+			got.Status.ContainerStatuses[0].Ready && got.Status.ContainerStatuses[0].RestartCount == 2,
 	}
 	for what, ok := range kept {
 		if !ok {
@@ -72,13 +87,18 @@ func TestTrimPodKeepsWhatControllersRead(t *testing.T) {
 		}
 	}
 	dropped := map[string]bool{
-		"managedFields": got.ManagedFields == nil,
-		"last-applied":  got.Annotations[corev1.LastAppliedConfigAnnotation] == "",
-		"volumes":       got.Spec.Volumes == nil,
-		"affinity":      got.Spec.Affinity == nil,
-		"env":           got.Spec.InitContainers[0].Env == nil,
-		"command":       got.Spec.Containers[0].Command == nil && got.Spec.Containers[0].ReadinessProbe == nil,
-		"volumeMounts":  got.Spec.Containers[0].VolumeMounts == nil,
+		"managedFields":      got.ManagedFields == nil,
+		"last-applied":       got.Annotations[corev1.LastAppliedConfigAnnotation] == "",
+		"volumes":            got.Spec.Volumes == nil,
+		"affinity":           got.Spec.Affinity == nil,
+		"env":                got.Spec.InitContainers[0].Env == nil,
+		"command":            got.Spec.Containers[0].Command == nil && got.Spec.Containers[0].ReadinessProbe == nil,
+		"volumeMounts":       got.Spec.Containers[0].VolumeMounts == nil,
+		"addresses":          got.Status.PodIP == "" && got.Status.PodIPs == nil && got.Status.HostIP == "",
+		"status images":      got.Status.ContainerStatuses[0].Image == "" && got.Status.ContainerStatuses[0].ImageID == "" && got.Status.ContainerStatuses[0].ContainerID == "",
+		"status mounts":      got.Status.ContainerStatuses[0].VolumeMounts == nil,
+		"init statuses":      got.Status.InitContainerStatuses == nil,
+		"condition messages": got.Status.Conditions[0].Message == "",
 	}
 	for what, ok := range dropped {
 		if !ok {
@@ -96,12 +116,17 @@ func TestTrimNodeKeepsWhatControllersRead(t *testing.T) {
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: map[string]string{"warmpool.io/pool": "a"}, Annotations: map[string]string{"a": "b"},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
-		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "k", Effect: corev1.TaintEffectNoSchedule}}},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "k", Effect: corev1.TaintEffectNoSchedule}}, Unschedulable: true},
 		Status: corev1.NodeStatus{
 			Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4")},
-			Conditions:  []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}},
-			Images:      []corev1.ContainerImage{{Names: []string{"big"}}},
-			NodeInfo:    corev1.NodeSystemInfo{Architecture: "amd64"},
+			Capacity:    corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4")},
+			Conditions: []corev1.NodeCondition{
+				{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory", Message: "kubelet has sufficient memory available"},
+				{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "kubelet is posting ready status"},
+			},
+			Images:    []corev1.ContainerImage{{Names: []string{"big"}}},
+			NodeInfo:  corev1.NodeSystemInfo{Architecture: "amd64", KernelVersion: "6.1"},
+			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0.1"}},
 		},
 	}
 	full := node.DeepCopy()
@@ -110,12 +135,28 @@ func TestTrimNodeKeepsWhatControllersRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.(*corev1.Node)
-	if got.ManagedFields != nil || got.Status.Images != nil {
-		t.Errorf("managedFields %v, images %v: want both dropped", got.ManagedFields, got.Status.Images)
+	if !equality.Semantic.DeepEqual(got.ObjectMeta.Labels, full.Labels) || !equality.Semantic.DeepEqual(got.Annotations, full.Annotations) ||
+		!equality.Semantic.DeepEqual(got.Spec, full.Spec) || !equality.Semantic.DeepEqual(got.Status.Allocatable, full.Status.Allocatable) {
+		t.Errorf("trimming changed the labels, annotations, spec or allocatable:\n got %+v\nwant %+v", got, full)
 	}
-	full.ManagedFields, full.Status.Images = nil, nil
-	if !equality.Semantic.DeepEqual(got, full) {
-		t.Errorf("trimming changed more than managedFields and images:\n got %+v\nwant %+v", got, full)
+	if !nodewatch.Ready(got) || len(got.Status.Conditions) != 2 || got.Status.Conditions[0].Type != corev1.NodeMemoryPressure {
+		t.Errorf("conditions after trimming %+v: want both, types and statuses kept", got.Status.Conditions)
+	}
+	for what, dropped := range map[string]bool{
+		"managedFields":      got.ManagedFields == nil,
+		"images":             got.Status.Images == nil,
+		"capacity":           got.Status.Capacity == nil,
+		"addresses":          got.Status.Addresses == nil,
+		"nodeInfo":           got.Status.NodeInfo == corev1.NodeSystemInfo{},
+		"condition messages": got.Status.Conditions[1].Message == "" && got.Status.Conditions[1].Reason == "",
+	} {
+		if !dropped {
+			t.Errorf("trimming kept the node's %s", what)
+		}
+	}
+	again, _ := trimNode(got.DeepCopy())
+	if !equality.Semantic.DeepEqual(again, got) {
+		t.Error("trimming a trimmed node changed it")
 	}
 }
 
