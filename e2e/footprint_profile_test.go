@@ -66,6 +66,21 @@ func (p *profiler) heap(b *testing.B, name string) {
 	}
 }
 
+// keepLog copies the controller's log (in the benchmark's temporary directory) to dir/name.log:
+// its timestamps tell where a phase's time went.
+func (p *profiler) keepLog(b *testing.B, name, path string) {
+	if p == nil {
+		return
+	}
+	data, err := os.ReadFile(path)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(p.dir, name+".log"), data, 0o644)
+	}
+	if err != nil {
+		b.Logf("keeping log %s: %v", name, err)
+	}
+}
+
 // wait waits for the CPU profiles still being recorded.
 func (p *profiler) wait() {
 	if p != nil {

@@ -126,7 +126,8 @@ pools:
 // full reconcile after a config change touching every pool, the settled RSS and the CPU it
 // burns while idle. It measures one process lifetime whatever b.N; run it with -benchtime 1x.
 // With WARMPOOL_FOOTPRINT_PROFILES=dir it saves the controller's CPU profiles of the cold start,
-// the config change and the idle window, and its heap after the cold start and the idle window.
+// the config change and the idle window, its heap after the cold start and the idle window, and
+// the logs of both of its processes.
 //
 // The nodes are created directly, not by Karpenter: they carry neither karpenter.sh/nodepool
 // nor the KWOKNodeClass label and have no NodeClaim, so Karpenter treats them as unmanaged (no
@@ -171,7 +172,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	// includes taking the (free) leader Lease and filling the informer caches.
 	prof := newProfiler(b)
 	b.ResetTimer()
-	started := time.Now()
+	started, machine0 := time.Now(), machineCPU(b)
 	// A Lease that survives a slow API server: on a loaded machine the default 10 s renew
 	// deadline ran out and the controller exited mid-benchmark (leader election lost).
 	args := append([]string{"--leader-elect-lease-duration=2m", "--leader-elect-renew-deadline=90s"}, prof.args()...)
@@ -188,6 +189,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 		return p.evaluatedAll(ctx, size.pools)
 	})
 	cold := time.Since(started)
+	logCPUShare(b, "cold full reconcile", cold, machine0, machineCPU(b), procCPU(b, p.PID()))
 	coldMetrics, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	logReconciles(b, "cold full reconcile", "", coldMetrics)
 	logGoMemory(b, "cold full reconcile", coldMetrics)
@@ -206,7 +208,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	prof.wait()
 	beforeChange, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	prof.cpu(b, "cpu-change", 10*time.Second)
-	changed := time.Now()
+	changed, machine0, controller0 := time.Now(), machineCPU(b), procCPU(b, p.PID())
 	if err := scenario.SetConfig(ctx, kube, footprintConfig(size.pools, "2")); err != nil {
 		b.Fatal(err)
 	}
@@ -215,6 +217,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 		return n == size.pools, fmt.Errorf("%d/%d NodePools updated (%v)", n, size.pools, err)
 	})
 	full := time.Since(changed)
+	logCPUShare(b, "config change", full, machine0, machineCPU(b), procCPU(b, p.PID())-controller0)
 	afterChange, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	logReconciles(b, "config change", beforeChange, afterChange)
 
@@ -249,12 +252,13 @@ func BenchmarkControllerFootprint(b *testing.B) {
 
 	// (e) A restart, as an upgrade's rollout or a new leader makes one: SIGTERM (the Lease is
 	// released), a new process, until every pool is evaluated again. The objects are already
-	// applied from the config in force, so it should apply nothing (pools/unchanged.go).
+	// applied from the config in force, so it should apply nothing (package controller/unchanged).
 	appliesBefore := applyRequests(b)
 	b.StartTimer()
 	if err := p.terminate(b); err != nil {
 		b.Fatalf("controller exit on SIGTERM: %v", err)
 	}
+	prof.keepLog(b, "controller", p.logPath)
 	restarted := time.Now()
 	p = startController(b, "warmpool-footprint-restarted", args...)
 	// Runs before this process is killed, as the first one's did (that one then finds nothing
@@ -266,6 +270,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	restart := time.Since(restarted)
 	b.StopTimer()
 	restartMetrics, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
+	prof.keepLog(b, "controller-restarted", p.logPath)
 	logReconciles(b, "restart", "", restartMetrics)
 	b.Logf("restart: server-side applies by resource: %s", appliesSince(appliesBefore, applyRequests(b)))
 	b.Logf("restart: %s until every pool was evaluated, %d NodePools of the config in force", restart.Round(10*time.Millisecond), mustNodePools(b, size.pools, "2"))
@@ -465,6 +470,43 @@ func evaluatedPools(metrics string) int {
 
 // procCPU is the user+system CPU seconds the process has used (fields 14 and 15 of
 // /proc/<pid>/stat, counted after the parenthesised command name, which may hold spaces).
+// machineCPU is the CPU time, busy and in all, every CPU of the machine spent since boot, in
+// seconds (/proc/stat's first line: busy is everything but idle and iowait).
+func machineCPU(b *testing.B) (cpu struct{ busy, total float64 }) {
+	b.Helper()
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 6 || fields[0] != "cpu" {
+		b.Fatalf("/proc/stat begins %q", line)
+	}
+	for i, f := range fields[1:] {
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat: %v", err)
+		}
+		cpu.total += v / clockTicks
+		if i != 3 && i != 4 { // idle, iowait
+			cpu.busy += v / clockTicks
+		}
+	}
+	return cpu
+}
+
+// logCPUShare logs how busy the machine was over a phase and how much of it was the
+// controller's: a phase the controller spends waiting on a saturated machine (the API server,
+// Karpenter and the controller manager share its cores here) shows as a busy machine and a
+// small controller share.
+func logCPUShare(b *testing.B, phase string, d time.Duration, m0, m1 struct{ busy, total float64 }, controller float64) {
+	b.Helper()
+	busy := m1.busy - m0.busy
+	b.Logf("%s: machine CPU %.0f%% busy over %s (%.1f CPU-s), the controller's %.2f CPU-s of it",
+		phase, 100*busy/max(m1.total-m0.total, 1e-9), d.Round(10*time.Millisecond), busy, controller)
+}
+
 func procCPU(b *testing.B, pid int) float64 {
 	b.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
