@@ -20,9 +20,9 @@ const flushEvery = 64 << 20
 // full of dirty pages meanwhile. Each background syncfs writes back what is dirty at its
 // start; writers are not blocked by it.
 //
-// syncfs reports a writeback error once per open file, so the error a background sync
-// saw is kept and returned by wait (the final syncfs would not see it again), and it
-// cancels the copy at once: a copy whose writes fail cannot succeed.
+// syncfs reports a writeback error once per open file, so the final syncfs would not see
+// one a background sync saw: that sync cancels the copy with it instead, at once (a copy
+// whose writes fail cannot succeed), and the copy reports the cancellation's cause.
 type flusher struct {
 	sync     func() error
 	fail     context.CancelCauseFunc
@@ -31,9 +31,6 @@ type flusher struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
-
-	mu  sync.Mutex
-	err error
 }
 
 // startFlusher syncs the filesystem of the copy's destination (fd) each time the copy has
@@ -74,22 +71,14 @@ func (f *flusher) run() {
 		}
 		last = n
 		if err := f.sync(); err != nil {
-			err = fmt.Errorf("background sync: %w", err)
-			f.mu.Lock()
-			f.err = err
-			f.mu.Unlock()
-			f.fail(err)
+			f.fail(fmt.Errorf("syncing the destination's filesystem in the background: %w", err))
 			return
 		}
 	}
 }
 
-// wait stops the flusher and returns the writeback error a background sync saw, if any.
-// It may be called more than once.
-func (f *flusher) wait() error {
+// wait stops the flusher and waits for a sync under way. It may be called more than once.
+func (f *flusher) wait() {
 	f.stopOnce.Do(func() { close(f.stop) })
 	f.wg.Wait()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.err
 }
