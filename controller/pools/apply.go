@@ -93,7 +93,7 @@ func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj cli
 	if err != nil {
 		return false, err
 	}
-	if err := unchanged.Stamp(u); err != nil {
+	if _, err := unchanged.Stamp(u); err != nil {
 		return false, err
 	}
 	existing, err := c.existing(ctx, u)

@@ -109,9 +109,10 @@ type poolState struct {
 	reportedSpare int
 	reportedFrom  policy.SpareSource
 	reportedAt    time.Time
-	// headroomHash and headroomGeneration identify the Deployment this controller last applied,
-	// so an unchanged one is not applied again; a hand edit bumps the generation and is reverted.
-	headroomHash       string
+	// headroomRendering and headroomGeneration identify the Deployment this controller last
+	// applied (its rendering's digest, package unchanged), so an unchanged one is not applied
+	// again; a hand edit bumps the generation and is reverted.
+	headroomRendering  string
 	headroomGeneration int64
 	// bufferHash identifies the CapacityBuffer and PodTemplate last applied ("" when none is
 	// known to exist: a fresh process, or after they were deleted); bufferGone is set once a

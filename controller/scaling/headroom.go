@@ -65,7 +65,7 @@ func (c *Controller) actuate(ctx context.Context, p *config.Pool, ps *poolState,
 				return fmt.Errorf("deleting placeholder Deployment of pool %s (it now uses a CapacityBuffer), %w", p.Name, err)
 			}
 		}
-		ps.headroomHash = ""
+		ps.headroomRendering = ""
 		return nil
 	}
 	if err := c.applyHeadroom(ctx, p, ps, replicas, state); err != nil {
@@ -141,13 +141,13 @@ func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, ps *pool
 	if err != nil {
 		return err
 	}
-	if err := unchanged.Stamp(u); err != nil {
+	rendering, err := unchanged.Stamp(u)
+	if err != nil {
 		return err
 	}
-	rendering := u.GetAnnotations()[unchanged.AnnotationRendering]
 	cur := &appsv1.Deployment{}
 	if err := c.kubeClient.Get(ctx, client.ObjectKeyFromObject(d), cur); err == nil {
-		if ps.headroomHash == rendering && cur.Generation == ps.headroomGeneration {
+		if ps.headroomRendering == rendering && cur.Generation == ps.headroomGeneration {
 			return nil
 		}
 		if cur.Annotations[unchanged.AnnotationRendering] == rendering && cur.DeletionTimestamp == nil {
@@ -156,7 +156,7 @@ func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, ps *pool
 				return err
 			}
 			if unchanged.Covers(existing.Object, u.Object) {
-				ps.headroomHash, ps.headroomGeneration = rendering, cur.Generation
+				ps.headroomRendering, ps.headroomGeneration = rendering, cur.Generation
 				return nil
 			}
 		}
@@ -165,7 +165,7 @@ func (c *Controller) applyHeadroom(ctx context.Context, p *config.Pool, ps *pool
 	if err != nil {
 		return err
 	}
-	ps.headroomHash, ps.headroomGeneration = rendering, applied.GetGeneration()
+	ps.headroomRendering, ps.headroomGeneration = rendering, applied.GetGeneration()
 	return nil
 }
 

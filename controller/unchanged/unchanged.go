@@ -28,14 +28,15 @@ import (
 const AnnotationRendering = "warmpool.io/rendering"
 
 // Stamp records the digest of the rendering u on u, in AnnotationRendering, so that it is
-// applied with it. Call it on the object about to be applied, then compare with Covers.
-func Stamp(u *unstructured.Unstructured) error {
+// applied with it, and returns it. Call it on the object about to be applied, then compare
+// with Covers.
+func Stamp(u *unstructured.Unstructured) (string, error) {
 	d, err := digest(u)
 	if err != nil {
-		return fmt.Errorf("digesting %s %s, %w", u.GetKind(), u.GetName(), err)
+		return "", fmt.Errorf("digesting %s %s, %w", u.GetKind(), u.GetName(), err)
 	}
 	stamp(u, d)
-	return nil
+	return d, nil
 }
 
 // digest is a stable digest of u (encoding/json sorts map keys). Taken before stamp.
