@@ -468,11 +468,13 @@ func evaluatedPools(metrics string) int {
 	return n
 }
 
-// procCPU is the user+system CPU seconds the process has used (fields 14 and 15 of
-// /proc/<pid>/stat, counted after the parenthesised command name, which may hold spaces).
-// machineCPU is the CPU time, busy and in all, every CPU of the machine spent since boot, in
-// seconds (/proc/stat's first line: busy is everything but idle and iowait).
-func machineCPU(b *testing.B) (cpu struct{ busy, total float64 }) {
+// cpuTimes is CPU time in seconds, busy and in all.
+type cpuTimes struct{ busy, total float64 }
+
+// machineCPU is the CPU time every CPU of the machine spent since boot (/proc/stat's first
+// line: user, nice, system, idle, iowait, irq, softirq, steal; busy is all but idle and
+// iowait; guest time is already in user and nice, so it is not added again).
+func machineCPU(b *testing.B) (cpu cpuTimes) {
 	b.Helper()
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -480,10 +482,10 @@ func machineCPU(b *testing.B) (cpu struct{ busy, total float64 }) {
 	}
 	line, _, _ := strings.Cut(string(data), "\n")
 	fields := strings.Fields(line)
-	if len(fields) < 6 || fields[0] != "cpu" {
+	if len(fields) < 9 || fields[0] != "cpu" {
 		b.Fatalf("/proc/stat begins %q", line)
 	}
-	for i, f := range fields[1:] {
+	for i, f := range fields[1:9] {
 		v, err := strconv.ParseFloat(f, 64)
 		if err != nil {
 			b.Fatalf("/proc/stat: %v", err)
@@ -500,13 +502,15 @@ func machineCPU(b *testing.B) (cpu struct{ busy, total float64 }) {
 // controller's: a phase the controller spends waiting on a saturated machine (the API server,
 // Karpenter and the controller manager share its cores here) shows as a busy machine and a
 // small controller share.
-func logCPUShare(b *testing.B, phase string, d time.Duration, m0, m1 struct{ busy, total float64 }, controller float64) {
+func logCPUShare(b *testing.B, phase string, d time.Duration, m0, m1 cpuTimes, controller float64) {
 	b.Helper()
 	busy := m1.busy - m0.busy
 	b.Logf("%s: machine CPU %.0f%% busy over %s (%.1f CPU-s), the controller's %.2f CPU-s of it",
 		phase, 100*busy/max(m1.total-m0.total, 1e-9), d.Round(10*time.Millisecond), busy, controller)
 }
 
+// procCPU is the user+system CPU seconds the process has used (fields 14 and 15 of
+// /proc/<pid>/stat, counted after the parenthesised command name, which may hold spaces).
 func procCPU(b *testing.B, pid int) float64 {
 	b.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
