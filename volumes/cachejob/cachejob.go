@@ -115,19 +115,34 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 	}
 	opts := o.copierOptions()
 	opts.SourceNode = o.Node
-	prev, err := copier.ReadManifest(o.VolumeDir)
+	// The previous copy's manifest is read (from a volume that may load lazily from its
+	// snapshot) while the cache is measured: neither waits for the other.
+	type manifestRead struct {
+		m    copier.Manifest
+		err  error
+		took time.Duration
+	}
+	read := make(chan manifestRead, 1)
+	go func() {
+		began := time.Now()
+		m, err := copier.ReadManifest(o.VolumeDir)
+		read <- manifestRead{m, err, time.Since(began)}
+	}()
+	fit, fitErr := o.checkFit(ctx, res, logf)
+	prev := <-read
+	if fitErr != nil {
+		return fit, fitErr
+	}
 	switch {
-	case err == nil:
-		logf("volume %s holds a copy from %s (%d files): incremental save", o.VolumeDir, prev.Created.Format(time.RFC3339), prev.Totals.Files)
-		opts.Previous = &prev
-	case errors.Is(err, copier.ErrNoManifest):
+	case prev.err == nil:
+		logf("volume %s holds a copy from %s (%d files, manifest read in %s): incremental save",
+			o.VolumeDir, prev.m.Created.Format(time.RFC3339), prev.m.Totals.Files, prev.took.Round(time.Millisecond))
+		opts.Previous = &prev.m
+	case errors.Is(prev.err, copier.ErrNoManifest):
 		logf("volume %s holds no earlier copy: full save", o.VolumeDir)
 	default:
 		// A corrupt manifest vouches for nothing: copy everything again.
-		logf("ignoring the volume's manifest (%v): full save", err)
-	}
-	if r, err := o.checkFit(ctx, res, logf); err != nil {
-		return r, err
+		logf("ignoring the volume's manifest (%v): full save", prev.err)
 	}
 	logf("saving %s to %s (pool %s, node %s, engine %s, %s)", o.CacheDir, o.VolumeDir, o.Pool, o.Node, o.EngineVersion, o.Architecture)
 	m, err := copier.Copy(ctx, o.CacheDir, o.VolumeDir, opts)
@@ -340,6 +355,7 @@ func withReason(r volumes.JobResult, err error) volumes.JobResult {
 // checkFit measures the cache and the volume before the copy. A cache that does not fit is
 // refused with "no-space" (err set); one that fits returns a nil error.
 func (o SaveOptions) checkFit(ctx context.Context, res volumes.JobResult, logf func(string, ...any)) (volumes.JobResult, error) {
+	began := time.Now()
 	usage, err := Measure(ctx, o.CacheDir)
 	if err != nil {
 		logf("%v", err)
@@ -363,6 +379,7 @@ func (o SaveOptions) checkFit(ctx context.Context, res volumes.JobResult, logf f
 		res.Result, res.Bytes, res.Files = volumes.ResultNoSpace, usage.Bytes, usage.Inodes
 		return withReason(res, err), err
 	}
-	logf("the cache takes %s in %d inodes; the volume holds %s in %d inodes", storagecheck.FormatBytes(usage.Bytes), usage.Inodes, storagecheck.FormatBytes(capBytes), capInodes)
+	logf("the cache takes %s in %d inodes (measured in %s); the volume holds %s in %d inodes",
+		storagecheck.FormatBytes(usage.Bytes), usage.Inodes, time.Since(began).Round(time.Millisecond), storagecheck.FormatBytes(capBytes), capInodes)
 	return res, nil
 }

@@ -1,10 +1,16 @@
 package cachejob_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"warmpool.io/warmpool/volumes"
 	"warmpool.io/warmpool/volumes/cachejob"
@@ -36,6 +42,98 @@ func TestMeasureCountsHardlinksOnce(t *testing.T) {
 	if before != after || after.Inodes != 2 || after.Bytes < int64(len(data)) {
 		t.Fatalf("measured %+v then %+v, want 2 inodes and at least %d bytes both times", before, after, len(data))
 	}
+}
+
+// Measure lists directories in parallel; what it counts is what one serial walk counts, with
+// hardlinks across directories (walked by different walkers) counted once.
+func TestMeasureMatchesASerialWalk(t *testing.T) {
+	dir := t.TempDir()
+	measureTree(t, dir, 40, 12)
+	got, err := cachejob.Measure(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := serialMeasure(t, dir)
+	if got != want {
+		t.Fatalf("Measure = %+v, a serial walk counts %+v", got, want)
+	}
+	// The root, and per directory itself, its subdirectory, 12 files and a symlink (its
+	// hardlink is another directory's file).
+	if want.Inodes != 1+40*(2+12+1) {
+		t.Fatalf("the serial walk counted %d inodes: the tree is not what the test made", want.Inodes)
+	}
+}
+
+// A cancelled save stops its measurement with the cancellation.
+func TestMeasureStopsWhenCancelled(t *testing.T) {
+	dir := t.TempDir()
+	measureTree(t, dir, 4, 2)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := cachejob.Measure(ctx, dir); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Measure with a cancelled context = %v, want context.Canceled", err)
+	}
+}
+
+// A tree Measure cannot read is an error naming the path, not a smaller count.
+func TestMeasureFailsOnAMissingTree(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "gone")
+	if _, err := cachejob.Measure(t.Context(), missing); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("Measure(%s) = %v, want a not-exist error naming it", missing, err)
+	}
+}
+
+// measureTree makes dirs directories, each with a subdirectory of files small files, a symlink,
+// and a second name of the next directory's first file.
+func measureTree(t testing.TB, root string, dirs, files int) {
+	t.Helper()
+	dir := func(d int) string { return filepath.Join(root, fmt.Sprintf("d%d", d)) }
+	for d := range dirs {
+		if err := os.MkdirAll(filepath.Join(dir(d), "s"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f := range files {
+			if err := os.WriteFile(filepath.Join(dir(d), "s", fmt.Sprintf("f%d", f)), make([]byte, 1+f*1000), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for d := range dirs {
+		if err := os.Symlink("s/f0", filepath.Join(dir(d), "link")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(filepath.Join(dir((d+1)%dirs), "s", "f0"), filepath.Join(dir(d), "hard")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// serialMeasure counts as Measure does, in one filepath.WalkDir.
+func serialMeasure(t testing.TB, dir string) storagecheck.Usage {
+	var u storagecheck.Usage
+	seen := map[uint64]bool{}
+	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		if st.Nlink > 1 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if seen[st.Ino] {
+				return nil
+			}
+			seen[st.Ino] = true
+		}
+		u.Inodes++
+		u.Bytes += st.Blocks * 512
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
 
 // A cache that does not fit its volume is refused before anything is copied, with what it
@@ -76,4 +174,25 @@ func mustJSON(t *testing.T, r volumes.JobResult) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// BenchmarkMeasure measures a tree of about 22k inodes (the EBS benchmark's cache has 24k)
+// with Measure and with one serial filepath.WalkDir, warm caches:
+//
+//	go test -run '^$' -bench Measure ./volumes/cachejob/
+func BenchmarkMeasure(b *testing.B) {
+	dir := b.TempDir()
+	measureTree(b, dir, 1000, 20)
+	b.Run("parallel", func(b *testing.B) {
+		for range b.N {
+			if _, err := cachejob.Measure(b.Context(), dir); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("serial", func(b *testing.B) {
+		for range b.N {
+			serialMeasure(b, dir)
+		}
+	})
 }
