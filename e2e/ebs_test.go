@@ -381,7 +381,7 @@ func jobTime(tb testing.TB, node, op string) time.Duration {
 	if logs, _ := filepath.Glob(filepath.Join(sim.Root(), "logs", ns+"_"+pod+"_*.log")); len(logs) == 1 {
 		if out, err := os.ReadFile(logs[0]); err == nil {
 			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-			tb.Logf("%s on %s, %s, log ends:\n  %s", op, node, end.Time.Sub(start.Time).Round(time.Millisecond), strings.Join(lines[max(0, len(lines)-4):], "\n  "))
+			tb.Logf("%s on %s, %s, log ends:\n  %s", op, node, end.Time.Sub(start.Time).Round(time.Millisecond), strings.Join(lines[max(0, len(lines)-6):], "\n  "))
 		}
 	}
 	return end.Time.Sub(start.Time)
