@@ -12,6 +12,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/metadata"
 )
 
 // profiler saves pprof profiles of the controller under test when WARMPOOL_FOOTPRINT_PROFILES
@@ -160,4 +164,62 @@ func logGoMemory(b *testing.B, phase, metrics string) {
 		}
 	}
 	b.Logf("%s: Go memory: %s", phase, strings.Join(parts, ", "))
+}
+
+// changeCounter counts the Node and Pod changes the API server sends while it runs: what an
+// idle controller still has to decode (kwok's heartbeats, the controller manager's node
+// annotations). It watches metadata only, from the current resourceVersion, so it costs the
+// API server little and the controller under test nothing.
+type changeCounter struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func countChanges(b *testing.B) *changeCounter {
+	b.Helper()
+	mc, err := metadata.NewForConfig(local.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(b.Context())
+	c := &changeCounter{cancel: cancel, counts: map[string]int{}}
+	for _, res := range []string{"nodes", "pods"} {
+		r := mc.Resource(schema.GroupVersionResource{Version: "v1", Resource: res})
+		list, err := r.List(ctx, metav1.ListOptions{Limit: 1})
+		if err != nil {
+			cancel()
+			b.Fatalf("listing %s: %v", res, err)
+		}
+		w, err := r.Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+		if err != nil {
+			cancel()
+			b.Fatalf("watching %s: %v", res, err)
+		}
+		c.wg.Go(func() {
+			defer w.Stop()
+			for ev := range w.ResultChan() {
+				c.mu.Lock()
+				c.counts[res+" "+strings.ToLower(string(ev.Type))]++
+				c.mu.Unlock()
+			}
+		})
+	}
+	return c
+}
+
+// stop ends the watches and says what they saw, e.g. "nodes modified 120, pods modified 3".
+func (c *changeCounter) stop() string {
+	c.cancel()
+	c.wg.Wait()
+	var parts []string
+	for k, n := range c.counts {
+		parts = append(parts, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(parts)
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }

@@ -230,10 +230,12 @@ func BenchmarkControllerFootprint(b *testing.B) {
 		b.Fatal(err)
 	}
 	prof.wait()
+	changes := countChanges(b)
 	cpu0 := procCPU(b, p.PID())
 	prof.cpu(b, "cpu-idle", size.idle)
 	time.Sleep(size.idle)
 	cpu1 := procCPU(b, p.PID())
+	b.Logf("idle window: the API server sent %s", changes.stop())
 	mem := procMemory(b, p.PID())
 	after, err := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	if err != nil {
