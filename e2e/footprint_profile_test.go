@@ -173,8 +173,9 @@ func logGoMemory(b *testing.B, phase, metrics string) {
 type changeCounter struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	mu     sync.Mutex
-	counts map[string]int
+	mu      sync.Mutex
+	counts  map[string]int
+	stopped bool // what the watches say once cancelled (an error each) is not the cluster's
 }
 
 func countChanges(b *testing.B) *changeCounter {
@@ -200,8 +201,14 @@ func countChanges(b *testing.B) *changeCounter {
 		c.wg.Go(func() {
 			defer w.Stop()
 			for ev := range w.ResultChan() {
+				key := res + " " + strings.ToLower(string(ev.Type))
+				if m, ok := ev.Object.(*metav1.PartialObjectMetadata); ok {
+					key += " by " + lastManager(m.ManagedFields)
+				}
 				c.mu.Lock()
-				c.counts[res+" "+strings.ToLower(string(ev.Type))]++
+				if !c.stopped {
+					c.counts[key]++
+				}
 				c.mu.Unlock()
 			}
 		})
@@ -209,8 +216,56 @@ func countChanges(b *testing.B) *changeCounter {
 	return c
 }
 
-// stop ends the watches and says what they saw, e.g. "nodes modified 120, pods modified 3".
+// total is how many changes the watches have seen.
+func (c *changeCounter) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, v := range c.counts {
+		n += v
+	}
+	return n
+}
+
+// awaitQuiet waits until the API server has sent no Node or Pod change for quiet, at most
+// limit, and logs how long that took before phase and what came meanwhile. After the fleet
+// appears the controller manager keeps patching every Node for minutes (its TTL controller
+// re-annotates all nodes each time the cluster's size crosses a step, at its 20 requests a
+// second): that is the cluster settling, which the phases should not measure as warmpool's.
+func awaitQuiet(b *testing.B, phase string, quiet, limit time.Duration) {
+	b.Helper()
+	c := countChanges(b)
+	began, last, seen := time.Now(), time.Now(), 0
+	for time.Since(last) < quiet && time.Since(began) < limit {
+		time.Sleep(time.Second)
+		if n := c.total(); n != seen {
+			seen, last = n, time.Now()
+		}
+	}
+	b.Logf("before the %s: waited %s for %s without Node or Pod changes; the API server sent %s",
+		phase, time.Since(began).Round(time.Second), quiet, c.stop())
+}
+
+// lastManager is the field manager of an object's most recent write.
+func lastManager(fields []metav1.ManagedFieldsEntry) string {
+	var last metav1.ManagedFieldsEntry
+	for _, f := range fields {
+		if f.Time != nil && (last.Time == nil || !f.Time.Before(last.Time)) {
+			last = f
+		}
+	}
+	if last.Manager == "" {
+		return "unknown"
+	}
+	return last.Manager + " (" + last.Subresource + ")"
+}
+
+// stop ends the watches and says what they saw, each kind of change by the field manager of
+// its object's latest write, e.g. "nodes modified by kwok (status) 120".
 func (c *changeCounter) stop() string {
+	c.mu.Lock()
+	c.stopped = true
+	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
 	var parts []string

@@ -47,6 +47,10 @@ type footprintSize struct {
 	enginePods bool
 }
 
+// estimateKnown is how long after the controller's start every pool's adaptive spare has
+// observed enough to know its arrival rate (policy.minCoverage, 2 minutes), with a margin.
+const estimateKnown = 2*time.Minute + 20*time.Second
+
 // footprintNoEngine keeps the engine DaemonSets off the fleet nodes unless enginePods is set.
 const footprintNoEngine = "bench.warmpool-e2e.dev/no-engine"
 
@@ -167,6 +171,8 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	})
 	b.Logf("setup: fleet created and Running in %s", time.Since(start).Round(time.Second))
 
+	awaitQuiet(b, "cold full reconcile", 20*time.Second, 10*time.Minute)
+
 	// (a) Cold full reconcile: process start until every pool has its NodePool and has been
 	// evaluated by the scaling controller (a warmpool_desired_nodes series per pool). It
 	// includes taking the (free) leader Lease and filling the informer caches.
@@ -205,6 +211,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	}
 
 	// (b) One full reconcile after a config change touching every pool's NodePool.
+	awaitQuiet(b, "config change", 20*time.Second, 10*time.Minute)
 	prof.wait()
 	beforeChange, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	prof.cpu(b, "cpu-change", 10*time.Second)
@@ -221,9 +228,17 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	afterChange, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	logReconciles(b, "config change", beforeChange, afterChange)
 
-	// (c), (d): let the change's echoes (status updates, requeues) die down, then measure a
-	// window with nothing happening but the cluster's own heartbeats.
+	// (c), (d): let the change's echoes (status updates, requeues) and the cluster's own
+	// settling die down, then measure a window with nothing happening but its heartbeats.
 	time.Sleep(30 * time.Second)
+	awaitQuiet(b, "idle window", 20*time.Second, 10*time.Minute)
+	// Two minutes after its first evaluation an adaptive pool's arrival estimate becomes known
+	// (policy.minCoverage), and every pool is evaluated once for it: a step of the start, not
+	// idle work.
+	if d := time.Until(started.Add(estimateKnown)); d > 0 {
+		b.Logf("before the idle window: waiting %s more for the pools' arrival estimates to become known", d.Round(time.Second))
+		time.Sleep(d)
+	}
 	memBefore := procMemory(b, p.PID())
 	before, err := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	if err != nil {
