@@ -171,8 +171,8 @@ func logGoMemory(b *testing.B, phase, metrics string) {
 // annotations). It watches metadata only, from the current resourceVersion, so it costs the
 // API server little and the controller under test nothing.
 type changeCounter struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 	mu      sync.Mutex
 	counts  map[string]int
 	stopped bool // what the watches say once cancelled (an error each) is not the cluster's
