@@ -112,8 +112,12 @@ func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj cli
 		}
 		before = existing.GetResourceVersion()
 	}
-	if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership); err != nil {
-		return false, fmt.Errorf("applying %s %s, %w", u.GetKind(), u.GetName(), err)
+	kind := u.GetKind()
+	c.written.applying(kind, u)
+	err = c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership)
+	c.written.done(kind, u, err)
+	if err != nil {
+		return false, fmt.Errorf("applying %s %s, %w", kind, u.GetName(), err)
 	}
 	return u.GetResourceVersion() != before, nil
 }

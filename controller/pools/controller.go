@@ -66,6 +66,9 @@ type Controller struct {
 	cache  client.Reader
 	scheme *runtime.Scheme
 
+	// written filters the watch events of the controller's own applies (see writes).
+	written *writes
+
 	mu sync.Mutex
 	// engineReports holds, per pool naming an existing engine DaemonSet, the contract
 	// violations last reported, so only a change is reported again.
@@ -97,8 +100,10 @@ func (f InstanceTypes) List(ctx context.Context, d config.Discovery) ([]discover
 // shared state's busy budgets.
 func NewController(kubeClient client.Client, recorder record.EventRecorder, cluster *state.Cluster, key types.NamespacedName, opts nodepools.Options, instanceTypes InstanceTypes) *Controller {
 	opts.Busy = cluster.BusyBudget
-	return &Controller{kubeClient: kubeClient, recorder: recorder, cluster: cluster, key: key, opts: opts, instanceTypes: instanceTypes,
+	c := &Controller{kubeClient: kubeClient, recorder: recorder, cluster: cluster, key: key, opts: opts, instanceTypes: instanceTypes,
 		refresh: make(chan event.GenericEvent, 1), engineReports: map[string][]string{}}
+	c.written = newWrites(c.Refresh)
+	return c
 }
 
 // Reconcile applies the ConfigMap's config, or rejects it and leaves everything as it is.
@@ -211,16 +216,18 @@ func truncate(s string, n int) string {
 // Register wires the controller into the manager: it watches the ConfigMap, and the objects it
 // owns (NodePools, node classes, engine DaemonSets and ConfigMaps) so that a hand edit or
 // deletion is put back. Only what a reconcile can undo wakes it: status updates, which Karpenter
-// and the DaemonSet controller write all the time, do not. Engine DaemonSets a config names as
+// and the DaemonSet controller write all the time, do not, nor do its own applies (writes). Engine DaemonSets a config names as
 // existing are checked on each reconcile, and at least every EngineRecheckInterval.
 func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 	c.cache, c.scheme = mgr.GetCache(), mgr.GetScheme()
 	toConfig := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: c.key}}
 	})
-	owned := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetLabels()[nodepools.LabelManagedBy] == nodepools.ManagedBy
-	}), specOrLabelsChanged)
+	owned := func(kind string) builder.WatchesOption {
+		return builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetLabels()[nodepools.LabelManagedBy] == nodepools.ManagedBy
+		}), specOrLabelsChanged, c.written.notOurs(kind))
+	}
 	nodePool, err := object(c.scheme, nodePoolGVK())
 	if err != nil {
 		return err
@@ -234,10 +241,10 @@ func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 		For(&corev1.ConfigMap{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetNamespace() == c.key.Namespace && o.GetName() == c.key.Name
 		}))).
-		Watches(nodePool, toConfig, owned).
-		Watches(nodeClass, toConfig, owned).
-		Watches(&appsv1.DaemonSet{}, toConfig, builder.WithPredicates(c.daemonSetEvents())).
-		Watches(&corev1.ConfigMap{}, toConfig, builder.WithPredicates(c.engineConfigMapEvents())).
+		Watches(nodePool, toConfig, owned(nodePoolGVK().Kind)).
+		Watches(nodeClass, toConfig, owned(c.nodeClassGVK().Kind)).
+		Watches(&appsv1.DaemonSet{}, toConfig, builder.WithPredicates(c.daemonSetEvents(), c.written.notOurs("DaemonSet"))).
+		Watches(&corev1.ConfigMap{}, toConfig, builder.WithPredicates(c.engineConfigMapEvents(), c.written.notOurs("ConfigMap"))).
 		WatchesRawSource(source.Channel(c.refresh, toConfig)).
 		WatchesRawSource(source.Channel(c.cluster.BusyChanges(), toConfig)).
 		WithOptions(controllerOptions()).

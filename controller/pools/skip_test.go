@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"testing"
 
+	"k8s.io/client-go/util/retry"
+
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/controller/state"
 	"warmpool.io/warmpool/controller/unchanged"
 	"warmpool.io/warmpool/e2e/cluster"
@@ -134,4 +137,76 @@ func poolApplies(t *testing.T) float64 {
 		total += n
 	}
 	return total
+}
+
+// TestOwnAppliesDoNotWakeTheController: a config change is reconciled once, not again for the
+// watch events of the applies it made (which carry new generations, as a hand edit does), and a
+// hand edit is reverted by one reconcile, not two. Each step ends at a barrier: a hand edit of
+// pool b's NodePool, reverted, whose event the NodePool informer delivers after every earlier
+// one, so the echoes of the step's applies have been seen by then.
+func TestOwnAppliesDoNotWakeTheController(t *testing.T) {
+	e := newEnv(t, twoPools(100, poolB), nil)
+	eventually(t, "both pools applied", func() error {
+		if n := len(owned(t, "NodePool")); n != 2 {
+			return fmt.Errorf("%d NodePools", n)
+		}
+		return nil
+	})
+	editAndWaitRevert(t)
+	before := reconcileTotal(t)
+
+	e.SetConfig(twoPools(400, poolB))
+	eventually(t, "pool a's NVMe requirement updated", func() error {
+		if got := nvmeRequirement(getNodePool(t, "warmpool-a")); got != "Gt 400" {
+			return fmt.Errorf("requirement %q", got)
+		}
+		return nil
+	})
+	waitPoolsIdle(t)
+	editAndWaitRevert(t)
+	if n := reconcileTotal(t) - before; n != 2 {
+		t.Errorf("%v reconciles for one config change and one hand edit, want 2: the controller's own applies woke it", n)
+	}
+}
+
+// editAndWaitRevert changes pool b's NVMe requirement by hand, waits until the controller has
+// put it back and is idle again.
+func editAndWaitRevert(t *testing.T) {
+	t.Helper()
+	waitPoolsIdle(t)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		np := getNodePool(t, "warmpool-b")
+		np.Spec.Template.Spec.Requirements[0].Values = []string{"1"}
+		return kube.Update(t.Context(), np)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "pool b's hand edit reverted", func() error {
+		if got := nvmeRequirement(getNodePool(t, "warmpool-b")); got != "Gt 50" {
+			return fmt.Errorf("requirement %q", got)
+		}
+		return nil
+	})
+	waitPoolsIdle(t)
+}
+
+// waitPoolsIdle waits until the pools controller runs no reconcile and has finished none since
+// the previous look. (Its workqueue depth cannot tell: the series outlives the managers of
+// earlier tests, which may have stopped with a key queued.)
+func waitPoolsIdle(t *testing.T) {
+	t.Helper()
+	last := -1.0
+	eventually(t, "the pools controller idle", func() error {
+		running := operatortest.MetricSum(t, "controller_runtime_active_workers", map[string]string{"controller": "pools"})
+		done := reconcileTotal(t)
+		if prev := last; running != 0 || done != prev {
+			last = -1
+			if running == 0 {
+				last = done
+			}
+			return fmt.Errorf("%v reconciles running, %v done (%v at the previous look)", running, done, prev)
+		}
+		return nil
+	})
 }

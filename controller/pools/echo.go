@@ -1,0 +1,99 @@
+package pools
+
+import (
+	"sync"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+)
+
+// writes keeps the watch events of the controller's own applies from queueing another
+// reconcile. Without it a config change to 100 pools ran the whole reconcile two to four times:
+// once for the change, then again for the echoes of its own NodePool applies, arriving while it
+// ran. An event is an echo when the object's resourceVersion is the one our apply returned; any
+// later write by anyone else has another and still wakes the controller.
+//
+// The watch event can be handled before the apply's response: an event for an object with an
+// apply in flight is held until the response says whose it was, and if it was not ours (or the
+// apply failed) the controller is woken then. So no write is missed, and no echo slips through.
+type writes struct {
+	mu      sync.Mutex
+	last    map[string]string   // key -> resourceVersion our last apply returned
+	pending map[string]int      // key -> applies in flight
+	held    map[string][]string // key -> resourceVersions of events that came in meanwhile
+	wake    func()
+}
+
+func newWrites(wake func()) *writes {
+	return &writes{last: map[string]string{}, pending: map[string]int{}, held: map[string][]string{}, wake: wake}
+}
+
+// Typed objects from the informers carry no kind, so each watch names its own.
+func writeKey(kind string, o client.Object) string {
+	return kind + "/" + o.GetNamespace() + "/" + o.GetName()
+}
+
+// applying is called before an apply of o; done after it, with o as the server returned it
+// (err nil) or the apply's error.
+func (w *writes) applying(kind string, o client.Object) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pending[writeKey(kind, o)]++
+}
+
+func (w *writes) done(kind string, o client.Object, err error) {
+	key := writeKey(kind, o)
+	w.mu.Lock()
+	if w.pending[key]--; w.pending[key] <= 0 {
+		delete(w.pending, key)
+	}
+	rv := ""
+	if err == nil {
+		rv = o.GetResourceVersion()
+		w.last[key] = rv
+	}
+	wake := false
+	for _, h := range w.held[key] {
+		wake = wake || h != rv
+	}
+	if _, inFlight := w.pending[key]; !inFlight {
+		delete(w.held, key)
+	}
+	w.mu.Unlock()
+	if wake {
+		w.wake()
+	}
+}
+
+// pass decides one create or update event: false for an echo of our own apply, and for an
+// event held until the apply in flight answers.
+func (w *writes) pass(kind string, o client.Object) bool {
+	key := writeKey(kind, o)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	rv := o.GetResourceVersion()
+	if last, ok := w.last[key]; ok && last == rv {
+		return false
+	}
+	if w.pending[key] > 0 {
+		w.held[key] = append(w.held[key], rv)
+		return false
+	}
+	return true
+}
+
+// notOurs passes every event of the watched kind but the echoes of the controller's own applies.
+func (w *writes) notOurs(kind string) predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return w.pass(kind, e.Object) },
+		UpdateFunc: func(e event.UpdateEvent) bool { return w.pass(kind, e.ObjectNew) },
+		DeleteFunc: func(e event.DeleteEvent) bool {
+			w.mu.Lock()
+			delete(w.last, writeKey(kind, e.Object))
+			w.mu.Unlock()
+			return true
+		},
+		GenericFunc: func(event.GenericEvent) bool { return true },
+	}
+}
