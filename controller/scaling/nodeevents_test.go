@@ -3,9 +3,11 @@ package scaling
 import (
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"warmpool.io/warmpool/controller/enginecache"
@@ -57,5 +59,45 @@ func TestNodeChanged(t *testing.T) {
 	}
 	if !nodeChanged.Create(event.CreateEvent{Object: poolNode()}) {
 		t.Error("a new node of a pool does not pass")
+	}
+}
+
+// TestHeadroomChanged: what an evaluation reads of its headroom Deployment wakes the pool; the
+// status the Deployment controller keeps rewriting does not.
+func TestHeadroomChanged(t *testing.T) {
+	base := func() *appsv1.Deployment {
+		return &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: "warmpool-headroom-p", Generation: 3, ResourceVersion: "10",
+				Labels:      map[string]string{nodepools.LabelPool: "p"},
+				Annotations: map[string]string{AnnotationState: "s1"}},
+			Spec:   appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)},
+			Status: appsv1.DeploymentStatus{ObservedGeneration: 3, Replicas: 2},
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(d *appsv1.Deployment)
+		want   bool
+	}{
+		{"the status", func(d *appsv1.Deployment) {
+			d.Status.ReadyReplicas, d.Status.AvailableReplicas, d.Status.UpdatedReplicas = 2, 2, 2
+		}, false},
+		{"a resync", func(*appsv1.Deployment) {}, false},
+		{"the spec", func(d *appsv1.Deployment) { d.Generation, d.Spec.Replicas = 4, ptr.To[int32](7) }, true},
+		{"the recorded state", func(d *appsv1.Deployment) { d.Annotations[AnnotationState] = "s2" }, true},
+		{"a label", func(d *appsv1.Deployment) { d.Labels["team"] = "ci" }, true},
+		{"deletion started", func(d *appsv1.Deployment) { d.DeletionTimestamp = &metav1.Time{} }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old, cur := base(), base()
+			tc.change(cur)
+			cur.ResourceVersion = "11"
+			if got := headroomChanged.Update(event.UpdateEvent{ObjectOld: old, ObjectNew: cur}); got != tc.want {
+				t.Errorf("update passed: %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if !headroomChanged.Create(event.CreateEvent{Object: base()}) || !headroomChanged.Delete(event.DeleteEvent{Object: base()}) {
+		t.Error("a headroom Deployment created or deleted did not wake its pool")
 	}
 }

@@ -1,8 +1,9 @@
 package scaling
 
 // What wakes the controller: Enqueue (queue readings and config changes, wake.go), the pool's
-// nodes, its headroom Deployment and the pods on its nodes changing, its NodePool appearing,
-// and each reconcile's requeue at the pool's next change on the clock (next.go).
+// nodes, its headroom Deployment (not its status) and the pods on its nodes changing, its
+// NodePool appearing, and each reconcile's requeue at the pool's next change on the clock
+// (next.go).
 
 import (
 	"context"
@@ -51,7 +52,6 @@ func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
 		return fmt.Errorf("indexing nodes by pool, %w", err)
 	}
 	c.nodesIndexed = true
-	hasPool := builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel))
 	// Pods: a runner pod landing on (or leaving) a node changes the pool's busy nodes, so its
 	// headroom should follow at once, not on the next periodic evaluation. This reuses the
 	// full-object Pod informer the busy-node count above already needs (spec.nodeName, phase,
@@ -66,7 +66,7 @@ func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
 		Named("scaling").
 		WatchesRawSource(c.wake).
 		Watches(&corev1.Node{}, toPools, builder.WithPredicates(nodeChanged)).
-		Watches(&appsv1.Deployment{}, toPools, hasPool).
+		Watches(&appsv1.Deployment{}, toPools, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), headroomChanged)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(c.podPool), builder.WithPredicates(podMoved)).
 		Watches(&karpv1.NodePool{}, toPools, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), created)).
 		// Pools are independent (each one's state is its own, the shared parts lock): a cold
@@ -104,6 +104,26 @@ func addPool(q workqueue.TypedRateLimitingInterface[reconcile.Request], o client
 		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: pool}})
 	}
 }
+
+// headroomChanged passes what an evaluation acts on in a headroom Deployment: its creation and
+// deletion, its spec (the generation: a hand edit is put back), labels and annotations (the
+// state it records, read back after a restart), and its deletion starting. Not its status,
+// which the Deployment controller rewrites as each placeholder is created, scheduled and
+// ready, two to four times per change of replicas: the evaluation never reads it, and the
+// placeholders themselves are watched as pods (podMoved).
+var headroomChanged = predicate.Or[client.Object](
+	predicate.GenerationChangedPredicate{},
+	predicate.LabelChangedPredicate{},
+	predicate.AnnotationChangedPredicate{},
+	predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return (e.ObjectOld.GetDeletionTimestamp() == nil) != (e.ObjectNew.GetDeletionTimestamp() == nil)
+		},
+	},
+)
 
 // created passes creations only.
 var created = predicate.Funcs{
