@@ -113,9 +113,9 @@ func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj cli
 		before = existing.GetResourceVersion()
 	}
 	kind := u.GetKind()
-	c.written.applying(kind, u)
+	c.written.Applying(kind, u)
 	err = c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership)
-	c.written.done(kind, u, err)
+	c.written.Done(kind, u, err)
 	if err != nil {
 		return false, fmt.Errorf("applying %s %s, %w", kind, u.GetName(), err)
 	}

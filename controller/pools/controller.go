@@ -31,6 +31,7 @@ import (
 
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/counted"
+	"warmpool.io/warmpool/controller/echo"
 	"warmpool.io/warmpool/controller/state"
 	"warmpool.io/warmpool/nodepools"
 	"warmpool.io/warmpool/nodepools/discovery"
@@ -66,8 +67,8 @@ type Controller struct {
 	cache  client.Reader
 	scheme *runtime.Scheme
 
-	// written filters the watch events of the controller's own applies (see writes).
-	written *writes
+	// written filters the watch events of the controller's own applies.
+	written *echo.Writes
 
 	mu sync.Mutex
 	// engineReports holds, per pool naming an existing engine DaemonSet, the contract
@@ -102,7 +103,7 @@ func NewController(kubeClient client.Client, recorder record.EventRecorder, clus
 	opts.Busy = cluster.BusyBudget
 	c := &Controller{kubeClient: kubeClient, recorder: recorder, cluster: cluster, key: key, opts: opts, instanceTypes: instanceTypes,
 		refresh: make(chan event.GenericEvent, 1), engineReports: map[string][]string{}}
-	c.written = newWrites(c.Refresh)
+	c.written = echo.New(func(client.Object) { c.Refresh() })
 	return c
 }
 
@@ -216,7 +217,7 @@ func truncate(s string, n int) string {
 // Register wires the controller into the manager: it watches the ConfigMap, and the objects it
 // owns (NodePools, node classes, engine DaemonSets and ConfigMaps) so that a hand edit or
 // deletion is put back. Only what a reconcile can undo wakes it: status updates, which Karpenter
-// and the DaemonSet controller write all the time, do not, nor do its own applies (writes). Engine DaemonSets a config names as
+// and the DaemonSet controller write all the time, do not, nor do its own applies (package echo). Engine DaemonSets a config names as
 // existing are checked on each reconcile, and at least every EngineRecheckInterval.
 func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 	c.cache, c.scheme = mgr.GetCache(), mgr.GetScheme()
@@ -226,7 +227,7 @@ func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 	owned := func(kind string) builder.WatchesOption {
 		return builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetLabels()[nodepools.LabelManagedBy] == nodepools.ManagedBy
-		}), specOrLabelsChanged, c.written.notOurs(kind))
+		}), specOrLabelsChanged, c.written.NotOurs(kind))
 	}
 	nodePool, err := object(c.scheme, nodePoolGVK())
 	if err != nil {
@@ -243,8 +244,8 @@ func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 		}))).
 		Watches(nodePool, toConfig, owned(nodePoolGVK().Kind)).
 		Watches(nodeClass, toConfig, owned(c.nodeClassGVK().Kind)).
-		Watches(&appsv1.DaemonSet{}, toConfig, builder.WithPredicates(c.daemonSetEvents(), c.written.notOurs("DaemonSet"))).
-		Watches(&corev1.ConfigMap{}, toConfig, builder.WithPredicates(c.engineConfigMapEvents(), c.written.notOurs("ConfigMap"))).
+		Watches(&appsv1.DaemonSet{}, toConfig, builder.WithPredicates(c.daemonSetEvents(), c.written.NotOurs("DaemonSet"))).
+		Watches(&corev1.ConfigMap{}, toConfig, builder.WithPredicates(c.engineConfigMapEvents(), c.written.NotOurs("ConfigMap"))).
 		WatchesRawSource(source.Channel(c.refresh, toConfig)).
 		WatchesRawSource(source.Channel(c.cluster.BusyChanges(), toConfig)).
 		WithOptions(controllerOptions()).

@@ -33,6 +33,7 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/echo"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/controller/state"
@@ -56,6 +57,8 @@ type Controller struct {
 	cluster   *state.Cluster
 	namespace string
 	interval  time.Duration
+	// written filters the watch events of the controller's own headroom Deployment applies.
+	written *echo.Writes
 	// instanceTypes lists the instance types known to the manager (EC2 discovery), for
 	// deriving jobsPerNode of a pool that has no node yet; nil or empty: none known.
 	instanceTypes InstanceTypes
@@ -128,10 +131,16 @@ type poolState struct {
 // NewController builds the scaling controller. It reads the config in force from cluster and
 // records each pool's busy budget there.
 func NewController(kubeClient client.Client, recorder record.EventRecorder, clk clock.Clock, tracker *queue.Tracker, cluster *state.Cluster, namespace string) *Controller {
-	return &Controller{
+	c := &Controller{
 		kubeClient: kubeClient, recorder: recorder, clk: clk, tracker: tracker, cluster: cluster, namespace: namespace,
 		interval: DefaultInterval, wake: &wakeups{}, pools: map[string]*poolState{},
 	}
+	c.written = echo.New(func(o client.Object) {
+		if pool := o.GetLabels()[nodepools.LabelPool]; pool != "" {
+			c.Enqueue(pool)
+		}
+	})
+	return c
 }
 
 // SetInterval sets how often a busy pool is evaluated again (DefaultInterval). Call it before

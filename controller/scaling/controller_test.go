@@ -14,11 +14,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/controller/queue"
 	"warmpool.io/warmpool/controller/scaling"
@@ -571,4 +573,68 @@ func TestHandEditedHeadroomIsReverted(t *testing.T) {
 	}
 	// The edit is seen (it bumps the generation) and reverted by the next evaluation.
 	e.waitReplicas(pool, 2)
+}
+
+// TestOwnHeadroomAppliesDoNotWakeThePool: a change of a pool's headroom evaluates the pool once,
+// not again for the watch event of the Deployment apply it made (a new generation, as a hand
+// edit's), and a hand edit is put back by one evaluation, not two. Each step ends at a barrier:
+// a hand edit of the Deployment, put back, whose event the Deployment informer delivers after
+// every earlier one, so the echo of the step's apply has been seen by then.
+func TestOwnHeadroomAppliesDoNotWakeThePool(t *testing.T) {
+	pool := poolName("echo")
+	e := newEnv(t, configYAML(poolYAML(pool, "scaling: {warmMinimum: 2}")))
+	e.waitReplicas(pool, 2)
+	e.editAndWaitRevert(pool, 2)
+	before := scalingReconciles(t)
+
+	e.SetConfig(configYAML(poolYAML(pool, "scaling: {warmMinimum: 3}")))
+	e.waitReplicas(pool, 3)
+	waitScalingIdle(t)
+	e.editAndWaitRevert(pool, 3)
+	if n := scalingReconciles(t) - before; n != 2 {
+		t.Errorf("%v evaluations for one config change and one hand edit, want 2: the controller's own applies woke it", n)
+	}
+}
+
+// editAndWaitRevert sets the pool's headroom to 7 replicas by hand and waits until the
+// controller has put back want and is idle again.
+func (e *env) editAndWaitRevert(pool string, want int32) {
+	e.T.Helper()
+	waitScalingIdle(e.T)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := e.headroom(pool)
+		if err != nil {
+			return err
+		}
+		d.Spec.Replicas = ptr.To[int32](7)
+		return kube.Update(e.T.Context(), d)
+	})
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.waitReplicas(pool, want)
+	waitScalingIdle(e.T)
+}
+
+func scalingReconciles(t testing.TB) float64 {
+	return operatortest.MetricSum(t, "controller_runtime_reconcile_total", map[string]string{"controller": "scaling"})
+}
+
+// waitScalingIdle waits until the scaling controller runs no reconcile and has finished none
+// since the previous look.
+func waitScalingIdle(t testing.TB) {
+	t.Helper()
+	last := -1.0
+	eventually(t, "the scaling controller idle", func() error {
+		running := operatortest.MetricSum(t, "controller_runtime_active_workers", map[string]string{"controller": "scaling"})
+		done := scalingReconciles(t)
+		if prev := last; running != 0 || done != prev {
+			last = -1
+			if running == 0 {
+				last = done
+			}
+			return fmt.Errorf("%v reconciles running, %v done (%v at the previous look)", running, done, prev)
+		}
+		return nil
+	})
 }

@@ -175,8 +175,12 @@ func (c *Controller) apply(ctx context.Context, obj client.Object) (*unstructure
 	if err != nil {
 		return nil, err
 	}
-	if err := c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership); err != nil {
-		return nil, fmt.Errorf("applying %s %s, %w", u.GetKind(), u.GetName(), err)
+	kind := u.GetKind()
+	c.written.Applying(kind, u)
+	err = c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership)
+	c.written.Done(kind, u, err)
+	if err != nil {
+		return nil, fmt.Errorf("applying %s %s, %w", kind, u.GetName(), err)
 	}
 	return u, nil
 }

@@ -1,9 +1,9 @@
 package scaling
 
 // What wakes the controller: Enqueue (queue readings and config changes, wake.go), the pool's
-// nodes, its headroom Deployment (not its status) and the pods on its nodes changing, its
-// NodePool appearing, and each reconcile's requeue at the pool's next change on the clock
-// (next.go).
+// nodes, its headroom Deployment (not its status, nor its own applies: package echo) and the
+// pods on its nodes changing, its NodePool appearing, and each reconcile's requeue at the
+// pool's next change on the clock (next.go).
 
 import (
 	"context"
@@ -66,7 +66,7 @@ func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
 		Named("scaling").
 		WatchesRawSource(c.wake).
 		Watches(&corev1.Node{}, toPools, builder.WithPredicates(nodeChanged)).
-		Watches(&appsv1.Deployment{}, toPools, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), headroomChanged)).
+		Watches(&appsv1.Deployment{}, toPools, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), headroomChanged, c.written.NotOurs("Deployment"))).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(c.podPool), builder.WithPredicates(podMoved)).
 		Watches(&karpv1.NodePool{}, toPools, builder.WithPredicates(predicate.NewPredicateFuncs(hasPoolLabel), created)).
 		// Pools are independent (each one's state is its own, the shared parts lock): a cold

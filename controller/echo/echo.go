@@ -1,4 +1,9 @@
-package pools
+// Package echo keeps the watch events of a controller's own writes from waking it again. An
+// apply that changes an object (a new generation) sends its watch event back to the controller
+// that made it, which a predicate on spec changes passes like a hand edit; without this filter
+// a config change to 100 pools ran the pools controller's whole reconcile two to four times, and
+// every change of a pool's headroom evaluated the pool twice.
+package echo
 
 import (
 	"sync"
@@ -8,25 +13,26 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 )
 
-// writes keeps the watch events of the controller's own applies from queueing another
-// reconcile. Without it a config change to 100 pools ran the whole reconcile two to four times:
-// once for the change, then again for the echoes of its own NodePool applies, arriving while it
-// ran. An event is an echo when the object's resourceVersion is the one our apply returned; any
-// later write by anyone else has another and still wakes the controller.
+// Writes remembers the resourceVersion each of a controller's own applies returned. An event is
+// an echo when the object carries that resourceVersion; any later write by anyone else has
+// another and still wakes the controller.
 //
 // The watch event can be handled before the apply's response: an event for an object with an
 // apply in flight is held until the response says whose it was, and if it was not ours (or the
-// apply failed) the controller is woken then. So no write is missed, and no echo slips through.
-type writes struct {
+// apply failed) wake is called with the object then. So no write is missed, and no echo slips
+// through.
+type Writes struct {
 	mu      sync.Mutex
 	last    map[string]string   // key -> resourceVersion our last apply returned
 	pending map[string]int      // key -> applies in flight
 	held    map[string][]string // key -> resourceVersions of events that came in meanwhile
-	wake    func()
+	wake    func(client.Object)
 }
 
-func newWrites(wake func()) *writes {
-	return &writes{last: map[string]string{}, pending: map[string]int{}, held: map[string][]string{}, wake: wake}
+// New returns an empty record; wake is called for an object whose held event turned out not to
+// be an echo.
+func New(wake func(client.Object)) *Writes {
+	return &Writes{last: map[string]string{}, pending: map[string]int{}, held: map[string][]string{}, wake: wake}
 }
 
 // Typed objects from the informers carry no kind, so each watch names its own.
@@ -34,15 +40,15 @@ func writeKey(kind string, o client.Object) string {
 	return kind + "/" + o.GetNamespace() + "/" + o.GetName()
 }
 
-// applying is called before an apply of o; done after it, with o as the server returned it
+// Applying is called before an apply of o; Done after it, with o as the server returned it
 // (err nil) or the apply's error.
-func (w *writes) applying(kind string, o client.Object) {
+func (w *Writes) Applying(kind string, o client.Object) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.pending[writeKey(kind, o)]++
 }
 
-func (w *writes) done(kind string, o client.Object, err error) {
+func (w *Writes) Done(kind string, o client.Object, err error) {
 	key := writeKey(kind, o)
 	w.mu.Lock()
 	if w.pending[key]--; w.pending[key] <= 0 {
@@ -62,13 +68,13 @@ func (w *writes) done(kind string, o client.Object, err error) {
 	}
 	w.mu.Unlock()
 	if wake {
-		w.wake()
+		w.wake(o)
 	}
 }
 
 // pass decides one create or update event: false for an echo of our own apply, and for an
 // event held until the apply in flight answers.
-func (w *writes) pass(kind string, o client.Object) bool {
+func (w *Writes) pass(kind string, o client.Object) bool {
 	key := writeKey(kind, o)
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -83,8 +89,8 @@ func (w *writes) pass(kind string, o client.Object) bool {
 	return true
 }
 
-// notOurs passes every event of the watched kind but the echoes of the controller's own applies.
-func (w *writes) notOurs(kind string) predicate.Predicate {
+// NotOurs passes every event of the watched kind but the echoes of the controller's own applies.
+func (w *Writes) NotOurs(kind string) predicate.Predicate {
 	return predicate.Funcs{
 		CreateFunc: func(e event.CreateEvent) bool { return w.pass(kind, e.Object) },
 		UpdateFunc: func(e event.UpdateEvent) bool { return w.pass(kind, e.ObjectNew) },
