@@ -27,10 +27,15 @@ import (
 // it to 5 s. The client-side rate limit (--kube-api-qps) still bounds the burst.
 const applyWorkers = 32
 
+// errNotOurs: an object of the name warmpool renders exists and was not made by warmpool.
+var errNotOurs = errors.New("exists and is not managed by warmpool")
+
 // apply server-side-applies every rendered object, then prunes the pools the config dropped,
 // and checks the engine DaemonSets the config names instead of having them generated.
 // Node classes go first on apply and last on prune, so a NodePool never points at a missing one.
-func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *config.Config) error {
+// failed holds, per pool, why an object of it could not be applied; err what failed outside
+// any one pool (pruning, shared objects).
+func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *config.Config) (failed map[string]error, err error) {
 	objs := nodepools.Render(cfg, c.opts)
 	byPool := map[string][]client.Object{}
 	for _, obj := range objs {
@@ -44,6 +49,7 @@ func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *confi
 		wg      sync.WaitGroup
 		slots   = make(chan struct{}, applyWorkers)
 	)
+	failed = map[string]error{}
 	for pool, objs := range byPool {
 		slots <- struct{}{}
 		wg.Go(func() {
@@ -51,9 +57,12 @@ func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *confi
 			for _, obj := range objs {
 				updated, err := c.applyOne(ctx, cm, obj)
 				mu.Lock()
-				if err != nil {
+				switch {
+				case err != nil && pool != "":
+					failed[pool] = errors.Join(failed[pool], err)
+				case err != nil:
 					errs = append(errs, err)
-				} else if updated {
+				case updated:
 					changed[pool] = append(changed[pool], fmt.Sprintf("%s/%s", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName()))
 				}
 				mu.Unlock()
@@ -82,7 +91,14 @@ func (c *Controller) apply(ctx context.Context, cm *corev1.ConfigMap, cfg *confi
 		log.FromContext(ctx).Error(err, "checking existing engine DaemonSets")
 		c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonEngineCheckFailed, "could not check the engine DaemonSets: %v", err)
 	}
-	return errors.Join(errs...)
+	return failed, errors.Join(errs...)
+}
+
+// refused reports whether an apply failed because the object as rendered is refused (by the API
+// server's validation, an admission webhook, or because its name is taken): applying the same
+// rendering again cannot succeed, only a config edit or someone else's change can help.
+func refused(err error) bool {
+	return errors.Is(err, errNotOurs) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsForbidden(err)
 }
 
 // applyOne applies one object and reports whether the server changed it. It never takes over an
@@ -104,7 +120,7 @@ func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj cli
 	if existing != nil {
 		if existing.GetLabels()[nodepools.LabelManagedBy] != nodepools.ManagedBy {
 			c.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonOwnershipConflict, "%s %s exists and is not managed by warmpool; leaving it alone", u.GetKind(), u.GetName())
-			return false, fmt.Errorf("%s %s exists and is not managed by warmpool", u.GetKind(), u.GetName())
+			return false, fmt.Errorf("%s %s %w", u.GetKind(), u.GetName(), errNotOurs)
 		}
 		// u carries its rendering's digest (Stamp), so covering it means being applied from it.
 		if unchanged.Covers(existing.Object, u.Object) {

@@ -122,17 +122,58 @@ func (c *Controller) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if err != nil {
 		return c.reject(ctx, cm, err)
 	}
-	if err := c.apply(ctx, cm, cfg); err != nil {
+	failed, err := c.apply(ctx, cm, cfg)
+	// In force from here on; the state's followers (queue sources, scaling, cache) follow it.
+	// A pool whose objects could not be applied keeps its last good settings (or, new, is not
+	// in force yet), so what drives it never runs ahead of its NodePool; it holds no other
+	// pool back.
+	inForce := withLastGood(cfg, c.cluster.Config(), failed)
+	c.cluster.SetConfig(ctx, inForce)
+	configValid.Set(1)
+	poolsInForce.Set(float64(len(inForce.Pools)))
+	setApplyFailed(cfg, failed)
+	retry := []error{err}
+	for pool, perr := range failed {
+		if !refused(perr) {
+			retry = append(retry, fmt.Errorf("pool %s: %w", pool, perr))
+		}
+	}
+	if err := errors.Join(retry...); err != nil {
 		return reconcile.Result{}, err
 	}
-	// In force from here on; the state's followers (queue sources, scaling, cache) follow it.
-	c.cluster.SetConfig(ctx, cfg)
-	configValid.Set(1)
-	poolsInForce.Set(float64(len(cfg.Pools)))
-	if usesExistingEngine(cfg) {
+	// A refused rendering fails the same way until the config changes, which wakes this
+	// controller, or someone else changes what refused it, which may not: look again now and
+	// then instead of backing off.
+	if len(failed) > 0 || usesExistingEngine(cfg) {
 		return reconcile.Result{RequeueAfter: EngineRecheckInterval}, nil
 	}
 	return reconcile.Result{}, nil
+}
+
+// withLastGood is cfg with each pool in failed replaced by its settings in last (the config in
+// force before), or left out when last has no such pool.
+func withLastGood(cfg, last *config.Config, failed map[string]error) *config.Config {
+	if len(failed) == 0 {
+		return cfg
+	}
+	out := *cfg
+	out.Pools = make([]config.Pool, 0, len(cfg.Pools))
+	for _, p := range cfg.Pools {
+		if _, bad := failed[p.Name]; !bad {
+			out.Pools = append(out.Pools, p)
+			continue
+		}
+		if last == nil {
+			continue
+		}
+		for _, lp := range last.Pools {
+			if lp.Name == p.Name {
+				out.Pools = append(out.Pools, lp)
+				break
+			}
+		}
+	}
+	return &out
 }
 
 // load parses the ConfigMap and, with discovery on, checks every pool admits an instance type.

@@ -20,6 +20,7 @@ import (
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/config"
+	"warmpool.io/warmpool/controller/operator/operatortest"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/e2e/cluster"
 	"warmpool.io/warmpool/nodepools"
@@ -287,6 +288,81 @@ func TestForeignObjectIsNotTakenOver(t *testing.T) {
 	if got.Spec.Role != "someone-else" || got.Labels[nodepools.LabelManagedBy] != "" {
 		t.Errorf("foreign EC2NodeClass was modified: role %q labels %v", got.Spec.Role, got.Labels)
 	}
+}
+
+// TestRefusedPoolHoldsNoOtherBack: a new pool whose objects cannot be applied (here its node
+// class's name is taken) is reported and not put in force, and the other pools' changes go in
+// force at once (a pool in force would keep its last good settings: TestWithLastGood). A config
+// edit applies it once the way is clear.
+func TestRefusedPoolHoldsNoOtherBack(t *testing.T) {
+	e := newEnv(t, twoPools(100, poolB), nil)
+	eventually(t, "both pools in force", func() error { return poolsInForce(e, "a=Gt 100", "b") })
+
+	foreign := &awsv1.EC2NodeClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "warmpool-c"},
+		Spec: awsv1.EC2NodeClassSpec{
+			Role:                       "someone-else",
+			AMISelectorTerms:           []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
+			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{ID: "subnet-1"}},
+			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{ID: "sg-1"}},
+		},
+	}
+	if err := kube.Create(t.Context(), foreign); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kube.Delete(context.Background(), foreign) })
+
+	// Pool a changes, pool c is new and cannot be applied.
+	poolC := "  - name: c\n    nvme: {minSizeGB: 50}\n    engine: {version: v0.19.7}\n"
+	e.SetConfig(twoPools(400, poolB+poolC))
+	e.waitEvent(pools.ReasonApplyFailed, "pool c", "EC2NodeClass warmpool-c exists and is not managed by warmpool")
+	eventually(t, "pool a's change in force without pool c", func() error { return poolsInForce(e, "a=Gt 400", "b") })
+	if v, _ := operatortest.Metric(t, "warmpool_pool_apply_failed", map[string]string{"pool": "c"}); v != 1 {
+		t.Errorf("warmpool_pool_apply_failed{pool=c} = %v, want 1", v)
+	}
+	if v, _ := operatortest.Metric(t, "warmpool_pool_apply_failed", map[string]string{"pool": "a"}); v != 0 {
+		t.Errorf("warmpool_pool_apply_failed{pool=a} = %v, want 0", v)
+	}
+
+	// The name is freed and the config edited again: pool c is applied and in force.
+	if err := kube.Delete(t.Context(), foreign); err != nil {
+		t.Fatal(err)
+	}
+	e.SetConfig(twoPools(400, poolBLabelled+poolC))
+	eventually(t, "every pool in force once nothing refuses them", func() error { return poolsInForce(e, "a=Gt 400", "b", "c") })
+	if v, _ := operatortest.Metric(t, "warmpool_pool_apply_failed", map[string]string{"pool": "c"}); v != 0 {
+		t.Errorf("warmpool_pool_apply_failed{pool=c} = %v after it was applied, want 0", v)
+	}
+}
+
+// poolsInForce checks the config in force names exactly these pools, each "name" or
+// "name=requirement" (its NVMe requirement as rendered).
+func poolsInForce(e *env, want ...string) error {
+	cfg := e.Mgr.State.Config()
+	if cfg == nil {
+		return fmt.Errorf("no config in force")
+	}
+	var got []string
+	for _, p := range cfg.Pools {
+		got = append(got, p.Name)
+	}
+	var names []string
+	for _, w := range want {
+		name, req, hasReq := strings.Cut(w, "=")
+		names = append(names, name)
+		if !hasReq {
+			continue
+		}
+		for _, p := range cfg.Pools {
+			if p.Name == name && fmt.Sprintf("Gt %d", p.NVMe.MinSizeGB) != req {
+				return fmt.Errorf("pool %s in force with minSizeGB %d, want %s", name, p.NVMe.MinSizeGB, req)
+			}
+		}
+	}
+	if !slices.Equal(got, names) {
+		return fmt.Errorf("pools in force %v, want %v", got, names)
+	}
+	return nil
 }
 
 func TestHandEditIsReverted(t *testing.T) {

@@ -3,6 +3,8 @@ package pools
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"warmpool.io/warmpool/controller/config"
 )
 
 const controllerName = "pools"
@@ -24,8 +26,24 @@ var (
 		Name: "warmpool_pool_applies_total",
 		Help: "Applies that changed a pool's NodePool or node class.",
 	}, []string{"pool"})
+	poolApplyFailed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "warmpool_pool_apply_failed",
+		Help: "1 while an object of the pool could not be applied (Event ApplyFailed says why); the pool's last good settings stay in force.",
+	}, []string{"pool"})
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(configValid, configRejections, poolsInForce, poolApplies)
+	crmetrics.Registry.MustRegister(configValid, configRejections, poolsInForce, poolApplies, poolApplyFailed)
+}
+
+// setApplyFailed sets the gauge for every pool of cfg; pools cfg dropped lose their series.
+func setApplyFailed(cfg *config.Config, failed map[string]error) {
+	poolApplyFailed.Reset()
+	for _, p := range cfg.Pools {
+		v := 0.0
+		if _, bad := failed[p.Name]; bad {
+			v = 1
+		}
+		poolApplyFailed.WithLabelValues(p.Name).Set(v)
+	}
 }
