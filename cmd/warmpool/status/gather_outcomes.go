@@ -144,6 +144,11 @@ func (g *gatherer) poolEvents(rd *reads, pool string, attributed map[string]stri
 			mine = o.Namespace == g.opts.Namespace && snaps[o.Name]
 		case "Deployment", "CapacityBuffer":
 			mine = o.Namespace == g.opts.Namespace && o.Name == nodepools.HeadroomName(pool)
+		case "ConfigMap":
+			// The pools controller's Events on the config (applied, apply failed, pruned)
+			// name their pool first.
+			mine = o.Namespace == g.opts.Namespace && o.Name == g.opts.ConfigMap &&
+				(strings.HasPrefix(e.Message, "pool "+pool+":") || strings.HasPrefix(e.Message, "pool "+pool+" "))
 		}
 		if mine && (g.opts.AllEvents || fromWarmpool(e) || e.Type == corev1.EventTypeWarning) {
 			out = append(out, event(*e))

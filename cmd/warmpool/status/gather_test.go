@@ -15,6 +15,7 @@ import (
 
 	"warmpool.io/warmpool/cmd/warmpool/status"
 	"warmpool.io/warmpool/controller/enginecache"
+	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/deploy/helm"
 	"warmpool.io/warmpool/nodepools"
@@ -112,10 +113,13 @@ func TestStatusNamesWhatTheStoryDid(t *testing.T) {
 	for _, e := range p.Events {
 		reasons = append(reasons, e.Reason)
 	}
-	for _, want := range []string{scaling.ReasonScaledUp, enginecache.ReasonSaved, enginecache.ReasonRestored, enginecache.ReasonColdStart, "FailedDraining"} {
+	for _, want := range []string{scaling.ReasonScaledUp, enginecache.ReasonSaved, enginecache.ReasonRestored, enginecache.ReasonColdStart, "FailedDraining", pools.ReasonApplyFailed} {
 		if !slices.Contains(reasons, want) {
 			t.Errorf("events %v lack %s", reasons, want)
 		}
+	}
+	if n := len(slices.DeleteFunc(slices.Clone(p.Events), func(e status.Event) bool { return e.Reason != pools.ReasonApplyFailed })); n != 1 {
+		t.Errorf("%d ApplyFailed Events for pool %s, want its own one only: %+v", n, s.pool, p.Events)
 	}
 	if slices.Contains(reasons, "NodeRegistrationHealthy") {
 		t.Errorf("events %v hold Karpenter's Normal condition Events without AllEvents", reasons)

@@ -24,6 +24,7 @@ import (
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/operator/operatortest"
+	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/controller/state"
@@ -177,6 +178,12 @@ func newStory(t *testing.T) *story {
 	// Karpenter's own: a Normal per status condition, and a Warning.
 	recordEventAs(t, "karpenter", time.Now().Add(-50*time.Second), np, corev1.EventTypeNormal, "NodeRegistrationHealthy", "Status condition transitioned, Type: NodeRegistrationHealthy, Status: Unknown -> True")
 	recordEventAs(t, "karpenter", time.Now().Add(-45*time.Second), node, corev1.EventTypeWarning, "FailedDraining", "Failed to drain node")
+	// The pools controller's, on the config: one about the story pool, one about a pool whose
+	// name starts with the story pool's.
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: s.namespace, Name: "warmpool"}}
+	recordEvent(t, time.Now().Add(-40*time.Second), cm, corev1.EventTypeWarning, pools.ReasonApplyFailed,
+		"pool "+s.pool+": applying NodePool "+nodepools.Name(s.pool)+`, NodePool.karpenter.sh "`+nodepools.Name(s.pool)+`" is invalid: spec.disruption.budgets[0].nodes: Invalid value`)
+	recordEvent(t, time.Now().Add(-40*time.Second), cm, corev1.EventTypeWarning, pools.ReasonApplyFailed, "pool "+s.pool+"x: applying NodePool")
 	recordEvent(t, time.Now().Add(-30*time.Second), node, corev1.EventTypeNormal, enginecache.ReasonRestored,
 		fmt.Sprintf("cache restored from VolumeSnapshot %s/%s: the engine started on it and kept it", s.namespace, newest))
 	return s
