@@ -6,11 +6,17 @@
 package echo
 
 import (
+	"context"
+	"fmt"
 	"sync"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	"warmpool.io/warmpool/controller/config"
 )
 
 // Writes remembers the resourceVersion each of a controller's own applies returned. An event is
@@ -40,15 +46,29 @@ func writeKey(kind string, o client.Object) string {
 	return kind + "/" + o.GetNamespace() + "/" + o.GetName()
 }
 
-// Applying is called before an apply of o; Done after it, with o as the server returned it
+// Apply server-side-applies u as warmpool's field manager, taking over conflicting fields,
+// and records the write, so its watch event is known for an echo. u is updated to what the
+// server stored.
+func (w *Writes) Apply(ctx context.Context, c client.Writer, u *unstructured.Unstructured) error {
+	kind := u.GetKind()
+	w.applying(kind, u)
+	err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership)
+	w.done(kind, u, err)
+	if err != nil {
+		return fmt.Errorf("applying %s %s, %w", kind, u.GetName(), err)
+	}
+	return nil
+}
+
+// applying is called before an apply of o; done after it, with o as the server returned it
 // (err nil) or the apply's error.
-func (w *Writes) Applying(kind string, o client.Object) {
+func (w *Writes) applying(kind string, o client.Object) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.pending[writeKey(kind, o)]++
 }
 
-func (w *Writes) Done(kind string, o client.Object, err error) {
+func (w *Writes) done(kind string, o client.Object, err error) {
 	key := writeKey(kind, o)
 	w.mu.Lock()
 	if w.pending[key]--; w.pending[key] <= 0 {

@@ -27,8 +27,8 @@ func TestWritesTellEchoesFromOtherWrites(t *testing.T) {
 	}
 
 	// The response first, then its echo; then someone else's write.
-	w.Applying("ConfigMap", at(""))
-	w.Done("ConfigMap", at("5"), nil)
+	w.applying("ConfigMap", at(""))
+	w.done("ConfigMap", at("5"), nil)
 	if update("5") {
 		t.Error("the echo of our own apply passed")
 	}
@@ -38,37 +38,37 @@ func TestWritesTellEchoesFromOtherWrites(t *testing.T) {
 
 	// The echo first, while the apply is in flight: held, and dropped once the response
 	// says it was ours.
-	w.Applying("ConfigMap", at(""))
+	w.applying("ConfigMap", at(""))
 	if update("7") {
 		t.Error("an event during our apply passed before its response")
 	}
-	w.Done("ConfigMap", at("7"), nil)
+	w.done("ConfigMap", at("7"), nil)
 	if wakes != 0 {
 		t.Errorf("the held echo of our own apply woke the controller %d times", wakes)
 	}
 
 	// Someone else's write lands while our apply is in flight: held, then it wakes the
 	// controller when the response shows another resourceVersion.
-	w.Applying("ConfigMap", at(""))
+	w.applying("ConfigMap", at(""))
 	if update("8") {
 		t.Error("an event during our apply passed before its response")
 	}
-	w.Done("ConfigMap", at("9"), nil)
+	w.done("ConfigMap", at("9"), nil)
 	if wakes != 1 {
 		t.Errorf("another writer's held event woke the controller %d times, want once", wakes)
 	}
 
 	// A failed apply wakes the controller for whatever was held meanwhile.
-	w.Applying("ConfigMap", at(""))
+	w.applying("ConfigMap", at(""))
 	update("10")
-	w.Done("ConfigMap", at(""), errors.New("conflict"))
+	w.done("ConfigMap", at(""), errors.New("conflict"))
 	if wakes != 2 {
 		t.Errorf("an event held across a failed apply woke the controller %d times, want once more", wakes-1)
 	}
 
 	// After a deletion the same resourceVersion means nothing any more.
-	w.Applying("ConfigMap", at(""))
-	w.Done("ConfigMap", at("11"), nil)
+	w.applying("ConfigMap", at(""))
+	w.done("ConfigMap", at("11"), nil)
 	if !p.Delete(event.DeleteEvent{Object: at("11")}) {
 		t.Error("a deletion was filtered")
 	}

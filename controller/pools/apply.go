@@ -128,12 +128,8 @@ func (c *Controller) applyOne(ctx context.Context, cm *corev1.ConfigMap, obj cli
 		}
 		before = existing.GetResourceVersion()
 	}
-	kind := u.GetKind()
-	c.written.Applying(kind, u)
-	err = c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership)
-	c.written.Done(kind, u, err)
-	if err != nil {
-		return false, fmt.Errorf("applying %s %s, %w", kind, u.GetName(), err)
+	if err := c.written.Apply(ctx, c.kubeClient, u); err != nil {
+		return false, err
 	}
 	return u.GetResourceVersion() != before, nil
 }

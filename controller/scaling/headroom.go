@@ -175,12 +175,8 @@ func (c *Controller) apply(ctx context.Context, obj client.Object) (*unstructure
 	if err != nil {
 		return nil, err
 	}
-	kind := u.GetKind()
-	c.written.Applying(kind, u)
-	err = c.kubeClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(config.FieldManager), client.ForceOwnership)
-	c.written.Done(kind, u, err)
-	if err != nil {
-		return nil, fmt.Errorf("applying %s %s, %w", kind, u.GetName(), err)
+	if err := c.written.Apply(ctx, c.kubeClient, u); err != nil {
+		return nil, err
 	}
 	return u, nil
 }
