@@ -264,9 +264,11 @@ func TestRestartKeepsLastGoodPools(t *testing.T) {
 	}
 }
 
-func TestForeignObjectIsNotTakenOver(t *testing.T) {
+// foreignNodeClass creates an EC2NodeClass warmpool did not make, deleted when the test ends.
+func foreignNodeClass(t *testing.T, name string) *awsv1.EC2NodeClass {
+	t.Helper()
 	foreign := &awsv1.EC2NodeClass{
-		ObjectMeta: metav1.ObjectMeta{Name: "warmpool-a"},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: awsv1.EC2NodeClassSpec{
 			Role:                       "someone-else",
 			AMISelectorTerms:           []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
@@ -279,6 +281,11 @@ func TestForeignObjectIsNotTakenOver(t *testing.T) {
 	}
 	// t.Context() is already cancelled when cleanups run.
 	t.Cleanup(func() { _ = kube.Delete(context.Background(), foreign) })
+	return foreign
+}
+
+func TestForeignObjectIsNotTakenOver(t *testing.T) {
+	foreign := foreignNodeClass(t, "warmpool-a")
 	e := newEnv(t, twoPools(100, ""), nil)
 	e.waitEvent(pools.ReasonOwnershipConflict, "EC2NodeClass warmpool-a exists and is not managed by warmpool")
 	got := &awsv1.EC2NodeClass{}
@@ -298,19 +305,7 @@ func TestRefusedPoolHoldsNoOtherBack(t *testing.T) {
 	e := newEnv(t, twoPools(100, poolB), nil)
 	eventually(t, "both pools in force", func() error { return poolsInForce(e, "a=Gt 100", "b") })
 
-	foreign := &awsv1.EC2NodeClass{
-		ObjectMeta: metav1.ObjectMeta{Name: "warmpool-c"},
-		Spec: awsv1.EC2NodeClassSpec{
-			Role:                       "someone-else",
-			AMISelectorTerms:           []awsv1.AMISelectorTerm{{Alias: "al2023@latest"}},
-			SubnetSelectorTerms:        []awsv1.SubnetSelectorTerm{{ID: "subnet-1"}},
-			SecurityGroupSelectorTerms: []awsv1.SecurityGroupSelectorTerm{{ID: "sg-1"}},
-		},
-	}
-	if err := kube.Create(t.Context(), foreign); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = kube.Delete(context.Background(), foreign) })
+	foreign := foreignNodeClass(t, "warmpool-c")
 
 	// Pool a changes, pool c is new and cannot be applied.
 	poolC := "  - name: c\n    nvme: {minSizeGB: 50}\n    engine: {version: v0.19.7}\n"

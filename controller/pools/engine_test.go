@@ -208,7 +208,7 @@ func TestEngineDaemonSetsApplied(t *testing.T) {
 // reconcileTotal is controller-runtime's count of finished pools reconciles.
 func reconcileTotal(t *testing.T) float64 {
 	t.Helper()
-	return operatortest.MetricSum(t, "controller_runtime_reconcile_total", map[string]string{"controller": "pools"})
+	return operatortest.Reconciles(t, "pools")
 }
 
 func TestEngineConfigChangeRollsPods(t *testing.T) {

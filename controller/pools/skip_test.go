@@ -162,7 +162,7 @@ func TestOwnAppliesDoNotWakeTheController(t *testing.T) {
 		}
 		return nil
 	})
-	waitPoolsIdle(t)
+	operatortest.WaitIdle(t, "pools")
 	editAndWaitRevert(t)
 	if n := reconcileTotal(t) - before; n != 2 {
 		t.Errorf("%v reconciles for one config change and one hand edit, want 2: the controller's own applies woke it", n)
@@ -173,7 +173,7 @@ func TestOwnAppliesDoNotWakeTheController(t *testing.T) {
 // put it back and is idle again.
 func editAndWaitRevert(t *testing.T) {
 	t.Helper()
-	waitPoolsIdle(t)
+	operatortest.WaitIdle(t, "pools")
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		np := getNodePool(t, "warmpool-b")
 		np.Spec.Template.Spec.Requirements[0].Values = []string{"1"}
@@ -188,25 +188,5 @@ func editAndWaitRevert(t *testing.T) {
 		}
 		return nil
 	})
-	waitPoolsIdle(t)
-}
-
-// waitPoolsIdle waits until the pools controller runs no reconcile and has finished none since
-// the previous look. (Its workqueue depth cannot tell: the series outlives the managers of
-// earlier tests, which may have stopped with a key queued.)
-func waitPoolsIdle(t *testing.T) {
-	t.Helper()
-	last := -1.0
-	eventually(t, "the pools controller idle", func() error {
-		running := operatortest.MetricSum(t, "controller_runtime_active_workers", map[string]string{"controller": "pools"})
-		done := reconcileTotal(t)
-		if prev := last; running != 0 || done != prev {
-			last = -1
-			if running == 0 {
-				last = done
-			}
-			return fmt.Errorf("%v reconciles running, %v done (%v at the previous look)", running, done, prev)
-		}
-		return nil
-	})
+	operatortest.WaitIdle(t, "pools")
 }

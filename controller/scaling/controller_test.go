@@ -585,13 +585,13 @@ func TestOwnHeadroomAppliesDoNotWakeThePool(t *testing.T) {
 	e := newEnv(t, configYAML(poolYAML(pool, "scaling: {warmMinimum: 2}")))
 	e.waitReplicas(pool, 2)
 	e.editAndWaitRevert(pool, 2)
-	before := scalingReconciles(t)
+	before := operatortest.Reconciles(t, "scaling")
 
 	e.SetConfig(configYAML(poolYAML(pool, "scaling: {warmMinimum: 3}")))
 	e.waitReplicas(pool, 3)
-	waitScalingIdle(t)
+	operatortest.WaitIdle(t, "scaling")
 	e.editAndWaitRevert(pool, 3)
-	if n := scalingReconciles(t) - before; n != 2 {
+	if n := operatortest.Reconciles(t, "scaling") - before; n != 2 {
 		t.Errorf("%v evaluations for one config change and one hand edit, want 2: the controller's own applies woke it", n)
 	}
 }
@@ -600,7 +600,7 @@ func TestOwnHeadroomAppliesDoNotWakeThePool(t *testing.T) {
 // controller has put back want and is idle again.
 func (e *env) editAndWaitRevert(pool string, want int32) {
 	e.T.Helper()
-	waitScalingIdle(e.T)
+	operatortest.WaitIdle(e.T, "scaling")
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		d, err := e.headroom(pool)
 		if err != nil {
@@ -613,28 +613,5 @@ func (e *env) editAndWaitRevert(pool string, want int32) {
 		e.T.Fatal(err)
 	}
 	e.waitReplicas(pool, want)
-	waitScalingIdle(e.T)
-}
-
-func scalingReconciles(t testing.TB) float64 {
-	return operatortest.MetricSum(t, "controller_runtime_reconcile_total", map[string]string{"controller": "scaling"})
-}
-
-// waitScalingIdle waits until the scaling controller runs no reconcile and has finished none
-// since the previous look.
-func waitScalingIdle(t testing.TB) {
-	t.Helper()
-	last := -1.0
-	eventually(t, "the scaling controller idle", func() error {
-		running := operatortest.MetricSum(t, "controller_runtime_active_workers", map[string]string{"controller": "scaling"})
-		done := scalingReconciles(t)
-		if prev := last; running != 0 || done != prev {
-			last = -1
-			if running == 0 {
-				last = done
-			}
-			return fmt.Errorf("%v reconciles running, %v done (%v at the previous look)", running, done, prev)
-		}
-		return nil
-	})
+	operatortest.WaitIdle(e.T, "scaling")
 }

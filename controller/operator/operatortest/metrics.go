@@ -1,6 +1,7 @@
 package operatortest
 
 import (
+	"fmt"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -76,4 +77,30 @@ func labelsInclude(pairs []*dto.LabelPair, want map[string]string) bool {
 		}
 	}
 	return found == len(want)
+}
+
+// Reconciles is how many reconciles the named controller has finished, whatever their result.
+func Reconciles(t testing.TB, controller string) float64 {
+	t.Helper()
+	return MetricSum(t, "controller_runtime_reconcile_total", map[string]string{"controller": controller})
+}
+
+// WaitIdle waits until the named controller runs no reconcile and has finished none since the
+// previous look. (Its workqueue depth cannot tell: the series outlives the managers of earlier
+// tests, which may have stopped with a key queued.)
+func WaitIdle(t testing.TB, controller string) {
+	t.Helper()
+	last := -1.0
+	Eventually(t, "the "+controller+" controller idle", func() error {
+		running := MetricSum(t, "controller_runtime_active_workers", map[string]string{"controller": controller})
+		done := Reconciles(t, controller)
+		if prev := last; running != 0 || done != prev {
+			last = -1
+			if running == 0 {
+				last = done
+			}
+			return fmt.Errorf("%v reconciles running, %v done (%v at the previous look)", running, done, prev)
+		}
+		return nil
+	})
 }
