@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,4 +35,38 @@ func TestCopyOverExistingDirsFixesTheirMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareTrees(t, before, snapshot(t, dst), compareOpts{ignoreAtime: true})
+}
+
+// TestDirMetadataAppliedAfterDescendants: directory metadata is applied in parallel, but a
+// directory only after every directory below it (its mode may take away the search
+// permission a non-root copier needs to reach them), and the root last.
+func TestDirMetadataAppliedAfterDescendants(t *testing.T) {
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "dst")
+	buildManyFiles(t, src, 200, 4)
+	for _, rel := range []string{"a/b/c/d", "a/b/e", "a/f", "g/h/i"} {
+		must(t, os.MkdirAll(filepath.Join(src, rel), 0o755))
+	}
+	var mu sync.Mutex
+	var order []string
+	_, err := Copy(context.Background(), src, dst, Options{WalkDirs: 4, hooks: &hooks{at: func(point, rel string) error {
+		if point == "dir" {
+			mu.Lock()
+			order = append(order, filepath.ToSlash(rel))
+			mu.Unlock()
+		}
+		return nil
+	}}})
+	must(t, err)
+	if len(order) < 60 || order[len(order)-1] != "" {
+		t.Fatalf("applied %d directories, last %q; want every directory and the root last", len(order), order[len(order)-1])
+	}
+	done := map[string]bool{}
+	for _, rel := range order {
+		for _, other := range order {
+			if (rel == "" || strings.HasPrefix(other, rel+"/")) && other != rel && !done[other] {
+				t.Errorf("%q applied before %q below it", rel, other)
+			}
+		}
+		done[rel] = true
+	}
 }

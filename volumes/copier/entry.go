@@ -114,6 +114,13 @@ func (c *copier) copyFile(ctx context.Context, j job) (Entry, error) {
 			unix.Close(dfd)
 		}
 	}()
+	// Owner and mode of the new file, read before any write: on a FUSE
+	// mount a write invalidates the cached attributes, and this look would
+	// cost a round trip per file.
+	var cur unix.Stat_t
+	if err := unix.Fstat(dfd, &cur); err != nil {
+		return e, fmt.Errorf("stat %s: %w", dp, err)
+	}
 	var h hash.Hash
 	// A restore hashes what its source's manifest records a checksum for,
 	// whatever its own globs, and checks it below.
@@ -147,10 +154,6 @@ func (c *copier) copyFile(ctx context.Context, j job) (Entry, error) {
 	// so ownership goes first, then xattrs, then the mode. Calls that would
 	// change nothing are skipped (a root-owned cache is the common case):
 	// each is an inode update, and they add up over a million files.
-	var cur unix.Stat_t
-	if err := unix.Fstat(dfd, &cur); err != nil {
-		return e, fmt.Errorf("stat %s: %w", dp, err)
-	}
 	chowned := false
 	if cur.Uid != j.st.Uid || cur.Gid != j.st.Gid {
 		if err := c.chown(j.rel, dp, &j.st, func(uid, gid int) error { return unix.Fchown(dfd, uid, gid) }); err != nil {

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -83,18 +87,58 @@ func (c *copier) finishDirs(ctx context.Context, root *unix.Stat_t) error {
 		}
 		return setTimes(dp, st)
 	}
-	// Deepest first, so that a parent's times are set after its children's
-	// metadata changes (which do not touch the parent, but cheap insurance).
-	for i := len(c.dirs) - 1; i >= 0; i-- {
-		if err := ctx.Err(); err != nil {
-			return context.Cause(ctx)
-		}
-		d := &c.dirs[i]
-		if err := apply(d.rel, &d.st, d.existed); err != nil {
+	// Deepest first: a parent's times are set after its children's metadata
+	// changes (which do not touch the parent, but cheap insurance), and a
+	// parent's mode, which may take away search permission when not root,
+	// after every path through it has been used. Directories of one depth
+	// share no path, so each depth is applied in parallel: on a volume each
+	// call is a round trip, and one at a time the thousands of directories
+	// of a cache cost a save more than its changed data.
+	for _, level := range byDepth(c.dirs) {
+		if err := c.parallel(ctx, len(level), func(i int) error {
+			d := level[i]
+			return apply(d.rel, &d.st, d.existed)
+		}); err != nil {
 			return err
 		}
 	}
 	return apply("", root, true)
+}
+
+// byDepth groups dirs by depth, deepest first.
+func byDepth(dirs []dirJob) [][]*dirJob {
+	var levels [][]*dirJob
+	for i := range dirs {
+		d := strings.Count(dirs[i].rel, string(filepath.Separator))
+		for len(levels) <= d {
+			levels = append(levels, nil)
+		}
+		levels[d] = append(levels[d], &dirs[i])
+	}
+	slices.Reverse(levels)
+	return levels
+}
+
+// parallel runs f(0..n-1) on up to Options.WalkDirs goroutines and returns
+// the first error (or ctx's cause); after an error no new call starts.
+func (c *copier) parallel(ctx context.Context, n int, f func(i int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(n, c.opts.WalkDirs) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n && ctx.Err() == nil; i = int(next.Add(1) - 1) {
+				if err := f(i); err != nil {
+					cancel(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return context.Cause(ctx)
 }
 
 // clear removes whatever is at a destination path about to be recreated. A
