@@ -2,13 +2,12 @@ package nodesim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"warmpool.io/warmpool/volumes/copier"
 )
@@ -35,37 +34,8 @@ func BenchmarkFUSEPath(b *testing.B) {
 	if err := os.MkdirAll(backing, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	// mounted runs f on a fresh mount of the volume, so the kernel's caches start cold.
-	// Under load the wall times mostly say how busy the machine is; the CPU time of this
-	// process (the copier's system calls, the kernel's FUSE work on their behalf, and the
-	// FUSE server) is what the loopback costs.
-	cpu := func() time.Duration {
-		var ru unix.Rusage
-		if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-			b.Fatal(err)
-		}
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	type phase struct{ wall, cpu time.Duration }
 	mounted := func(f func(mnt string) error) phase {
-		b.Helper()
-		v, err := newEBSVolume("fuse-path", backing, filepath.Join(dir, "mnt"), unlimited)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := v.mount(); err != nil {
-			b.Fatal(err)
-		}
-		began, cpuBefore := time.Now(), cpu()
-		err = f(v.mountpoint)
-		elapsed := phase{time.Since(began), cpu() - cpuBefore}
-		if rerr := v.release(); rerr != nil {
-			b.Fatal(rerr)
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-		return elapsed
+		return onFreshMount(b, backing, filepath.Join(dir, "mnt"), unlimited, f)
 	}
 	for i := range b.N {
 		os.RemoveAll(filepath.Join(backing, "cache"))
@@ -104,5 +74,112 @@ func BenchmarkFUSEPath(b *testing.B) {
 			incr.wall.Round(time.Millisecond), incr.cpu.Round(time.Millisecond), perFile(incr.cpu),
 			incrSerial.wall.Round(time.Millisecond), incrSerial.cpu.Round(time.Millisecond),
 			restore.wall.Round(time.Millisecond), mibps(restore.wall), restore.cpu.Round(time.Millisecond), mibps(restore.cpu))
+	}
+}
+
+// phase is what one copy through a mount took: wall time and this process's CPU time.
+type phase struct{ wall, cpu time.Duration }
+
+// onFreshMount runs f on a fresh mount of the volume at backing, so the kernel's caches start
+// cold, as for a new save or restore Job. Under load the wall times mostly say how busy the
+// machine is; the CPU time of this process (the copier's system calls, the kernel's FUSE
+// work on their behalf, and the FUSE server) is what the loopback costs.
+func onFreshMount(b *testing.B, backing, mnt string, m volumeModel, f func(mnt string) error) phase {
+	b.Helper()
+	v, err := newEBSVolume("fuse-path", backing, mnt, m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := v.mount(); err != nil {
+		b.Fatal(err)
+	}
+	began, cpuBefore := time.Now(), processCPU(b)
+	err = f(v.mountpoint)
+	elapsed := phase{time.Since(began), processCPU(b) - cpuBefore}
+	if rerr := v.release(); rerr != nil {
+		b.Fatal(rerr)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	return elapsed
+}
+
+// BenchmarkIncrementalSave is the copier alone on the EBS model's throughput cap (lazy
+// loading off), without a cluster beside it: a full save of writeLazyTree's tree
+// (WARMPOOL_LAZY_MB MiB, default 256) at WARMPOOL_EBS_MIBPS (default 64) MiB/s, then three
+// incremental saves, each after another 5% of the files changed, onto fresh mounts of the
+// same volume. e2e's BenchmarkCacheOnEBS runs the same through the cluster; this one says
+// how much of its incremental save is the copier's own.
+//
+//	WARMPOOL_LAZY_MB=1024 go test -run '^$' -bench IncrementalSave -benchtime 1x ./e2e/nodesim/
+func BenchmarkIncrementalSave(b *testing.B) {
+	mb, mibps := 256, 64
+	if v := os.Getenv("WARMPOOL_LAZY_MB"); v != "" {
+		fmt.Sscan(v, &mb)
+	}
+	if v := os.Getenv("WARMPOOL_EBS_MIBPS"); v != "" {
+		fmt.Sscan(v, &mibps)
+	}
+	dir := b.TempDir()
+	src, backing, mnt := filepath.Join(dir, "nvme"), filepath.Join(dir, "vol"), filepath.Join(dir, "mnt")
+	writeLazyTree(b, src, int64(mb)<<20)
+	if err := os.MkdirAll(backing, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	capped := volumeModel{rate: float64(mibps) * (1 << 20), blockSize: DefaultBlockSize}
+	for range b.N {
+		os.RemoveAll(filepath.Join(backing, "cache"))
+		var m copier.Manifest
+		full := onFreshMount(b, backing, mnt, capped, func(mnt string) (err error) {
+			m, err = copier.Copy(context.Background(), src, filepath.Join(mnt, "cache"), copier.Options{})
+			return err
+		})
+		fullBytes := m.Stats.CopiedBytes
+		var worst phase
+		var worstBytes int64
+		for round := range 3 {
+			changeEvery(b, src, 20, round)
+			prev := m
+			incr := onFreshMount(b, backing, mnt, capped, func(mnt string) (err error) {
+				m, err = copier.Copy(context.Background(), src, filepath.Join(mnt, "cache"), copier.Options{Previous: &prev})
+				return err
+			})
+			b.Logf("incremental save %d: %d of %d files changed, %d MiB copied in %s (%s CPU), %.1f%% of the full save's time",
+				round+1, m.Stats.CopiedFiles, m.Totals.Files, m.Stats.CopiedBytes>>20, incr.wall.Round(time.Millisecond), incr.cpu.Round(time.Millisecond), 100*incr.wall.Seconds()/full.wall.Seconds())
+			if incr.wall > worst.wall {
+				worst, worstBytes = incr, m.Stats.CopiedBytes
+			}
+		}
+		b.ReportMetric(full.wall.Seconds(), "full-save-s")
+		b.ReportMetric(worst.wall.Seconds(), "incr-save-s")
+		b.ReportMetric(worst.wall.Seconds()/full.wall.Seconds(), "incr/full-time")
+		b.ReportMetric(float64(worstBytes)/float64(fullBytes), "incr/full-bytes")
+		b.Logf("%d MiB in %d files at %d MiB/s: full save %s (%s CPU); slowest incremental %s (%s CPU)",
+			fullBytes>>20, m.Totals.Files, mibps, full.wall.Round(time.Millisecond), full.cpu.Round(time.Millisecond), worst.wall.Round(time.Millisecond), worst.cpu.Round(time.Millisecond))
+	}
+}
+
+// changeEvery rewrites the start of every n-th regular file under root (in walk order,
+// from the k-th), as a build that touched them would: new content and mtime, same size.
+func changeEvery(b *testing.B, root string, n, k int) {
+	i := 0
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		i++
+		if i%n != k {
+			return nil
+		}
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		_, werr := f.WriteAt([]byte(fmt.Sprintf("changed %d %d", k, time.Now().UnixNano())), 0)
+		return errors.Join(werr, f.Close())
+	})
+	if err != nil {
+		b.Fatal(err)
 	}
 }
