@@ -150,8 +150,8 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 		return copyFailed(res, logf, fmt.Sprintf("saving %s to %s", o.CacheDir, o.VolumeDir), err)
 	}
 	logWarnings(logf, m)
-	logf("saved %d files, %d bytes in %s (copied %d files, %d bytes; skipped %d unchanged files)",
-		m.Totals.Files, m.Totals.Bytes, m.Duration.Round(time.Millisecond), m.Stats.CopiedFiles, m.Stats.CopiedBytes, m.Stats.SkippedFiles)
+	logf("saved %d files, %d bytes in %s (copied %d files, %d bytes; skipped %d unchanged files; %s)",
+		m.Totals.Files, m.Totals.Bytes, m.Duration.Round(time.Millisecond), m.Stats.CopiedFiles, m.Stats.CopiedBytes, m.Stats.SkippedFiles, m.Stats.Phases)
 	return fromManifest(volumes.ResultSaved, m), nil
 }
 
@@ -207,7 +207,7 @@ func Restore(ctx context.Context, o RestoreOptions) (volumes.JobResult, error) {
 	if err := o.markRestored(logf); err != nil {
 		return withReason(res, err), err
 	}
-	logf("restored %d files, %d bytes in %s", m.Totals.Files, m.Totals.Bytes, m.Duration.Round(time.Millisecond))
+	logf("restored %d files, %d bytes in %s (%s)", m.Totals.Files, m.Totals.Bytes, m.Duration.Round(time.Millisecond), m.Stats.Phases)
 	return fromManifest(volumes.ResultRestored, m), nil
 }
 

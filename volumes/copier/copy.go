@@ -72,6 +72,8 @@ type copier struct {
 	noCFR   atomic.Bool
 	start   time.Time
 
+	phases Phases
+
 	// The walk's result, set when it ends (see walker).
 	totals  Totals
 	links   []linkJob
@@ -249,6 +251,12 @@ func (c *copier) run(ctx context.Context) (m Manifest, err error) {
 	flush := c.startFlusher(dstFD, cancel)
 	defer flush.wait()
 
+	// Each phase runs from the end of the one before (see Phases).
+	mark := time.Now()
+	phase := func(d *time.Duration) {
+		now := time.Now()
+		*d, mark = now.Sub(mark), now
+	}
 	jobs := make(chan job, c.opts.Workers*4)
 	results := make([][]Entry, c.opts.Workers)
 	var wg sync.WaitGroup
@@ -277,6 +285,7 @@ func (c *copier) run(ctx context.Context) (m Manifest, err error) {
 	close(jobs)
 	wg.Wait()
 	c.scanDone.Store(true)
+	phase(&c.phases.Files)
 	if c.expect != nil {
 		// A mismatch is what the restore reports, rather than the
 		// cancellation it caused in the other workers.
@@ -299,9 +308,11 @@ func (c *copier) run(ctx context.Context) (m Manifest, err error) {
 	if err := c.finishLinks(ctx); err != nil {
 		return Manifest{}, err
 	}
+	phase(&c.phases.Links)
 	if err := c.finishDirs(ctx, &rootSt); err != nil {
 		return Manifest{}, err
 	}
+	phase(&c.phases.Dirs)
 	if err := c.hook("sync", ""); err != nil {
 		return Manifest{}, fmt.Errorf("syncing %s: %w", c.dst, err)
 	}
@@ -316,6 +327,7 @@ func (c *copier) run(ctx context.Context) (m Manifest, err error) {
 	if err := ctx.Err(); err != nil {
 		return Manifest{}, context.Cause(ctx)
 	}
+	phase(&c.phases.Sync)
 
 	m = c.manifest()
 	err = writeManifest(c.dst, &m, func() error {
@@ -388,6 +400,7 @@ func (c *copier) manifest() Manifest {
 			SkippedSpecial:        c.skippedSpecial.Load(),
 			OwnershipNotPreserved: c.ownerFails.Load(),
 			XattrsNotPreserved:    c.xattrFails.Load(),
+			Phases:                c.phases,
 		},
 		Warnings: c.warnings,
 		Entries:  c.entries,

@@ -407,3 +407,28 @@ func TestCopyWithTinyBandwidthLimit(t *testing.T) {
 	}
 	compareContents(t, contents(t, src), contents(t, dst))
 }
+
+// TestCopyTimesItsPhases: the manifest says where the copy's time went, the phases one after
+// the other within Duration, and keeps it on the volume for whoever reads the copy later.
+func TestCopyTimesItsPhases(t *testing.T) {
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "dst")
+	buildManyFiles(t, src, 300, 5)
+	m, err := Copy(context.Background(), src, dst, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := m.Stats.Phases
+	if p.Files <= 0 || p.Links < 0 || p.Dirs <= 0 || p.Sync < 0 {
+		t.Errorf("phases %+v: want files and directories timed, none negative", p)
+	}
+	if sum := p.Files + p.Links + p.Dirs + p.Sync; sum > m.Duration {
+		t.Errorf("phases add up to %s, more than the copy's %s", sum, m.Duration)
+	}
+	read, err := ReadManifest(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if read.Stats.Phases != p {
+		t.Errorf("manifest on the volume has phases %+v, the copy returned %+v", read.Stats.Phases, p)
+	}
+}
