@@ -183,7 +183,9 @@ func copierTime(tb testing.TB, node, op string) time.Duration {
 	return d
 }
 
-var copierSummary = regexp.MustCompile(`(?:saved|restored) \d+ files, \d+ bytes in ([0-9.]+[a-zµ]+)`)
+// copierSummary finds the copier's time in its log's summary, as Go prints a duration: one or
+// more number-unit pairs ("1m24.535s" is a minute and 24.535 seconds).
+var copierSummary = regexp.MustCompile(`(?:saved|restored) \d+ files, \d+ bytes in ((?:[0-9.]+[a-zµ]+)+)`)
 
 func maxDuration(ds []time.Duration) time.Duration {
 	var m time.Duration
