@@ -363,10 +363,7 @@ func compareStates(t *testing.T, what string, want, got map[string]string) {
 //
 //	go test -run '^$' -bench RestoreFromLazyVolume -benchtime 1x ./e2e/nodesim/
 func BenchmarkRestoreFromLazyVolume(b *testing.B) {
-	mb := 256
-	if v := os.Getenv("WARMPOOL_LAZY_MB"); v != "" {
-		fmt.Sscan(v, &mb)
-	}
+	mb := benchEnv(b, "WARMPOOL_LAZY_MB", 256)
 	const capacity = 32 << 20
 	dir := b.TempDir()
 	saved := filepath.Join(dir, "snapshot", "cache")

@@ -29,13 +29,7 @@ import (
 //
 //	WARMPOOL_LAZY_MB=1024 go test -run '^$' -bench FUSECeiling -benchtime 1x ./e2e/nodesim/
 func BenchmarkFUSECeiling(b *testing.B) {
-	mb, mibps := 256, 64
-	if v := os.Getenv("WARMPOOL_LAZY_MB"); v != "" {
-		fmt.Sscan(v, &mb)
-	}
-	if v := os.Getenv("WARMPOOL_EBS_MIBPS"); v != "" {
-		fmt.Sscan(v, &mibps)
-	}
+	mb, mibps := benchEnv(b, "WARMPOOL_LAZY_MB", 256), benchEnv(b, "WARMPOOL_EBS_MIBPS", 64)
 	lazy, err := EBSOptions{}.modelFor(map[string]string{ParameterThroughput: strconv.Itoa(mibps)}, true, false)
 	if err != nil {
 		b.Fatal(err)
@@ -189,4 +183,17 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchEnv is a benchmark's positive integer knob from the environment, def when unset.
+func benchEnv(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
 }

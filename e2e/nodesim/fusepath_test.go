@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -22,10 +23,7 @@ import (
 //
 //	go test -run '^$' -bench FUSEPath -benchtime 1x ./e2e/nodesim/
 func BenchmarkFUSEPath(b *testing.B) {
-	mb := 256
-	if v := os.Getenv("WARMPOOL_LAZY_MB"); v != "" {
-		fmt.Sscan(v, &mb)
-	}
+	mb := benchEnv(b, "WARMPOOL_LAZY_MB", 256)
 	dir := b.TempDir()
 	src := filepath.Join(dir, "nvme")
 	total := writeLazyTree(b, src, int64(mb)<<20)
@@ -114,20 +112,18 @@ func onFreshMount(b *testing.B, backing, mnt string, m volumeModel, f func(mnt s
 //
 //	WARMPOOL_LAZY_MB=1024 go test -run '^$' -bench IncrementalSave -benchtime 1x ./e2e/nodesim/
 func BenchmarkIncrementalSave(b *testing.B) {
-	mb, mibps := 256, 64
-	if v := os.Getenv("WARMPOOL_LAZY_MB"); v != "" {
-		fmt.Sscan(v, &mb)
-	}
-	if v := os.Getenv("WARMPOOL_EBS_MIBPS"); v != "" {
-		fmt.Sscan(v, &mibps)
-	}
+	mb, mibps := benchEnv(b, "WARMPOOL_LAZY_MB", 256), benchEnv(b, "WARMPOOL_EBS_MIBPS", 64)
 	dir := b.TempDir()
 	src, backing, mnt := filepath.Join(dir, "nvme"), filepath.Join(dir, "vol"), filepath.Join(dir, "mnt")
 	writeLazyTree(b, src, int64(mb)<<20)
 	if err := os.MkdirAll(backing, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	capped := volumeModel{rate: float64(mibps) * (1 << 20), blockSize: DefaultBlockSize}
+	// A volume of a class at mibps, not made from a snapshot: the model nodesim provisions.
+	capped, err := EBSOptions{}.modelFor(map[string]string{ParameterThroughput: strconv.Itoa(mibps)}, false, false)
+	if err != nil {
+		b.Fatal(err)
+	}
 	for range b.N {
 		os.RemoveAll(filepath.Join(backing, "cache"))
 		var m copier.Manifest
