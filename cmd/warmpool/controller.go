@@ -38,6 +38,7 @@ the gauge warmpool_config_valid at 0; the last good config stays in force.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+			gogc := tuneProcessGC()
 			kind, err := nodepools.ParseNodeClassKind(nodeClass)
 			if err != nil {
 				return err
@@ -52,7 +53,7 @@ the gauge warmpool_config_valid at 0; the last good config stays in force.`,
 				return err
 			}
 			operator.RegisterBuildInfo(buildVersion())
-			ctrl.Log.Info("starting warmpool", "version", buildVersion(), "namespace", opts.Namespace, "configMap", opts.ConfigMap, "nodeClass", kind)
+			ctrl.Log.Info("starting warmpool", "version", buildVersion(), "namespace", opts.Namespace, "configMap", opts.ConfigMap, "nodeClass", kind, "GOGC", gogc)
 			return mgr.Start(ctrl.SetupSignalHandler())
 		},
 	}
