@@ -5,6 +5,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
+	resourcehelper "k8s.io/component-helpers/resource"
+
+	"warmpool.io/warmpool/volumes"
 )
 
 // Informer transforms: what the manager's cache keeps of each object. Every Pod and Node of
@@ -27,12 +30,17 @@ func stripManagedFields(in any) (any, error) {
 }
 
 // trimPod keeps what the scaling controller (the pod's node, its pool's nodeSelector, owners,
-// phase, what the scheduler reserves for it: resourcehelper.PodRequests) and the cache
-// controllers (labels, annotations, phase, the Ready condition, the copier container's state
-// and termination message) read. Volumes, environment, commands, probes, affinity,
-// tolerations, images, addresses, the other conditions and the like go: in the footprint
-// benchmark (5000 pods) pods were most of the heap, and each pod's two default tolerations
-// and four conditions besides Ready were a tenth of it.
+// phase, what the scheduler reserves for it) and the cache controllers (labels, annotations,
+// phase, reason and message, the Ready condition, a cache Job's copier container state and
+// termination message) read. Every Pod of the cluster is cached, so each byte kept here is
+// multiplied by the cluster's pods (BenchmarkTrimmedPodHeap measures it):
+//   - the containers go, replaced by one unnamed container that requests what the pod does
+//     (resourcehelper.PodRequests: containers, sidecars, init containers, overhead, pod-level
+//     resources), so the scaling controller's PodRequests of the cached pod is unchanged. A
+//     Container is 408 bytes before any of its fields, and its requests and limits are maps;
+//   - container statuses go, except for cache Job pods (volumes.LabelOp): no controller reads
+//     another pod's;
+//   - volumes, tolerations, affinity, addresses, the other conditions and the like go.
 func trimPod(in any) (any, error) {
 	p, ok := in.(*corev1.Pod)
 	if !ok {
@@ -52,12 +60,17 @@ func trimPod(in any) (any, error) {
 	s.EphemeralContainers = nil
 	s.SchedulingGates = nil
 	s.ResourceClaims = nil
-	trimContainers(s.Containers)
-	trimContainers(s.InitContainers)
+	s.Containers = []corev1.Container{{Resources: corev1.ResourceRequirements{
+		Requests: resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}),
+	}}}
+	s.InitContainers, s.Overhead, s.Resources = nil, nil, nil
 	st := &p.Status
 	st.PodIP, st.PodIPs, st.HostIP, st.HostIPs, st.NominatedNodeName = "", nil, "", nil, ""
 	st.InitContainerStatuses, st.EphemeralContainerStatuses, st.ResourceClaimStatuses = nil, nil, nil
 	st.Conditions = readyOnly(st.Conditions)
+	if _, job := p.Labels[volumes.LabelOp]; !job {
+		st.ContainerStatuses = nil
+	}
 	for i := range st.ContainerStatuses {
 		cs := &st.ContainerStatuses[i]
 		st.ContainerStatuses[i] = corev1.ContainerStatus{
@@ -76,17 +89,6 @@ func readyOnly(cs []corev1.PodCondition) []corev1.PodCondition {
 		}
 	}
 	return nil
-}
-
-// trimContainers keeps each container's name, resources and restart policy (a sidecar's
-// requests count differently): what resourcehelper.PodRequests reads.
-func trimContainers(cs []corev1.Container) {
-	for i := range cs {
-		c := &cs[i]
-		cs[i] = corev1.Container{
-			Name: c.Name, Resources: c.Resources, ResizePolicy: c.ResizePolicy, RestartPolicy: c.RestartPolicy,
-		}
-	}
 }
 
 // trimNode keeps a Node's metadata, spec, allocatable and its conditions' types and statuses
