@@ -28,10 +28,10 @@ import (
 	awsv1 "github.com/aws/karpenter-provider-aws/pkg/apis/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/clock"
 	kwokv1alpha1 "sigs.k8s.io/karpenter/kwok/apis/v1alpha1"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
-	"k8s.io/utils/clock"
 	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/pools"
@@ -180,6 +180,8 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 			// Every Pod and Node is cached: keep only what the controllers read (transform.go).
 			&corev1.Pod{}:  {Transform: trimPod},
 			&corev1.Node{}: {Transform: trimNode},
+			// So is every NodeClaim, one per Karpenter node.
+			&karpv1.NodeClaim{}: {Transform: trimNodeClaim},
 			// The config and the engine ConfigMaps warmpool renders live in warmpool's namespace:
 			// don't cache every ConfigMap in the cluster.
 			&corev1.ConfigMap{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},

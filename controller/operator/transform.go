@@ -6,6 +6,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	resourcehelper "k8s.io/component-helpers/resource"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/volumes"
 )
@@ -110,6 +111,27 @@ func trimNode(in any) (any, error) {
 	return n, nil
 }
 
+// trimNodeClaim keeps a NodeClaim's metadata, its termination grace period, node name and
+// its conditions without their messages: what the cache controllers read (save.go,
+// save_hold.go: the claim of a node, whether it is being deleted, Karpenter's disruption
+// reason, the grace a save has). Its requirements (the instance types it may launch as, up to
+// 60), resources, taints, capacity and allocatable go: every NodeClaim of the cluster is
+// cached, one per Karpenter node.
+func trimNodeClaim(in any) (any, error) {
+	c, ok := in.(*karpv1.NodeClaim)
+	if !ok {
+		return stripManagedFields(in)
+	}
+	trimMeta(&c.ObjectMeta)
+	c.Spec = karpv1.NodeClaimSpec{TerminationGracePeriod: c.Spec.TerminationGracePeriod}
+	conds := c.Status.Conditions
+	for i := range conds {
+		conds[i].Message = ""
+	}
+	c.Status = karpv1.NodeClaimStatus{NodeName: c.Status.NodeName, Conditions: conds}
+	return c, nil
+}
+
 func trimMeta(m *metav1.ObjectMeta) {
 	m.ManagedFields = nil
 	delete(m.Annotations, lastApplied)
@@ -119,4 +141,5 @@ var (
 	_ toolscache.TransformFunc = stripManagedFields
 	_ toolscache.TransformFunc = trimPod
 	_ toolscache.TransformFunc = trimNode
+	_ toolscache.TransformFunc = trimNodeClaim
 )

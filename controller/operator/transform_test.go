@@ -2,13 +2,16 @@ package operator
 
 import (
 	"testing"
+	"time"
 
+	"github.com/awslabs/operatorpkg/status"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	resourcehelper "k8s.io/component-helpers/resource"
 	"k8s.io/utils/ptr"
+	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
 	"warmpool.io/warmpool/controller/nodewatch"
 	"warmpool.io/warmpool/volumes"
@@ -204,5 +207,57 @@ func TestStripManagedFields(t *testing.T) {
 	}
 	if out, err := stripManagedFields("not an object"); err != nil || out != "not an object" {
 		t.Errorf("a non-object: %v, %v", out, err)
+	}
+}
+
+// A trimmed NodeClaim keeps what the cache controllers read of it: its pool label, UID,
+// deletion, Karpenter's termination timestamp, its grace period, its node and the disruption
+// reason.
+func TestTrimNodeClaimKeepsWhatControllersRead(t *testing.T) {
+	claim := launchedNodeClaim()
+	now := metav1.Now()
+	claim.DeletionTimestamp = &now
+	claim.Annotations[karpv1.NodeClaimTerminationTimestampAnnotationKey] = "2026-12-05T14:00:00Z"
+	claim.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "karpenter"}}
+	claim.Status.Conditions = append(claim.Status.Conditions, status.Condition{Type: karpv1.ConditionTypeDisruptionReason,
+		Status: metav1.ConditionTrue, Reason: "Underutilized", Message: "can be consolidated", LastTransitionTime: now})
+	full := claim.DeepCopy()
+
+	out, err := trimNodeClaim(claim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*karpv1.NodeClaim)
+	disruption := got.StatusConditions().Get(karpv1.ConditionTypeDisruptionReason)
+	kept := map[string]bool{
+		"labels":                equality.Semantic.DeepEqual(got.Labels, full.Labels),
+		"termination timestamp": got.Annotations[karpv1.NodeClaimTerminationTimestampAnnotationKey] == "2026-12-05T14:00:00Z",
+		"uid and deletion":      got.UID == full.UID && got.DeletionTimestamp.Equal(full.DeletionTimestamp),
+		"grace period":          got.Spec.TerminationGracePeriod != nil && got.Spec.TerminationGracePeriod.Duration == time.Hour,
+		"node name":             got.Status.NodeName == full.Status.NodeName,
+		"disruption reason":     disruption.IsTrue() && disruption.Reason == "Underutilized",
+		"conditions":            len(got.Status.Conditions) == len(full.Status.Conditions),
+	}
+	for what, ok := range kept {
+		if !ok {
+			t.Errorf("trimming lost the NodeClaim's %s", what)
+		}
+	}
+	dropped := map[string]bool{
+		"managedFields":      got.ManagedFields == nil,
+		"requirements":       got.Spec.Requirements == nil,
+		"resources":          got.Spec.Resources.Requests == nil,
+		"taints":             got.Spec.Taints == nil && got.Spec.StartupTaints == nil,
+		"capacity":           got.Status.Capacity == nil && got.Status.Allocatable == nil,
+		"condition messages": disruption.Message == "",
+	}
+	for what, ok := range dropped {
+		if !ok {
+			t.Errorf("trimming kept the NodeClaim's %s", what)
+		}
+	}
+	again, _ := trimNodeClaim(got.DeepCopy())
+	if !equality.Semantic.DeepEqual(again, got) {
+		t.Error("trimming a trimmed NodeClaim changed it")
 	}
 }
