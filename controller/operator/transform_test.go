@@ -84,11 +84,7 @@ func TestTrimPodKeepsWhatControllersRead(t *testing.T) {
 		"phase and reason": got.Status.Phase == full.Status.Phase && got.Status.Reason == full.Status.Reason && got.Status.Message == full.Status.Message,
 		"ready condition":  len(got.Status.Conditions) == 1 && got.Status.Conditions[0].Type == corev1.PodReady && got.Status.Conditions[0].Status == corev1.ConditionTrue && got.Status.Conditions[0].Reason == "PodCompleted",
 	}
-	for what, ok := range kept {
-		if !ok {
-			t.Errorf("trimming lost the pod's %s", what)
-		}
-	}
+	expectAll(t, "trimming lost the pod's", kept)
 	dropped := map[string]bool{
 		"managedFields": got.ManagedFields == nil,
 		"last-applied":  got.Annotations[corev1.LastAppliedConfigAnnotation] == "",
@@ -103,11 +99,7 @@ func TestTrimPodKeepsWhatControllersRead(t *testing.T) {
 		"other conditions":   len(got.Status.Conditions) == 1,
 		"tolerations":        got.Spec.Tolerations == nil,
 	}
-	for what, ok := range dropped {
-		if !ok {
-			t.Errorf("trimming kept the pod's %s", what)
-		}
-	}
+	expectAll(t, "trimming kept the pod's", dropped)
 	// Idempotent: an informer may hand an object it already transformed.
 	again, _ := trimPod(got.DeepCopy())
 	if !equality.Semantic.DeepEqual(again, got) {
@@ -144,6 +136,16 @@ func TestTrimPodKeepsCacheJobResult(t *testing.T) {
 	out, _ = trimPod(pod)
 	if out.(*corev1.Pod).Status.ContainerStatuses != nil {
 		t.Error("a pod that is not a cache Job's kept its container statuses")
+	}
+}
+
+// expectAll reports every check that is false, naming it after prefix.
+func expectAll(t *testing.T, prefix string, checks map[string]bool) {
+	t.Helper()
+	for what, ok := range checks {
+		if !ok {
+			t.Errorf("%s %s", prefix, what)
+		}
 	}
 }
 
@@ -238,11 +240,7 @@ func TestTrimNodeClaimKeepsWhatControllersRead(t *testing.T) {
 		"disruption reason":     disruption.IsTrue() && disruption.Reason == "Underutilized",
 		"conditions":            len(got.Status.Conditions) == len(full.Status.Conditions),
 	}
-	for what, ok := range kept {
-		if !ok {
-			t.Errorf("trimming lost the NodeClaim's %s", what)
-		}
-	}
+	expectAll(t, "trimming lost the NodeClaim's", kept)
 	dropped := map[string]bool{
 		"managedFields":      got.ManagedFields == nil,
 		"requirements":       got.Spec.Requirements == nil,
@@ -251,11 +249,7 @@ func TestTrimNodeClaimKeepsWhatControllersRead(t *testing.T) {
 		"capacity":           got.Status.Capacity == nil && got.Status.Allocatable == nil,
 		"condition messages": disruption.Message == "",
 	}
-	for what, ok := range dropped {
-		if !ok {
-			t.Errorf("trimming kept the NodeClaim's %s", what)
-		}
-	}
+	expectAll(t, "trimming kept the NodeClaim's", dropped)
 	again, _ := trimNodeClaim(got.DeepCopy())
 	if !equality.Semantic.DeepEqual(again, got) {
 		t.Error("trimming a trimmed NodeClaim changed it")
