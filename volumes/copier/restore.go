@@ -54,7 +54,7 @@ func Restore(ctx context.Context, src, stagingDir, finalDir string, opts Options
 	if err != nil {
 		return Manifest{}, fmt.Errorf("refusing to restore from %s: %w", src, err)
 	}
-	return RestoreSaved(ctx, src, &saved, stagingDir, finalDir, opts)
+	return restoreSaved(ctx, src, &saved, stagingDir, finalDir, opts)
 }
 
 // RestoreSaved is Restore for a caller that has already read src's
@@ -67,6 +67,11 @@ func RestoreSaved(ctx context.Context, src string, saved *Manifest, stagingDir, 
 	if err := checkCapability(); err != nil {
 		return Manifest{}, fmt.Errorf("%w (refusing to restore from %s)", err, src)
 	}
+	return restoreSaved(ctx, src, saved, stagingDir, finalDir, opts)
+}
+
+// restoreSaved is RestoreSaved once the caller has checked the capability.
+func restoreSaved(ctx context.Context, src string, saved *Manifest, stagingDir, finalDir string, opts Options) (Manifest, error) {
 	if saved == nil {
 		return Manifest{}, fmt.Errorf("refusing to restore from %s: no manifest", src)
 	}
