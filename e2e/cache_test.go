@@ -14,9 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
@@ -85,7 +83,7 @@ func startCacheWarmpoolWith(t *testing.T, config string, tune func(*operator.Opt
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(logFile)))
+	ctrlLog.to(logFile)
 	opts := operator.Options{
 		Namespace:                    scenario.Namespace,
 		ConfigMap:                    "warmpool",
@@ -110,6 +108,7 @@ func startCacheWarmpoolWith(t *testing.T, config string, tune func(*operator.Opt
 		if err := <-done; err != nil {
 			t.Errorf("warmpool: %v", err)
 		}
+		ctrlLog.to(nil)
 		logFile.Close()
 		if t.Failed() {
 			out, _ := os.ReadFile(logPath)

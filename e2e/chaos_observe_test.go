@@ -10,13 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
@@ -101,9 +99,6 @@ func (s *chaosSnap) good() bool { return s.ready && !s.failed && !s.quarantined 
 
 func startChaosObserver(t *testing.T, pool string) *chaosObserver {
 	t.Helper()
-	// The informers log through controller-runtime's logger, which complains (with a stack)
-	// until one is set; the in-process tests set their manager's, this test runs none.
-	ctrl.SetLogger(logr.Discard())
 	c, err := crcache.New(local.Config, crcache.Options{
 		Scheme:            cluster.Scheme(),
 		DefaultNamespaces: map[string]crcache.Config{scenario.Namespace: {}},

@@ -20,9 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"warmpool.io/warmpool/controller/operator"
 	"warmpool.io/warmpool/e2e/nodesim"
@@ -506,7 +504,7 @@ func startWarmpoolTB(tb testing.TB, config string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(logFile)))
+	ctrlLog.to(logFile)
 	mgr, err := operator.New(local.Config, operator.Options{
 		Namespace: scenario.Namespace, ConfigMap: "warmpool", NodeClass: nodepools.KWOKNodeClass,
 		MetricsAddr: "0", ProbeAddr: "0", SkipControllerNameValidation: true,
@@ -523,6 +521,7 @@ func startWarmpoolTB(tb testing.TB, config string) {
 		if err := <-done; err != nil {
 			tb.Errorf("warmpool: %v", err)
 		}
+		ctrlLog.to(nil)
 		logFile.Close()
 		if tb.Failed() {
 			out, _ := os.ReadFile(logPath)

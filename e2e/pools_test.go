@@ -27,6 +27,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	setRootLogger()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	c, err := cluster.Start(ctx, cluster.Options{Log: os.Stderr})

@@ -33,7 +33,9 @@ type Warmpool struct{ *operatortest.Running }
 
 // Options for StartWarmpool.
 type Options struct {
-	// Log receives the manager's logs; nil discards them.
+	// Log receives the manager's logs; nil discards them. It becomes controller-runtime's root
+	// logger, which a process takes once: where one was set before (the e2e tests set theirs
+	// in TestMain), Log has no effect.
 	Log io.Writer
 	// MetricsAddr, e.g. "127.0.0.1:0"; empty disables the metrics server.
 	MetricsAddr string
