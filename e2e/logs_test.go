@@ -2,11 +2,12 @@ package e2e_test
 
 import (
 	"io"
-	"os"
 	"sync"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"warmpool.io/warmpool/e2e/cluster"
 )
 
 // ctrlLog is where controller-runtime's root logger writes in this test process.
@@ -16,36 +17,31 @@ import (
 // that runs a manager in this process points it at its own log file while it runs.
 var ctrlLog = &switchWriter{}
 
-// setRootLogger gives controller-runtime its one root logger: ctrlLog, which writes nowhere
-// between tests, or to stderr with WARMPOOL_TEST_LOG=1.
+// setRootLogger gives controller-runtime its one root logger: ctrlLog, which writes to
+// cluster.TestLogOutput between tests.
 func setRootLogger() {
-	if os.Getenv("WARMPOOL_TEST_LOG") != "" {
-		ctrlLog.idle = os.Stderr
-	}
+	ctrlLog.to(nil)
 	ctrl.SetLogger(zap.New(zap.WriteTo(ctrlLog)))
 }
 
-// switchWriter writes to w, or to idle (nowhere, if nil) when w is nil.
+// switchWriter writes wherever to last sent it.
 type switchWriter struct {
-	mu   sync.Mutex
-	w    io.Writer
-	idle io.Writer
+	mu sync.Mutex
+	w  io.Writer
 }
 
 func (s *switchWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case s.w != nil:
-		return s.w.Write(p)
-	case s.idle != nil:
-		return s.idle.Write(p)
-	}
-	return len(p), nil
+	return s.w.Write(p)
 }
 
-// to sends what the root logger writes to w; to(nil) stops it, before w is closed.
+// to sends what the root logger writes to w; to(nil) sends it back to cluster.TestLogOutput,
+// before w is closed.
 func (s *switchWriter) to(w io.Writer) {
+	if w == nil {
+		w = cluster.TestLogOutput()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.w = w

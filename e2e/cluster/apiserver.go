@@ -81,10 +81,17 @@ func RunTests(m *testing.M, use func(*APIServer)) int {
 		}
 	}()
 	use(api)
-	var w io.Writer = io.Discard
-	if os.Getenv("WARMPOOL_TEST_LOG") != "" {
-		w = os.Stderr
-	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(w)))
+	ctrl.SetLogger(zap.New(zap.WriteTo(TestLogOutput())))
 	return m.Run()
+}
+
+// TestLogOutput is where controller-runtime's root logger writes in a test process: nowhere,
+// since tests provoke errors on purpose, or stderr with WARMPOOL_TEST_LOG=1. controller-runtime
+// takes its root logger once per process (a later SetLogger changes nothing), so each test
+// binary sets it once, in TestMain.
+func TestLogOutput() io.Writer {
+	if os.Getenv("WARMPOOL_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
 }

@@ -21,6 +21,8 @@ import (
 	kwokoptions "sigs.k8s.io/karpenter/kwok/options"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 	"sigs.k8s.io/karpenter/pkg/scheduling"
+
+	"warmpool.io/warmpool/cmd/warmpool/status"
 )
 
 const (
@@ -353,7 +355,7 @@ func eventLog(c *Cluster) string {
 		return "\n    listing Events: " + err.Error()
 	}
 	slices.SortStableFunc(list.Items, func(a, b corev1.Event) int {
-		return eventTime(a).Compare(eventTime(b))
+		return status.EventTime(&a).Compare(status.EventTime(&b))
 	})
 	var b strings.Builder
 	for _, e := range list.Items {
@@ -361,20 +363,10 @@ func eventLog(c *Cluster) string {
 		if src == "" {
 			src = e.ReportingController
 		}
-		fmt.Fprintf(&b, "\n    %s %s %s/%s %s (%s): %s", eventTime(e).Format("15:04:05.000"), e.Type,
+		fmt.Fprintf(&b, "\n    %s %s %s/%s %s (%s): %s", status.EventTime(&e).Format("15:04:05.000"), e.Type,
 			e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, src, e.Message)
 	}
 	return b.String()
-}
-
-func eventTime(e corev1.Event) time.Time {
-	switch {
-	case !e.EventTime.IsZero():
-		return e.EventTime.Time
-	case !e.LastTimestamp.IsZero():
-		return e.LastTimestamp.Time
-	}
-	return e.CreationTimestamp.Time
 }
 
 // testLog sends Start's progress lines to the test log.

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"io"
 	"os"
 	"testing"
 
@@ -13,11 +12,7 @@ func TestMain(m *testing.M) {
 	// Nodesim runs in this process and writes its own log file. Without a root logger,
 	// controller-runtime prints a "SetLogger(...) was never called" goroutine stack into the
 	// test output after 30 s, which CI's excerpt of a failure then shows instead of the
-	// failure's logs. WARMPOOL_TEST_LOG=1 shows what the root logger gets.
-	var w io.Writer = io.Discard
-	if os.Getenv("WARMPOOL_TEST_LOG") != "" {
-		w = os.Stderr
-	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(w)))
+	// failure's logs.
+	ctrl.SetLogger(zap.New(zap.WriteTo(TestLogOutput())))
 	os.Exit(m.Run())
 }

@@ -45,7 +45,7 @@ func (g *gatherer) outcomes(p *Pool, rd *reads, poolNodes []*corev1.Node, snaps 
 		if attributed[node] != p.Name {
 			continue
 		}
-		at := eventTime(&e)
+		at := EventTime(&e)
 		if result, ok := saveReasons[e.Reason]; ok {
 			o := Outcome{Node: node, Result: result, At: at, Reason: e.Reason, Message: e.Message}
 			if result == "saved" {
@@ -172,13 +172,13 @@ func event(e corev1.Event) Event {
 	}
 	return Event{
 		Type: e.Type, Reason: e.Reason, Object: e.InvolvedObject.Kind + "/" + e.InvolvedObject.Name,
-		Message: e.Message, Count: count, Last: eventTime(&e).UTC(),
+		Message: e.Message, Count: count, Last: EventTime(&e).UTC(),
 	}
 }
 
-// eventTime is when an Event last happened: the core API's lastTimestamp, else the events.k8s.io
+// EventTime is when an Event last happened: the core API's lastTimestamp, else the events.k8s.io
 // series or eventTime, else when it was created.
-func eventTime(e *corev1.Event) time.Time {
+func EventTime(e *corev1.Event) time.Time {
 	switch {
 	case !e.LastTimestamp.IsZero():
 		return e.LastTimestamp.Time
