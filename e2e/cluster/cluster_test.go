@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	kwokv1alpha1 "sigs.k8s.io/karpenter/kwok/apis/v1alpha1"
 	kwokcloudprovider "sigs.k8s.io/karpenter/kwok/cloudprovider"
@@ -108,13 +109,11 @@ func TestKarpenterProvisionsAndConsolidatesNVMeNode(t *testing.T) {
 	t.Logf("pod Running %s after it was created", since(created))
 
 	// Only the disruption block changes: Karpenter's drift hash covers the template alone, so
-	// the node is not replaced for it.
-	np := &karpv1.NodePool{}
-	if err := c.Client.Get(ctx, client.ObjectKey{Name: pool}, np); err != nil {
-		t.Fatalf("reading NodePool: %v", err)
-	}
-	np.Spec.Disruption.ConsolidateAfter = karpv1.MustParseNillableDuration("1s")
-	if err := c.Client.Update(ctx, np); err != nil {
+	// the node is not replaced for it. A merge patch, not an update: Karpenter writes the
+	// NodePool's status meanwhile, which would make an update of a stale copy a conflict.
+	np := &karpv1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: pool}}
+	consolidate := []byte(`{"spec":{"disruption":{"consolidateAfter":"1s"}}}`)
+	if err := c.Client.Patch(ctx, np, client.RawPatch(types.MergePatchType, consolidate)); err != nil {
 		t.Fatalf("turning consolidation on: %v", err)
 	}
 
