@@ -108,33 +108,38 @@ func (a admission) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 	return reconcile.Result{}, err
 }
 
-// activePods are the pods the kubelet of pod's node admitted and that have not ended: those
-// whose status says so, and those admitted here whose status update the cache has not shown
-// yet.
+// activePods are the pods the kubelet of pod's node admitted and that have not ended (see
+// active).
 func (a admission) activePods(ctx context.Context, pod *corev1.Pod) ([]*corev1.Pod, error) {
 	list := &corev1.PodList{}
 	if err := a.client.List(ctx, list, client.MatchingFields{podNodeIndex: pod.Spec.NodeName}); err != nil {
 		return nil, fmt.Errorf("listing the pods of node %s: %w", pod.Spec.NodeName, err)
 	}
-	self := pod.Namespace + "/" + pod.Name
-	seen := map[string]bool{self: true}
+	return active(list.Items, a.admitted[pod.Spec.NodeName], pod), nil
+}
+
+// active picks, from a node's pods as the cache lists them, those its kubelet admitted and
+// that have not ended, pod itself excluded: a pod whose status says it was admitted, and a
+// pod admitted here (admittedHere, by namespace/name) whose status update the cache has not
+// shown yet. A pod admitted here that the cache no longer lists was deleted: the scheduler
+// binds a preemptor only once it has seen its victims gone, so counting one that is gone
+// from the cache would reject the preemptor a real kubelet admits.
+func active(pods []corev1.Pod, admittedHere map[string]*corev1.Pod, pod *corev1.Pod) []*corev1.Pod {
 	var out []*corev1.Pod
-	for i := range list.Items {
-		p := &list.Items[i]
-		key := p.Namespace + "/" + p.Name
-		if seen[key] || terminal(p) || !admitted(p) {
+	for i := range pods {
+		p := &pods[i]
+		if (p.Namespace == pod.Namespace && p.Name == pod.Name) || terminal(p) {
 			continue
 		}
-		seen[key] = true
-		out = append(out, p)
-	}
-	for key, p := range a.admitted[pod.Spec.NodeName] {
-		if !seen[key] {
-			seen[key] = true
+		if admitted(p) {
 			out = append(out, p)
+			continue
+		}
+		if here, ok := admittedHere[p.Namespace+"/"+p.Name]; ok && here.UID == p.UID {
+			out = append(out, here)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // forgetAdmitted drops a pod that ended or is gone from the admissions made here.

@@ -1,12 +1,14 @@
 package nodesim
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 func TestAdmitAsTheKubelet(t *testing.T) {
@@ -78,5 +80,40 @@ func TestAdmitAsTheKubelet(t *testing.T) {
 				t.Errorf("admit = %q %q, want %q with %q", reason, msg, tc.reason, tc.msgContain)
 			}
 		})
+	}
+}
+
+// TestActivePodsAsTheKubeletCounts: the pods an admission counts are those admitted and not
+// ended, including one admitted here whose status the cache has not shown yet, but not one
+// admitted here that the cache no longer lists (a preempted victim already deleted), nor a
+// namesake recreated since.
+func TestActivePodsAsTheKubeletCounts(t *testing.T) {
+	mk := func(name, uid, hostIP string, phase corev1.PodPhase) corev1.Pod {
+		return corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID(uid)},
+			Status:     corev1.PodStatus{HostIP: hostIP, Phase: phase},
+		}
+	}
+	self := mk("preemptor", "u-self", "", "")
+	listed := []corev1.Pod{
+		self,
+		mk("running", "u-run", "127.0.0.1", corev1.PodRunning),
+		mk("done", "u-done", "127.0.0.1", corev1.PodSucceeded),
+		mk("admitted-here", "u-here", "", ""),   // status patch not in the cache yet
+		mk("not-admitted", "u-pending", "", ""), // bound, not admitted anywhere
+		mk("recreated", "u-new", "", ""),        // a namesake of a pod admitted here
+	}
+	here := map[string]*corev1.Pod{
+		"ns/admitted-here": {ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "admitted-here", UID: "u-here"}},
+		"ns/victim":        {ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "victim", UID: "u-victim"}}, // deleted
+		"ns/recreated":     {ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "recreated", UID: "u-old"}},
+	}
+	var got []string
+	for _, p := range active(listed, here, &self) {
+		got = append(got, p.Name)
+	}
+	want := []string{"running", "admitted-here"}
+	if !slices.Equal(got, want) {
+		t.Errorf("active = %v, want %v", got, want)
 	}
 }
