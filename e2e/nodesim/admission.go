@@ -26,7 +26,8 @@ import (
 // node's NoExecute taints (only those: a kubelet admits a pod onto a node tainted
 // karpenter.sh/disrupted:NoSchedule). A pod that does not is rejected: phase Failed, reason
 // OutOfcpu, OutOfmemory, OutOfpods, OutOfephemeral-storage, NodeAffinity or TaintToleration,
-// message "Pod was rejected: ..." and a Warning Event with the reason, and it never runs
+// message "Pod was rejected: ..." (a NodeAffinity failure only after the node was read again
+// from the API server, as the v1.35 kubelet does) and a Warning Event with the reason, and it never runs
 // (Karpenter's drain ignores it: a rejected guard holds nothing).
 //
 // An admitted pod gets the status a kubelet writes first (phase Pending, hostIP): kwok's
@@ -67,7 +68,11 @@ func (a admission) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 		a.admissionMu.Unlock()
 		return reconcile.Result{}, err
 	}
-	reason, msg := admit(pod, node, others)
+	key := client.ObjectKeyFromObject(node)
+	node, reason, msg := admitRechecking(pod, node, others, func() (*corev1.Node, error) {
+		fresh := &corev1.Node{}
+		return fresh, a.live.Get(ctx, key, fresh)
+	})
 	if reason == "" {
 		if a.admitted[node.Name] == nil {
 			a.admitted[node.Name] = map[string]*corev1.Pod{}
@@ -151,6 +156,34 @@ func (a admission) forgetAdmitted(key string) {
 	}
 }
 
+// admitRechecking is admit as the v1.35 kubelet runs it (kubernetes/kubernetes#134445): it
+// does not trust its node cache for a rejection whose only reason is the node affinity, and
+// reads the node from the API server (live) and decides again, so a label added just before
+// the binding does not reject the pod. A failed read keeps the rejection. It returns the node
+// it decided on.
+func admitRechecking(pod *corev1.Pod, node *corev1.Node, others []*corev1.Pod, live func() (*corev1.Node, error)) (*corev1.Node, string, string) {
+	reason, msg := admit(pod, node, others)
+	if reason != "NodeAffinity" || untoleratedNoExecute(pod, node) {
+		return node, reason, msg
+	}
+	fresh, err := live()
+	if err != nil {
+		return node, reason, msg
+	}
+	reason, msg = admit(pod, fresh, others)
+	return fresh, reason, msg
+}
+
+// untoleratedNoExecute reports whether the node has a NoExecute taint the pod does not
+// tolerate, the kubelet's last check. (The kubelet collects every failing reason and reads the
+// node again only when affinity is the only one; admit stops at the first, and the resources
+// come before affinity, so only this check can fail besides it.)
+func untoleratedNoExecute(pod *corev1.Pod, node *corev1.Node) bool {
+	_, untolerated := corev1helpers.FindMatchingUntoleratedTaint(logr.Discard(), node.Spec.Taints, pod.Spec.Tolerations,
+		func(t *corev1.Taint) bool { return t.Effect == corev1.TaintEffectNoExecute }, false)
+	return untolerated
+}
+
 // admit is the kubelet's decision for pod on node next to the active pods others: "" if it
 // runs, else the reason and message it is rejected with (the first failure, in the order
 // the kubelet checks them).
@@ -204,9 +237,7 @@ func admit(pod *corev1.Pod, node *corev1.Node, others []*corev1.Pod) (reason, me
 	if ok, _ := nodeaffinity.GetRequiredNodeAffinity(pod).Match(node); !ok {
 		return "NodeAffinity", "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
 	}
-	_, untolerated := corev1helpers.FindMatchingUntoleratedTaint(logr.Discard(), node.Spec.Taints, pod.Spec.Tolerations,
-		func(t *corev1.Taint) bool { return t.Effect == corev1.TaintEffectNoExecute }, false)
-	if untolerated {
+	if untoleratedNoExecute(pod, node) {
 		return "TaintToleration", "Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
 	}
 	return "", ""

@@ -1,6 +1,7 @@
 package nodesim
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -115,5 +116,55 @@ func TestActivePodsAsTheKubeletCounts(t *testing.T) {
 	want := []string{"running", "admitted-here"}
 	if !slices.Equal(got, want) {
 		t.Errorf("active = %v, want %v", got, want)
+	}
+}
+
+// TestAdmitRechecksAffinityLive: a rejection whose only reason is the node affinity is decided
+// again on the node read live (a label the cache has not shown yet admits the pod), a failed
+// read keeps it, and other rejections are not read again.
+func TestAdmitRechecksAffinityLive(t *testing.T) {
+	cached := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "n"},
+		Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourcePods: resource.MustParse("10"),
+		}},
+	}
+	labelled := cached.DeepCopy()
+	labelled.Labels = map[string]string{"pool": "builders"}
+	tainted := cached.DeepCopy()
+	tainted.Spec.Taints = []corev1.Taint{{Key: "node.kubernetes.io/unreachable", Effect: corev1.TaintEffectNoExecute}}
+	selecting := func(cpu string) *corev1.Pod {
+		p := &corev1.Pod{Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{"pool": "builders"},
+			Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu)}}}},
+		}}
+		return p
+	}
+	for _, tc := range []struct {
+		name       string
+		pod        *corev1.Pod
+		node       *corev1.Node
+		live       *corev1.Node
+		liveErr    error
+		wantReason string
+		wantReads  int
+	}{
+		{name: "label only on the live node", pod: selecting("1"), node: cached, live: labelled, wantReads: 1},
+		{name: "live node lacks it too", pod: selecting("1"), node: cached, live: cached, wantReason: "NodeAffinity", wantReads: 1},
+		{name: "live read fails", pod: selecting("1"), node: cached, liveErr: errors.New("connection refused"), wantReason: "NodeAffinity", wantReads: 1},
+		{name: "out of cpu is not read again", pod: selecting("3"), node: cached, live: labelled, wantReason: "OutOfcpu"},
+		{name: "a NoExecute taint fails too", pod: selecting("1"), node: tainted, live: labelled, wantReason: "NodeAffinity"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reads := 0
+			_, reason, _ := admitRechecking(tc.pod, tc.node, nil, func() (*corev1.Node, error) {
+				reads++
+				return tc.live, tc.liveErr
+			})
+			if reason != tc.wantReason || reads != tc.wantReads {
+				t.Errorf("reason %q after %d live reads, want %q after %d", reason, reads, tc.wantReason, tc.wantReads)
+			}
+		})
 	}
 }

@@ -135,6 +135,8 @@ type Sim struct {
 	root   string
 	bin    string
 	client client.Client
+	// live reads the API server directly, for what a kubelet reads live (admission.go).
+	live client.Reader
 	// restConfig reaches the API server, for the hook processes that read it (the hold's).
 	restConfig *rest.Config
 	// uploadRate is Options.SnapshotUploadBytesPerSecond with its default applied.
@@ -298,6 +300,7 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 		return nil, fmt.Errorf("nodesim: creating manager: %w", err)
 	}
 	s.client = mgr.GetClient()
+	s.live = mgr.GetAPIReader()
 	if err := s.register(mgr); err != nil {
 		return nil, fmt.Errorf("nodesim: %w", err)
 	}
