@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -485,8 +486,12 @@ func evaluatedPools(metrics string) int {
 	return n
 }
 
-// cpuTimes is CPU time in seconds, busy and in all.
-type cpuTimes struct{ busy, total float64 }
+// cpuTimes is CPU time in seconds, busy and in all, and that of each process this test
+// started, by command name.
+type cpuTimes struct {
+	busy, total float64
+	children    map[string]float64
+}
 
 // machineCPU is the CPU time every CPU of the machine spent since boot (/proc/stat's first
 // line: user, nice, system, idle, iowait, irq, softirq, steal; busy is all but idle and
@@ -512,7 +517,37 @@ func machineCPU(b *testing.B) (cpu cpuTimes) {
 			cpu.busy += v / clockTicks
 		}
 	}
+	cpu.children = childrenCPU()
 	return cpu
+}
+
+// childrenCPU is the user+system CPU seconds of each process whose parent is this test process
+// (the cluster's components and the controller), summed by command name. A process that ends
+// between the listing and the read is left out.
+func childrenCPU() map[string]float64 {
+	out := map[string]float64{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		lp, rp := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if lp < 0 || rp < lp {
+			continue
+		}
+		// After the command name: state (field 3), ppid (4), ... utime (14), stime (15).
+		fields := strings.Fields(s[rp+1:])
+		if len(fields) < 13 || fields[1] != strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		for _, v := range fields[11:13] {
+			t, _ := strconv.ParseUint(v, 10, 64)
+			out[s[lp+1:rp]] += float64(t) / clockTicks
+		}
+	}
+	return out
 }
 
 // logCPUShare logs how busy the machine was over a phase and how much of it was the
@@ -522,8 +557,29 @@ func machineCPU(b *testing.B) (cpu cpuTimes) {
 func logCPUShare(b *testing.B, phase string, d time.Duration, m0, m1 cpuTimes, controller float64) {
 	b.Helper()
 	busy := m1.busy - m0.busy
-	b.Logf("%s: machine CPU %.0f%% busy over %s (%.1f CPU-s), the controller's %.2f CPU-s of it",
-		phase, 100*busy/max(m1.total-m0.total, 1e-9), d.Round(10*time.Millisecond), busy, controller)
+	b.Logf("%s: machine CPU %.0f%% busy over %s (%.1f CPU-s), the controller's %.2f CPU-s of it; by process: %s",
+		phase, 100*busy/max(m1.total-m0.total, 1e-9), d.Round(10*time.Millisecond), busy, controller, cpuByProcess(m0, m1))
+}
+
+// cpuByProcess lists the CPU seconds each of the test's processes used between m0 and m1,
+// most first.
+func cpuByProcess(m0, m1 cpuTimes) string {
+	type use struct {
+		name string
+		cpu  float64
+	}
+	var uses []use
+	for name, t := range m1.children {
+		if d := t - m0.children[name]; d >= 0.005 {
+			uses = append(uses, use{name, d})
+		}
+	}
+	sort.Slice(uses, func(i, j int) bool { return uses[i].cpu > uses[j].cpu })
+	parts := make([]string, len(uses))
+	for i, u := range uses {
+		parts[i] = fmt.Sprintf("%s %.2f", u.name, u.cpu)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // procCPU is the user+system CPU seconds the process has used (fields 14 and 15 of
