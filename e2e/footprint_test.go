@@ -178,6 +178,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	// evaluated by the scaling controller (a warmpool_desired_nodes series per pool). It
 	// includes taking the (free) leader Lease and filling the informer caches.
 	prof := newProfiler(b)
+	coldApplies := applyRequests(b)
 	b.ResetTimer()
 	started, machine0 := time.Now(), machineCPU(b)
 	// A Lease that survives a slow API server: on a loaded machine the default 10 s renew
@@ -199,6 +200,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	logCPUShare(b, "cold full reconcile", cold, machine0, machineCPU(b), procCPU(b, p.PID()))
 	coldMetrics, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	logReconciles(b, "cold full reconcile", "", coldMetrics)
+	b.Logf("cold full reconcile: server-side applies by resource: %s", appliesSince(coldApplies, applyRequests(b)))
 	logGoMemory(b, "cold full reconcile", coldMetrics)
 	prof.heap(b, "heap-cold")
 
