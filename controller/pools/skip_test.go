@@ -4,12 +4,15 @@ import (
 	"fmt"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"warmpool.io/warmpool/controller/operator/operatortest"
-	"warmpool.io/warmpool/controller/state"
+	"warmpool.io/warmpool/controller/scaling"
 	"warmpool.io/warmpool/controller/unchanged"
 	"warmpool.io/warmpool/e2e/cluster"
+	"warmpool.io/warmpool/nodepools"
 )
 
 // poolBLabelled is poolB with a template label that poolB drops: switching to poolB must remove it.
@@ -83,19 +86,24 @@ func applyCount(t *testing.T) float64 {
 // while it was down is applied on start, and a field the new rendering drops is removed.
 func TestRestartAppliesOnlyWhatChanged(t *testing.T) {
 	e := newEnv(t, twoPools(100, poolBLabelled), nil)
-	// Until the config is in force and the scaling controller recorded each pool's busy
-	// state, an apply may still be under way when the manager stops.
-	eventually(t, "both pools applied, in force and their busy state recorded", func() error {
+	// Until the config is in force and the scaling controller evaluated each pool (its state
+	// recorded on the headroom Deployment), an apply may still be under way when the manager
+	// stops.
+	eventually(t, "both pools applied, in force and evaluated", func() error {
 		if e.Mgr.State.Config() == nil {
 			return fmt.Errorf("no config in force")
 		}
-		for _, name := range []string{"warmpool-a", "warmpool-b"} {
-			np := getNodePool(t, name)
+		for _, pool := range []string{"a", "b"} {
+			np := getNodePool(t, nodepools.Name(pool))
 			if np.Annotations[unchanged.AnnotationRendering] == "" {
-				return fmt.Errorf("NodePool %s has no rendering digest", name)
+				return fmt.Errorf("NodePool %s has no rendering digest", np.Name)
 			}
-			if np.Annotations[state.AnnotationBusy] == "" {
-				return fmt.Errorf("NodePool %s has no busy state", name)
+			d := &appsv1.Deployment{}
+			if err := kube.Get(t.Context(), client.ObjectKey{Namespace: e.Namespace, Name: nodepools.HeadroomName(pool)}, d); err != nil {
+				return err
+			}
+			if d.Annotations[scaling.AnnotationState] == "" {
+				return fmt.Errorf("pool %s not evaluated yet: Deployment %s records no scaling state", pool, d.Name)
 			}
 		}
 		return nil

@@ -273,7 +273,8 @@ func checkBudgetsSince(t testing.TB, bw *budgetWatch, want []karpv1.Budget) {
 
 // TestRestartWithoutHeadroomPinsNothing: a pool idle at no headroom, with two idle nodes, is
 // resumed as it was: no placeholder appears on the nodes and nothing blocks their
-// consolidation, neither while the new manager has no queue data nor once it has.
+// consolidation, neither while the new manager has no queue data nor once it has; and its
+// NodePool is never written a busy state.
 func TestRestartWithoutHeadroomPinsNothing(t *testing.T) {
 	pool := poolName("restart-idle")
 	newNode(t, pool+"-1", pool)
@@ -281,7 +282,6 @@ func TestRestartWithoutHeadroomPinsNothing(t *testing.T) {
 	e := newEnv(t, configYAML(poolYAML(pool, ciSource, "scaling: {jobsPerNode: 1}")))
 	e.record(pool, queue.Counts{}, nil)
 	e.waitReplicas(pool, 0)
-	waitBusyAnnotation(t, pool, "false")
 	gen := e.headroomGeneration(pool)
 	np, err := nodePool(t, pool)
 	if err != nil {
@@ -307,6 +307,12 @@ func TestRestartWithoutHeadroomPinsNothing(t *testing.T) {
 	checkBudgetsSince(t, bw, defaultBudgets)
 	if n := eventCount(t, pool, scaling.ReasonScaledUp); n != 0 {
 		t.Errorf("%d %s events for a pool that never needed a node", n, scaling.ReasonScaledUp)
+	}
+	// A NodePool without the annotation reads as idle: a pool never busy is not written.
+	if np, err := nodePool(t, pool); err != nil {
+		t.Fatal(err)
+	} else if v, ok := np.Annotations[state.AnnotationBusy]; ok {
+		t.Errorf("%s=%q written on the NodePool of a pool that was never busy", state.AnnotationBusy, v)
 	}
 }
 

@@ -75,6 +75,11 @@ func (g *gatherer) pool(rd *reads, name string, cp *config.Pool, attributed map[
 	if err := g.scaling(&p, cp); err != nil {
 		return p, err
 	}
+	if p.NodePool != nil && p.NodePool.Busy == "" && p.Scaling.Desired != nil {
+		// Evaluated, and never busy: the scaling controller does not write an idle state on
+		// a NodePool that has none.
+		p.NodePool.Busy = "false"
+	}
 
 	// Queue sources.
 	if cp != nil {

@@ -1,6 +1,7 @@
 package status_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,9 +15,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"warmpool.io/warmpool/cmd/warmpool/status"
+	"warmpool.io/warmpool/controller/config"
 	"warmpool.io/warmpool/controller/enginecache"
 	"warmpool.io/warmpool/controller/pools"
 	"warmpool.io/warmpool/controller/scaling"
+	"warmpool.io/warmpool/controller/scaling/policy"
 	"warmpool.io/warmpool/deploy/helm"
 	"warmpool.io/warmpool/nodepools"
 )
@@ -131,6 +134,28 @@ func TestStatusNamesWhatTheStoryDid(t *testing.T) {
 	idle := findPool(t, rep, s.idle)
 	if idle.Scaling.Headroom != "" || idle.Cache.Enabled || len(idle.Events) != 0 {
 		t.Errorf("idle pool %+v", idle)
+	}
+	// Its NodePool has no busy annotation (the scaling controller writes none for a pool that
+	// was never busy): undecided while nothing records an evaluation, idle once its headroom
+	// records one.
+	if idle.NodePool == nil || idle.NodePool.Busy != "" {
+		t.Errorf("idle pool's NodePool %+v before an evaluation, want busy undecided", idle.NodePool)
+	}
+	evaluated, err := json.Marshal(policy.State{LastEvaluation: s.recorded})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte(configYAML(s.pool, s.idle)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := nodepools.HeadroomDeployment(&cfg.Pools[1], s.namespace, 0)
+	d.Annotations = map[string]string{scaling.AnnotationState: string(evaluated)}
+	if err := kube.Create(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	if idle := findPool(t, gather(t, s, status.Options{}), s.idle); idle.NodePool == nil || idle.NodePool.Busy != "false" {
+		t.Errorf("idle pool's NodePool %+v once evaluated, want busy \"false\"", idle.NodePool)
 	}
 
 	var out strings.Builder

@@ -77,8 +77,9 @@ type NodePool struct {
 	// the node class could not be read or reports none; NodeClassFound says it exists.
 	NodeClassFound bool   `json:"nodeClassFound"`
 	NodeClassReady string `json:"nodeClassReady,omitempty"`
-	// Busy is the NodePool's warmpool.io/busy annotation: "true" or "false" as the scaling
-	// controller last decided, "" when it never did.
+	// Busy is "true" or "false" as the scaling controller last decided (the NodePool's
+	// warmpool.io/busy annotation; "false" too when it is absent but the pool's scaling state
+	// is recorded: the controller writes it only once a pool was busy), "" when it never did.
 	Busy string `json:"busy,omitempty"`
 	// Budgets are the disruption budgets in force, as Karpenter reads them (the busy budget
 	// first while busy).

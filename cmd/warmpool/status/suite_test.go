@@ -110,7 +110,10 @@ func newStory(t *testing.T) *story {
 		p := &cfg.Pools[i]
 		create(nodepools.NodeClass(cfg, p, opts))
 		np := nodepools.NodePool(p, opts)
-		np.Annotations = map[string]string{state.AnnotationBusy: fmt.Sprint(p.Name == s.pool)}
+		if p.Name == s.pool {
+			// The scaling controller writes the annotation only once a pool was busy.
+			np.Annotations = map[string]string{state.AnnotationBusy: "true"}
+		}
 		create(np)
 		t.Cleanup(func() {
 			_ = kube.Delete(context.Background(), np)
