@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +22,10 @@ type APIServer struct {
 	Config *rest.Config
 	Client client.Client // uses Scheme()
 	env    *envtest.Environment
+	// reaper kills etcd and kube-apiserver if the test binary dies without Stop (a panic, a
+	// -timeout, a SIGKILL): envtest starts them without a parent-death signal.
+	reaper *reaper
+	pids   map[string]int // Etcd, KubeAPIServer
 }
 
 // StartAPIServer starts etcd and kube-apiserver from <repo>/bin on 127.0.0.1 and installs CRDs().
@@ -38,16 +43,28 @@ func StartAPIServer() (*APIServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting etcd+kube-apiserver (run `make tools` first): %w", err)
 	}
+	r, err := startReaper()
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	pids, err := reapEnvtest(r, env)
+	if err != nil {
+		_ = r.disarm()
+		_ = env.Stop()
+		return nil, err
+	}
 	kube, err := client.New(cfg, client.Options{Scheme: Scheme()})
 	if err != nil {
+		_ = r.disarm()
 		_ = env.Stop()
 		return nil, fmt.Errorf("building client: %w", err)
 	}
-	return &APIServer{Config: cfg, Client: kube, env: env}, nil
+	return &APIServer{Config: cfg, Client: kube, env: env, reaper: r, pids: pids}, nil
 }
 
 // Stop stops etcd and kube-apiserver.
-func (a *APIServer) Stop() error { return a.env.Stop() }
+func (a *APIServer) Stop() error { return errors.Join(a.reaper.disarm(), a.env.Stop()) }
 
 // StartTestAPIServer is StartAPIServer for one test: the test fails if it cannot start, and
 // the server stops when the test ends (a failure to stop fails the test too).

@@ -76,29 +76,38 @@ func (c *Cluster) startControlPlane(binDir string) error {
 }
 
 // watchEnvtestProcesses records the PIDs of envtest's etcd and kube-apiserver and hands them,
-// and their temp dirs, to the reaper. envtest does not expose the PIDs, so they are found among
-// our children by the data/cert dir on their command line (unique per envtest instance).
+// and their temp dirs, to the reaper.
 func (c *Cluster) watchEnvtestProcesses() error {
-	dataDir, certDir := c.env.ControlPlane.Etcd.DataDir, c.env.ControlPlane.GetAPIServer().CertDir
+	found, err := reapEnvtest(c.reaper, c.env)
+	for name, pid := range found {
+		c.pids[name] = pid
+	}
+	return err
+}
+
+// reapEnvtest hands envtest's etcd and kube-apiserver, and their temp dirs, to r, and returns
+// their PIDs by name. envtest does not expose the PIDs, so they are found among our children by
+// the data/cert dir on their command line (unique per envtest instance).
+func reapEnvtest(r *reaper, env *envtest.Environment) (map[string]int, error) {
+	dataDir, certDir := env.ControlPlane.Etcd.DataDir, env.ControlPlane.GetAPIServer().CertDir
 	found, err := findChildren(map[string]string{
 		Etcd:          "--data-dir=" + dataDir,
 		KubeAPIServer: "--cert-dir=" + certDir,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, dir := range []string{dataDir, certDir} {
-		if err := c.reaper.watchDir(dir); err != nil {
-			return err
+		if err := r.watchDir(dir); err != nil {
+			return found, err
 		}
 	}
 	for name, pid := range found {
-		c.pids[name] = pid
-		if err := c.reaper.watch(pid); err != nil {
-			return fmt.Errorf("registering %s with the reaper: %w", name, err)
+		if err := r.watch(pid); err != nil {
+			return found, fmt.Errorf("registering %s with the reaper: %w", name, err)
 		}
 	}
-	return nil
+	return found, nil
 }
 
 // findChildren maps each name to the PID of our child process whose command line contains
