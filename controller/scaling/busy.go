@@ -50,13 +50,12 @@ func (c *Controller) followBusy(ctx context.Context, np *karpv1.NodePool, ev *ev
 // persistBusy records busy on the pool's NodePool np (as Reconcile read it), once the NodePool
 // exists (the pools controller creates it, rendering its budgets from the shared state, which
 // needs no annotation yet). A NodePool that could not be read has no UID: the annotation is
-// left for the next evaluation. A NodePool without the annotation reads as idle
-// (state.Cluster.PersistedBusy), so an idle pool that was never busy is not written: at a cold
-// start that was a second write of every NodePool, each one more reconcile for Karpenter.
+// left for the next evaluation. Only a change from what resume read is written, so an idle
+// pool that was never busy is not (see resume).
 func (c *Controller) persistBusy(ctx context.Context, np *karpv1.NodePool, ps *poolState, busy bool) error {
 	want := strconv.FormatBool(busy)
 	c.mu.Lock()
-	done := ps.persisted == want || (ps.persisted == "" && !busy)
+	done := ps.persisted == want
 	c.mu.Unlock()
 	if done || np.UID == "" {
 		return nil

@@ -88,7 +88,7 @@ type poolState struct {
 	desired     int
 	// seeded is set once the pool resumed (see resume): busy from the NodePool's annotation,
 	// the policy state from the headroom object; persisted is the busy annotation's value as
-	// last read or written ("" when absent).
+	// last read or written ("false" when absent, which reads as idle).
 	seeded    bool
 	persisted string
 	// known is set once the pool's queue data was known in this process.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -93,6 +94,12 @@ func (c *Controller) resume(ctx context.Context, p *config.Pool, ps *poolState, 
 	c.cluster.SeedBusy(p.Name, busy)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if raw == "" {
+		// A NodePool without the annotation reads as idle (PersistedBusy), so idle is what
+		// it records: an idle pool that was never busy is not written. At a cold start that
+		// was a second write of every NodePool, each one more reconcile for Karpenter.
+		raw = strconv.FormatBool(false)
+	}
 	ps.persisted = raw
 	ps.state, ps.desired = state, state.Desired
 	if err == nil && a.state != "" {
