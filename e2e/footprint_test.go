@@ -197,7 +197,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 		return p.evaluatedAll(ctx, size.pools)
 	})
 	cold := time.Since(started)
-	logCPUShare(b, "cold full reconcile", cold, machine0, machineCPU(b), procCPU(b, p.PID()))
+	logCPUShare(b, "cold full reconcile", cold, machine0, machineCPU(b))
 	coldMetrics, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	logReconciles(b, "cold full reconcile", "", coldMetrics)
 	b.Logf("cold full reconcile: server-side applies by resource: %s", appliesSince(coldApplies, applyRequests(b)))
@@ -218,7 +218,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 	prof.wait()
 	beforeChange, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	prof.cpu(b, "cpu-change", 10*time.Second)
-	changed, machine0, controller0 := time.Now(), machineCPU(b), procCPU(b, p.PID())
+	changed, machine0 := time.Now(), machineCPU(b)
 	if err := scenario.SetConfig(ctx, kube, footprintConfig(size.pools, "2")); err != nil {
 		b.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func BenchmarkControllerFootprint(b *testing.B) {
 		return n == size.pools, fmt.Errorf("%d/%d NodePools updated (%v)", n, size.pools, err)
 	})
 	full := time.Since(changed)
-	logCPUShare(b, "config change", full, machine0, machineCPU(b), procCPU(b, p.PID())-controller0)
+	logCPUShare(b, "config change", full, machine0, machineCPU(b))
 	afterChange, _ := httpBody(ctx, "http://"+p.MetricsAddr+"/metrics")
 	logReconciles(b, "config change", beforeChange, afterChange)
 
@@ -532,35 +532,24 @@ func childrenCPU() map[string]float64 {
 	for _, f := range stats {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			continue
+			continue // the process ended
 		}
-		s := string(data)
-		lp, rp := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if lp < 0 || rp < lp {
-			continue
-		}
-		// After the command name: state (field 3), ppid (4), ... utime (14), stime (15).
-		fields := strings.Fields(s[rp+1:])
-		if len(fields) < 13 || fields[1] != strconv.Itoa(os.Getpid()) {
-			continue
-		}
-		for _, v := range fields[11:13] {
-			t, _ := strconv.ParseUint(v, 10, 64)
-			out[s[lp+1:rp]] += float64(t) / clockTicks
+		if st, err := parseProcStat(data); err == nil && st.ppid == os.Getpid() {
+			out[st.comm] += st.cpu
 		}
 	}
 	return out
 }
 
-// logCPUShare logs how busy the machine was over a phase and how much of it was the
-// controller's: a phase the controller spends waiting on a saturated machine (the API server,
-// Karpenter and the controller manager share its cores here) shows as a busy machine and a
-// small controller share.
-func logCPUShare(b *testing.B, phase string, d time.Duration, m0, m1 cpuTimes, controller float64) {
+// logCPUShare logs how busy the machine was over a phase and how much of it each process
+// used: a phase the controller ("warmpool") spends waiting on a saturated machine (the API
+// server, Karpenter and the controller manager share its cores here) shows as a busy machine
+// and a small share of the controller's.
+func logCPUShare(b *testing.B, phase string, d time.Duration, m0, m1 cpuTimes) {
 	b.Helper()
 	busy := m1.busy - m0.busy
-	b.Logf("%s: machine CPU %.0f%% busy over %s (%.1f CPU-s), the controller's %.2f CPU-s of it; by process: %s",
-		phase, 100*busy/max(m1.total-m0.total, 1e-9), d.Round(10*time.Millisecond), busy, controller, cpuByProcess(m0, m1))
+	b.Logf("%s: machine CPU %.0f%% busy over %s (%.1f CPU-s); by process: %s",
+		phase, 100*busy/max(m1.total-m0.total, 1e-9), d.Round(10*time.Millisecond), busy, cpuByProcess(m0, m1))
 }
 
 // cpuByProcess lists the CPU seconds each of the test's processes used between m0 and m1,
@@ -584,29 +573,55 @@ func cpuByProcess(m0, m1 cpuTimes) string {
 	return strings.Join(parts, ", ")
 }
 
-// procCPU is the user+system CPU seconds the process has used (fields 14 and 15 of
-// /proc/<pid>/stat, counted after the parenthesised command name, which may hold spaces).
+// procCPU is the user+system CPU seconds the process has used.
 func procCPU(b *testing.B, pid int) float64 {
 	b.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	// fields[0] is field 3 (state), so utime (14) and stime (15) are fields[11] and fields[12].
-	if len(fields) < 13 {
-		b.Fatalf("/proc/%d/stat: %d fields after the command name", pid, len(fields))
+	st, err := parseProcStat(data)
+	if err != nil {
+		b.Fatalf("/proc/%d/stat: %v", pid, err)
 	}
-	var ticks float64
+	return st.cpu
+}
+
+// procStat is what the benchmark reads from a /proc/<pid>/stat line.
+type procStat struct {
+	comm string
+	ppid int
+	cpu  float64 // user+system seconds
+}
+
+// parseProcStat reads the command name, parent PID and CPU time (fields 2, 4, 14 and 15) of
+// a /proc/<pid>/stat line; the fields are counted after the parenthesised command name,
+// which may hold spaces and parentheses.
+func parseProcStat(data []byte) (procStat, error) {
+	s := string(data)
+	lp, rp := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if lp < 0 || rp < lp {
+		return procStat{}, fmt.Errorf("no command name in %q", s)
+	}
+	// fields[0] is field 3 (state): ppid (4) is fields[1], utime (14) and stime (15)
+	// fields[11] and fields[12].
+	fields := strings.Fields(s[rp+1:])
+	if len(fields) < 13 {
+		return procStat{}, fmt.Errorf("%d fields after the command name, want at least 13", len(fields))
+	}
+	st := procStat{comm: s[lp+1 : rp]}
+	var err error
+	if st.ppid, err = strconv.Atoi(fields[1]); err != nil {
+		return procStat{}, fmt.Errorf("ppid: %w", err)
+	}
 	for _, f := range fields[11:13] {
 		v, err := strconv.ParseUint(f, 10, 64)
 		if err != nil {
-			b.Fatalf("/proc/%d/stat: %v", pid, err)
+			return procStat{}, fmt.Errorf("CPU time: %w", err)
 		}
-		ticks += float64(v)
+		st.cpu += float64(v) / clockTicks
 	}
-	return ticks / clockTicks
+	return st, nil
 }
 
 // memory is a process's resident memory in MiB, from /proc/<pid>/status: rss is resident now
