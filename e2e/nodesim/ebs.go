@@ -44,8 +44,9 @@ import (
 //
 // The blocks are blocks of each file (by offset), not of a disk: a small file is one block
 // of its own, where on ext4 several small files may share one, so small files are charged a
-// little more than on a real volume. Metadata (lookups, directory listings, xattrs) is not
-// charged.
+// little more than on a real volume. Metadata loads lazily too (lazy.go): a directory's
+// entries on its first listing or lookup, an inode's table block on its first lookup; it
+// takes none of the throughput or IOPS caps.
 
 // EBSOptions are the EBS model's knobs (Options.EBS). The zero value means the defaults,
 // which are scaled to test sizes: a few hundred MiB/s and a few milliseconds, so that the

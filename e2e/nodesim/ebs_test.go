@@ -497,3 +497,81 @@ func TestReadsAndWritesShareOneCap(t *testing.T) {
 		t.Errorf("a read right after a write of the whole burst would not wait: reads and writes do not share the volume's cap")
 	}
 }
+
+// TestLazyMetadataLoadsOnFirstLook: on a volume created from a snapshot, a directory's
+// entries load from S3 when it is first listed or looked in, and an inode's table block when
+// the inode is first looked up; each once. A directory made on the volume costs nothing.
+func TestLazyMetadataLoadsOnFirstLook(t *testing.T) {
+	if err := checkFUSE(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	backing := mkdir(t, dir, "vol")
+	for _, d := range []string{"a", "b"} {
+		mustNil(t, os.MkdirAll(filepath.Join(backing, d), 0o755))
+		mustNil(t, os.WriteFile(filepath.Join(backing, d, "f"), []byte("x"), 0o644))
+	}
+	ino := func(rel string) uint64 {
+		var st unix.Stat_t
+		mustNil(t, unix.Lstat(filepath.Join(backing, rel), &st))
+		return st.Ino
+	}
+	v, err := newEBSVolume("meta", backing, filepath.Join(dir, "mnt"), volumeModel{rate: -1, blockSize: DefaultBlockSize, latency: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mustNil(t, v.release()) })
+	l := v.lazy
+	loaded := func(key uint64) bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		f, ok := l.files[key]
+		return ok && f.has(0)
+	}
+	for _, d := range []string{"", "a", "b"} {
+		if _, ok := l.files[dirKey(ino(d))]; !ok {
+			t.Fatalf("directory %q of the snapshot is not tracked", d)
+		}
+	}
+	if _, ok := l.files[l.inodeKey(ino("a/f"))]; !ok {
+		t.Fatalf("the inode table block of a/f is not tracked")
+	}
+	mustNil(t, v.mount())
+
+	if _, err := os.ReadDir(filepath.Join(v.mountpoint, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if !loaded(dirKey(ino(""))) || !loaded(dirKey(ino("a"))) {
+		t.Errorf("after listing a: the root's entries loaded %v, a's %v; want both", loaded(dirKey(ino(""))), loaded(dirKey(ino("a"))))
+	}
+	if !loaded(l.inodeKey(ino("a"))) || !loaded(l.inodeKey(ino("a/f"))) {
+		t.Errorf("after listing a: the inode table blocks of a and a/f are not loaded")
+	}
+	if loaded(dirKey(ino("b"))) {
+		t.Errorf("b's entries loaded without anything looking in b")
+	}
+	reads := l.firstReads.Load()
+	if _, err := os.ReadDir(filepath.Join(v.mountpoint, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.firstReads.Load(); got != reads {
+		t.Errorf("listing a again waited on S3 %d more times, want 0", got-reads)
+	}
+	var st unix.Stat_t
+	mustNil(t, unix.Lstat(filepath.Join(v.mountpoint, "b", "f"), &st))
+	if !loaded(dirKey(ino("b"))) {
+		t.Errorf("a lookup in b did not load b's entries")
+	}
+
+	// A directory made on the volume, over a deleted snapshot directory's inode number or
+	// not, has entries of its own: listing it waits for nothing.
+	mustNil(t, os.RemoveAll(filepath.Join(v.mountpoint, "b")))
+	mustNil(t, os.Mkdir(filepath.Join(v.mountpoint, "c"), 0o755))
+	reads = l.firstReads.Load()
+	if _, err := os.ReadDir(filepath.Join(v.mountpoint, "c")); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.firstReads.Load(); got != reads {
+		t.Errorf("listing a directory made on the volume waited on S3 %d times, want 0", got-reads)
+	}
+}

@@ -33,6 +33,8 @@ type ebsVolume struct {
 	io, ops *throttle
 	// lazy is nil unless the volume loads lazily from its snapshot.
 	lazy *lazyBlocks
+	// rootIno is the backing directory's inode number (go-fuse numbers the root 1).
+	rootIno uint64
 
 	// ctx ends when the volume is released; the hydrator and blocked requests stop with it.
 	ctx    context.Context
@@ -45,7 +47,8 @@ type ebsVolume struct {
 }
 
 // newEBSVolume sets up the model of a volume whose data is at backing. For a lazily loaded
-// one, every regular file there now came from the snapshot: its blocks start in S3.
+// one, everything there now came from the snapshot: its files' blocks, its directories'
+// entries and its inodes start in S3.
 func newEBSVolume(handle, backing, mountpoint string, m volumeModel) (*ebsVolume, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	v := &ebsVolume{
@@ -54,15 +57,30 @@ func newEBSVolume(handle, backing, mountpoint string, m volumeModel) (*ebsVolume
 		ops: newOpsThrottle(m.iops),
 		ctx: ctx, cancel: cancel,
 	}
+	var root unix.Stat_t
+	if err := unix.Stat(backing, &root); err != nil {
+		cancel()
+		return nil, fmt.Errorf("volume %s: %w", handle, err)
+	}
+	v.rootIno = root.Ino
 	if m.latency > 0 {
 		v.lazy = newLazyBlocks(m.blockSize, m.latency, m.lazyRate)
 		err := filepath.WalkDir(backing, func(p string, d fs.DirEntry, err error) error {
-			if err != nil || !d.Type().IsRegular() {
+			if err != nil {
 				return err
 			}
 			var st unix.Stat_t
 			if err := unix.Lstat(p, &st); err != nil {
 				return err
+			}
+			if d.IsDir() {
+				v.lazy.addDir(st.Ino, st.Size)
+			}
+			if st.Ino != v.rootIno {
+				v.lazy.addInode(st.Ino)
+			}
+			if !d.Type().IsRegular() {
+				return nil
 			}
 			var data [][2]int64
 			if st.Blocks*512 < st.Size {

@@ -8,7 +8,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// The FUSE side of a simulated EBS volume: its nodes and open files, which charge every read\n// and write to the volume's model before passing it to the loopback.
+// The FUSE side of a simulated EBS volume: its nodes and open files, which charge every read
+// and write to the volume's model before passing it to the loopback.
 
 // ebsNode is a loopback node of a volume's mount whose files charge the volume's model.
 type ebsNode struct {
@@ -22,7 +23,85 @@ var (
 	_ gofs.NodeCreater        = (*ebsNode)(nil)
 	_ gofs.NodeCopyFileRanger = (*ebsNode)(nil)
 	_ gofs.NodeTmpfiler       = (*ebsNode)(nil)
+	_ gofs.NodeLookuper       = (*ebsNode)(nil)
+	_ gofs.NodeOpendirHandler = (*ebsNode)(nil)
+	_ gofs.NodeGetattrer      = (*ebsNode)(nil)
+	_ gofs.NodeMkdirer        = (*ebsNode)(nil)
 )
+
+// backingIno is the node's inode number on the backing directory.
+func (n *ebsNode) backingIno() uint64 {
+	if n.IsRoot() {
+		return n.vol.rootIno
+	}
+	return n.StableAttr().Ino
+}
+
+// requestCtx is a request's context: it ends when the request is interrupted or the volume
+// is released.
+func (v *ebsVolume) requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(v.ctx, cancel)
+	return c, func() { stop(); cancel() }
+}
+
+// Metadata waits for S3 are not interrupted by the caller's signals (a FUSE INTERRUPT): on
+// a block device a lookup or an opendir waiting for its block sleeps uninterruptibly, and
+// open and stat never fail with EINTR, which Go retries only for reads and writes. (Go's
+// runtime signals its threads all the time, so an interruptible wait failed a restore's
+// opendir.) Only the volume's release ends them.
+
+// Lookup reads the directory's entries and then the found inode, each from S3 the first
+// time on a lazily loaded volume. READDIRPLUS looks up every entry it lists through here.
+func (n *ebsNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	l := n.vol.lazy
+	if l == nil {
+		return n.LoopbackNode.Lookup(ctx, name, out)
+	}
+	if err := l.fetchDir(n.vol.ctx, n.backingIno()); err != nil {
+		return nil, syscall.EIO
+	}
+	child, errno := n.LoopbackNode.Lookup(ctx, name, out)
+	if errno != 0 {
+		return nil, errno
+	}
+	if err := l.fetchInode(n.vol.ctx, out.Attr.Ino); err != nil {
+		return nil, syscall.EIO
+	}
+	return child, 0
+}
+
+// OpendirHandle reads the directory's entries, from S3 the first time on a lazily loaded
+// volume.
+func (n *ebsNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if l := n.vol.lazy; l != nil {
+		if err := l.fetchDir(n.vol.ctx, n.backingIno()); err != nil {
+			return nil, 0, syscall.EIO
+		}
+	}
+	return n.LoopbackNode.OpendirHandle(ctx, flags)
+}
+
+// Getattr reads the inode, from S3 the first time on a lazily loaded volume (a lookup
+// already did, unless the kernel asks again after the attributes expired).
+func (n *ebsNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if l := n.vol.lazy; l != nil && !n.IsRoot() {
+		if err := l.fetchInode(n.vol.ctx, n.StableAttr().Ino); err != nil {
+			return syscall.EIO
+		}
+	}
+	return n.LoopbackNode.Getattr(ctx, f, out)
+}
+
+// Mkdir makes a directory whose entries are new, even where its inode number was a deleted
+// snapshot directory's.
+func (n *ebsNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	child, errno := n.LoopbackNode.Mkdir(ctx, name, mode, out)
+	if errno == 0 && n.vol.lazy != nil {
+		n.vol.lazy.forget(child.StableAttr().Ino)
+	}
+	return child, errno
+}
 
 // WrapChild makes every node of the mount an ebsNode (go-fuse calls it for each new inode).
 func (n *ebsNode) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs.InodeEmbedder {
@@ -112,15 +191,8 @@ func errnoOf(err error) syscall.Errno {
 	return syscall.EINTR
 }
 
-// requestCtx ends when the request is interrupted or the volume is released.
-func (f *ebsFile) requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	c, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(f.vol.ctx, cancel)
-	return c, func() { stop(); cancel() }
-}
-
 func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	ctx, cancel := f.requestCtx(ctx)
+	ctx, cancel := f.vol.requestCtx(ctx)
 	defer cancel()
 	if l := f.vol.lazy; l != nil {
 		if err := l.fetch(ctx, f.ino, off, int64(len(dest))); err != nil {
@@ -146,7 +218,7 @@ func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRe
 }
 
 func (f *ebsFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	ctx, cancel := f.requestCtx(ctx)
+	ctx, cancel := f.vol.requestCtx(ctx)
 	defer cancel()
 	if err := f.vol.charge(ctx, len(data)); err != nil {
 		return 0, errnoOf(err)

@@ -108,20 +108,23 @@ func (l *lazyBlocks) add(ino uint64, size int64, data [][2]int64) {
 	l.files[ino] = f
 }
 
-// forget drops a file whose inode now belongs to a new file (created on the volume).
+// forget drops a file or directory whose inode now belongs to a new one (created on the
+// volume): its data and entries are the new one's. The inode table block stays as it is.
 func (l *lazyBlocks) forget(ino uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f, ok := l.files[ino]
-	if !ok {
-		return
-	}
-	for b := range f.blocks {
-		if !f.has(b) {
-			l.left--
+	for _, key := range []uint64{ino, dirKey(ino)} {
+		f, ok := l.files[key]
+		if !ok {
+			continue
 		}
+		for b := range f.blocks {
+			if !f.has(b) {
+				l.left--
+			}
+		}
+		delete(l.files, key)
 	}
-	delete(l.files, ino)
 }
 
 func (f *lazyFile) has(b int64) bool { return f.bits[b/64]&(1<<(b%64)) != 0 }
@@ -221,6 +224,45 @@ func (l *lazyBlocks) written(ino uint64, off, n int64) {
 	}
 }
 
+// The filesystem's metadata loads lazily too: on EBS a volume's blocks are blocks of a disk,
+// and a directory's entries and the inode tables are blocks like any other. They are tracked
+// in the same map as files' data, under keys no backing inode number has (ext4's are 32-bit):
+// a directory's blocks under dirKey of its inode, as one request (ext4 allocates a
+// directory's few blocks together), and the inode table by the snapshot block that holds
+// each inode, inodesPerBlock of ext4's default 256-byte inodes. A backing directory on ext4
+// numbers its inodes as ext4 on EBS does (by block group, in creation order), so inodes that
+// share a block here share one there. The root's inode is read at mount and is not tracked.
+const (
+	dirKeyTag   = 1 << 63
+	inodeKeyTag = 1 << 62
+	// inodeSize is ext4's default inode size (mke2fs.conf), the EBS CSI driver's default
+	// filesystem.
+	inodeSize = 256
+)
+
+func dirKey(ino uint64) uint64 { return dirKeyTag | ino }
+
+func (l *lazyBlocks) inodeKey(ino uint64) uint64 {
+	return inodeKeyTag | ino/uint64(max(l.blockSize/inodeSize, 1))
+}
+
+// addDir registers a directory of the snapshot whose entries (size bytes of directory
+// blocks) are not loaded.
+func (l *lazyBlocks) addDir(ino uint64, size int64) { l.add(dirKey(ino), max(size, 1), nil) }
+
+// addInode registers the inode table block that holds ino as not loaded.
+func (l *lazyBlocks) addInode(ino uint64) { l.add(l.inodeKey(ino), l.blockSize, nil) }
+
+// fetchDir returns once directory ino's entries are loaded.
+func (l *lazyBlocks) fetchDir(ctx context.Context, ino uint64) error {
+	return l.fetch(ctx, dirKey(ino), 0, 1)
+}
+
+// fetchInode returns once the inode table block that holds ino is loaded.
+func (l *lazyBlocks) fetchInode(ctx context.Context, ino uint64) error {
+	return l.fetch(ctx, l.inodeKey(ino), 0, 1)
+}
+
 // remaining is the number of blocks not loaded yet.
 func (l *lazyBlocks) remaining() int64 {
 	l.mu.Lock()
@@ -254,7 +296,9 @@ func (l *lazyBlocks) hydrate(ctx context.Context, bytesPerSecond float64) {
 			if !need {
 				continue
 			}
-			if err := lim.WaitN(ctx, int(l.blockSize)); err != nil {
+			// A block's data, not a whole block: on a disk small files and directories
+			// share blocks, and a volume initializes its written bytes at the rate.
+			if err := lim.WaitN(ctx, int(max(min(l.blockSize, f.size-b*l.blockSize), 1))); err != nil {
 				return
 			}
 			l.mu.Lock()
