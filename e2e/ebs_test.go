@@ -226,7 +226,10 @@ func runEBS(tb testing.TB, mibps, mb int, overBudget bool) ebsResult {
 			Provisioner:       nodesim.Driver,
 			ReclaimPolicy:     ptr.To(corev1.PersistentVolumeReclaimDelete),
 			VolumeBindingMode: ptr.To(storagev1.VolumeBindingWaitForFirstConsumer),
-			Parameters:        map[string]string{nodesim.ParameterThroughput: strconv.Itoa(mibps), "csi.storage.k8s.io/fstype": "xfs"},
+			Parameters: map[string]string{
+				nodesim.ParameterThroughput: strconv.Itoa(mibps), nodesim.ParameterIOPS: strconv.Itoa(nodesim.ScaledGP3IOPS(mibps)),
+				"csi.storage.k8s.io/fstype": "xfs",
+			},
 		},
 		&snapshotv1.VolumeSnapshotClass{
 			ObjectMeta:     metav1.ObjectMeta{Name: ebsSnapshotClass},

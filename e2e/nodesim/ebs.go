@@ -20,10 +20,11 @@ import (
 //     StorageClass parameter "throughput" (MiB/s), which nodesim honours per class too.
 //     A copy that reads and writes the same volume (an incremental save comparing what is
 //     there) splits the cap between them, as on EBS;
-//   - an IOPS cap, off unless set (Options.EBS.IOPS, or gp3's StorageClass parameter "iops"):
-//     every READ and WRITE request counts one I/O per 256 KiB, as EBS counts an SSD
-//     volume's I/Os. gp3's baseline is 3000, which a cache of small files meets before its
-//     throughput; metadata (lookups, xattrs, the filesystem's journal) is not counted;
+//   - an IOPS cap (Options.EBS.IOPS, or gp3's StorageClass parameter "iops"): every READ
+//     and WRITE request counts one I/O per 256 KiB, as EBS counts an SSD volume's I/Os.
+//     gp3's baseline is 3000, which a cache of small files meets about when it meets gp3's
+//     default throughput (125 MiB/s is 3000 I/Os of 43 KiB); metadata (lookups, xattrs,
+//     the filesystem's journal) is not counted;
 //   - lazy loading: a volume created from a snapshot has its data in S3 until first read, so
 //     a read that touches a block (BlockSize, EBS's 512 KiB) not loaded yet waits
 //     FirstReadLatency, once per request, and then the blocks it touched are loaded. One
@@ -66,8 +67,9 @@ type EBSOptions struct {
 	// are not charged a whole block each). 0 means DefaultLazyBytesPerSecond; negative,
 	// unbounded. The StorageClass parameter ParameterLazyLoadBytesPerSecond sets it per class.
 	LazyBytesPerSecond float64
-	// IOPS caps each volume's READ and WRITE requests, one I/O per 256 KiB. 0 or negative is
-	// no cap (the default); gp3's StorageClass parameter ParameterIOPS sets it per class.
+	// IOPS caps each volume's READ and WRITE requests, one I/O per 256 KiB. 0 means
+	// DefaultIOPS; negative, no cap. gp3's StorageClass parameter ParameterIOPS sets it per
+	// class.
 	IOPS float64
 }
 
@@ -75,6 +77,10 @@ const (
 	// DefaultVolumeBytesPerSecond is each volume's throughput cap unless set: 256 MiB/s,
 	// enough for the suite's small caches not to notice.
 	DefaultVolumeBytesPerSecond = 256 << 20
+	// DefaultIOPS is each volume's I/O cap unless set: gp3's baseline of 3000 scaled as the
+	// default throughput is (256 MiB/s against gp3's 125), so that a cache of small files
+	// meets it where it would meet gp3's, relative to the throughput.
+	DefaultIOPS = 6000
 	// DefaultBlockSize is EBS's snapshot block size.
 	DefaultBlockSize = 512 << 10
 	// DefaultFirstReadLatency is a first read's wait for its block: with 64 reads of 512 KiB
@@ -95,7 +101,7 @@ const (
 	// for volumes created from snapshots; EC2 accepts 100 to 300.
 	ParameterVolumeInitializationRate = "volumeInitializationRate"
 	// ParameterIOPS is the EBS CSI driver's gp3 StorageClass parameter (I/O operations per
-	// second); nodesim caps the class's volumes at it (without it, IOPS are not capped).
+	// second); nodesim caps the class's volumes at it (without it, at Options.EBS.IOPS).
 	ParameterIOPS = "iops"
 	// ParameterLazyLoadBytesPerSecond is nodesim's own StorageClass parameter (bytes/s; EBS
 	// has none, its rate is S3's): the lazy loading rate of the class's volumes.
@@ -113,6 +119,9 @@ func (o EBSOptions) withDefaults() EBSOptions {
 	}
 	if o.BlockSize <= 0 {
 		o.BlockSize = DefaultBlockSize
+	}
+	if o.IOPS == 0 {
+		o.IOPS = DefaultIOPS
 	}
 	if o.FirstReadLatency == 0 {
 		o.FirstReadLatency = DefaultFirstReadLatency
@@ -259,3 +268,8 @@ func mibps(v float64) string {
 	}
 	return strconv.FormatFloat(v/(1<<20), 'f', -1, 64) + " MiB/s"
 }
+
+// ScaledGP3IOPS is gp3's baseline IOPS (3000 at its default 125 MiB/s) scaled to a throughput
+// of mibps: the "iops" a test class capped at mibps sets, so that its volumes meet the IOPS
+// cap where gp3's would, relative to their throughput.
+func ScaledGP3IOPS(mibps int) int { return max(1, 3000*mibps/125) }

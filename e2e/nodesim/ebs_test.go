@@ -58,6 +58,9 @@ func TestModelFor(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if tc.iops == 0 {
+				tc.iops = DefaultIOPS
+			}
 			if m.rate != tc.read || m.initRate != tc.init || (m.latency > 0) != tc.lazy || m.lazyRate != tc.lazyRate || m.iops != tc.iops {
 				t.Errorf("model = %+v, want reads and writes together at %v, initialization %v, lazy %v at %v, iops %v", m, tc.read, tc.init, tc.lazy, tc.lazyRate, tc.iops)
 			}

@@ -110,7 +110,8 @@ func onFreshMount(b *testing.B, backing, mnt string, m volumeModel, f func(mnt s
 
 // BenchmarkIncrementalSave is the copier alone on the EBS model, without a cluster beside
 // it: a full save of writeLazyTree's tree (WARMPOOL_LAZY_MB MiB, default 256) onto an empty
-// volume at WARMPOOL_EBS_MIBPS (default 64) MiB/s, then three incremental saves, each after
+// volume at WARMPOOL_EBS_MIBPS (default 64) MiB/s and IOPS scaled to it from gp3's, then three
+// incremental saves, each after
 // another 5% of the files changed, each onto a volume made from the previous save's
 // snapshot: the same data, lazily loaded (its directories and inodes too), as the save
 // volume that warmpool creates from the previous VolumeSnapshot. e2e's BenchmarkCacheOnEBS
@@ -127,7 +128,7 @@ func BenchmarkIncrementalSave(b *testing.B) {
 		b.Fatal(err)
 	}
 	// Volumes of a class at mibps, as nodesim provisions them: empty, and made from a snapshot.
-	class := map[string]string{ParameterThroughput: strconv.Itoa(mibps)}
+	class := map[string]string{ParameterThroughput: strconv.Itoa(mibps), ParameterIOPS: strconv.Itoa(ScaledGP3IOPS(mibps))}
 	capped, err := EBSOptions{}.modelFor(class, false, false)
 	if err != nil {
 		b.Fatal(err)
