@@ -232,8 +232,10 @@ func (t *throttle) take(ctx context.Context, n int) error {
 
 // VolumeStats is what a volume has served since nodesim first mounted it.
 type VolumeStats struct {
-	// BytesRead and BytesWritten count file data through the volume's FUSE mount.
+	// BytesRead and BytesWritten count file data through the volume's FUSE mount; ReadIOs
+	// the I/Os its reads counted as (one per 256 KiB of each request).
 	BytesRead, BytesWritten int64
+	ReadIOs                 int64
 	// Lazy is set for a volume created from a snapshot that loads lazily; FirstReads counts
 	// the read requests that waited for a block, BlocksLoaded the blocks they loaded,
 	// BlocksHydrated those the initialization rate loaded, BlocksLeft those still in S3.
@@ -259,6 +261,20 @@ func (s VolumeStats) ModeledReadBytesPerSecond() float64 {
 		r = s.LazyBytesPerSecond
 	}
 	return r
+}
+
+// ModeledReadTime is the least time the volume's model lets it serve the reads it served:
+// their bytes at ModeledReadBytesPerSecond or their I/Os at its IOPS cap, whichever takes
+// longer (a restore of small files meets the IOPS cap first). Zero when nothing bounds them.
+func (s VolumeStats) ModeledReadTime() time.Duration {
+	var secs float64
+	if r := s.ModeledReadBytesPerSecond(); r > 0 {
+		secs = float64(s.BytesRead) / r
+	}
+	if s.IOPS > 0 {
+		secs = max(secs, float64(s.ReadIOs)/s.IOPS)
+	}
+	return time.Duration(secs * float64(time.Second))
 }
 
 // mibps formats bytes per second as MiB/s for logs.

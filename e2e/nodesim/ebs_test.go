@@ -205,6 +205,9 @@ func TestCopierRoundTripThroughEBSVolumes(t *testing.T) {
 	if st.BytesRead < dataBytes {
 		t.Errorf("the restore read %d bytes through the volume, want at least the tree's %d", st.BytesRead, dataBytes)
 	}
+	if st.ReadIOs < st.BytesRead/ioSize {
+		t.Errorf("the restore's reads of %d bytes counted as %d I/Os, want at least one per %d bytes", st.BytesRead, st.ReadIOs, ioSize)
+	}
 }
 
 func mustNil(t *testing.T, err error) {
@@ -576,5 +579,26 @@ func TestLazyMetadataLoadsOnFirstLook(t *testing.T) {
 	}
 	if got := l.firstReads.Load(); got != reads {
 		t.Errorf("listing a directory made on the volume waited on S3 %d times, want 0", got-reads)
+	}
+}
+
+// TestModeledReadTime: the least time a volume's model allows for what it read is its bytes
+// at the lower of its cap and lazy loading rate, or its read I/Os at its IOPS cap, whichever
+// is longer.
+func TestModeledReadTime(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		st   VolumeStats
+		want time.Duration
+	}{
+		{"bytes bound", VolumeStats{BytesRead: 64 << 20, ReadIOs: 256, BytesPerSecond: 32 << 20, IOPS: 3000}, 2 * time.Second},
+		{"lazy rate bound", VolumeStats{BytesRead: 64 << 20, ReadIOs: 256, BytesPerSecond: 64 << 20, Lazy: true, LazyBytesPerSecond: 16 << 20, IOPS: 3000}, 4 * time.Second},
+		{"IOPS bound: small files", VolumeStats{BytesRead: 64 << 20, ReadIOs: 6000, BytesPerSecond: 64 << 20, IOPS: 1000}, 6 * time.Second},
+		{"no IOPS cap", VolumeStats{BytesRead: 64 << 20, ReadIOs: 6000, BytesPerSecond: 64 << 20}, time.Second},
+		{"unbounded", VolumeStats{BytesRead: 64 << 20, ReadIOs: 6000}, 0},
+	} {
+		if got := tc.st.ModeledReadTime(); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
 	}
 }

@@ -41,6 +41,8 @@ type ebsVolume struct {
 	cancel context.CancelFunc
 
 	bytesRead, bytesWritten atomic.Int64
+	// readIOs counts the I/Os reads were charged (one per ioSize), capped or not.
+	readIOs atomic.Int64
 
 	// server is the mount, nil until a pod first mounts the volume.
 	server *fuse.Server
@@ -131,7 +133,7 @@ func dataRanges(p string, size int64) ([][2]int64, error) {
 // stats reports what the volume served.
 func (v *ebsVolume) stats() VolumeStats {
 	st := VolumeStats{
-		BytesRead: v.bytesRead.Load(), BytesWritten: v.bytesWritten.Load(),
+		BytesRead: v.bytesRead.Load(), BytesWritten: v.bytesWritten.Load(), ReadIOs: v.readIOs.Load(),
 		BytesPerSecond:   max(v.model.rate, 0),
 		FirstReadLatency: v.model.latency, InitializationBytesPerSecond: v.model.initRate,
 		IOPS: max(v.model.iops, 0),

@@ -175,9 +175,12 @@ var (
 	_ gofs.FileSetlkwer  = (*ebsFile)(nil)
 )
 
+// ios is the number of I/Os EBS counts a request of n bytes as.
+func ios(n int) int { return max(1, (n+ioSize-1)/ioSize) }
+
 // charge waits until a request of n bytes may pass the volume's IOPS and throughput caps.
 func (v *ebsVolume) charge(ctx context.Context, n int) error {
-	if err := v.ops.take(ctx, max(1, (n+ioSize-1)/ioSize)); err != nil {
+	if err := v.ops.take(ctx, ios(n)); err != nil {
 		return err
 	}
 	return v.io.take(ctx, n)
@@ -214,6 +217,7 @@ func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRe
 		return nil, errnoOf(err)
 	}
 	f.vol.bytesRead.Add(int64(len(data)))
+	f.vol.readIOs.Add(int64(ios(len(data))))
 	return fuse.ReadResultData(data), 0
 }
 
