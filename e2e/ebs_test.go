@@ -282,6 +282,8 @@ func runEBS(tb testing.TB, mibps, mb int, overBudget bool) ebsResult {
 	rs := volumeStats(tb, volumes.RestoreName(nodeB))
 	res.restoreRead, res.restoreFirstReads = rs.BytesRead, rs.FirstReads
 	res.restoreModeled, res.restoreModeledTime = rs.ModeledReadBytesPerSecond(), rs.ModeledReadTime()
+	tb.Logf("restore volume: %d MiB read in %d I/Os (%d first reads) at %.0f MiB/s and %.0f IOPS: at least %s",
+		rs.BytesRead>>20, rs.ReadIOs, rs.FirstReads, rs.ModeledReadBytesPerSecond()/(1<<20), rs.IOPS, rs.ModeledReadTime().Round(100*time.Millisecond))
 	changeEBSTree(tb, sim.NodePath(nodeB, ebsHostPath), tree, 20)
 	flushBeforeSave(tb)
 	if err := kube.Delete(ctx, r2); err != nil {

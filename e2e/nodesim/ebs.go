@@ -215,19 +215,57 @@ func newOpsThrottle(iops float64) *throttle {
 	return &throttle{rate.NewLimiter(rate.Limit(iops), throttleBurst/ioSize)}
 }
 
-// take waits until n bytes (or I/Os) may pass.
-func (t *throttle) take(ctx context.Context, n int) error {
+// reserve books n bytes (or I/Os) at now, in pieces of at most the burst, and returns how
+// long from now they may pass.
+func (t *throttle) reserve(now time.Time, n int) (time.Duration, []*rate.Reservation) {
 	if t == nil {
-		return nil
+		return 0, nil
 	}
+	var delay time.Duration
+	var rs []*rate.Reservation
 	for n > 0 {
-		k := min(n, throttleBurst)
-		if err := t.l.WaitN(ctx, k); err != nil {
-			return err
-		}
+		k := min(n, t.l.Burst())
+		r := t.l.ReserveN(now, k)
+		rs = append(rs, r)
+		delay = max(delay, r.DelayFrom(now))
 		n -= k
 	}
-	return nil
+	return delay, rs
+}
+
+// takeAll waits until n bytes may pass io and ios(n) I/Os ops, booked in both at once: an
+// EBS volume serves up to its throughput and its IOPS at the same time, so a mix of small
+// and large requests can meet both limits. Waiting at one bucket and then the other could
+// leave each idle while requests queued at the other. A cancelled wait gives its booking
+// back.
+func takeAll(ctx context.Context, io, ops *throttle, n int) error {
+	delay, cancel := book(time.Now(), io, ops, n)
+	if delay <= 0 {
+		return nil
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		cancel(time.Now())
+		return ctx.Err()
+	}
+}
+
+// book reserves a request of n bytes in io and its I/Os in ops at now, and returns how long
+// from now it may pass (the later of the two) and how to give the booking back.
+func book(now time.Time, io, ops *throttle, n int) (time.Duration, func(at time.Time)) {
+	dIO, rIO := io.reserve(now, n)
+	dOps, rOps := ops.reserve(now, ios(n))
+	return max(dIO, dOps), func(at time.Time) {
+		for _, rs := range [][]*rate.Reservation{rIO, rOps} {
+			for i := len(rs) - 1; i >= 0; i-- {
+				rs[i].CancelAt(at)
+			}
+		}
+	}
 }
 
 // VolumeStats is what a volume has served since nodesim first mounted it.

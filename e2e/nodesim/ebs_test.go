@@ -602,3 +602,33 @@ func TestModeledReadTime(t *testing.T) {
 		}
 	}
 }
+
+// TestThroughputAndIOPSAtOnce: a volume serves up to its throughput and its IOPS at the same
+// time, so a mix of small requests (which meet the IOPS cap) and large ones (which meet the
+// throughput cap) passes in the longer of the two limits' times, not in their sum. The
+// delays are the model's bookings, computed, not measured.
+func TestThroughputAndIOPSAtOnce(t *testing.T) {
+	io, ops := newThrottle(1<<20), newOpsThrottle(32) // 1 MiB/s, 32 IOPS
+	now := time.Now()
+	var last time.Duration
+	var bytes, n int
+	// 64 requests of 8 KiB (64 I/Os, half a MiB) with two of 1 MiB (8 I/Os) among them.
+	for i := range 66 {
+		size := 8 << 10
+		if i%33 == 16 {
+			size = throttleBurst
+		}
+		d, _ := book(now, io, ops, size)
+		last = max(last, d)
+		bytes += size
+		n += ios(size)
+	}
+	// What each bucket needs beyond its burst (1 MiB, 4 I/Os).
+	byBytes := time.Duration(float64(bytes-throttleBurst) / (1 << 20) * float64(time.Second))
+	byIOs := time.Duration(float64(n-throttleBurst/ioSize) / 32 * float64(time.Second))
+	want := max(byBytes, byIOs)
+	if last < want-10*time.Millisecond || last > want+10*time.Millisecond {
+		t.Errorf("%d bytes in %d I/Os at 1 MiB/s and 32 IOPS pass after %s, want %s (the longer of %s and %s; one limit after the other would be about %s)",
+			bytes, n, last, want, byBytes, byIOs, byBytes+byIOs)
+	}
+}

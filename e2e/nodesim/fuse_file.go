@@ -180,10 +180,7 @@ func ios(n int) int { return max(1, (n+ioSize-1)/ioSize) }
 
 // charge waits until a request of n bytes may pass the volume's IOPS and throughput caps.
 func (v *ebsVolume) charge(ctx context.Context, n int) error {
-	if err := v.ops.take(ctx, ios(n)); err != nil {
-		return err
-	}
-	return v.io.take(ctx, n)
+	return takeAll(ctx, v.io, v.ops, n)
 }
 
 // errnoOf maps a model wait that ended (the volume released, the request interrupted) to EINTR.
