@@ -68,9 +68,11 @@ type copier struct {
 	expect  *expectation
 	limiter *rate.Limiter
 	chunk   int
-	euid    int
-	noCFR   atomic.Bool
-	start   time.Time
+	// gate keeps large files' ranges from crowding out small files.
+	gate  *rangeGate
+	euid  int
+	noCFR atomic.Bool
+	start time.Time
 
 	phases Phases
 
@@ -139,6 +141,7 @@ func newCopier(src, dst string, opts Options) (*copier, error) {
 		globs: append(slices.Clone(DefaultChecksumGlobs), opts.ChecksumGlobs...),
 		chunk: copyChunk,
 		euid:  os.Geteuid(),
+		gate:  newRangeGate(),
 	}
 	for _, g := range c.globs {
 		if _, err := filepath.Match(g, ""); err != nil {

@@ -35,6 +35,10 @@ func (c *copier) copyContents(ctx context.Context, src, dst int, size, blocks in
 	if size == 0 {
 		return 0, nil
 	}
+	if size <= int64(c.chunk) {
+		c.gate.smallStarted()
+		defer c.gate.smallDone()
+	}
 	if blocks*512 >= size {
 		return size, c.copyRange(ctx, src, dst, 0, size, h)
 	}
@@ -100,7 +104,12 @@ func (c *copier) copyRange(ctx context.Context, src, dst int, off, end int64, h 
 		go func() {
 			defer wg.Done()
 			for o := range next {
-				if err := c.copyRangeSeq(ctx, src, dst, o, min(o+chunk, end), nil); err != nil {
+				err := c.gate.acquire(ctx)
+				if err == nil {
+					err = c.copyRangeSeq(ctx, src, dst, o, min(o+chunk, end), nil)
+					c.gate.release()
+				}
+				if err != nil {
 					errs <- err
 					for range next {
 						// drain, so the feeder never blocks

@@ -205,6 +205,12 @@ func (w *walker) list(rel string, dstExisted bool) error {
 		w.dirEnt = append(w.dirEnt, dirEnt...)
 		w.linked = append(w.linked, linked...)
 	}()
+	// A directory's large files go to the workers as it is listed, its other files after:
+	// a cache keeps its few large layer blobs among thousands of small ones (in name order
+	// the layers came last), and copied last they ran alone at the volume's throughput
+	// after the small files had run alone at its IOPS. Started first, they take what
+	// throughput the small files leave (see rangeGate).
+	var later []job
 	for i, name := range ents {
 		if err := ctx.Err(); err != nil {
 			return context.Cause(ctx)
@@ -243,10 +249,18 @@ func (w *walker) list(rel string, dstExisted bool) error {
 			c.skippedSpecial.Add(1)
 			continue
 		}
-		select {
-		case w.jobs <- job{rel: crel, st: st, dstMayExist: dstExisted}:
-		case <-ctx.Done():
-			return context.Cause(ctx)
+		j := job{rel: crel, st: st, dstMayExist: dstExisted}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size <= int64(c.chunk) {
+			later = append(later, j)
+			continue
+		}
+		if err := w.send(j); err != nil {
+			return err
+		}
+	}
+	for _, j := range later {
+		if err := w.send(j); err != nil {
+			return err
 		}
 	}
 	// Subdirectories after the files: the workers get this directory's
@@ -258,6 +272,16 @@ func (w *walker) list(rel string, dstExisted bool) error {
 		w.spawn(d.rel, d.existed)
 	}
 	return nil
+}
+
+// send hands a job to the copy workers.
+func (w *walker) send(j job) error {
+	select {
+	case w.jobs <- j:
+		return nil
+	case <-w.ctx.Done():
+		return context.Cause(w.ctx)
+	}
 }
 
 // makeDir makes sure dst/rel is a directory and says whether it was there
