@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	kwokv1alpha1 "sigs.k8s.io/karpenter/kwok/apis/v1alpha1"
 	kwokcloudprovider "sigs.k8s.io/karpenter/kwok/cloudprovider"
@@ -33,17 +35,25 @@ const (
 )
 
 // TestKarpenterProvisionsAndConsolidatesNVMeNode drives real Karpenter through a whole node
-// life: a pending pod makes it launch a node of an NVMe type, kwok makes the node Ready and
-// the pod Running, and once the pod is gone Karpenter consolidates the empty node away.
+// life: a pending runner pod makes it launch a node of an NVMe type, kwok makes the node
+// Ready and the pod Running, and once the pod is gone Karpenter consolidates the empty node
+// away.
 //
 // Consolidation is off ("Never") until the pod runs, so only the test decides when the node
 // may go. With 1s from the start, Karpenter marks the NodeClaim consolidatable 1 s after it
 // initializes while nothing is bound to it yet (nodeclaim/disruption/consolidation.go), and
 // only its nomination of the node for the pending pod, a 20 s window its provisioner renews,
-// keeps emptiness from taking it. In CI stop 24 job-1 was deleted before the test saw it
-// Running ("pods "job-1" not found" for 3 minutes after the node was Ready); what deleted it
-// is not known (a failure now prints the cluster's Events: Karpenter's disruptions and
-// evictions, the scheduler's bindings, the kubelet's rejections).
+// keeps emptiness from taking it.
+//
+// The runner is a ReplicaSet's pod, not a bare pod, as CI runners are owned pods (a Job's
+// would do, but kwok completes a Job's pods at once): in CI stop 24 and
+// in a local run on December 6, 2026 the bare pod was deleted before it ran. The second run's
+// Events named the deleter: the scheduler found the new node's taint untolerated, then bound
+// the pod once Karpenter had registered the node (and so removed its NoExecute
+// karpenter.sh/unregistered taint), and the controller manager's taint-eviction controller
+// deleted the bound pod within milliseconds ("TaintManagerEviction"), most likely from a node
+// informer that still had the taint. That race is between upstream controllers, not the
+// test's; the ReplicaSet replaces its pod, as a runner's controller would on a cluster.
 func TestKarpenterProvisionsAndConsolidatesNVMeNode(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, Options{})
@@ -70,9 +80,25 @@ func TestKarpenterProvisionsAndConsolidatesNVMeNode(t *testing.T) {
 			},
 		},
 	})
-	pod := runnerPod("job-1", pool)
-	mustCreate(t, c, pod)
+	labels := map[string]string{"app": "job-1"}
+	runner := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "job-1", Namespace: "default"},
+		Spec: appsv1.ReplicaSetSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       runnerPod("job-1", pool).Spec,
+			},
+		},
+	}
+	mustCreate(t, c, runner)
 	created := time.Now()
+	runnerPods := func() ([]corev1.Pod, error) {
+		pods := &corev1.PodList{}
+		err := c.Client.List(ctx, pods, client.InNamespace(runner.Namespace), client.MatchingLabels(labels))
+		return pods.Items, err
+	}
 
 	eventually(t, c, "a NodeClaim for the pool", func() (bool, error) {
 		return countNodeClaims(ctx, c, pool) > 0, nil
@@ -100,11 +126,17 @@ func TestKarpenterProvisionsAndConsolidatesNVMeNode(t *testing.T) {
 	})
 	t.Logf("node %s (%s, %s GB NVMe) Ready %s after the pod", node.Name, node.Labels[corev1.LabelInstanceTypeStable], node.Labels[LabelInstanceLocalNVMe], since(created))
 
-	eventually(t, c, "the pod Running on that node", func() (bool, error) {
-		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+	eventually(t, c, "the runner pod Running on that node", func() (bool, error) {
+		pods, err := runnerPods()
+		if err != nil {
 			return false, err
 		}
-		return pod.Status.Phase == corev1.PodRunning && pod.Spec.NodeName == node.Name, nil
+		for _, p := range pods {
+			if p.Status.Phase == corev1.PodRunning && p.Spec.NodeName == node.Name {
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 	t.Logf("pod Running %s after it was created", since(created))
 
@@ -117,13 +149,13 @@ func TestKarpenterProvisionsAndConsolidatesNVMeNode(t *testing.T) {
 		t.Fatalf("turning consolidation on: %v", err)
 	}
 
-	if err := c.Client.Delete(ctx, pod); err != nil {
-		t.Fatalf("deleting pod: %v", err)
+	if err := c.Client.Delete(ctx, runner, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
+		t.Fatalf("deleting the ReplicaSet: %v", err)
 	}
 	deleted := time.Now()
-	eventually(t, c, "the pod gone", func() (bool, error) {
-		err := c.Client.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{})
-		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	eventually(t, c, "the runner pods gone", func() (bool, error) {
+		pods, err := runnerPods()
+		return err == nil && len(pods) == 0, err
 	})
 	eventually(t, c, "the empty node and its NodeClaim consolidated away", func() (bool, error) {
 		err := c.Client.Get(ctx, client.ObjectKeyFromObject(&node), &corev1.Node{})
@@ -132,7 +164,7 @@ func TestKarpenterProvisionsAndConsolidatesNVMeNode(t *testing.T) {
 		}
 		return apierrors.IsNotFound(err) && countNodeClaims(ctx, c, pool) == 0, nil
 	})
-	t.Logf("node and NodeClaim deleted %s after the pod was deleted", since(deleted))
+	t.Logf("node and NodeClaim deleted %s after the ReplicaSet was deleted", since(deleted))
 
 	assertStopsCleanly(t, c)
 }
