@@ -138,6 +138,7 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 		logf("volume %s holds a copy from %s (%d files, manifest read in %s): incremental save",
 			o.VolumeDir, prev.m.Created.Format(time.RFC3339), prev.m.Totals.Files, prev.took.Round(time.Millisecond))
 		opts.Previous = &prev.m
+		opts.Baseline = o.baseline(logf)
 	case errors.Is(prev.err, copier.ErrNoManifest):
 		logf("volume %s holds no earlier copy: full save", o.VolumeDir)
 	default:
@@ -153,6 +154,25 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 	logf("saved %d files, %d bytes in %s (copied %d files, %d bytes; skipped %d unchanged files; %s)",
 		m.Totals.Files, m.Totals.Bytes, m.Duration.Round(time.Millisecond), m.Stats.CopiedFiles, m.Stats.CopiedBytes, m.Stats.SkippedFiles, m.Stats.Phases)
 	return fromManifest(volumes.ResultSaved, m), nil
+}
+
+// baseline reads what the restore that made the cache left at its root (copier.ReadBaseline):
+// an incremental save leaves a file alone only when it is untouched since that restore and
+// the restore wrote it from the bytes the volume holds. Without it (a cache that started
+// cold, or that the engine wiped) every file is copied onto the volume.
+func (o SaveOptions) baseline(logf func(string, ...any)) *copier.Baseline {
+	b, err := copier.ReadBaseline(o.CacheDir)
+	switch {
+	case err == nil:
+		logf("the cache was restored from a copy of node %s made %s (%d files): files untouched since are left alone where the volume holds the same save's bytes",
+			b.Manifest.SourceNode, b.Manifest.Created.Format(time.RFC3339), b.Manifest.Totals.Files)
+		return &b
+	case errors.Is(err, copier.ErrNoManifest):
+		logf("the cache was not restored by warmpool: every file is copied, equal sizes and mtimes prove no equal bytes")
+	default:
+		logf("ignoring the manifest the cache's restore left (%v): every file is copied", err)
+	}
+	return nil
 }
 
 // Restore puts the copy on the volume into place at CacheDir, through a staging directory,

@@ -3,6 +3,7 @@ package cachejob_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -170,14 +171,44 @@ func TestSaveThenRestoreRoundTrip(t *testing.T) {
 	}
 }
 
-func TestSaveIsIncrementalOnAVolumeWithACopy(t *testing.T) {
+// A node restored from the volume's copy saves onto it incrementally: only what changed
+// since the restore is copied.
+func TestSaveIsIncrementalAfterARestore(t *testing.T) {
+	root := t.TempDir()
+	cacheA, cacheB, volume := filepath.Join(root, "a", "dagger"), filepath.Join(root, "b", "dagger"), filepath.Join(root, "volume")
+	engineCache(t, cacheA, "clean")
+	if _, err := cachejob.Save(t.Context(), cachejob.SaveOptions{Options: opts(cacheA, volume)}); err != nil {
+		t.Fatal(err)
+	}
+	o := opts(cacheB, volume)
+	o.Node = "node-b"
+	if _, err := cachejob.Restore(t.Context(), cachejob.RestoreOptions{Options: o}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cacheB, "worker/executor/runc-log.json"), []byte(`{"changed":true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	o.Log = &log
+	res, err := cachejob.Save(t.Context(), cachejob.SaveOptions{Options: o})
+	if err != nil || res.Result != volumes.ResultSaved {
+		t.Fatalf("second save: %+v, %v", res, err)
+	}
+	if !strings.Contains(log.String(), "incremental save") || !strings.Contains(log.String(), "restored from a copy of node node-a") ||
+		!strings.Contains(log.String(), "(copied 1 files") {
+		t.Errorf("the save after the restore did not copy only the changed file:\n%s", log.String())
+	}
+	sameTree(t, volume, cacheB)
+}
+
+// A cache warmpool did not restore gives the save no proof that any of its files holds the
+// volume's bytes: the save onto a volume with a copy copies every file.
+func TestSaveOfAnUnrestoredCacheCopiesEveryFile(t *testing.T) {
 	root := t.TempDir()
 	cache, volume := filepath.Join(root, "dagger"), filepath.Join(root, "volume")
 	engineCache(t, cache, "clean")
-	if _, err := cachejob.Save(t.Context(), cachejob.SaveOptions{Options: opts(cache, volume)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(cache, "worker/executor/runc-log.json"), []byte(`{"changed":true}`), 0o644); err != nil {
+	first, err := cachejob.Save(t.Context(), cachejob.SaveOptions{Options: opts(cache, volume)})
+	if err != nil {
 		t.Fatal(err)
 	}
 	var log bytes.Buffer
@@ -187,8 +218,9 @@ func TestSaveIsIncrementalOnAVolumeWithACopy(t *testing.T) {
 	if err != nil || res.Result != volumes.ResultSaved {
 		t.Fatalf("second save: %+v, %v", res, err)
 	}
-	if !strings.Contains(log.String(), "incremental save") || !strings.Contains(log.String(), "(copied 1 files") {
-		t.Errorf("second save did not copy only the changed file:\n%s", log.String())
+	want := fmt.Sprintf("(copied %d files", first.Files)
+	if !strings.Contains(log.String(), "not restored by warmpool") || !strings.Contains(log.String(), want) {
+		t.Errorf("the second save of an unrestored cache: want %q in its log:\n%s", want, log.String())
 	}
 	sameTree(t, volume, cache)
 }

@@ -232,6 +232,7 @@ func BenchmarkIncrementalCopy(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		base := baselineNow(b, &prev)
 		for range len(benchFiles) / 20 {
 			p := filepath.Join(src, benchFiles[r.IntN(len(benchFiles))])
 			fi, err := os.Stat(p)
@@ -253,7 +254,7 @@ func BenchmarkIncrementalCopy(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		m, err := Copy(context.Background(), src, dst, Options{Previous: &prev})
+		m, err := Copy(context.Background(), src, dst, Options{Previous: &prev, Baseline: base})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -286,8 +287,9 @@ func BenchmarkWalk(b *testing.B) {
 					b.Fatal(err)
 				}
 				entries = len(prev.Entries)
+				base := baselineNow(b, &prev)
 				b.StartTimer()
-				m, err := Copy(context.Background(), src, dst, Options{Previous: &prev, WalkDirs: walkDirs})
+				m, err := Copy(context.Background(), src, dst, Options{Previous: &prev, Baseline: base, WalkDirs: walkDirs})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -63,6 +63,8 @@ type copier struct {
 	opts     Options
 	globs    []string
 	prev     map[string]*Entry
+	// id is this copy's Manifest.ID, the Origin of what it writes.
+	id string
 	// expect, set by Restore, is the source's manifest, checked as the
 	// source is walked and read (see expectation).
 	expect  *expectation
@@ -142,6 +144,7 @@ func newCopier(src, dst string, opts Options) (*copier, error) {
 		chunk: copyChunk,
 		euid:  os.Geteuid(),
 		gate:  newRangeGate(),
+		id:    newCopyID(),
 	}
 	for _, g := range c.globs {
 		if _, err := filepath.Match(g, ""); err != nil {
@@ -388,6 +391,7 @@ func (c *copier) manifest() Manifest {
 	t.Specials = c.specials.Load()
 	return Manifest{
 		FormatVersion: FormatVersion,
+		ID:            c.id,
 		EngineVersion: c.opts.EngineVersion,
 		Architecture:  c.opts.Architecture,
 		SourceNode:    c.opts.SourceNode,

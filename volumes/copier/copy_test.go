@@ -177,6 +177,7 @@ func TestCopyIncremental(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	base := baselineNow(t, &prev)
 
 	// Delete files, and a directory with what it holds.
 	deleted := int64(0)
@@ -212,7 +213,7 @@ func TestCopyIncremental(t *testing.T) {
 	}
 
 	before := snapshot(t, src)
-	m, err := Copy(context.Background(), src, dst, Options{Previous: &prev})
+	m, err := Copy(context.Background(), src, dst, Options{Previous: &prev, Baseline: base})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func TestCopyIncremental(t *testing.T) {
 	}
 	// A second incremental run with nothing changed copies nothing.
 	prev2, _ := ReadManifest(dst)
-	m2, err := Copy(context.Background(), src, dst, Options{Previous: &prev2})
+	m2, err := Copy(context.Background(), src, dst, Options{Previous: &prev2, Baseline: baselineNow(t, &prev2)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +250,7 @@ func TestCopyIncrementalRecopiesTamperedDst(t *testing.T) {
 	}
 	prev, _ := ReadManifest(dst)
 	must(t, os.Truncate(filepath.Join(dst, manyPath(0)), 1))
-	m, err := Copy(context.Background(), src, dst, Options{Previous: &prev})
+	m, err := Copy(context.Background(), src, dst, Options{Previous: &prev, Baseline: baselineNow(t, &prev)})
 	if err != nil {
 		t.Fatal(err)
 	}

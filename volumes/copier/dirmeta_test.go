@@ -31,7 +31,7 @@ func TestCopyOverExistingDirsFixesTheirMetadata(t *testing.T) {
 		must(t, unix.Lsetxattr(filepath.Join(dst, "dir03"), overlayOpaque, []byte("y"), 0))
 	}
 	before := snapshot(t, src)
-	if _, err := Copy(context.Background(), src, dst, Options{Previous: &prev}); err != nil {
+	if _, err := Copy(context.Background(), src, dst, Options{Previous: &prev, Baseline: baselineNow(t, &prev)}); err != nil {
 		t.Fatal(err)
 	}
 	compareTrees(t, before, snapshot(t, dst), compareOpts{ignoreAtime: true})

@@ -66,6 +66,10 @@ func (c *copier) unchanged(j *job, e *Entry, dp string) bool {
 		p.Mode != e.Mode || p.UID != e.UID || p.GID != e.GID {
 		return false
 	}
+	// Equal size and mtime are no proof of equal bytes (see Baseline).
+	if !c.opts.Baseline.asWritten(e, &j.st, p.Origin) {
+		return false
+	}
 	if p.SHA256 == "" && c.wantsChecksum(j.rel) {
 		return false // the globs grew; the checksum has to be computed
 	}
@@ -76,7 +80,7 @@ func (c *copier) unchanged(j *job, e *Entry, dp string) bool {
 	if ds.Mode&unix.S_IFMT != unix.S_IFREG || ds.Size != j.st.Size || ds.Mtim != j.st.Mtim || ds.Mode&0o7777 != e.Mode {
 		return false
 	}
-	e.SHA256 = p.SHA256
+	e.SHA256, e.Origin = p.SHA256, p.Origin
 	return true
 }
 
@@ -130,6 +134,12 @@ func (c *copier) copyFile(ctx context.Context, j job) (Entry, error) {
 	}
 	if want >= 0 || c.wantsChecksum(j.rel) {
 		h = sha256.New()
+	}
+	// A save is the origin of what it writes; a restore writes its source's
+	// bytes, so they keep the source's origin.
+	e.Origin = c.id
+	if c.expect != nil {
+		e.Origin = c.expect.origin(j.rel)
 	}
 	data, err := c.copyContents(ctx, sfd, dfd, j.st.Size, j.st.Blocks, h)
 	if err != nil {

@@ -67,6 +67,15 @@ func (x *expectation) lookup(rel string) int {
 	return i
 }
 
+// origin returns the Origin the manifest records for rel ("" when it lists
+// none).
+func (x *expectation) origin(rel string) string {
+	if i := x.lookup(rel); i >= 0 {
+		return x.entries[i].Origin
+	}
+	return ""
+}
+
 // mismatch records that entry i does not match and returns the error that
 // stops the copy.
 func (x *expectation) mismatch(i int, reason string) error {

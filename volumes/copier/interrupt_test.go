@@ -179,8 +179,10 @@ func TestIncrementalCopyInterruptedLeavesNoManifest(t *testing.T) {
 	// The previous copy is taken before the source changes.
 	dsts := make([]string, 13)
 	prevs := make([]Manifest, len(dsts))
+	bases := make([]*Baseline, len(dsts))
 	for i := range dsts {
 		dsts[i], prevs[i] = prepare(t)
+		bases[i] = baselineNow(t, &prevs[i])
 	}
 	gone := []string{manyPath(3), manyPath(50), manyPath(120)}
 	for _, rel := range gone {
@@ -194,7 +196,7 @@ func TestIncrementalCopyInterruptedLeavesNoManifest(t *testing.T) {
 	mustWrite(t, filepath.Join(src, "added", "new"), []byte("new"), 0o644)
 
 	var calls atomic.Int64
-	if _, err := Copy(context.Background(), src, dsts[0], Options{Previous: &prevs[0], hooks: &hooks{at: func(string, string) error {
+	if _, err := Copy(context.Background(), src, dsts[0], Options{Previous: &prevs[0], Baseline: bases[0], hooks: &hooks{at: func(string, string) error {
 		calls.Add(1)
 		return nil
 	}}}); err != nil {
@@ -210,7 +212,7 @@ func TestIncrementalCopyInterruptedLeavesNoManifest(t *testing.T) {
 			defer cancel()
 			injected := errors.New("injected failure")
 			var n atomic.Int64
-			_, err := Copy(ctx, src, dst, Options{Previous: &prevs[i], hooks: &hooks{at: func(point, rel string) error {
+			_, err := Copy(ctx, src, dst, Options{Previous: &prevs[i], Baseline: bases[i], hooks: &hooks{at: func(point, rel string) error {
 				if n.Add(1) != k {
 					return nil
 				}

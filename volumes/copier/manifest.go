@@ -52,7 +52,10 @@ const (
 // Manifest describes a complete copy. Its presence at the root of a tree is
 // the only proof that the copy finished and was made durable.
 type Manifest struct {
-	FormatVersion int    `json:"formatVersion"`
+	FormatVersion int `json:"formatVersion"`
+	// ID names this copy (random, unique). A file's content written by the
+	// copy carries it as its Origin.
+	ID            string `json:"id,omitempty"`
 	EngineVersion string `json:"engineVersion"`
 	Architecture  string `json:"architecture"`
 	SourceNode    string `json:"sourceNode,omitempty"`
@@ -100,6 +103,11 @@ type Entry struct {
 	Rdev uint64 `json:"rdev,omitempty"`
 	// SHA256 (hex) is set for files matched by the checksum globs.
 	SHA256 string `json:"sha256,omitempty"`
+	// Origin is the ID of the save that wrote a file's content: the same
+	// path with the same Origin in two manifests is the same bytes (see
+	// Baseline). A restore keeps its source's origins; a manifest written
+	// before origins existed has none, and its files are never skipped.
+	Origin string `json:"origin,omitempty"`
 }
 
 // ModTime returns the entry's mtime as a time.Time.
@@ -319,6 +327,10 @@ func writeManifest(dir string, m *Manifest, beforePublish func() error) (err err
 			_ = os.Remove(tmp)
 		}
 	}()
+	var created unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &created); err != nil {
+		return fmt.Errorf("stat manifest temp file: %w", err)
+	}
 	w := bufio.NewWriterSize(f, 1<<20)
 	if err := encodeManifest(w, m); err != nil {
 		return err
@@ -328,6 +340,9 @@ func writeManifest(dir string, m *Manifest, beforePublish func() error) (err err
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("syncing manifest: %w", err)
+	}
+	if err := ctimeAfter(f, created.Ctim.Nano()); err != nil {
+		return err
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("closing manifest: %w", err)
@@ -341,6 +356,27 @@ func writeManifest(dir string, m *Manifest, beforePublish func() error) (err err
 		return fmt.Errorf("publishing manifest: %w", err)
 	}
 	return syncDir(dir)
+}
+
+// ctimeAfter returns once f's change time is later than t, touching its mode
+// until the clock that stamps ctimes (coarse: a tick of a few milliseconds)
+// moves on. With t the ctime f was created with, every file the copy wrote
+// before the manifest has an earlier ctime than the published manifest,
+// which is what ReadBaseline relies on.
+func ctimeAfter(f *os.File, t int64) error {
+	for {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			return fmt.Errorf("stat %s: %w", f.Name(), err)
+		}
+		if st.Ctim.Nano() > t {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+		if err := f.Chmod(fs.FileMode(st.Mode & 0o777)); err != nil {
+			return fmt.Errorf("touching %s: %w", f.Name(), err)
+		}
+	}
 }
 
 // encodeManifest writes m as JSON, one entry per line, without building the

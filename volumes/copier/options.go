@@ -41,12 +41,16 @@ type Options struct {
 	ChecksumGlobs []string
 
 	// Previous, if set, is the manifest of the copy already at dst (read it
-	// with ReadManifest before calling Copy: Copy removes it). Files whose
-	// size, mtime, mode and owner match their Previous entry, and whose dst
-	// copy still has that size and mtime, are left alone. Only the previous
-	// manifest is trusted for this, not dst alone: it proves those dst files
-	// were completely written and synced once.
+	// with ReadManifest before calling Copy: Copy removes it). A file is left
+	// alone only when Baseline vouches that the source still holds the bytes
+	// its Previous entry's Origin names, the entry's size, mtime, mode and
+	// owner match, and the dst copy still has that size and mtime. Only the
+	// previous manifest is trusted for dst, not dst alone: it proves those
+	// dst files were completely written and synced once.
 	Previous *Manifest
+	// Baseline says what the source holds (see Baseline); without it, or
+	// without Previous, every file is copied.
+	Baseline *Baseline
 
 	// Progress, if set, is called from one goroutine at most every
 	// ProgressInterval (default 5s), and once more at the end with

@@ -38,12 +38,15 @@ func buildWalkTree(t *testing.T, root string) {
 }
 
 // sameManifest fails t unless a and b describe the same tree with the same
-// outcome: the manifest's time and duration aside, everything is compared.
+// outcome: the manifest's time, duration and ID aside, everything is
+// compared (an entry's origin as "this copy" or the same earlier one).
 func sameManifest(t *testing.T, what string, a, b Manifest) {
 	t.Helper()
-	// Times differ from run to run, whatever the walk.
+	// Times and IDs differ from run to run, whatever the walk.
 	a.Created, b.Created, a.Duration, b.Duration = time.Time{}, time.Time{}, 0, 0
 	a.Stats.Phases, b.Stats.Phases = Phases{}, Phases{}
+	a.Entries, b.Entries = withOwnOrigin(a), withOwnOrigin(b)
+	a.ID, b.ID = "", ""
 	if reflect.DeepEqual(a, b) {
 		return
 	}
@@ -54,6 +57,17 @@ func sameManifest(t *testing.T, what string, a, b Manifest) {
 	}
 	a.Entries, b.Entries = nil, nil
 	t.Fatalf("%s: manifests differ:\n  %+v\n  %+v", what, a, b)
+}
+
+// withOwnOrigin returns m's entries with the origin m.ID written as "self".
+func withOwnOrigin(m Manifest) []Entry {
+	out := slices.Clone(m.Entries)
+	for i := range out {
+		if out[i].Origin == m.ID {
+			out[i].Origin = "self"
+		}
+	}
+	return out
 }
 
 // primariesInWalkOrder is, by an independent walk (filepath.WalkDir lists in
@@ -185,6 +199,10 @@ func TestParallelWalkIncrementalMatchesSerial(t *testing.T) {
 		}
 		prevs[walkDirs] = m
 	}
+	bases := map[int]*Baseline{}
+	for walkDirs, m := range prevs {
+		bases[walkDirs] = baselineNow(t, &m)
+	}
 	for i := 0; i < 400; i += 20 {
 		p := filepath.Join(src, "many", manyPath(i))
 		mustWrite(t, p, []byte(fmt.Sprintf("changed %d", i)), 0o644)
@@ -196,12 +214,18 @@ func TestParallelWalkIncrementalMatchesSerial(t *testing.T) {
 	got := map[int]Manifest{}
 	for walkDirs, dst := range dsts {
 		prev := prevs[walkDirs]
-		m, err := Copy(context.Background(), src, dst, Options{WalkDirs: walkDirs, Previous: &prev})
+		m, err := Copy(context.Background(), src, dst, Options{WalkDirs: walkDirs, Previous: &prev, Baseline: bases[walkDirs]})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if m.Stats.SkippedFiles == 0 || m.Stats.CopiedFiles == 0 || m.Stats.Deleted == 0 {
 			t.Fatalf("WalkDirs=%d: stats %+v: want files kept, copied and deleted", walkDirs, m.Stats)
+		}
+		// What each kept was written by its own previous copy.
+		for i := range m.Entries {
+			if m.Entries[i].Origin == prev.ID {
+				m.Entries[i].Origin = "previous"
+			}
 		}
 		got[walkDirs] = m
 		compareContents(t, contents(t, src), contents(t, dst))
