@@ -74,3 +74,8 @@ func (g *rangeGate) signal() {
 	close(g.changed)
 	g.changed = make(chan struct{})
 }
+
+// large says whether a file of size bytes is copied in more than one range:
+// the walk sends such files to the workers before a directory's small ones,
+// and while small files are copied the gate lets one range of them run.
+func (c *copier) large(size int64) bool { return size > int64(c.chunk) }

@@ -35,7 +35,7 @@ func (c *copier) copyContents(ctx context.Context, src, dst int, size, blocks in
 	if size == 0 {
 		return 0, nil
 	}
-	if size <= int64(c.chunk) {
+	if !c.large(size) {
 		c.gate.smallStarted()
 		defer c.gate.smallDone()
 	}

@@ -250,7 +250,7 @@ func (w *walker) list(rel string, dstExisted bool) error {
 			continue
 		}
 		j := job{rel: crel, st: st, dstMayExist: dstExisted}
-		if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size <= int64(c.chunk) {
+		if st.Mode&unix.S_IFMT != unix.S_IFREG || !c.large(st.Size) {
 			later = append(later, j)
 			continue
 		}
