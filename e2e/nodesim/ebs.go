@@ -23,8 +23,9 @@ import (
 //   - an IOPS cap (Options.EBS.IOPS, or gp3's StorageClass parameter "iops"): every READ
 //     and WRITE request counts one I/O per 256 KiB, as EBS counts an SSD volume's I/Os.
 //     gp3's baseline is 3000, which a cache of small files meets about when it meets gp3's
-//     default throughput (125 MiB/s is 3000 I/Os of 43 KiB); metadata (lookups, xattrs,
-//     the filesystem's journal) is not counted;
+//     default throughput (125 MiB/s is 3000 I/Os of 43 KiB). The kernel's first read of a
+//     snapshot's directory or inode table block since the mount counts too (below); xattrs
+//     and the filesystem's journal are not counted;
 //   - lazy loading: a volume created from a snapshot has its data in S3 until first read, so
 //     a read that touches a block (BlockSize, EBS's 512 KiB) not loaded yet waits
 //     FirstReadLatency, once per request, and then the blocks it touched are loaded. One
@@ -46,8 +47,11 @@ import (
 // The blocks are blocks of each file (by offset), not of a disk: a small file is one block
 // of its own, where on ext4 several small files may share one, so small files are charged a
 // little more than on a real volume. Metadata loads lazily too (lazy.go): a directory's
-// entries on its first listing or lookup, an inode's table block on its first lookup; it
-// takes none of the throughput or IOPS caps.
+// entries on its first listing or lookup, an inode's table block on its first lookup. The
+// kernel's first read of each since the mount is an I/O of its bytes under the throughput
+// and IOPS caps, whether or not an initialization rate loaded it already; later ones hit
+// the page cache. Waits on the model are uninterruptible, as a disk's are: only the
+// volume's release ends them (EIO).
 
 // EBSOptions are the EBS model's knobs (Options.EBS). The zero value means the defaults,
 // which are scaled to test sizes: a few hundred MiB/s and a few milliseconds, so that the

@@ -556,12 +556,21 @@ func TestLazyMetadataLoadsOnFirstLook(t *testing.T) {
 	if loaded(dirKey(ino("b"))) {
 		t.Errorf("b's entries loaded without anything looking in b")
 	}
-	reads := l.firstReads.Load()
+	// Each of those first looks was an I/O of the volume: the root's and a's entries, and
+	// the inode table blocks of a and a/f (one or two).
+	tables := map[uint64]bool{l.inodeKey(ino("a")): true, l.inodeKey(ino("a/f")): true}
+	if got, want := v.stats().ReadIOs, int64(2+len(tables)*ios(int(DefaultBlockSize))); got != want {
+		t.Errorf("after listing a: %d read I/Os, want %d (two directories, %d inode table blocks)", got, want, len(tables))
+	}
+	reads, ops := l.firstReads.Load(), v.stats().ReadIOs
 	if _, err := os.ReadDir(filepath.Join(v.mountpoint, "a")); err != nil {
 		t.Fatal(err)
 	}
 	if got := l.firstReads.Load(); got != reads {
 		t.Errorf("listing a again waited on S3 %d more times, want 0", got-reads)
+	}
+	if got := v.stats().ReadIOs; got != ops {
+		t.Errorf("listing a again read the volume %d more times, want 0 (the page cache has it)", got-ops)
 	}
 	var st unix.Stat_t
 	mustNil(t, unix.Lstat(filepath.Join(v.mountpoint, "b", "f"), &st))

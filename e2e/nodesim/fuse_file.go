@@ -37,19 +37,13 @@ func (n *ebsNode) backingIno() uint64 {
 	return n.StableAttr().Ino
 }
 
-// requestCtx is a request's context: it ends when the request is interrupted or the volume
-// is released.
-func (v *ebsVolume) requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	c, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(v.ctx, cancel)
-	return c, func() { stop(); cancel() }
-}
-
-// Metadata waits for S3 are not interrupted by the caller's signals (a FUSE INTERRUPT): on
-// a block device a lookup or an opendir waiting for its block sleeps uninterruptibly, and
-// open and stat never fail with EINTR, which Go retries only for reads and writes. (Go's
-// runtime signals its threads all the time, so an interruptible wait failed a restore's
-// opendir.) Only the volume's release ends them.
+// Waits on the model (S3 for a lazily loaded block, the volume's IOPS and throughput caps)
+// are not interrupted by the caller's signals (a FUSE INTERRUPT): on a block device a read,
+// a lookup or an opendir waiting for its block sleeps uninterruptibly (a fatal signal kills
+// the process, the I/O still ends), so open and stat never fail with EINTR, which Go
+// retries only for reads and writes, and neither does a read. (Go's runtime signals its
+// threads all the time, so an interruptible wait failed a restore's opendir.) Only the
+// volume's release ends them, with EIO, as a detached volume's I/O does.
 
 // Lookup reads the directory's entries and then the found inode, each from S3 the first
 // time on a lazily loaded volume. READDIRPLUS looks up every entry it lists through here.
@@ -58,24 +52,44 @@ func (n *ebsNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if l == nil {
 		return n.LoopbackNode.Lookup(ctx, name, out)
 	}
-	if err := l.fetchDir(n.vol.ctx, n.backingIno()); err != nil {
+	if err := n.vol.readMeta(dirKey(n.backingIno())); err != nil {
 		return nil, syscall.EIO
 	}
 	child, errno := n.LoopbackNode.Lookup(ctx, name, out)
 	if errno != 0 {
 		return nil, errno
 	}
-	if err := l.fetchInode(n.vol.ctx, out.Attr.Ino); err != nil {
+	if err := n.vol.readMeta(l.inodeKey(out.Attr.Ino)); err != nil {
 		return nil, syscall.EIO
 	}
 	return child, 0
+}
+
+// readMeta reads the snapshot's metadata under key (lazy.go): from S3 the first time, and
+// the kernel's first read of it since the mount is an I/O that the volume's IOPS and
+// throughput caps count like any other.
+func (v *ebsVolume) readMeta(key uint64) error {
+	l := v.lazy
+	if err := l.fetch(v.ctx, key, 0, 1); err != nil {
+		return err
+	}
+	n, first := l.firstMetaRead(key)
+	if !first {
+		return nil
+	}
+	if err := v.charge(v.ctx, int(n)); err != nil {
+		return err
+	}
+	v.bytesRead.Add(n)
+	v.readIOs.Add(int64(ios(int(n))))
+	return nil
 }
 
 // OpendirHandle reads the directory's entries, from S3 the first time on a lazily loaded
 // volume.
 func (n *ebsNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if l := n.vol.lazy; l != nil {
-		if err := l.fetchDir(n.vol.ctx, n.backingIno()); err != nil {
+		if err := n.vol.readMeta(dirKey(n.backingIno())); err != nil {
 			return nil, 0, syscall.EIO
 		}
 	}
@@ -86,7 +100,7 @@ func (n *ebsNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 // already did, unless the kernel asks again after the attributes expired).
 func (n *ebsNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if l := n.vol.lazy; l != nil && !n.IsRoot() {
-		if err := l.fetchInode(n.vol.ctx, n.StableAttr().Ino); err != nil {
+		if err := n.vol.readMeta(l.inodeKey(n.StableAttr().Ino)); err != nil {
 			return syscall.EIO
 		}
 	}
@@ -183,20 +197,10 @@ func (v *ebsVolume) charge(ctx context.Context, n int) error {
 	return takeAll(ctx, v.io, v.ops, n)
 }
 
-// errnoOf maps a model wait that ended (the volume released, the request interrupted) to EINTR.
-func errnoOf(err error) syscall.Errno {
-	if err == nil {
-		return 0
-	}
-	return syscall.EINTR
-}
-
 func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	ctx, cancel := f.vol.requestCtx(ctx)
-	defer cancel()
 	if l := f.vol.lazy; l != nil {
-		if err := l.fetch(ctx, f.ino, off, int64(len(dest))); err != nil {
-			return nil, errnoOf(err)
+		if err := l.fetch(f.vol.ctx, f.ino, off, int64(len(dest))); err != nil {
+			return nil, syscall.EIO
 		}
 	}
 	res, errno := f.lf.Read(ctx, dest, off)
@@ -210,8 +214,8 @@ func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRe
 	if !status.Ok() {
 		return nil, syscall.Errno(status)
 	}
-	if err := f.vol.charge(ctx, len(data)); err != nil {
-		return nil, errnoOf(err)
+	if err := f.vol.charge(f.vol.ctx, len(data)); err != nil {
+		return nil, syscall.EIO
 	}
 	f.vol.bytesRead.Add(int64(len(data)))
 	f.vol.readIOs.Add(int64(ios(len(data))))
@@ -219,10 +223,8 @@ func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRe
 }
 
 func (f *ebsFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	ctx, cancel := f.vol.requestCtx(ctx)
-	defer cancel()
-	if err := f.vol.charge(ctx, len(data)); err != nil {
-		return 0, errnoOf(err)
+	if err := f.vol.charge(f.vol.ctx, len(data)); err != nil {
+		return 0, syscall.EIO
 	}
 	n, errno := f.lf.Write(ctx, data, off)
 	if n > 0 {

@@ -31,6 +31,10 @@ type lazyBlocks struct {
 	// firstReads counts requests that waited for a block; loaded counts blocks loaded by
 	// reads, hydrated those loaded by the initialization rate.
 	firstReads, loaded, hydrated atomic.Int64
+
+	// metaRead holds the metadata keys (directories' entries, inode table blocks) the
+	// kernel has read since the mount (under mu).
+	metaRead map[uint64]bool
 }
 
 type lazyFile struct {
@@ -44,7 +48,7 @@ type lazyFile struct {
 // newLazyBlocks tracks lazily loaded blocks; bytesPerSecond > 0 bounds how fast first reads
 // load them.
 func newLazyBlocks(blockSize int64, latency time.Duration, bytesPerSecond float64) *lazyBlocks {
-	l := &lazyBlocks{blockSize: blockSize, latency: latency, files: map[uint64]*lazyFile{}}
+	l := &lazyBlocks{blockSize: blockSize, latency: latency, files: map[uint64]*lazyFile{}, metaRead: map[uint64]bool{}}
 	if bytesPerSecond > 0 {
 		l.s3 = rate.NewLimiter(rate.Limit(bytesPerSecond), int(blockSize))
 	}
@@ -253,14 +257,20 @@ func (l *lazyBlocks) addDir(ino uint64, size int64) { l.add(dirKey(ino), max(siz
 // addInode registers the inode table block that holds ino as not loaded.
 func (l *lazyBlocks) addInode(ino uint64) { l.add(l.inodeKey(ino), l.blockSize, nil) }
 
-// fetchDir returns once directory ino's entries are loaded.
-func (l *lazyBlocks) fetchDir(ctx context.Context, ino uint64) error {
-	return l.fetch(ctx, dirKey(ino), 0, 1)
-}
-
-// fetchInode returns once the inode table block that holds ino is loaded.
-func (l *lazyBlocks) fetchInode(ctx context.Context, ino uint64) error {
-	return l.fetch(ctx, l.inodeKey(ino), 0, 1)
+// firstMetaRead says whether this is the kernel's first read of the snapshot's metadata
+// under key since the mount, and how many bytes it reads: a read from the volume, whether
+// or not its blocks are loaded from S3 yet (an initialization rate loads them into the
+// volume, not into the page cache). Later reads hit the page cache, as does metadata the
+// volume's own writes made.
+func (l *lazyBlocks) firstMetaRead(key uint64) (int64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, ok := l.files[key]
+	if !ok || l.metaRead[key] {
+		return 0, false
+	}
+	l.metaRead[key] = true
+	return f.size, true
 }
 
 // remaining is the number of blocks not loaded yet.
