@@ -40,7 +40,8 @@ import (
 // before its snapshot's upload ends, and a snapshot too large for the pool's restore budget
 // starts the next node cold at once. BenchmarkCacheOnEBS runs the same at two modeled
 // throughputs and reports the times (full save, incremental save, hold, restore) and the
-// restore's share of the modeled throughput:
+// restore's share of the least time the model allows (its bytes at the throughput cap or
+// lazy rate, or its I/Os at the IOPS cap, whichever is longer):
 //
 //	go test -run '^$' -bench CacheOnEBS -benchtime 1x ./e2e/
 //	WARMPOOL_EBS_MB=4096 WARMPOOL_EBS_MIBPS=64,128 go test -run '^$' -bench CacheOnEBS -benchtime 1x -timeout 60m ./e2e/
