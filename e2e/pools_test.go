@@ -11,6 +11,7 @@ import (
 
 	awsv1 "github.com/aws/karpenter-provider-aws/pkg/apis/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 
@@ -134,11 +135,12 @@ func TestRunnerPodGetsNVMeNodeFromWarmpoolNodePool(t *testing.T) {
 		t.Fatalf("NodePool references %v, want the KWOKNodeClass", np.Spec.Template.Spec.NodeClassRef)
 	}
 
-	pod := scenario.RunnerPod(pool, "job-1")
-	if err := kube.Create(ctx, pod); err != nil {
+	// An owned runner: its node is one Karpenter has just registered (see RunnerReplicaSet).
+	runner := scenario.RunnerReplicaSet(pool, "job-1")
+	if err := kube.Create(ctx, runner); err != nil {
 		t.Fatal(err)
 	}
-	timeline.Note("pod job-1", "submitted")
+	timeline.Note("runner job-1", "submitted")
 
 	claim := &karpv1.NodeClaim{}
 	waitFor(t, "a NodeClaim from warmpool's NodePool", func(ctx context.Context) (bool, error) {
@@ -155,13 +157,16 @@ func TestRunnerPodGetsNVMeNodeFromWarmpoolNodePool(t *testing.T) {
 
 	node := &corev1.Node{}
 	waitFor(t, "the runner pod Running on a Ready node", func(ctx context.Context) (bool, error) {
-		if err := kube.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+		pods := &corev1.PodList{}
+		if err := kube.List(ctx, pods, client.InNamespace(runner.Namespace), client.MatchingLabels(runner.Spec.Selector.MatchLabels)); err != nil {
 			return false, err
 		}
-		if pod.Status.Phase != corev1.PodRunning {
-			return false, fmt.Errorf("pod phase %s", pod.Status.Phase)
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodRunning {
+				return true, kube.Get(ctx, client.ObjectKey{Name: p.Spec.NodeName}, node)
+			}
 		}
-		return true, kube.Get(ctx, client.ObjectKey{Name: pod.Spec.NodeName}, node)
+		return false, fmt.Errorf("%d runner pods, none Running", len(pods.Items))
 	})
 	// The node is of an NVMe type above the pool's minimum, with the pool's label and taint.
 	nvme, err := strconv.Atoi(node.Labels[awsv1.LabelInstanceLocalNVME])
@@ -176,10 +181,10 @@ func TestRunnerPodGetsNVMeNodeFromWarmpoolNodePool(t *testing.T) {
 	}
 	t.Logf("runner pod runs on %s (%s, %d GB NVMe)", node.Name, node.Labels[corev1.LabelInstanceTypeStable], nvme)
 
-	if err := kube.Delete(ctx, pod); err != nil {
+	if err := kube.Delete(ctx, runner, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
 		t.Fatal(err)
 	}
-	timeline.Note("pod job-1", "deleted")
+	timeline.Note("runner job-1", "deleted")
 	deleted := time.Now()
 	waitFor(t, "Karpenter to consolidate the empty node", func(ctx context.Context) (bool, error) {
 		err := kube.Get(ctx, client.ObjectKeyFromObject(claim), &karpv1.NodeClaim{})

@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -147,6 +148,24 @@ func RunnerPod(pool, name string) *corev1.Pod {
 				}},
 			}},
 			TerminationGracePeriodSeconds: new(int64),
+		},
+	}
+}
+
+// RunnerReplicaSet is a ReplicaSet of one RunnerPod, for a test whose runner lands on a node
+// Karpenter has just registered: the controller manager's taint-eviction controller can delete
+// a pod bound in the instant Karpenter lifts its NoExecute karpenter.sh/unregistered taint
+// (kubernetes/kubernetes#139992), and an owned runner is replaced, as on a cluster. Its pods
+// carry the label "runner": name.
+func RunnerReplicaSet(pool, name string) *appsv1.ReplicaSet {
+	pod := RunnerPod(pool, name)
+	pod.Labels["runner"] = name
+	return &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name},
+		Spec: appsv1.ReplicaSetSpec{
+			Replicas: new(int32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"runner": name}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: pod.Labels}, Spec: pod.Spec},
 		},
 	}
 }
