@@ -116,7 +116,17 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 	opts := o.copierOptions()
 	opts.SourceNode = o.Node
 	// The previous copy's manifest is read (from a volume that may load lazily from its
-	// snapshot) while the cache is measured: neither waits for the other.
+	// snapshot), and the manifest the cache's restore left, while the cache is measured: none
+	// waits for another (a million-file manifest takes a second to decode).
+	type baselineRead struct {
+		b   copier.Baseline
+		err error
+	}
+	base := make(chan baselineRead, 1)
+	go func() {
+		b, err := copier.ReadBaseline(o.CacheDir)
+		base <- baselineRead{b, err}
+	}()
 	type manifestRead struct {
 		m    copier.Manifest
 		err  error
@@ -138,7 +148,8 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 		logf("volume %s holds a copy from %s (%d files, manifest read in %s): incremental save",
 			o.VolumeDir, prev.m.Created.Format(time.RFC3339), prev.m.Totals.Files, prev.took.Round(time.Millisecond))
 		opts.Previous = &prev.m
-		opts.Baseline = o.baseline(logf)
+		b := <-base
+		opts.Baseline = useBaseline(b.b, b.err, logf)
 	case errors.Is(prev.err, copier.ErrNoManifest):
 		logf("volume %s holds no earlier copy: full save", o.VolumeDir)
 	default:
@@ -156,12 +167,12 @@ func Save(ctx context.Context, o SaveOptions) (volumes.JobResult, error) {
 	return fromManifest(volumes.ResultSaved, m), nil
 }
 
-// baseline reads what the restore that made the cache left at its root (copier.ReadBaseline):
-// an incremental save leaves a file alone only when it is untouched since that restore and
-// the restore wrote it from the bytes the volume holds. Without it (a cache that started
-// cold, or that the engine wiped) every file is copied onto the volume.
-func (o SaveOptions) baseline(logf func(string, ...any)) *copier.Baseline {
-	b, err := copier.ReadBaseline(o.CacheDir)
+// useBaseline takes what the restore that made the cache left at its root
+// (copier.ReadBaseline, which returned b and err): an incremental save leaves a file alone
+// only when it is untouched since that restore and the restore wrote it from the bytes the
+// volume holds. Without it (a cache that started cold, or that the engine wiped) every file
+// is copied onto the volume.
+func useBaseline(b copier.Baseline, err error, logf func(string, ...any)) *copier.Baseline {
 	switch {
 	case err == nil:
 		logf("the cache was restored from a copy of node %s made %s (%d files): files untouched since are left alone where the volume holds the same save's bytes",

@@ -66,13 +66,11 @@ func BaselineNow(dir string, m *Manifest) (Baseline, error) {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return Baseline{}, fmt.Errorf("making a baseline: stat %s: %w", f.Name(), err)
 	}
-	if err := ctimeAfter(f, st.Ctim.Nano()); err != nil {
+	before, err := ctimeAfter(f, st.Ctim.Nano())
+	if err != nil {
 		return Baseline{}, fmt.Errorf("making a baseline: %w", err)
 	}
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return Baseline{}, fmt.Errorf("making a baseline: stat %s: %w", f.Name(), err)
-	}
-	return Baseline{Manifest: m, Before: time.Unix(0, st.Ctim.Nano())}, nil
+	return Baseline{Manifest: m, Before: time.Unix(0, before)}, nil
 }
 
 // asWritten reports whether the source file e (with stat st) is still the

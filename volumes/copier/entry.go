@@ -127,19 +127,16 @@ func (c *copier) copyFile(ctx context.Context, j job) (Entry, error) {
 	}
 	var h hash.Hash
 	// A restore hashes what its source's manifest records a checksum for,
-	// whatever its own globs, and checks it below.
+	// whatever its own globs, and checks it below. A save is the origin of
+	// what it writes; a restore writes its source's bytes, so they keep the
+	// source's origin.
 	want := -1
+	e.Origin = c.id
 	if c.expect != nil {
-		want = c.expect.wantsHash(j.rel)
+		want, e.Origin = c.expect.expected(j.rel)
 	}
 	if want >= 0 || c.wantsChecksum(j.rel) {
 		h = sha256.New()
-	}
-	// A save is the origin of what it writes; a restore writes its source's
-	// bytes, so they keep the source's origin.
-	e.Origin = c.id
-	if c.expect != nil {
-		e.Origin = c.expect.origin(j.rel)
 	}
 	data, err := c.copyContents(ctx, sfd, dfd, j.st.Size, j.st.Blocks, h)
 	if err != nil {

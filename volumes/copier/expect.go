@@ -67,15 +67,6 @@ func (x *expectation) lookup(rel string) int {
 	return i
 }
 
-// origin returns the Origin the manifest records for rel ("" when it lists
-// none).
-func (x *expectation) origin(rel string) string {
-	if i := x.lookup(rel); i >= 0 {
-		return x.entries[i].Origin
-	}
-	return ""
-}
-
 // mismatch records that entry i does not match and returns the error that
 // stops the copy.
 func (x *expectation) mismatch(i int, reason string) error {
@@ -143,14 +134,18 @@ func (x *expectation) walked(linked []job) error {
 	return nil
 }
 
-// wantsHash returns the manifest index of rel when the manifest records its
-// SHA-256, else -1: the copy then hashes it whatever its checksum globs.
-func (x *expectation) wantsHash(rel string) int {
+// expected returns, for a file the copy is about to write, the manifest
+// index of rel when the manifest records its checksum (-1 otherwise), and the
+// origin it records ("" when it lists none).
+func (x *expectation) expected(rel string) (hashAt int, origin string) {
 	i := x.lookup(rel)
-	if i < 0 || x.entries[i].SHA256 == "" {
-		return -1
+	if i < 0 {
+		return -1, ""
 	}
-	return i
+	if x.entries[i].SHA256 == "" {
+		return -1, x.entries[i].Origin
+	}
+	return i, x.entries[i].Origin
 }
 
 // hashedAs checks the SHA-256 the copy computed for entry i.

@@ -341,7 +341,7 @@ func writeManifest(dir string, m *Manifest, beforePublish func() error) (err err
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("syncing manifest: %w", err)
 	}
-	if err := ctimeAfter(f, created.Ctim.Nano()); err != nil {
+	if _, err := ctimeAfter(f, created.Ctim.Nano()); err != nil {
 		return err
 	}
 	if err := f.Close(); err != nil {
@@ -358,23 +358,23 @@ func writeManifest(dir string, m *Manifest, beforePublish func() error) (err err
 	return syncDir(dir)
 }
 
-// ctimeAfter returns once f's change time is later than t, touching its mode
+// ctimeAfter returns f's change time once it is later than t, touching its mode
 // until the clock that stamps ctimes (coarse: a tick of a few milliseconds)
 // moves on. With t the ctime f was created with, every file the copy wrote
 // before the manifest has an earlier ctime than the published manifest,
 // which is what ReadBaseline relies on.
-func ctimeAfter(f *os.File, t int64) error {
+func ctimeAfter(f *os.File, t int64) (int64, error) {
 	for {
 		var st unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-			return fmt.Errorf("stat %s: %w", f.Name(), err)
+			return 0, fmt.Errorf("stat %s: %w", f.Name(), err)
 		}
 		if st.Ctim.Nano() > t {
-			return nil
+			return st.Ctim.Nano(), nil
 		}
 		time.Sleep(time.Millisecond)
 		if err := f.Chmod(fs.FileMode(st.Mode & 0o777)); err != nil {
-			return fmt.Errorf("touching %s: %w", f.Name(), err)
+			return 0, fmt.Errorf("touching %s: %w", f.Name(), err)
 		}
 	}
 }
