@@ -48,9 +48,9 @@ import (
 // of its own, where on ext4 several small files may share one, so small files are charged a
 // little more than on a real volume. Metadata loads lazily too (lazy.go): a directory's
 // entries on its first listing or lookup, an inode's table block on its first lookup. The
-// kernel's first read of each since the mount is an I/O of its bytes under the throughput
-// and IOPS caps, whether or not an initialization rate loaded it already; later ones hit
-// the page cache. Waits on the model are uninterruptible, as a disk's are: only the
+// kernel's first read of each since the mount is an I/O under the throughput and IOPS caps
+// (a directory's blocks; for an inode, ext4's 128 KiB inode table readahead window),
+// whether or not an initialization rate loaded it already; later ones hit the page cache. Waits on the model are uninterruptible, as a disk's are: only the
 // volume's release ends them (EIO).
 
 // EBSOptions are the EBS model's knobs (Options.EBS). The zero value means the defaults,

@@ -52,28 +52,28 @@ func (n *ebsNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if l == nil {
 		return n.LoopbackNode.Lookup(ctx, name, out)
 	}
-	if err := n.vol.readMeta(dirKey(n.backingIno())); err != nil {
+	if err := n.vol.readMeta(dirRead(n.backingIno())); err != nil {
 		return nil, syscall.EIO
 	}
 	child, errno := n.LoopbackNode.Lookup(ctx, name, out)
 	if errno != 0 {
 		return nil, errno
 	}
-	if err := n.vol.readMeta(l.inodeKey(out.Attr.Ino)); err != nil {
+	if err := n.vol.readMeta(l.inodeRead(out.Attr.Ino)); err != nil {
 		return nil, syscall.EIO
 	}
 	return child, 0
 }
 
-// readMeta reads the snapshot's metadata under key (lazy.go): from S3 the first time, and
+// readMeta reads the snapshot's metadata m (lazy.go): its block from S3 the first time, and
 // the kernel's first read of it since the mount is an I/O that the volume's IOPS and
 // throughput caps count like any other.
-func (v *ebsVolume) readMeta(key uint64) error {
+func (v *ebsVolume) readMeta(m metaRead) error {
 	l := v.lazy
-	if err := l.fetch(v.ctx, key, 0, 1); err != nil {
+	if err := l.fetch(v.ctx, m.block, 0, 1); err != nil {
 		return err
 	}
-	n, first := l.firstMetaRead(key)
+	n, first := l.firstMetaRead(m)
 	if !first {
 		return nil
 	}
@@ -89,7 +89,7 @@ func (v *ebsVolume) readMeta(key uint64) error {
 // volume.
 func (n *ebsNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if l := n.vol.lazy; l != nil {
-		if err := n.vol.readMeta(dirKey(n.backingIno())); err != nil {
+		if err := n.vol.readMeta(dirRead(n.backingIno())); err != nil {
 			return nil, 0, syscall.EIO
 		}
 	}
@@ -100,7 +100,7 @@ func (n *ebsNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 // already did, unless the kernel asks again after the attributes expired).
 func (n *ebsNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if l := n.vol.lazy; l != nil && !n.IsRoot() {
-		if err := n.vol.readMeta(l.inodeKey(n.StableAttr().Ino)); err != nil {
+		if err := n.vol.readMeta(l.inodeRead(n.StableAttr().Ino)); err != nil {
 			return syscall.EIO
 		}
 	}

@@ -236,18 +236,48 @@ func (l *lazyBlocks) written(ino uint64, off, n int64) {
 // each inode, inodesPerBlock of ext4's default 256-byte inodes. A backing directory on ext4
 // numbers its inodes as ext4 on EBS does (by block group, in creation order), so inodes that
 // share a block here share one there. The root's inode is read at mount and is not tracked.
+//
+// What the kernel reads of them is another unit: a directory's blocks, and for an inode
+// ext4's inode table readahead, the aligned window of s_inode_readahead_blks (32) 4 KiB
+// blocks around the inode's block, read in one plugged request when that block is not cached
+// (fs/ext4/inode.c, __ext4_get_inode_loc). The page cache then holds the window, so the
+// first look at each window (inodeWindowKey) is the I/O, while S3 serves whole snapshot
+// blocks (inodeKey): four windows to a 512 KiB block.
 const (
-	dirKeyTag   = 1 << 63
-	inodeKeyTag = 1 << 62
+	dirKeyTag         = 1 << 63
+	inodeKeyTag       = 1 << 62
+	inodeWindowKeyTag = 1 << 61
 	// inodeSize is ext4's default inode size (mke2fs.conf), the EBS CSI driver's default
 	// filesystem.
 	inodeSize = 256
+	// inodeReadahead is the bytes of ext4's inode table readahead: s_inode_readahead_blks'
+	// default (EXT4_DEF_INODE_READAHEAD_BLKS, 32) blocks of 4 KiB.
+	inodeReadahead = 32 << 12
 )
 
 func dirKey(ino uint64) uint64 { return dirKeyTag | ino }
 
 func (l *lazyBlocks) inodeKey(ino uint64) uint64 {
 	return inodeKeyTag | ino/uint64(max(l.blockSize/inodeSize, 1))
+}
+
+// inodeWindowKey is the key of ext4's inode table readahead window that holds ino.
+func inodeWindowKey(ino uint64) uint64 { return inodeWindowKeyTag | ino/(inodeReadahead/inodeSize) }
+
+// A metaRead is a first look at the snapshot's metadata: the key S3 loads it under, the key
+// the page cache holds it under, and the bytes the kernel reads (0: the whole key's).
+type metaRead struct {
+	block, cached uint64
+	bytes         int64
+}
+
+// dirRead is a look at the entries of directory ino: all its blocks, loaded and cached as one.
+func dirRead(ino uint64) metaRead { return metaRead{block: dirKey(ino), cached: dirKey(ino)} }
+
+// inodeRead is a look at inode ino: its snapshot block from S3, its readahead window into the
+// page cache.
+func (l *lazyBlocks) inodeRead(ino uint64) metaRead {
+	return metaRead{block: l.inodeKey(ino), cached: inodeWindowKey(ino), bytes: inodeReadahead}
 }
 
 // addDir registers a directory of the snapshot whose entries (size bytes of directory
@@ -257,19 +287,22 @@ func (l *lazyBlocks) addDir(ino uint64, size int64) { l.add(dirKey(ino), max(siz
 // addInode registers the inode table block that holds ino as not loaded.
 func (l *lazyBlocks) addInode(ino uint64) { l.add(l.inodeKey(ino), l.blockSize, nil) }
 
-// firstMetaRead says whether this is the kernel's first read of the snapshot's metadata
-// under key since the mount, and how many bytes it reads: a read from the volume, whether
-// or not its blocks are loaded from S3 yet (an initialization rate loads them into the
-// volume, not into the page cache). Later reads hit the page cache, as does metadata the
-// volume's own writes made.
-func (l *lazyBlocks) firstMetaRead(key uint64) (int64, bool) {
+// firstMetaRead says whether m is the kernel's first read of that metadata since the mount,
+// and how many bytes it reads: a read from the volume, whether or not its blocks are loaded
+// from S3 yet (an initialization rate loads them into the volume, not into the page cache).
+// Later reads hit the page cache, as does metadata the volume's own writes made (not in the
+// snapshot, so not tracked).
+func (l *lazyBlocks) firstMetaRead(m metaRead) (int64, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f, ok := l.files[key]
-	if !ok || l.metaRead[key] {
+	f, ok := l.files[m.block]
+	if !ok || l.metaRead[m.cached] {
 		return 0, false
 	}
-	l.metaRead[key] = true
+	l.metaRead[m.cached] = true
+	if m.bytes > 0 {
+		return m.bytes, true
+	}
 	return f.size, true
 }
 
