@@ -285,7 +285,12 @@ func (c *copier) run(ctx context.Context) (m Manifest, err error) {
 			}
 		}()
 	}
-	if err := c.walk(ctx, dstExisted, jobs); err != nil {
+	// The walk's listings are small reads like a small file's: while it runs, large files
+	// get the gate's share beside small ones (see rangeGate).
+	c.gate.walkStarted()
+	err = c.walk(ctx, dstExisted, jobs)
+	c.gate.walkDone()
+	if err != nil {
 		cancel(err)
 	}
 	close(jobs)

@@ -117,6 +117,7 @@ func restoreSaved(ctx context.Context, src string, saved *Manifest, stagingDir, 
 		return Manifest{}, fmt.Errorf("restoring %s into %s: %w", src, stagingDir, err)
 	}
 	c.expect = newExpectation(saved)
+	c.gate.pace(c.shares(saved))
 	m, err := c.run(ctx)
 	if errors.Is(err, ErrCorrupt) {
 		// Only the check of src makes the copy fail so.

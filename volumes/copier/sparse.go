@@ -104,9 +104,12 @@ func (c *copier) copyRange(ctx context.Context, src, dst int, off, end int64, h 
 		go func() {
 			defer wg.Done()
 			for o := range next {
-				err := c.gate.acquire(ctx)
+				n := min(o+chunk, end) - o
+				err := c.gate.acquire(ctx, n)
 				if err == nil {
-					err = c.copyRangeSeq(ctx, src, dst, o, min(o+chunk, end), nil)
+					if err = c.hook("range", ""); err == nil {
+						err = c.copyRangeSeq(ctx, src, dst, o, o+n, nil)
+					}
 					c.gate.release()
 				}
 				if err != nil {
