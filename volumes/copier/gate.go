@@ -27,7 +27,7 @@ const besideSmall = 1
 // class then runs at a constant share of the copy and both end together. A volume caps both
 // throughput and I/Os, and large files spend the one and small files the other, so a copy
 // that ends one class early finishes the other alone, with the first cap idle: the restore
-// at 32 MiB/s and 768 IOPS copied its layers in the first 30 s and then its last 5,000 small
+// at 32 MiB/s and 768 IOPS copied its layers in its first 21 s and then its last 5,000 small
 // files at the IOPS cap with a quarter of the throughput unused. Kept in step, the mix of
 // requests stays that of the whole copy, which keeps busy whichever cap bounds it.
 type rangeGate struct {
