@@ -32,9 +32,9 @@ type lazyBlocks struct {
 	// reads, hydrated those loaded by the initialization rate.
 	firstReads, loaded, hydrated atomic.Int64
 
-	// metaRead holds the metadata keys (directories' entries, inode table blocks) the
-	// kernel has read since the mount (under mu).
-	metaRead map[uint64]bool
+	// metaCached holds the page cache keys of the metadata (directories' entries, inode table
+	// readahead windows) the kernel has read since the mount (under mu).
+	metaCached map[uint64]bool
 }
 
 type lazyFile struct {
@@ -48,7 +48,7 @@ type lazyFile struct {
 // newLazyBlocks tracks lazily loaded blocks; bytesPerSecond > 0 bounds how fast first reads
 // load them.
 func newLazyBlocks(blockSize int64, latency time.Duration, bytesPerSecond float64) *lazyBlocks {
-	l := &lazyBlocks{blockSize: blockSize, latency: latency, files: map[uint64]*lazyFile{}, metaRead: map[uint64]bool{}}
+	l := &lazyBlocks{blockSize: blockSize, latency: latency, files: map[uint64]*lazyFile{}, metaCached: map[uint64]bool{}}
 	if bytesPerSecond > 0 {
 		l.s3 = rate.NewLimiter(rate.Limit(bytesPerSecond), int(blockSize))
 	}
@@ -296,10 +296,10 @@ func (l *lazyBlocks) firstMetaRead(m metaRead) (int64, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	f, ok := l.files[m.block]
-	if !ok || l.metaRead[m.cached] {
+	if !ok || l.metaCached[m.cached] {
 		return 0, false
 	}
-	l.metaRead[m.cached] = true
+	l.metaCached[m.cached] = true
 	if m.bytes > 0 {
 		return m.bytes, true
 	}
