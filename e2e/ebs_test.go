@@ -88,6 +88,9 @@ type ebsResult struct {
 	// serve what the restore read (that throughput, or its IOPS cap for the reads' I/Os).
 	restoreModeled     float64
 	restoreModeledTime time.Duration
+	// fullLeast and incrLeast are the least times the save volumes' model allows for what
+	// each save read and wrote there (nodesim.VolumeStats.ModeledTime).
+	fullLeast, incrLeast time.Duration
 }
 
 // restoreShare is the restore's rate as a share of what the modeled volume can serve: the
@@ -142,11 +145,11 @@ func BenchmarkCacheOnEBS(b *testing.B) {
 		})
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n| modeled (restore reads) | cache | files | full save (copy) | incremental save (copy), bytes | hold (max) | restore: Job (least the model allows), share; copy, share |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&sb, "\n| modeled (restore reads) | cache | files | full save (copy; least) | incremental save (copy; least), bytes | hold (max) | restore: Job (least the model allows), share; copy, share |\n|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		fmt.Fprintf(&sb, "| %d MiB/s (%.0f MiB/s) | %d MiB | %d | %.1f s (%.1f s) | %.1f s = %.0f%% (%.1f s = %.0f%%), %.1f%% | %.1f s | %.1f s (%.1f s), %.0f%%; %.1f s, %.0f%% |\n",
-			r.mibps, r.restoreModeled/(1<<20), r.cacheBytes>>20, r.files, r.fullSave.Seconds(), r.fullCopy.Seconds(),
-			r.incrSave.Seconds(), 100*float64(r.incrSave)/float64(r.fullSave), r.incrCopy.Seconds(), 100*float64(r.incrCopy)/float64(r.fullCopy),
+		fmt.Fprintf(&sb, "| %d MiB/s (%.0f MiB/s) | %d MiB | %d | %.1f s (%.1f s; %.1f s) | %.1f s = %.1f%% (%.1f s = %.0f%%; %.1f s), %.1f%% | %.1f s | %.1f s (%.1f s), %.0f%%; %.1f s, %.0f%% |\n",
+			r.mibps, r.restoreModeled/(1<<20), r.cacheBytes>>20, r.files, r.fullSave.Seconds(), r.fullCopy.Seconds(), r.fullLeast.Seconds(),
+			r.incrSave.Seconds(), 100*float64(r.incrSave)/float64(r.fullSave), r.incrCopy.Seconds(), 100*float64(r.incrCopy)/float64(r.fullCopy), r.incrLeast.Seconds(),
 			100*float64(r.incrWritten)/float64(r.fullWritten), maxDuration(r.hold).Seconds(),
 			r.restore.Seconds(), r.restoreModeledTime.Seconds(), 100*r.restoreShare(), r.restoreCopy.Seconds(), 100*r.copyShare())
 	}
@@ -189,6 +192,15 @@ func copierTime(tb testing.TB, node, op string) time.Duration {
 // copierSummary finds the copier's time in its log's summary, as Go prints a duration: one or
 // more number-unit pairs ("1m24.535s" is a minute and 24.535 seconds).
 var copierSummary = regexp.MustCompile(`(?:saved|restored) \d+ files, \d+ bytes in ((?:[0-9.]+[a-zµ]+)+)`)
+
+// logSaveVolume logs what a save's volume served, the least time its model allows for it and
+// when it served it (nodesim's timeline): how far a save was from its volume's caps, and at
+// which of them.
+func logSaveVolume(tb testing.TB, which string, st nodesim.VolumeStats) {
+	tb.Logf("%s save volume: %d MiB written in %d I/Os, %d MiB read in %d I/Os (%d first reads) at %.0f MiB/s and %.0f IOPS: at least %s; per %s:\n%s",
+		which, st.BytesWritten>>20, st.WriteIOs, st.BytesRead>>20, st.ReadIOs, st.FirstReads, st.BytesPerSecond/(1<<20), st.IOPS,
+		st.ModeledTime().Round(10*time.Millisecond), nodesim.TimelineStep, st.FormatTimeline(40))
+}
 
 func maxDuration(ds []time.Duration) time.Duration {
 	var m time.Duration
@@ -264,7 +276,9 @@ func runEBS(tb testing.TB, mibps, mb int, overBudget bool) ebsResult {
 	snapA, save, hold := awaitSaveAndRelease(tb, nodeA)
 	res.fullSave, res.hold = save, append(res.hold, hold)
 	res.fullCopy = copierTime(tb, nodeA, volumes.OpSave)
-	res.fullWritten = volumeStats(tb, volumes.SaveName(nodeA)).BytesWritten
+	sa := volumeStats(tb, volumes.SaveName(nodeA))
+	res.fullWritten, res.fullLeast = sa.BytesWritten, sa.ModeledTime()
+	logSaveVolume(tb, "full", sa)
 	await(tb, "A's snapshot to finish its upload", 10*time.Minute, func(ctx context.Context) (bool, error) {
 		return snapshotReady(ctx, snapA)
 	})
@@ -294,7 +308,9 @@ func runEBS(tb testing.TB, mibps, mb int, overBudget bool) ebsResult {
 	res.incrSave, res.hold = save, append(res.hold, hold)
 	res.incrCopy = copierTime(tb, nodeB, volumes.OpSave)
 	incr := volumes.SaveName(nodeB)
-	res.incrWritten = volumeStats(tb, incr).BytesWritten
+	sb := volumeStats(tb, incr)
+	res.incrWritten, res.incrLeast = sb.BytesWritten, sb.ModeledTime()
+	logSaveVolume(tb, "incremental", sb)
 	if vols := sim.VolumesOf(scenario.Namespace, incr); len(vols) != 1 || !provisionedFromSnapshot(sim, vols[0]) {
 		tb.Errorf("B's save volumes %v: want one, made from A's snapshot", vols)
 	}
@@ -405,7 +421,7 @@ func jobTime(tb testing.TB, node, op string) time.Duration {
 	if logs, _ := filepath.Glob(filepath.Join(sim.Root(), "logs", ns+"_"+pod+"_*.log")); len(logs) == 1 {
 		if out, err := os.ReadFile(logs[0]); err == nil {
 			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-			tb.Logf("%s on %s, %s, log ends:\n  %s", op, node, end.Time.Sub(start.Time).Round(time.Millisecond), strings.Join(lines[max(0, len(lines)-6):], "\n  "))
+			tb.Logf("%s on %s, %s, log ends:\n  %s", op, node, end.Time.Sub(start.Time).Round(time.Millisecond), strings.Join(lines[max(0, len(lines)-10):], "\n  "))
 		}
 	}
 	return end.Time.Sub(start.Time)

@@ -275,9 +275,10 @@ func book(now time.Time, io, ops *throttle, n int) (time.Duration, func(at time.
 // VolumeStats is what a volume has served since nodesim first mounted it.
 type VolumeStats struct {
 	// BytesRead and BytesWritten count file data through the volume's FUSE mount; ReadIOs
-	// the I/Os its reads counted as (one per 256 KiB of each request).
+	// and WriteIOs the I/Os its reads and writes counted as (one per 256 KiB of each
+	// request).
 	BytesRead, BytesWritten int64
-	ReadIOs                 int64
+	ReadIOs, WriteIOs       int64
 	// Lazy is set for a volume created from a snapshot that loads lazily; FirstReads counts
 	// the read requests that waited for a block, BlocksLoaded the blocks they loaded,
 	// BlocksHydrated those the initialization rate loaded, BlocksLeft those still in S3.
@@ -292,6 +293,8 @@ type VolumeStats struct {
 	LazyBytesPerSecond           float64
 	InitializationBytesPerSecond float64
 	IOPS                         float64
+	// Timeline is what the volume served in each TimelineStep since it was provisioned.
+	Timeline []Served
 }
 
 // ModeledReadBytesPerSecond is the fastest the volume can serve reads of blocks not loaded
@@ -315,6 +318,24 @@ func (s VolumeStats) ModeledReadTime() time.Duration {
 	}
 	if s.IOPS > 0 {
 		secs = max(secs, float64(s.ReadIOs)/s.IOPS)
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+// ModeledTime is the least time the volume's model lets it serve everything it served, reads
+// and writes: their bytes at its throughput cap (and the bytes read at its lazy loading rate,
+// if lower) or their I/Os at its IOPS cap, whichever takes longest. A save's share of its
+// least time is measured against it. Zero when nothing bounds them.
+func (s VolumeStats) ModeledTime() time.Duration {
+	var secs float64
+	if s.BytesPerSecond > 0 {
+		secs = float64(s.BytesRead+s.BytesWritten) / s.BytesPerSecond
+	}
+	if s.Lazy && s.LazyBytesPerSecond > 0 {
+		secs = max(secs, float64(s.BytesRead)/s.LazyBytesPerSecond)
+	}
+	if s.IOPS > 0 {
+		secs = max(secs, float64(s.ReadIOs+s.WriteIOs)/s.IOPS)
 	}
 	return time.Duration(secs * float64(time.Second))
 }

@@ -180,6 +180,10 @@ func TestCopierRoundTripThroughEBSVolumes(t *testing.T) {
 	if st := save.stats(); st.BytesWritten < dataBytes || st.BytesWritten > dataBytes+1<<20 {
 		t.Errorf("the save wrote %d bytes through the volume, want the tree's %d and its manifest", st.BytesWritten, dataBytes)
 	}
+	if st := save.stats(); st.WriteIOs < st.BytesWritten/ioSize {
+		t.Errorf("the save's writes of %d bytes counted as %d I/Os, want at least one per %d bytes", st.BytesWritten, st.WriteIOs, ioSize)
+	}
+	checkTimeline(t, "save", save.stats())
 
 	// A volume created from a snapshot of it: lazily loaded.
 	snap := filepath.Join(dir, "vol-restore")
@@ -207,6 +211,52 @@ func TestCopierRoundTripThroughEBSVolumes(t *testing.T) {
 	}
 	if st.ReadIOs < st.BytesRead/ioSize {
 		t.Errorf("the restore's reads of %d bytes counted as %d I/Os, want at least one per %d bytes", st.BytesRead, st.ReadIOs, ioSize)
+	}
+	checkTimeline(t, "restore", st)
+}
+
+// checkTimeline: a volume's timeline adds up to its totals.
+func checkTimeline(t *testing.T, name string, st VolumeStats) {
+	t.Helper()
+	var sum Served
+	for _, s := range st.Timeline {
+		sum.Bytes += s.Bytes
+		sum.IOs += s.IOs
+	}
+	if sum.Bytes != st.BytesRead+st.BytesWritten || sum.IOs != st.ReadIOs+st.WriteIOs {
+		t.Errorf("the %s volume's timeline adds up to %d bytes in %d I/Os, its totals to %d bytes in %d I/Os",
+			name, sum.Bytes, sum.IOs, st.BytesRead+st.BytesWritten, st.ReadIOs+st.WriteIOs)
+	}
+}
+
+// TestModeledTimeAndTimeline: a volume's least time is its bytes at its throughput cap or its
+// I/Os at its IOPS cap, whichever is longer, reads and writes together; its timeline prints
+// rates against both caps from its first busy step to its last.
+func TestModeledTimeAndTimeline(t *testing.T) {
+	st := VolumeStats{BytesRead: 8 << 20, BytesWritten: 24 << 20, ReadIOs: 100, WriteIOs: 700, BytesPerSecond: 32 << 20, IOPS: 400}
+	if got := st.ModeledTime(); got != 2*time.Second {
+		t.Errorf("800 I/Os at 400 IOPS, 32 MiB at 32 MiB/s: least time %s, want 2s (the IOPS cap)", got)
+	}
+	st.IOPS = 1600
+	if got := st.ModeledTime(); got != time.Second {
+		t.Errorf("800 I/Os at 1600 IOPS, 32 MiB at 32 MiB/s: least time %s, want 1s (the throughput cap)", got)
+	}
+	st.Lazy, st.LazyBytesPerSecond = true, 2<<20
+	if got := st.ModeledTime(); got != 4*time.Second {
+		t.Errorf("8 MiB read at a lazy rate of 2 MiB/s: least time %s, want 4s", got)
+	}
+
+	st = VolumeStats{BytesPerSecond: 32 << 20, IOPS: 400, Timeline: []Served{{}, {Bytes: 8 << 20, IOs: 100}, {}, {Bytes: 2 << 20, IOs: 50}, {}}}
+	want := "    0.00s    32.0 MiB/s    400 IOPS  (100% of throughput, 100% of IOPS)\n" +
+		"    0.25s     0.0 MiB/s      0 IOPS  (  0% of throughput,   0% of IOPS)\n" +
+		"    0.50s     8.0 MiB/s    200 IOPS  ( 25% of throughput,  50% of IOPS)\n"
+	if got := st.FormatTimeline(10); got != want {
+		t.Errorf("timeline:\n%s\nwant\n%s", got, want)
+	}
+	want = "    0.00s    16.0 MiB/s    200 IOPS  ( 50% of throughput,  50% of IOPS)\n" +
+		"    0.50s     8.0 MiB/s    200 IOPS  ( 25% of throughput,  50% of IOPS)\n"
+	if got := st.FormatTimeline(2); got != want {
+		t.Errorf("timeline in at most 2 lines:\n%s\nwant\n%s", got, want)
 	}
 }
 

@@ -41,8 +41,11 @@ type ebsVolume struct {
 	cancel context.CancelFunc
 
 	bytesRead, bytesWritten atomic.Int64
-	// readIOs counts the I/Os reads were charged (one per ioSize), capped or not.
-	readIOs atomic.Int64
+	// readIOs and writeIOs count the I/Os reads and writes were charged (one per ioSize),
+	// capped or not.
+	readIOs, writeIOs atomic.Int64
+	// served is what the volume served over time, for a benchmark's timeline.
+	served timeline
 
 	// server is the mount, nil until a pod first mounts the volume.
 	server *fuse.Server
@@ -58,6 +61,7 @@ func newEBSVolume(handle, backing, mountpoint string, m volumeModel) (*ebsVolume
 		io:  newThrottle(m.rate),
 		ops: newOpsThrottle(m.iops),
 		ctx: ctx, cancel: cancel,
+		served: timeline{start: time.Now()},
 	}
 	var root unix.Stat_t
 	if err := unix.Stat(backing, &root); err != nil {
@@ -133,7 +137,8 @@ func dataRanges(p string, size int64) ([][2]int64, error) {
 // stats reports what the volume served.
 func (v *ebsVolume) stats() VolumeStats {
 	st := VolumeStats{
-		BytesRead: v.bytesRead.Load(), BytesWritten: v.bytesWritten.Load(), ReadIOs: v.readIOs.Load(),
+		BytesRead: v.bytesRead.Load(), BytesWritten: v.bytesWritten.Load(), ReadIOs: v.readIOs.Load(), WriteIOs: v.writeIOs.Load(),
+		Timeline:         v.served.steps(),
 		BytesPerSecond:   max(v.model.rate, 0),
 		FirstReadLatency: v.model.latency, InitializationBytesPerSecond: v.model.initRate,
 		IOPS: max(v.model.iops, 0),

@@ -3,6 +3,7 @@ package nodesim
 import (
 	"context"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -194,7 +195,11 @@ func ios(n int) int { return max(1, (n+ioSize-1)/ioSize) }
 
 // charge waits until a request of n bytes may pass the volume's IOPS and throughput caps.
 func (v *ebsVolume) charge(ctx context.Context, n int) error {
-	return takeAll(ctx, v.io, v.ops, n)
+	if err := takeAll(ctx, v.io, v.ops, n); err != nil {
+		return err
+	}
+	v.served.add(time.Now(), int64(n), int64(ios(n)))
+	return nil
 }
 
 func (f *ebsFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -229,6 +234,7 @@ func (f *ebsFile) Write(ctx context.Context, data []byte, off int64) (uint32, sy
 	n, errno := f.lf.Write(ctx, data, off)
 	if n > 0 {
 		f.vol.bytesWritten.Add(int64(n))
+		f.vol.writeIOs.Add(int64(ios(int(n))))
 		if l := f.vol.lazy; l != nil {
 			l.written(f.ino, off, int64(n))
 		}
