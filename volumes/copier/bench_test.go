@@ -266,7 +266,7 @@ func BenchmarkIncrementalCopy(b *testing.B) {
 }
 
 // BenchmarkWalk re-copies the unchanged tree, so it measures the walk alone (every file kept
-// after a look at its copy, no data copied), listing one directory at a time and
+// by its Previous entry, no data copied), listing one directory at a time and
 // DefaultWalkDirs at once. On a local disk with warm caches this is the walk's CPU cost and
 // what two cores gain in parallel; through a FUSE mount, where each look is a round trip,
 // see BenchmarkFUSEPath in e2e/nodesim.

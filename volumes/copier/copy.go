@@ -63,6 +63,11 @@ type copier struct {
 	opts     Options
 	globs    []string
 	prev     map[string]*Entry
+	// prevDirs lists what each directory of dst holds, by Previous (see dstListing).
+	prevDirs map[string][]string
+	// leftAlone holds the regular files of several links that the copy left as Previous
+	// has them: their other names at dst still share their inode.
+	leftAlone sync.Map
 	// id is this copy's Manifest.ID, the Origin of what it writes.
 	id string
 	// expect, set by Restore, is the source's manifest, checked as the
@@ -164,6 +169,7 @@ func newCopier(src, dst string, opts Options) (*copier, error) {
 		for i := range opts.Previous.Entries {
 			c.prev[opts.Previous.Entries[i].Path] = &opts.Previous.Entries[i]
 		}
+		c.prevDirs = dstListing(opts.Previous)
 	}
 	return c, nil
 }

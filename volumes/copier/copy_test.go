@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -240,22 +241,60 @@ func TestCopyIncremental(t *testing.T) {
 	}
 }
 
-// The previous manifest alone is not trusted: a dst file that no longer
-// matches it is copied again.
-func TestCopyIncrementalRecopiesTamperedDst(t *testing.T) {
+// An incremental copy takes dst to be as Previous says (see dstListing): it lists none of
+// dst's directories that Previous lists, and leaves a file alone without looking at its copy.
+// A dst that differs from its manifest is refused by the restore that reads it.
+func TestCopyIncrementalTakesDstAsPrevious(t *testing.T) {
 	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "dst")
 	buildManyFiles(t, src, 30, 3)
 	if _, err := Copy(context.Background(), src, dst, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	prev, _ := ReadManifest(dst)
+	var listed []string
+	var mu sync.Mutex
+	opts := Options{Previous: &prev, Baseline: baselineNow(t, &prev), hooks: &hooks{at: func(point, rel string) error {
+		if point == "list-dst" {
+			mu.Lock()
+			listed = append(listed, rel)
+			mu.Unlock()
+		}
+		return nil
+	}}}
+	// Changed behind the manifest's back: a file truncated, a directory Previous does not list
+	// (with a file), which the source now has too (with another).
 	must(t, os.Truncate(filepath.Join(dst, manyPath(0)), 1))
-	m, err := Copy(context.Background(), src, dst, Options{Previous: &prev, Baseline: baselineNow(t, &prev)})
+	mustWrite(t, filepath.Join(dst, "stray/old"), []byte("not in the manifest"), 0o644)
+	mustWrite(t, filepath.Join(src, "stray/new"), []byte("added"), 0o644)
+	m, err := Copy(context.Background(), src, dst, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Stats.CopiedFiles != 1 {
-		t.Errorf("copied %d files, want the 1 tampered one", m.Stats.CopiedFiles)
+	if m.Stats.CopiedFiles != 1 || m.Stats.Deleted != 1 {
+		t.Errorf("copied %d files and deleted %d entries, want the 1 added and the stray one", m.Stats.CopiedFiles, m.Stats.Deleted)
+	}
+	if !slices.Equal(listed, []string{"stray"}) {
+		t.Errorf("dst directories listed: %q, want only the one Previous does not list", listed)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "stray/old")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the stray directory's old file: %v, want it gone", err)
+	}
+	// The truncated file was left alone: the tree no longer matches its manifest, and a
+	// restore from it says so.
+	final := filepath.Join(t.TempDir(), "cache")
+	_, err = Restore(context.Background(), dst, final+".staging", final, Options{})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), manyPath(0)) {
+		t.Errorf("restoring from a copy whose file was truncated behind its manifest: %v, want ErrCorrupt naming %s", err, manyPath(0))
+	}
+
+	// Without Previous every directory of an existing dst is listed.
+	listed = nil
+	opts.Previous, opts.Baseline = nil, nil
+	if _, err := Copy(context.Background(), src, dst, opts); err != nil {
+		t.Fatal(err)
+	}
+	if want := int(m.Totals.Dirs) + 1; len(listed) != want {
+		t.Errorf("a copy onto dst without Previous listed %d of its directories, want all %d", len(listed), want)
 	}
 	compareContents(t, contents(t, src), contents(t, dst))
 }

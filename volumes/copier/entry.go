@@ -59,8 +59,9 @@ func (c *copier) copyEntry(ctx context.Context, j job) (e Entry, ok bool, err er
 	}
 }
 
-// unchanged reports whether an incremental copy may leave dst/rel alone.
-func (c *copier) unchanged(j *job, e *Entry, dp string) bool {
+// unchanged reports whether an incremental copy may leave dst/rel alone. dst is as
+// Previous says (see dstListing): the file is not looked at there.
+func (c *copier) unchanged(j *job, e *Entry) bool {
 	p := c.prev[e.Path]
 	if p == nil || p.Type != TypeFile || p.Link != "" || p.Size != e.Size || p.MtimeNs != e.MtimeNs ||
 		p.Mode != e.Mode || p.UID != e.UID || p.GID != e.GID {
@@ -73,13 +74,6 @@ func (c *copier) unchanged(j *job, e *Entry, dp string) bool {
 	if p.SHA256 == "" && c.wantsChecksum(j.rel) {
 		return false // the globs grew; the checksum has to be computed
 	}
-	var ds unix.Stat_t
-	if unix.Lstat(dp, &ds) != nil {
-		return false
-	}
-	if ds.Mode&unix.S_IFMT != unix.S_IFREG || ds.Size != j.st.Size || ds.Mtim != j.st.Mtim || ds.Mode&0o7777 != e.Mode {
-		return false
-	}
 	e.SHA256, e.Origin = p.SHA256, p.Origin
 	return true
 }
@@ -87,7 +81,10 @@ func (c *copier) unchanged(j *job, e *Entry, dp string) bool {
 func (c *copier) copyFile(ctx context.Context, j job) (Entry, error) {
 	sp, dp := c.srcPath(j.rel), c.dstPath(j.rel)
 	e := entryFromStat(j.rel, TypeFile, &j.st)
-	if c.prev != nil && j.dstMayExist && c.unchanged(&j, &e, dp) {
+	if c.prev != nil && j.dstMayExist && c.unchanged(&j, &e) {
+		if j.st.Nlink > 1 {
+			c.leftAlone.Store(j.rel, true)
+		}
 		c.skippedFiles.Add(1)
 		c.skippedBytes.Add(e.Size)
 		c.filesDone.Add(1)

@@ -27,7 +27,9 @@ func (c *copier) finishLinks(ctx context.Context) error {
 		kept := false
 		if l.dstMayExist {
 			var ds, ps unix.Stat_t
-			if unix.Lstat(dp, &ds) == nil && unix.Lstat(pp, &ps) == nil && ds.Ino == ps.Ino && ds.Dev == ps.Dev {
+			if c.linkLeftAlone(l) {
+				kept = true
+			} else if unix.Lstat(dp, &ds) == nil && unix.Lstat(pp, &ps) == nil && ds.Ino == ps.Ino && ds.Dev == ps.Dev {
 				kept = true
 			} else if err := c.clear(dp); err != nil {
 				return err
@@ -43,6 +45,18 @@ func (c *copier) finishLinks(ctx context.Context) error {
 		c.entries = append(c.entries, e)
 	}
 	return nil
+}
+
+// linkLeftAlone says whether dst/l.rel is, by Previous, a name of l.primary's
+// inode that the copy left alone: then the name is right without a look (see
+// dstListing).
+func (c *copier) linkLeftAlone(l linkJob) bool {
+	p, ok := c.previous(l.rel)
+	if !ok || p == nil || p.Link != filepath.ToSlash(l.primary) {
+		return false
+	}
+	_, left := c.leftAlone.Load(l.primary)
+	return left
 }
 
 // finishDirs applies directory metadata after everything inside is written:

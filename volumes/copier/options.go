@@ -41,12 +41,13 @@ type Options struct {
 	ChecksumGlobs []string
 
 	// Previous, if set, is the manifest of the copy already at dst (read it
-	// with ReadManifest before calling Copy: Copy removes it). A file is left
-	// alone only when Baseline vouches that the source still holds the bytes
-	// its Previous entry's Origin names, the entry's size, mtime, mode and
-	// owner match, and the dst copy still has that size and mtime. Only the
-	// previous manifest is trusted for dst, not dst alone: it proves those
-	// dst files were completely written and synced once.
+	// with ReadManifest before calling Copy: Copy removes it). dst is taken
+	// to be as it describes: its directories are not listed and the files
+	// left alone are not looked at (see dstListing; a restore refuses a tree
+	// that differs from its manifest). A file is left alone only when
+	// Baseline vouches that the source still holds the bytes its Previous
+	// entry's Origin names, and the entry's size, mtime, mode and owner
+	// match.
 	Previous *Manifest
 	// Baseline says what the source holds (see Baseline); without it, or
 	// without Previous, every file is copied.
@@ -137,11 +138,11 @@ const (
 	// copied at once.
 	DefaultRangeReads = 8
 	// DefaultWalkDirs is the default number of directories listed at once.
-	// An unchanged file costs an incremental save its listing and a look at
-	// its copy, each a round trip through a FUSE mount or a wait on S3 on a
-	// lazily loaded volume; walked one directory at a time, 22k unchanged
-	// files cost an incremental save over nodesim's loopback more than the
-	// 5% of them that changed.
+	// An unchanged file costs an incremental save its listing, a round trip
+	// through a FUSE mount; walked one directory at a time (and each file's
+	// copy looked at, as before dstListing), 22k unchanged files cost an
+	// incremental save over nodesim's loopback more than the 5% of them that
+	// changed.
 	DefaultWalkDirs = 16
 )
 

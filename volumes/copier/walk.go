@@ -16,10 +16,10 @@ import (
 // The walk lists the source tree, creates its directories at dst, and hands
 // every non-directory to the copy workers. It lists up to Options.WalkDirs
 // directories at once: an unchanged entry costs an incremental save nothing
-// but its listing and a look at its copy, and over a FUSE mount or a volume
-// lazily loaded from an EBS snapshot each of those waits on a round trip, so
-// a walk of one directory at a time, not the data, bounded an incremental
-// save of a cache of many small files.
+// but its listing (dst is as Previous says, see dstListing), and over a FUSE
+// mount each listing waits on a round trip, so a walk of one directory at a
+// time, not the data, bounded an incremental save of a cache of many small
+// files.
 //
 // Its result is the serial walk's, whatever the order the walkers ran in:
 // directories are put back in walk order (depth first, names in byte order)
@@ -290,21 +290,45 @@ func (w *walker) send(j job) error {
 func (c *copier) makeDir(rel string, parentExisted bool) (bool, error) {
 	dp := c.dstPath(rel)
 	if parentExisted {
-		var st unix.Stat_t
-		err := unix.Lstat(dp, &st)
-		switch {
-		case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
-			return true, nil
-		case err == nil:
-			if err := c.remove(dp); err != nil {
-				return false, err
+		if p, ok := c.previous(rel); ok {
+			if p != nil && p.Type == TypeDir {
+				return true, nil
 			}
-		case !errors.Is(err, unix.ENOENT):
-			return false, fmt.Errorf("stat %s: %w", dp, err)
+			if p != nil {
+				if err := c.remove(dp); err != nil {
+					return false, err
+				}
+			}
+		} else if existed, err := c.lookDir(dp); err != nil || existed {
+			return existed, err
 		}
 	}
-	if err := unix.Mkdir(dp, 0o700); err != nil {
+	err := unix.Mkdir(dp, 0o700)
+	if errors.Is(err, unix.EEXIST) && parentExisted {
+		// dst holds what Previous does not list: look, as without it.
+		if existed, err := c.lookDir(dp); err != nil || existed {
+			return existed, err
+		}
+		err = unix.Mkdir(dp, 0o700)
+	}
+	if err != nil {
 		return false, fmt.Errorf("creating directory %s: %w", dp, err)
+	}
+	return false, nil
+}
+
+// lookDir says whether the dst path dp is a directory, and removes whatever
+// else is there.
+func (c *copier) lookDir(dp string) (bool, error) {
+	var st unix.Stat_t
+	err := unix.Lstat(dp, &st)
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return true, nil
+	case err == nil:
+		return false, c.remove(dp)
+	case !errors.Is(err, unix.ENOENT):
+		return false, fmt.Errorf("stat %s: %w", dp, err)
 	}
 	return false, nil
 }
@@ -339,17 +363,27 @@ func readDirStat(dir string) ([]string, []unix.Stat_t, error) {
 	return names, stats, nil
 }
 
-// deleteExtra removes entries of dst/rel that src/rel no longer has.
+// deleteExtra removes entries of dst/rel that src/rel no longer has. What
+// dst/rel holds is read from Previous where it lists the directory (see
+// dstListing), and from dst where it does not.
 func (c *copier) deleteExtra(rel string, srcEnts []string) error {
 	dp := c.dstPath(rel)
-	f, err := os.Open(dp)
-	if err != nil {
-		return fmt.Errorf("listing destination directory: %w", err)
-	}
-	names, err := f.Readdirnames(-1)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("listing destination directory %s: %w", dp, err)
+	var names []string
+	if p, ok := c.previous(rel); ok && (rel == "" || p != nil && p.Type == TypeDir) {
+		names = c.prevDirs[filepath.ToSlash(rel)]
+	} else {
+		if err := c.hook("list-dst", rel); err != nil {
+			return fmt.Errorf("listing destination directory %s: %w", dp, err)
+		}
+		f, err := os.Open(dp)
+		if err != nil {
+			return fmt.Errorf("listing destination directory: %w", err)
+		}
+		names, err = f.Readdirnames(-1)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("listing destination directory %s: %w", dp, err)
+		}
 	}
 	keep := make(map[string]struct{}, len(srcEnts))
 	for _, e := range srcEnts {
