@@ -14,12 +14,14 @@ import (
 )
 
 // finishLinks gives every hardlink secondary its name, once the primary's
-// content and metadata are final (they are shared through the inode).
+// content and metadata are final (they are shared through the inode). The
+// names are independent of each other and made in parallel: each is a round
+// trip on a volume, and a first look at a directory of an incremental save's
+// volume waits on S3 (the walk no longer reads them, see dstListing).
 func (c *copier) finishLinks(ctx context.Context) error {
-	for _, l := range c.links {
-		if err := ctx.Err(); err != nil {
-			return context.Cause(ctx)
-		}
+	entries := make([]Entry, len(c.links))
+	err := c.parallel(ctx, len(c.links), func(i int) error {
+		l := c.links[i]
 		dp, pp := c.dstPath(l.rel), c.dstPath(l.primary)
 		if err := c.hook("link", l.rel); err != nil {
 			return fmt.Errorf("linking %s to %s: %w", dp, pp, err)
@@ -40,10 +42,14 @@ func (c *copier) finishLinks(ctx context.Context) error {
 				return fmt.Errorf("linking %s to %s: %w", dp, pp, err)
 			}
 		}
-		e := entryFromStat(l.rel, TypeFile, &l.st)
-		e.Link = filepath.ToSlash(l.primary)
-		c.entries = append(c.entries, e)
+		entries[i] = entryFromStat(l.rel, TypeFile, &l.st)
+		entries[i].Link = filepath.ToSlash(l.primary)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
+	c.entries = append(c.entries, entries...)
 	return nil
 }
 
