@@ -148,7 +148,7 @@ func (w Window) ActiveDeadlineSeconds(now time.Time, d Deadline) int64 {
 // PodResult reads a finished cache pod's result from its copier container's termination
 // message. done is false while the container has not terminated. A container that terminated
 // without a readable result (OOM-killed, deadline exceeded) is a failure, named by its exit code;
-// the exit codes of unclean, no-cache and wiped still say what they mean.
+// the exit codes of unclean, no-cache, wiped, no-space and corrupt still say what they mean.
 func PodResult(pod *corev1.Pod) (r JobResult, done bool) {
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.Name != CopierContainer || cs.State.Terminated == nil {
@@ -167,6 +167,8 @@ func PodResult(pod *corev1.Pod) (r JobResult, done bool) {
 			return JobResult{Result: ResultWiped, Reason: "exit code 5"}, true
 		case ExitNoSpace:
 			return JobResult{Result: ResultNoSpace, Reason: "exit code 6"}, true
+		case ExitCorrupt:
+			return JobResult{Result: ResultCorrupt, Reason: "exit code 7"}, true
 		}
 		reason := fmt.Sprintf("exit code %d", t.ExitCode)
 		if t.Reason != "" {

@@ -121,6 +121,8 @@ func TestPodResult(t *testing.T) {
 		{"warm verify", terminated(ExitOK, `{"result":"warm","bytes":0,"files":0,"durationSeconds":0}`, ""), true, ResultWarm, ""},
 		{"wiped verify", terminated(ExitWiped, `{"result":"wiped","reason":"worker/ was reset"}`, ""), true, ResultWiped, "worker/ was reset"},
 		{"wiped exit without message", terminated(ExitWiped, "", "Error"), true, ResultWiped, "exit code 5"},
+		{"corrupt restore", terminated(ExitCorrupt, `{"result":"corrupt","reason":"worker/x: size 1"}`, ""), true, ResultCorrupt, "worker/x: size 1"},
+		{"corrupt exit without message", terminated(ExitCorrupt, "", "Error"), true, ResultCorrupt, "exit code 7"},
 		{"oom killed", terminated(137, "", "OOMKilled"), true, ResultFailed, "exit code 137 (OOMKilled)"},
 		{"evicted before running", &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted"}}, true, ResultFailed, "pod failed: Evicted"},
 	} {

@@ -83,6 +83,7 @@ const (
 	ExitNoCache = 4 // restore: the volume holds no manifest (never restore it)
 	ExitWiped   = 5 // verify: the engine did not keep the restored cache (ResultWiped)
 	ExitNoSpace = 6 // save refused before copying: the cache does not fit the volume (ResultNoSpace)
+	ExitCorrupt = 7 // restore refused: the volume does not match its manifest (ResultCorrupt)
 )
 
 // Result values of a cache Job.
@@ -101,6 +102,11 @@ const (
 	// ResultNoSpace (save): the cache, measured before the copy, does not fit the save volume;
 	// nothing was copied. Bytes and Files are the cache's allocated bytes and inodes.
 	ResultNoSpace = "no-space"
+	// ResultCorrupt (restore): the volume does not hold what its manifest says (an entry
+	// missing, or of another type, size, time or checksum); nothing was restored. The snapshot
+	// it was made from is bad: warmpool quarantines it, so that no restore uses it again and
+	// no incremental save clones it (a save takes its volume to be as the manifest says).
+	ResultCorrupt = "corrupt"
 )
 
 // JobResult is what a cache Job writes to its termination message (a small JSON

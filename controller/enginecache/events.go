@@ -94,9 +94,11 @@ const (
 	msgRestoreUnverified    = "cache copied from VolumeSnapshot %s/%s, but whether the engine kept it is unknown: %s"
 
 	// ReasonQuarantined (Warning, VolumeSnapshot and Node): the engine discarded a restored
-	// copy; the snapshot is never restored again.
+	// copy, or the restore found the snapshot's volume does not match its manifest; the
+	// snapshot is never restored again, nor cloned for a save.
 	ReasonQuarantined        = "CacheSnapshotQuarantined"
 	msgQuarantinedOnSnapshot = "the engine on node %s discarded the cache restored from this snapshot (%s): it is never restored again"
+	msgCorruptOnSnapshot     = "the restore on node %s found this snapshot's volume does not match its manifest (%s): it is never restored again, nor cloned for a save"
 	msgQuarantined           = "quarantined VolumeSnapshot %s/%s: %s"
 )
 
@@ -120,6 +122,9 @@ const (
 	// ColdNoCSIDriver: the node's CSINode never listed the restore class's CSI driver within
 	// the restore's budget, so no volume could be attached to it.
 	ColdNoCSIDriver = "csi-driver-not-registered"
+	// ColdCorrupt: the restore found the snapshot's volume does not match its manifest; the
+	// snapshot is quarantined.
+	ColdCorrupt = "snapshot-corrupt"
 	// ColdWiped: the engine discarded the restored cache at start.
 	ColdWiped = "engine-wiped"
 	// ColdJobsWaiting: the pool had jobs waiting that its usable nodes could not take, so the

@@ -29,7 +29,7 @@ var (
 	}, []string{"pool"})
 	restoresTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warmpool_cache_restores_total",
-		Help: "Cache restores that ran a copy Job, by result: warm (the engine started on the copy and kept it), wiped (the engine discarded it; the snapshot is quarantined), unverified (the engine did not tell in time), no-cache, failed, timeout.",
+		Help: "Cache restores that ran a copy Job, by result: warm (the engine started on the copy and kept it), wiped (the engine discarded it; the snapshot is quarantined), unverified (the engine did not tell in time), no-cache, corrupt (the volume did not match its manifest; the snapshot is quarantined), failed, timeout.",
 	}, []string{"pool", "result"})
 	restoreDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "warmpool_cache_restore_duration_seconds",
@@ -69,10 +69,10 @@ func InitMetrics(cfg *config.Config) {
 		for _, r := range []string{outcomeSaved, outcomeUnclean, outcomeFailed} {
 			savesTotal.WithLabelValues(p.Name, r)
 		}
-		for _, r := range []string{volumes.ResultWarm, volumes.ResultWiped, restoreUnverified, volumes.ResultFailed, volumes.ResultNoCache, "timeout"} {
+		for _, r := range []string{volumes.ResultWarm, volumes.ResultWiped, restoreUnverified, volumes.ResultFailed, volumes.ResultNoCache, volumes.ResultCorrupt, "timeout"} {
 			restoresTotal.WithLabelValues(p.Name, r)
 		}
-		for _, r := range []string{ColdNoSnapshot, ColdFailed, ColdTimeout, ColdNoCache, ColdWiped, ColdJobsWaiting} {
+		for _, r := range []string{ColdNoSnapshot, ColdFailed, ColdTimeout, ColdNoCache, ColdCorrupt, ColdWiped, ColdJobsWaiting} {
 			coldStarts.WithLabelValues(p.Name, r)
 		}
 		for _, r := range []string{volumes.LostTimeout, volumes.LostSpotInterruption, volumes.LostNoTime, volumes.LostNodeGone, lostSnapshotFailed} {

@@ -25,8 +25,8 @@ func TestInitMetricsCreatesSeriesForCachePools(t *testing.T) {
 			t.Errorf("%s: %d series for the cache pool (want some), %d for the other (want 0)", name, on, off)
 		}
 	}
-	if n := seriesOf(t, coldStarts, "init-on"); n != 6 {
-		t.Errorf("cold starts: %d series, want one per reason pre-created (6)", n)
+	if n := seriesOf(t, coldStarts, "init-on"); n != 7 {
+		t.Errorf("cold starts: %d series, want one per reason pre-created (7)", n)
 	}
 }
 

@@ -308,6 +308,14 @@ func (c *RestoreController) awaitCopy(ctx context.Context, s *restoreState) (ste
 		return steps.Stop, c.warm(ctx, s, r)
 	case volumes.ResultNoCache:
 		return steps.Stop, c.cold(ctx, s, ColdNoCache, "snapshot "+s.snapshot+" holds no complete cache: "+r.Reason)
+	case volumes.ResultCorrupt:
+		// A bad copy: no restore may use it again, and no save may clone it (a save takes its
+		// volume to be as the manifest says).
+		events, err := c.quarantine(ctx, s, s.snapshot, fmt.Sprintf(msgCorruptOnSnapshot, s.name, r.Reason), r.Reason)
+		if err != nil {
+			return steps.Stop, err
+		}
+		return steps.Stop, c.cold(ctx, s, ColdCorrupt, fmt.Sprintf("restore from %s: %s", s.snapshot, r.Reason), events...)
 	}
 	return steps.Stop, c.cold(ctx, s, ColdFailed, fmt.Sprintf("restore from %s %s: %s", s.snapshot, r.Result, r.Reason))
 }

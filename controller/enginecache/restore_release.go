@@ -58,10 +58,13 @@ func (c *RestoreController) releaseReported(ctx context.Context, s *restoreState
 }
 
 // cold releases a node without a restored cache, saying why.
-func (c *RestoreController) cold(ctx context.Context, s *restoreState, reason, detail string) error {
+func (c *RestoreController) cold(ctx context.Context, s *restoreState, reason, detail string, extra ...reportEvent) error {
 	rep := &report{ID: restoreReportID(s), Log: "cold start", LogValues: []string{"reason", reason, "detail", detail}}
+	for _, e := range extra {
+		rep.event(e)
+	}
 	if s.job != nil {
-		result := map[string]string{ColdFailed: volumes.ResultFailed, ColdTimeout: "timeout", ColdNoCache: volumes.ResultNoCache}[reason]
+		result := map[string]string{ColdFailed: volumes.ResultFailed, ColdTimeout: "timeout", ColdNoCache: volumes.ResultNoCache, ColdCorrupt: volumes.ResultCorrupt}[reason]
 		if result != "" {
 			rep.count("warmpool_cache_restores_total", s.poolName, result)
 		}

@@ -108,7 +108,7 @@ func (c *RestoreController) awaitVerify(ctx context.Context, s *restoreState) (s
 	case volumes.ResultWarm:
 		return steps.Stop, c.concludeVerify(ctx, s, volumes.ResultWarm, "")
 	case volumes.ResultWiped:
-		events, err := c.quarantine(ctx, s, r.Reason)
+		events, err := c.quarantine(ctx, s, s.node.Annotations[AnnotationRestoreSnapshot], fmt.Sprintf(msgQuarantinedOnSnapshot, s.name, r.Reason), r.Reason)
 		if err != nil {
 			return steps.Stop, err
 		}
@@ -117,11 +117,12 @@ func (c *RestoreController) awaitVerify(ctx context.Context, s *restoreState) (s
 	return steps.Stop, c.concludeVerify(ctx, s, restoreUnverified, fmt.Sprintf("verify %s: %s", r.Result, r.Reason))
 }
 
-// quarantine marks the snapshot the engine discarded, so no node restores it again and
-// retention keeps the previous good one. Its Events are returned for the verdict's report: a
-// snapshot quarantined by a controller that died before the verdict is reported with it.
-func (c *RestoreController) quarantine(ctx context.Context, s *restoreState, reason string) ([]reportEvent, error) {
-	name := s.node.Annotations[AnnotationRestoreSnapshot]
+// quarantine marks the snapshot name that the engine discarded, or whose volume does not
+// match its manifest, so no node restores it again, no save clones it, and retention keeps
+// the previous good one; onSnapshot is the Event on it. Its Events are returned for the
+// report of the outcome: a snapshot quarantined by a controller that died before the report
+// is reported with it.
+func (c *RestoreController) quarantine(ctx context.Context, s *restoreState, name, onSnapshot, reason string) ([]reportEvent, error) {
 	snap := &snapshotv1.VolumeSnapshot{}
 	ok, err := c.get(ctx, name, snap)
 	if err != nil || !ok {
@@ -135,8 +136,7 @@ func (c *RestoreController) quarantine(ctx context.Context, s *restoreState, rea
 		}
 	}
 	return []reportEvent{
-		objectEvent(snap, snapshotv1.SchemeGroupVersion.String(), "VolumeSnapshot", corev1.EventTypeWarning, ReasonQuarantined,
-			fmt.Sprintf(msgQuarantinedOnSnapshot, s.name, reason)),
+		objectEvent(snap, snapshotv1.SchemeGroupVersion.String(), "VolumeSnapshot", corev1.EventTypeWarning, ReasonQuarantined, onSnapshot),
 		nodeEvent(s.name, s.node.UID, corev1.EventTypeWarning, ReasonQuarantined, fmt.Sprintf(msgQuarantined, c.namespace(), name, reason)),
 	}, nil
 }

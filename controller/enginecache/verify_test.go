@@ -141,6 +141,46 @@ func TestRestoreWipedByTheEngineQuarantinesTheSnapshot(t *testing.T) {
 	e.restoreOnto(pool, second, "good")
 }
 
+// A restore that finds its volume does not match the volume's manifest quarantines the
+// snapshot: the node starts cold at once, and neither the next restore nor a save (which takes
+// its volume to be as the manifest says) uses the snapshot again.
+func TestRestoreOfACorruptCopyQuarantinesTheSnapshot(t *testing.T) {
+	pool, first, second := unique("corrupt"), unique("corrupt-node"), unique("corrupt-next")
+	e := newEnv(t, poolYAML(pool))
+	e.newSnapshot("good", pool, "amd64", engineVersion, e.clk.Now().Add(-2*time.Hour), true)
+	e.newSnapshot("bad", pool, "amd64", engineVersion, e.clk.Now().Add(-time.Hour), true)
+	newNode(t, first, pool, "amd64", startupTaint(), runnerTaint(pool))
+	pvc := &corev1.PersistentVolumeClaim{}
+	e.waitExists(volumes.RestoreName(first), pvc)
+	if pvc.Spec.DataSource == nil || pvc.Spec.DataSource.Name != "bad" {
+		t.Fatalf("node %s restores from %+v, want the newest snapshot", first, pvc.Spec.DataSource)
+	}
+	reason := "refusing to restore from /volume: copy does not match its manifest: worker/x.db: size 1, manifest says 4096"
+	e.runJob(volumes.RestoreName(first), volumes.ExitCorrupt, volumes.JobResult{Result: volumes.ResultCorrupt, Reason: reason})
+
+	waitReleased(t, first)
+	waitNodeEvent(t, first, enginecache.ReasonColdStart, enginecache.ColdCorrupt, "bad", "worker/x.db")
+	waitNodeEvent(t, first, enginecache.ReasonQuarantined, "bad", "worker/x.db")
+	waitMetric(t, "warmpool_cache_restores_total", map[string]string{"pool": pool, "result": volumes.ResultCorrupt}, 1)
+	waitMetric(t, "warmpool_cold_starts_total", map[string]string{"pool": pool, "reason": enginecache.ColdCorrupt}, 1)
+	eventually(t, "snapshot bad quarantined", func() error {
+		s := &snapshotv1.VolumeSnapshot{}
+		get(t, "bad", e.Namespace, s)
+		if !volumes.Quarantined(s) || !strings.Contains(s.Annotations[volumes.AnnotationQuarantineReason], "does not match its manifest") {
+			return fmt.Errorf("labels %v annotations %v", s.Labels, s.Annotations)
+		}
+		return nil
+	})
+	n := &corev1.Node{}
+	get(t, first, "", n)
+	if n.Annotations[enginecache.AnnotationRestore] == "verifying" {
+		t.Fatalf("a node whose restore was refused is verifying: %v", n.Annotations)
+	}
+
+	// The next node gets the older good snapshot.
+	e.restoreOnto(pool, second, "good")
+}
+
 func TestRestoreUnverifiedWhenTheEngineNeverGetsReady(t *testing.T) {
 	pool, node := unique("unverified"), unique("unverified-node")
 	e := newEnv(t, poolYAML(pool))

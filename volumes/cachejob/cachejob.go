@@ -191,8 +191,11 @@ func useBaseline(b copier.Baseline, err error, logf func(string, ...any)) *copie
 // set; the error says why the result is not "restored".
 //
 //   - A volume without a readable manifest: "no-cache", CacheDir untouched.
-//   - A copy of another engine version or architecture (the engine would wipe it), or a copy
-//     that does not match its manifest: "failed" with the reason, CacheDir untouched.
+//   - A copy of another engine version or architecture (the engine would wipe it): "failed"
+//     with the reason, CacheDir untouched.
+//   - A volume that does not match its manifest (copier.ErrSourceCorrupt): "corrupt" with
+//     the first entry that differs, CacheDir untouched; the controller quarantines the
+//     snapshot.
 //   - A copier that cannot copy trusted.* attributes (copier.ErrNoTrustedXattrs): "failed"
 //     naming what is missing, CacheDir untouched, no staging dir.
 func Restore(ctx context.Context, o RestoreOptions) (volumes.JobResult, error) {
@@ -232,7 +235,11 @@ func Restore(ctx context.Context, o RestoreOptions) (volumes.JobResult, error) {
 		o.VolumeDir, saved.SourceNode, saved.Created.Format(time.RFC3339), saved.Totals.Files, saved.Totals.Bytes, o.CacheDir, staging)
 	m, err := copier.RestoreSaved(ctx, o.VolumeDir, &saved, staging, o.CacheDir, o.copierOptions())
 	if err != nil {
-		return copyFailed(res, logf, "restoring into "+o.CacheDir, err)
+		res, err = copyFailed(res, logf, "restoring into "+o.CacheDir, err)
+		if errors.Is(err, copier.ErrSourceCorrupt) {
+			res.Result = volumes.ResultCorrupt
+		}
+		return res, err
 	}
 	logWarnings(logf, m)
 	if err := o.markRestored(logf); err != nil {
@@ -253,6 +260,8 @@ func ExitCode(r volumes.JobResult) int {
 		return volumes.ExitNoCache
 	case volumes.ResultNoSpace:
 		return volumes.ExitNoSpace
+	case volumes.ResultCorrupt:
+		return volumes.ExitCorrupt
 	default:
 		return volumes.ExitFailed
 	}

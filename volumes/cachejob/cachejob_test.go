@@ -333,7 +333,7 @@ func TestRestoreLeavesTheCacheAloneWithoutAGoodCopy(t *testing.T) {
 		{"copy that does not match its manifest", func(t *testing.T, v string) {
 			good(t, v)
 			os.WriteFile(filepath.Join(v, copier.EngineStateDB), []byte("torn"), 0o644)
-		}, "v0.19.7", volumes.ResultFailed, volumes.ExitFailed, "dagql-cache.db"},
+		}, "v0.19.7", volumes.ResultCorrupt, volumes.ExitCorrupt, "dagql-cache.db"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()

@@ -283,8 +283,8 @@ func TestCopyIncrementalTakesDstAsPrevious(t *testing.T) {
 	// restore from it says so.
 	final := filepath.Join(t.TempDir(), "cache")
 	_, err = Restore(context.Background(), dst, final+".staging", final, Options{})
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), manyPath(0)) {
-		t.Errorf("restoring from a copy whose file was truncated behind its manifest: %v, want ErrCorrupt naming %s", err, manyPath(0))
+	if !errors.Is(err, ErrSourceCorrupt) || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), manyPath(0)) {
+		t.Errorf("restoring from a copy whose file was truncated behind its manifest: %v, want ErrSourceCorrupt naming %s", err, manyPath(0))
 	}
 
 	// Without Previous every directory of an existing dst is listed.

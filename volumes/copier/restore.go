@@ -14,6 +14,19 @@ import (
 // architecture, which the engine would wipe on start (or worse, misread).
 var ErrIncompatible = errors.New("cache copy is for a different engine")
 
+// ErrSourceCorrupt is what a restore's error also is (beside ErrCorrupt and its
+// *CorruptError) when its source did not match the source's manifest: the saved
+// copy itself is bad, and so is the snapshot it came from. A restored copy that
+// failed Verify in staging is ErrCorrupt alone: that is the node's disk.
+var ErrSourceCorrupt = errors.New("the saved copy does not match its manifest")
+
+// sourceCorrupt marks a restore's error as ErrSourceCorrupt without changing its
+// message.
+type sourceCorrupt struct{ error }
+
+func (e sourceCorrupt) Unwrap() error        { return e.error }
+func (e sourceCorrupt) Is(target error) bool { return target == ErrSourceCorrupt }
+
 // Restore puts the verified copy at src into place at finalDir without ever
 // exposing a partial cache there:
 //
@@ -122,7 +135,7 @@ func restoreSaved(ctx context.Context, src string, saved *Manifest, stagingDir, 
 	if errors.Is(err, ErrCorrupt) {
 		// Only the check of src makes the copy fail so.
 		_ = os.RemoveAll(stagingDir)
-		return Manifest{}, fmt.Errorf("refusing to restore from %s: %w", src, err)
+		return Manifest{}, sourceCorrupt{fmt.Errorf("refusing to restore from %s: %w", src, err)}
 	}
 	if err == nil {
 		_, err = Verify(stagingDir)
