@@ -570,8 +570,8 @@ type ebsTree struct {
 // state dir at root, as a Dagger engine's cache looks after some builds: a content store
 // with a few large layer blobs (30% of the bytes) and many small ones, overlay snapshots of
 // many small files (1-64 KiB) with their opaque-directory markers (trusted.overlay.opaque)
-// and whiteouts (0:0 character devices), files hardlinked between snapshots, user.* xattrs,
-// and bolt databases.
+// and whiteouts (0:0 character devices), shared-library symlinks, files hardlinked between
+// snapshots, user.* xattrs, and bolt databases.
 func writeEBSTree(tb testing.TB, root string, target int64) ebsTree {
 	cc := rand.NewChaCha8([32]byte{42})
 	r := rand.New(cc)
@@ -621,6 +621,9 @@ func writeEBSTree(tb testing.TB, root string, target int64) ebsTree {
 			must(unix.Lsetxattr(p, "user.warmpool.bench", []byte(strconv.Itoa(i)), 0))
 		case i%200 == 3:
 			must(unix.Mknod(p+".wh", unix.S_IFCHR, 0))
+		case i%7 == 4:
+			// A layer's shared-library link: most directories of layer contents hold some.
+			must(os.Symlink(filepath.Base(p), strings.TrimSuffix(p, ".so")+".so.1"))
 		}
 	}
 	for snap := range 97 {
