@@ -73,8 +73,9 @@ func BaselineNow(dir string, m *Manifest) (Baseline, error) {
 	return Baseline{Manifest: m, Before: time.Unix(0, before)}, nil
 }
 
-// asWritten reports whether the source file e (with stat st) is still the
-// content that the save named origin wrote.
+// asWritten reports whether the source file or symlink e (with stat st) is
+// still what the save named origin wrote: its bytes or target, and for both
+// its extended attributes, which change its ctime too.
 func (b *Baseline) asWritten(e *Entry, st *unix.Stat_t, origin string) bool {
 	if b == nil || b.Manifest == nil || origin == "" || st.Ctim.Nano() >= b.Before.UnixNano() {
 		return false
@@ -85,8 +86,8 @@ func (b *Baseline) asWritten(e *Entry, st *unix.Stat_t, origin string) bool {
 		return false
 	}
 	r := &entries[i]
-	return r.Type == TypeFile && r.Link == "" && r.Origin == origin && r.Size == e.Size &&
-		r.MtimeNs == e.MtimeNs && r.Mode == e.Mode && r.UID == e.UID && r.GID == e.GID
+	return (r.Type == TypeFile || r.Type == TypeSymlink) && r.Type == e.Type && r.Link == "" && r.Origin == origin &&
+		r.Size == e.Size && r.Target == e.Target && r.MtimeNs == e.MtimeNs && r.Mode == e.Mode && r.UID == e.UID && r.GID == e.GID
 }
 
 // newCopyID returns a random ID for a copy's manifest (crypto/rand.Read

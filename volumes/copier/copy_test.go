@@ -299,6 +299,89 @@ func TestCopyIncrementalTakesDstAsPrevious(t *testing.T) {
 	compareContents(t, contents(t, src), contents(t, dst))
 }
 
+// An incremental copy leaves a symlink alone as it does a file: its Previous entry has the
+// same target, owner and mtime, and the source is untouched since the copy that wrote it
+// (Baseline). It is not looked at on dst; a restore keeps its origin, so the next save can
+// leave it alone too.
+func TestCopyIncrementalLeavesUnchangedSymlinksAlone(t *testing.T) {
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "dst")
+	buildManyFiles(t, src, 30, 5)
+	for i := range 4 {
+		must(t, os.Symlink(fmt.Sprintf("f%04d", i), filepath.Join(src, filepath.Dir(manyPath(i)), fmt.Sprintf("lib%d.so", i))))
+	}
+	if _, err := Copy(context.Background(), src, dst, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	prev, _ := ReadManifest(dst)
+	for _, e := range prev.Entries {
+		if e.Type == TypeSymlink && e.Origin != prev.ID {
+			t.Fatalf("symlink %s has origin %q, want the save's %q", e.Path, e.Origin, prev.ID)
+		}
+	}
+	base := baselineNow(t, &prev)
+	// One symlink gets a new target; another's copy is changed behind the manifest, which
+	// stays so because the copy does not look at it.
+	retargeted := filepath.Join(filepath.Dir(manyPath(1)), "lib1.so")
+	must(t, os.Remove(filepath.Join(src, retargeted)))
+	must(t, os.Symlink("elsewhere", filepath.Join(src, retargeted)))
+	untouched := filepath.Join(filepath.Dir(manyPath(2)), "lib2.so")
+	old := time.Unix(1000, 0)
+	setLinkMtime := func(p string, ns int64) {
+		ts := unix.NsecToTimespec(ns)
+		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW))
+	}
+	setLinkMtime(filepath.Join(dst, untouched), old.UnixNano())
+	var written []string
+	var mu sync.Mutex
+	m, err := Copy(context.Background(), src, dst, Options{Previous: &prev, Baseline: base, hooks: &hooks{at: func(point, rel string) error {
+		if point == "symlink" {
+			mu.Lock()
+			written = append(written, rel)
+			mu.Unlock()
+		}
+		return nil
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(written, []string{retargeted}) {
+		t.Errorf("symlinks written: %q, want only the retargeted %s", written, retargeted)
+	}
+	if got, _ := os.Readlink(filepath.Join(dst, retargeted)); got != "elsewhere" {
+		t.Errorf("the retargeted symlink points to %q", got)
+	}
+	var st unix.Stat_t
+	must(t, unix.Lstat(filepath.Join(dst, untouched), &st))
+	if st.Mtim.Sec != old.Unix() {
+		t.Errorf("an unchanged symlink's copy was touched (mtime %d)", st.Mtim.Sec)
+	}
+	origins := map[string]string{}
+	for _, e := range m.Entries {
+		if e.Type == TypeSymlink {
+			origins[e.Path] = e.Origin
+		}
+	}
+	if origins[untouched] != prev.ID || origins[retargeted] != m.ID {
+		t.Errorf("symlink origins %v: want %s from the first save, %s from this one", origins, untouched, retargeted)
+	}
+	// A restore keeps them (once the copy changed behind the manifest is put back as it says).
+	for _, e := range m.Entries {
+		if e.Path == untouched {
+			setLinkMtime(filepath.Join(dst, untouched), e.MtimeNs)
+		}
+	}
+	final := filepath.Join(t.TempDir(), "cache")
+	r, err := Restore(context.Background(), dst, final+".staging", final, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range r.Entries {
+		if e.Type == TypeSymlink && e.Origin != origins[e.Path] {
+			t.Errorf("restored symlink %s has origin %q, want the saved %q", e.Path, e.Origin, origins[e.Path])
+		}
+	}
+}
+
 func TestCopyErrorsNameThePath(t *testing.T) {
 	for _, errno := range []syscall.Errno{unix.ENOSPC, unix.EACCES, unix.EIO} {
 		t.Run(errno.Error(), func(t *testing.T) {

@@ -78,6 +78,26 @@ func (c *copier) unchanged(j *job, e *Entry) bool {
 	return true
 }
 
+// symlinkUnchanged reports whether an incremental copy may leave the symlink
+// dst/rel alone, as unchanged does for a file: Previous has it with the same
+// target, owner and mtime, and Baseline vouches that the source is still what
+// the save that wrote Previous's copy wrote (its extended attributes too,
+// which are in no manifest). dst is not looked at (see dstListing): in a real
+// cache most directories of layer contents hold symlinks, and a look at each
+// would read them all from the volume.
+func (c *copier) symlinkUnchanged(j *job, e *Entry) bool {
+	p := c.prev[e.Path]
+	if p == nil || p.Type != TypeSymlink || p.Target != e.Target || p.MtimeNs != e.MtimeNs ||
+		p.Mode != e.Mode || p.UID != e.UID || p.GID != e.GID {
+		return false
+	}
+	if !c.opts.Baseline.asWritten(e, &j.st, p.Origin) {
+		return false
+	}
+	e.Origin = p.Origin
+	return true
+}
+
 func (c *copier) copyFile(ctx context.Context, j job) (Entry, error) {
 	sp, dp := c.srcPath(j.rel), c.dstPath(j.rel)
 	e := entryFromStat(j.rel, TypeFile, &j.st)
@@ -206,10 +226,16 @@ func (c *copier) copySymlink(j job) (Entry, error) {
 		return e, err
 	}
 	e.Target = target
+	// A save is the origin of what it writes; a restore keeps its source's (see copyFile).
+	e.Origin = c.id
 	if c.expect != nil {
 		if err := c.expect.symlink(j.rel, target); err != nil {
 			return e, err
 		}
+		_, e.Origin = c.expect.expected(j.rel)
+	}
+	if c.prev != nil && j.dstMayExist && c.symlinkUnchanged(&j, &e) {
+		return e, nil
 	}
 	if err := c.hook("symlink", j.rel); err != nil {
 		return e, fmt.Errorf("creating symlink %s: %w", dp, err)

@@ -103,10 +103,12 @@ type Entry struct {
 	Rdev uint64 `json:"rdev,omitempty"`
 	// SHA256 (hex) is set for files matched by the checksum globs.
 	SHA256 string `json:"sha256,omitempty"`
-	// Origin is the ID of the save that wrote a file's content: the same
-	// path with the same Origin in two manifests is the same bytes (see
-	// Baseline). A restore keeps its source's origins; a manifest written
-	// before origins existed has none, and its files are never skipped.
+	// Origin is the ID of the save that wrote a file's content or a
+	// symlink: the same path with the same Origin in two manifests is the
+	// same bytes, or target, and extended attributes (see Baseline). A
+	// restore keeps its source's origins; a manifest written before origins
+	// existed (for symlinks: before they had them) has none, and its files
+	// and symlinks are never skipped.
 	Origin string `json:"origin,omitempty"`
 }
 
